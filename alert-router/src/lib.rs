@@ -1,0 +1,1 @@
+//! netanom alert-router.

@@ -1,0 +1,242 @@
+//! The records carried on netanom's Avro topics, as Rust types. Field meanings are documented in the `.avsc`
+//! files; the doc comments here repeat the essentials.
+
+use std::net::IpAddr;
+
+/// Network layer of a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Network {
+    /// IPv4.
+    Ipv4,
+    /// IPv6.
+    Ipv6,
+    /// ARP (addresses are the sender and target protocol addresses).
+    Arp,
+}
+
+/// Direction of a packet within its flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// From the flow's initiator to its responder.
+    Forward,
+    /// From the responder back to the initiator.
+    Reverse,
+}
+
+/// TCP flag bits as carried in [`PacketFeatures::tcp_flags`].
+pub mod tcp_flags {
+    /// FIN.
+    pub const FIN: u8 = 0x01;
+    /// SYN.
+    pub const SYN: u8 = 0x02;
+    /// RST.
+    pub const RST: u8 = 0x04;
+    /// PSH.
+    pub const PSH: u8 = 0x08;
+    /// ACK.
+    pub const ACK: u8 = 0x10;
+    /// URG.
+    pub const URG: u8 = 0x20;
+    /// ECE.
+    pub const ECE: u8 = 0x40;
+    /// CWR.
+    pub const CWR: u8 = 0x80;
+}
+
+/// Features of one packet and of its flow so far. The source address is the batch's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PacketFeatures {
+    /// Capture timestamp, ns since the Unix epoch.
+    pub ts_ns: i64,
+    /// Network layer.
+    pub network: Network,
+    /// Destination address.
+    pub destination: IpAddr,
+    /// Transport source port, 0 if none.
+    pub src_port: u16,
+    /// Transport destination port, 0 if none.
+    pub dst_port: u16,
+    /// IP protocol number of the transport; 0 for ARP.
+    pub ip_proto: u8,
+    /// Frame length on the wire.
+    pub wire_len: u32,
+    /// Captured length.
+    pub cap_len: u32,
+    /// Transport payload length.
+    pub payload_len: u32,
+    /// TCP flag bits ([`tcp_flags`]).
+    pub tcp_flags: u8,
+    /// TTL or hop limit.
+    pub ttl: u8,
+    /// Outermost VLAN id.
+    pub vlan: Option<u16>,
+    /// ICMP/ICMPv6 type.
+    pub icmp_type: Option<u8>,
+    /// ICMP/ICMPv6 code.
+    pub icmp_code: Option<u8>,
+    /// Time since the flow's first packet, ns.
+    pub flow_duration_ns: i64,
+    /// Packets in the flow so far, both directions, this one included.
+    pub flow_packets: u64,
+    /// Wire bytes in the flow so far, both directions, this one included.
+    pub flow_bytes: u64,
+    /// Direction within the flow.
+    pub direction: Direction,
+}
+
+impl PacketFeatures {
+    /// True for the packet that opened its flow as seen from the initiator: a new connection attempt.
+    pub fn opens_flow(&self) -> bool {
+        self.direction == Direction::Forward && self.flow_packets == 1
+    }
+
+    /// True for a TCP SYN without ACK.
+    pub fn is_syn(&self) -> bool {
+        self.ip_proto == 6 && self.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN
+    }
+
+    /// A one-line summary of the packet from `source`, for alerts: `10.0.0.1:4242 > 10.0.0.2:80 TCP [S] len 60`.
+    pub fn summary(&self, source: IpAddr) -> String {
+        let proto = match (self.network, self.ip_proto) {
+            (Network::Arp, _) => "ARP".to_string(),
+            (_, 6) => "TCP".to_string(),
+            (_, 17) => "UDP".to_string(),
+            (_, 1) => "ICMP".to_string(),
+            (_, 58) => "ICMPv6".to_string(),
+            (_, p) => format!("proto {p}"),
+        };
+        let endpoint = |ip: IpAddr, port: u16| match (ip, port) {
+            (_, 0) => ip.to_string(),
+            (IpAddr::V4(_), p) => format!("{ip}:{p}"),
+            (IpAddr::V6(_), p) => format!("[{ip}]:{p}"),
+        };
+        let mut s = format!(
+            "{} > {} {proto}",
+            endpoint(source, self.src_port),
+            endpoint(self.destination, self.dst_port)
+        );
+        if self.ip_proto == 6 {
+            const NAMES: [(u8, char); 6] = [
+                (tcp_flags::SYN, 'S'),
+                (tcp_flags::FIN, 'F'),
+                (tcp_flags::RST, 'R'),
+                (tcp_flags::PSH, 'P'),
+                (tcp_flags::ACK, '.'),
+                (tcp_flags::URG, 'U'),
+            ];
+            let flags: String = NAMES.iter().filter(|(b, _)| self.tcp_flags & b != 0).map(|(_, c)| *c).collect();
+            s.push_str(&format!(" [{flags}]"));
+        }
+        if let (Some(t), Some(c)) = (self.icmp_type, self.icmp_code) {
+            s.push_str(&format!(" type {t} code {c}"));
+        }
+        s.push_str(&format!(" len {}", self.wire_len));
+        s
+    }
+}
+
+/// The packets of one source over a short interval of packet time, in capture order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PacketBatch {
+    /// Source address of every packet in the batch.
+    pub source: IpAddr,
+    /// Per-producer sequence number of this source's batches.
+    pub sequence: u64,
+    /// The packets, in capture order; never empty on the wire.
+    pub packets: Vec<PacketFeatures>,
+}
+
+/// Which detector produced an anomaly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AnomalyKind {
+    /// Packet arrival rate over the last N packets of a host.
+    Rate,
+    /// Fan-out: distinct destinations or ports contacted in a window (scans, sweeps).
+    Fanout,
+    /// Extended isolation forest over the host's behaviour in an interval.
+    Isolation,
+    /// Destination side: many sources converging on one victim (spoofed-source floods, DDoS).
+    Victim,
+}
+
+impl AnomalyKind {
+    /// All kinds, in schema symbol order.
+    pub const ALL: [AnomalyKind; 4] = [Self::Rate, Self::Fanout, Self::Isolation, Self::Victim];
+
+    /// Lower-case name used in alerts, configuration and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rate => "rate",
+            Self::Fanout => "fanout",
+            Self::Isolation => "isolation",
+            Self::Victim => "victim",
+        }
+    }
+}
+
+impl std::fmt::Display for AnomalyKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One feature's part in an anomaly.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Contribution {
+    /// Feature name, e.g. `distinct_dst_ports`.
+    pub name: String,
+    /// Observed value.
+    pub value: f64,
+    /// The baseline it is compared with, when there is one.
+    pub baseline: Option<f64>,
+}
+
+/// One detector finding about one host over a window of packet time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Anomaly {
+    /// Deterministic id (detector, host, window start).
+    pub id: String,
+    /// The anomalous address as text.
+    pub host: String,
+    /// Which detector fired.
+    pub kind: AnomalyKind,
+    /// Window start, ns.
+    pub window_start_ns: i64,
+    /// Window end, ns.
+    pub window_end_ns: i64,
+    /// Score.
+    pub score: f64,
+    /// Threshold exceeded.
+    pub threshold: f64,
+    /// The victim, when known.
+    pub target: Option<String>,
+    /// A sentence a person understands.
+    pub reason: String,
+    /// Features that made it anomalous, strongest first.
+    pub features: Vec<Contribution>,
+    /// Summary of a triggering packet.
+    pub sample: String,
+    /// Model or rule-set version.
+    pub model_version: String,
+}
+
+/// A detector's partial view of one destination in one packet-time window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DestinationStats {
+    /// The destination.
+    pub destination: IpAddr,
+    /// Window start, ns (a multiple of `window_ns`).
+    pub window_start_ns: i64,
+    /// Window length, ns.
+    pub window_ns: i64,
+    /// Sources not reported before for this destination and window by this detector.
+    pub new_sources: u64,
+    /// Packets since the previous report.
+    pub packets: u64,
+    /// TCP SYN-without-ACK packets since the previous report.
+    pub syn_packets: u64,
+    /// Up to 8 of the new sources.
+    pub sample_sources: Vec<IpAddr>,
+    /// Latest packet time in this report, ns.
+    pub last_ts_ns: i64,
+}
