@@ -1,1 +1,54 @@
-fn main() {}
+//! `netanom`: parses the command line, sets up logging and hands over to the role that was asked for.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use netanom::cli::{Cli, Command};
+use netanom::config;
+
+/// Exit code for a configuration error (every problem is printed first).
+const EXIT_CONFIG: u8 = 2;
+/// Exit code for a failure while running.
+const EXIT_RUNTIME: u8 = 1;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match config::load(cli.config.as_deref(), std::env::vars(), &cli.overrides()) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+            eprintln!("{} configuration error(s); nothing was started", errors.len());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Command::Config { check } = &cli.command {
+        let shown = if *check { cfg } else { config::Config::default() };
+        match toml::to_string_pretty(&shown) {
+            Ok(t) => {
+                print!("{t}");
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                eprintln!("error: cannot print the configuration: {e}");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        }
+    }
+    netanom::run::init_logging(&cfg.log);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    match runtime.block_on(netanom::run::dispatch(cli.command, cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}

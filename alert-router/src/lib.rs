@@ -1,1 +1,362 @@
-//! netanom alert-router.
+//! netanom alert router: consumes anomalies (Avro, `netanom.anomalies`), collapses repeats of one (host, kind)
+//! into alerts ([`suppress`]), publishes each alert as JSON on the alerts topic, POSTs it to every configured
+//! webhook signed per Standard Webhooks ([`webhook`]), appends it to an optional JSON-lines file and stdout, and
+//! only then stores the offsets of the anomalies it accounts for ([`offsets`]). Undecodable anomalies and alerts
+//! no webhook could take go to the dead-letter topic. The pipeline itself is [`route`]; this file holds the
+//! configuration, the errors and the report.
+
+pub mod offsets;
+pub mod route;
+pub mod suppress;
+pub mod webhook;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use netanom_schemas::{SchemaIds, topics};
+use serde::Deserialize;
+
+pub use route::run;
+pub use suppress::SuppressionConfig;
+pub use webhook::{RetryConfig, Secret, WebhookConfig};
+
+/// Configuration of the alert router (`[alert_router]`).
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterConfig {
+    /// Kafka bootstrap servers, `host:port[,host:port...]`. Filled from the shared `[kafka]` table by the root
+    /// binary. Default `localhost:9092`.
+    pub brokers: String,
+    /// Extra librdkafka properties for the consumer and the producer (e.g. `security.protocol`,
+    /// `sasl.password`). Filled from the shared `[kafka]` table. Values of keys naming a password, secret or key
+    /// are masked in `Debug`.
+    pub kafka_properties: BTreeMap<String, String>,
+    /// Consumer group id. Default `netanom-alert-router`.
+    pub group_id: String,
+    /// Topic the anomalies are consumed from. Default `netanom.anomalies`.
+    pub anomalies_topic: String,
+    /// Topic the alerts are produced to (JSON, key = host). Default `netanom.alerts`.
+    pub alerts_topic: String,
+    /// Topic for poison anomalies and alerts a webhook refused. Default `netanom.dead-letter`.
+    pub dead_letter_topic: String,
+    /// Confluent schema ids of the Avro records. Default: the built-in table.
+    pub schema_ids: SchemaIds,
+    /// Suppression of repeated (host, kind) anomalies.
+    pub suppression: SuppressionConfig,
+    /// Webhooks every alert is POSTed to (none by default).
+    pub webhooks: Vec<WebhookConfig>,
+    /// Retry policy of webhook requests.
+    pub retry: RetryConfig,
+    /// Webhook requests in flight at most, over all webhooks and alerts. Default 16.
+    pub max_concurrency: usize,
+    /// Alerts being delivered at most; consumption pauses while this many are in flight. Default 1024.
+    pub max_in_flight_alerts: usize,
+    /// On shutdown, open groups are emitted and deliveries in flight get this long to finish; the rest are
+    /// abandoned (their anomalies' offsets are not stored, so they are consumed again). Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Append every alert as one JSON line to this file. Default: none.
+    pub alerts_out: Option<PathBuf>,
+    /// Print one readable line per alert to stdout. Default false.
+    pub stdout: bool,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "localhost:9092".into(),
+            kafka_properties: BTreeMap::new(),
+            group_id: "netanom-alert-router".into(),
+            anomalies_topic: topics::ANOMALIES.into(),
+            alerts_topic: topics::ALERTS.into(),
+            dead_letter_topic: topics::DEAD_LETTER.into(),
+            schema_ids: SchemaIds::BUILT_IN,
+            suppression: SuppressionConfig::default(),
+            webhooks: Vec::new(),
+            retry: RetryConfig::default(),
+            max_concurrency: 16,
+            max_in_flight_alerts: 1024,
+            shutdown_grace: Duration::from_secs(10),
+            alerts_out: None,
+            stdout: false,
+        }
+    }
+}
+
+/// True for librdkafka property names whose values must not be printed.
+fn is_sensitive_property(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("password") || k.contains("secret") || k.contains("key") || k.contains("token")
+}
+
+impl std::fmt::Debug for RouterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let props: BTreeMap<&str, &str> = self
+            .kafka_properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), if is_sensitive_property(k) { "***" } else { v.as_str() }))
+            .collect();
+        f.debug_struct("RouterConfig")
+            .field("brokers", &self.brokers)
+            .field("kafka_properties", &props)
+            .field("group_id", &self.group_id)
+            .field("anomalies_topic", &self.anomalies_topic)
+            .field("alerts_topic", &self.alerts_topic)
+            .field("dead_letter_topic", &self.dead_letter_topic)
+            .field("schema_ids", &self.schema_ids)
+            .field("suppression", &self.suppression)
+            .field("webhooks", &self.webhooks)
+            .field("retry", &self.retry)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("max_in_flight_alerts", &self.max_in_flight_alerts)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("alerts_out", &self.alerts_out)
+            .field("stdout", &self.stdout)
+            .finish()
+    }
+}
+
+/// One configuration problem, naming its key path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key} {message}")]
+pub struct ConfigError {
+    /// Key path, e.g. `alert_router.webhooks[1].url`.
+    pub key: String,
+    /// What is wrong, with the offending value.
+    pub message: String,
+}
+
+impl RouterConfig {
+    /// Checks every setting and reports all problems at once.
+    pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let mut err =
+            |key: &str, message: String| errors.push(ConfigError { key: format!("alert_router.{key}"), message });
+        if self.brokers.trim().is_empty() {
+            err("brokers", "must not be empty".into());
+        }
+        if self.group_id.trim().is_empty() {
+            err("group_id", "must not be empty".into());
+        }
+        for (key, topic) in [
+            ("anomalies_topic", &self.anomalies_topic),
+            ("alerts_topic", &self.alerts_topic),
+            ("dead_letter_topic", &self.dead_letter_topic),
+        ] {
+            if topic.trim().is_empty() {
+                err(key, "must not be empty".into());
+            }
+        }
+        for (key, topic) in [("alerts_topic", &self.alerts_topic), ("dead_letter_topic", &self.dead_letter_topic)] {
+            if !topic.is_empty() && *topic == self.anomalies_topic {
+                err(key, format!("must differ from alert_router.anomalies_topic, both are {topic:?}"));
+            }
+        }
+        if self.suppression.window.is_zero() {
+            err("suppression.window", "must be > 0, got 0s".into());
+        }
+        if self.suppression.flush_after.is_zero() {
+            err("suppression.flush_after", "must be > 0, got 0s".into());
+        }
+        if self.suppression.max_groups == 0 {
+            err("suppression.max_groups", "must be >= 1, got 0".into());
+        }
+        for (i, hook) in self.webhooks.iter().enumerate() {
+            match reqwest::Url::parse(&hook.url) {
+                Ok(url) if url.scheme() == "http" => {}
+                Ok(url) if url.scheme() == "https" => {
+                    if !cfg!(feature = "rustls-tls") {
+                        err(
+                            &format!("webhooks[{i}].url"),
+                            format!(
+                                "is https ({:?}), which needs netanom built with the rustls-tls feature",
+                                webhook::redact_url(&hook.url)
+                            ),
+                        );
+                    }
+                }
+                _ => err(
+                    &format!("webhooks[{i}].url"),
+                    format!("is not an http(s) URL: {:?}", webhook::redact_url_or_raw(&hook.url)),
+                ),
+            }
+            if let Some(Err(e)) = hook.secret.as_ref().map(webhook::decode_secret) {
+                err(&format!("webhooks[{i}].secret"), format!("is not a Standard Webhooks secret: {e}"));
+            }
+            if hook.timeout.is_zero() {
+                err(&format!("webhooks[{i}].timeout"), "must be > 0, got 0s".into());
+            }
+        }
+        if self.retry.initial_backoff.is_zero() {
+            err("retry.initial_backoff", "must be > 0, got 0s".into());
+        }
+        if self.retry.max_backoff < self.retry.initial_backoff {
+            err(
+                "retry.max_backoff",
+                format!(
+                    "({:?}) must be >= alert_router.retry.initial_backoff ({:?})",
+                    self.retry.max_backoff, self.retry.initial_backoff
+                ),
+            );
+        }
+        if self.retry.max_attempts == 0 {
+            err("retry.max_attempts", "must be >= 1, got 0".into());
+        }
+        if self.max_concurrency == 0 {
+            err("max_concurrency", "must be >= 1, got 0".into());
+        }
+        if self.max_in_flight_alerts == 0 {
+            err("max_in_flight_alerts", "must be >= 1, got 0".into());
+        }
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouterReport {
+    /// Records consumed from the anomalies topic (poison included).
+    pub anomalies_consumed: u64,
+    /// Alerts produced to the alerts topic.
+    pub alerts_emitted: u64,
+    /// (alert, webhook) deliveries that got a 2xx.
+    pub webhook_delivered: u64,
+    /// (alert, webhook) deliveries that failed after all retries.
+    pub webhook_failed: u64,
+    /// Poison anomalies sent to the dead-letter topic.
+    pub dead_lettered_anomalies: u64,
+    /// Alert records sent to the dead-letter topic (one per failed (alert, webhook)).
+    pub dead_lettered_alerts: u64,
+    /// Suppression windows emitted early because `suppression.max_groups` were open.
+    pub groups_evicted: u64,
+}
+
+/// Why the router stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    /// The configuration is invalid.
+    #[error("invalid alert_router configuration:\n  {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
+    Config(Vec<ConfigError>),
+    /// A Kafka client operation failed.
+    #[error("kafka: {what}: {source}")]
+    Kafka {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: Box<rdkafka::error::KafkaError>,
+    },
+    /// A record could not be produced (after librdkafka's own retries).
+    #[error("producing to {topic} (key {key:?}): {source}")]
+    Produce {
+        /// Topic.
+        topic: String,
+        /// Record key.
+        key: String,
+        /// The error.
+        source: Box<rdkafka::error::KafkaError>,
+    },
+    /// The webhook client could not be set up.
+    #[error(transparent)]
+    Webhook(#[from] webhook::WebhookError),
+    /// The alerts-out file could not be written.
+    #[error("writing alerts to {path}: {source}")]
+    AlertsOut {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// An alert could not be serialized.
+    #[error("serializing alert {id}: {source}")]
+    Encode {
+        /// Alert id.
+        id: String,
+        /// The error.
+        source: serde_json::Error,
+    },
+    /// An internal task failed.
+    #[error("delivery task failed: {0}")]
+    Task(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        RouterConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn validate_reports_every_problem_with_its_key() {
+        let config = RouterConfig {
+            brokers: String::new(),
+            alerts_topic: topics::ANOMALIES.into(),
+            suppression: SuppressionConfig { window: Duration::ZERO, ..SuppressionConfig::default() },
+            webhooks: vec![
+                WebhookConfig { url: "http://127.0.0.1:9/ok".into(), ..WebhookConfig::default() },
+                WebhookConfig {
+                    url: "ftp://example.com/x".into(),
+                    secret: Some(Secret::new("nope-c2VjcmV0")),
+                    timeout: Duration::ZERO,
+                },
+            ],
+            retry: RetryConfig {
+                initial_backoff: Duration::from_secs(2),
+                max_backoff: Duration::from_secs(1),
+                max_attempts: 0,
+            },
+            max_concurrency: 0,
+            ..RouterConfig::default()
+        };
+        let errors: Vec<String> = config.validate().unwrap_err().iter().map(ToString::to_string).collect();
+        let expect = [
+            "alert_router.brokers must not be empty",
+            "alert_router.alerts_topic must differ from alert_router.anomalies_topic",
+            "alert_router.suppression.window must be > 0",
+            "alert_router.webhooks[1].url is not an http(s) URL: \"ftp://example.com/x\"",
+            "alert_router.webhooks[1].secret is not a Standard Webhooks secret",
+            "alert_router.webhooks[1].timeout must be > 0",
+            "alert_router.retry.max_backoff (1s) must be >= alert_router.retry.initial_backoff (2s)",
+            "alert_router.retry.max_attempts must be >= 1",
+            "alert_router.max_concurrency must be >= 1",
+        ];
+        for e in expect {
+            assert!(errors.iter().any(|x| x.starts_with(e)), "missing {e:?} in {errors:#?}");
+        }
+        assert_eq!(errors.len(), expect.len(), "{errors:#?}");
+        assert!(!errors.iter().any(|e| e.contains("c2VjcmV0")), "secret leaked: {errors:#?}");
+    }
+
+    #[test]
+    fn debug_masks_secrets() {
+        let mut config = RouterConfig::default();
+        config.kafka_properties.insert("sasl.password".into(), "hunter2".into());
+        config.kafka_properties.insert("security.protocol".into(), "SASL_SSL".into());
+        config.webhooks.push(WebhookConfig {
+            url: "http://h/".into(),
+            secret: Some(Secret::new("whsec_aHVudGVyMw==")),
+            ..WebhookConfig::default()
+        });
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("aHVudGVyMw"), "{shown}");
+        assert!(shown.contains("SASL_SSL"));
+    }
+
+    #[test]
+    fn deserializes_with_humantime_and_rejects_unknown_keys() {
+        let config: RouterConfig = serde_json::from_value(serde_json::json!({
+            "suppression": {"window": "2m", "flush_after": "1s"},
+            "webhooks": [{"url": "http://127.0.0.1:1/", "secret": "whsec_c2VjcmV0", "timeout": "250ms"}],
+            "retry": {"max_attempts": 3}
+        }))
+        .unwrap();
+        assert_eq!(config.suppression.window, Duration::from_secs(120));
+        assert_eq!(config.suppression.max_groups, 100_000);
+        assert_eq!(config.webhooks[0].timeout, Duration::from_millis(250));
+        assert_eq!(config.retry.initial_backoff, Duration::from_millis(200));
+        assert!(serde_json::from_value::<RouterConfig>(serde_json::json!({"nope": 1})).is_err());
+    }
+}

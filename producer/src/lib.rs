@@ -1,1 +1,377 @@
-//! netanom producer.
+//! netanom producer: reads packets from a pcap/pcapng file or a live interface, extracts per-packet features
+//! (headers plus flow state), groups them per source IP into `PacketBatch` records and publishes them to the
+//! packets topic. [`run`] is the service; [`pipeline`] is the same path without I/O, for benchmarks and tests;
+//! [`synth`] writes synthetic captures.
+//!
+//! Threads: capture, parsing, batching and encoding run on one dedicated OS thread (`netanom-capture`) that
+//! hands encoded records to librdkafka (which compresses and sends on its own threads); the async caller only
+//! waits for the result.
+
+pub mod batch;
+pub mod capture;
+pub mod flow;
+pub mod parse;
+pub mod pipeline;
+pub mod publish;
+pub mod synth;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use netanom_schemas::{PacketBatch, SchemaIds};
+use tokio_util::sync::CancellationToken;
+
+pub use batch::{BatchConfig, Batcher};
+pub use capture::{CaptureError, Frame, PacketSource, Speed};
+pub use flow::{FlowConfig, FlowTable};
+pub use parse::{Parsed, Skip};
+pub use pipeline::{FeatureExtractor, Pipeline};
+pub use publish::{PublishError, Publisher};
+
+/// Producer settings (`[producer]`).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProducerConfig {
+    /// Capture file to read (pcap or pcapng). Exactly one of `pcap` and `interface` must be set.
+    pub pcap: Option<PathBuf>,
+    /// Network interface to capture from live. Exactly one of `pcap` and `interface` must be set.
+    pub interface: Option<String>,
+    /// BPF filter applied to the capture (tcpdump syntax), e.g. `tcp or udp`.
+    pub filter: Option<String>,
+    /// Bytes captured per packet on a live interface. Default 65535.
+    pub snaplen: u32,
+    /// Put the live interface in promiscuous mode. Default true.
+    pub promiscuous: bool,
+    /// File replay speed: `max` (no pacing, default), `realtime`, or a factor such as `10`.
+    pub speed: Speed,
+    /// Topic for packet batches. Default `netanom.packets`.
+    pub topic: String,
+    /// Batching.
+    pub batch: BatchConfig,
+    /// Flow table.
+    pub flow: FlowConfig,
+    /// Kafka bootstrap servers (filled from the shared `[kafka]` table by the root binary).
+    pub brokers: String,
+    /// Extra librdkafka properties, applied last (e.g. security settings, `linger.ms`).
+    pub kafka_properties: BTreeMap<String, String>,
+    /// Compression codec: none, gzip, snappy, lz4 (default) or zstd.
+    pub compression: String,
+    /// Confluent schema ids written in each record's header. Default: the built-in ids.
+    pub schema_ids: SchemaIds,
+    /// How long to wait for outstanding records to be acknowledged at the end. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub flush_timeout: Duration,
+    /// Show a progress bar on stderr when reading a file (only drawn on a terminal). Default false.
+    pub progress: bool,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        Self {
+            pcap: None,
+            interface: None,
+            filter: None,
+            snaplen: 65_535,
+            promiscuous: true,
+            speed: Speed::Max,
+            topic: netanom_schemas::topics::PACKETS.to_string(),
+            batch: BatchConfig::default(),
+            flow: FlowConfig::default(),
+            brokers: "localhost:9092".to_string(),
+            kafka_properties: BTreeMap::new(),
+            compression: "lz4".to_string(),
+            schema_ids: SchemaIds::BUILT_IN,
+            flush_timeout: Duration::from_secs(30),
+            progress: false,
+        }
+    }
+}
+
+/// One configuration problem, naming its key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl ProducerConfig {
+    /// Checks every setting and reports all problems at once, each naming its key (`producer.…`).
+    pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
+        let mut e = Vec::new();
+        match (&self.pcap, &self.interface) {
+            (None, None) => {
+                e.push("exactly one of producer.pcap and producer.interface must be set, got neither".into())
+            }
+            (Some(p), Some(i)) => e.push(format!(
+                "exactly one of producer.pcap and producer.interface must be set, got both ({} and {i})",
+                p.display()
+            )),
+            _ => {}
+        }
+        if let Some(p) = &self.pcap {
+            if p.as_os_str().is_empty() {
+                e.push("producer.pcap must not be empty".into());
+            }
+        }
+        if matches!(&self.interface, Some(i) if i.is_empty()) {
+            e.push("producer.interface must not be empty".into());
+        }
+        if matches!(&self.filter, Some(f) if f.trim().is_empty()) {
+            e.push("producer.filter must not be empty when set (omit it to capture everything)".into());
+        }
+        if !(64..=262_144).contains(&self.snaplen) {
+            e.push(format!("producer.snaplen must be in 64..=262144, got {}", self.snaplen));
+        }
+        if self.interface.is_some() && self.speed != Speed::Max {
+            e.push(format!("producer.speed applies to file input only, got {} with producer.interface", self.speed));
+        }
+        if self.topic.is_empty() {
+            e.push("producer.topic must not be empty".into());
+        }
+        if self.brokers.trim().is_empty() {
+            e.push("producer.brokers must not be empty".into());
+        }
+        if !publish::COMPRESSIONS.contains(&self.compression.as_str()) {
+            e.push(format!(
+                "producer.compression must be one of {}, got `{}`",
+                publish::COMPRESSIONS.join(", "),
+                self.compression
+            ));
+        }
+        if self.flush_timeout.is_zero() {
+            e.push("producer.flush_timeout must be > 0, got 0s".into());
+        }
+        e.extend(self.batch.validate("producer.batch"));
+        e.extend(self.flow.validate("producer.flow"));
+        if e.is_empty() { Ok(()) } else { Err(e.into_iter().map(ConfigError).collect()) }
+    }
+}
+
+/// What a run did. Invariant once `run` returns `Ok`: `packets_read == packets_published + sum(skipped)`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProducerReport {
+    /// Frames read from the capture.
+    pub packets_read: u64,
+    /// Frames turned into packet features.
+    pub packets_parsed: u64,
+    /// Packets in records acknowledged by Kafka.
+    pub packets_published: u64,
+    /// Frames skipped, by reason ([`Skip::as_str`]).
+    pub skipped: BTreeMap<&'static str, u64>,
+    /// Records (batches) acknowledged by Kafka.
+    pub batches_published: u64,
+    /// Payload bytes of acknowledged records, before compression.
+    pub bytes_published: u64,
+    /// Flows removed because idle or closed.
+    pub flows_evicted_idle: u64,
+    /// Live flows removed because the flow table was full.
+    pub flows_evicted_full: u64,
+    /// Batches closed early because `batch.max_open_batches` was exceeded.
+    pub batches_closed_early: u64,
+    /// Packets the kernel or interface dropped (live capture only).
+    pub kernel_dropped: u64,
+    /// Wall time of the run.
+    pub duration: Duration,
+}
+
+impl ProducerReport {
+    /// Total of skipped frames.
+    pub fn skipped_total(&self) -> u64 {
+        self.skipped.values().sum()
+    }
+
+    /// Frames read per second of wall time.
+    pub fn packets_per_sec(&self) -> f64 {
+        self.packets_read as f64 / self.duration.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Why the producer stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ProducerError {
+    /// Invalid configuration (every problem listed).
+    #[error("invalid producer configuration: {}", .0.iter().map(|e| e.0.as_str()).collect::<Vec<_>>().join("; "))]
+    Config(Vec<ConfigError>),
+    /// Opening or reading the capture failed.
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    /// Kafka refused or failed to acknowledge records.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    /// The capture thread could not be started or died.
+    #[error("capture thread failed: {0}")]
+    Thread(String),
+}
+
+/// Runs the producer until the file ends (after flushing) or `shutdown` is cancelled (then it closes every open
+/// batch, flushes and returns). `drain` means "the input is complete": it ends a live capture like `shutdown`;
+/// a file is always read to its end, so it is ignored there.
+pub async fn run(
+    config: ProducerConfig,
+    shutdown: CancellationToken,
+    drain: Option<CancellationToken>,
+) -> Result<ProducerReport, ProducerError> {
+    config.validate().map_err(ProducerError::Config)?;
+    let stop = CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let thread_stop = stop.clone();
+    std::thread::Builder::new()
+        .name("netanom-capture".into())
+        .spawn(move || {
+            let _ = tx.send(run_blocking(&config, &thread_stop));
+        })
+        .map_err(|e| ProducerError::Thread(e.to_string()))?;
+    let drain = drain.unwrap_or_default();
+    let mut rx = rx;
+    let result = tokio::select! {
+        r = &mut rx => r,
+        _ = shutdown.cancelled() => { stop.cancel(); rx.await }
+        _ = drain.cancelled() => { stop.cancel(); rx.await }
+    };
+    result.unwrap_or_else(|_| Err(ProducerError::Thread("capture thread exited without a result".into())))
+}
+
+/// The capture thread: read → pipeline → encode → publish, then flush. `stop` is honoured within ~100 ms;
+/// for file input it is only set by `shutdown` (see [`run`]).
+fn run_blocking(config: &ProducerConfig, stop: &CancellationToken) -> Result<ProducerReport, ProducerError> {
+    let started = Instant::now();
+    let mut source = match (&config.pcap, &config.interface) {
+        (Some(path), _) => PacketSource::open_file(path, config.filter.as_deref(), config.speed)?,
+        (None, Some(iface)) => {
+            PacketSource::open_live(iface, config.filter.as_deref(), config.snaplen, config.promiscuous)?
+        }
+        (None, None) => {
+            return Err(ProducerError::Config(vec![ConfigError(
+                "producer.pcap or producer.interface must be set".into(),
+            )]));
+        }
+    };
+    let publisher = Publisher::new(&config.brokers, &config.kafka_properties, &config.compression, &config.topic)?;
+    tracing::info!(
+        input = source.target(),
+        link_type = source.link_type(),
+        topic = %config.topic,
+        "producer started"
+    );
+    let live = source.is_live();
+    let is_stopped = || stop.is_cancelled();
+    let progress = (config.progress && !live && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(source.file_len().unwrap_or(0));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg} ({eta})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let mut pipeline = Pipeline::new(&config.flow, &config.batch);
+    let mut out = Emitter {
+        publisher: &publisher,
+        ids: config.schema_ids,
+        encoded: Vec::with_capacity(64 * 1024),
+        key: String::with_capacity(48),
+        error: None,
+    };
+    let mut file_bytes = 0u64;
+    let mut n = 0u64;
+    let result: Result<(), ProducerError> = loop {
+        n += 1;
+        if n % 1024 == 0 {
+            if is_stopped() {
+                break Ok(());
+            }
+            if let Err(e) = publisher.check_failures() {
+                break Err(e.into());
+            }
+            if let Some(bar) = &progress {
+                bar.set_position(file_bytes);
+            }
+        }
+        match source.next(&is_stopped) {
+            Ok(capture::Next::Frame(frame)) => {
+                file_bytes += 16 + frame.data.len() as u64;
+                let _ = pipeline.push(&frame, &mut |b: &PacketBatch| out.emit(b));
+            }
+            Ok(capture::Next::Idle) => {
+                if is_stopped() {
+                    break Ok(());
+                }
+                pipeline.tick(wall_clock_ns(), &mut |b: &PacketBatch| out.emit(b));
+            }
+            Ok(capture::Next::End) => break Ok(()),
+            Err(e) => break Err(e.into()),
+        }
+        if out.error.is_some() {
+            break Ok(());
+        }
+    };
+    pipeline.finish(&mut |b: &PacketBatch| out.emit(b));
+    if let Some(bar) = &progress {
+        bar.finish_and_clear();
+    }
+    let kernel_dropped = source.kernel_drops().unwrap_or(0);
+    drop(source);
+    // Flush what was enqueued whatever happened, so acknowledged counts are final.
+    let flushed = publisher.flush(config.flush_timeout);
+    result?;
+    if let Some(e) = out.error {
+        return Err(e.into());
+    }
+    flushed?;
+    let counts = pipeline.counts();
+    let published = publisher.stats();
+    let flows = pipeline.flow_stats();
+    let report = ProducerReport {
+        packets_read: counts.read,
+        packets_parsed: counts.parsed,
+        packets_published: published.packets,
+        skipped: counts.skipped,
+        batches_published: published.records,
+        bytes_published: published.bytes,
+        flows_evicted_idle: flows.evicted_idle,
+        flows_evicted_full: flows.evicted_full,
+        batches_closed_early: pipeline.batch_stats().closed_capacity,
+        kernel_dropped,
+        duration: started.elapsed(),
+    };
+    tracing::info!(
+        read = report.packets_read,
+        published = report.packets_published,
+        skipped = report.skipped_total(),
+        batches = report.batches_published,
+        pps = report.packets_per_sec() as u64,
+        "producer finished"
+    );
+    Ok(report)
+}
+
+/// Encodes closed batches and hands them to the publisher, remembering the first send error.
+struct Emitter<'a> {
+    publisher: &'a Publisher,
+    ids: SchemaIds,
+    encoded: Vec<u8>,
+    key: String,
+    error: Option<PublishError>,
+}
+
+impl Emitter<'_> {
+    fn emit(&mut self, batch: &PacketBatch) {
+        if self.error.is_some() {
+            return;
+        }
+        self.encoded.clear();
+        batch.encode_into(&self.ids, &mut self.encoded);
+        self.key.clear();
+        let _ = write!(self.key, "{}", batch.source);
+        let ts_ms = batch.packets.first().map_or(0, |p| p.ts_ns.div_euclid(1_000_000));
+        if let Err(e) = self.publisher.send(&self.key, &self.encoded, ts_ms, batch.packets.len()) {
+            self.error = Some(e);
+        }
+    }
+}
+
+fn wall_clock_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,38 @@
+# syntax=docker/dockerfile:1.7
+# netanom: one image for every role (`netanom producer | detector | alert-router | run`).
+#   docker build -t netanom:dev .
+#   docker run --rm netanom:dev detector --brokers kafka:9092
+# No capabilities are baked into the binary: live capture gets CAP_NET_RAW/CAP_NET_ADMIN from the runtime
+# (compose cap_add, Kubernetes securityContext); see deploy/README.md.
+
+FROM rust:1-bookworm AS builder
+# libpcap-dev for the pcap crate. Debian package versions are not pinned: the base image tag is the pin and
+# point-release security fixes should flow in on rebuild.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libpcap-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+# Cache mounts keep the registry and target/ between builds; the binary is copied out of the cache mount.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/usr/local/cargo/git \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p netanom \
+    && install -D -m 0755 target/release/netanom /out/netanom
+
+FROM debian:bookworm-slim AS runtime
+# Runtime libraries only: libpcap for capture, CA certificates for TLS to Kafka and https webhooks.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libpcap0.8 ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid 10001 netanom \
+    && useradd --system --no-log-init --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \
+       --shell /usr/sbin/nologin netanom
+COPY --from=builder /out/netanom /usr/local/bin/netanom
+USER 10001:10001
+# /healthz, /readyz and /metrics of every role.
+EXPOSE 9100
+ENTRYPOINT ["netanom"]
+CMD ["--help"]

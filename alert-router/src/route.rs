@@ -1,0 +1,550 @@
+//! The router pipeline: Kafka consumer → decode → [`Suppressor`] → per alert: alerts topic (acked), every webhook,
+//! dead-letter topic for refused deliveries, alerts-out file and stdout → offsets stored. Owns the Kafka clients,
+//! the main loop, shutdown and drain; the decisions (grouping, signing, retrying, offset order) live in the other
+//! modules.
+//!
+//! At-least-once: an anomaly's offset is stored only after the alert that accounts for it was acknowledged by the
+//! alerts topic and either reached every webhook or was acknowledged by the dead-letter topic, and was written to
+//! the alerts-out file. A poison record's offset is stored once the dead-letter topic acknowledged it.
+//!
+//! Drain ("the input is complete"): the high watermarks of the anomalies topic are read when `drain` fires; once
+//! every partition was consumed up to its watermark (or belongs to another member of the group), all open groups
+//! are emitted, delivered, offsets stored and committed, the producer flushed, and `run` returns.
+//! Shutdown ("stop now"): open groups are emitted, deliveries get `shutdown_grace` to finish, then the stored
+//! offsets are committed, the producer is flushed and `run` returns.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use netanom_schemas::{Alert, Anomaly, topics};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::offsets::OffsetTracker;
+use crate::suppress::{Emitted, Origin, Suppressor};
+use crate::webhook::{Outcome, WebhookSender};
+use crate::{RouterConfig, RouterError, RouterReport};
+
+/// How long blocking Kafka metadata calls may take.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the producer may wait for queue space.
+const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the final producer flush may take.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Result of delivering one alert.
+struct Finished {
+    emitted: Emitted,
+    json: String,
+    delivered: u64,
+    failed: u64,
+    dead_lettered: u64,
+}
+
+/// Everything a delivery task needs.
+struct Shared {
+    producer: FutureProducer,
+    webhooks: WebhookSender,
+    alerts_topic: String,
+    dead_letter_topic: String,
+}
+
+/// Runs the router until `shutdown` fires, or until `drain` fires and the input present at that moment is fully
+/// processed. See the module documentation.
+pub async fn run(
+    config: RouterConfig,
+    shutdown: CancellationToken,
+    drain: Option<CancellationToken>,
+) -> Result<RouterReport, RouterError> {
+    config.validate().map_err(RouterError::Config)?;
+    let consumer = Arc::new(create_consumer(&config)?);
+    consumer.subscribe(&[config.anomalies_topic.as_str()]).map_err(|source| RouterError::Kafka {
+        what: format!("subscribing to {}", config.anomalies_topic),
+        source: Box::new(source),
+    })?;
+    let shared = Arc::new(Shared {
+        producer: create_producer(&config)?,
+        webhooks: WebhookSender::new(&config.webhooks, config.retry.clone(), config.max_concurrency)?,
+        alerts_topic: config.alerts_topic.clone(),
+        dead_letter_topic: config.dead_letter_topic.clone(),
+    });
+    let mut router = Router {
+        alerts_out: match &config.alerts_out {
+            Some(path) => Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|source| RouterError::AlertsOut { path: path.clone(), source })?,
+            ),
+            None => None,
+        },
+        suppressor: Suppressor::new(config.suppression.clone()),
+        tracker: OffsetTracker::new(),
+        report: RouterReport::default(),
+        tasks: JoinSet::new(),
+        consumer: consumer.clone(),
+        shared: shared.clone(),
+        config,
+    };
+    tracing::info!(topic = %router.config.anomalies_topic, group = %router.config.group_id,
+        webhooks = router.shared.webhooks.len(), "alert router started");
+
+    let result = router.main_loop(&shutdown, drain.unwrap_or_default()).await;
+    router.finish().await;
+    result.map(|()| router.report.clone())
+}
+
+struct Router {
+    config: RouterConfig,
+    consumer: Arc<StreamConsumer>,
+    shared: Arc<Shared>,
+    suppressor: Suppressor,
+    tracker: OffsetTracker,
+    tasks: JoinSet<Result<Finished, RouterError>>,
+    alerts_out: Option<File>,
+    report: RouterReport,
+}
+
+impl Router {
+    async fn main_loop(&mut self, shutdown: &CancellationToken, drain: CancellationToken) -> Result<(), RouterError> {
+        // Per partition: the next offset to consume, as far as this router knows.
+        let mut consumed_next: HashMap<i32, i64> = HashMap::new();
+        // Per partition: the high watermark to reach before a drain completes.
+        let mut drain_targets: Option<HashMap<i32, i64>> = None;
+        let mut recheck = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            if drain_targets.as_ref().is_some_and(|t| self.drain_reached(t, &consumed_next)) {
+                tracing::info!("drain: input consumed up to the high watermarks; flushing open groups");
+                for emitted in self.suppressor.drain() {
+                    self.spawn_delivery(emitted);
+                }
+                return self.finish_deliveries(shutdown.cancelled(), "shutdown during drain").await;
+            }
+            let deadline = self.suppressor.next_deadline();
+            let can_consume = self.tasks.len() < self.config.max_in_flight_alerts;
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => {
+                    tracing::info!("shutdown: emitting open groups, finishing deliveries in flight");
+                    for emitted in self.suppressor.drain() {
+                        self.spawn_delivery(emitted);
+                    }
+                    let grace = tokio::time::sleep(self.config.shutdown_grace);
+                    return self.finish_deliveries(grace, "shutdown grace elapsed").await;
+                }
+                Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => self.complete(joined)?,
+                () = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
+                    for emitted in self.suppressor.poll(Instant::now()) {
+                        self.spawn_delivery(emitted);
+                    }
+                }
+                () = drain.cancelled(), if drain_targets.is_none() => {
+                    let (targets, committed) = self.read_drain_targets().await?;
+                    for (p, o) in committed {
+                        let next = consumed_next.entry(p).or_insert(o);
+                        *next = (*next).max(o);
+                    }
+                    tracing::info!(?targets, "drain: consuming up to the high watermarks");
+                    drain_targets = Some(targets);
+                }
+                _ = recheck.tick(), if drain_targets.is_some() => {}
+                message = self.consumer.recv(), if can_consume => match message {
+                    Ok(message) => {
+                        let message = message.detach();
+                        consumed_next.insert(message.partition(), message.offset() + 1);
+                        self.handle(message).await?;
+                    }
+                    Err(KafkaError::PartitionEOF(partition)) => {
+                        if let Some(next) = self.position(partition) {
+                            let known = consumed_next.entry(partition).or_insert(next);
+                            *known = (*known).max(next);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "consumer error"),
+                },
+            }
+        }
+    }
+
+    /// Waits for every delivery in flight, or until `stop` completes: then the rest are abandoned (their
+    /// anomalies' offsets are not stored, so they are consumed again).
+    async fn finish_deliveries(&mut self, stop: impl Future<Output = ()>, why: &str) -> Result<(), RouterError> {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                joined = self.tasks.join_next() => match joined {
+                    Some(joined) => self.complete(joined)?,
+                    None => return Ok(()),
+                },
+                () = &mut stop => {
+                    tracing::warn!(abandoned = self.tasks.len(), "{why}; abandoning deliveries in flight \
+                        (their anomalies will be consumed again)");
+                    self.tasks.abort_all();
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// The consumer's position (next offset) in `partition` of the anomalies topic.
+    fn position(&self, partition: i32) -> Option<i64> {
+        let tpl = self.consumer.position().ok()?;
+        match tpl.find_partition(&self.config.anomalies_topic, partition)?.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// High watermarks of every partition of the anomalies topic, and the group's committed offsets.
+    async fn read_drain_targets(&self) -> Result<(HashMap<i32, i64>, Vec<(i32, i64)>), RouterError> {
+        let consumer = self.consumer.clone();
+        let topic = self.config.anomalies_topic.clone();
+        tokio::task::spawn_blocking(move || {
+            let kafka = |what: String| move |source| RouterError::Kafka { what, source: Box::new(source) };
+            let metadata = consumer
+                .fetch_metadata(Some(&topic), METADATA_TIMEOUT)
+                .map_err(kafka(format!("fetching metadata of {topic}")))?;
+            let mut targets = HashMap::new();
+            let mut tpl = TopicPartitionList::new();
+            for partition in metadata.topics().iter().filter(|t| t.name() == topic).flat_map(|t| t.partitions()) {
+                let p = partition.id();
+                let (low, high) = consumer
+                    .fetch_watermarks(&topic, p, METADATA_TIMEOUT)
+                    .map_err(kafka(format!("fetching watermarks of {topic}/{p}")))?;
+                if high > low {
+                    targets.insert(p, high);
+                }
+                tpl.add_partition(&topic, p);
+            }
+            let committed = consumer
+                .committed_offsets(tpl, METADATA_TIMEOUT)
+                .map(|tpl| {
+                    tpl.elements()
+                        .iter()
+                        .filter_map(|e| match e.offset() {
+                            Offset::Offset(o) => Some((e.partition(), o)),
+                            _ => None,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok((targets, committed))
+        })
+        .await
+        .map_err(|e| RouterError::Task(e.to_string()))?
+    }
+
+    /// True when every partition with a drain target was consumed up to it, or is assigned to another member.
+    fn drain_reached(&self, targets: &HashMap<i32, i64>, consumed_next: &HashMap<i32, i64>) -> bool {
+        let assigned: Vec<i32> = self
+            .consumer
+            .assignment()
+            .map(|tpl| {
+                tpl.elements()
+                    .iter()
+                    .filter(|e| e.topic() == self.config.anomalies_topic)
+                    .map(|e| e.partition())
+                    .collect()
+            })
+            .unwrap_or_default();
+        targets.iter().all(|(p, high)| {
+            consumed_next.get(p).is_some_and(|next| next >= high) || (!assigned.is_empty() && !assigned.contains(p))
+        })
+    }
+
+    /// Decodes one anomaly record and feeds it to the suppressor; dead-letters it if it cannot be decoded.
+    async fn handle(&mut self, message: rdkafka::message::OwnedMessage) -> Result<(), RouterError> {
+        self.report.anomalies_consumed += 1;
+        let origin = Origin { partition: message.partition(), offset: message.offset() };
+        self.tracker.track(origin.partition, origin.offset);
+        let decoded = match message.payload() {
+            None => Err("record has no payload".to_string()),
+            Some(payload) => Anomaly::decode(payload, &self.config.schema_ids)
+                .map_err(|e| e.to_string())
+                .and_then(|a| check_finite(&a).map(|()| a)),
+        };
+        match decoded {
+            Ok(anomaly) => {
+                let evicted_before = self.suppressor.evicted();
+                let emitted = self.suppressor.offer(anomaly, origin, Instant::now());
+                let evicted = self.suppressor.evicted() - evicted_before;
+                if evicted > 0 {
+                    self.report.groups_evicted += evicted;
+                    tracing::warn!(
+                        evicted,
+                        max_groups = self.config.suppression.max_groups,
+                        "suppression windows emitted early: too many open"
+                    );
+                }
+                for e in emitted {
+                    self.spawn_delivery(e);
+                }
+            }
+            Err(reason) => {
+                let origin_text = format!("{}/{}/{}", message.topic(), origin.partition, origin.offset);
+                tracing::warn!(origin = %origin_text, %reason, "poison anomaly dead-lettered");
+                let headers = OwnedHeaders::new()
+                    .insert(Header { key: topics::DLQ_REASON_HEADER, value: Some(reason.as_str()) })
+                    .insert(Header { key: topics::DLQ_ORIGIN_HEADER, value: Some(origin_text.as_str()) });
+                let mut record = FutureRecord::<[u8], [u8]>::to(&self.config.dead_letter_topic).headers(headers);
+                if let Some(key) = message.key() {
+                    record = record.key(key);
+                }
+                if let Some(payload) = message.payload() {
+                    record = record.payload(payload);
+                }
+                self.shared.producer.send(record, QUEUE_TIMEOUT).await.map_err(|(source, _)| RouterError::Produce {
+                    topic: self.config.dead_letter_topic.clone(),
+                    key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
+                    source: Box::new(source),
+                })?;
+                self.report.dead_lettered_anomalies += 1;
+                self.mark_done(&[origin]);
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn_delivery(&mut self, emitted: Emitted) {
+        let shared = self.shared.clone();
+        self.tasks.spawn(deliver(shared, emitted));
+    }
+
+    /// Accounts for a finished delivery: alerts-out, stdout, report, offsets.
+    fn complete(
+        &mut self,
+        joined: Result<Result<Finished, RouterError>, tokio::task::JoinError>,
+    ) -> Result<(), RouterError> {
+        let done = joined.map_err(|e| RouterError::Task(e.to_string()))??;
+        if let Some(file) = &mut self.alerts_out {
+            let mut line = done.json.clone();
+            line.push('\n');
+            file.write_all(line.as_bytes()).map_err(|source| RouterError::AlertsOut {
+                path: self.config.alerts_out.clone().unwrap_or_default(),
+                source,
+            })?;
+        }
+        if self.config.stdout {
+            println!("{}", readable(&done.emitted.alert));
+        }
+        self.report.alerts_emitted += 1;
+        self.report.webhook_delivered += done.delivered;
+        self.report.webhook_failed += done.failed;
+        self.report.dead_lettered_alerts += done.dead_lettered;
+        tracing::info!(id = %done.emitted.alert.id, kind = %done.emitted.alert.kind, count = done.emitted.alert.count,
+            cause = ?done.emitted.cause, "alert emitted");
+        self.mark_done(&done.emitted.origins);
+        Ok(())
+    }
+
+    /// Marks `origins` done and stores every partition position that advanced.
+    fn mark_done(&mut self, origins: &[Origin]) {
+        let mut advanced: HashMap<i32, i64> = HashMap::new();
+        for o in origins {
+            if let Some(next) = self.tracker.done(o.partition, o.offset) {
+                advanced.insert(o.partition, next);
+            }
+        }
+        if advanced.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, next) in advanced {
+            if let Err(e) = tpl.add_partition_offset(&self.config.anomalies_topic, p, Offset::Offset(next)) {
+                tracing::warn!(partition = p, error = %e, "cannot store offset");
+            }
+        }
+        // Partitions revoked meanwhile refuse the store; their records are consumed again by the new owner.
+        if let Err(e) = self.consumer.store_offsets(&tpl) {
+            tracing::warn!(error = %e, "storing offsets failed");
+        }
+    }
+
+    /// Commits stored offsets and flushes the producer.
+    async fn finish(&mut self) {
+        self.tasks.abort_all();
+        let consumer = self.consumer.clone();
+        let shared = self.shared.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+                Err(e) => tracing::warn!(error = %e, "committing offsets failed"),
+            }
+            if let Err(e) = shared.producer.flush(FLUSH_TIMEOUT) {
+                tracing::warn!(error = %e, "flushing the producer failed");
+            }
+        })
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "final commit task failed");
+        }
+        tracing::info!(report = ?self.report, "alert router stopped");
+    }
+}
+
+/// Produces the alert, calls the webhooks, dead-letters failed deliveries.
+async fn deliver(shared: Arc<Shared>, emitted: Emitted) -> Result<Finished, RouterError> {
+    let alert = &emitted.alert;
+    let json = serde_json::to_string(alert).map_err(|source| RouterError::Encode { id: alert.id.clone(), source })?;
+    let delivery = shared
+        .producer
+        .send(FutureRecord::to(&shared.alerts_topic).key(&alert.host).payload(&json), QUEUE_TIMEOUT)
+        .await
+        .map_err(|(source, _)| RouterError::Produce {
+            topic: shared.alerts_topic.clone(),
+            key: alert.host.clone(),
+            source: Box::new(source),
+        })?;
+    let origin = format!("{}/{}/{}", shared.alerts_topic, delivery.partition, delivery.offset);
+    let (mut delivered, mut failed, mut dead_lettered) = (0, 0, 0);
+    for d in shared.webhooks.deliver(&alert.id, json.as_bytes()).await {
+        match d.outcome {
+            Outcome::Delivered { .. } => delivered += 1,
+            Outcome::Failed { attempts, reason } => {
+                failed += 1;
+                let reason = format!("webhook {} failed after {attempts} attempt(s): {reason}", d.url);
+                let headers = OwnedHeaders::new()
+                    .insert(Header { key: topics::DLQ_REASON_HEADER, value: Some(reason.as_str()) })
+                    .insert(Header { key: topics::DLQ_ORIGIN_HEADER, value: Some(origin.as_str()) });
+                shared
+                    .producer
+                    .send(
+                        FutureRecord::to(&shared.dead_letter_topic).key(&alert.host).payload(&json).headers(headers),
+                        QUEUE_TIMEOUT,
+                    )
+                    .await
+                    .map_err(|(source, _)| RouterError::Produce {
+                        topic: shared.dead_letter_topic.clone(),
+                        key: alert.host.clone(),
+                        source: Box::new(source),
+                    })?;
+                dead_lettered += 1;
+            }
+        }
+    }
+    Ok(Finished { emitted, json, delivered, failed, dead_lettered })
+}
+
+/// Rejects anomalies whose numbers cannot be carried by the alert JSON.
+fn check_finite(a: &Anomaly) -> Result<(), String> {
+    if !a.score.is_finite() || !a.threshold.is_finite() {
+        return Err(format!("anomaly {} has a non-finite score or threshold ({} / {})", a.id, a.score, a.threshold));
+    }
+    if let Some(f) = a.features.iter().find(|f| !f.value.is_finite() || f.baseline.is_some_and(|b| !b.is_finite())) {
+        return Err(format!("anomaly {} has a non-finite value in feature {}", a.id, f.name));
+    }
+    Ok(())
+}
+
+/// One line for a person: host, kind, score/threshold, window, count, reason, sample.
+pub fn readable(a: &Alert) -> String {
+    let target = a.target.as_deref().map(|t| format!(" -> {t}")).unwrap_or_default();
+    format!(
+        "ALERT {host}{target} {kind} score {score:.2}/{threshold:.2} {first}..{last} x{count}: {reason} [{sample}]",
+        host = a.host,
+        kind = a.kind,
+        score = a.score,
+        threshold = a.threshold,
+        first = a.first_seen,
+        last = a.last_seen,
+        count = a.count,
+        reason = a.reason,
+        sample = a.sample,
+    )
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
+fn create_consumer(config: &RouterConfig) -> Result<StreamConsumer, RouterError> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.brokers)
+        .set("group.id", &config.group_id)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "true")
+        .set("enable.partition.eof", "true");
+    for (k, v) in &config.kafka_properties {
+        c.set(k, v);
+    }
+    // Not overridable: offsets are stored only after delivery.
+    c.set("enable.auto.offset.store", "false");
+    c.create().map_err(|source| RouterError::Kafka { what: "creating the consumer".into(), source: Box::new(source) })
+}
+
+fn create_producer(config: &RouterConfig) -> Result<FutureProducer, RouterError> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.brokers);
+    for (k, v) in &config.kafka_properties {
+        c.set(k, v);
+    }
+    c.create().map_err(|source| RouterError::Kafka { what: "creating the producer".into(), source: Box::new(source) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netanom_schemas::{AnomalyKind, Contribution};
+
+    fn anomaly() -> Anomaly {
+        Anomaly {
+            id: "a1".into(),
+            host: "10.0.0.1".into(),
+            kind: AnomalyKind::Victim,
+            window_start_ns: 0,
+            window_end_ns: 1_000_000_000,
+            score: 12.5,
+            threshold: 10.0,
+            target: Some("10.0.0.9".into()),
+            reason: "many sources".into(),
+            features: vec![Contribution { name: "sources".into(), value: 900.0, baseline: Some(3.0) }],
+            sample: "10.0.0.3 > 10.0.0.9:80 TCP [S] len 60".into(),
+            model_version: "v1".into(),
+        }
+    }
+
+    #[test]
+    fn non_finite_numbers_are_poison() {
+        assert!(check_finite(&anomaly()).is_ok());
+        let mut a = anomaly();
+        a.score = f64::INFINITY;
+        assert!(check_finite(&a).unwrap_err().contains("score"));
+        let mut a = anomaly();
+        a.features[0].baseline = Some(f64::NAN);
+        assert!(check_finite(&a).unwrap_err().contains("feature sources"));
+    }
+
+    #[test]
+    fn readable_line_names_everything_an_analyst_needs() {
+        let alert = Alert {
+            id: "x".into(),
+            host: "10.0.0.1".into(),
+            kind: "victim".into(),
+            score: 12.5,
+            threshold: 10.0,
+            first_seen: "2024-01-01T00:00:00.000000000Z".into(),
+            last_seen: "2024-01-01T00:00:09.000000000Z".into(),
+            count: 4,
+            reason: "many sources".into(),
+            target: Some("10.0.0.9".into()),
+            sample: "s".into(),
+            features: vec![],
+            model_version: "v1".into(),
+        };
+        assert_eq!(
+            readable(&alert),
+            "ALERT 10.0.0.1 -> 10.0.0.9 victim score 12.50/10.00 \
+             2024-01-01T00:00:00.000000000Z..2024-01-01T00:00:09.000000000Z x4: many sources [s]"
+        );
+    }
+}

@@ -1,0 +1,348 @@
+//! In-process tests of the whole router against `rdkafka::mocking::MockCluster` and a real axum webhook receiver on
+//! 127.0.0.1 that verifies every Standard Webhooks signature.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use netanom_alert_router::webhook::{decode_secret, verify};
+use netanom_alert_router::{RetryConfig, RouterConfig, Secret, WebhookConfig, run};
+use netanom_schemas::{Alert, Anomaly, AnomalyKind, Contribution, SchemaIds, format_rfc3339_ns, topics};
+use rand::Rng;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const S: i64 = 1_000_000_000;
+const T0: i64 = 1_718_000_000 * S;
+
+/// What the webhook receiver saw.
+#[derive(Default)]
+struct Receiver {
+    /// Per hook name: (webhook-id, body) of accepted requests.
+    accepted: Mutex<HashMap<String, Vec<(String, Alert)>>>,
+    /// Per hook name: all requests, accepted or not.
+    calls: Mutex<HashMap<String, u32>>,
+    /// Requests whose signature or timestamp did not verify.
+    bad_signatures: Mutex<u32>,
+}
+
+async fn hook(
+    State(rx): State<Arc<Receiver>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let calls = {
+        let mut calls = rx.calls.lock().unwrap();
+        let c = calls.entry(name.clone()).or_default();
+        *c += 1;
+        *c
+    };
+    let header = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let id = header("webhook-id");
+    let ts: i64 = header("webhook-timestamp").parse().unwrap_or(0);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let key = decode_secret(&Secret::new(SECRET)).unwrap();
+    if (now - ts).abs() > 300 || !verify(&key, &id, ts, &body, &header("webhook-signature")) {
+        *rx.bad_signatures.lock().unwrap() += 1;
+        return StatusCode::UNAUTHORIZED;
+    }
+    match name.as_str() {
+        "flaky" if calls <= 2 => return StatusCode::INTERNAL_SERVER_ERROR,
+        "fail" => return StatusCode::SERVICE_UNAVAILABLE,
+        "reject" => return StatusCode::BAD_REQUEST,
+        _ => {}
+    }
+    let Ok(alert) = serde_json::from_slice::<Alert>(&body) else { return StatusCode::UNPROCESSABLE_ENTITY };
+    rx.accepted.lock().unwrap().entry(name).or_default().push((id, alert));
+    StatusCode::OK
+}
+
+async fn start_receiver() -> (Arc<Receiver>, String) {
+    let rx = Arc::new(Receiver::default());
+    let app = axum::Router::new().route("/{name}", axum::routing::post(hook)).with_state(rx.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (rx, base)
+}
+
+fn anomaly(host: &str, kind: AnomalyKind, start_s: i64, score: f64) -> Anomaly {
+    Anomaly {
+        id: format!("{kind}/{host}/{start_s}"),
+        host: host.into(),
+        kind,
+        window_start_ns: T0 + start_s * S,
+        window_end_ns: T0 + (start_s + 1) * S,
+        score,
+        threshold: 10.0,
+        target: None,
+        reason: format!("{kind} score {score}"),
+        features: vec![Contribution { name: "pps".into(), value: score, baseline: Some(1.0) }],
+        sample: format!("{host}:4242 > 10.9.9.9:80 TCP [S] len 60"),
+        model_version: "rules-v1".into(),
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:016x}", rand::thread_rng().r#gen::<u64>())
+}
+
+/// Reads `n` records from partition 0 of `topic` (or fails after 30 s).
+async fn read_topic(bootstrap: &str, topic: &str, n: usize) -> Vec<OwnedMessage> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while out.len() < n {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(m)) => out.push(m.detach()),
+            Ok(Err(e)) => panic!("reading {topic}: {e}"),
+            Err(_) => panic!("only {} of {n} records on {topic} after 30 s", out.len()),
+        }
+    }
+    // Nothing beyond the expected records.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await.is_err(),
+        "extra records on {topic}"
+    );
+    out
+}
+
+fn header(m: &OwnedMessage, key: &str) -> String {
+    m.headers()
+        .and_then(|h| h.iter().find(|h| h.key == key).and_then(|h| h.value))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default()
+}
+
+struct Fixture {
+    _cluster: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    bootstrap: String,
+    config: RouterConfig,
+}
+
+fn fixture(webhooks: Vec<WebhookConfig>, alerts_out: Option<std::path::PathBuf>) -> Fixture {
+    let cluster = MockCluster::new(1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let config = RouterConfig {
+        brokers: bootstrap.clone(),
+        group_id: unique("router"),
+        anomalies_topic: unique("anomalies"),
+        alerts_topic: unique("alerts"),
+        dead_letter_topic: unique("dlq"),
+        webhooks,
+        retry: RetryConfig {
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(5),
+            max_attempts: 3,
+        },
+        alerts_out,
+        ..RouterConfig::default()
+    };
+    for t in [&config.anomalies_topic, &config.alerts_topic, &config.dead_letter_topic] {
+        cluster.create_topic(t, 1, 1).unwrap();
+    }
+    Fixture { _cluster: cluster, bootstrap, config }
+}
+
+async fn produce(bootstrap: &str, topic: &str, records: &[(String, Vec<u8>)]) {
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
+    for (key, payload) in records {
+        producer.send(FutureRecord::to(topic).key(key).payload(payload), Duration::from_secs(5)).await.unwrap();
+    }
+}
+
+fn encoded(a: &Anomaly) -> (String, Vec<u8>) {
+    (a.host.clone(), a.encode(&SchemaIds::BUILT_IN))
+}
+
+async fn committed(bootstrap: &str, group: &str, topic: &str) -> Offset {
+    let consumer: StreamConsumer =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).set("group.id", group).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, 0);
+    let tpl = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    tpl.find_partition(topic, 0).unwrap().offset()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_collapses_repeats_delivers_signed_webhooks_and_dead_letters_failures() {
+    let (rx, base) = start_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("alerts.jsonl");
+    let hook = |name: &str| WebhookConfig {
+        url: format!("{base}/{name}"),
+        secret: Some(Secret::new(SECRET)),
+        timeout: Duration::from_secs(5),
+    };
+    let f = fixture(vec![hook("ok"), hook("flaky"), hook("fail")], Some(out_path.clone()));
+    let (a, b) = ("10.0.0.1", "10.0.0.2");
+    let mut records = vec![
+        encoded(&anomaly(a, AnomalyKind::Rate, 0, 11.0)),
+        encoded(&anomaly(a, AnomalyKind::Rate, 10, 30.0)),
+        encoded(&anomaly(a, AnomalyKind::Fanout, 5, 50.0)),
+        // Poison: right framing, garbage Avro body.
+        (a.to_string(), vec![0, 0, 0, 0, 2, 0xff, 0xff, 0xff]),
+        encoded(&anomaly(a, AnomalyKind::Rate, 20, 12.0)),
+        encoded(&anomaly(b, AnomalyKind::Rate, 0, 15.0)),
+        // 100 s later: closes every window above; its own is emitted by the drain.
+        encoded(&anomaly(b, AnomalyKind::Rate, 100, 16.0)),
+    ];
+    // Poison with a non-finite score (valid Avro, but not representable in the alert JSON).
+    records.push(encoded(&anomaly(b, AnomalyKind::Victim, 100, f64::NAN)));
+    produce(&f.bootstrap, &f.config.anomalies_topic, &records).await;
+
+    let drain = CancellationToken::new();
+    drain.cancel();
+    let report =
+        tokio::time::timeout(Duration::from_secs(60), run(f.config.clone(), CancellationToken::new(), Some(drain)))
+            .await
+            .expect("drain finished within 60 s")
+            .expect("router ran");
+
+    assert_eq!(report.anomalies_consumed, 8);
+    assert_eq!(report.alerts_emitted, 4);
+    assert_eq!(report.webhook_delivered, 8, "ok and flaky took every alert");
+    assert_eq!(report.webhook_failed, 4, "fail refused every alert");
+    assert_eq!(report.dead_lettered_anomalies, 2);
+    assert_eq!(report.dead_lettered_alerts, 4);
+    assert_eq!(report.groups_evicted, 0);
+
+    // Alerts topic: the collapsed alerts.
+    let alerts: Vec<Alert> = read_topic(&f.bootstrap, &f.config.alerts_topic, 4)
+        .await
+        .iter()
+        .map(|m| {
+            let alert: Alert = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            assert_eq!(m.key(), Some(alert.host.as_bytes()), "keyed by host");
+            alert
+        })
+        .collect();
+    let by_key: BTreeMap<(String, String, String), &Alert> =
+        alerts.iter().map(|x| ((x.host.clone(), x.kind.clone(), x.first_seen.clone()), x)).collect();
+    let get = |host: &str, kind: &str, start_s: i64| {
+        *by_key
+            .get(&(host.to_string(), kind.to_string(), format_rfc3339_ns(T0 + start_s * S)))
+            .unwrap_or_else(|| panic!("no alert {host} {kind} at {start_s}s in {alerts:#?}"))
+    };
+    let rate_a = get(a, "rate", 0);
+    assert_eq!((rate_a.count, rate_a.score, rate_a.last_seen.clone()), (3, 30.0, format_rfc3339_ns(T0 + 21 * S)));
+    assert_eq!(rate_a.reason, "rate score 30");
+    assert_eq!(get(a, "fanout", 5).count, 1);
+    assert_eq!(get(b, "rate", 0).count, 1);
+    let late = get(b, "rate", 100);
+    assert_eq!((late.count, late.score), (1, 16.0));
+    assert_eq!(by_key.len(), 4);
+
+    // Webhooks: every alert reached ok and flaky with a valid signature; flaky needed two retries.
+    assert_eq!(*rx.bad_signatures.lock().unwrap(), 0);
+    for name in ["ok", "flaky"] {
+        let accepted = rx.accepted.lock().unwrap().get(name).cloned().unwrap_or_default();
+        let mut got: Vec<_> = accepted.iter().map(|(id, a)| (id.clone(), a.clone())).collect();
+        got.sort_by(|x, y| x.0.cmp(&y.0));
+        let mut want: Vec<_> = alerts.iter().map(|a| (a.id.clone(), a.clone())).collect();
+        want.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(got, want, "webhook {name}");
+    }
+    let calls = rx.calls.lock().unwrap().clone();
+    assert_eq!(calls["flaky"], 4 + 2);
+    assert_eq!(calls["fail"], 4 * 3, "3 attempts per alert");
+
+    // Dead-letter topic: two poison anomalies and one record per alert the failing webhook refused.
+    let dlq = read_topic(&f.bootstrap, &f.config.dead_letter_topic, 6).await;
+    let poison: Vec<_> =
+        dlq.iter().filter(|m| header(m, topics::DLQ_ORIGIN_HEADER).starts_with(&f.config.anomalies_topic)).collect();
+    assert_eq!(poison.len(), 2);
+    assert_eq!(header(poison[0], topics::DLQ_ORIGIN_HEADER), format!("{}/0/3", f.config.anomalies_topic));
+    assert!(
+        header(poison[0], topics::DLQ_REASON_HEADER).contains("malformed"),
+        "{}",
+        header(poison[0], topics::DLQ_REASON_HEADER)
+    );
+    assert_eq!(poison[0].payload(), Some(&records[3].1[..]));
+    assert!(header(poison[1], topics::DLQ_REASON_HEADER).contains("non-finite"));
+    let refused: Vec<_> =
+        dlq.iter().filter(|m| header(m, topics::DLQ_ORIGIN_HEADER).starts_with(&f.config.alerts_topic)).collect();
+    assert_eq!(refused.len(), 4);
+    for m in &refused {
+        let reason = header(m, topics::DLQ_REASON_HEADER);
+        assert!(reason.contains(&format!("{base}/fail")) && reason.contains("503"), "{reason}");
+        let alert: Alert = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        assert!(alerts.contains(&alert));
+    }
+
+    // alerts_out: the same alerts, one JSON line each.
+    let text = std::fs::read_to_string(&out_path).unwrap();
+    let mut lines: Vec<Alert> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut want = alerts.clone();
+    lines.sort_by(|x, y| x.id.cmp(&y.id));
+    want.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(lines, want);
+
+    // Every offset was stored and committed: the group resumes after the last record.
+    assert_eq!(committed(&f.bootstrap, &f.config.group_id, &f.config.anomalies_topic).await, Offset::Offset(8));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_emits_open_groups_and_client_errors_are_not_retried() {
+    let (rx, base) = start_receiver().await;
+    let hooks = vec![WebhookConfig {
+        url: format!("{base}/reject"),
+        secret: Some(Secret::new(SECRET)),
+        timeout: Duration::from_secs(5),
+    }];
+    let mut f = fixture(hooks, None);
+    // Neither the packet-time window nor flush_after can close the group: only shutdown emits it.
+    f.config.suppression.flush_after = Duration::from_secs(3600);
+    let records = [
+        encoded(&anomaly("10.0.0.7", AnomalyKind::Fanout, 0, 20.0)),
+        encoded(&anomaly("10.0.0.7", AnomalyKind::Fanout, 1, 21.0)),
+        // Poison last: once it is on the dead-letter topic, both anomalies before it were consumed.
+        ("10.0.0.7".to_string(), b"not avro".to_vec()),
+    ];
+    produce(&f.bootstrap, &f.config.anomalies_topic, &records).await;
+
+    let shutdown = CancellationToken::new();
+    let router = tokio::spawn(run(f.config.clone(), shutdown.clone(), None));
+    let poison = read_topic(&f.bootstrap, &f.config.dead_letter_topic, 1).await;
+    assert_eq!(header(&poison[0], topics::DLQ_ORIGIN_HEADER), format!("{}/0/2", f.config.anomalies_topic));
+    assert!(rx.calls.lock().unwrap().is_empty(), "the group is still open");
+    // The poison record is done, but the anomalies before it are not: nothing may be committed yet.
+    assert_eq!(committed(&f.bootstrap, &f.config.group_id, &f.config.anomalies_topic).await, Offset::Invalid);
+
+    shutdown.cancel();
+    let report = tokio::time::timeout(Duration::from_secs(30), router).await.unwrap().unwrap().unwrap();
+    assert_eq!(rx.calls.lock().unwrap()["reject"], 1, "a 400 is not retried");
+    assert_eq!(*rx.bad_signatures.lock().unwrap(), 0);
+    assert_eq!(report.anomalies_consumed, 3);
+    assert_eq!(report.alerts_emitted, 1);
+    assert_eq!(report.webhook_failed, 1);
+    assert_eq!(report.dead_lettered_anomalies, 1);
+    assert_eq!(report.dead_lettered_alerts, 1);
+    let dlq = read_topic(&f.bootstrap, &f.config.dead_letter_topic, 2).await;
+    assert!(
+        header(&dlq[1], topics::DLQ_REASON_HEADER).contains("HTTP 400"),
+        "{}",
+        header(&dlq[1], topics::DLQ_REASON_HEADER)
+    );
+    let alerts = read_topic(&f.bootstrap, &f.config.alerts_topic, 1).await;
+    let alert: Alert = serde_json::from_slice(alerts[0].payload().unwrap()).unwrap();
+    assert_eq!((alert.count, alert.score), (2, 21.0));
+    assert_eq!(committed(&f.bootstrap, &f.config.group_id, &f.config.anomalies_topic).await, Offset::Offset(3));
+}

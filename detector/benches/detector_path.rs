@@ -1,0 +1,87 @@
+//! The detector's hot path without Kafka: Avro decode → rate/fanout windows → victim aggregation → isolation
+//! forest scoring, over ~1M generated packets in producer-like batches; plus the crate's EIF scoring speed.
+//!
+//! `cargo bench -p netanom-detector --bench detector_path`
+
+use std::hint::black_box;
+use std::net::IpAddr;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use netanom_detector::fixtures::{T0, benign_batch, scan_batch, spoofed_flood, syn_flood};
+use netanom_detector::forest::{FeatureScratch, FeatureVector, TrainOptions, batch_features, train};
+use netanom_detector::{DetectorConfig, Engine, TrainedForest};
+use netanom_schemas::{PacketBatch, SchemaIds};
+
+fn workload() -> (Vec<Vec<u8>>, u64) {
+    let ids = SchemaIds::BUILT_IN;
+    let mut batches: Vec<PacketBatch> = Vec::new();
+    let mut packets = 0u64;
+    let mut i = 0u64;
+    while packets < 1_000_000 {
+        let b = if i % 500 == 499 { scan_batch(i) } else { benign_batch(i) };
+        packets += b.packets.len() as u64;
+        batches.push(b);
+        i += 1;
+    }
+    for b in syn_flood("10.9.9.9".parse::<IpAddr>().unwrap(), "10.0.0.80".parse().unwrap(), T0, 20_000, 5_000) {
+        packets += b.packets.len() as u64;
+        batches.push(b);
+    }
+    for b in spoofed_flood("10.0.0.5".parse().unwrap(), T0, 20_000, 5_000_000_000, 1) {
+        packets += b.packets.len() as u64;
+        batches.push(b);
+    }
+    (batches.iter().map(|b| b.encode(&ids)).collect(), packets)
+}
+
+fn model() -> TrainedForest {
+    let mut s = FeatureScratch::default();
+    let data: Vec<FeatureVector> = (0..2_000u64)
+        .map(benign_batch)
+        .filter(|b| b.packets.len() >= 8)
+        .take(512)
+        .map(|b| batch_features(&b.packets, &mut s))
+        .collect();
+    train(&data, &TrainOptions::from(&DetectorConfig::default().forest)).unwrap()
+}
+
+fn detector_path(c: &mut Criterion) {
+    let (payloads, packets) = workload();
+    let ids = SchemaIds::BUILT_IN;
+    let config = DetectorConfig::default();
+    let mut group = c.benchmark_group("detector_path");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(packets));
+    group.bench_function(format!("decode_windows_forest_{packets}_packets"), |b| {
+        b.iter_batched(
+            || Engine::new(&config, Some(model())),
+            |mut engine| {
+                let mut out = Vec::new();
+                for (k, p) in payloads.iter().enumerate() {
+                    let batch = PacketBatch::decode(p, &ids).unwrap();
+                    engine.process_batch(&batch, 0, &mut out);
+                    if k % 512 == 511 {
+                        for d in engine.end_chunk() {
+                            engine.process_destination_stats(&d, 0, &mut out);
+                        }
+                    }
+                }
+                black_box(out.len())
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+
+    let m = model();
+    let mut s = FeatureScratch::default();
+    let vectors: Vec<FeatureVector> =
+        (10_000..20_000u64).map(|i| batch_features(&benign_batch(i).packets, &mut s)).collect();
+    let mut group = c.benchmark_group("eif_score");
+    group.throughput(Throughput::Elements(vectors.len() as u64));
+    group.bench_function("crate_score_100_trees", |b| b.iter(|| vectors.iter().map(|v| m.score(v)).sum::<f64>()));
+    group.finish();
+}
+
+criterion_group!(benches, detector_path);
+criterion_main!(benches);

@@ -1,0 +1,128 @@
+//! Building [`Anomaly`] records: the deterministic id, the rule-set version and number formatting for the
+//! human-readable `reason`. Owns no detection logic.
+
+use std::net::IpAddr;
+
+use netanom_schemas::{Anomaly, AnomalyKind, Contribution};
+
+/// Version string of the rule-based detectors (rate, fanout, victim).
+pub const RULES_VERSION: &str = "rules-v1";
+
+/// The deterministic anomaly id: `{kind}:{host}:{window_start_ns}`. Replays of the same input give the same
+/// ids, so downstream deduplication works across redeliveries.
+pub fn anomaly_id(kind: AnomalyKind, host: &str, window_start_ns: i64) -> String {
+    format!("{kind}:{host}:{window_start_ns}")
+}
+
+/// Everything an anomaly needs except the id, which is derived.
+#[derive(Debug, Clone)]
+pub struct AnomalyParts {
+    /// The anomalous host.
+    pub host: IpAddr,
+    /// Detector kind.
+    pub kind: AnomalyKind,
+    /// Window start, ns.
+    pub window_start_ns: i64,
+    /// Window end, ns.
+    pub window_end_ns: i64,
+    /// Score, in the unit of the threshold.
+    pub score: f64,
+    /// Threshold exceeded.
+    pub threshold: f64,
+    /// Victim, when known.
+    pub target: Option<IpAddr>,
+    /// Human sentence.
+    pub reason: String,
+    /// Contributions, strongest first.
+    pub features: Vec<Contribution>,
+    /// Summary of a triggering packet.
+    pub sample: String,
+    /// Model or rule-set version.
+    pub model_version: String,
+}
+
+impl AnomalyParts {
+    /// Builds the record.
+    pub fn build(self) -> Anomaly {
+        let host = self.host.to_string();
+        Anomaly {
+            id: anomaly_id(self.kind, &host, self.window_start_ns),
+            host,
+            kind: self.kind,
+            window_start_ns: self.window_start_ns,
+            window_end_ns: self.window_end_ns,
+            score: finite(self.score),
+            threshold: finite(self.threshold),
+            target: self.target.map(|t| t.to_string()),
+            reason: self.reason,
+            features: self.features,
+            sample: self.sample,
+            model_version: self.model_version,
+        }
+    }
+}
+
+/// A finite stand-in for infinities and NaN (the alert JSON cannot carry them).
+pub fn finite(v: f64) -> f64 {
+    if v.is_nan() { 0.0 } else { v.clamp(-f64::MAX, f64::MAX) }
+}
+
+/// Formats an integer with thousands separators: `3412` → `3,412`.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Formats seconds for a sentence: `10 s`, `1.24 s`, `35 ms`.
+pub fn seconds(ns: i64) -> String {
+    let s = ns as f64 / 1e9;
+    if s >= 10.0 {
+        format!("{s:.0} s")
+    } else if s >= 1.0 {
+        format!("{s:.2} s")
+    } else {
+        format!("{:.0} ms", s * 1e3)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_groups_digits() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(3412), "3,412");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn id_is_kind_host_window() {
+        let a = AnomalyParts {
+            host: "10.0.0.1".parse().unwrap(),
+            kind: AnomalyKind::Rate,
+            window_start_ns: 42,
+            window_end_ns: 43,
+            score: f64::INFINITY,
+            threshold: 1.0,
+            target: None,
+            reason: String::new(),
+            features: vec![],
+            sample: String::new(),
+            model_version: RULES_VERSION.into(),
+        }
+        .build();
+        assert_eq!(a.id, "rate:10.0.0.1:42");
+        assert!(a.score.is_finite());
+        assert_eq!(seconds(1_240_000_000), "1.24 s");
+        assert_eq!(seconds(35_000_000), "35 ms");
+    }
+}

@@ -1,0 +1,487 @@
+//! The Kafka loop: one consumer subscribed to the packets and destinations topics, records processed in
+//! chunks on a blocking thread by the [`Engine`], anomalies, destination-statistics deltas and dead letters
+//! produced and acknowledged before the chunk's offsets are stored (at-least-once), rebalances turned into
+//! state drops, and the drain protocol. Owns no detection logic.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use netanom_schemas::{Anomaly, AnomalyKind, DestinationStats, PacketBatch, SchemaIds, topics};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::DetectorConfig;
+use crate::engine::Engine;
+use crate::forest::TrainedForest;
+use crate::{DetectorError, DetectorReport};
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Partitions revoked by rebalances and not (yet) assigned again; applied before the next chunk.
+#[derive(Debug, Default)]
+struct Ownership {
+    assigned: HashSet<(String, i32)>,
+    revoked: HashSet<(String, i32)>,
+}
+
+/// Consumer context that records partition revocations for the worker.
+struct DetectorContext {
+    ownership: Arc<Mutex<Ownership>>,
+}
+
+impl ClientContext for DetectorContext {}
+
+impl ConsumerContext for DetectorContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance
+            && let Ok(mut o) = self.ownership.lock()
+        {
+            for e in tpl.elements() {
+                let key = (e.topic().to_string(), e.partition());
+                o.assigned.remove(&key);
+                o.revoked.insert(key);
+            }
+            tracing::info!(partitions = tpl.count(), "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance
+            && let Ok(mut o) = self.ownership.lock()
+        {
+            for e in tpl.elements() {
+                let key = (e.topic().to_string(), e.partition());
+                o.revoked.remove(&key);
+                o.assigned.insert(key);
+            }
+            tracing::info!(partitions = tpl.count(), "partitions assigned");
+        }
+    }
+}
+
+type DetectorConsumer = StreamConsumer<DetectorContext>;
+
+/// One record to produce.
+struct Outgoing {
+    topic: String,
+    key: Vec<u8>,
+    payload: Vec<u8>,
+    headers: Option<OwnedHeaders>,
+}
+
+/// What the worker did with one chunk.
+#[derive(Default)]
+struct ChunkOutput {
+    records: Vec<Outgoing>,
+    anomalies: u64,
+    destination_stats: u64,
+    dead_lettered: u64,
+}
+
+/// Where a record came from.
+#[derive(Clone)]
+struct Origin {
+    topic: String,
+    partition: i32,
+    offset: i64,
+}
+
+/// Drain progress.
+enum Phase {
+    Running,
+    Packets(BTreeMap<i32, i64>),
+    Destinations(BTreeMap<i32, i64>),
+}
+
+fn kafka(what: impl Into<String>) -> impl FnOnce(KafkaError) -> DetectorError {
+    let what = what.into();
+    move |source| DetectorError::Kafka { what, source: Box::new(source) }
+}
+
+fn client_config(config: &DetectorConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.brokers);
+    for (k, v) in &config.kafka_properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Runs the detector until `shutdown` (stop now) or, after `drain` fires, until the input present at that
+/// moment has been processed.
+pub(crate) async fn run(
+    config: DetectorConfig,
+    shutdown: CancellationToken,
+    drain: Option<CancellationToken>,
+) -> Result<DetectorReport, DetectorError> {
+    config.validate().map_err(DetectorError::Config)?;
+    let model = match config.forest.model_path.clone() {
+        Some(path) if config.forest.enabled => {
+            let m = tokio::task::spawn_blocking(move || TrainedForest::load(&path))
+                .await
+                .map_err(|e| DetectorError::Worker(e.to_string()))??;
+            tracing::info!(model_version = m.version(), threshold = m.threshold(), "isolation model loaded");
+            Some(m)
+        }
+        _ => None,
+    };
+
+    let ownership = Arc::new(Mutex::new(Ownership::default()));
+    let mut cc = client_config(&config);
+    cc.set("group.id", &config.group_id)
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest");
+    let consumer: Arc<DetectorConsumer> = Arc::new(
+        cc.create_with_context(DetectorContext { ownership: ownership.clone() })
+            .map_err(kafka("creating the consumer"))?,
+    );
+    let producer: FutureProducer =
+        client_config(&config).set("linger.ms", "5").create().map_err(kafka("creating the producer"))?;
+    consumer
+        .subscribe(&[config.packets_topic.as_str(), config.destinations_topic.as_str()])
+        .map_err(kafka("subscribing"))?;
+    tracing::info!(
+        packets = %config.packets_topic,
+        destinations = %config.destinations_topic,
+        group = %config.group_id,
+        "detector started"
+    );
+
+    let engine = Arc::new(Mutex::new(Engine::new(&config, model)));
+    let mut report = DetectorReport::default();
+    let mut next_offsets: HashMap<(String, i32), i64> = HashMap::new();
+    let mut phase = Phase::Running;
+    let drain = drain.unwrap_or_default();
+    let never = CancellationToken::new();
+
+    let result = loop {
+        if shutdown.is_cancelled() {
+            break Ok(());
+        }
+        if matches!(phase, Phase::Running) && drain.is_cancelled() {
+            tracing::info!("drain requested: processing the packets present now");
+            phase = Phase::Packets(match high_watermarks(&consumer, &config.packets_topic).await {
+                Ok(t) => t,
+                Err(e) => break Err(e),
+            });
+        }
+        // Drain progress.
+        match &phase {
+            Phase::Packets(t) if reached(&consumer, &config.packets_topic, t, &next_offsets) => {
+                tracing::info!("drain: packets done; processing the destination statistics present now");
+                phase = Phase::Destinations(match high_watermarks(&consumer, &config.destinations_topic).await {
+                    Ok(t) => t,
+                    Err(e) => break Err(e),
+                });
+                continue;
+            }
+            Phase::Destinations(t) if reached(&consumer, &config.destinations_topic, t, &next_offsets) => {
+                tracing::info!("drain complete");
+                break Ok(());
+            }
+            _ => {}
+        }
+
+        // Collect a chunk.
+        let draining = !matches!(phase, Phase::Running);
+        let mut chunk: Vec<OwnedMessage> = Vec::new();
+        let first = if draining {
+            tokio::select! {
+                _ = shutdown.cancelled() => continue,
+                r = tokio::time::timeout(config.chunk_linger.max(Duration::from_millis(20)), consumer.recv()) => r.ok(),
+            }
+        } else {
+            let drain_signal = if drain.is_cancelled() { &never } else { &drain };
+            tokio::select! {
+                _ = shutdown.cancelled() => continue,
+                _ = drain_signal.cancelled() => continue,
+                r = consumer.recv() => Some(r),
+            }
+        };
+        match first {
+            None => {}
+            Some(Ok(m)) => chunk.push(m.detach()),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "consumer error");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        }
+        if !chunk.is_empty() {
+            let deadline = tokio::time::Instant::now() + config.chunk_linger;
+            while chunk.len() < config.chunk_records {
+                match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                    Ok(Ok(m)) => chunk.push(m.detach()),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "consumer error");
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+
+        // Partition revocations.
+        let revoked: Vec<(String, i32)> = match ownership.lock() {
+            Ok(mut o) => o.revoked.drain().collect(),
+            Err(_) => Vec::new(),
+        };
+
+        if chunk.is_empty() && revoked.is_empty() {
+            continue;
+        }
+        let positions: Vec<Origin> = chunk
+            .iter()
+            .map(|m| Origin { topic: m.topic().to_string(), partition: m.partition(), offset: m.offset() })
+            .collect();
+        let out = {
+            let engine = engine.clone();
+            let cfg = config.clone();
+            match tokio::task::spawn_blocking(move || process_chunk(&engine, &cfg, chunk, &revoked)).await {
+                Ok(Ok(o)) => o,
+                Ok(Err(e)) => break Err(e),
+                Err(e) => break Err(DetectorError::Worker(e.to_string())),
+            }
+        };
+
+        // Produce and await every acknowledgement, then store the chunk's offsets.
+        if let Err(e) = produce_all(&producer, out.records).await {
+            break Err(e);
+        }
+        report.records += positions.len() as u64;
+        report.dead_lettered += out.dead_lettered;
+        report.destination_stats_produced += out.destination_stats;
+        let _ = out.anomalies;
+        let mut tpl = TopicPartitionList::new();
+        let mut highest: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for o in positions {
+            let e = highest.entry((o.topic, o.partition)).or_insert(o.offset);
+            *e = (*e).max(o.offset);
+        }
+        for ((topic, partition), offset) in highest {
+            let _ = tpl.add_partition_offset(&topic, partition, Offset::Offset(offset + 1));
+            let next = next_offsets.entry((topic, partition)).or_insert(offset + 1);
+            *next = (*next).max(offset + 1);
+        }
+        if tpl.count() > 0
+            && let Err(e) = consumer.store_offsets(&tpl)
+        {
+            // A partition revoked meanwhile: its new owner reprocesses from the last committed offset.
+            tracing::warn!(error = %e, "could not store offsets");
+        }
+    };
+
+    // Shut down: flush the producer, commit the stored offsets.
+    let flush_producer = producer.clone();
+    let _ = tokio::task::spawn_blocking(move || flush_producer.flush(Timeout::After(Duration::from_secs(10)))).await;
+    let commit_consumer = consumer.clone();
+    match tokio::task::spawn_blocking(move || commit_consumer.commit_consumer_state(CommitMode::Sync)).await {
+        Ok(Ok(())) | Ok(Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "final offset commit failed"),
+        Err(e) => tracing::warn!(error = %e, "final offset commit failed"),
+    }
+    consumer.unsubscribe();
+    if let Ok(e) = engine.lock() {
+        let s = e.stats();
+        report.packets = s.packets;
+        report.batches = s.batches;
+        report.destination_stats_consumed = s.destination_stats;
+        report.anomalies = s.anomalies.clone();
+        report.hosts_tracked = e.hosts_tracked();
+        report.hosts_evicted = e.hosts_evicted();
+        report.model_version = e.model().map(|m| m.version().to_string());
+    }
+    for k in AnomalyKind::ALL {
+        report.anomalies.entry(k).or_default();
+    }
+    tracing::info!(?report, "detector stopped");
+    result.map(|()| report)
+}
+
+/// Decodes and processes one chunk (on a blocking thread).
+fn process_chunk(
+    engine: &Mutex<Engine>,
+    config: &DetectorConfig,
+    chunk: Vec<OwnedMessage>,
+    revoked: &[(String, i32)],
+) -> Result<ChunkOutput, DetectorError> {
+    let mut engine = engine.lock().map_err(|_| DetectorError::Worker("engine mutex poisoned".into()))?;
+    if !revoked.is_empty() {
+        let p: Vec<i32> = revoked.iter().filter(|(t, _)| *t == config.packets_topic).map(|(_, p)| *p).collect();
+        let d: Vec<i32> = revoked.iter().filter(|(t, _)| *t == config.destinations_topic).map(|(_, p)| *p).collect();
+        let (hosts, windows) = engine.revoke(&p, &d);
+        tracing::info!(hosts, destination_windows = windows, "dropped state of revoked partitions");
+    }
+    let ids: SchemaIds = config.schema_ids;
+    let mut out = ChunkOutput::default();
+    let mut anomalies: Vec<Anomaly> = Vec::new();
+    for m in &chunk {
+        let origin = Origin { topic: m.topic().to_string(), partition: m.partition(), offset: m.offset() };
+        let payload = m.payload().unwrap_or_default();
+        let decoded = if payload.is_empty() {
+            Err("empty payload (tombstone or null value)".to_string())
+        } else if origin.topic == config.packets_topic {
+            PacketBatch::decode(payload, &ids).map(Record::Batch).map_err(|e| e.to_string())
+        } else if origin.topic == config.destinations_topic {
+            DestinationStats::decode(payload, &ids).map(Record::Stats).map_err(|e| e.to_string())
+        } else {
+            Err(format!("record from unexpected topic {}", origin.topic))
+        };
+        match decoded {
+            Ok(Record::Batch(b)) => engine.process_batch(&b, origin.partition, &mut anomalies),
+            Ok(Record::Stats(s)) => engine.process_destination_stats(&s, origin.partition, &mut anomalies),
+            Err(reason) => {
+                let origin_text = format!("{}/{}/{}", origin.topic, origin.partition, origin.offset);
+                tracing::warn!(origin = %origin_text, %reason, "poison record sent to the dead-letter topic");
+                let headers = OwnedHeaders::new()
+                    .insert(Header { key: topics::DLQ_REASON_HEADER, value: Some(reason.as_str()) })
+                    .insert(Header { key: topics::DLQ_ORIGIN_HEADER, value: Some(origin_text.as_str()) });
+                out.records.push(Outgoing {
+                    topic: config.dead_letter_topic.clone(),
+                    key: m.key().unwrap_or_default().to_vec(),
+                    payload: payload.to_vec(),
+                    headers: Some(headers),
+                });
+                out.dead_lettered += 1;
+            }
+        }
+    }
+    for a in &anomalies {
+        tracing::info!(kind = %a.kind, host = %a.host, score = a.score, reason = %a.reason, "anomaly");
+        out.records.push(Outgoing {
+            topic: config.anomalies_topic.clone(),
+            key: a.host.as_bytes().to_vec(),
+            payload: a.encode(&ids),
+            headers: None,
+        });
+    }
+    out.anomalies = anomalies.len() as u64;
+    for d in engine.end_chunk() {
+        out.records.push(Outgoing {
+            topic: config.destinations_topic.clone(),
+            key: d.destination.to_string().into_bytes(),
+            payload: d.encode(&ids),
+            headers: None,
+        });
+        out.destination_stats += 1;
+    }
+    Ok(out)
+}
+
+enum Record {
+    Batch(PacketBatch),
+    Stats(DestinationStats),
+}
+
+/// Enqueues every record (waiting while the producer queue is full) and awaits every acknowledgement.
+async fn produce_all(producer: &FutureProducer, records: Vec<Outgoing>) -> Result<(), DetectorError> {
+    let mut pending: Vec<(String, Vec<u8>, DeliveryFuture)> = Vec::with_capacity(records.len());
+    for r in &records {
+        let mut record = FutureRecord::to(&r.topic).key(&r.key[..]).payload(&r.payload[..]);
+        if let Some(h) = &r.headers {
+            record = record.headers(h.clone());
+        }
+        loop {
+            match producer.send_result(record) {
+                Ok(f) => {
+                    pending.push((r.topic.clone(), r.key.clone(), f));
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => return Err(produce_error(&r.topic, &r.key, e)),
+            }
+        }
+    }
+    for (topic, key, f) in pending {
+        match f.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => return Err(produce_error(&topic, &key, e)),
+            Err(_) => return Err(produce_error(&topic, &key, KafkaError::Canceled)),
+        }
+    }
+    Ok(())
+}
+
+fn produce_error(topic: &str, key: &[u8], source: KafkaError) -> DetectorError {
+    DetectorError::Produce {
+        topic: topic.to_string(),
+        key: String::from_utf8_lossy(key).into_owned(),
+        source: Box::new(source),
+    }
+}
+
+/// High watermark of every partition of `topic` (in drain mode one detector owns them all).
+async fn high_watermarks(consumer: &Arc<DetectorConsumer>, topic: &str) -> Result<BTreeMap<i32, i64>, DetectorError> {
+    let c = consumer.clone();
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let md = c.fetch_metadata(Some(&topic), METADATA_TIMEOUT).map_err(kafka(format!("metadata of {topic}")))?;
+        let partitions: Vec<i32> = md
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic)
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        let mut out = BTreeMap::new();
+        let mut committed_tpl = TopicPartitionList::new();
+        for p in &partitions {
+            let (low, high) = c
+                .fetch_watermarks(&topic, *p, METADATA_TIMEOUT)
+                .map_err(kafka(format!("watermarks of {topic}/{p}")))?;
+            // An empty partition (or one whose records expired) has nothing to wait for.
+            out.insert(*p, if high <= low { i64::MIN } else { high });
+            committed_tpl.add_partition(&topic, *p);
+        }
+        // Offsets committed by an earlier run of this group count as processed.
+        if let Ok(committed) = c.committed_offsets(committed_tpl, METADATA_TIMEOUT) {
+            for e in committed.elements() {
+                if let Offset::Offset(o) = e.offset()
+                    && let Some(h) = out.get_mut(&e.partition())
+                    && o >= *h
+                {
+                    *h = i64::MIN;
+                }
+            }
+        }
+        tracing::info!(topic = %topic, targets = ?out, "drain targets");
+        Ok(out)
+    })
+    .await
+    .map_err(|e| DetectorError::Worker(e.to_string()))?
+}
+
+/// True when every partition of `topic` in `targets` has been processed up to its target.
+fn reached(
+    consumer: &DetectorConsumer,
+    topic: &str,
+    targets: &BTreeMap<i32, i64>,
+    next_offsets: &HashMap<(String, i32), i64>,
+) -> bool {
+    let positions: HashMap<i32, i64> = consumer
+        .position()
+        .map(|tpl| {
+            tpl.elements_for_topic(topic)
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) => Some((e.partition(), o)),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    targets.iter().all(|(p, high)| {
+        *high == i64::MIN
+            || next_offsets.get(&(topic.to_string(), *p)).is_some_and(|n| n >= high)
+            || positions.get(p).is_some_and(|n| n >= high)
+    })
+}

@@ -1,0 +1,206 @@
+//! Per-host state: the map from source address to everything the source-side detectors remember about it,
+//! bounded by `state.max_hosts` with idle eviction in packet time and an eviction counter, plus the Kafka
+//! partition each host came from.
+//!
+//! # Partition ownership
+//!
+//! Detectors form one consumer group; each owns the hosts whose packet batches land in its partitions (the
+//! record key is the source address, so a host always maps to one partition). When a rebalance revokes
+//! partitions, [`HostMap::revoke_partitions`] drops the state of every host that came from them: that state
+//! now belongs to another detector. Nothing is handed over: the new owner starts cold for the moved hosts and
+//! rebuilds their state from subsequent traffic: rate rings and fanout windows refill (a scan in progress is
+//! seen again after at most one window), cooldowns restart. The cost is a short blind spot for moved hosts,
+//! never a double count.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use crate::config::{StateConfig, ns};
+use crate::fanout::FanoutWindow;
+use crate::window::RateWindow;
+
+/// What the source-side detectors remember about one host.
+#[derive(Debug, Clone, Default)]
+pub struct HostState {
+    /// Packets-topic partition the host's batches come from.
+    pub partition: i32,
+    /// Latest packet time seen from the host, ns.
+    pub last_seen_ns: i64,
+    /// Rate detector ring.
+    pub rate: RateWindow,
+    /// Fanout detector window.
+    pub fanout: FanoutWindow,
+    /// Packet time of the last isolation anomaly.
+    pub last_isolation_ns: Option<i64>,
+}
+
+/// The bounded host map.
+#[derive(Debug)]
+pub struct HostMap {
+    hosts: HashMap<IpAddr, HostState>,
+    max_hosts: usize,
+    idle_ns: i64,
+    clock_ns: i64,
+    last_sweep_ns: i64,
+    evictions: u64,
+}
+
+impl HostMap {
+    /// An empty map with the configured bounds.
+    pub fn new(config: &StateConfig) -> Self {
+        Self {
+            hosts: HashMap::new(),
+            max_hosts: config.max_hosts.max(1),
+            idle_ns: ns(config.idle_timeout).max(1),
+            clock_ns: i64::MIN,
+            last_sweep_ns: i64::MIN,
+            evictions: 0,
+        }
+    }
+
+    /// The state of `host`, created if new (evicting idle or, if none is idle, the least recently seen hosts
+    /// when the map is full). Advances the packet clock to `ts_ns`.
+    pub fn entry(&mut self, host: IpAddr, partition: i32, ts_ns: i64) -> &mut HostState {
+        self.clock_ns = self.clock_ns.max(ts_ns);
+        if !self.hosts.contains_key(&host) && self.hosts.len() >= self.max_hosts {
+            self.sweep_idle();
+            if self.hosts.len() >= self.max_hosts {
+                self.evict_oldest((self.max_hosts / 8).max(1));
+            }
+        }
+        let s = self.hosts.entry(host).or_default();
+        s.partition = partition;
+        s.last_seen_ns = s.last_seen_ns.max(ts_ns);
+        s
+    }
+
+    /// Looks a host up.
+    pub fn get(&self, host: &IpAddr) -> Option<&HostState> {
+        self.hosts.get(host)
+    }
+
+    /// Evicts hosts idle for longer than the idle timeout, at most once per quarter of it of packet time.
+    /// Returns how many were evicted.
+    pub fn maybe_sweep(&mut self) -> usize {
+        if self.clock_ns.saturating_sub(self.last_sweep_ns) < self.idle_ns / 4 {
+            return 0;
+        }
+        self.sweep_idle()
+    }
+
+    fn sweep_idle(&mut self) -> usize {
+        self.last_sweep_ns = self.clock_ns;
+        let cutoff = self.clock_ns.saturating_sub(self.idle_ns);
+        let before = self.hosts.len();
+        self.hosts.retain(|_, s| s.last_seen_ns >= cutoff);
+        let n = before - self.hosts.len();
+        self.count_evictions(n, "idle");
+        n
+    }
+
+    /// Evicts the `n` least recently seen hosts (an O(len) selection, amortised over `n` inserts).
+    fn evict_oldest(&mut self, n: usize) {
+        let mut seen: Vec<i64> = self.hosts.values().map(|s| s.last_seen_ns).collect();
+        if seen.is_empty() {
+            return;
+        }
+        let k = n.min(seen.len()) - 1;
+        let (_, cutoff, _) = seen.select_nth_unstable(k);
+        let cutoff = *cutoff;
+        let before = self.hosts.len();
+        let mut budget = n;
+        self.hosts.retain(|_, s| {
+            if budget > 0 && s.last_seen_ns <= cutoff {
+                budget -= 1;
+                false
+            } else {
+                true
+            }
+        });
+        self.count_evictions(before - self.hosts.len(), "capacity");
+    }
+
+    fn count_evictions(&mut self, n: usize, why: &'static str) {
+        if n > 0 {
+            self.evictions += n as u64;
+            tracing::debug!(evicted = n, reason = why, hosts = self.hosts.len(), "hosts evicted");
+        }
+    }
+
+    /// Drops the state of every host that came from one of `partitions` (they were revoked in a rebalance).
+    /// Returns how many hosts were dropped. Not counted as evictions.
+    pub fn revoke_partitions(&mut self, partitions: &[i32]) -> usize {
+        let before = self.hosts.len();
+        self.hosts.retain(|_, s| !partitions.contains(&s.partition));
+        before - self.hosts.len()
+    }
+
+    /// Hosts tracked.
+    pub fn len(&self) -> usize {
+        self.hosts.len()
+    }
+
+    /// True when no host is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty()
+    }
+
+    /// Hosts evicted so far (idle or capacity).
+    pub fn evictions(&self) -> u64 {
+        self.evictions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn ip(i: u32) -> IpAddr {
+        IpAddr::from(i.to_be_bytes())
+    }
+
+    #[test]
+    fn capacity_is_never_exceeded_and_evictions_are_counted() {
+        let mut m = HostMap::new(&StateConfig { max_hosts: 100, idle_timeout: Duration::from_secs(300) });
+        for i in 0..1_000u32 {
+            m.entry(ip(i), 0, i64::from(i));
+            assert!(m.len() <= 100);
+        }
+        assert_eq!(m.evictions() as usize + m.len(), 1_000);
+        // The most recent host survives; the oldest does not.
+        assert!(m.get(&ip(999)).is_some());
+        assert!(m.get(&ip(0)).is_none());
+    }
+
+    #[test]
+    fn idle_hosts_are_evicted_in_packet_time() {
+        let sec = 1_000_000_000i64;
+        let mut m = HostMap::new(&StateConfig { max_hosts: 1000, idle_timeout: Duration::from_secs(300) });
+        m.entry(ip(1), 0, 0);
+        m.entry(ip(2), 0, 0);
+        m.entry(ip(2), 0, 200 * sec);
+        assert_eq!(m.maybe_sweep(), 0, "nobody idle for 300 s yet");
+        m.entry(ip(3), 0, 301 * sec);
+        assert_eq!(m.maybe_sweep(), 1);
+        assert!(m.get(&ip(1)).is_none());
+        assert!(m.get(&ip(2)).is_some());
+        assert_eq!(m.evictions(), 1);
+    }
+
+    #[test]
+    fn revocation_drops_hosts_of_revoked_partitions_only() {
+        let mut m = HostMap::new(&StateConfig::default());
+        for i in 0..30u32 {
+            let s = m.entry(ip(i), (i % 3) as i32, 1);
+            s.last_isolation_ns = Some(1);
+        }
+        assert_eq!(m.revoke_partitions(&[1, 2]), 20);
+        assert_eq!(m.len(), 10);
+        assert!((0..30u32).filter(|i| m.get(&ip(*i)).is_some()).all(|i| i % 3 == 0));
+        assert_eq!(m.evictions(), 0, "revocation is not eviction");
+        // A moved host that comes back starts cold.
+        let s = m.entry(ip(1), 1, 2);
+        assert!(s.rate.is_empty() && s.last_isolation_ns.is_none());
+    }
+}

@@ -1,0 +1,246 @@
+//! In-process tests against `rdkafka::mocking::MockCluster`: the whole detector with drain, poison records,
+//! and at-least-once offset storage.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use netanom_detector::fixtures::{T0, benign_batch, scan_batch, spoofed_flood, syn_flood};
+use netanom_detector::{DetectorConfig, DetectorReport};
+use netanom_schemas::{Anomaly, AnomalyKind, PacketBatch, SchemaIds, topics};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+fn unique(prefix: &str) -> String {
+    use rand::Rng;
+    format!("{prefix}-{:016x}", rand::thread_rng().r#gen::<u64>())
+}
+
+struct Setup {
+    _cluster: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    config: DetectorConfig,
+}
+
+fn setup() -> Setup {
+    let cluster = MockCluster::new(1).unwrap();
+    let mut config = DetectorConfig {
+        brokers: cluster.bootstrap_servers(),
+        group_id: unique("group"),
+        packets_topic: unique("packets"),
+        destinations_topic: unique("destinations"),
+        anomalies_topic: unique("anomalies"),
+        dead_letter_topic: unique("dlq"),
+        chunk_linger: Duration::from_millis(20),
+        ..DetectorConfig::default()
+    };
+    // Isolation needs 512 warm-up batches; it is covered by unit tests. Rules only here, so the expected
+    // output does not depend on the partition interleaving.
+    config.forest.enabled = false;
+    cluster.create_topic(&config.packets_topic, 3, 1).unwrap();
+    cluster.create_topic(&config.destinations_topic, 2, 1).unwrap();
+    cluster.create_topic(&config.anomalies_topic, 1, 1).unwrap();
+    cluster.create_topic(&config.dead_letter_topic, 1, 1).unwrap();
+    Setup { _cluster: cluster, config }
+}
+
+async fn produce(config: &DetectorConfig, batches: &[PacketBatch], poison: &[(&str, &[u8])]) {
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &config.brokers).create().unwrap();
+    let ids = SchemaIds::BUILT_IN;
+    let mut futures = vec![];
+    for b in batches {
+        let key = b.source.to_string();
+        let payload = b.encode(&ids);
+        let ts = b.packets[0].ts_ns / 1_000_000;
+        futures.push(
+            producer
+                .send_result(FutureRecord::to(&config.packets_topic).key(&key).payload(&payload).timestamp(ts))
+                .map_err(|(e, _)| e)
+                .unwrap(),
+        );
+    }
+    for (key, payload) in poison {
+        futures.push(
+            producer
+                .send_result(FutureRecord::to(&config.packets_topic).key(*key).payload(*payload))
+                .map_err(|(e, _)| e)
+                .unwrap(),
+        );
+    }
+    for f in futures {
+        f.await.unwrap().unwrap();
+    }
+}
+
+async fn run_drained(config: DetectorConfig) -> DetectorReport {
+    let drain = CancellationToken::new();
+    drain.cancel();
+    tokio::time::timeout(Duration::from_secs(120), netanom_detector::run(config, CancellationToken::new(), Some(drain)))
+        .await
+        .expect("drain finished in time")
+        .expect("detector ran")
+}
+
+fn read_all(config: &DetectorConfig, topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(5)).unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let mut expected = 0;
+    for p in md.topics()[0].partitions() {
+        let (lo, hi) = c.fetch_watermarks(topic, p.id(), Duration::from_secs(5)).unwrap();
+        expected += hi - lo;
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut out = vec![];
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while (out.len() as i64) < expected && std::time::Instant::now() < deadline {
+        if let Some(m) = c.poll(Duration::from_millis(200)) {
+            out.push(m.unwrap().detach());
+        }
+    }
+    assert_eq!(out.len() as i64, expected, "read every record of {topic}");
+    out
+}
+
+fn committed(config: &DetectorConfig, topic: &str) -> BTreeMap<i32, (i64, i64)> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .set("group.id", &config.group_id)
+        .create()
+        .unwrap();
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(5)).unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        tpl.add_partition(topic, p.id());
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(5)).unwrap();
+    got.elements()
+        .iter()
+        .map(|e| {
+            let (_, hi) = c.fetch_watermarks(topic, e.partition(), Duration::from_secs(5)).unwrap();
+            let o = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => -1,
+            };
+            (e.partition(), (o, hi))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drained_run_names_attackers_and_victim_but_not_benign_hosts() {
+    let s = setup();
+    let mut batches: Vec<PacketBatch> = (0..40).map(benign_batch).collect();
+    let flooder: IpAddr = "10.9.9.9".parse().unwrap();
+    batches.extend(syn_flood(flooder, "10.0.0.80".parse().unwrap(), T0 + 50_000_000_000, 2_000, 1_000));
+    batches.push(scan_batch(7));
+    let victim: IpAddr = "10.0.0.5".parse().unwrap();
+    batches.extend(spoofed_flood(victim, T0 + 60_000_000_000, 1_500, 4_000_000_000, 3));
+    produce(&s.config, &batches, &[("garbage", b"\x00\x00\x00\x00\x01\xff\xff\xff")]).await;
+
+    let report = run_drained(s.config.clone()).await;
+
+    let anomalies: Vec<Anomaly> = read_all(&s.config, &s.config.anomalies_topic)
+        .iter()
+        .map(|m| Anomaly::decode(m.payload().unwrap(), &SchemaIds::BUILT_IN).unwrap())
+        .collect();
+    let named: HashSet<(String, AnomalyKind)> = anomalies.iter().map(|a| (a.host.clone(), a.kind)).collect();
+    assert!(named.contains(&("10.9.9.9".into(), AnomalyKind::Rate)), "{named:?}");
+    assert!(named.contains(&("10.66.0.7".into(), AnomalyKind::Fanout)), "{named:?}");
+    assert!(named.contains(&("10.0.0.5".into(), AnomalyKind::Victim)), "{named:?}");
+    assert!(!anomalies.iter().any(|a| a.host.starts_with("10.1.")), "benign host named: {named:?}");
+    assert!(!anomalies.iter().any(|a| a.host.starts_with("100.")), "a spoofed source named: {named:?}");
+    let victims: Vec<&Anomaly> = anomalies.iter().filter(|a| a.kind == AnomalyKind::Victim).collect();
+    assert_eq!(victims.len(), 1);
+    assert!(victims[0].reason.contains("distinct sources"), "{}", victims[0].reason);
+    assert_eq!(victims[0].target.as_deref(), Some("10.0.0.5"));
+    // Anomalies are keyed by host.
+    let anomaly_keys: HashSet<Vec<u8>> =
+        read_all(&s.config, &s.config.anomalies_topic).iter().map(|m| m.key().unwrap().to_vec()).collect();
+    assert!(anomaly_keys.contains(b"10.9.9.9".as_slice()));
+
+    assert_eq!(report.batches, batches.len() as u64);
+    assert_eq!(report.packets, batches.iter().map(|b| b.packets.len() as u64).sum::<u64>());
+    assert_eq!(report.dead_lettered, 1);
+    assert_eq!(report.anomalies.values().sum::<u64>(), anomalies.len() as u64);
+    assert_eq!(report.anomalies[&AnomalyKind::Victim], 1);
+    assert!(report.destination_stats_consumed > 0);
+    assert_eq!(report.destination_stats_consumed, report.destination_stats_produced);
+
+    // The poison record is on the dead-letter topic with its reason and origin.
+    let dlq = read_all(&s.config, &s.config.dead_letter_topic);
+    assert_eq!(dlq.len(), 1);
+    let headers = dlq[0].headers().expect("headers");
+    let header = |name: &str| {
+        headers.iter().find(|h| h.key == name).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    let reason = header(topics::DLQ_REASON_HEADER).expect("reason header");
+    assert!(reason.contains("malformed PacketBatch") || reason.contains("PacketBatch"), "{reason}");
+    let origin = header(topics::DLQ_ORIGIN_HEADER).expect("origin header");
+    assert!(origin.starts_with(&format!("{}/", s.config.packets_topic)), "{origin}");
+    assert_eq!(dlq[0].key(), Some(b"garbage".as_slice()));
+
+    // At-least-once: everything was acknowledged before its offsets were stored, and after the drain the
+    // committed offsets are the ends of both input topics.
+    for topic in [&s.config.packets_topic, &s.config.destinations_topic] {
+        for (p, (committed, high)) in committed(&s.config, topic) {
+            if high > 0 {
+                assert_eq!(committed, high, "{topic}/{p}");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processing_continues_after_poison_records() {
+    let s = setup();
+    produce(&s.config, &[], &[("a", b"not avro"), ("b", b"")]).await;
+    let batches: Vec<PacketBatch> = vec![scan_batch(9)];
+    produce(&s.config, &batches, &[]).await;
+    let report = run_drained(s.config.clone()).await;
+    assert_eq!(report.dead_lettered, 2);
+    assert_eq!(report.batches, 1);
+    assert_eq!(report.anomalies[&AnomalyKind::Fanout], 1);
+    let dlq = read_all(&s.config, &s.config.dead_letter_topic);
+    let reasons: Vec<String> = dlq
+        .iter()
+        .map(|m| {
+            let h = m.headers().unwrap();
+            let v = h.iter().find(|h| h.key == topics::DLQ_REASON_HEADER).unwrap().value.unwrap();
+            String::from_utf8_lossy(v).into_owned()
+        })
+        .collect();
+    assert!(reasons.iter().any(|r| r.contains("empty payload")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("magic byte")), "{reasons:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_config_is_reported_before_connecting() {
+    let mut c = DetectorConfig { brokers: String::new(), ..DetectorConfig::default() };
+    c.rate.window_packets = 1;
+    let err = netanom_detector::run(c, CancellationToken::new(), None).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("detector.brokers") && text.contains("detector.rate.window_packets"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_an_idle_detector() {
+    let s = setup();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(netanom_detector::run(s.config.clone(), shutdown.clone(), None));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    shutdown.cancel();
+    let report = tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap().unwrap();
+    assert_eq!(report.records, 0);
+}

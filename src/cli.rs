@@ -1,0 +1,186 @@
+//! Command-line flags. Every flag that configures a role is turned into a dotted key of the configuration
+//! (see [`crate::config`]), so flags, environment variables and the TOML file are one namespace.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Override;
+
+/// Real-time network anomaly detection over Kafka.
+#[derive(Debug, Parser)]
+#[command(name = "netanom", version, about, long_about = None)]
+pub struct Cli {
+    /// TOML configuration file (also `NETANOM_CONFIG`).
+    #[arg(long, global = true, env = "NETANOM_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `netanom_detector=debug` (key `log.level`).
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
+    /// Log format: `text` or `json` (key `log.format`).
+    #[arg(long, global = true)]
+    pub log_format: Option<String>,
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The roles and tools.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Producer, detector and alert router in one process, on an embedded Kafka broker unless --brokers is given.
+    Run(RunArgs),
+    /// Capture packets and publish their features to the packets topic.
+    Producer(ProducerArgs),
+    /// Consume packet features and publish anomalies (one member of a consumer group).
+    Detector(ServiceArgs),
+    /// Consume anomalies, suppress repeats, deliver alerts to the alerts topic and webhooks.
+    AlertRouter(RouterArgs),
+    /// Print the default configuration as TOML, or check a configuration.
+    Config {
+        /// Check the layered configuration (file, environment) and print it instead of the defaults.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+/// Where packets come from.
+#[derive(Debug, Args)]
+pub struct InputArgs {
+    /// Read packets from a pcap or pcapng file.
+    #[arg(long, conflicts_with = "interface")]
+    pub pcap: Option<PathBuf>,
+    /// Capture live from this interface.
+    #[arg(long)]
+    pub interface: Option<String>,
+    /// BPF filter for the capture, e.g. `tcp or udp`.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// File replay speed: `max`, `realtime` or a factor such as `10`.
+    #[arg(long)]
+    pub speed: Option<String>,
+}
+
+/// Flags shared by every role that talks to Kafka.
+#[derive(Debug, Args)]
+pub struct ServiceArgs {
+    /// Kafka bootstrap servers (key `kafka.brokers`).
+    #[arg(long)]
+    pub brokers: Option<String>,
+}
+
+/// `netanom producer`.
+#[derive(Debug, Args)]
+pub struct ProducerArgs {
+    #[command(flatten)]
+    /// Input.
+    pub input: InputArgs,
+    #[command(flatten)]
+    /// Kafka.
+    pub service: ServiceArgs,
+}
+
+/// `netanom alert-router`.
+#[derive(Debug, Args)]
+pub struct RouterArgs {
+    #[command(flatten)]
+    /// Kafka.
+    pub service: ServiceArgs,
+    /// Also write every alert as a JSON line to this file.
+    #[arg(long)]
+    pub alerts_out: Option<PathBuf>,
+    /// Deliver alerts to this webhook URL (repeatable; signing keys go in the config file or environment).
+    #[arg(long = "webhook")]
+    pub webhooks: Vec<String>,
+}
+
+/// `netanom run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    /// Input.
+    pub input: InputArgs,
+    #[command(flatten)]
+    /// Kafka.
+    pub service: ServiceArgs,
+    /// Write every alert as a JSON line to this file.
+    #[arg(long)]
+    pub alerts_out: Option<PathBuf>,
+    /// Deliver alerts to this webhook URL (repeatable).
+    #[arg(long = "webhook")]
+    pub webhooks: Vec<String>,
+    /// Do not print alerts on stdout (the summary is still printed).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn s(v: impl Into<String>) -> toml::Value {
+    toml::Value::String(v.into())
+}
+
+impl Cli {
+    /// The configuration keys set by flags.
+    pub fn overrides(&self) -> Vec<Override> {
+        let mut o = Vec::new();
+        if let Some(l) = &self.log_level {
+            o.push(("log.level".into(), s(l)));
+        }
+        if let Some(f) = &self.log_format {
+            o.push(("log.format".into(), s(f)));
+        }
+        let input = |o: &mut Vec<Override>, i: &InputArgs| {
+            if let Some(p) = &i.pcap {
+                o.push(("producer.input.pcap".into(), s(p.display().to_string())));
+            }
+            if let Some(iface) = &i.interface {
+                o.push(("producer.input.interface".into(), s(iface)));
+            }
+            if let Some(f) = &i.filter {
+                o.push(("producer.filter".into(), s(f)));
+            }
+            if let Some(sp) = &i.speed {
+                o.push(("producer.speed".into(), s(sp)));
+            }
+        };
+        let service = |o: &mut Vec<Override>, a: &ServiceArgs| {
+            if let Some(b) = &a.brokers {
+                o.push(("kafka.brokers".into(), s(b)));
+            }
+        };
+        let router = |o: &mut Vec<Override>, out: &Option<PathBuf>, hooks: &[String]| {
+            if let Some(p) = out {
+                o.push(("alert_router.alerts_out".into(), s(p.display().to_string())));
+            }
+            if !hooks.is_empty() {
+                let list = hooks
+                    .iter()
+                    .map(|u| {
+                        let mut t = toml::Table::new();
+                        t.insert("url".into(), s(u));
+                        toml::Value::Table(t)
+                    })
+                    .collect();
+                o.push(("alert_router.webhooks".into(), toml::Value::Array(list)));
+            }
+        };
+        match &self.command {
+            Command::Run(r) => {
+                input(&mut o, &r.input);
+                service(&mut o, &r.service);
+                router(&mut o, &r.alerts_out, &r.webhooks);
+                o.push(("alert_router.stdout".into(), toml::Value::Boolean(!r.quiet)));
+            }
+            Command::Producer(p) => {
+                input(&mut o, &p.input);
+                service(&mut o, &p.service);
+            }
+            Command::Detector(d) => service(&mut o, d),
+            Command::AlertRouter(r) => {
+                service(&mut o, &r.service);
+                router(&mut o, &r.alerts_out, &r.webhooks);
+            }
+            Command::Config { .. } => {}
+        }
+        o
+    }
+}

