@@ -130,10 +130,10 @@ impl Cli {
         }
         let input = |o: &mut Vec<Override>, i: &InputArgs| {
             if let Some(p) = &i.pcap {
-                o.push(("producer.input.pcap".into(), s(p.display().to_string())));
+                o.push(("producer.pcap".into(), s(p.display().to_string())));
             }
             if let Some(iface) = &i.interface {
-                o.push(("producer.input.interface".into(), s(iface)));
+                o.push(("producer.interface".into(), s(iface)));
             }
             if let Some(f) = &i.filter {
                 o.push(("producer.filter".into(), s(f)));

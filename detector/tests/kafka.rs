@@ -22,7 +22,7 @@ fn unique(prefix: &str) -> String {
 }
 
 struct Setup {
-    _cluster: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    cluster: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
     config: DetectorConfig,
 }
 
@@ -45,7 +45,7 @@ fn setup() -> Setup {
     cluster.create_topic(&config.destinations_topic, 2, 1).unwrap();
     cluster.create_topic(&config.anomalies_topic, 1, 1).unwrap();
     cluster.create_topic(&config.dead_letter_topic, 1, 1).unwrap();
-    Setup { _cluster: cluster, config }
+    Setup { cluster, config }
 }
 
 async fn produce(config: &DetectorConfig, batches: &[PacketBatch], poison: &[(&str, &[u8])]) {
@@ -243,4 +243,35 @@ async fn shutdown_stops_an_idle_detector() {
     shutdown.cancel();
     let report = tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap().unwrap();
     assert_eq!(report.records, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_are_not_stored_when_anomalies_are_not_acknowledged() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let s = setup();
+    produce(&s.config, &[scan_batch(4)], &[]).await;
+    // Every produce request fails with a non-retriable error: the anomaly cannot be delivered.
+    s.cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 64],
+    );
+    let drain = CancellationToken::new();
+    drain.cancel();
+    let err = tokio::time::timeout(
+        Duration::from_secs(60),
+        netanom_detector::run(s.config.clone(), CancellationToken::new(), Some(drain)),
+    )
+    .await
+    .expect("returns in time")
+    .expect_err("delivery failure stops the detector");
+    assert!(matches!(err, netanom_detector::DetectorError::Produce { .. }), "{err}");
+    for (p, (committed, high)) in committed(&s.config, &s.config.packets_topic) {
+        assert!(committed < high || high == 0, "partition {p}: offset {committed} committed without an ack");
+    }
+    // Once the broker accepts again, the same group reprocesses the batch and the anomaly is delivered.
+    s.cluster.clear_request_errors(RDKafkaApiKey::Produce);
+    let report = run_drained(s.config.clone()).await;
+    assert_eq!(report.batches, 1, "the unacknowledged batch is processed again");
+    let anomalies = read_all(&s.config, &s.config.anomalies_topic);
+    assert_eq!(anomalies.len(), 1);
 }

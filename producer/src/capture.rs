@@ -271,6 +271,8 @@ impl PacketSource {
             }
         };
         self.packets += 1;
+        // time_t / suseconds_t are not i64 on every platform.
+        #[allow(clippy::unnecessary_cast)]
         let ts_ns = (packet.header.ts.tv_sec as i64)
             .saturating_mul(1_000_000_000)
             .saturating_add((packet.header.ts.tv_usec as i64).saturating_mul(self.ns_per_unit));

@@ -375,3 +375,49 @@ fn wall_clock_ns() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_from_toml_with_defaults_durations_and_speed() {
+        let cfg: ProducerConfig = toml::from_str(
+            r#"
+            pcap = "/tmp/x.pcap"
+            speed = "realtime"
+            compression = "zstd"
+            [batch]
+            max_interval = "250ms"
+            [flow]
+            idle_timeout = "30s"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.speed, Speed::Realtime);
+        assert_eq!(cfg.batch.max_interval, Duration::from_millis(250));
+        assert_eq!(cfg.batch.max_packets, 1024);
+        assert_eq!(cfg.flow.idle_timeout, Duration::from_secs(30));
+        assert_eq!(cfg.topic, netanom_schemas::topics::PACKETS);
+        cfg.validate().unwrap();
+        let factor: ProducerConfig = toml::from_str("speed = 2.5").unwrap();
+        assert_eq!(factor.speed, Speed::Factor(2.5));
+    }
+
+    #[test]
+    fn config_rejects_unknown_keys_and_reports_all_problems() {
+        let err = toml::from_str::<ProducerConfig>("pcap = \"x\"\nbatchsize = 3").unwrap_err().to_string();
+        assert!(err.contains("batchsize"), "{err}");
+        let cfg = ProducerConfig {
+            pcap: Some("a.pcap".into()),
+            interface: Some("eth0".into()),
+            topic: String::new(),
+            batch: BatchConfig { max_packets: 0, ..BatchConfig::default() },
+            ..ProducerConfig::default()
+        };
+        let errs: Vec<String> = cfg.validate().unwrap_err().into_iter().map(|e| e.0).collect();
+        assert!(errs.iter().any(|e| e.contains("producer.pcap and producer.interface")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.starts_with("producer.topic")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.starts_with("producer.batch.max_packets")), "{errs:?}");
+    }
+}

@@ -26,7 +26,7 @@ pub enum PublishError {
         /// Topic.
         topic: String,
         /// rdkafka's error.
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
     /// librdkafka refused a record.
     #[error("cannot enqueue record with key {key} for topic {topic}: {source}")]
@@ -36,7 +36,7 @@ pub enum PublishError {
         /// Record key.
         key: String,
         /// rdkafka's error.
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
     /// Records were not acknowledged by the brokers.
     #[error("{records} records ({packets} packets) to topic {topic} failed delivery; first error: {first}")]
@@ -160,7 +160,7 @@ impl Publisher {
         }
         let producer = config
             .create_with_context(DeliveryCounter::default())
-            .map_err(|source| PublishError::Create { topic: topic.to_string(), source })?;
+            .map_err(|source| PublishError::Create { topic: topic.to_string(), source: Box::new(source) })?;
         Ok(Self { producer, topic: topic.to_string(), enqueued: AtomicU64::new(0) })
     }
 
@@ -184,7 +184,11 @@ impl Publisher {
                     self.producer.poll(Duration::from_millis(5));
                 }
                 Err((source, _)) => {
-                    return Err(PublishError::Send { topic: self.topic.clone(), key: key.to_string(), source });
+                    return Err(PublishError::Send {
+                        topic: self.topic.clone(),
+                        key: key.to_string(),
+                        source: Box::new(source),
+                    });
                 }
             }
         }

@@ -214,3 +214,16 @@ async fn shutdown_stops_a_paced_replay_promptly_and_flushes() {
     let n: usize = consumed.iter().map(|c| c.batch.packets.len()).sum();
     assert_eq!(n as u64, report.packets_published);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_failure_is_an_error_naming_the_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("small.pcap");
+    synth::write_pcap(&Scenario::benign(5, Duration::from_secs(2)), &path).unwrap();
+    // Nothing listens on port 1: every record times out.
+    let mut cfg = config(&path, "127.0.0.1:1", "unreachable-topic");
+    cfg.kafka_properties.insert("message.timeout.ms".into(), "1500".into());
+    let err = run(cfg, CancellationToken::new(), None).await.unwrap_err().to_string();
+    assert!(err.contains("unreachable-topic"), "{err}");
+    assert!(err.contains("failed delivery"), "{err}");
+}
