@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::Override;
+use crate::config::{Override, Roles};
 
 /// Real-time network anomaly detection over Kafka.
 #[derive(Debug, Parser)]
@@ -36,11 +36,17 @@ pub enum Command {
     Detector(ServiceArgs),
     /// Consume anomalies, suppress repeats, deliver alerts to the alerts topic and webhooks.
     AlertRouter(RouterArgs),
+    /// Write a seeded, labelled capture of benign traffic with a SYN flood, a port scan, a spoofed-source flood
+    /// and a host sweep (for demos, tests and benchmarks).
+    Synth(SynthArgs),
     /// Print the default configuration as TOML, or check a configuration.
     Config {
         /// Check the layered configuration (file, environment) and print it instead of the defaults.
         #[arg(long)]
         check: bool,
+        /// With --check: validate only this role's sections (`producer`, `detector`, `alert-router`); default all.
+        #[arg(long, requires = "check")]
+        role: Option<String>,
     },
 }
 
@@ -94,6 +100,24 @@ pub struct RouterArgs {
     pub webhooks: Vec<String>,
 }
 
+/// `netanom synth`.
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    /// Output capture (`.pcapng` writes pcapng, anything else pcap).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// RNG seed: the same seed writes the same bytes.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Also write the labels as CSV: `host,role` with role attacker, victim or benign.
+    #[arg(long, conflicts_with = "packets")]
+    pub labels: Option<PathBuf>,
+    /// Instead of the labelled scenario, write exactly this many packets of mixed benign and attack traffic
+    /// (the benchmark capture, e.g. 1000000).
+    #[arg(long)]
+    pub packets: Option<usize>,
+}
+
 /// `netanom run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -116,6 +140,27 @@ pub struct RunArgs {
 
 fn s(v: impl Into<String>) -> toml::Value {
     toml::Value::String(v.into())
+}
+
+impl Command {
+    /// The roles whose configuration sections this command uses.
+    pub fn roles(&self) -> Result<Roles, String> {
+        let only = |producer, detector, alert_router| Roles { producer, detector, alert_router };
+        Ok(match self {
+            Command::Run(_) => Roles::ALL,
+            Command::Producer(_) => only(true, false, false),
+            Command::Detector(_) => only(false, true, false),
+            Command::AlertRouter(_) => only(false, false, true),
+            Command::Synth(_) | Command::Config { check: false, .. } => Roles::NONE,
+            Command::Config { role: None, .. } => Roles::ALL,
+            Command::Config { role: Some(r), .. } => match r.as_str() {
+                "producer" => only(true, false, false),
+                "detector" => only(false, true, false),
+                "alert-router" => only(false, false, true),
+                other => return Err(format!("--role must be producer, detector or alert-router, got {other:?}")),
+            },
+        })
+    }
 }
 
 impl Cli {
@@ -179,7 +224,7 @@ impl Cli {
                 service(&mut o, &r.service);
                 router(&mut o, &r.alerts_out, &r.webhooks);
             }
-            Command::Config { .. } => {}
+            Command::Config { .. } | Command::Synth(_) => {}
         }
         o
     }

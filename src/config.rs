@@ -169,8 +169,25 @@ pub fn load(
         return Err(errors);
     }
     let text = toml::to_string(&tree).map_err(|e| vec![ConfigError::Shape(e.to_string())])?;
-    let config: Config = toml::from_str(&text).map_err(|e| vec![ConfigError::Shape(describe(&e, &text))])?;
-    config.validate().map(|()| config)
+    toml::from_str(&text).map_err(|e| vec![ConfigError::Shape(describe(&e, &text))])
+}
+
+/// The roles whose sections a command needs; only those are validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// `[producer]`.
+    pub producer: bool,
+    /// `[detector]`.
+    pub detector: bool,
+    /// `[alert_router]`.
+    pub alert_router: bool,
+}
+
+impl Roles {
+    /// Every role (`netanom run`).
+    pub const ALL: Roles = Roles { producer: true, detector: true, alert_router: true };
+    /// No role (`netanom synth`).
+    pub const NONE: Roles = Roles { producer: false, detector: false, alert_router: false };
 }
 
 /// Names the key of a deserialisation error: toml reports a span in the merged document; the line there is
@@ -222,8 +239,8 @@ fn set(tree: &mut toml::Table, key: &str, value: toml::Value) -> Result<(), Stri
 }
 
 impl Config {
-    /// Checks every section and reports every problem at once.
-    pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
+    /// Checks the shared sections and those of `roles`, and reports every problem at once.
+    pub fn validate(&self, roles: Roles) -> Result<(), Vec<ConfigError>> {
         let mut errors = Vec::new();
         if !["text", "json"].contains(&self.log.format.as_str()) {
             errors.push(ConfigError::Invalid(format!("log.format must be text or json, got {:?}", self.log.format)));
@@ -248,10 +265,16 @@ impl Config {
                 )));
             }
         }
-        errors.extend(self.producer.validate().err().into_iter().flatten().map(|e| ConfigError::Invalid(e.to_string())));
-        errors.extend(self.detector.validate().err().into_iter().flatten().map(|e| ConfigError::Invalid(e.to_string())));
-        errors
-            .extend(self.alert_router.validate().err().into_iter().flatten().map(|e| ConfigError::Invalid(e.to_string())));
+        let invalid = |e: &dyn std::fmt::Display| ConfigError::Invalid(e.to_string());
+        if roles.producer {
+            errors.extend(self.producer.validate().err().into_iter().flatten().map(|e| invalid(&e)));
+        }
+        if roles.detector {
+            errors.extend(self.detector.validate().err().into_iter().flatten().map(|e| invalid(&e)));
+        }
+        if roles.alert_router {
+            errors.extend(self.alert_router.validate().err().into_iter().flatten().map(|e| invalid(&e)));
+        }
         if errors.is_empty() { Ok(()) } else { Err(errors) }
     }
 }

@@ -13,7 +13,11 @@ const EXIT_RUNTIME: u8 = 1;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let cfg = match config::load(cli.config.as_deref(), std::env::vars(), &cli.overrides()) {
+    let loaded = cli.command.roles().map_err(|e| vec![config::ConfigError::Invalid(e)]).and_then(|roles| {
+        let cfg = config::load(cli.config.as_deref(), std::env::vars(), &cli.overrides())?;
+        cfg.validate(roles).map(|()| cfg)
+    });
+    let cfg = match loaded {
         Ok(c) => c,
         Err(errors) => {
             for e in &errors {
@@ -23,7 +27,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Command::Config { check } = &cli.command {
+    if let Command::Config { check, .. } = &cli.command {
         let shown = if *check { cfg } else { config::Config::default() };
         match toml::to_string_pretty(&shown) {
             Ok(t) => {

@@ -13,6 +13,7 @@ use rdkafka::mocking::MockCluster;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::Command;
+use crate::summary;
 use crate::config::{Config, Log};
 
 /// Sets up `tracing` on stderr (stdout carries alerts and the summary).
@@ -86,14 +87,14 @@ pub async fn dispatch(command: Command, mut cfg: Config) -> anyhow::Result<()> {
             let b = need_brokers(&cfg, "producer")?;
             apply_shared(&mut cfg, &b);
             let report = netanom_producer::run(cfg.producer, stop, None).await.context("producer failed")?;
-            println!("{report}");
+            println!("{}", summary::producer(&report));
             Ok(())
         }
         Command::Detector(_) => {
             let b = need_brokers(&cfg, "detector")?;
             apply_shared(&mut cfg, &b);
             let report = netanom_detector::run(cfg.detector, stop, None).await.context("detector failed")?;
-            println!("{report}");
+            println!("{}", summary::detector(&report));
             Ok(())
         }
         Command::AlertRouter(_) => {
@@ -101,11 +102,41 @@ pub async fn dispatch(command: Command, mut cfg: Config) -> anyhow::Result<()> {
             apply_shared(&mut cfg, &b);
             let report =
                 netanom_alert_router::run(cfg.alert_router, stop, None).await.context("alert router failed")?;
-            println!("{report}");
+            println!("{}", summary::router(&report));
             Ok(())
         }
+        Command::Synth(args) => synth(&args),
         Command::Config { .. } => Ok(()),
     }
+}
+
+fn synth(args: &crate::cli::SynthArgs) -> anyhow::Result<()> {
+    use netanom_producer::synth;
+    let pcapng = args.out.extension().is_some_and(|e| e.eq_ignore_ascii_case("pcapng"));
+    if let Some(n) = args.packets {
+        let packets = synth::mixed_packets(args.seed, n);
+        if pcapng { synth::write_packets_pcapng(&packets, &args.out) } else { synth::write_packets_pcap(&packets, &args.out) }
+            .with_context(|| format!("cannot write {}", args.out.display()))?;
+        println!("wrote {} packets to {}", packets.len(), args.out.display());
+        return Ok(());
+    }
+    let scenario = synth::Scenario { seed: args.seed, ..synth::Scenario::default() };
+    let summary = if pcapng { synth::write_pcapng(&scenario, &args.out) } else { synth::write_pcap(&scenario, &args.out) }
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    let list = |v: &[std::net::IpAddr]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    println!("wrote {} packets to {}", summary.packets, args.out.display());
+    println!("attackers: {}", list(&summary.attackers));
+    println!("victims:   {} ({} spoofed sources)", list(&summary.victims), summary.spoofed_sources);
+    if let Some(path) = &args.labels {
+        let mut csv = String::from("host,role\n");
+        for (role, hosts) in [("attacker", &summary.attackers), ("victim", &summary.victims), ("benign", &summary.benign)] {
+            for h in hosts.iter() {
+                csv.push_str(&format!("{h},{role}\n"));
+            }
+        }
+        std::fs::write(path, csv).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// The embedded broker of `netanom run`, with every topic created.
@@ -160,9 +191,9 @@ async fn run_all(mut cfg: Config, stop: CancellationToken, hard: CancellationTok
 
     println!();
     println!("== netanom run summary ==");
-    println!("{produced}");
-    println!("{detected}");
-    println!("{routed}");
+    println!("{}", summary::producer(&produced));
+    println!("{}", summary::detector(&detected));
+    println!("{}", summary::router(&routed));
     let secs = elapsed.as_secs_f64().max(1e-9);
     println!("duration: {secs:.3} s, {:.0} packets/s end to end", produced.packets_read as f64 / secs);
     Ok(())

@@ -1,13 +1,18 @@
 //! netanom alert router: consumes anomalies (Avro, `netanom.anomalies`), collapses repeats of one (host, kind)
 //! into alerts ([`suppress`]), publishes each alert as JSON on the alerts topic, POSTs it to every configured
-//! webhook signed per Standard Webhooks ([`webhook`]), appends it to an optional JSON-lines file and stdout, and
-//! only then stores the offsets of the anomalies it accounts for ([`offsets`]). Undecodable anomalies and alerts
-//! no webhook could take go to the dead-letter topic. The pipeline itself is [`route`]; this file holds the
-//! configuration, the errors and the report.
+//! webhook signed per Standard Webhooks ([`webhook`]), sends it as CEF over syslog when configured ([`syslog`]),
+//! appends it to an optional JSON-lines file and stdout, and only then stores the offsets of the anomalies it
+//! accounts for ([`offsets`]). Each JSON output (the alerts topic, each webhook, the alerts-out file) has its own
+//! [`AlertFormat`]: netanom's alert JSON (the default and the topic contract), Elastic Common Schema, or an OCSF
+//! Detection Finding ([`format`](mod@format)). Undecodable anomalies, and alerts a webhook or the syslog receiver
+//! could not take, go to the dead-letter topic (always as netanom alert JSON). The pipeline itself is [`route`];
+//! this file holds the configuration, the errors and the report.
 
+pub mod format;
 pub mod offsets;
 pub mod route;
 pub mod suppress;
+pub mod syslog;
 pub mod webhook;
 
 use std::collections::BTreeMap;
@@ -17,12 +22,14 @@ use std::time::Duration;
 use netanom_schemas::{SchemaIds, topics};
 use serde::Deserialize;
 
+pub use format::AlertFormat;
 pub use route::run;
 pub use suppress::SuppressionConfig;
+pub use syslog::{SyslogConfig, SyslogFormat, TcpFraming, Transport};
 pub use webhook::{RetryConfig, Secret, WebhookConfig};
 
 /// Configuration of the alert router (`[alert_router]`).
-#[derive(Clone, PartialEq, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouterConfig {
     /// Kafka bootstrap servers, `host:port[,host:port...]`. Filled from the shared `[kafka]` table by the root
@@ -38,6 +45,9 @@ pub struct RouterConfig {
     pub anomalies_topic: String,
     /// Topic the alerts are produced to (JSON, key = host). Default `netanom.alerts`.
     pub alerts_topic: String,
+    /// Document format on the alerts topic: `netanom` (the [`netanom_schemas::Alert`] JSON that the wire contract
+    /// names), `ecs` or `ocsf`. Default `netanom`.
+    pub alerts_format: AlertFormat,
     /// Topic for poison anomalies and alerts a webhook refused. Default `netanom.dead-letter`.
     pub dead_letter_topic: String,
     /// Confluent schema ids of the Avro records. Default: the built-in table.
@@ -46,6 +56,9 @@ pub struct RouterConfig {
     pub suppression: SuppressionConfig,
     /// Webhooks every alert is POSTed to (none by default).
     pub webhooks: Vec<WebhookConfig>,
+    /// Signing secret (`whsec_…`) for the webhooks that have none of their own; convenient from the environment
+    /// (`NETANOM_ALERT_ROUTER__WEBHOOK_SECRET`) or a Kubernetes Secret. Default: none.
+    pub webhook_secret: Option<Secret>,
     /// Retry policy of webhook requests.
     pub retry: RetryConfig,
     /// Webhook requests in flight at most, over all webhooks and alerts. Default 16.
@@ -58,6 +71,10 @@ pub struct RouterConfig {
     pub shutdown_grace: Duration,
     /// Append every alert as one JSON line to this file. Default: none.
     pub alerts_out: Option<PathBuf>,
+    /// Document format of the `alerts_out` lines: `netanom`, `ecs` or `ocsf`. Default `netanom`.
+    pub alerts_out_format: AlertFormat,
+    /// CEF over syslog output (`[alert_router.syslog]`). Default: none.
+    pub syslog: Option<SyslogConfig>,
     /// Print one readable line per alert to stdout. Default false.
     pub stdout: bool,
 }
@@ -70,15 +87,19 @@ impl Default for RouterConfig {
             group_id: "netanom-alert-router".into(),
             anomalies_topic: topics::ANOMALIES.into(),
             alerts_topic: topics::ALERTS.into(),
+            alerts_format: AlertFormat::Netanom,
             dead_letter_topic: topics::DEAD_LETTER.into(),
             schema_ids: SchemaIds::BUILT_IN,
             suppression: SuppressionConfig::default(),
             webhooks: Vec::new(),
+            webhook_secret: None,
             retry: RetryConfig::default(),
             max_concurrency: 16,
             max_in_flight_alerts: 1024,
             shutdown_grace: Duration::from_secs(10),
             alerts_out: None,
+            alerts_out_format: AlertFormat::Netanom,
+            syslog: None,
             stdout: false,
         }
     }
@@ -103,15 +124,19 @@ impl std::fmt::Debug for RouterConfig {
             .field("group_id", &self.group_id)
             .field("anomalies_topic", &self.anomalies_topic)
             .field("alerts_topic", &self.alerts_topic)
+            .field("alerts_format", &self.alerts_format)
             .field("dead_letter_topic", &self.dead_letter_topic)
             .field("schema_ids", &self.schema_ids)
             .field("suppression", &self.suppression)
             .field("webhooks", &self.webhooks)
+            .field("webhook_secret", &self.webhook_secret)
             .field("retry", &self.retry)
             .field("max_concurrency", &self.max_concurrency)
             .field("max_in_flight_alerts", &self.max_in_flight_alerts)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("alerts_out", &self.alerts_out)
+            .field("alerts_out_format", &self.alerts_out_format)
+            .field("syslog", &self.syslog)
             .field("stdout", &self.stdout)
             .finish()
     }
@@ -128,6 +153,17 @@ pub struct ConfigError {
 }
 
 impl RouterConfig {
+    /// The webhooks with `webhook_secret` filled in where a webhook has no secret of its own.
+    pub fn effective_webhooks(&self) -> Vec<WebhookConfig> {
+        let mut hooks = self.webhooks.clone();
+        for h in &mut hooks {
+            if h.secret.is_none() {
+                h.secret.clone_from(&self.webhook_secret);
+            }
+        }
+        hooks
+    }
+
     /// Checks every setting and reports all problems at once.
     pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
         let mut errors = Vec::new();
@@ -188,6 +224,9 @@ impl RouterConfig {
                 err(&format!("webhooks[{i}].timeout"), "must be > 0, got 0s".into());
             }
         }
+        if let Some(Err(e)) = self.webhook_secret.as_ref().map(webhook::decode_secret) {
+            err("webhook_secret", format!("is not a Standard Webhooks secret: {e}"));
+        }
         if self.retry.initial_backoff.is_zero() {
             err("retry.initial_backoff", "must be > 0, got 0s".into());
         }
@@ -209,6 +248,11 @@ impl RouterConfig {
         if self.max_in_flight_alerts == 0 {
             err("max_in_flight_alerts", "must be >= 1, got 0".into());
         }
+        if let Some(syslog) = self.syslog.as_ref().filter(|s| s.enabled) {
+            for (key, message) in syslog.problems() {
+                err(&format!("syslog.{key}"), message);
+            }
+        }
         if errors.is_empty() { Ok(()) } else { Err(errors) }
     }
 }
@@ -226,10 +270,14 @@ pub struct RouterReport {
     pub webhook_failed: u64,
     /// Poison anomalies sent to the dead-letter topic.
     pub dead_lettered_anomalies: u64,
-    /// Alert records sent to the dead-letter topic (one per failed (alert, webhook)).
+    /// Alert records sent to the dead-letter topic (one per failed (alert, webhook) and per failed syslog send).
     pub dead_lettered_alerts: u64,
     /// Suppression windows emitted early because `suppression.max_groups` were open.
     pub groups_evicted: u64,
+    /// Alerts sent to the syslog receiver.
+    pub syslog_delivered: u64,
+    /// Alerts the syslog receiver could not be sent (each one is on the dead-letter topic).
+    pub syslog_failed: u64,
 }
 
 /// Why the router stopped with an error.
@@ -301,6 +349,7 @@ mod tests {
                     url: "ftp://example.com/x".into(),
                     secret: Some(Secret::new("nope-c2VjcmV0")),
                     timeout: Duration::ZERO,
+                    format: AlertFormat::Ocsf,
                 },
             ],
             retry: RetryConfig {
@@ -309,6 +358,7 @@ mod tests {
                 max_attempts: 0,
             },
             max_concurrency: 0,
+            syslog: Some(SyslogConfig { address: "siem.example".into(), facility: 30, ..SyslogConfig::default() }),
             ..RouterConfig::default()
         };
         let errors: Vec<String> = config.validate().unwrap_err().iter().map(ToString::to_string).collect();
@@ -322,6 +372,8 @@ mod tests {
             "alert_router.retry.max_backoff (1s) must be >= alert_router.retry.initial_backoff (2s)",
             "alert_router.retry.max_attempts must be >= 1",
             "alert_router.max_concurrency must be >= 1",
+            "alert_router.syslog.address must be host:port",
+            "alert_router.syslog.facility must be in 0..=23, got 30",
         ];
         for e in expect {
             assert!(errors.iter().any(|x| x.starts_with(e)), "missing {e:?} in {errors:#?}");
@@ -358,5 +410,47 @@ mod tests {
         assert_eq!(config.webhooks[0].timeout, Duration::from_millis(250));
         assert_eq!(config.retry.initial_backoff, Duration::from_millis(200));
         assert!(serde_json::from_value::<RouterConfig>(serde_json::json!({"nope": 1})).is_err());
+    }
+
+    #[test]
+    fn formats_and_syslog_deserialize_and_default_to_the_old_behaviour() {
+        let defaults: RouterConfig = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert_eq!(
+            (defaults.alerts_format, defaults.alerts_out_format, &defaults.syslog),
+            (AlertFormat::Netanom, AlertFormat::Netanom, &None)
+        );
+        let config: RouterConfig = serde_json::from_value(serde_json::json!({
+            "alerts_format": "ocsf",
+            "alerts_out_format": "ecs",
+            "webhooks": [{"url": "http://127.0.0.1:1/", "format": "ecs"}, {"url": "http://127.0.0.1:1/"}],
+            "syslog": {"address": "127.0.0.1:514", "transport": "tcp", "format": "rfc3164",
+                       "tcp_framing": "newline", "timeout": "2s"}
+        }))
+        .unwrap();
+        assert_eq!((config.alerts_format, config.alerts_out_format), (AlertFormat::Ocsf, AlertFormat::Ecs));
+        assert_eq!((config.webhooks[0].format, config.webhooks[1].format), (AlertFormat::Ecs, AlertFormat::Netanom));
+        let syslog = config.syslog.clone().unwrap();
+        assert!(syslog.enabled, "a present table is on unless disabled");
+        assert_eq!(
+            (syslog.transport, syslog.format, syslog.tcp_framing),
+            (Transport::Tcp, SyslogFormat::Rfc3164, TcpFraming::Newline)
+        );
+        assert_eq!((syslog.timeout, syslog.facility), (Duration::from_secs(2), 16));
+        config.validate().unwrap();
+        // Serialize round-trips (the root prints the effective configuration).
+        let back: RouterConfig = serde_json::from_value(serde_json::to_value(&config).unwrap()).unwrap();
+        assert_eq!(back.syslog, config.syslog);
+        assert_eq!(back.webhooks[0].format, AlertFormat::Ecs);
+        assert!(
+            serde_json::from_value::<RouterConfig>(serde_json::json!({"syslog": {"address": "h:1", "port": 2}}))
+                .is_err()
+        );
+        assert!(serde_json::from_value::<RouterConfig>(serde_json::json!({"alerts_format": "cef"})).is_err());
+        // A disabled table is not validated.
+        let off = RouterConfig {
+            syslog: Some(SyslogConfig { enabled: false, ..SyslogConfig::default() }),
+            ..RouterConfig::default()
+        };
+        off.validate().unwrap();
     }
 }

@@ -1,11 +1,14 @@
-//! The router pipeline: Kafka consumer → decode → [`Suppressor`] → per alert: alerts topic (acked), every webhook,
-//! dead-letter topic for refused deliveries, alerts-out file and stdout → offsets stored. Owns the Kafka clients,
-//! the main loop, shutdown and drain; the decisions (grouping, signing, retrying, offset order) live in the other
-//! modules.
+//! The router pipeline: Kafka consumer → decode → [`Suppressor`] → per alert: rendered once per configured
+//! [`AlertFormat`] → alerts topic (acked), every webhook, the syslog receiver (CEF), dead-letter topic for refused
+//! deliveries (netanom alert JSON, with the reason), alerts-out file and stdout → offsets stored. Owns the Kafka
+//! clients, the main loop, shutdown and drain; the decisions (grouping, rendering, signing, retrying, offset order)
+//! live in the other modules.
 //!
 //! At-least-once: an anomaly's offset is stored only after the alert that accounts for it was acknowledged by the
-//! alerts topic and either reached every webhook or was acknowledged by the dead-letter topic, and was written to
-//! the alerts-out file. A poison record's offset is stored once the dead-letter topic acknowledged it.
+//! alerts topic, either reached every webhook and the syslog receiver or was acknowledged by the dead-letter topic
+//! (once per failed webhook, once for a failed syslog send), and was written to the alerts-out file. A poison
+//! record's offset is stored once the dead-letter topic acknowledged it. A UDP syslog send that left the socket
+//! counts as delivered: UDP has no acknowledgement.
 //!
 //! Drain ("the input is complete"): the high watermarks of the anomalies topic are read when `drain` fires; once
 //! every partition was consumed up to its watermark (or belongs to another member of the group), all open groups
@@ -20,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use netanom_schemas::{Alert, Anomaly, topics};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -29,8 +32,10 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::format::{AlertFormat, Rendered};
 use crate::offsets::OffsetTracker;
 use crate::suppress::{Emitted, Origin, Suppressor};
+use crate::syslog::SyslogSender;
 use crate::webhook::{Outcome, WebhookSender};
 use crate::{RouterConfig, RouterError, RouterReport};
 
@@ -44,17 +49,22 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Result of delivering one alert.
 struct Finished {
     emitted: Emitted,
-    json: String,
+    rendered: Rendered,
     delivered: u64,
     failed: u64,
     dead_lettered: u64,
+    syslog_delivered: u64,
+    syslog_failed: u64,
 }
 
 /// Everything a delivery task needs.
 struct Shared {
     producer: FutureProducer,
     webhooks: WebhookSender,
+    syslog: Option<SyslogSender>,
     alerts_topic: String,
+    alerts_format: AlertFormat,
+    alerts_out_format: Option<AlertFormat>,
     dead_letter_topic: String,
 }
 
@@ -73,8 +83,11 @@ pub async fn run(
     })?;
     let shared = Arc::new(Shared {
         producer: create_producer(&config)?,
-        webhooks: WebhookSender::new(&config.webhooks, config.retry.clone(), config.max_concurrency)?,
+        webhooks: WebhookSender::new(&config.effective_webhooks(), config.retry.clone(), config.max_concurrency)?,
+        syslog: config.syslog.clone().filter(|s| s.enabled).map(SyslogSender::new),
         alerts_topic: config.alerts_topic.clone(),
+        alerts_format: config.alerts_format,
+        alerts_out_format: config.alerts_out.as_ref().map(|_| config.alerts_out_format),
         dead_letter_topic: config.dead_letter_topic.clone(),
     });
     let mut router = Router {
@@ -97,7 +110,8 @@ pub async fn run(
         config,
     };
     tracing::info!(topic = %router.config.anomalies_topic, group = %router.config.group_id,
-        webhooks = router.shared.webhooks.len(), "alert router started");
+        webhooks = router.shared.webhooks.len(), alerts_format = %router.config.alerts_format,
+        syslog = router.shared.syslog.as_ref().map(SyslogSender::target), "alert router started");
 
     let result = router.main_loop(&shutdown, drain.unwrap_or_default()).await;
     router.finish().await;
@@ -106,7 +120,7 @@ pub async fn run(
 
 struct Router {
     config: RouterConfig,
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<StreamConsumer<RouterContext>>,
     shared: Arc<Shared>,
     suppressor: Suppressor,
     tracker: OffsetTracker,
@@ -327,7 +341,7 @@ impl Router {
     ) -> Result<(), RouterError> {
         let done = joined.map_err(|e| RouterError::Task(e.to_string()))??;
         if let Some(file) = &mut self.alerts_out {
-            let mut line = done.json.clone();
+            let mut line = done.rendered.get(self.config.alerts_out_format).to_string();
             line.push('\n');
             file.write_all(line.as_bytes()).map_err(|source| RouterError::AlertsOut {
                 path: self.config.alerts_out.clone().unwrap_or_default(),
@@ -341,6 +355,8 @@ impl Router {
         self.report.webhook_delivered += done.delivered;
         self.report.webhook_failed += done.failed;
         self.report.dead_lettered_alerts += done.dead_lettered;
+        self.report.syslog_delivered += done.syslog_delivered;
+        self.report.syslog_failed += done.syslog_failed;
         tracing::info!(id = %done.emitted.alert.id, kind = %done.emitted.alert.kind, count = done.emitted.alert.count,
             cause = ?done.emitted.cause, "alert emitted");
         self.mark_done(&done.emitted.origins);
@@ -392,13 +408,19 @@ impl Router {
     }
 }
 
-/// Produces the alert, calls the webhooks, dead-letters failed deliveries.
+/// Produces the alert, calls the webhooks and the syslog receiver, dead-letters failed deliveries.
 async fn deliver(shared: Arc<Shared>, emitted: Emitted) -> Result<Finished, RouterError> {
     let alert = &emitted.alert;
-    let json = serde_json::to_string(alert).map_err(|source| RouterError::Encode { id: alert.id.clone(), source })?;
+    let formats =
+        std::iter::once(shared.alerts_format).chain(shared.alerts_out_format).chain(shared.webhooks.formats());
+    let rendered =
+        Rendered::new(alert, formats).map_err(|source| RouterError::Encode { id: alert.id.clone(), source })?;
     let delivery = shared
         .producer
-        .send(FutureRecord::to(&shared.alerts_topic).key(&alert.host).payload(&json), QUEUE_TIMEOUT)
+        .send(
+            FutureRecord::to(&shared.alerts_topic).key(&alert.host).payload(rendered.get(shared.alerts_format)),
+            QUEUE_TIMEOUT,
+        )
         .await
         .map_err(|(source, _)| RouterError::Produce {
             topic: shared.alerts_topic.clone(),
@@ -406,33 +428,49 @@ async fn deliver(shared: Arc<Shared>, emitted: Emitted) -> Result<Finished, Rout
             source: Box::new(source),
         })?;
     let origin = format!("{}/{}/{}", shared.alerts_topic, delivery.partition, delivery.offset);
-    let (mut delivered, mut failed, mut dead_lettered) = (0, 0, 0);
-    for d in shared.webhooks.deliver(&alert.id, json.as_bytes()).await {
+    let mut failures = Vec::new();
+    let (mut delivered, mut failed) = (0, 0);
+    for d in shared.webhooks.deliver_with(&alert.id, |f| rendered.get(f).as_bytes()).await {
         match d.outcome {
             Outcome::Delivered { .. } => delivered += 1,
             Outcome::Failed { attempts, reason } => {
                 failed += 1;
-                let reason = format!("webhook {} failed after {attempts} attempt(s): {reason}", d.url);
-                let headers = OwnedHeaders::new()
-                    .insert(Header { key: topics::DLQ_REASON_HEADER, value: Some(reason.as_str()) })
-                    .insert(Header { key: topics::DLQ_ORIGIN_HEADER, value: Some(origin.as_str()) });
-                shared
-                    .producer
-                    .send(
-                        FutureRecord::to(&shared.dead_letter_topic).key(&alert.host).payload(&json).headers(headers),
-                        QUEUE_TIMEOUT,
-                    )
-                    .await
-                    .map_err(|(source, _)| RouterError::Produce {
-                        topic: shared.dead_letter_topic.clone(),
-                        key: alert.host.clone(),
-                        source: Box::new(source),
-                    })?;
-                dead_lettered += 1;
+                failures.push(format!("webhook {} failed after {attempts} attempt(s): {reason}", d.url));
             }
         }
     }
-    Ok(Finished { emitted, json, delivered, failed, dead_lettered })
+    let (mut syslog_delivered, mut syslog_failed) = (0, 0);
+    if let Some(syslog) = &shared.syslog {
+        match syslog.send(alert).await {
+            Ok(()) => syslog_delivered += 1,
+            Err(e) => {
+                tracing::warn!(id = %alert.id, target = %syslog.target(), error = %e, "syslog delivery failed");
+                syslog_failed += 1;
+                failures.push(format!("syslog {} failed: {e}", syslog.target()));
+            }
+        }
+    }
+    // The dead-letter topic always carries netanom alert JSON, whatever format the failed output wanted.
+    let json = rendered.get(AlertFormat::Netanom);
+    for reason in &failures {
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: topics::DLQ_REASON_HEADER, value: Some(reason.as_str()) })
+            .insert(Header { key: topics::DLQ_ORIGIN_HEADER, value: Some(origin.as_str()) });
+        shared
+            .producer
+            .send(
+                FutureRecord::to(&shared.dead_letter_topic).key(&alert.host).payload(json).headers(headers),
+                QUEUE_TIMEOUT,
+            )
+            .await
+            .map_err(|(source, _)| RouterError::Produce {
+                topic: shared.dead_letter_topic.clone(),
+                key: alert.host.clone(),
+                source: Box::new(source),
+            })?;
+    }
+    let dead_lettered = failures.len() as u64;
+    Ok(Finished { emitted, rendered, delivered, failed, dead_lettered, syslog_delivered, syslog_failed })
 }
 
 /// Rejects anomalies whose numbers cannot be carried by the alert JSON.
@@ -467,7 +505,23 @@ fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400 * 365)
 }
 
-fn create_consumer(config: &RouterConfig) -> Result<StreamConsumer, RouterError> {
+/// The consumer's client context: librdkafka reports reaching the end of a partition through the error callback
+/// when `enable.partition.eof` is on (drain needs it); that is not an error, so it is not logged as one.
+pub struct RouterContext;
+
+impl rdkafka::ClientContext for RouterContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF) {
+            tracing::debug!("librdkafka: {reason}");
+        } else {
+            tracing::error!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for RouterContext {}
+
+fn create_consumer(config: &RouterConfig) -> Result<StreamConsumer<RouterContext>, RouterError> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.brokers)
         .set("group.id", &config.group_id)
@@ -479,7 +533,8 @@ fn create_consumer(config: &RouterConfig) -> Result<StreamConsumer, RouterError>
     }
     // Not overridable: offsets are stored only after delivery.
     c.set("enable.auto.offset.store", "false");
-    c.create().map_err(|source| RouterError::Kafka { what: "creating the consumer".into(), source: Box::new(source) })
+    c.create_with_context(RouterContext)
+        .map_err(|source| RouterError::Kafka { what: "creating the consumer".into(), source: Box::new(source) })
 }
 
 fn create_producer(config: &RouterConfig) -> Result<FutureProducer, RouterError> {

@@ -24,7 +24,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 /// Suppression settings (`[alert_router.suppression]`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SuppressionConfig {
     /// Packet-time length of a suppression window per (host, kind). Default 60 s.

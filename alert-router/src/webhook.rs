@@ -1,5 +1,5 @@
-//! Webhook delivery: POSTs alert JSON to each configured URL, signed per the Standard Webhooks specification
-//! (<https://www.standardwebhooks.com/>), with a per-request timeout, retries with exponential backoff and full
+//! Webhook delivery: POSTs an alert to each configured URL as JSON in that webhook's [`AlertFormat`], signed per
+//! the Standard Webhooks specification (<https://www.standardwebhooks.com/>), with a per-request timeout, retries with exponential backoff and full
 //! jitter, and bounded concurrency. Owns the HTTP client and the signing keys; it decides nothing about what is
 //! sent (that is `route`) and never logs a secret.
 //!
@@ -14,9 +14,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
 use rand::Rng;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use tokio::sync::Semaphore;
+
+use crate::format::AlertFormat;
 
 /// Prefix of a Standard Webhooks signing secret.
 pub const SECRET_PREFIX: &str = "whsec_";
@@ -38,6 +40,13 @@ impl Secret {
     }
 }
 
+/// Serialises as `***`: printing a configuration never reveals the key.
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(***)")
@@ -51,7 +60,7 @@ impl std::fmt::Display for Secret {
 }
 
 /// One webhook endpoint (`[[alert_router.webhooks]]`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookConfig {
     /// `http://` or `https://` URL to POST alerts to (https needs the `rustls-tls` feature).
@@ -61,16 +70,18 @@ pub struct WebhookConfig {
     /// Timeout of one request, connection included. Default 5 s.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Body format: `netanom` (the alert JSON), `ecs` or `ocsf` (see [`crate::format`]). Default `netanom`.
+    pub format: AlertFormat,
 }
 
 impl Default for WebhookConfig {
     fn default() -> Self {
-        Self { url: String::new(), secret: None, timeout: Duration::from_secs(5) }
+        Self { url: String::new(), secret: None, timeout: Duration::from_secs(5), format: AlertFormat::Netanom }
     }
 }
 
 /// Retry policy of webhook deliveries (`[alert_router.retry]`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
     /// Backoff cap before the first retry; doubles per retry. Default 200 ms.
@@ -231,6 +242,7 @@ struct Hook {
     shown: String,
     key: Option<Vec<u8>>,
     timeout: Duration,
+    format: AlertFormat,
 }
 
 /// Sends alerts to every configured webhook. Cheap to clone-share via `Arc`.
@@ -269,7 +281,7 @@ impl WebhookSender {
                 .map(decode_secret)
                 .transpose()
                 .map_err(|source| WebhookError::Secret { index, source })?;
-            prepared.push(Hook { url, shown, key, timeout: h.timeout });
+            prepared.push(Hook { url, shown, key, timeout: h.timeout, format: h.format });
         }
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -288,10 +300,20 @@ impl WebhookSender {
         self.hooks.is_empty()
     }
 
-    /// Delivers `body` (alert JSON) with `webhook-id: id` to every webhook concurrently, retrying per the policy.
-    /// One [`Delivery`] per webhook, in configuration order.
+    /// Delivers the same `body` with `webhook-id: id` to every webhook concurrently, whatever their `format`,
+    /// retrying per the policy. One [`Delivery`] per webhook, in configuration order.
     pub async fn deliver(&self, id: &str, body: &[u8]) -> Vec<Delivery> {
-        futures::future::join_all(self.hooks.iter().map(|h| self.deliver_one(h, id, body))).await
+        self.deliver_with(id, |_| body).await
+    }
+
+    /// Like [`WebhookSender::deliver`], with each webhook's body `body(format)` for its configured format.
+    pub async fn deliver_with<'a>(&self, id: &str, body: impl Fn(AlertFormat) -> &'a [u8]) -> Vec<Delivery> {
+        futures::future::join_all(self.hooks.iter().map(|h| self.deliver_one(h, id, body(h.format)))).await
+    }
+
+    /// The body format of each webhook, in configuration order.
+    pub fn formats(&self) -> impl Iterator<Item = AlertFormat> + '_ {
+        self.hooks.iter().map(|h| h.format)
     }
 
     async fn deliver_one(&self, hook: &Hook, id: &str, body: &[u8]) -> Delivery {
@@ -387,7 +409,12 @@ mod tests {
         let s = Secret::new("whsec_c2VjcmV0");
         assert_eq!(format!("{s}"), "***");
         assert!(!format!("{s:?}").contains("c2VjcmV0"));
-        let cfg = WebhookConfig { url: "http://x".into(), secret: Some(s), timeout: Duration::from_secs(1) };
+        let cfg = WebhookConfig {
+            url: "http://x".into(),
+            secret: Some(s),
+            timeout: Duration::from_secs(1),
+            format: AlertFormat::Ecs,
+        };
         assert!(!format!("{cfg:?}").contains("c2VjcmV0"));
         assert_eq!(decode_secret(&Secret::new("c2VjcmV0")), Err(SecretError::Prefix));
         assert_eq!(decode_secret(&Secret::new("whsec_!!!")), Err(SecretError::Base64));

@@ -9,7 +9,9 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use netanom_alert_router::webhook::{decode_secret, verify};
-use netanom_alert_router::{RetryConfig, RouterConfig, Secret, WebhookConfig, run};
+use netanom_alert_router::{
+    AlertFormat, RetryConfig, RouterConfig, Secret, SyslogConfig, Transport, WebhookConfig, run,
+};
 use netanom_schemas::{Alert, Anomaly, AnomalyKind, Contribution, SchemaIds, format_rfc3339_ns, topics};
 use rand::Rng;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -32,6 +34,8 @@ struct Receiver {
     calls: Mutex<HashMap<String, u32>>,
     /// Requests whose signature or timestamp did not verify.
     bad_signatures: Mutex<u32>,
+    /// Per hook name starting with `raw-`: the JSON bodies, whatever their format.
+    raw: Mutex<HashMap<String, Vec<serde_json::Value>>>,
 }
 
 async fn hook(
@@ -60,6 +64,11 @@ async fn hook(
         "fail" => return StatusCode::SERVICE_UNAVAILABLE,
         "reject" => return StatusCode::BAD_REQUEST,
         _ => {}
+    }
+    if name.starts_with("raw-") {
+        let Ok(doc) = serde_json::from_slice(&body) else { return StatusCode::UNPROCESSABLE_ENTITY };
+        rx.raw.lock().unwrap().entry(name).or_default().push(doc);
+        return StatusCode::OK;
     }
     let Ok(alert) = serde_json::from_slice::<Alert>(&body) else { return StatusCode::UNPROCESSABLE_ENTITY };
     rx.accepted.lock().unwrap().entry(name).or_default().push((id, alert));
@@ -190,6 +199,7 @@ async fn drain_collapses_repeats_delivers_signed_webhooks_and_dead_letters_failu
         url: format!("{base}/{name}"),
         secret: Some(Secret::new(SECRET)),
         timeout: Duration::from_secs(5),
+        ..WebhookConfig::default()
     };
     let f = fixture(vec![hook("ok"), hook("flaky"), hook("fail")], Some(out_path.clone()));
     let (a, b) = ("10.0.0.1", "10.0.0.2");
@@ -306,6 +316,7 @@ async fn shutdown_emits_open_groups_and_client_errors_are_not_retried() {
         url: format!("{base}/reject"),
         secret: Some(Secret::new(SECRET)),
         timeout: Duration::from_secs(5),
+        ..WebhookConfig::default()
     }];
     let mut f = fixture(hooks, None);
     // Neither the packet-time window nor flush_after can close the group: only shutdown emits it.
@@ -345,4 +356,93 @@ async fn shutdown_emits_open_groups_and_client_errors_are_not_retried() {
     let alert: Alert = serde_json::from_slice(alerts[0].payload().unwrap()).unwrap();
     assert_eq!((alert.count, alert.score), (2, 21.0));
     assert_eq!(committed(&f.bootstrap, &f.config.group_id, &f.config.anomalies_topic).await, Offset::Offset(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_output_gets_its_format_and_syslog_failures_are_dead_lettered() {
+    let (rx, base) = start_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("alerts.ecs.jsonl");
+    let hook = |name: &str, format| WebhookConfig {
+        url: format!("{base}/{name}"),
+        secret: Some(Secret::new(SECRET)),
+        format,
+        ..WebhookConfig::default()
+    };
+    let mut f = fixture(
+        vec![hook("raw-ecs", AlertFormat::Ecs), hook("raw-ocsf", AlertFormat::Ocsf), hook("ok", AlertFormat::Netanom)],
+        Some(out_path.clone()),
+    );
+    f.config.alerts_format = AlertFormat::Ocsf;
+    f.config.alerts_out_format = AlertFormat::Ecs;
+    // Bind and drop a listener: connecting to this port is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    f.config.syslog = Some(SyslogConfig {
+        address: format!("127.0.0.1:{port}"),
+        transport: Transport::Tcp,
+        timeout: Duration::from_secs(2),
+        ..SyslogConfig::default()
+    });
+    let records = [
+        encoded(&anomaly("10.0.0.1", AnomalyKind::Rate, 0, 30.0)),
+        encoded(&anomaly("10.0.0.2", AnomalyKind::Fanout, 0, 50.0)),
+    ];
+    produce(&f.bootstrap, &f.config.anomalies_topic, &records).await;
+    let drain = CancellationToken::new();
+    drain.cancel();
+    let report =
+        tokio::time::timeout(Duration::from_secs(60), run(f.config.clone(), CancellationToken::new(), Some(drain)))
+            .await
+            .expect("drain finished within 60 s")
+            .expect("router ran");
+    assert_eq!(report.alerts_emitted, 2);
+    assert_eq!((report.webhook_delivered, report.webhook_failed), (6, 0));
+    assert_eq!((report.syslog_delivered, report.syslog_failed), (0, 2));
+    assert_eq!(report.dead_lettered_alerts, 2, "one per failed syslog send");
+
+    // Alerts topic: OCSF Detection Findings, still keyed by host.
+    let topic = read_topic(&f.bootstrap, &f.config.alerts_topic, 2).await;
+    let mut hosts = Vec::new();
+    for m in &topic {
+        let doc: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        assert_eq!(doc["class_uid"], 2004, "{doc:#}");
+        let ip = doc["evidences"][0]["src_endpoint"]["ip"].as_str().unwrap().to_string();
+        assert_eq!(m.key(), Some(ip.as_bytes()));
+        hosts.push(ip);
+    }
+    hosts.sort();
+    assert_eq!(hosts, ["10.0.0.1", "10.0.0.2"]);
+
+    // Webhooks: each in its own format, signatures valid.
+    assert_eq!(*rx.bad_signatures.lock().unwrap(), 0);
+    let raw = rx.raw.lock().unwrap().clone();
+    assert_eq!(raw["raw-ecs"].len(), 2);
+    for doc in &raw["raw-ecs"] {
+        assert_eq!(doc["event"]["kind"], "alert", "{doc:#}");
+        assert!(doc["source"]["ip"].is_string());
+    }
+    assert_eq!(raw["raw-ocsf"].len(), 2);
+    assert!(raw["raw-ocsf"].iter().all(|d| d["type_uid"] == 200_401));
+    let netanom = rx.accepted.lock().unwrap().get("ok").cloned().unwrap_or_default();
+    assert_eq!(netanom.len(), 2, "the default format is still the alert JSON");
+
+    // alerts_out: ECS lines.
+    let text = std::fs::read_to_string(&out_path).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines.iter().all(|d| d["ecs"]["version"].is_string() && d["rule"]["ruleset"] == "netanom"));
+
+    // Dead-letter topic: the alert JSON of each alert the syslog receiver did not take, with the reason.
+    let dlq = read_topic(&f.bootstrap, &f.config.dead_letter_topic, 2).await;
+    let mut dead: Vec<String> = Vec::new();
+    for m in &dlq {
+        let reason = header(m, topics::DLQ_REASON_HEADER);
+        assert!(reason.starts_with(&format!("syslog tcp://127.0.0.1:{port} failed")), "{reason}");
+        assert!(header(m, topics::DLQ_ORIGIN_HEADER).starts_with(&f.config.alerts_topic));
+        let alert: Alert = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        dead.push(alert.host);
+    }
+    dead.sort();
+    assert_eq!(dead, ["10.0.0.1", "10.0.0.2"]);
+    assert_eq!(committed(&f.bootstrap, &f.config.group_id, &f.config.anomalies_topic).await, Offset::Offset(2));
 }

@@ -34,7 +34,7 @@ fn workload() -> (Vec<Vec<u8>>, u64) {
     (batches.iter().map(|b| b.encode(&ids)).collect(), packets)
 }
 
-fn model() -> TrainedForest {
+fn model(trees: usize) -> TrainedForest {
     let mut s = FeatureScratch::default();
     let data: Vec<FeatureVector> = (0..2_000u64)
         .map(benign_batch)
@@ -42,44 +42,55 @@ fn model() -> TrainedForest {
         .take(512)
         .map(|b| batch_features(&b.packets, &mut s))
         .collect();
-    train(&data, &TrainOptions::from(&DetectorConfig::default().forest)).unwrap()
+    let mut config = DetectorConfig::default().forest;
+    config.trees = trees;
+    train(&data, &TrainOptions::from(&config)).unwrap()
 }
 
 fn detector_path(c: &mut Criterion) {
     let (payloads, packets) = workload();
     let ids = SchemaIds::BUILT_IN;
-    let config = DetectorConfig::default();
     let mut group = c.benchmark_group("detector_path");
     group.sample_size(10);
     group.throughput(Throughput::Elements(packets));
-    group.bench_function(format!("decode_windows_forest_{packets}_packets"), |b| {
-        b.iter_batched(
-            || Engine::new(&config, Some(model())),
-            |mut engine| {
-                let mut out = Vec::new();
-                for (k, p) in payloads.iter().enumerate() {
-                    let batch = PacketBatch::decode(p, &ids).unwrap();
-                    engine.process_batch(&batch, 0, &mut out);
-                    if k % 512 == 511 {
-                        for d in engine.end_chunk() {
-                            engine.process_destination_stats(&d, 0, &mut out);
+    // The default configuration, then the same with 100 trees and without the forest, to show where the
+    // time goes.
+    let variants: [(&str, Option<usize>); 3] =
+        [("default_50_trees", Some(50)), ("forest_100_trees", Some(100)), ("rules_only", None)];
+    for (name, trees) in variants {
+        let mut config = DetectorConfig::default();
+        config.forest.enabled = trees.is_some();
+        config.forest.trees = trees.unwrap_or(100);
+        group.bench_function(format!("{name}_{packets}_packets"), |b| {
+            b.iter_batched(
+                || Engine::new(&config, Some(model(config.forest.trees))),
+                |mut engine| {
+                    let mut out = Vec::new();
+                    for (k, p) in payloads.iter().enumerate() {
+                        let batch = PacketBatch::decode(p, &ids).unwrap();
+                        engine.process_batch(&batch, 0, &mut out);
+                        if k % 512 == 511 {
+                            for d in engine.end_chunk() {
+                                engine.process_destination_stats(&d, 0, &mut out);
+                            }
                         }
                     }
-                }
-                black_box(out.len())
-            },
-            BatchSize::PerIteration,
-        )
-    });
+                    black_box(out.len())
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
     group.finish();
 
-    let m = model();
+    let m = model(50);
     let mut s = FeatureScratch::default();
     let vectors: Vec<FeatureVector> =
         (10_000..20_000u64).map(|i| batch_features(&benign_batch(i).packets, &mut s)).collect();
     let mut group = c.benchmark_group("eif_score");
+    group.sample_size(10);
     group.throughput(Throughput::Elements(vectors.len() as u64));
-    group.bench_function("crate_score_100_trees", |b| b.iter(|| vectors.iter().map(|v| m.score(v)).sum::<f64>()));
+    group.bench_function("crate_score_50_trees", |b| b.iter(|| vectors.iter().map(|v| m.score(v)).sum::<f64>()));
     group.finish();
 }
 

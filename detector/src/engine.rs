@@ -157,7 +157,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{T0, benign_batch, scan_batch, split_batches, spoofed_flood, syn_flood};
+    use crate::fixtures::{T0, benign_batch, scan_batch, spoofed_flood, syn_flood};
     use std::net::IpAddr;
 
     #[test]
@@ -165,13 +165,20 @@ mod tests {
         let cfg = DetectorConfig::default();
         let mut e = Engine::new(&cfg, None);
         let mut out = vec![];
-        // 600 benign batches train the forest (512) and are then scored.
-        for i in 0..600 {
+        // 512 benign batches (of >= 8 packets) train the forest, 2,000 more are scored.
+        let mut i = 0;
+        while e.model().is_none() {
             e.process_batch(&benign_batch(i), 0, &mut out);
+            i += 1;
         }
-        assert!(e.model().is_some());
-        let benign_hits: Vec<_> = out.iter().map(|a| (&a.host, a.kind, &a.reason)).collect();
-        assert!(out.is_empty(), "benign traffic raised {benign_hits:?}");
+        for j in i..i + 2_000 {
+            e.process_batch(&benign_batch(j), 0, &mut out);
+        }
+        let rules: Vec<_> = out.iter().filter(|a| a.kind != AnomalyKind::Isolation).map(|a| &a.reason).collect();
+        assert!(rules.is_empty(), "rules fired on benign traffic: {rules:?}");
+        // The forest flags rare benign outliers (about 1 batch in 2,000 on these fixtures); allow 1 in 400.
+        assert!(out.len() <= 5, "isolation flagged {} of 2,000 benign batches", out.len());
+        let benign_flags = out.len();
         let flooder: IpAddr = "10.9.9.9".parse().unwrap();
         for b in syn_flood(flooder, "10.0.0.80".parse().unwrap(), T0 + 700_000_000_000, 3_000, 1_000) {
             e.process_batch(&b, 1, &mut out);
@@ -192,11 +199,55 @@ mod tests {
         assert!(named("10.66.0.3", AnomalyKind::Isolation));
         assert!(named("10.0.0.5", AnomalyKind::Victim));
         assert_eq!(out.iter().filter(|a| a.kind == AnomalyKind::Victim).count(), 1);
-        assert!(!out.iter().any(|a| a.host.starts_with("10.1.")), "benign hosts named");
+        assert_eq!(out.iter().filter(|a| a.host.starts_with("10.1.")).count(), benign_flags, "benign named again");
         // Spoofed sources each sent one packet: none of them is a source-side anomaly.
         assert!(!out.iter().any(|a| a.host.starts_with("100.")));
         let s = e.stats();
         assert_eq!(s.anomalies.values().sum::<u64>(), out.len() as u64);
-        let _ = split_batches;
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        #[test]
+        fn hostile_values_never_panic(
+            ts in proptest::prelude::any::<i64>(),
+            ts2 in proptest::prelude::any::<i64>(),
+            window in proptest::prelude::any::<i64>(),
+            count in proptest::prelude::any::<u64>(),
+            flow_packets in proptest::prelude::any::<u64>(),
+            wire_len in proptest::prelude::any::<u32>(),
+            ttl in proptest::prelude::any::<u8>(),
+        ) {
+            let mut cfg = DetectorConfig::default();
+            cfg.forest.warmup_samples = 256;
+            cfg.forest.min_packets = 1;
+            cfg.forest.trees = 2;
+            cfg.victim.min_sources = 2;
+            let mut e = Engine::new(&cfg, None);
+            let mut out = vec![];
+            for i in 0..300u32 {
+                let mut b = benign_batch(u64::from(i));
+                for (k, p) in b.packets.iter_mut().enumerate() {
+                    p.ts_ns = if k % 2 == 0 { ts } else { ts2.wrapping_add(i64::from(i)) };
+                    p.flow_packets = if k % 3 == 0 { 1 } else { flow_packets };
+                    p.wire_len = wire_len;
+                    p.ttl = ttl;
+                    p.destination = IpAddr::from((i % 7).to_be_bytes());
+                    p.dst_port = i as u16;
+                }
+                e.process_batch(&b, 0, &mut out);
+            }
+            let deltas = e.end_chunk();
+            for mut d in deltas {
+                d.window_ns = window;
+                d.new_sources = count;
+                d.packets = count;
+                d.window_start_ns = ts;
+                e.process_destination_stats(&d, 1, &mut out);
+            }
+            for a in &out {
+                proptest::prop_assert!(a.score.is_finite() && a.threshold.is_finite());
+            }
+        }
     }
 }

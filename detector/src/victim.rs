@@ -120,7 +120,7 @@ impl SourceSide {
     }
 
     fn evict_old_windows(&mut self) {
-        let keep_from = self.newest_window_ns.saturating_sub(2 * self.window_ns);
+        let keep_from = self.newest_window_ns.saturating_sub(self.window_ns.saturating_mul(2));
         let before = self.entries.len();
         // Dirty entries are kept until reported.
         self.entries.retain(|k, e| k.1 >= keep_from || e.dirty);
@@ -186,7 +186,7 @@ impl DestinationSide {
         self.newest_window_ns = self.newest_window_ns.max(d.window_start_ns);
         let key = (d.destination, d.window_start_ns);
         if !self.entries.contains_key(&key) && self.entries.len() >= self.max_entries {
-            let keep_from = self.newest_window_ns.saturating_sub(2 * window_ns);
+            let keep_from = self.newest_window_ns.saturating_sub(window_ns.saturating_mul(2));
             let before = self.entries.len();
             self.entries.retain(|k, _| k.1 >= keep_from);
             self.evictions += (before - self.entries.len()) as u64;

@@ -1,0 +1,102 @@
+//! Validates the OCSF Detection Finding events the router writes against the JSON Schema of class 2004 that the
+//! PyPI package `ocsf-json-schema` generates from its packaged OCSF schema, using `check-jsonschema`. Both are
+//! pinned in `.ci/requirements.txt` and installed into `.venv` by `bash .ci/setup`; without them this test fails
+//! (it does not skip).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use netanom_alert_router::AlertFormat;
+use netanom_alert_router::format::{OCSF_VERSION, render};
+use netanom_schemas::{Alert, Contribution};
+
+fn venv_tool(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `bash .ci/setup` in the repository root (it installs the pinned validators into .venv)",
+        path.display()
+    );
+    path
+}
+
+fn alert(kind: &str, host: &str, target: Option<&str>, score: f64) -> Alert {
+    Alert {
+        id: format!("{kind}/{host}/1718000000000000000"),
+        host: host.into(),
+        kind: kind.into(),
+        score,
+        threshold: 10.0,
+        first_seen: "2024-06-10T06:13:20.000000000Z".into(),
+        last_seen: "2024-06-10T06:13:41.500000000Z".into(),
+        count: 7,
+        reason: format!("{kind}: score {score} | over \"threshold\"\n10"),
+        target: target.map(Into::into),
+        sample: format!("{host}:4242 > 10.9.9.9:80 TCP [S] len 60"),
+        features: vec![Contribution { name: "pps".into(), value: score, baseline: None }],
+        model_version: "rules-v1".into(),
+    }
+}
+
+/// Runs check-jsonschema with `schema` over `files`; (success, output).
+fn check(schema: &Path, files: &[PathBuf]) -> (bool, String) {
+    let out = Command::new(venv_tool("check-jsonschema"))
+        .arg("--schemafile")
+        .arg(schema)
+        .args(files)
+        .output()
+        .expect("running check-jsonschema");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[test]
+fn ocsf_events_validate_against_the_detection_finding_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let python = venv_tool("python");
+    let alerts = [
+        alert("rate", "10.0.0.1", None, 30.0),
+        alert("fanout", "10.0.0.2", Some("10.9.9.9"), 50.0),
+        alert("victim", "10.0.0.9", Some("10.0.0.9"), 900.0),
+        alert("isolation", "2001:db8::7", None, 0.5),
+        alert("rate", "not-an-address", None, 11.0),
+    ];
+    let mut files = Vec::new();
+    for (i, a) in alerts.iter().enumerate() {
+        let path = dir.path().join(format!("event-{i}.json"));
+        std::fs::write(&path, serde_json::to_vec_pretty(&render(a, AlertFormat::Ocsf)).unwrap()).unwrap();
+        files.push(path);
+    }
+    // Negative control: the validator must reject what OCSF forbids.
+    let mut bad = render(&alerts[0], AlertFormat::Ocsf);
+    bad["severity_id"] = serde_json::json!(42);
+    bad["not_an_ocsf_attribute"] = serde_json::json!(true);
+    bad.as_object_mut().unwrap().remove("finding_info");
+    let bad_path = dir.path().join("bad.json");
+    std::fs::write(&bad_path, serde_json::to_vec(&bad).unwrap()).unwrap();
+
+    // The version the events declare, and the oldest the module documentation promises.
+    for version in [OCSF_VERSION, "1.1.0"] {
+        let schema = dir.path().join(format!("detection_finding-{version}.json"));
+        let script = "import json, sys\n\
+                      from ocsf_json_schema import get_ocsf_schema, OcsfJsonSchemaEmbedded\n\
+                      s = OcsfJsonSchemaEmbedded(get_ocsf_schema(version=sys.argv[1]))\n\
+                      json.dump(s.get_class_schema('detection_finding'), open(sys.argv[2], 'w'))\n";
+        let out = Command::new(&python).arg("-c").arg(script).arg(version).arg(&schema).output().unwrap();
+        assert!(
+            out.status.success(),
+            "generating the OCSF {version} schema failed (run `bash .ci/setup` to install ocsf-json-schema): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let generated: serde_json::Value = serde_json::from_slice(&std::fs::read(&schema).unwrap()).unwrap();
+        assert_eq!(generated["properties"]["class_uid"]["const"], 2004, "{version}: not the Detection Finding schema");
+
+        let (ok, text) = check(&schema, &files);
+        assert!(ok, "OCSF {version} rejected the rendered events:\n{text}");
+        let (ok, text) = check(&schema, std::slice::from_ref(&bad_path));
+        assert!(!ok, "OCSF {version} accepted an invalid event:\n{text}");
+        for expected in ["severity_id", "not_an_ocsf_attribute", "finding_info"] {
+            assert!(text.contains(expected), "OCSF {version}: no complaint about {expected}:\n{text}");
+        }
+    }
+}

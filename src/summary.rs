@@ -1,0 +1,67 @@
+//! Human-readable summaries of what each role did, printed when a role or `netanom run` finishes.
+
+use std::fmt::Write as _;
+
+use netanom_alert_router::RouterReport;
+use netanom_detector::DetectorReport;
+use netanom_producer::ProducerReport;
+
+/// `packets: read N, parsed N, published N in N batches (N bytes); skipped N (reason N, …)`.
+pub fn producer(r: &ProducerReport) -> String {
+    let mut s = format!(
+        "packets: read {}, parsed {}, published {} in {} batches ({} bytes); skipped {}",
+        r.packets_read,
+        r.packets_parsed,
+        r.packets_published,
+        r.batches_published,
+        r.bytes_published,
+        r.skipped_total()
+    );
+    let reasons: Vec<String> = r.skipped.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
+    if !reasons.is_empty() {
+        let _ = write!(s, " ({})", reasons.join(", "));
+    }
+    if r.kernel_dropped > 0 {
+        let _ = write!(s, "; dropped by the kernel {}", r.kernel_dropped);
+    }
+    let _ = write!(
+        s,
+        "; flows evicted {} idle, {} for space; capture {:.3} s",
+        r.flows_evicted_idle,
+        r.flows_evicted_full,
+        r.duration.as_secs_f64()
+    );
+    s
+}
+
+/// `detection: N packets in N batches; anomalies N (rate N, …); hosts N tracked, N evicted; …`.
+pub fn detector(r: &DetectorReport) -> String {
+    let total: u64 = r.anomalies.values().sum();
+    let kinds: Vec<String> = r.anomalies.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    format!(
+        "detection: {} packets in {} batches; anomalies {total} ({}); hosts {} tracked, {} evicted; dead-lettered {}; model {}",
+        r.packets,
+        r.batches,
+        kinds.join(", "),
+        r.hosts_tracked,
+        r.hosts_evicted,
+        r.dead_lettered,
+        r.model_version.as_deref().unwrap_or("none (warm-up not reached)")
+    )
+}
+
+/// `alerts: N from N anomalies; webhooks N delivered, N failed; dead-lettered …`.
+pub fn router(r: &RouterReport) -> String {
+    format!(
+        "alerts: {} from {} anomalies; webhooks {} delivered, {} failed; syslog {} delivered, {} failed; dead-lettered {} anomalies, {} alerts; {} groups emitted early",
+        r.alerts_emitted,
+        r.anomalies_consumed,
+        r.webhook_delivered,
+        r.webhook_failed,
+        r.syslog_delivered,
+        r.syslog_failed,
+        r.dead_lettered_anomalies,
+        r.dead_lettered_alerts,
+        r.groups_evicted
+    )
+}
