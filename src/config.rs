@@ -46,13 +46,14 @@ pub struct Kafka {
     pub brokers: String,
     /// Extra librdkafka properties passed to every client, e.g. `"security.protocol" = "SASL_SSL"`.
     pub properties: BTreeMap<String, String>,
-    /// Partitions of each topic that `netanom run` creates on its embedded broker.
+    /// Partitions of each topic that `netanom run` creates on its embedded broker. The embedded broker keeps at
+    /// most 5 MiB per partition, so this also bounds how far the detector may fall behind the capture.
     pub embedded_partitions: i32,
 }
 
 impl Default for Kafka {
     fn default() -> Self {
-        Self { brokers: String::new(), properties: BTreeMap::new(), embedded_partitions: 4 }
+        Self { brokers: String::new(), properties: BTreeMap::new(), embedded_partitions: 16 }
     }
 }
 
@@ -259,7 +260,10 @@ impl Config {
             ("alerts", &t.alerts),
             ("dead_letter", &t.dead_letter),
         ] {
-            if name.is_empty() || name.len() > 249 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            if name.is_empty()
+                || name.len() > 249
+                || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            {
                 errors.push(ConfigError::Invalid(format!(
                     "topics.{key} must be 1-249 characters of [a-zA-Z0-9._-], got {name:?}"
                 )));

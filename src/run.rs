@@ -13,8 +13,8 @@ use rdkafka::mocking::MockCluster;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::Command;
-use crate::summary;
 use crate::config::{Config, Log};
+use crate::summary;
 
 /// Sets up `tracing` on stderr (stdout carries alerts and the summary).
 pub fn init_logging(log: &Log) {
@@ -115,21 +115,28 @@ fn synth(args: &crate::cli::SynthArgs) -> anyhow::Result<()> {
     let pcapng = args.out.extension().is_some_and(|e| e.eq_ignore_ascii_case("pcapng"));
     if let Some(n) = args.packets {
         let packets = synth::mixed_packets(args.seed, n);
-        if pcapng { synth::write_packets_pcapng(&packets, &args.out) } else { synth::write_packets_pcap(&packets, &args.out) }
-            .with_context(|| format!("cannot write {}", args.out.display()))?;
+        if pcapng {
+            synth::write_packets_pcapng(&packets, &args.out)
+        } else {
+            synth::write_packets_pcap(&packets, &args.out)
+        }
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
         println!("wrote {} packets to {}", packets.len(), args.out.display());
         return Ok(());
     }
     let scenario = synth::Scenario { seed: args.seed, ..synth::Scenario::default() };
-    let summary = if pcapng { synth::write_pcapng(&scenario, &args.out) } else { synth::write_pcap(&scenario, &args.out) }
-        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    let summary =
+        if pcapng { synth::write_pcapng(&scenario, &args.out) } else { synth::write_pcap(&scenario, &args.out) }
+            .with_context(|| format!("cannot write {}", args.out.display()))?;
     let list = |v: &[std::net::IpAddr]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
     println!("wrote {} packets to {}", summary.packets, args.out.display());
     println!("attackers: {}", list(&summary.attackers));
     println!("victims:   {} ({} spoofed sources)", list(&summary.victims), summary.spoofed_sources);
     if let Some(path) = &args.labels {
         let mut csv = String::from("host,role\n");
-        for (role, hosts) in [("attacker", &summary.attackers), ("victim", &summary.victims), ("benign", &summary.benign)] {
+        for (role, hosts) in
+            [("attacker", &summary.attackers), ("victim", &summary.victims), ("benign", &summary.benign)]
+        {
             for h in hosts.iter() {
                 csv.push_str(&format!("{h},{role}\n"));
             }
@@ -156,6 +163,9 @@ async fn run_all(mut cfg: Config, stop: CancellationToken, hard: CancellationTok
     let cluster = if cfg.kafka.brokers.is_empty() { Some(embedded(&cfg)?) } else { None };
     let brokers = cluster.as_ref().map_or_else(|| cfg.kafka.brokers.clone(), |c| c.bootstrap_servers());
     apply_shared(&mut cfg, &brokers);
+    // One process owns every partition: no group membership to negotiate.
+    cfg.detector.static_assignment = true;
+    cfg.alert_router.static_assignment = true;
 
     let detector_drain = CancellationToken::new();
     let router_drain = CancellationToken::new();
@@ -188,6 +198,14 @@ async fn run_all(mut cfg: Config, stop: CancellationToken, hard: CancellationTok
     let routed = router.await.context("alert router task panicked")?.context("alert router failed")?;
     let elapsed = started.elapsed();
     drop(cluster);
+    if detected.packets < produced.packets_published {
+        anyhow::bail!(
+            "the detector examined {} of the {} packets published: the broker dropped records before they were \
+             consumed (the embedded broker keeps 5 MiB per partition; raise kafka.embedded_partitions)",
+            detected.packets,
+            produced.packets_published
+        );
+    }
 
     println!();
     println!("== netanom run summary ==");

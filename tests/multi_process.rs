@@ -84,7 +84,9 @@ secret = "{SECRET}"
             router.output()
         )
     };
-    let Some(_) = found else { panic!("not every attacker was alerted within 180 s; wanted {required:?}\n{}", describe()) };
+    let Some(_) = found else {
+        panic!("not every attacker was alerted within 180 s; wanted {required:?}\n{}", describe())
+    };
     // Give late alerts (false positives included) time to arrive, then judge the full set.
     std::thread::sleep(Duration::from_secs(3));
     let alerts = read_alerts(&alerts_out);

@@ -85,8 +85,5 @@ fn benign_captures_raise_no_alert_and_the_syn_scan_names_the_scanner() {
         .into_iter()
         .find(|(f, _, _)| f == "evilfingers-nmap/TCP_SYN_SCAN.pcap")
         .expect("the SYN scan is labelled");
-    assert!(
-        scan.iter().any(|a| a["host"] == scanner.as_str()),
-        "no alert names the scanner {scanner}: {scan:#?}"
-    );
+    assert!(scan.iter().any(|a| a["host"] == scanner.as_str()), "no alert names the scanner {scanner}: {scan:#?}");
 }

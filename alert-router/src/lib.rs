@@ -52,6 +52,10 @@ pub struct RouterConfig {
     pub dead_letter_topic: String,
     /// Confluent schema ids of the Avro records. Default: the built-in table.
     pub schema_ids: SchemaIds,
+    /// Consume every partition of the anomalies topic without joining the consumer group (offsets are still
+    /// committed under `group_id`). For a single router that must own everything at once, as in `netanom run`.
+    /// Default false.
+    pub static_assignment: bool,
     /// Suppression of repeated (host, kind) anomalies.
     pub suppression: SuppressionConfig,
     /// Webhooks every alert is POSTed to (none by default).
@@ -90,6 +94,7 @@ impl Default for RouterConfig {
             alerts_format: AlertFormat::Netanom,
             dead_letter_topic: topics::DEAD_LETTER.into(),
             schema_ids: SchemaIds::BUILT_IN,
+            static_assignment: false,
             suppression: SuppressionConfig::default(),
             webhooks: Vec::new(),
             webhook_secret: None,
@@ -127,6 +132,7 @@ impl std::fmt::Debug for RouterConfig {
             .field("alerts_format", &self.alerts_format)
             .field("dead_letter_topic", &self.dead_letter_topic)
             .field("schema_ids", &self.schema_ids)
+            .field("static_assignment", &self.static_assignment)
             .field("suppression", &self.suppression)
             .field("webhooks", &self.webhooks)
             .field("webhook_secret", &self.webhook_secret)

@@ -77,10 +77,21 @@ pub async fn run(
 ) -> Result<RouterReport, RouterError> {
     config.validate().map_err(RouterError::Config)?;
     let consumer = Arc::new(create_consumer(&config)?);
-    consumer.subscribe(&[config.anomalies_topic.as_str()]).map_err(|source| RouterError::Kafka {
-        what: format!("subscribing to {}", config.anomalies_topic),
-        source: Box::new(source),
-    })?;
+    if config.static_assignment {
+        let (c, topic) = (consumer.clone(), config.anomalies_topic.clone());
+        let tpl = tokio::task::spawn_blocking(move || every_partition(&c, &topic))
+            .await
+            .map_err(|e| RouterError::Task(e.to_string()))??;
+        consumer.assign(&tpl).map_err(|source| RouterError::Kafka {
+            what: format!("assigning every partition of {}", config.anomalies_topic),
+            source: Box::new(source),
+        })?;
+    } else {
+        consumer.subscribe(&[config.anomalies_topic.as_str()]).map_err(|source| RouterError::Kafka {
+            what: format!("subscribing to {}", config.anomalies_topic),
+            source: Box::new(source),
+        })?;
+    }
     let shared = Arc::new(Shared {
         producer: create_producer(&config)?,
         webhooks: WebhookSender::new(&config.effective_webhooks(), config.retry.clone(), config.max_concurrency)?,
@@ -222,17 +233,21 @@ impl Router {
     /// High watermarks of every partition of the anomalies topic, and the group's committed offsets.
     async fn read_drain_targets(&self) -> Result<(HashMap<i32, i64>, Vec<(i32, i64)>), RouterError> {
         let consumer = self.consumer.clone();
+        let shared = self.shared.clone();
         let topic = self.config.anomalies_topic.clone();
         tokio::task::spawn_blocking(move || {
+            // Metadata and watermarks go through the producer's connections: the consumer's are busy with fetch
+            // long-polls, behind which each request would wait up to `fetch.wait.max.ms`.
+            let client = shared.producer.client();
             let kafka = |what: String| move |source| RouterError::Kafka { what, source: Box::new(source) };
-            let metadata = consumer
+            let metadata = client
                 .fetch_metadata(Some(&topic), METADATA_TIMEOUT)
                 .map_err(kafka(format!("fetching metadata of {topic}")))?;
             let mut targets = HashMap::new();
             let mut tpl = TopicPartitionList::new();
             for partition in metadata.topics().iter().filter(|t| t.name() == topic).flat_map(|t| t.partitions()) {
                 let p = partition.id();
-                let (low, high) = consumer
+                let (low, high) = client
                     .fetch_watermarks(&topic, p, METADATA_TIMEOUT)
                     .map_err(kafka(format!("fetching watermarks of {topic}/{p}")))?;
                 if high > low {
@@ -503,6 +518,25 @@ pub fn readable(a: &Alert) -> String {
 
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
+/// Every partition of `topic`, to be consumed from the group's committed offsets (else the earliest).
+fn every_partition(
+    consumer: &StreamConsumer<RouterContext>,
+    topic: &str,
+) -> Result<rdkafka::TopicPartitionList, RouterError> {
+    let kafka = |what: String| move |source| RouterError::Kafka { what, source: Box::new(source) };
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(kafka(format!("fetching the metadata of {topic}")))?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for t in md.topics().iter().filter(|t| t.name() == topic) {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Stored)
+                .map_err(kafka(format!("adding {topic}/{}", p.id())))?;
+        }
+    }
+    Ok(tpl)
 }
 
 /// The consumer's client context: librdkafka reports reaching the end of a partition through the error callback

@@ -53,6 +53,10 @@ pub struct DetectorConfig {
     /// Longest wait for a chunk to fill before it is processed anyway. Default 50 ms.
     #[serde(with = "humantime_serde")]
     pub chunk_linger: Duration,
+    /// Consume every partition of both input topics without joining the consumer group (offsets are still
+    /// committed under `group_id`). For a single detector that must own everything at once, as in `netanom run`;
+    /// a scaled deployment leaves it off. Default false.
+    pub static_assignment: bool,
     /// Per-host state bounds.
     pub state: StateConfig,
     /// Arrival rate of new connections (kind `rate`).
@@ -78,6 +82,7 @@ impl Default for DetectorConfig {
             schema_ids: SchemaIds::BUILT_IN,
             chunk_records: 512,
             chunk_linger: Duration::from_millis(50),
+            static_assignment: false,
             state: StateConfig::default(),
             rate: RateConfig::default(),
             fanout: FanoutConfig::default(),

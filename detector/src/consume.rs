@@ -144,9 +144,17 @@ pub(crate) async fn run(
     );
     let producer: FutureProducer =
         client_config(&config).set("linger.ms", "5").create().map_err(kafka("creating the producer"))?;
-    consumer
-        .subscribe(&[config.packets_topic.as_str(), config.destinations_topic.as_str()])
-        .map_err(kafka("subscribing"))?;
+    let topics = [config.packets_topic.as_str(), config.destinations_topic.as_str()];
+    if config.static_assignment {
+        let c = consumer.clone();
+        let names: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+        let tpl = tokio::task::spawn_blocking(move || every_partition(&c, &names))
+            .await
+            .map_err(|e| DetectorError::Worker(e.to_string()))??;
+        consumer.assign(&tpl).map_err(kafka("assigning every partition"))?;
+    } else {
+        consumer.subscribe(&topics).map_err(kafka("subscribing"))?;
+    }
     tracing::info!(
         packets = %config.packets_topic,
         destinations = %config.destinations_topic,
@@ -167,7 +175,7 @@ pub(crate) async fn run(
         }
         if matches!(phase, Phase::Running) && drain.is_cancelled() {
             tracing::info!("drain requested: processing the packets present now");
-            phase = Phase::Packets(match high_watermarks(&consumer, &config.packets_topic).await {
+            phase = Phase::Packets(match high_watermarks(&consumer, &producer, &config.packets_topic).await {
                 Ok(t) => t,
                 Err(e) => break Err(e),
             });
@@ -176,10 +184,12 @@ pub(crate) async fn run(
         match &phase {
             Phase::Packets(t) if reached(&consumer, &config.packets_topic, t, &next_offsets) => {
                 tracing::info!("drain: packets done; processing the destination statistics present now");
-                phase = Phase::Destinations(match high_watermarks(&consumer, &config.destinations_topic).await {
-                    Ok(t) => t,
-                    Err(e) => break Err(e),
-                });
+                phase = Phase::Destinations(
+                    match high_watermarks(&consumer, &producer, &config.destinations_topic).await {
+                        Ok(t) => t,
+                        Err(e) => break Err(e),
+                    },
+                );
                 continue;
             }
             Phase::Destinations(t) if reached(&consumer, &config.destinations_topic, t, &next_offsets) => {
@@ -420,12 +430,37 @@ fn produce_error(topic: &str, key: &[u8], source: KafkaError) -> DetectorError {
     }
 }
 
+/// Every partition of `topics`, to be consumed from the group's committed offsets (else the earliest).
+fn every_partition(consumer: &DetectorConsumer, topics: &[String]) -> Result<TopicPartitionList, DetectorError> {
+    let mut tpl = TopicPartitionList::new();
+    for topic in topics {
+        let md =
+            consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT).map_err(kafka(format!("metadata of {topic}")))?;
+        for t in md.topics().iter().filter(|t| t.name() == topic) {
+            for p in t.partitions() {
+                tpl.add_partition_offset(topic, p.id(), Offset::Stored)
+                    .map_err(kafka(format!("partition {topic}/{}", p.id())))?;
+            }
+        }
+    }
+    Ok(tpl)
+}
+
 /// High watermark of every partition of `topic` (in drain mode one detector owns them all).
-async fn high_watermarks(consumer: &Arc<DetectorConsumer>, topic: &str) -> Result<BTreeMap<i32, i64>, DetectorError> {
+/// Metadata and watermarks are asked through the producer's connections: the consumer's are busy with fetch
+/// long-polls, behind which each request would wait up to `fetch.wait.max.ms`.
+async fn high_watermarks(
+    consumer: &Arc<DetectorConsumer>,
+    producer: &FutureProducer,
+    topic: &str,
+) -> Result<BTreeMap<i32, i64>, DetectorError> {
     let c = consumer.clone();
+    let producer = producer.clone();
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
-        let md = c.fetch_metadata(Some(&topic), METADATA_TIMEOUT).map_err(kafka(format!("metadata of {topic}")))?;
+        let client = producer.client();
+        let md =
+            client.fetch_metadata(Some(&topic), METADATA_TIMEOUT).map_err(kafka(format!("metadata of {topic}")))?;
         let partitions: Vec<i32> = md
             .topics()
             .iter()
@@ -435,7 +470,7 @@ async fn high_watermarks(consumer: &Arc<DetectorConsumer>, topic: &str) -> Resul
         let mut out = BTreeMap::new();
         let mut committed_tpl = TopicPartitionList::new();
         for p in &partitions {
-            let (low, high) = c
+            let (low, high) = client
                 .fetch_watermarks(&topic, *p, METADATA_TIMEOUT)
                 .map_err(kafka(format!("watermarks of {topic}/{p}")))?;
             // An empty partition (or one whose records expired) has nothing to wait for.

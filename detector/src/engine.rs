@@ -1,6 +1,6 @@
 //! The synchronous detection core: takes decoded records (packet batches and destination statistics) and
 //! returns anomalies and destination-statistics deltas. Owns the host map and every detector; knows nothing
-//! about Kafka (the [`crate::consume`] loop feeds it in chunks on a blocking thread) so benchmarks and tests
+//! about Kafka (the `consume` loop behind [`crate::run`] feeds it in chunks on a blocking thread) so benchmarks and tests
 //! drive it directly.
 
 use std::collections::BTreeMap;

@@ -42,8 +42,6 @@ pub struct Alert {
 /// e.g. `2024-02-13T14:34:38.788187000Z`. Out-of-range values are clamped to the representable range.
 pub fn format_rfc3339_ns(ns: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns)).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let fmt = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z"
-    );
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z");
     t.format(&fmt).unwrap_or_else(|_| "1970-01-01T00:00:00.000000000Z".to_string())
 }

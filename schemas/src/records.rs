@@ -110,11 +110,8 @@ impl PacketFeatures {
             (IpAddr::V4(_), p) => format!("{ip}:{p}"),
             (IpAddr::V6(_), p) => format!("[{ip}]:{p}"),
         };
-        let mut s = format!(
-            "{} > {} {proto}",
-            endpoint(source, self.src_port),
-            endpoint(self.destination, self.dst_port)
-        );
+        let mut s =
+            format!("{} > {} {proto}", endpoint(source, self.src_port), endpoint(self.destination, self.dst_port));
         if self.ip_proto == 6 {
             const NAMES: [(u8, char); 6] = [
                 (tcp_flags::SYN, 'S'),

