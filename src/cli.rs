@@ -39,6 +39,17 @@ pub enum Command {
     /// Write a seeded, labelled capture of benign traffic with a SYN flood, a port scan, a spoofed-source flood
     /// and a host sweep (for demos, tests and benchmarks).
     Synth(SynthArgs),
+    /// Run the pipeline over a labelled capture and print host-level precision, recall, F1, accuracy, ROC-AUC
+    /// and time to detect.
+    Eval(EvalArgs),
+    /// Run the pipeline over a capture and write a self-contained HTML report (inline SVG charts and tables).
+    Report(ReportArgs),
+    /// Re-run detection over a range of a historical packets topic (fresh consumer group, nothing committed) and
+    /// write the anomalies to a file, stdout or a topic; `--diff` compares two models.
+    Replay(crate::replay::ReplayArgs),
+    /// Train an isolation model from a capture (seeded, reproducible) and save it for `forest.model_path` or
+    /// `replay --model`.
+    Train(crate::replay::TrainArgs),
     /// Print the default configuration as TOML, or check a configuration.
     Config {
         /// Check the layered configuration (file, environment) and print it instead of the defaults.
@@ -118,6 +129,35 @@ pub struct SynthArgs {
     pub packets: Option<usize>,
 }
 
+/// `netanom eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The capture (pcap or pcapng).
+    #[arg(long)]
+    pub pcap: PathBuf,
+    /// Labels: `host,role` CSV (as written by `netanom synth --labels`) or a `labels.csv` catalogue whose `file`
+    /// column the capture path ends with.
+    #[arg(long)]
+    pub labels: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `netanom report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The capture (pcap or pcapng).
+    #[arg(long)]
+    pub pcap: PathBuf,
+    /// Optional labels (same formats as `netanom eval`); attackers are marked in the tables.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// The HTML file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
 /// `netanom run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -147,9 +187,9 @@ impl Command {
     pub fn roles(&self) -> Result<Roles, String> {
         let only = |producer, detector, alert_router| Roles { producer, detector, alert_router };
         Ok(match self {
-            Command::Run(_) => Roles::ALL,
+            Command::Run(_) | Command::Eval(_) | Command::Report(_) => Roles::ALL,
             Command::Producer(_) => only(true, false, false),
-            Command::Detector(_) => only(false, true, false),
+            Command::Detector(_) | Command::Replay(_) | Command::Train(_) => only(false, true, false),
             Command::AlertRouter(_) => only(false, false, true),
             Command::Synth(_) | Command::Config { check: false, .. } => Roles::NONE,
             Command::Config { role: None, .. } => Roles::ALL,
@@ -224,7 +264,17 @@ impl Cli {
                 service(&mut o, &r.service);
                 router(&mut o, &r.alerts_out, &r.webhooks);
             }
-            Command::Config { .. } | Command::Synth(_) => {}
+            Command::Eval(EvalArgs { pcap, .. }) | Command::Report(ReportArgs { pcap, .. }) => {
+                o.push(("producer.pcap".into(), s(pcap.display().to_string())));
+                o.push(("producer.speed".into(), s("max")));
+                o.push(("alert_router.stdout".into(), toml::Value::Boolean(false)));
+            }
+            Command::Replay(r) => {
+                if let Some(b) = &r.brokers {
+                    o.push(("kafka.brokers".into(), s(b)));
+                }
+            }
+            Command::Config { .. } | Command::Synth(_) | Command::Train(_) => {}
         }
         o
     }

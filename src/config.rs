@@ -38,13 +38,17 @@ impl Default for Topics {
 }
 
 /// How to reach Kafka.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Kafka {
     /// Bootstrap servers, `host:port[,host:port…]`. Empty: `netanom run` starts an embedded broker; the
     /// single-role commands require it.
     pub brokers: String,
-    /// Extra librdkafka properties passed to every client, e.g. `"security.protocol" = "SASL_SSL"`.
+    /// Extra librdkafka properties passed to every client, e.g. `"security.protocol" = "SASL_SSL"` (TLS, SASL
+    /// SCRAM, OAUTHBEARER/OIDC: see the README). Values of keys naming a password, secret, key or token print as
+    /// `***` in `Debug` and in `netanom config --check`. From the environment:
+    /// `NETANOM_KAFKA__PROPERTIES__SASL_PASSWORD` (under `properties`, `_` in a key stands for `.`).
+    #[serde(serialize_with = "netanom_schemas::redact::serialize_properties")]
     pub properties: BTreeMap<String, String>,
     /// Partitions of each topic that `netanom run` creates on its embedded broker. The embedded broker keeps at
     /// most 5 MiB per partition, so this also bounds how far the detector may fall behind the capture.
@@ -54,6 +58,17 @@ pub struct Kafka {
 impl Default for Kafka {
     fn default() -> Self {
         Self { brokers: String::new(), properties: BTreeMap::new(), embedded_partitions: 16 }
+    }
+}
+
+/// Written out so that secret properties print masked.
+impl std::fmt::Debug for Kafka {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kafka")
+            .field("brokers", &self.brokers)
+            .field("properties", &netanom_schemas::redact::masked(&self.properties))
+            .field("embedded_partitions", &self.embedded_partitions)
+            .finish()
     }
 }
 
@@ -83,6 +98,8 @@ pub struct Config {
     pub topics: Topics,
     /// Logging.
     pub log: Log,
+    /// Metrics, health endpoints and traces (`[telemetry]`).
+    pub telemetry: crate::telemetry::Telemetry,
     /// The producer role.
     pub producer: netanom_producer::ProducerConfig,
     /// The detector role.
@@ -156,8 +173,9 @@ pub fn load(
         if !rest.contains("__") {
             continue;
         }
-        let key = rest.to_ascii_lowercase().split("__").collect::<Vec<_>>().join(".");
-        if let Err(message) = set(&mut tree, &key, parse_scalar(&value)) {
+        let (path, value) = env_path(rest, &value);
+        let key = path.join(".");
+        if let Err(message) = set_path(&mut tree, &path, value) {
             errors.push(ConfigError::Override { origin: name.clone(), key, message });
         }
     }
@@ -219,8 +237,33 @@ pub fn parse_scalar(raw: &str) -> toml::Value {
         .unwrap_or_else(|| toml::Value::String(raw.to_string()))
 }
 
+/// The key path and value of the environment variable `NETANOM_<rest>`. Below a librdkafka properties map
+/// (`kafka.properties`, `<role>.kafka_properties`) the rest of the name is one property: `_` and `__` stand
+/// for `.` (librdkafka names have no `_`), a literal `.` is kept (`NETANOM_KAFKA__PROPERTIES__SASL.PASSWORD`
+/// works where the platform allows dots in names), and the value is always a string, never parsed (a password
+/// such as `1234` stays a string, and a malformed value never appears in an error message).
+fn env_path(rest: &str, value: &str) -> (Vec<String>, toml::Value) {
+    let lower = rest.to_ascii_lowercase();
+    let parts: Vec<&str> = lower.split("__").collect();
+    let props = parts.iter().position(|p| *p == "properties" || *p == "kafka_properties");
+    match props {
+        Some(i) if i + 1 < parts.len() => {
+            let mut path: Vec<String> = parts[..=i].iter().map(|p| p.to_string()).collect();
+            path.push(parts[i + 1..].join(".").replace('_', "."));
+            (path, toml::Value::String(value.to_string()))
+        }
+        _ => (parts.iter().map(|p| p.to_string()).collect(), parse_scalar(value)),
+    }
+}
+
 fn set(tree: &mut toml::Table, key: &str, value: toml::Value) -> Result<(), String> {
-    let mut parts = key.split('.').peekable();
+    let parts: Vec<String> = key.split('.').map(str::to_string).collect();
+    set_path(tree, &parts, value)
+}
+
+/// Sets the value at `parts` (each one key, dots and all), creating tables on the way.
+fn set_path(tree: &mut toml::Table, parts: &[String], value: toml::Value) -> Result<(), String> {
+    let mut parts = parts.iter().map(String::as_str).peekable();
     let mut table = tree;
     while let Some(part) = parts.next() {
         if part.is_empty() {
@@ -252,6 +295,7 @@ impl Config {
                 self.kafka.embedded_partitions
             )));
         }
+        errors.extend(self.telemetry.problems());
         let t = &self.topics;
         for (key, name) in [
             ("packets", &t.packets),

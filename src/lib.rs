@@ -4,5 +4,12 @@
 
 pub mod cli;
 pub mod config;
+pub mod eval;
+pub mod evaluate;
+pub mod labels;
+pub mod replay;
+pub mod report;
 pub mod run;
 pub mod summary;
+pub mod telemetry;
+pub mod traffic;

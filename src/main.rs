@@ -40,7 +40,6 @@ fn main() -> ExitCode {
             }
         }
     }
-    netanom::run::init_logging(&cfg.log);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -48,7 +47,29 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    match runtime.block_on(netanom::run::dispatch(cli.command, cfg)) {
+    // Telemetry (logging, OTLP, the /metrics server) for the roles; plain logging for the other commands.
+    let telemetry = match netanom::telemetry::role_of(&cli.command) {
+        None => {
+            netanom::run::init_logging(&cfg.log);
+            None
+        }
+        Some(role) => {
+            let readiness = netanom::telemetry::Readiness::for_role(role);
+            match runtime.block_on(netanom::telemetry::init(&cfg.telemetry, &cfg.log, role, readiness)) {
+                Ok(guard) => Some(guard),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::from(EXIT_RUNTIME);
+                }
+            }
+        }
+    };
+    let result = runtime.block_on(netanom::run::dispatch(cli.command, cfg));
+    // Export the last spans and metrics while the runtime (which drives the exporters) still runs.
+    if let Some(guard) = telemetry {
+        guard.shutdown();
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -106,6 +106,10 @@ pub async fn dispatch(command: Command, mut cfg: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Synth(args) => synth(&args),
+        Command::Eval(args) => crate::evaluate::command(&args, cfg, stop, hard).await,
+        Command::Report(args) => crate::report::command(&args, cfg, stop, hard).await,
+        Command::Replay(args) => crate::replay::run_replay(args, cfg).await,
+        Command::Train(args) => crate::replay::run_train(&args, &cfg),
         Command::Config { .. } => Ok(()),
     }
 }
@@ -158,7 +162,38 @@ fn embedded(cfg: &Config) -> anyhow::Result<MockCluster<'static, rdkafka::produc
     Ok(cluster)
 }
 
-async fn run_all(mut cfg: Config, stop: CancellationToken, hard: CancellationToken) -> anyhow::Result<()> {
+/// What a bounded run of all three roles did.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// The producer's report.
+    pub producer: netanom_producer::ProducerReport,
+    /// The detector's report.
+    pub detector: netanom_detector::DetectorReport,
+    /// The alert router's report.
+    pub router: netanom_alert_router::RouterReport,
+    /// Wall time from start to the router's return.
+    pub elapsed: Duration,
+}
+
+async fn run_all(cfg: Config, stop: CancellationToken, hard: CancellationToken) -> anyhow::Result<()> {
+    let o = run_pipeline(cfg, stop, hard).await?;
+    println!();
+    println!("== netanom run summary ==");
+    println!("{}", summary::producer(&o.producer));
+    println!("{}", summary::detector(&o.detector));
+    println!("{}", summary::router(&o.router));
+    let secs = o.elapsed.as_secs_f64().max(1e-9);
+    println!("duration: {secs:.3} s, {:.0} packets/s end to end", o.producer.packets_read as f64 / secs);
+    Ok(())
+}
+
+/// Runs producer, detector and alert router in this process (on an embedded broker unless `kafka.brokers` is
+/// set) until the producer's input ends and the other two have drained; returns their reports. Prints nothing.
+pub async fn run_pipeline(
+    mut cfg: Config,
+    stop: CancellationToken,
+    hard: CancellationToken,
+) -> anyhow::Result<RunOutcome> {
     let started = Instant::now();
     let cluster = if cfg.kafka.brokers.is_empty() { Some(embedded(&cfg)?) } else { None };
     let brokers = cluster.as_ref().map_or_else(|| cfg.kafka.brokers.clone(), |c| c.bootstrap_servers());
@@ -206,15 +241,7 @@ async fn run_all(mut cfg: Config, stop: CancellationToken, hard: CancellationTok
             produced.packets_published
         );
     }
-
-    println!();
-    println!("== netanom run summary ==");
-    println!("{}", summary::producer(&produced));
-    println!("{}", summary::detector(&detected));
-    println!("{}", summary::router(&routed));
-    let secs = elapsed.as_secs_f64().max(1e-9);
-    println!("duration: {secs:.3} s, {:.0} packets/s end to end", produced.packets_read as f64 / secs);
-    Ok(())
+    Ok(RunOutcome { producer: produced, detector: detected, router: routed, elapsed })
 }
 
 fn outcome<T, E: std::fmt::Display>(r: Result<Result<T, E>, tokio::task::JoinError>) -> String {

@@ -9,6 +9,7 @@
 //! this file holds the configuration, the errors and the report.
 
 pub mod format;
+pub mod metrics;
 pub mod offsets;
 pub mod route;
 pub mod suppress;
@@ -37,7 +38,8 @@ pub struct RouterConfig {
     pub brokers: String,
     /// Extra librdkafka properties for the consumer and the producer (e.g. `security.protocol`,
     /// `sasl.password`). Filled from the shared `[kafka]` table. Values of keys naming a password, secret or key
-    /// are masked in `Debug`.
+    /// are masked in `Debug` and when serialised.
+    #[serde(serialize_with = "netanom_schemas::redact::serialize_properties")]
     pub kafka_properties: BTreeMap<String, String>,
     /// Consumer group id. Default `netanom-alert-router`.
     pub group_id: String,
@@ -110,19 +112,9 @@ impl Default for RouterConfig {
     }
 }
 
-/// True for librdkafka property names whose values must not be printed.
-fn is_sensitive_property(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    k.contains("password") || k.contains("secret") || k.contains("key") || k.contains("token")
-}
-
 impl std::fmt::Debug for RouterConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let props: BTreeMap<&str, &str> = self
-            .kafka_properties
-            .iter()
-            .map(|(k, v)| (k.as_str(), if is_sensitive_property(k) { "***" } else { v.as_str() }))
-            .collect();
+        let props = netanom_schemas::redact::masked(&self.kafka_properties);
         f.debug_struct("RouterConfig")
             .field("brokers", &self.brokers)
             .field("kafka_properties", &props)

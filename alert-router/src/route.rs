@@ -33,6 +33,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::format::{AlertFormat, Rendered};
+use crate::metrics::{self, Metrics};
 use crate::offsets::OffsetTracker;
 use crate::suppress::{Emitted, Origin, Suppressor};
 use crate::syslog::SyslogSender;
@@ -45,6 +46,8 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the final producer flush may take.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Trace contexts of pending anomalies kept at most (beyond, an alert's span just lacks that parent or link).
+const MAX_TRACE_PARENTS: usize = 100_000;
 
 /// Result of delivering one alert.
 struct Finished {
@@ -66,6 +69,7 @@ struct Shared {
     alerts_format: AlertFormat,
     alerts_out_format: Option<AlertFormat>,
     dead_letter_topic: String,
+    metrics: Metrics,
 }
 
 /// Runs the router until `shutdown` fires, or until `drain` fires and the input present at that moment is fully
@@ -86,6 +90,7 @@ pub async fn run(
             what: format!("assigning every partition of {}", config.anomalies_topic),
             source: Box::new(source),
         })?;
+        metrics::READY.store(true, std::sync::atomic::Ordering::Release);
     } else {
         consumer.subscribe(&[config.anomalies_topic.as_str()]).map_err(|source| RouterError::Kafka {
             what: format!("subscribing to {}", config.anomalies_topic),
@@ -100,6 +105,7 @@ pub async fn run(
         alerts_format: config.alerts_format,
         alerts_out_format: config.alerts_out.as_ref().map(|_| config.alerts_out_format),
         dead_letter_topic: config.dead_letter_topic.clone(),
+        metrics: Metrics::new(),
     });
     let mut router = Router {
         alerts_out: match &config.alerts_out {
@@ -114,6 +120,7 @@ pub async fn run(
         },
         suppressor: Suppressor::new(config.suppression.clone()),
         tracker: OffsetTracker::new(),
+        trace_parents: HashMap::new(),
         report: RouterReport::default(),
         tasks: JoinSet::new(),
         consumer: consumer.clone(),
@@ -126,6 +133,7 @@ pub async fn run(
 
     let result = router.main_loop(&shutdown, drain.unwrap_or_default()).await;
     router.finish().await;
+    metrics::READY.store(false, std::sync::atomic::Ordering::Release);
     result.map(|()| router.report.clone())
 }
 
@@ -135,6 +143,9 @@ struct Router {
     shared: Arc<Shared>,
     suppressor: Suppressor,
     tracker: OffsetTracker,
+    /// Trace context (`traceparent` header) of each anomaly waiting in a suppression group, by (partition,
+    /// offset); bounded by [`MAX_TRACE_PARENTS`].
+    trace_parents: HashMap<(i32, i64), opentelemetry::trace::SpanContext>,
     tasks: JoinSet<Result<Finished, RouterError>>,
     alerts_out: Option<File>,
     report: RouterReport,
@@ -294,7 +305,13 @@ impl Router {
     /// Decodes one anomaly record and feeds it to the suppressor; dead-letters it if it cannot be decoded.
     async fn handle(&mut self, message: rdkafka::message::OwnedMessage) -> Result<(), RouterError> {
         self.report.anomalies_consumed += 1;
+        self.shared.metrics.anomalies_consumed.add(1, &[]);
         let origin = Origin { partition: message.partition(), offset: message.offset() };
+        if self.trace_parents.len() < MAX_TRACE_PARENTS
+            && let Some(sc) = metrics::extract(message.headers())
+        {
+            self.trace_parents.insert((origin.partition, origin.offset), sc);
+        }
         self.tracker.track(origin.partition, origin.offset);
         let decoded = match message.payload() {
             None => Err("record has no payload".to_string()),
@@ -338,6 +355,8 @@ impl Router {
                     source: Box::new(source),
                 })?;
                 self.report.dead_lettered_anomalies += 1;
+                self.shared.metrics.dead_lettered.add(1, &[]);
+                self.trace_parents.remove(&(origin.partition, origin.offset));
                 self.mark_done(&[origin]);
             }
         }
@@ -345,8 +364,31 @@ impl Router {
     }
 
     fn spawn_delivery(&mut self, emitted: Emitted) {
+        use opentelemetry::context::FutureExt as _;
+        use opentelemetry::trace::{TraceContextExt as _, Tracer as _};
+        // The alert's span is a child of its first anomaly's context and links to the others'.
+        let mut parents = emitted
+            .origins
+            .iter()
+            .filter_map(|o| self.trace_parents.remove(&(o.partition, o.offset)))
+            .collect::<Vec<_>>();
+        let tracer = opentelemetry::global::tracer("netanom");
+        let parent = if parents.is_empty() {
+            opentelemetry::Context::new()
+        } else {
+            opentelemetry::Context::new().with_remote_span_context(parents.remove(0))
+        };
+        let span = tracer
+            .span_builder(metrics::ALERT_SPAN)
+            .with_attributes([
+                opentelemetry::KeyValue::new("netanom.kind", emitted.alert.kind.clone()),
+                opentelemetry::KeyValue::new("netanom.anomalies", emitted.origins.len() as i64),
+            ])
+            .with_links(parents.into_iter().take(128).map(opentelemetry::trace::Link::with_context).collect())
+            .start_with_context(&tracer, &parent);
+        let cx = parent.with_span(span);
         let shared = self.shared.clone();
-        self.tasks.spawn(deliver(shared, emitted));
+        self.tasks.spawn(deliver(shared, emitted).with_context(cx));
     }
 
     /// Accounts for a finished delivery: alerts-out, stdout, report, offsets.
@@ -358,7 +400,9 @@ impl Router {
         if let Some(file) = &mut self.alerts_out {
             let mut line = done.rendered.get(self.config.alerts_out_format).to_string();
             line.push('\n');
-            file.write_all(line.as_bytes()).map_err(|source| RouterError::AlertsOut {
+            let written = file.write_all(line.as_bytes());
+            self.shared.metrics.alert(metrics::sink::FILE, written.is_ok(), 1);
+            written.map_err(|source| RouterError::AlertsOut {
                 path: self.config.alerts_out.clone().unwrap_or_default(),
                 source,
             })?;
@@ -425,23 +469,25 @@ impl Router {
 
 /// Produces the alert, calls the webhooks and the syslog receiver, dead-letters failed deliveries.
 async fn deliver(shared: Arc<Shared>, emitted: Emitted) -> Result<Finished, RouterError> {
+    let started = std::time::Instant::now();
+    let m = &shared.metrics;
     let alert = &emitted.alert;
     let formats =
         std::iter::once(shared.alerts_format).chain(shared.alerts_out_format).chain(shared.webhooks.formats());
     let rendered =
         Rendered::new(alert, formats).map_err(|source| RouterError::Encode { id: alert.id.clone(), source })?;
-    let delivery = shared
-        .producer
-        .send(
-            FutureRecord::to(&shared.alerts_topic).key(&alert.host).payload(rendered.get(shared.alerts_format)),
-            QUEUE_TIMEOUT,
-        )
-        .await
-        .map_err(|(source, _)| RouterError::Produce {
-            topic: shared.alerts_topic.clone(),
-            key: alert.host.clone(),
-            source: Box::new(source),
-        })?;
+    let mut record =
+        FutureRecord::to(&shared.alerts_topic).key(&alert.host).payload(rendered.get(shared.alerts_format));
+    if let Some(h) = metrics::inject(&opentelemetry::Context::current(), None) {
+        record = record.headers(h);
+    }
+    let delivery = shared.producer.send(record, QUEUE_TIMEOUT).await;
+    m.alert(metrics::sink::TOPIC, delivery.is_ok(), 1);
+    let delivery = delivery.map_err(|(source, _)| RouterError::Produce {
+        topic: shared.alerts_topic.clone(),
+        key: alert.host.clone(),
+        source: Box::new(source),
+    })?;
     let origin = format!("{}/{}/{}", shared.alerts_topic, delivery.partition, delivery.offset);
     let mut failures = Vec::new();
     let (mut delivered, mut failed) = (0, 0);
@@ -485,6 +531,12 @@ async fn deliver(shared: Arc<Shared>, emitted: Emitted) -> Result<Finished, Rout
             })?;
     }
     let dead_lettered = failures.len() as u64;
+    m.alert(metrics::sink::WEBHOOK, true, delivered);
+    m.alert(metrics::sink::WEBHOOK, false, failed);
+    m.alert(metrics::sink::SYSLOG, true, syslog_delivered);
+    m.alert(metrics::sink::SYSLOG, false, syslog_failed);
+    m.dead_lettered.add(dead_lettered, &[]);
+    m.delivery_latency.record(started.elapsed().as_secs_f64(), &[]);
     Ok(Finished { emitted, rendered, delivered, failed, dead_lettered, syslog_delivered, syslog_failed })
 }
 
@@ -553,7 +605,13 @@ impl rdkafka::ClientContext for RouterContext {
     }
 }
 
-impl ConsumerContext for RouterContext {}
+impl ConsumerContext for RouterContext {
+    fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+        if let rdkafka::consumer::Rebalance::Assign(_) = rebalance {
+            metrics::READY.store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+}
 
 fn create_consumer(config: &RouterConfig) -> Result<StreamConsumer<RouterContext>, RouterError> {
     let mut c = ClientConfig::new();
@@ -567,8 +625,10 @@ fn create_consumer(config: &RouterConfig) -> Result<StreamConsumer<RouterContext
     }
     // Not overridable: offsets are stored only after delivery.
     c.set("enable.auto.offset.store", "false");
-    c.create_with_context(RouterContext)
-        .map_err(|source| RouterError::Kafka { what: "creating the consumer".into(), source: Box::new(source) })
+    c.create_with_context(RouterContext).map_err(redacted).map_err(|source| RouterError::Kafka {
+        what: "creating the consumer".into(),
+        source: Box::new(source),
+    })
 }
 
 fn create_producer(config: &RouterConfig) -> Result<FutureProducer, RouterError> {
@@ -577,8 +637,22 @@ fn create_producer(config: &RouterConfig) -> Result<FutureProducer, RouterError>
     for (k, v) in &config.kafka_properties {
         c.set(k, v);
     }
-    c.create().map_err(|source| RouterError::Kafka { what: "creating the producer".into(), source: Box::new(source) })
+    c.create()
+        .map_err(redacted)
+        .map_err(|source| RouterError::Kafka { what: "creating the producer".into(), source: Box::new(source) })
 }
+
+/// `e` with the value of a secret property masked (a client configuration error quotes the value).
+fn redacted(e: rdkafka::error::KafkaError) -> rdkafka::error::KafkaError {
+    match e {
+        rdkafka::error::KafkaError::ClientConfig(r, desc, key, value) => {
+            let (desc, value) = netanom_schemas::redact::config_error(desc, &key, value);
+            rdkafka::error::KafkaError::ClientConfig(r, desc, key, value)
+        }
+        e => e,
+    }
+}
+
 
 #[cfg(test)]
 mod tests {

@@ -356,6 +356,10 @@ impl WebhookSender {
         if let Some(key) = &hook.key {
             request = request.header("webhook-signature", sign(key, id, timestamp, body));
         }
+        // W3C trace context of the alert being delivered (none when no tracer provider is installed).
+        for (name, value) in crate::metrics::carrier(&opentelemetry::Context::current()).0 {
+            request = request.header(name, value);
+        }
         match request.send().await {
             Ok(response) => {
                 let status = response.status();

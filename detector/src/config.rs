@@ -25,14 +25,16 @@ impl ConfigError {
 }
 
 /// Configuration of `netanom detector` (the `[detector]` table).
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[derive(Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DetectorConfig {
     /// Kafka bootstrap servers, `host:port[,host:port]`; filled from the shared `[kafka]` table. Default
     /// `localhost:9092`.
     pub brokers: String,
     /// Extra librdkafka properties (security, tuning) applied to the consumer and the producer; filled from the
-    /// shared `[kafka]` table. Default empty.
+    /// shared `[kafka]` table. Values of secret keys (password, secret, key, token) print as `***` in `Debug`
+    /// and when serialised. Default empty.
+    #[serde(serialize_with = "netanom_schemas::redact::serialize_properties")]
     pub kafka_properties: BTreeMap<String, String>,
     /// Consumer group id. Every detector of one deployment uses the same group; partitions (and so hosts) are
     /// divided among them. Default `netanom-detector`.
@@ -89,6 +91,30 @@ impl Default for DetectorConfig {
             forest: ForestConfig::default(),
             victim: VictimConfig::default(),
         }
+    }
+}
+
+/// Written out so that secret Kafka properties print masked.
+impl std::fmt::Debug for DetectorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DetectorConfig")
+            .field("brokers", &self.brokers)
+            .field("kafka_properties", &netanom_schemas::redact::masked(&self.kafka_properties))
+            .field("group_id", &self.group_id)
+            .field("packets_topic", &self.packets_topic)
+            .field("destinations_topic", &self.destinations_topic)
+            .field("anomalies_topic", &self.anomalies_topic)
+            .field("dead_letter_topic", &self.dead_letter_topic)
+            .field("schema_ids", &self.schema_ids)
+            .field("chunk_records", &self.chunk_records)
+            .field("chunk_linger", &self.chunk_linger)
+            .field("static_assignment", &self.static_assignment)
+            .field("state", &self.state)
+            .field("rate", &self.rate)
+            .field("fanout", &self.fanout)
+            .field("forest", &self.forest)
+            .field("victim", &self.victim)
+            .finish()
     }
 }
 

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::DetectorConfig;
 use crate::engine::Engine;
 use crate::forest::TrainedForest;
+use crate::metrics::{self, Metrics};
 use crate::{DetectorError, DetectorReport};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,6 +61,7 @@ impl ConsumerContext for DetectorContext {
                 o.revoked.remove(&key);
                 o.assigned.insert(key);
             }
+            metrics::READY.store(true, std::sync::atomic::Ordering::Release);
             tracing::info!(partitions = tpl.count(), "partitions assigned");
         }
     }
@@ -79,6 +81,10 @@ struct Outgoing {
 #[derive(Default)]
 struct ChunkOutput {
     records: Vec<Outgoing>,
+    /// Engine totals after the chunk: packets processed, hosts tracked, hosts evicted.
+    packets_total: u64,
+    hosts_tracked: u64,
+    hosts_evicted_total: u64,
     anomalies: u64,
     destination_stats: u64,
     dead_lettered: u64,
@@ -102,6 +108,17 @@ enum Phase {
 fn kafka(what: impl Into<String>) -> impl FnOnce(KafkaError) -> DetectorError {
     let what = what.into();
     move |source| DetectorError::Kafka { what, source: Box::new(source) }
+}
+
+/// `e` with the value of a secret property masked (a client configuration error quotes the value).
+fn redacted(e: rdkafka::error::KafkaError) -> rdkafka::error::KafkaError {
+    match e {
+        rdkafka::error::KafkaError::ClientConfig(r, desc, key, value) => {
+            let (desc, value) = netanom_schemas::redact::config_error(desc, &key, value);
+            rdkafka::error::KafkaError::ClientConfig(r, desc, key, value)
+        }
+        e => e,
+    }
 }
 
 fn client_config(config: &DetectorConfig) -> ClientConfig {
@@ -140,10 +157,11 @@ pub(crate) async fn run(
         .set("auto.offset.reset", "earliest");
     let consumer: Arc<DetectorConsumer> = Arc::new(
         cc.create_with_context(DetectorContext { ownership: ownership.clone() })
+            .map_err(redacted)
             .map_err(kafka("creating the consumer"))?,
     );
     let producer: FutureProducer =
-        client_config(&config).set("linger.ms", "5").create().map_err(kafka("creating the producer"))?;
+        client_config(&config).set("linger.ms", "5").create().map_err(redacted).map_err(kafka("creating the producer"))?;
     let topics = [config.packets_topic.as_str(), config.destinations_topic.as_str()];
     if config.static_assignment {
         let c = consumer.clone();
@@ -152,6 +170,7 @@ pub(crate) async fn run(
             .await
             .map_err(|e| DetectorError::Worker(e.to_string()))??;
         consumer.assign(&tpl).map_err(kafka("assigning every partition"))?;
+        metrics::READY.store(true, std::sync::atomic::Ordering::Release);
     } else {
         consumer.subscribe(&topics).map_err(kafka("subscribing"))?;
     }
@@ -163,6 +182,9 @@ pub(crate) async fn run(
     );
 
     let engine = Arc::new(Mutex::new(Engine::new(&config, model)));
+    let meters = Metrics::new();
+    let (mut packets_seen, mut evictions_seen) = (0u64, 0u64);
+    let lag = LagSampler::default();
     let mut report = DetectorReport::default();
     let mut next_offsets: HashMap<(String, i32), i64> = HashMap::new();
     let mut phase = Phase::Running;
@@ -251,10 +273,12 @@ pub(crate) async fn run(
             .iter()
             .map(|m| Origin { topic: m.topic().to_string(), partition: m.partition(), offset: m.offset() })
             .collect();
+        let chunk_started = std::time::Instant::now();
         let out = {
             let engine = engine.clone();
             let cfg = config.clone();
-            match tokio::task::spawn_blocking(move || process_chunk(&engine, &cfg, chunk, &revoked)).await {
+            let m = meters.clone();
+            match tokio::task::spawn_blocking(move || process_chunk(&engine, &cfg, &m, chunk, &revoked)).await {
                 Ok(Ok(o)) => o,
                 Ok(Err(e)) => break Err(e),
                 Err(e) => break Err(DetectorError::Worker(e.to_string())),
@@ -266,6 +290,15 @@ pub(crate) async fn run(
             break Err(e);
         }
         report.records += positions.len() as u64;
+        meters.chunk_latency.record(chunk_started.elapsed().as_secs_f64(), &[]);
+        meters.records_consumed.add(positions.len() as u64, &[]);
+        meters.dead_lettered.add(out.dead_lettered, &[]);
+        meters.packets_processed.add(out.packets_total.saturating_sub(packets_seen), &[]);
+        meters.hosts_evicted.add(out.hosts_evicted_total.saturating_sub(evictions_seen), &[]);
+        meters.hosts_tracked.record(out.hosts_tracked, &[]);
+        (packets_seen, evictions_seen) =
+            (packets_seen.max(out.packets_total), evictions_seen.max(out.hosts_evicted_total));
+        lag.maybe_sample(&consumer, &producer, &meters);
         report.dead_lettered += out.dead_lettered;
         report.destination_stats_produced += out.destination_stats;
         let _ = out.anomalies;
@@ -298,6 +331,7 @@ pub(crate) async fn run(
         Err(e) => tracing::warn!(error = %e, "final offset commit failed"),
     }
     consumer.unsubscribe();
+    metrics::READY.store(false, std::sync::atomic::Ordering::Release);
     if let Ok(e) = engine.lock() {
         let s = e.stats();
         report.packets = s.packets;
@@ -319,9 +353,11 @@ pub(crate) async fn run(
 fn process_chunk(
     engine: &Mutex<Engine>,
     config: &DetectorConfig,
+    meters: &Metrics,
     chunk: Vec<OwnedMessage>,
     revoked: &[(String, i32)],
 ) -> Result<ChunkOutput, DetectorError> {
+    use opentelemetry::trace::{Span as _, TraceContextExt as _, Tracer as _};
     let mut engine = engine.lock().map_err(|_| DetectorError::Worker("engine mutex poisoned".into()))?;
     if !revoked.is_empty() {
         let p: Vec<i32> = revoked.iter().filter(|(t, _)| *t == config.packets_topic).map(|(_, p)| *p).collect();
@@ -332,7 +368,12 @@ fn process_chunk(
     let ids: SchemaIds = config.schema_ids;
     let mut out = ChunkOutput::default();
     let mut anomalies: Vec<Anomaly> = Vec::new();
+    // Trace context: the chunk span links to (at most 128 of) its records' contexts; each anomaly's span is a
+    // child of the record that raised it, so a packet batch and the alert it caused share one trace.
+    let mut record_cx: Vec<Option<opentelemetry::Context>> = Vec::with_capacity(chunk.len());
+    let mut anomaly_origin: Vec<usize> = Vec::new();
     for m in &chunk {
+        record_cx.push(metrics::extract(m.headers()));
         let origin = Origin { topic: m.topic().to_string(), partition: m.partition(), offset: m.offset() };
         let payload = m.payload().unwrap_or_default();
         let decoded = if payload.is_empty() {
@@ -347,6 +388,7 @@ fn process_chunk(
         match decoded {
             Ok(Record::Batch(b)) => engine.process_batch(&b, origin.partition, &mut anomalies),
             Ok(Record::Stats(s)) => engine.process_destination_stats(&s, origin.partition, &mut anomalies),
+            // Dead-lettered records raise no anomaly.
             Err(reason) => {
                 let origin_text = format!("{}/{}/{}", origin.topic, origin.partition, origin.offset);
                 tracing::warn!(origin = %origin_text, %reason, "poison record sent to the dead-letter topic");
@@ -362,14 +404,37 @@ fn process_chunk(
                 out.dead_lettered += 1;
             }
         }
+        anomaly_origin.resize(anomalies.len(), record_cx.len() - 1);
     }
-    for a in &anomalies {
+    let tracer = opentelemetry::global::tracer("netanom");
+    let links: Vec<opentelemetry::trace::Link> = record_cx
+        .iter()
+        .flatten()
+        .take(128)
+        .map(|cx| opentelemetry::trace::Link::with_context(cx.span().span_context().clone()))
+        .collect();
+    let mut chunk_span = tracer
+        .span_builder(metrics::CHUNK_SPAN)
+        .with_links(links)
+        .with_attributes([opentelemetry::KeyValue::new("netanom.records", chunk.len() as i64)])
+        .start(&tracer);
+    let chunk_cx = opentelemetry::Context::current().with_remote_span_context(chunk_span.span_context().clone());
+    for (a, origin) in anomalies.iter().zip(&anomaly_origin) {
         tracing::info!(kind = %a.kind, host = %a.host, score = a.score, reason = %a.reason, "anomaly");
+        meters.anomalies.add(1, &[opentelemetry::KeyValue::new("kind", a.kind.as_str())]);
+        let parent = record_cx.get(*origin).cloned().flatten().unwrap_or_else(|| chunk_cx.clone());
+        let mut span = tracer
+            .span_builder(metrics::ANOMALY_SPAN)
+            .with_attributes([opentelemetry::KeyValue::new("netanom.kind", a.kind.as_str())])
+            .with_links(vec![opentelemetry::trace::Link::with_context(chunk_span.span_context().clone())])
+            .start_with_context(&tracer, &parent);
+        let cx = parent.with_remote_span_context(span.span_context().clone());
+        span.end();
         out.records.push(Outgoing {
             topic: config.anomalies_topic.clone(),
             key: a.host.as_bytes().to_vec(),
             payload: a.encode(&ids),
-            headers: None,
+            headers: metrics::inject(&cx, None),
         });
     }
     out.anomalies = anomalies.len() as u64;
@@ -378,11 +443,56 @@ fn process_chunk(
             topic: config.destinations_topic.clone(),
             key: d.destination.to_string().into_bytes(),
             payload: d.encode(&ids),
-            headers: None,
+            headers: metrics::inject(&chunk_cx, None),
         });
         out.destination_stats += 1;
     }
+    chunk_span.end();
+    out.packets_total = engine.stats().packets;
+    out.hosts_tracked = engine.hosts_tracked() as u64;
+    out.hosts_evicted_total = engine.hosts_evicted();
     Ok(out)
+}
+
+/// Samples the consumer lag (high watermark minus position per topic, summed over assigned partitions) at most
+/// every 5 s, on a blocking thread through the producer's connections, without stalling the loop.
+#[derive(Default)]
+struct LagSampler {
+    busy: Arc<std::sync::atomic::AtomicBool>,
+    last: Mutex<Option<std::time::Instant>>,
+}
+
+impl LagSampler {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    fn maybe_sample(&self, consumer: &Arc<DetectorConsumer>, producer: &FutureProducer, meters: &Metrics) {
+        use std::sync::atomic::Ordering;
+        let Ok(mut last) = self.last.lock() else { return };
+        if last.is_some_and(|t| t.elapsed() < Self::EVERY) || self.busy.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+        let Ok(positions) = consumer.position() else {
+            self.busy.store(false, Ordering::Release);
+            return;
+        };
+        let (producer, meters, busy) = (producer.clone(), meters.clone(), self.busy.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut lag: BTreeMap<String, i64> = BTreeMap::new();
+            for e in positions.elements() {
+                let Offset::Offset(position) = e.offset() else { continue };
+                if let Ok((_, high)) =
+                    producer.client().fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(2))
+                {
+                    *lag.entry(e.topic().to_string()).or_default() += (high - position).max(0);
+                }
+            }
+            for (topic, n) in lag {
+                meters.consumer_lag.record(n, &[opentelemetry::KeyValue::new("topic", topic)]);
+            }
+            busy.store(false, Ordering::Release);
+        });
+    }
 }
 
 enum Record {

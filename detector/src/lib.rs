@@ -18,6 +18,7 @@ pub mod engine;
 pub mod fanout;
 pub mod fixtures;
 pub mod forest;
+pub mod metrics;
 pub mod state;
 pub mod victim;
 pub mod window;

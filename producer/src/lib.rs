@@ -10,6 +10,7 @@
 pub mod batch;
 pub mod capture;
 pub mod flow;
+pub mod metrics;
 pub mod parse;
 pub mod pipeline;
 pub mod publish;
@@ -32,7 +33,7 @@ pub use pipeline::{FeatureExtractor, Pipeline};
 pub use publish::{PublishError, Publisher};
 
 /// Producer settings (`[producer]`).
-#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[derive(Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProducerConfig {
     /// Capture file to read (pcap or pcapng). Exactly one of `pcap` and `interface` must be set.
@@ -55,7 +56,9 @@ pub struct ProducerConfig {
     pub flow: FlowConfig,
     /// Kafka bootstrap servers (filled from the shared `[kafka]` table by the root binary).
     pub brokers: String,
-    /// Extra librdkafka properties, applied last (e.g. security settings, `linger.ms`).
+    /// Extra librdkafka properties, applied last (e.g. security settings, `linger.ms`). Values of secret keys
+    /// (password, secret, key, token) print as `***` in `Debug` and when serialised.
+    #[serde(serialize_with = "netanom_schemas::redact::serialize_properties")]
     pub kafka_properties: BTreeMap<String, String>,
     /// Compression codec: none, gzip, snappy, lz4 (default) or zstd.
     pub compression: String,
@@ -87,6 +90,29 @@ impl Default for ProducerConfig {
             flush_timeout: Duration::from_secs(30),
             progress: false,
         }
+    }
+}
+
+/// Written out so that secret Kafka properties print masked.
+impl std::fmt::Debug for ProducerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProducerConfig")
+            .field("pcap", &self.pcap)
+            .field("interface", &self.interface)
+            .field("filter", &self.filter)
+            .field("snaplen", &self.snaplen)
+            .field("promiscuous", &self.promiscuous)
+            .field("speed", &self.speed)
+            .field("topic", &self.topic)
+            .field("batch", &self.batch)
+            .field("flow", &self.flow)
+            .field("brokers", &self.brokers)
+            .field("kafka_properties", &netanom_schemas::redact::masked(&self.kafka_properties))
+            .field("compression", &self.compression)
+            .field("schema_ids", &self.schema_ids)
+            .field("flush_timeout", &self.flush_timeout)
+            .field("progress", &self.progress)
+            .finish()
     }
 }
 
@@ -248,6 +274,9 @@ fn run_blocking(config: &ProducerConfig, stop: &CancellationToken) -> Result<Pro
         }
     };
     let publisher = Publisher::new(&config.brokers, &config.kafka_properties, &config.compression, &config.topic)?;
+    let metrics = metrics::Metrics::new();
+    let mut synced = metrics::CountSync::default();
+    metrics::READY.store(true, std::sync::atomic::Ordering::Release);
     tracing::info!(
         input = source.target(),
         link_type = source.link_type(),
@@ -271,12 +300,15 @@ fn run_blocking(config: &ProducerConfig, stop: &CancellationToken) -> Result<Pro
         encoded: Vec::with_capacity(64 * 1024),
         key: String::with_capacity(48),
         error: None,
+        tracer: opentelemetry::global::tracer("netanom"),
     };
     let mut file_bytes = 0u64;
     let mut n = 0u64;
     let result: Result<(), ProducerError> = loop {
         n += 1;
         if n % 1024 == 0 {
+            let c = pipeline.counts();
+            synced.sync(&metrics, c.read, &c.skipped);
             if is_stopped() {
                 break Ok(());
             }
@@ -306,6 +338,9 @@ fn run_blocking(config: &ProducerConfig, stop: &CancellationToken) -> Result<Pro
         }
     };
     pipeline.finish(&mut |b: &PacketBatch| out.emit(b));
+    metrics::READY.store(false, std::sync::atomic::Ordering::Release);
+    let c = pipeline.counts();
+    synced.sync(&metrics, c.read, &c.skipped);
     if let Some(bar) = &progress {
         bar.finish_and_clear();
     }
@@ -352,6 +387,7 @@ struct Emitter<'a> {
     encoded: Vec<u8>,
     key: String,
     error: Option<PublishError>,
+    tracer: opentelemetry::global::BoxedTracer,
 }
 
 impl Emitter<'_> {
@@ -364,7 +400,26 @@ impl Emitter<'_> {
         self.key.clear();
         let _ = write!(self.key, "{}", batch.source);
         let ts_ms = batch.packets.first().map_or(0, |p| p.ts_ns.div_euclid(1_000_000));
-        if let Err(e) = self.publisher.send(&self.key, &self.encoded, ts_ms, batch.packets.len()) {
+        // One span per batch; its context travels in the record's `traceparent` header (none when no tracer
+        // provider is installed: the span context is then invalid and nothing is injected).
+        use opentelemetry::trace::{Span as _, TraceContextExt as _, Tracer as _};
+        let mut span = self.tracer.start(metrics::BATCH_SPAN);
+        let headers = if span.span_context().is_valid() {
+            span.set_attribute(opentelemetry::KeyValue::new("netanom.packets", batch.packets.len() as i64));
+            let cx = opentelemetry::Context::current().with_remote_span_context(span.span_context().clone());
+            let mut carrier = std::collections::HashMap::new();
+            opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
+            let mut h = rdkafka::message::OwnedHeaders::new_with_capacity(carrier.len());
+            for (k, v) in &carrier {
+                h = h.insert(rdkafka::message::Header { key: k, value: Some(v.as_str()) });
+            }
+            Some(h)
+        } else {
+            None
+        };
+        let sent = self.publisher.send(&self.key, &self.encoded, ts_ms, batch.packets.len(), headers);
+        span.end();
+        if let Err(e) = sent {
             self.error = Some(e);
         }
     }

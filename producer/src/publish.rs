@@ -6,12 +6,12 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
+use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
 /// Compression codecs librdkafka accepts for `compression.type`.
@@ -77,9 +77,13 @@ pub struct PublishStats {
     pub failed_packets: u64,
 }
 
-/// Delivery-report bookkeeping; the delivery opaque of each record is its packet count.
+/// Delivery-report bookkeeping; the delivery opaque of each record packs its packet count (low 32 bits) and
+/// its enqueue time in microseconds since `epoch` (high 32 bits, wrapping every ~71 minutes: latencies are
+/// computed modulo that), so no allocation is needed per record.
 #[derive(Debug, Default)]
 pub struct DeliveryCounter {
+    metrics: Option<crate::metrics::Metrics>,
+    epoch: Option<Instant>,
     records: AtomicU64,
     packets: AtomicU64,
     bytes: AtomicU64,
@@ -93,7 +97,19 @@ impl ClientContext for DeliveryCounter {}
 impl ProducerContext for DeliveryCounter {
     type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, packets: usize) {
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        let packets = opaque & 0xFFFF_FFFF;
+        if let (Some(m), Some(epoch)) = (&self.metrics, self.epoch) {
+            let sent = (opaque >> 32) as u32;
+            let latency_us = micros_since(epoch).wrapping_sub(sent);
+            m.publish_latency.record(f64::from(latency_us) / 1e6, &[]);
+            if result.is_ok() {
+                m.batches_published.add(1, &[]);
+                m.packets_published.add(packets as u64, &[]);
+            } else {
+                m.publish_failed.add(1, &[]);
+            }
+        }
         match result {
             Ok(msg) => {
                 self.records.fetch_add(1, Ordering::Relaxed);
@@ -114,6 +130,11 @@ impl ProducerContext for DeliveryCounter {
     }
 }
 
+/// Microseconds since `epoch`, truncated to 32 bits.
+fn micros_since(epoch: Instant) -> u32 {
+    epoch.elapsed().as_micros() as u32
+}
+
 /// The Kafka side of the producer.
 pub struct Publisher {
     producer: ThreadedProducer<DeliveryCounter>,
@@ -124,6 +145,17 @@ pub struct Publisher {
 impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Publisher").field("topic", &self.topic).finish()
+    }
+}
+
+/// `e` with the value of a secret property masked (a client configuration error quotes the value).
+fn redacted(e: rdkafka::error::KafkaError) -> rdkafka::error::KafkaError {
+    match e {
+        rdkafka::error::KafkaError::ClientConfig(r, desc, key, value) => {
+            let (desc, value) = netanom_schemas::redact::config_error(desc, &key, value);
+            rdkafka::error::KafkaError::ClientConfig(r, desc, key, value)
+        }
+        e => e,
     }
 }
 
@@ -159,7 +191,12 @@ impl Publisher {
             config.set(k, v);
         }
         let producer = config
-            .create_with_context(DeliveryCounter::default())
+            .create_with_context(DeliveryCounter {
+                metrics: Some(crate::metrics::Metrics::new()),
+                epoch: Some(Instant::now()),
+                ..DeliveryCounter::default()
+            })
+            .map_err(redacted)
             .map_err(|source| PublishError::Create { topic: topic.to_string(), source: Box::new(source) })?;
         Ok(Self { producer, topic: topic.to_string(), enqueued: AtomicU64::new(0) })
     }
@@ -169,10 +206,23 @@ impl Publisher {
         &self.topic
     }
 
-    /// Enqueues one record carrying `packets` packets; blocks while librdkafka's queue is full.
-    pub fn send(&self, key: &str, payload: &[u8], timestamp_ms: i64, packets: usize) -> Result<(), PublishError> {
+    /// Enqueues one record carrying `packets` packets (with `headers`, e.g. `traceparent`); blocks while
+    /// librdkafka's queue is full.
+    pub fn send(
+        &self,
+        key: &str,
+        payload: &[u8],
+        timestamp_ms: i64,
+        packets: usize,
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), PublishError> {
+        let sent = self.producer.context().epoch.map_or(0, micros_since) as usize;
+        let opaque = (packets & 0xFFFF_FFFF) | (sent << 32);
         let mut record =
-            BaseRecord::with_opaque_to(&self.topic, packets).key(key).payload(payload).timestamp(timestamp_ms);
+            BaseRecord::with_opaque_to(&self.topic, opaque).key(key).payload(payload).timestamp(timestamp_ms);
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
         loop {
             match self.producer.send(record) {
                 Ok(()) => {

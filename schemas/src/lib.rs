@@ -10,6 +10,7 @@ pub mod alert;
 pub mod avro;
 pub mod frame;
 pub mod records;
+pub mod redact;
 pub mod topics;
 
 pub use alert::{Alert, format_rfc3339_ns};

@@ -1,0 +1,96 @@
+//! The producer's OpenTelemetry instruments, created once per [`crate::run`] from `global::meter("netanom")`,
+//! and its readiness flag. Only the API crate is used: without an installed SDK every instrument is a no-op.
+//! Labels are low-cardinality (a skip reason), never an address.
+
+use std::sync::atomic::AtomicBool;
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Histogram};
+
+/// True while a producer of this process has its Kafka producer created and its input open (`/readyz`).
+pub static READY: AtomicBool = AtomicBool::new(false);
+
+/// Name of the trace span of one published packet batch.
+pub const BATCH_SPAN: &str = "producer.batch";
+
+/// The producer's instruments.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// `netanom.producer.packets.read`: frames read from the capture.
+    pub packets_read: Counter<u64>,
+    /// `netanom.producer.packets.skipped{reason}`: frames not published, by reason.
+    pub packets_skipped: Counter<u64>,
+    /// `netanom.producer.batches.published`: packet-batch records acknowledged by Kafka.
+    pub batches_published: Counter<u64>,
+    /// `netanom.producer.packets.published`: packets in acknowledged records.
+    pub packets_published: Counter<u64>,
+    /// `netanom.producer.publish.failed`: records that failed delivery.
+    pub publish_failed: Counter<u64>,
+    /// `netanom.producer.publish.duration` (s): from enqueueing a record to its acknowledgement.
+    pub publish_latency: Histogram<f64>,
+}
+
+impl Metrics {
+    /// Creates the instruments on the global meter provider.
+    pub fn new() -> Self {
+        let m = opentelemetry::global::meter("netanom");
+        Self {
+            packets_read: m
+                .u64_counter("netanom.producer.packets.read")
+                .with_description("Frames read from the capture")
+                .build(),
+            packets_skipped: m
+                .u64_counter("netanom.producer.packets.skipped")
+                .with_description("Frames not published, by reason")
+                .build(),
+            batches_published: m
+                .u64_counter("netanom.producer.batches.published")
+                .with_description("Packet-batch records acknowledged by Kafka")
+                .build(),
+            packets_published: m
+                .u64_counter("netanom.producer.packets.published")
+                .with_description("Packets in acknowledged packet-batch records")
+                .build(),
+            publish_failed: m
+                .u64_counter("netanom.producer.publish.failed")
+                .with_description("Packet-batch records that failed delivery")
+                .build(),
+            publish_latency: m
+                .f64_histogram("netanom.producer.publish.duration")
+                .with_unit("s")
+                .with_description("Time from enqueueing a packet-batch record to its acknowledgement")
+                .with_boundaries(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+                .build(),
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Adds the growth of the pipeline's read and skipped counts since the last call to the counters.
+#[derive(Debug, Default)]
+pub struct CountSync {
+    read: u64,
+    skipped: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl CountSync {
+    /// Reports `read` and `skipped` (running totals) as deltas.
+    pub fn sync(&mut self, m: &Metrics, read: u64, skipped: &std::collections::BTreeMap<&'static str, u64>) {
+        if read > self.read {
+            m.packets_read.add(read - self.read, &[]);
+            self.read = read;
+        }
+        for (reason, n) in skipped {
+            let last = self.skipped.entry(reason).or_default();
+            if *n > *last {
+                m.packets_skipped.add(n - *last, &[KeyValue::new("reason", *reason)]);
+                *last = *n;
+            }
+        }
+    }
+}

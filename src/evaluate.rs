@@ -1,0 +1,276 @@
+//! `netanom eval`: runs the whole pipeline over a capture (as `netanom run` does), joins the alerts with the
+//! capture's labels ([`crate::labels`]) and its source hosts ([`crate::traffic`]), and prints the figures of
+//! [`crate::eval`]. The joining rules live in [`evaluate`] (pure); this module owns no metric formula.
+//!
+//! Rules: every source host of the capture is a host; positives are the labelled attackers, plus labelled victims
+//! named by a `victim`-kind alert (the victim detector finds destinations of distributed attacks). A host is
+//! predicted positive when any alert names it; an alert of another kind on a labelled victim is a false positive.
+//! Labelled victims that no alert names are left out of the count (single-source attacks have no victim to
+//! find), and reported as `victims_alerted` / `victims`. Time to detect of an attacker = first_seen of its
+//! earliest alert minus the time of its first packet in the capture.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use netanom_schemas::Alert;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::eval::{Confusion, median, roc_auc};
+use crate::labels::Labels;
+use crate::run::{RunOutcome, run_pipeline};
+use crate::traffic::Traffic;
+
+/// Host-level figures of one capture.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    /// The capture.
+    pub capture: String,
+    /// Traffic class from the labels.
+    pub class: String,
+    /// Hosts counted.
+    pub hosts: usize,
+    /// Labelled attackers (every source when the labels say so).
+    pub attackers: usize,
+    /// Attackers named by at least one alert.
+    pub attackers_alerted: usize,
+    /// Labelled victims.
+    pub victims: usize,
+    /// Labelled victims named by a `victim` alert.
+    pub victims_alerted: usize,
+    /// Alerted hosts that are not positives.
+    pub false_positive_hosts: Vec<String>,
+    /// Confusion counts.
+    pub true_positives: u64,
+    /// Confusion counts.
+    pub false_positives: u64,
+    /// Confusion counts.
+    pub false_negatives: u64,
+    /// Confusion counts.
+    pub true_negatives: u64,
+    /// TP / (TP + FP).
+    pub precision: f64,
+    /// TP / (TP + FN).
+    pub recall: f64,
+    /// F1.
+    pub f1: f64,
+    /// (TP + TN) / hosts.
+    pub accuracy: f64,
+    /// ROC-AUC of hosts ranked by max(score / threshold); null when a class is empty.
+    pub roc_auc: Option<f64>,
+    /// Seconds from each alerted attacker's first packet to the first_seen of its first alert.
+    pub time_to_detect_s: BTreeMap<String, f64>,
+    /// Median of `time_to_detect_s`.
+    pub median_time_to_detect_s: Option<f64>,
+    /// Alerts by kind.
+    pub alerts: BTreeMap<String, u64>,
+}
+
+/// Nanoseconds since the epoch of an RFC 3339 time.
+pub fn parse_time_ns(text: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos()).ok()
+}
+
+/// Joins traffic, labels and alerts (see the module doc for the rules).
+pub fn evaluate(capture: &str, traffic: &Traffic, labels: &Labels, alerts: &[Alert]) -> Evaluation {
+    let attackers: BTreeSet<String> = if labels.all_sources_attack {
+        traffic.hosts.keys().filter(|h| !labels.victims.contains(*h)).cloned().collect()
+    } else {
+        labels.attackers.clone()
+    };
+    let mut strongest: BTreeMap<String, f64> = BTreeMap::new();
+    let mut first_alert_ns: BTreeMap<String, i64> = BTreeMap::new();
+    let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
+    let mut victim_hits = BTreeSet::new();
+    let mut alerted = BTreeSet::new();
+    for a in alerts {
+        *kinds.entry(a.kind.clone()).or_default() += 1;
+        let s = if a.threshold > 0.0 { a.score / a.threshold } else { a.score };
+        let e = strongest.entry(a.host.clone()).or_insert(0.0);
+        *e = e.max(s);
+        if let Some(t) = parse_time_ns(&a.first_seen) {
+            let e = first_alert_ns.entry(a.host.clone()).or_insert(t);
+            *e = (*e).min(t);
+        }
+        if a.kind == "victim" && labels.victims.contains(&a.host) {
+            victim_hits.insert(a.host.clone());
+        }
+        alerted.insert(a.host.clone());
+    }
+    let positive: BTreeSet<String> = attackers.union(&victim_hits).cloned().collect();
+    let mut all: BTreeSet<String> = traffic.hosts.keys().cloned().collect();
+    all.retain(|h| !labels.victims.contains(h) || alerted.contains(h) || attackers.contains(h));
+    let confusion = Confusion::from_sets(&all, &positive, &alerted);
+    let universe: BTreeSet<&String> = all.iter().chain(&positive).chain(&alerted).collect();
+    let scores: BTreeMap<String, f64> =
+        universe.iter().map(|h| ((*h).clone(), strongest.get(*h).copied().unwrap_or(0.0))).collect();
+    let mut ttd = BTreeMap::new();
+    for h in &attackers {
+        if let (Some(alert), Some(t)) = (first_alert_ns.get(h), traffic.hosts.get(h)) {
+            ttd.insert(h.clone(), (alert - t.first_ns) as f64 / 1e9);
+        }
+    }
+    let mut ttd_values: Vec<f64> = ttd.values().copied().collect();
+    Evaluation {
+        capture: capture.to_string(),
+        class: labels.class.clone(),
+        hosts: universe.len(),
+        attackers: attackers.len(),
+        attackers_alerted: attackers.intersection(&alerted).count(),
+        victims: labels.victims.len(),
+        victims_alerted: victim_hits.len(),
+        false_positive_hosts: alerted.difference(&positive).cloned().collect(),
+        true_positives: confusion.true_positives,
+        false_positives: confusion.false_positives,
+        false_negatives: confusion.false_negatives,
+        true_negatives: confusion.true_negatives,
+        precision: confusion.precision(),
+        recall: confusion.recall(),
+        f1: confusion.f1(),
+        accuracy: confusion.accuracy(),
+        roc_auc: roc_auc(&scores, &positive),
+        median_time_to_detect_s: median(&mut ttd_values),
+        time_to_detect_s: ttd,
+        alerts: kinds,
+    }
+}
+
+/// Runs the pipeline over `pcap` (configured by `cfg`) and returns its reports and every alert it raised.
+pub async fn run_collecting_alerts(
+    mut cfg: Config,
+    pcap: &Path,
+    stop: CancellationToken,
+    hard: CancellationToken,
+) -> anyhow::Result<(RunOutcome, Vec<Alert>)> {
+    let dir = tempfile::tempdir().context("cannot create a temporary directory for the alerts")?;
+    let out: PathBuf = dir.path().join("alerts.jsonl");
+    cfg.producer.pcap = Some(pcap.to_path_buf());
+    cfg.producer.interface = None;
+    cfg.alert_router.alerts_out = Some(out.clone());
+    cfg.alert_router.alerts_out_format = Default::default();
+    cfg.alert_router.stdout = false;
+    let outcome = run_pipeline(cfg, stop, hard).await?;
+    let text = match std::fs::read_to_string(&out) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read the alerts in {}", out.display())),
+    };
+    let alerts = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("alert line {} is not an alert", i + 1)))
+        .collect::<anyhow::Result<Vec<Alert>>>()?;
+    Ok((outcome, alerts))
+}
+
+/// `netanom eval`.
+pub async fn command(
+    args: &crate::cli::EvalArgs,
+    cfg: Config,
+    stop: CancellationToken,
+    hard: CancellationToken,
+) -> anyhow::Result<()> {
+    let labels = crate::labels::load(&args.labels, &args.pcap)?;
+    let traffic = crate::traffic::scan(&args.pcap, &cfg.producer.flow)?;
+    let (_, alerts) = run_collecting_alerts(cfg, &args.pcap, stop, hard).await?;
+    let e = evaluate(&args.pcap.display().to_string(), &traffic, &labels, &alerts);
+    if args.json {
+        println!("{}", serde_json::to_string(&e).context("cannot print the evaluation")?);
+        return Ok(());
+    }
+    let opt = |v: Option<f64>, unit: &str| v.map_or("n/a".to_string(), |v| format!("{v:.3}{unit}"));
+    println!("capture:    {} ({})", e.capture, e.class);
+    println!("hosts:      {} ({} attackers, {} victims labelled)", e.hosts, e.attackers, e.victims);
+    println!("alerts:     {:?}", e.alerts);
+    println!(
+        "attackers alerted {}/{}, victims alerted {}/{}, false-positive hosts {} {:?}",
+        e.attackers_alerted,
+        e.attackers,
+        e.victims_alerted,
+        e.victims,
+        e.false_positive_hosts.len(),
+        e.false_positive_hosts
+    );
+    println!(
+        "TP {} FP {} FN {} TN {}: precision {:.3}, recall {:.3}, F1 {:.3}, accuracy {:.3}, ROC-AUC {}",
+        e.true_positives,
+        e.false_positives,
+        e.false_negatives,
+        e.true_negatives,
+        e.precision,
+        e.recall,
+        e.f1,
+        e.accuracy,
+        opt(e.roc_auc, "")
+    );
+    for (h, s) in &e.time_to_detect_s {
+        println!("time to detect {h}: {s:.3} s");
+    }
+    println!("median time to detect: {}", opt(e.median_time_to_detect_s, " s"));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::traffic::HostTraffic;
+
+    fn alert(host: &str, kind: &str, score: f64, first_seen: &str) -> Alert {
+        Alert {
+            id: format!("{host}-{kind}"),
+            host: host.into(),
+            kind: kind.into(),
+            score,
+            threshold: 1.0,
+            first_seen: first_seen.into(),
+            last_seen: first_seen.into(),
+            count: 1,
+            reason: String::new(),
+            target: None,
+            sample: String::new(),
+            features: Vec::new(),
+            model_version: "t".into(),
+        }
+    }
+
+    fn traffic(hosts: &[(&str, i64)]) -> Traffic {
+        let mut t = Traffic::default();
+        for (h, first) in hosts {
+            t.hosts.insert(h.to_string(), HostTraffic { first_ns: *first, ..HostTraffic::default() });
+        }
+        t
+    }
+
+    #[test]
+    fn victims_count_only_for_victim_alerts_and_time_to_detect_uses_first_packet() {
+        let t = traffic(&[("10.0.0.1", 1_000_000_000), ("10.0.0.2", 0), ("10.0.0.3", 0), ("10.0.0.9", 0)]);
+        let mut l = Labels::default();
+        l.attackers.insert("10.0.0.1".into());
+        l.victims.extend(["10.0.0.2".to_string(), "10.0.0.3".to_string(), "10.0.0.4".to_string()]);
+        let alerts = [
+            alert("10.0.0.1", "rate", 3.0, "1970-01-01T00:00:03.500000000Z"),
+            alert("10.0.0.2", "victim", 2.0, "1970-01-01T00:00:04Z"),
+            alert("10.0.0.3", "isolation", 1.5, "1970-01-01T00:00:04Z"),
+        ];
+        let e = evaluate("c", &t, &l, &alerts);
+        // 10.0.0.1 and .2 are TPs, .3 (a victim flagged as a source) is a FP, .9 a TN; .4 never alerted is out.
+        assert_eq!((e.true_positives, e.false_positives, e.false_negatives, e.true_negatives), (2, 1, 0, 1));
+        assert_eq!(e.false_positive_hosts, vec!["10.0.0.3".to_string()]);
+        assert_eq!(e.victims_alerted, 1);
+        assert_eq!(e.time_to_detect_s.get("10.0.0.1"), Some(&2.5));
+        assert_eq!(e.roc_auc, Some(1.0), "both positives outrank both negatives");
+    }
+
+    #[test]
+    fn every_source_labels_make_all_non_victim_hosts_attackers() {
+        let t = traffic(&[("1.1.1.1", 0), ("2.2.2.2", 0), ("10.10.10.10", 0)]);
+        let l = Labels { all_sources_attack: true, victims: ["10.10.10.10".to_string()].into(), ..Labels::default() };
+        let e = evaluate("c", &t, &l, &[alert("10.10.10.10", "victim", 5.0, "1970-01-01T00:00:00Z")]);
+        assert_eq!((e.attackers, e.attackers_alerted, e.victims_alerted), (2, 0, 1));
+        assert_eq!((e.true_positives, e.false_negatives), (1, 2));
+    }
+}

@@ -1,0 +1,752 @@
+//! `netanom replay` and `netanom train`: re-running detection over a historical packets topic, and training a
+//! persisted isolation model from a capture. Owns reading an offset range of every partition (manual
+//! assignment, a fresh group id, nothing committed), the deterministic order in which the records are fed to
+//! the detector's Kafka-free [`Engine`], and the outputs (JSON lines, an Avro anomalies topic, a diff of two
+//! models). It never changes the live pipeline's offsets or state.
+//!
+//! # Why a replay is deterministic
+//!
+//! The range of each partition is fixed before reading: `--from`/`--to` offsets, or timestamps resolved once
+//! with `offsets_for_times` (the broker's answer is checked against the records on either side of it, and when
+//! it does not hold, as on brokers that do not implement the lookup, the partition is scanned for the first
+//! record at or after the time), and without `--to` the high watermark at start. Every record of the range is read
+//! and then ordered by (record timestamp, partition, offset), a total order that depends only on the topic's
+//! contents, never on fetch timing. Per-host state depends only on that host's records, which all live in one
+//! partition (the key is the source address), so any order that keeps each partition's order gives the same
+//! per-host result; the destination (victim) view crosses partitions, so replay runs the destination
+//! aggregation in this process over the one global order: after every `detector.chunk_records` records the
+//! engine's destination-statistics deltas are applied to its own destination side instead of going through
+//! the destinations topic. The isolation model is either loaded (`--model`) or trained with its seed on the
+//! first warm-up vectors of that same order. So two replays of the same range with the same model and
+//! configuration write byte-identical output. (A live detector group may differ from a replay in victim
+//! anomalies near chunk boundaries: it sees the destination deltas as they arrive.)
+//!
+//! # Output
+//!
+//! Replay writes anomalies, the detector's output (not alerts: suppression is the alert router's job and can be
+//! re-run over the replay's output topic with `netanom alert-router`). As JSON lines (`--out`, or stdout) each
+//! line is one anomaly object with sorted keys; on `--output-topic` each record is the Avro `Anomaly`, key =
+//! host, as the detector writes it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use netanom_detector::forest::{FeatureScratch, FeatureVector, TrainOptions, batch_features, train};
+use netanom_detector::{DetectorConfig, Engine, ForestConfig, TrainedForest};
+use netanom_schemas::{Anomaly, AnomalyKind, PacketBatch, SchemaIds};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// Where a partition's range starts or ends: an offset, or the first record at or after a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    /// An offset (the same in every partition).
+    Offset(i64),
+    /// A record timestamp, ms since the Unix epoch (resolved per partition with `offsets_for_times`).
+    Time(i64),
+}
+
+impl FromStr for Position {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if let Ok(o) = s.parse::<i64>() {
+            return if o >= 0 { Ok(Position::Offset(o)) } else { Err(format!("offset must be >= 0, got {o}")) };
+        }
+        let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).map_err(|e| {
+            format!("expected an offset or an RFC 3339 time such as 2024-05-01T12:00:00Z, got {s:?}: {e}")
+        })?;
+        Ok(Position::Time((t.unix_timestamp_nanos() / 1_000_000) as i64))
+    }
+}
+
+/// Why a replay or a training failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// A Kafka operation failed.
+    #[error("kafka: {what}: {source}")]
+    Kafka {
+        /// What was being done (with topic and partition).
+        what: String,
+        /// Cause.
+        #[source]
+        source: KafkaError,
+    },
+    /// The topic does not exist or has no partitions.
+    #[error("topic {0} does not exist or has no partitions")]
+    NoTopic(String),
+    /// Reading stopped making progress before the end of the range.
+    #[error("no record for {idle:?} while partitions {pending:?} of {topic} had not reached their end offsets")]
+    Stalled {
+        /// Topic.
+        topic: String,
+        /// Partitions still short of their end.
+        pending: Vec<i32>,
+        /// How long nothing arrived.
+        idle: Duration,
+    },
+    /// More records than allowed in one replay.
+    #[error("the range of {topic} holds more than {max} records: narrow --from/--to or raise --max-records")]
+    TooManyRecords {
+        /// Topic.
+        topic: String,
+        /// The limit.
+        max: usize,
+    },
+    /// A model could not be loaded, trained or saved.
+    #[error(transparent)]
+    Model(#[from] netanom_detector::ForestError),
+    /// A capture could not be read.
+    #[error(transparent)]
+    Capture(#[from] netanom_producer::CaptureError),
+    /// Writing an output failed.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Producing to the output topic failed.
+    #[error("producing anomaly for {key} to {topic} failed: {source}")]
+    Produce {
+        /// Topic.
+        topic: String,
+        /// Record key.
+        key: String,
+        /// Cause.
+        #[source]
+        source: KafkaError,
+    },
+}
+
+fn kafka(what: impl Into<String>) -> impl FnOnce(KafkaError) -> ReplayError {
+    let what = what.into();
+    move |source| ReplayError::Kafka { what, source }
+}
+
+/// `e` with the value of a secret property masked (a client configuration error quotes the value).
+fn redacted(e: rdkafka::error::KafkaError) -> rdkafka::error::KafkaError {
+    match e {
+        rdkafka::error::KafkaError::ClientConfig(r, desc, key, value) => {
+            let (desc, value) = netanom_schemas::redact::config_error(desc, &key, value);
+            rdkafka::error::KafkaError::ClientConfig(r, desc, key, value)
+        }
+        e => e,
+    }
+}
+
+/// What to read.
+#[derive(Debug, Clone)]
+pub struct ReadSpec {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Extra librdkafka properties (security).
+    pub properties: BTreeMap<String, String>,
+    /// The packets topic.
+    pub topic: String,
+    /// Start of every partition's range (inclusive).
+    pub from: Position,
+    /// End of every partition's range (exclusive); `None`: the high watermark at start.
+    pub to: Option<Position>,
+    /// Give up when nothing arrives for this long while a partition is short of its end.
+    pub idle_timeout: Duration,
+    /// Most records read; more is an error (the range is held in memory to be ordered).
+    pub max_records: usize,
+}
+
+/// The offsets `start..end` of one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionRange {
+    /// Partition.
+    pub partition: i32,
+    /// First offset read.
+    pub start: i64,
+    /// First offset not read.
+    pub end: i64,
+}
+
+/// One record of the range.
+#[derive(Debug, Clone)]
+pub struct ReplayRecord {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Record timestamp, ms (0 when absent).
+    pub timestamp_ms: i64,
+    /// The Avro payload.
+    pub payload: Vec<u8>,
+}
+
+/// A consumer in a fresh group (nothing is committed; offsets come from manual assignment).
+fn consumer(spec: &ReadSpec) -> Result<BaseConsumer, ReplayError> {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &spec.brokers)
+        .set("group.id", format!("netanom-replay-{}-{nanos}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest");
+    for (k, v) in &spec.properties {
+        c.set(k, v);
+    }
+    c.create().map_err(redacted).map_err(kafka("creating the replay consumer"))
+}
+
+/// Resolves `pos` to an offset per partition (`None` = the high watermark), clamped to `lo..=hi` per partition.
+fn resolve(
+    consumer: &BaseConsumer,
+    topic: &str,
+    pos: Position,
+    bounds: &BTreeMap<i32, (i64, i64)>,
+    timeout: Duration,
+) -> Result<BTreeMap<i32, i64>, ReplayError> {
+    let mut out = BTreeMap::new();
+    match pos {
+        Position::Offset(o) => {
+            for (p, (lo, hi)) in bounds {
+                out.insert(*p, o.clamp(*lo, *hi));
+            }
+        }
+        Position::Time(ms) => {
+            let mut tpl = TopicPartitionList::new();
+            for p in bounds.keys() {
+                tpl.add_partition_offset(topic, *p, Offset::Offset(ms))
+                    .map_err(kafka(format!("{topic}/{p}: timestamp {ms}")))?;
+            }
+            let found =
+                consumer.offsets_for_times(tpl, timeout).map_err(kafka(format!("offsets_for_times {topic}")))?;
+            for (p, (lo, hi)) in bounds {
+                let o = match found.find_partition(topic, *p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => o,
+                    // No record at or after the time: the end.
+                    _ => *hi,
+                };
+                let o = o.clamp(*lo, *hi);
+                let o = if answer_holds(consumer, topic, *p, o, (*lo, *hi), ms, timeout)? {
+                    o
+                } else {
+                    // Some brokers do not implement the lookup (librdkafka's mock cluster answers "none", tansu
+                    // answers 0): find the first record at or after the time by reading the partition.
+                    tracing::info!(topic, partition = *p, broker_answer = o, "timestamp lookup not trusted; scanning");
+                    first_record(consumer, topic, *p, *lo, *hi, |ts| ts >= ms, timeout)?.map_or(*hi, |(o, _)| o)
+                };
+                out.insert(*p, o);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The first record (offset, timestamp ms) of `partition` in `from..hi` whose timestamp satisfies `want`, read
+/// with `consumer` (its assignment is replaced); `None` when there is none.
+fn first_record(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    hi: i64,
+    want: impl Fn(i64) -> bool,
+    timeout: Duration,
+) -> Result<Option<(i64, i64)>, ReplayError> {
+    if from >= hi {
+        return Ok(None);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(from))
+        .map_err(kafka(format!("{topic}/{partition}")))?;
+    consumer.assign(&tpl).map_err(kafka(format!("assigning {topic}/{partition}")))?;
+    let mut last = Instant::now();
+    loop {
+        match consumer.poll(Duration::from_millis(100)) {
+            None if last.elapsed() > timeout => {
+                return Err(ReplayError::Stalled { topic: topic.to_string(), pending: vec![partition], idle: timeout });
+            }
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(p))) if p == partition => return Ok(None),
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Err(e)) => return Err(kafka(format!("reading {topic}/{partition}"))(e)),
+            Some(Ok(m)) => {
+                last = Instant::now();
+                let (o, ts) = (m.offset(), m.timestamp().to_millis().unwrap_or(0));
+                if m.partition() != partition || o < from {
+                    continue;
+                }
+                if o >= hi {
+                    return Ok(None);
+                }
+                if want(ts) {
+                    return Ok(Some((o, ts)));
+                }
+                if o + 1 >= hi {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
+/// True when the broker's answer `o` to "first offset at or after `ms`" is consistent with the records around
+/// it: the record before it (if any) is earlier than `ms` and the record at it (if any) is not.
+fn answer_holds(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    o: i64,
+    (lo, hi): (i64, i64),
+    ms: i64,
+    timeout: Duration,
+) -> Result<bool, ReplayError> {
+    if o > lo {
+        let before = first_record(consumer, topic, partition, o - 1, hi, |_| true, timeout)?;
+        if before.is_some_and(|(bo, ts)| bo < o && ts >= ms) {
+            return Ok(false);
+        }
+    }
+    if o < hi {
+        let at = first_record(consumer, topic, partition, o, hi, |_| true, timeout)?;
+        if at.is_some_and(|(_, ts)| ts < ms) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Resolves the range of every partition of `spec.topic`.
+pub fn ranges(consumer: &BaseConsumer, spec: &ReadSpec) -> Result<Vec<PartitionRange>, ReplayError> {
+    let timeout = Duration::from_secs(30);
+    let topic = &spec.topic;
+    let md = consumer.fetch_metadata(Some(topic), timeout).map_err(kafka(format!("metadata of {topic}")))?;
+    let mut partitions: Vec<i32> = md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    partitions.sort_unstable();
+    if partitions.is_empty() {
+        return Err(ReplayError::NoTopic(topic.clone()));
+    }
+    let mut bounds = BTreeMap::new();
+    for p in partitions {
+        let w = consumer.fetch_watermarks(topic, p, timeout).map_err(kafka(format!("watermarks of {topic}/{p}")))?;
+        bounds.insert(p, w);
+    }
+    let start = resolve(consumer, topic, spec.from, &bounds, timeout)?;
+    let end = match spec.to {
+        Some(to) => resolve(consumer, topic, to, &bounds, timeout)?,
+        None => bounds.iter().map(|(p, (_, hi))| (*p, *hi)).collect(),
+    };
+    Ok(start.iter().map(|(p, s)| PartitionRange { partition: *p, start: *s, end: end[p].max(*s) }).collect())
+}
+
+/// Reads every record of the range (blocking; run it on a blocking thread). Returns the ranges and the
+/// records in (timestamp, partition, offset) order.
+pub fn read_range(spec: &ReadSpec) -> Result<(Vec<PartitionRange>, Vec<ReplayRecord>), ReplayError> {
+    let consumer = consumer(spec)?;
+    let ranges = ranges(&consumer, spec)?;
+    let topic = &spec.topic;
+    let mut pending: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut starts: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for r in ranges.iter().filter(|r| r.end > r.start) {
+        tpl.add_partition_offset(topic, r.partition, Offset::Offset(r.start))
+            .map_err(kafka(format!("{topic}/{}", r.partition)))?;
+        pending.insert(r.partition, r.end);
+        starts.insert(r.partition, r.start);
+    }
+    let mut records = Vec::new();
+    if pending.is_empty() {
+        return Ok((ranges, records));
+    }
+    consumer.assign(&tpl).map_err(kafka(format!("assigning {topic}")))?;
+    let mut last_progress = Instant::now();
+    while !pending.is_empty() {
+        let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
+            if last_progress.elapsed() > spec.idle_timeout {
+                return Err(ReplayError::Stalled {
+                    topic: topic.clone(),
+                    pending: pending.keys().copied().collect(),
+                    idle: spec.idle_timeout,
+                });
+            }
+            continue;
+        };
+        last_progress = Instant::now();
+        let (partition, offset) = match msg {
+            Err(KafkaError::PartitionEOF(p)) => {
+                // At the high watermark: whatever the end offset, nothing more is there now.
+                pending.remove(&p);
+                continue;
+            }
+            Err(e) => return Err(kafka(format!("consuming {topic}"))(e)),
+            Ok(m) => {
+                let (p, o) = (m.partition(), m.offset());
+                if starts.get(&p).is_some_and(|start| o < *start) {
+                    continue;
+                }
+                if pending.get(&p).is_some_and(|end| o < *end) {
+                    if records.len() >= spec.max_records {
+                        return Err(ReplayError::TooManyRecords { topic: topic.clone(), max: spec.max_records });
+                    }
+                    records.push(ReplayRecord {
+                        partition: p,
+                        offset: o,
+                        timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
+                        payload: m.payload().unwrap_or_default().to_vec(),
+                    });
+                }
+                (p, o)
+            }
+        };
+        if pending.get(&partition).is_some_and(|end| offset + 1 >= *end) {
+            pending.remove(&partition);
+            let mut done = TopicPartitionList::new();
+            done.add_partition(topic, partition);
+            let _ = consumer.pause(&done);
+        }
+    }
+    records.sort_by_key(|r| (r.timestamp_ms, r.partition, r.offset));
+    Ok((ranges, records))
+}
+
+/// What a detection pass over the records found.
+#[derive(Debug, Clone, Default)]
+pub struct Detection {
+    /// Anomalies in the order the engine emitted them.
+    pub anomalies: Vec<Anomaly>,
+    /// Packet batches processed.
+    pub batches: u64,
+    /// Records that could not be decoded (skipped).
+    pub poison: u64,
+    /// Version of the isolation model used (loaded or trained), if any.
+    pub model_version: Option<String>,
+}
+
+/// Runs the detector's engine over `records` in (timestamp, partition, offset) order, applying the destination
+/// deltas in-process after every `config.chunk_records` records (see the module doc).
+pub fn detect(
+    records: &[ReplayRecord],
+    ids: &SchemaIds,
+    config: &DetectorConfig,
+    model: Option<TrainedForest>,
+) -> Detection {
+    let mut order: Vec<&ReplayRecord> = records.iter().collect();
+    order.sort_by_key(|r| (r.timestamp_ms, r.partition, r.offset));
+    let mut engine = Engine::new(config, model);
+    let mut d = Detection::default();
+    for chunk in order.chunks(config.chunk_records.max(1)) {
+        for r in chunk {
+            match PacketBatch::decode(&r.payload, ids) {
+                Ok(b) => {
+                    d.batches += 1;
+                    engine.process_batch(&b, r.partition, &mut d.anomalies);
+                }
+                Err(e) => {
+                    d.poison += 1;
+                    tracing::warn!(partition = r.partition, offset = r.offset, error = %e, "undecodable record skipped");
+                }
+            }
+        }
+        for delta in engine.end_chunk() {
+            engine.process_destination_stats(&delta, 0, &mut d.anomalies);
+        }
+    }
+    d.model_version = engine.model().map(|m| m.version().to_string());
+    d
+}
+
+/// One anomaly as a JSON line (sorted keys, no trailing newline).
+pub fn anomaly_json(a: &Anomaly) -> String {
+    let features: Vec<serde_json::Value> = a
+        .features
+        .iter()
+        .map(|c| serde_json::json!({ "name": c.name, "value": c.value, "baseline": c.baseline }))
+        .collect();
+    let mut m = BTreeMap::new();
+    m.insert("id", serde_json::json!(a.id));
+    m.insert("host", serde_json::json!(a.host));
+    m.insert("kind", serde_json::json!(a.kind.as_str()));
+    m.insert("window_start_ns", serde_json::json!(a.window_start_ns));
+    m.insert("window_end_ns", serde_json::json!(a.window_end_ns));
+    m.insert("score", serde_json::json!(a.score));
+    m.insert("threshold", serde_json::json!(a.threshold));
+    m.insert("target", serde_json::json!(a.target));
+    m.insert("reason", serde_json::json!(a.reason));
+    m.insert("features", serde_json::Value::Array(features));
+    m.insert("sample", serde_json::json!(a.sample));
+    m.insert("model_version", serde_json::json!(a.model_version));
+    serde_json::to_string(&m).unwrap_or_default()
+}
+
+/// Writes the anomalies as JSON lines to `out`.
+pub fn write_jsonl(anomalies: &[Anomaly], out: &mut impl Write) -> std::io::Result<()> {
+    for a in anomalies {
+        writeln!(out, "{}", anomaly_json(a))?;
+    }
+    out.flush()
+}
+
+/// Writes the anomalies as JSON lines to the file `path`.
+pub fn write_jsonl_file(anomalies: &[Anomaly], path: &Path) -> Result<(), ReplayError> {
+    let err = |source| ReplayError::Write { path: path.to_path_buf(), source };
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path).map_err(err)?);
+    write_jsonl(anomalies, &mut w).map_err(err)
+}
+
+/// Produces the anomalies (Avro, key = host, timestamp = window end in ms) to `topic` and waits for every
+/// acknowledgement.
+pub async fn produce(
+    anomalies: &[Anomaly],
+    brokers: &str,
+    properties: &BTreeMap<String, String>,
+    topic: &str,
+    ids: &SchemaIds,
+) -> Result<(), ReplayError> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers).set("enable.idempotence", "true");
+    for (k, v) in properties {
+        c.set(k, v);
+    }
+    let producer: FutureProducer = c.create().map_err(redacted).map_err(kafka("creating the replay producer"))?;
+    for chunk in anomalies.chunks(1024) {
+        let payloads: Vec<Vec<u8>> = chunk.iter().map(|a| a.encode(ids)).collect();
+        let mut pending = Vec::with_capacity(chunk.len());
+        for (a, payload) in chunk.iter().zip(&payloads) {
+            let record = FutureRecord::to(topic).key(&a.host).payload(payload).timestamp(a.window_end_ns / 1_000_000);
+            pending.push((a.host.clone(), producer.send(record, Duration::from_secs(30))));
+        }
+        for (key, f) in pending {
+            f.await.map_err(|(source, _)| ReplayError::Produce { topic: topic.to_string(), key, source })?;
+        }
+    }
+    producer.flush(Duration::from_secs(30)).map_err(kafka(format!("flushing {topic}")))
+}
+
+/// What identifies an anomaly across two replays: host, kind, window start (ns).
+pub type AnomalyKey = (String, AnomalyKind, i64);
+
+/// Anomalies one model found and the other did not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diff {
+    /// Found with the other model only, sorted.
+    pub gained: Vec<AnomalyKey>,
+    /// Found with the base model only, sorted.
+    pub lost: Vec<AnomalyKey>,
+}
+
+/// Compares the anomalies of the base run with those of the other run by (host, kind, window start).
+pub fn diff(base: &[Anomaly], other: &[Anomaly]) -> Diff {
+    let key = |a: &Anomaly| (a.host.clone(), a.kind, a.window_start_ns);
+    let b: BTreeSet<AnomalyKey> = base.iter().map(key).collect();
+    let o: BTreeSet<AnomalyKey> = other.iter().map(key).collect();
+    Diff { gained: o.difference(&b).cloned().collect(), lost: b.difference(&o).cloned().collect() }
+}
+
+impl Diff {
+    /// One JSON line per difference: `{"change":"gained"|"lost","host":…,"kind":…,"window_start_ns":…}`.
+    pub fn to_jsonl(&self) -> String {
+        let mut s = String::new();
+        for (change, keys) in [("gained", &self.gained), ("lost", &self.lost)] {
+            for (host, kind, start) in keys {
+                let line = serde_json::json!({
+                    "change": change, "host": host, "kind": kind.as_str(), "window_start_ns": start
+                });
+                s.push_str(&line.to_string());
+                s.push('\n');
+            }
+        }
+        s
+    }
+}
+
+/// The isolation feature vectors of a capture, as the detector computes them: the capture goes through the
+/// producer's pipeline (flows, per-source batches), and each batch of at least `forest.min_packets` packets
+/// gives one vector, in the order the batches close. At most `max` vectors.
+pub fn capture_vectors(
+    pcap: &Path,
+    producer: &netanom_producer::ProducerConfig,
+    forest: &ForestConfig,
+    max: usize,
+) -> Result<Vec<FeatureVector>, ReplayError> {
+    use netanom_producer::capture::Next;
+    let mut source =
+        netanom_producer::PacketSource::open_file(pcap, producer.filter.as_deref(), netanom_producer::Speed::Max)?;
+    let mut pipeline = netanom_producer::Pipeline::new(&producer.flow, &producer.batch);
+    let mut scratch = FeatureScratch::default();
+    let mut vectors = Vec::new();
+    let min = forest.min_packets.max(1);
+    let mut emit = |b: &PacketBatch| {
+        if b.packets.len() >= min && vectors.len() < max {
+            vectors.push(batch_features(&b.packets, &mut scratch));
+        }
+    };
+    loop {
+        match source.next(&|| false)? {
+            Next::Frame(f) => {
+                let _ = pipeline.push(&f, &mut emit);
+            }
+            Next::Idle => {}
+            Next::End => break,
+        }
+    }
+    pipeline.finish(&mut emit);
+    Ok(vectors)
+}
+
+/// Trains a forest on `vectors` with the `forest` settings and `seed` (the same inputs give the same model).
+pub fn train_vectors(
+    vectors: &[FeatureVector],
+    forest: &ForestConfig,
+    seed: u64,
+) -> Result<TrainedForest, ReplayError> {
+    let opts = TrainOptions { seed, ..TrainOptions::from(forest) };
+    Ok(train(vectors, &opts)?)
+}
+
+/// `netanom replay`.
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// Kafka bootstrap servers (key `kafka.brokers`).
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// The historical packets topic (default: `topics.packets`).
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Start of the range in every partition: an offset (`0`) or an RFC 3339 time (`2024-05-01T12:00:00Z`).
+    #[arg(long)]
+    pub from: Position,
+    /// End of the range, exclusive: an offset or an RFC 3339 time; default the high watermark at start.
+    #[arg(long)]
+    pub to: Option<Position>,
+    /// Isolation model to use (JSON written by `forest.save_path` or `netanom train`); default: the detector's
+    /// `forest.model_path`, else trained with the configured seed on the first warm-up vectors of the replay.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Produce the anomalies (Avro, key = host) to this topic.
+    #[arg(long, conflicts_with = "out")]
+    pub output_topic: Option<String>,
+    /// Write the anomalies as JSON lines to this file (default: stdout, unless --output-topic).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Also run with this model and print the anomalies gained and lost, by (host, kind, window start), as
+    /// JSON lines on stdout.
+    #[arg(long)]
+    pub diff: Option<PathBuf>,
+    /// Most records held in memory for ordering.
+    #[arg(long, default_value_t = 5_000_000)]
+    pub max_records: usize,
+}
+
+/// `netanom train`.
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// Capture (pcap or pcapng) of normal traffic.
+    #[arg(long)]
+    pub pcap: PathBuf,
+    /// Where to write the model (JSON, loadable by `forest.model_path` and `replay --model`).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Training seed (default: `detector.forest.seed`).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Use the first this many batch vectors (default: `detector.forest.warmup_samples`, as the detector does).
+    #[arg(long)]
+    pub samples: Option<usize>,
+}
+
+fn load_model(path: &Path) -> Result<TrainedForest, ReplayError> {
+    let m = TrainedForest::load(path)?;
+    tracing::info!(model_version = m.version(), path = %path.display(), "isolation model loaded");
+    Ok(m)
+}
+
+/// Runs `netanom replay`.
+pub async fn run_replay(args: ReplayArgs, cfg: crate::config::Config) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let brokers = args.brokers.clone().unwrap_or_else(|| cfg.kafka.brokers.clone());
+    if brokers.is_empty() {
+        anyhow::bail!("netanom replay needs Kafka: pass --brokers or set kafka.brokers (NETANOM_KAFKA__BROKERS)");
+    }
+    let spec = ReadSpec {
+        brokers: brokers.clone(),
+        properties: cfg.kafka.properties.clone(),
+        topic: args.topic.clone().unwrap_or_else(|| cfg.topics.packets.clone()),
+        from: args.from,
+        to: args.to,
+        idle_timeout: Duration::from_secs(30),
+        max_records: args.max_records,
+    };
+    let detector = cfg.detector.clone();
+    let ids = detector.schema_ids;
+    let model_path = args.model.clone().or_else(|| detector.forest.model_path.clone());
+    let diff_path = args.diff.clone();
+    let (ranges, base, other) = tokio::task::spawn_blocking(move || -> Result<_, ReplayError> {
+        let (ranges, records) = read_range(&spec)?;
+        let model = model_path.as_deref().map(load_model).transpose()?;
+        let base = detect(&records, &ids, &detector, model);
+        let other = match diff_path {
+            Some(p) => Some(detect(&records, &ids, &detector, Some(load_model(&p)?))),
+            None => None,
+        };
+        Ok((ranges, base, other))
+    })
+    .await
+    .context("replay worker panicked")??;
+    for r in &ranges {
+        tracing::info!(partition = r.partition, start = r.start, end = r.end, "replayed range");
+    }
+    let records: i64 = ranges.iter().map(|r| r.end - r.start).sum();
+    eprintln!(
+        "replayed {records} offsets over {} partitions: {} batches, {} undecodable, {} anomalies (model {})",
+        ranges.len(),
+        base.batches,
+        base.poison,
+        base.anomalies.len(),
+        base.model_version.as_deref().unwrap_or("none")
+    );
+    if let Some(topic) = &args.output_topic {
+        produce(&base.anomalies, &brokers, &cfg.kafka.properties, topic, &ids).await?;
+    } else if let Some(path) = &args.out {
+        write_jsonl_file(&base.anomalies, path)?;
+    } else if args.diff.is_none() {
+        write_jsonl(&base.anomalies, &mut std::io::stdout().lock()).context("cannot write to stdout")?;
+    }
+    if let Some(other) = other {
+        let d = diff(&base.anomalies, &other.anomalies);
+        print!("{}", d.to_jsonl());
+        eprintln!(
+            "diff: {} anomalies gained, {} lost with model {}",
+            d.gained.len(),
+            d.lost.len(),
+            other.model_version.as_deref().unwrap_or("none")
+        );
+    }
+    Ok(())
+}
+
+/// Runs `netanom train`.
+pub fn run_train(args: &TrainArgs, cfg: &crate::config::Config) -> anyhow::Result<()> {
+    let forest = &cfg.detector.forest;
+    let max = args.samples.unwrap_or(forest.warmup_samples);
+    let vectors = capture_vectors(&args.pcap, &cfg.producer, forest, max)?;
+    let model = train_vectors(&vectors, forest, args.seed.unwrap_or(forest.seed))?;
+    model.save(&args.out)?;
+    println!(
+        "trained {} on {} batch vectors (threshold {:.3}); wrote {}",
+        model.version(),
+        vectors.len(),
+        model.threshold(),
+        args.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,224 @@
+//! Telemetry: the HTTP endpoints (`/healthz`, `/readyz`, `/metrics`) in process, and `netanom run` as a
+//! subprocess exporting over OTLP/gRPC to a real receiver (`fake-opentelemetry-collector`): spans of the three
+//! roles arrive, a packet batch and the alert it caused share one trace (parent chain producer → detector →
+//! router), and the OTLP metrics carry the run's own totals.
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use fake_opentelemetry_collector::{ExportedSpan, FakeCollectorServer};
+use netanom::telemetry::{Readiness, serve};
+use opentelemetry::metrics::MeterProvider as _;
+use tokio::io::AsyncReadExt as _;
+use tokio_util::sync::CancellationToken;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let r = reqwest::get(url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    (r.status().as_u16(), r.text().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_server_reports_health_readiness_flip_and_counter() {
+    let registry = prometheus::Registry::new();
+    let exporter = opentelemetry_prometheus::exporter().with_registry(registry.clone()).build().unwrap();
+    let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder().with_reader(exporter).build();
+    let counter = provider.meter("test").u64_counter("netanom.test.things").build();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let readiness = Readiness::new();
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(serve(listener, registry, readiness.clone(), stop.clone()));
+
+    assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
+    assert_eq!(get(&format!("{base}/readyz")).await.0, 503, "not ready before set_ready");
+    let (_, before) = get(&format!("{base}/metrics")).await;
+    assert!(!before.contains("netanom_test_things_total"), "no sample before the first add:\n{before}");
+
+    readiness.set_ready();
+    counter.add(3, &[opentelemetry::KeyValue::new("reason", "truncated")]);
+    assert_eq!(get(&format!("{base}/readyz")).await.0, 200, "ready after set_ready");
+    let (status, text) = get(&format!("{base}/metrics")).await;
+    assert_eq!(status, 200);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("netanom_test_things_total{"))
+        .unwrap_or_else(|| panic!("counter missing from /metrics:\n{text}"));
+    assert!(line.contains("reason=\"truncated\"") && line.ends_with(" 3"), "{line}");
+    assert_eq!(get(&format!("{base}/nope")).await.0, 404);
+
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), server).await.expect("server stops").unwrap();
+}
+
+/// Role readiness: `run` is ready only when all three role flags are.
+#[test]
+fn run_readiness_needs_every_role() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static A: AtomicBool = AtomicBool::new(false);
+    static B: AtomicBool = AtomicBool::new(false);
+    let r = Readiness::of_roles(vec![&A, &B]);
+    assert!(!r.is_ready());
+    A.store(true, Ordering::Release);
+    assert!(!r.is_ready());
+    B.store(true, Ordering::Release);
+    assert!(r.is_ready());
+}
+
+/// Everything the collector received.
+#[derive(Default)]
+struct Received {
+    spans: Vec<ExportedSpan>,
+    metrics: Vec<serde_json::Value>,
+}
+
+impl Received {
+    async fn poll(&mut self, c: &mut FakeCollectorServer) {
+        self.spans.extend(c.exported_spans(1, Duration::from_millis(50)).await);
+        for m in c.exported_metrics(1, Duration::from_millis(50)).await {
+            self.metrics.extend(serde_json::to_value(&m).unwrap()["metrics"].as_array().cloned().unwrap_or_default());
+        }
+    }
+
+    /// The data points of the last export of metric `name`.
+    fn last_points(&self, name: &str) -> Vec<serde_json::Value> {
+        let m = self.metrics.iter().rev().find(|m| m["name"] == name);
+        let Some(m) = m else { return Vec::new() };
+        let data = &m["data"];
+        let inner = data.as_object().and_then(|o| o.values().next()).cloned().unwrap_or_default();
+        inner["data_points"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// A string attribute of a data point (the collector renders values as `Some(AnyValue { … StringValue("x") … })`).
+    fn attr(p: &serde_json::Value, key: &str) -> String {
+        let raw = p["attributes"][key].as_str().unwrap_or_default();
+        match raw.split_once("StringValue(\"") {
+            Some((_, rest)) => rest.split('"').next().unwrap_or_default().to_string(),
+            None => raw.to_string(),
+        }
+    }
+
+    fn value(p: &serde_json::Value) -> i64 {
+        p["value"]["AsInt"].as_i64().or_else(|| p["value"]["AsDouble"].as_f64().map(|f| f as i64)).unwrap_or(-1)
+    }
+}
+
+/// `anomalies N (rate a, fanout b, isolation c, victim d)` of the run summary, by kind.
+fn summary_anomalies(stdout: &str) -> BTreeMap<String, i64> {
+    let line = stdout.lines().find(|l| l.starts_with("detection:")).unwrap_or_else(|| panic!("no summary:\n{stdout}"));
+    let inner = line.split('(').nth(1).and_then(|s| s.split(')').next()).expect("kinds in parentheses");
+    inner
+        .split(", ")
+        .map(|kv| {
+            let (k, v) = kv.split_once(' ').expect("kind count");
+            (k.to_string(), v.parse().expect("a count"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_exports_linked_spans_and_metrics_over_otlp() {
+    let mut collector = FakeCollectorServer::start().await.expect("collector starts");
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("synth.pcap");
+    let written = netanom_producer::synth::write_pcap(&netanom_producer::synth::Scenario::default(), &pcap).unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_netanom"))
+        .args(["run", "--quiet", "--pcap"])
+        .arg(&pcap)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+        .env_remove("OTEL_SERVICE_NAME")
+        // One span per packet batch: keep them all for the assertion below.
+        .env("OTEL_BSP_MAX_QUEUE_SIZE", "65536")
+        .env("NETANOM_TELEMETRY__LISTEN", &listen)
+        .env("NETANOM_TELEMETRY__METRICS_INTERVAL", "500ms")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("netanom runs");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out_task = tokio::spawn(async move {
+        let (mut o, mut e) = (String::new(), String::new());
+        let _ = tokio::join!(stdout.read_to_string(&mut o), stderr.read_to_string(&mut e));
+        (o, e)
+    });
+
+    // The collector's channels are small: drain them while the run goes on.
+    let mut got = Received::default();
+    let mut healthy = false;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "netanom run did not finish within 180 s");
+        got.poll(&mut collector).await;
+        if !healthy && let Ok(r) = reqwest::get(format!("http://{listen}/healthz")).await {
+            healthy = r.status().as_u16() == 200;
+        }
+    };
+    let (stdout, stderr) = out_task.await.unwrap();
+    assert!(status.success(), "netanom run failed: {status}\n{stderr}");
+    for _ in 0..10 {
+        got.poll(&mut collector).await;
+    }
+    assert!(healthy, "/healthz on {listen} never answered 200 while the run went on\n{stderr}");
+
+    // (a) spans of every role.
+    let by_name = |n: &str| got.spans.iter().filter(|s| s.name == n).collect::<Vec<_>>();
+    let (batches, chunks, anomalies, alerts) =
+        (by_name("producer.batch"), by_name("detector.chunk"), by_name("detector.anomaly"), by_name("router.alert"));
+    let names: BTreeMap<&str, usize> = got.spans.iter().fold(BTreeMap::new(), |mut m, s| {
+        *m.entry(s.name.as_str()).or_default() += 1;
+        m
+    });
+    for (what, v) in [("producer.batch", &batches), ("detector.chunk", &chunks), ("detector.anomaly", &anomalies)] {
+        assert!(!v.is_empty(), "no {what} span among {names:?}\n{stderr}");
+    }
+    assert!(!alerts.is_empty(), "no router.alert span among {names:?}");
+    assert!(chunks.iter().any(|c| !c.links.is_empty()), "chunk spans link to their records' contexts");
+
+    // (b) an alert's trace goes back to the packet batch that raised it: router.alert → detector.anomaly →
+    // producer.batch by parent span id, all in one trace.
+    let spans_by_id: HashMap<&str, &ExportedSpan> = got.spans.iter().map(|s| (s.span_id.as_str(), s)).collect();
+    let linked = alerts.iter().filter(|alert| {
+        let Some(anomaly) = spans_by_id.get(alert.parent_span_id.as_str()) else { return false };
+        let Some(batch) = spans_by_id.get(anomaly.parent_span_id.as_str()) else { return false };
+        anomaly.name == "detector.anomaly"
+            && batch.name == "producer.batch"
+            && alert.trace_id == batch.trace_id
+            && anomaly.trace_id == batch.trace_id
+    });
+    assert!(linked.count() > 0, "no router.alert span descends from a producer.batch span: {alerts:#?}");
+
+    // (c) OTLP metrics carry the run's totals.
+    let read: i64 = got.last_points("netanom.producer.packets.read").iter().map(Received::value).sum();
+    assert_eq!(read, written.packets as i64, "packets read over OTLP vs packets in the capture");
+    let processed: i64 = got.last_points("netanom.detector.packets.processed").iter().map(Received::value).sum();
+    assert_eq!(processed, written.packets as i64, "packets processed over OTLP");
+    let expected = summary_anomalies(&stdout);
+    let exported: BTreeMap<String, i64> = got
+        .last_points("netanom.detector.anomalies")
+        .iter()
+        .map(|p| (Received::attr(p, "kind"), Received::value(p)))
+        .collect();
+    let expected_nonzero: BTreeMap<String, i64> = expected.into_iter().filter(|(_, v)| *v > 0).collect();
+    assert!(!expected_nonzero.is_empty(), "the synthetic capture raises anomalies:\n{stdout}");
+    assert_eq!(exported, expected_nonzero, "anomalies by kind over OTLP vs the run summary");
+    let topic_ok: i64 = got
+        .last_points("netanom.router.alerts")
+        .iter()
+        .filter(|p| Received::attr(p, "sink") == "topic" && Received::attr(p, "outcome") == "ok")
+        .map(Received::value)
+        .sum();
+    assert_eq!(topic_ok, alerts.len() as i64, "alerts to the topic over OTLP vs router.alert spans");
+}
