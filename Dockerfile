@@ -6,11 +6,12 @@
 # (compose cap_add, Kubernetes securityContext); see deploy/README.md.
 
 FROM rust:1-bookworm AS builder
-# libpcap-dev for the pcap crate. Debian package versions are not pinned: the base image tag is the pin and
+# libpcap-dev for the pcap crate; libssl-dev and libcurl4-openssl-dev for librdkafka's TLS, SASL/SCRAM and
+# OAUTHBEARER/OIDC. Debian package versions are not pinned: the base image tag is the pin and
 # point-release security fixes should flow in on rebuild.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libpcap-dev \
+    && apt-get install -y --no-install-recommends libpcap-dev libssl-dev libcurl4-openssl-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -22,10 +23,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && install -D -m 0755 target/release/netanom /out/netanom
 
 FROM debian:bookworm-slim AS runtime
-# Runtime libraries only: libpcap for capture, CA certificates for TLS to Kafka and https webhooks.
+# Runtime libraries only: libpcap for capture, CA certificates for TLS to Kafka and https webhooks, libssl and
+# libcurl for librdkafka (TLS, SCRAM, OIDC token requests).
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libpcap0.8 ca-certificates \
+    && apt-get install -y --no-install-recommends libpcap0.8 ca-certificates libssl3 libcurl4 \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 netanom \
     && useradd --system --no-log-init --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \

@@ -72,6 +72,28 @@ impl std::fmt::Debug for Kafka {
     }
 }
 
+/// Confluent schema ids of the Avro records (`[schemas]`), shared by every role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Schemas {
+    /// Schema ids written in (and expected from) the Confluent framing of each Avro record type
+    /// (`packet_batch`, `anomaly`, `destination_stats`) when no registry is configured. Default: the built-in
+    /// table (1, 2, 3).
+    pub ids: netanom_schemas::SchemaIds,
+    /// Confluent Schema Registry base URL, e.g. `http://schema-registry:8081`. When set, every role registers
+    /// the three `.avsc` schemas at startup under `<topic>-value` (TopicNameStrategy: `topics.packets` →
+    /// PacketBatch, `topics.anomalies` → Anomaly, `topics.destinations` → DestinationStats) and uses the ids the
+    /// registry returns instead of `ids`; registering is idempotent, so every role can do it. A registry that
+    /// cannot be reached or refuses a schema stops the role at startup. Default: none.
+    pub registry_url: Option<String>,
+}
+
+impl Default for Schemas {
+    fn default() -> Self {
+        Self { ids: netanom_schemas::SchemaIds::BUILT_IN, registry_url: None }
+    }
+}
+
 /// Log output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -96,6 +118,8 @@ pub struct Config {
     pub kafka: Kafka,
     /// Topic names.
     pub topics: Topics,
+    /// Schema ids and the optional schema registry (`[schemas]`).
+    pub schemas: Schemas,
     /// Logging.
     pub log: Log,
     /// Metrics, health endpoints and traces (`[telemetry]`).
@@ -187,8 +211,33 @@ pub fn load(
     if !errors.is_empty() {
         return Err(errors);
     }
+    stringify_properties(&mut tree);
     let text = toml::to_string(&tree).map_err(|e| vec![ConfigError::Shape(e.to_string())])?;
     toml::from_str(&text).map_err(|e| vec![ConfigError::Shape(describe(&e, &text))])
+}
+
+/// librdkafka properties are strings: `"linger.ms" = 5` or `"enable.ssl.certificate.verification" = false` in
+/// the file are taken as `"5"` and `"false"`. This also keeps a mistyped secret (`"sasl.password" = 1234`) out
+/// of the type error, which would quote it.
+fn stringify_properties(tree: &mut toml::Table) {
+    for (section, key) in [
+        ("kafka", "properties"),
+        ("producer", "kafka_properties"),
+        ("detector", "kafka_properties"),
+        ("alert_router", "kafka_properties"),
+    ] {
+        let Some(toml::Value::Table(props)) = tree.get_mut(section).and_then(|s| s.get_mut(key)) else { continue };
+        for (_, v) in props.iter_mut() {
+            let text = match v {
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Datetime(d) => d.to_string(),
+                _ => continue,
+            };
+            *v = toml::Value::String(text);
+        }
+    }
 }
 
 /// The roles whose sections a command needs; only those are validated.
@@ -210,19 +259,29 @@ impl Roles {
 }
 
 /// Names the key of a deserialisation error: toml reports a span in the merged document; the line there is
-/// `key = value` under a `[table]` header, so the dotted key is recovered from the text.
+/// either `key = value` under a `[table]` header or, for a problem with a whole table (an unknown table key, a
+/// table where a value belongs), the `[table]` or `[[array]]` header itself, so the dotted key is recovered from
+/// the text.
 fn describe(e: &toml::de::Error, text: &str) -> String {
+    fn header(line: &str) -> Option<&str> {
+        let l = line.trim();
+        l.starts_with('[').then(|| l.trim_start_matches('[').trim_end_matches(']').trim())
+    }
     let Some(span) = e.span() else { return e.message().to_string() };
     let before = &text[..span.start.min(text.len())];
-    let table = before.lines().rev().find_map(|l| l.trim().strip_prefix('[').and_then(|l| l.strip_suffix(']')));
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let line = text[line_start..].lines().next().unwrap_or("");
-    let key = line.split('=').next().unwrap_or("").trim();
-    let path = match (table, key.is_empty() || line.trim_start().starts_with('[')) {
-        (Some(t), false) => format!("{t}.{key}"),
-        (Some(t), true) => t.to_string(),
-        (None, false) => key.to_string(),
-        (None, true) => String::new(),
+    let path = if let Some(h) = header(line) {
+        h.to_string()
+    } else {
+        let table = text[..line_start].lines().rev().find_map(header);
+        let key = line.split('=').next().unwrap_or("").trim();
+        match (table, key.is_empty()) {
+            (Some(t), false) => format!("{t}.{key}"),
+            (Some(t), true) => t.to_string(),
+            (None, false) => key.to_string(),
+            (None, true) => String::new(),
+        }
     };
     if path.is_empty() { e.message().to_string() } else { format!("key `{path}`: {}", e.message()) }
 }
@@ -237,15 +296,15 @@ pub fn parse_scalar(raw: &str) -> toml::Value {
         .unwrap_or_else(|| toml::Value::String(raw.to_string()))
 }
 
-/// The key path and value of the environment variable `NETANOM_<rest>`. Below a librdkafka properties map
-/// (`kafka.properties`, `<role>.kafka_properties`) the rest of the name is one property: `_` and `__` stand
+/// The key path and value of the environment variable `NETANOM_<rest>`. Below the librdkafka properties map
+/// (`kafka.properties`) the rest of the name is one property: `_` and `__` stand
 /// for `.` (librdkafka names have no `_`), a literal `.` is kept (`NETANOM_KAFKA__PROPERTIES__SASL.PASSWORD`
 /// works where the platform allows dots in names), and the value is always a string, never parsed (a password
 /// such as `1234` stays a string, and a malformed value never appears in an error message).
 fn env_path(rest: &str, value: &str) -> (Vec<String>, toml::Value) {
     let lower = rest.to_ascii_lowercase();
     let parts: Vec<&str> = lower.split("__").collect();
-    let props = parts.iter().position(|p| *p == "properties" || *p == "kafka_properties");
+    let props = parts.iter().position(|p| *p == "properties");
     match props {
         Some(i) if i + 1 < parts.len() => {
             let mut path: Vec<String> = parts[..=i].iter().map(|p| p.to_string()).collect();
@@ -313,6 +372,24 @@ impl Config {
                 )));
             }
         }
+        // The roles read and write these pairs as different streams; one name for both would loop records.
+        for (a, first, b, second) in [
+            ("packets", &t.packets, "destinations", &t.destinations),
+            ("anomalies", &t.anomalies, "alerts", &t.alerts),
+            ("anomalies", &t.anomalies, "dead_letter", &t.dead_letter),
+        ] {
+            if !second.is_empty() && first == second {
+                errors
+                    .push(ConfigError::Invalid(format!("topics.{b} must differ from topics.{a}, both are {second:?}")));
+            }
+        }
+        if let Some(url) = &self.schemas.registry_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() <= "https://".len() {
+                errors.push(ConfigError::Invalid(format!(
+                    "schemas.registry_url must be an http:// or https:// URL, got {url:?}"
+                )));
+            }
+        }
         let invalid = |e: &dyn std::fmt::Display| ConfigError::Invalid(e.to_string());
         if roles.producer {
             errors.extend(self.producer.validate().err().into_iter().flatten().map(|e| invalid(&e)));
@@ -324,5 +401,204 @@ impl Config {
             errors.extend(self.alert_router.validate().err().into_iter().flatten().map(|e| invalid(&e)));
         }
         if errors.is_empty() { Ok(()) } else { Err(errors) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        f
+    }
+
+    fn texts(errors: &[ConfigError]) -> Vec<String> {
+        errors.iter().map(ToString::to_string).collect()
+    }
+
+    const FILE: &str = "[detector.rate]\nthreshold_per_sec = 250.0\nwindow_packets = 50\n[topics]\npackets = \"p\"\n";
+
+    #[test]
+    fn defaults_load_and_are_valid() {
+        let cfg = load(None, Vec::new(), &[]).unwrap();
+        assert_eq!(cfg.detector.rate.threshold_per_sec, 200.0);
+        assert_eq!(cfg.topics, Topics::default());
+        assert_eq!(cfg.schemas, Schemas::default());
+        assert_eq!(cfg.schemas.ids, netanom_schemas::SchemaIds::BUILT_IN);
+        cfg.validate(Roles::NONE).unwrap();
+    }
+
+    #[test]
+    fn the_file_overrides_defaults_the_environment_the_file_and_flags_the_environment() {
+        let f = file(FILE);
+        let cfg = load(Some(f.path()), Vec::new(), &[]).unwrap();
+        assert_eq!(cfg.detector.rate.threshold_per_sec, 250.0);
+        assert_eq!(cfg.detector.rate.window_packets, 50);
+        assert_eq!(cfg.topics.packets, "p");
+        assert_eq!(cfg.topics.alerts, netanom_schemas::topics::ALERTS, "keys the file does not set keep defaults");
+
+        let e = env(&[("NETANOM_DETECTOR__RATE__THRESHOLD_PER_SEC", "300")]);
+        let cfg = load(Some(f.path()), e.clone(), &[]).unwrap();
+        assert_eq!(cfg.detector.rate.threshold_per_sec, 300.0);
+        assert_eq!(cfg.detector.rate.window_packets, 50, "the file's other keys stay");
+
+        let flags = vec![("detector.rate.threshold_per_sec".to_string(), toml::Value::Float(400.0))];
+        let cfg = load(Some(f.path()), e, &flags).unwrap();
+        assert_eq!(cfg.detector.rate.threshold_per_sec, 400.0);
+    }
+
+    #[test]
+    fn an_unknown_key_names_its_table() {
+        let f = file("[detector.rate]\nthresold = 3\n");
+        let errors = load(Some(f.path()), Vec::new(), &[]).unwrap_err();
+        let text = texts(&errors).join("\n");
+        assert!(text.contains("detector.rate.thresold"), "{text}");
+        // The same key from the environment.
+        let errors = load(None, env(&[("NETANOM_DETECTOR__RATE__THRESOLD", "3")]), &[]).unwrap_err();
+        let text = texts(&errors).join("\n");
+        assert!(text.contains("detector.rate.thresold"), "{text}");
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_key() {
+        let f = file("[detector.rate]\nwindow_packets = \"many\"\n");
+        let text = texts(&load(Some(f.path()), Vec::new(), &[]).unwrap_err()).join("\n");
+        assert!(text.contains("detector.rate.window_packets"), "{text}");
+        let text = texts(&load(None, env(&[("NETANOM_PRODUCER__SNAPLEN", "big")]), &[]).unwrap_err()).join("\n");
+        assert!(text.contains("producer.snaplen"), "{text}");
+    }
+
+    #[test]
+    fn an_unknown_key_in_an_array_of_tables_names_the_array() {
+        let f = file("[[alert_router.webhooks]]\nurl = \"http://127.0.0.1:9/x\"\nmethod = \"PUT\"\n");
+        let text = texts(&load(Some(f.path()), Vec::new(), &[]).unwrap_err()).join("\n");
+        assert!(text.contains("alert_router.webhooks.method"), "{text}");
+    }
+
+    #[test]
+    fn a_wrong_type_in_an_inline_table_names_the_key() {
+        let f = file("detector = { rate = { window_packets = \"many\" } }\n");
+        let text = texts(&load(Some(f.path()), Vec::new(), &[]).unwrap_err()).join("\n");
+        assert!(text.contains("window_packets"), "{text}");
+    }
+
+    #[test]
+    fn validate_reports_problems_of_every_section_at_once() {
+        let flags: Vec<Override> = vec![
+            ("log.format".into(), toml::Value::String("xml".into())),
+            ("kafka.embedded_partitions".into(), toml::Value::Integer(0)),
+            ("topics.alerts".into(), toml::Value::String("bad topic!".into())),
+            ("detector.rate.window_packets".into(), toml::Value::Integer(1)),
+            ("producer.snaplen".into(), toml::Value::Integer(1)),
+            ("alert_router.max_concurrency".into(), toml::Value::Integer(0)),
+            ("schemas.registry_url".into(), toml::Value::String("registry:8081".into())),
+        ];
+        let cfg = load(None, Vec::new(), &flags).unwrap();
+        let text = texts(&cfg.validate(Roles::ALL).unwrap_err()).join("\n");
+        for key in [
+            "log.format",
+            "kafka.embedded_partitions",
+            "topics.alerts",
+            "detector.rate.window_packets",
+            "producer.snaplen",
+            "alert_router.max_concurrency",
+            "schemas.registry_url",
+        ] {
+            assert!(text.contains(key), "{key} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn one_topic_name_for_two_streams_is_invalid() {
+        let flags: Vec<Override> = vec![
+            ("topics.destinations".into(), toml::Value::String("same".into())),
+            ("topics.packets".into(), toml::Value::String("same".into())),
+            ("topics.alerts".into(), toml::Value::String(netanom_schemas::topics::ANOMALIES.into())),
+        ];
+        let cfg = load(None, Vec::new(), &flags).unwrap();
+        let text = texts(&cfg.validate(Roles::ALL).unwrap_err()).join("\n");
+        assert!(text.contains("topics.destinations must differ from topics.packets"), "{text}");
+        assert!(text.contains("topics.alerts must differ from topics.anomalies"), "{text}");
+    }
+
+    #[test]
+    fn netanom_variables_without_a_key_path_are_not_configuration() {
+        let e = env(&[
+            ("NETANOM_CONFIG", "/etc/netanom.toml"),
+            ("NETANOM_TANSU", "/usr/bin/tansu"),
+            ("NETANOM_", "x"),
+            ("OTHER__THING", "1"),
+        ]);
+        let cfg = load(None, e, &[]).unwrap();
+        assert_eq!(toml::to_string(&cfg).unwrap(), toml::to_string(&Config::default()).unwrap());
+    }
+
+    #[test]
+    fn an_environment_value_that_is_not_toml_is_a_string() {
+        let e = env(&[
+            ("NETANOM_PRODUCER__INTERFACE", "eth0"),
+            ("NETANOM_PRODUCER__FILTER", "tcp port 80"),
+            ("NETANOM_LOG__LEVEL", "netanom_detector=debug,info"),
+            ("NETANOM_PRODUCER__SNAPLEN", "1500"),
+        ]);
+        let cfg = load(None, e, &[]).unwrap();
+        assert_eq!(cfg.producer.interface.as_deref(), Some("eth0"));
+        assert_eq!(cfg.producer.filter.as_deref(), Some("tcp port 80"));
+        assert_eq!(cfg.log.level, "netanom_detector=debug,info");
+        assert_eq!(cfg.producer.snaplen, 1500, "a TOML value is parsed");
+        assert_eq!(parse_scalar("eth0"), toml::Value::String("eth0".into()));
+        assert_eq!(parse_scalar("\"300\""), toml::Value::String("300".into()));
+    }
+
+    #[test]
+    fn shared_settings_are_not_keys_of_the_role_sections() {
+        for (key, value) in [
+            ("producer.brokers", "b:9092"),
+            ("producer.topic", "t"),
+            ("producer.schema_ids", "{ packet_batch = 7, anomaly = 8, destination_stats = 9 }"),
+            ("detector.kafka_properties", "{ \"a.b\" = \"c\" }"),
+            ("detector.packets_topic", "t"),
+            ("detector.schema_ids", "{ packet_batch = 7, anomaly = 8, destination_stats = 9 }"),
+            ("alert_router.brokers", "b:9092"),
+            ("alert_router.alerts_topic", "t"),
+            ("alert_router.schema_ids", "{ packet_batch = 7, anomaly = 8, destination_stats = 9 }"),
+        ] {
+            let (table, field) = key.split_once('.').unwrap();
+            let f = file(&format!("[{table}]\n{field} = {}\n", parse_scalar_text(value)));
+            let text = texts(&load(Some(f.path()), Vec::new(), &[]).unwrap_err()).join("\n");
+            assert!(text.contains(key), "{key}: {text}");
+        }
+    }
+
+    /// A value as TOML source: tables and quoted strings as given, bare words quoted.
+    fn parse_scalar_text(v: &str) -> String {
+        if v.starts_with('{') { v.to_string() } else { format!("{v:?}") }
+    }
+
+    #[test]
+    fn schema_ids_are_one_shared_section_and_printed_once() {
+        let f = file(
+            "[schemas]\nregistry_url = \"http://registry:8081\"\n[schemas.ids]\npacket_batch = 11\nanomaly = 12\n\
+             destination_stats = 13\n",
+        );
+        let cfg = load(Some(f.path()), Vec::new(), &[]).unwrap();
+        cfg.validate(Roles::NONE).unwrap();
+        assert_eq!(
+            cfg.schemas.ids,
+            netanom_schemas::SchemaIds { packet_batch: 11, anomaly: 12, destination_stats: 13 }
+        );
+        assert_eq!(cfg.schemas.registry_url.as_deref(), Some("http://registry:8081"));
+        let shown = toml::to_string_pretty(&cfg).unwrap();
+        for key in ["brokers", "packet_batch", "kafka_properties", "schema_ids", "packets_topic", "alerts_topic"] {
+            let n = shown.lines().filter(|l| l.trim_start().starts_with(&format!("{key} ="))).count();
+            assert!(n <= 1, "{key} printed {n} times:\n{shown}");
+        }
+        assert!(!shown.contains("schema_ids") && !shown.contains("_topic ="), "{shown}");
     }
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod eval;
 pub mod evaluate;
 pub mod labels;
+pub mod registry;
 pub mod replay;
 pub mod report;
 pub mod run;

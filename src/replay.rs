@@ -23,10 +23,11 @@
 //!
 //! # Output
 //!
-//! Replay writes anomalies, the detector's output (not alerts: suppression is the alert router's job and can be
-//! re-run over the replay's output topic with `netanom alert-router`). As JSON lines (`--out`, or stdout) each
-//! line is one anomaly object with sorted keys; on `--output-topic` each record is the Avro `Anomaly`, key =
-//! host, as the detector writes it.
+//! Replay writes anomalies, the detector's output, by default: as JSON lines (`--out`, or stdout) each line is
+//! one anomaly object with sorted keys; on `--output-topic` each record is the Avro `Anomaly`, key = host, as the
+//! detector writes it (so `netanom alert-router` can consume it). With `--alerts` it writes alerts instead: the
+//! anomalies go through the alert router's suppression ([`suppress`]) in the replay's order, and each alert is the
+//! alerts topic's JSON.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -76,7 +77,7 @@ pub enum ReplayError {
         what: String,
         /// Cause.
         #[source]
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
     /// The topic does not exist or has no partitions.
     #[error("topic {0} does not exist or has no partitions")]
@@ -123,13 +124,13 @@ pub enum ReplayError {
         key: String,
         /// Cause.
         #[source]
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
 }
 
 fn kafka(what: impl Into<String>) -> impl FnOnce(KafkaError) -> ReplayError {
     let what = what.into();
-    move |source| ReplayError::Kafka { what, source }
+    move |source| ReplayError::Kafka { what, source: Box::new(source) }
 }
 
 /// `e` with the value of a secret property masked (a client configuration error quotes the value).
@@ -262,8 +263,7 @@ fn first_record(
         return Ok(None);
     }
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Offset(from))
-        .map_err(kafka(format!("{topic}/{partition}")))?;
+    tpl.add_partition_offset(topic, partition, Offset::Offset(from)).map_err(kafka(format!("{topic}/{partition}")))?;
     consumer.assign(&tpl).map_err(kafka(format!("assigning {topic}/{partition}")))?;
     let mut last = Instant::now();
     loop {
@@ -526,14 +526,79 @@ pub async fn produce(
             pending.push((a.host.clone(), producer.send(record, Duration::from_secs(30))));
         }
         for (key, f) in pending {
-            f.await.map_err(|(source, _)| ReplayError::Produce { topic: topic.to_string(), key, source })?;
+            f.await.map_err(|(source, _)| ReplayError::Produce {
+                topic: topic.to_string(),
+                key,
+                source: Box::new(source),
+            })?;
         }
     }
     producer.flush(Duration::from_secs(30)).map_err(kafka(format!("flushing {topic}")))
 }
 
+/// The alerts the alert router would send for `anomalies` (in this order) under `config`: repeats of one
+/// (host, kind) collapse per suppression window of packet time. Wall-time flushing (`flush_after`) plays no part
+/// (one instant for the whole replay), so the result is deterministic; the alerts still open at the end are
+/// emitted in (first seen, host, kind) order.
+pub fn suppress(
+    anomalies: &[Anomaly],
+    config: &netanom_alert_router::SuppressionConfig,
+) -> Vec<netanom_schemas::Alert> {
+    use netanom_alert_router::suppress::{Origin, Suppressor};
+    let mut s = Suppressor::new(config.clone());
+    let now = tokio::time::Instant::now();
+    let mut out = Vec::new();
+    for (i, a) in anomalies.iter().enumerate() {
+        let origin = Origin { partition: 0, offset: i as i64 };
+        out.extend(s.offer(a.clone(), origin, now).into_iter().map(|e| e.alert));
+    }
+    let mut rest: Vec<_> = s.drain().into_iter().map(|e| e.alert).collect();
+    rest.sort_by(|a, b| (&a.first_seen, &a.host, &a.kind, &a.id).cmp(&(&b.first_seen, &b.host, &b.kind, &b.id)));
+    out.extend(rest);
+    out
+}
+
+/// Writes alerts as JSON lines (the alerts topic's `netanom` JSON).
+pub fn write_alerts(alerts: &[netanom_schemas::Alert], out: &mut impl Write) -> std::io::Result<()> {
+    for a in alerts {
+        writeln!(out, "{}", serde_json::to_string(a).map_err(std::io::Error::other)?)?;
+    }
+    out.flush()
+}
+
 /// What identifies an anomaly across two replays: host, kind, window start (ns).
 pub type AnomalyKey = (String, AnomalyKind, i64);
+
+/// Produces alerts as JSON (key = host) to `topic` and waits for every acknowledgement.
+pub async fn produce_alerts(
+    alerts: &[netanom_schemas::Alert],
+    brokers: &str,
+    properties: &BTreeMap<String, String>,
+    topic: &str,
+) -> Result<(), ReplayError> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers).set("enable.idempotence", "true");
+    for (k, v) in properties {
+        c.set(k, v);
+    }
+    let producer: FutureProducer = c.create().map_err(redacted).map_err(kafka("creating the replay producer"))?;
+    for chunk in alerts.chunks(1024) {
+        let payloads: Vec<String> = chunk.iter().map(|a| serde_json::to_string(a).unwrap_or_default()).collect();
+        let mut pending = Vec::with_capacity(chunk.len());
+        for (a, payload) in chunk.iter().zip(&payloads) {
+            let record = FutureRecord::to(topic).key(&a.host).payload(payload);
+            pending.push((a.host.clone(), producer.send(record, Duration::from_secs(30))));
+        }
+        for (key, f) in pending {
+            f.await.map_err(|(source, _)| ReplayError::Produce {
+                topic: topic.to_string(),
+                key,
+                source: Box::new(source),
+            })?;
+        }
+    }
+    producer.flush(Duration::from_secs(30)).map_err(kafka(format!("flushing {topic}")))
+}
 
 /// Anomalies one model found and the other did not.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -642,6 +707,11 @@ pub struct ReplayArgs {
     /// JSON lines on stdout.
     #[arg(long)]
     pub diff: Option<PathBuf>,
+    /// Write alerts instead of anomalies: repeats collapsed per (host, kind) by the `[alert_router.suppression]`
+    /// settings, as the alert router would (JSON, the alerts topic's format, to the file, stdout or
+    /// --output-topic).
+    #[arg(long)]
+    pub alerts: bool,
     /// Most records held in memory for ordering.
     #[arg(long, default_value_t = 5_000_000)]
     pub max_records: usize,
@@ -687,7 +757,7 @@ pub async fn run_replay(args: ReplayArgs, cfg: crate::config::Config) -> anyhow:
         max_records: args.max_records,
     };
     let detector = cfg.detector.clone();
-    let ids = detector.schema_ids;
+    let ids = cfg.schemas.ids;
     let model_path = args.model.clone().or_else(|| detector.forest.model_path.clone());
     let diff_path = args.diff.clone();
     let (ranges, base, other) = tokio::task::spawn_blocking(move || -> Result<_, ReplayError> {
@@ -714,7 +784,19 @@ pub async fn run_replay(args: ReplayArgs, cfg: crate::config::Config) -> anyhow:
         base.anomalies.len(),
         base.model_version.as_deref().unwrap_or("none")
     );
-    if let Some(topic) = &args.output_topic {
+    if args.alerts {
+        let alerts = suppress(&base.anomalies, &cfg.alert_router.suppression);
+        eprintln!("{} alerts after suppression", alerts.len());
+        if let Some(topic) = &args.output_topic {
+            produce_alerts(&alerts, &brokers, &cfg.kafka.properties, topic).await?;
+        } else if let Some(path) = &args.out {
+            let err = |source| ReplayError::Write { path: path.clone(), source };
+            let mut w = std::io::BufWriter::new(std::fs::File::create(path).map_err(err)?);
+            write_alerts(&alerts, &mut w).map_err(err)?;
+        } else if args.diff.is_none() {
+            write_alerts(&alerts, &mut std::io::stdout().lock()).context("cannot write to stdout")?;
+        }
+    } else if let Some(topic) = &args.output_topic {
         produce(&base.anomalies, &brokers, &cfg.kafka.properties, topic, &ids).await?;
     } else if let Some(path) = &args.out {
         write_jsonl_file(&base.anomalies, path)?;

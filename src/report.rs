@@ -105,35 +105,28 @@ fn size_histogram(out: &mut String, traffic: &Traffic, alerted: &BTreeSet<String
             into[i] += n;
         }
     }
-    let max = (0..SIZE_BINS).map(|i| flagged[i] + other[i]).max().unwrap_or(0).max(1);
+    let max = flagged.iter().chain(&other).copied().max().unwrap_or(0).max(1);
     let scale = |n: u64| (1.0 + n as f64).log10() / (1.0 + max as f64).log10() * (H - PAD_T - PAD_B);
-    svg_open(out, "Packet sizes (packets of alerted hosts in red)");
+    svg_open(out, "Packet sizes: packets of alerted hosts (red) and of all other hosts (grey)");
     axes(out, "packet size on the wire (bytes)", "packets (log scale)", &max.to_string());
     let bw = (W - PAD_L - PAD_R) / SIZE_BINS as f64;
+    let y0 = H - PAD_B;
     for i in 0..SIZE_BINS {
         let x = PAD_L + i as f64 * bw;
-        let total = scale(flagged[i] + other[i]);
-        let red =
-            if flagged[i] + other[i] == 0 { 0.0 } else { total * flagged[i] as f64 / (flagged[i] + other[i]) as f64 };
-        let y0 = H - PAD_B;
-        let _ = write!(
-            out,
-            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#9aa5b1\">\
-             <title>{}-{} B: {} packets, {} from alerted hosts</title></rect>\
-             <rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#d62728\"/>",
-            x + 1.0,
-            y0 - total,
-            bw - 2.0,
-            total,
-            i as u32 * SIZE_BIN,
-            (i as u32 + 1) * SIZE_BIN,
-            flagged[i] + other[i],
-            flagged[i],
-            x + 1.0,
-            y0 - red,
-            bw - 2.0,
-            red
-        );
+        let (lo, hi) = (i as u32 * SIZE_BIN, (i as u32 + 1) * SIZE_BIN);
+        for (n, dx, fill, whose) in
+            [(other[i], 1.0, "#9aa5b1", "other hosts"), (flagged[i], bw / 2.0, "#d62728", "alerted hosts")]
+        {
+            let h = scale(n);
+            let _ = write!(
+                out,
+                "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{h:.1}\" fill=\"{fill}\">\
+                 <title>{lo}-{hi} B: {n} packets from {whose}</title></rect>",
+                x + dx,
+                y0 - h,
+                bw / 2.0 - 1.0
+            );
+        }
         if i % 4 == 0 {
             x_tick(out, x, &(i as u32 * SIZE_BIN).to_string());
         }
@@ -143,7 +136,10 @@ fn size_histogram(out: &mut String, traffic: &Traffic, alerted: &BTreeSet<String
 
 /// New connections per second of the top alerted hosts, with the rate threshold and alert markers.
 fn timelines(out: &mut String, traffic: &Traffic, alerts: &[Alert], top: &[String], threshold: f64) {
-    svg_open(out, "New connections per second of the top alerted hosts (dashed: rate threshold; ▼ alerts)");
+    svg_open(
+        out,
+        "New connections per second of the top alerted hosts (dashed: rate threshold; ▼ first_seen of each alert)",
+    );
     let start_ns = traffic.hosts.values().map(|h| h.first_ns).min().unwrap_or(0);
     let end_ns = traffic.hosts.values().map(|h| h.last_ns).max().unwrap_or(0);
     let span = ((end_ns - start_ns) as f64 / 1e9).max(1.0);
@@ -260,9 +256,12 @@ fn time_text(ns: i64) -> String {
     netanom_schemas::format_rfc3339_ns(ns)
 }
 
+/// Per alerted host: max score ÷ threshold, alerts, kinds, earliest first_seen.
+type HostAlerts<'a> = (f64, u64, BTreeSet<&'a str>, String);
+
 /// The whole HTML document.
 pub fn render(capture: &str, traffic: &Traffic, alerts: &[Alert], labels: Option<&Labels>, threshold: f64) -> String {
-    let mut by_host: BTreeMap<&str, (f64, u64, BTreeSet<&str>, String)> = BTreeMap::new();
+    let mut by_host: BTreeMap<&str, HostAlerts<'_>> = BTreeMap::new();
     for a in alerts {
         let r = if a.threshold > 0.0 { a.score / a.threshold } else { a.score };
         let e = by_host.entry(&a.host).or_insert((0.0, 0, BTreeSet::new(), a.first_seen.clone()));
@@ -273,8 +272,7 @@ pub fn render(capture: &str, traffic: &Traffic, alerts: &[Alert], labels: Option
             e.3 = a.first_seen.clone();
         }
     }
-    let mut top_alerted: Vec<(&str, &(f64, u64, BTreeSet<&str>, String))> =
-        by_host.iter().map(|(h, v)| (*h, v)).collect();
+    let mut top_alerted: Vec<(&str, &HostAlerts<'_>)> = by_host.iter().map(|(h, v)| (*h, v)).collect();
     top_alerted.sort_by(|a, b| b.1.0.total_cmp(&a.1.0).then(a.0.cmp(b.0)));
     let alerted: BTreeSet<String> = by_host.keys().map(|h| h.to_string()).collect();
     let top_hosts: Vec<String> = top_alerted.iter().take(4).map(|(h, _)| h.to_string()).collect();
@@ -374,7 +372,8 @@ mod tests {
         };
         let html = render("<a&b>.pcap", &t, &[alert], None, 200.0);
         assert!(html.contains("&lt;a&amp;b&gt;.pcap") && !html.contains("<a&b>"));
-        assert!(html.contains("3 packets, 3 from alerted hosts"), "the alerted host's packets are marked");
+        assert!(html.contains("50-100 B: 3 packets from alerted hosts"), "the alerted host's packets are marked");
+        assert!(html.contains("50-100 B: 0 packets from other hosts"));
         assert!(html.contains("<polyline") && html.contains("rate alert on 10.0.0.1"));
         assert!(!html.contains("http://") || html.matches("http://").count() == 3, "only SVG namespaces");
         assert!(html.contains("<td>2.00</td>"));

@@ -24,10 +24,15 @@ pub fn init_logging(log: &Log) {
     let _ = if log.format == "json" { builder.json().try_init() } else { builder.try_init() };
 }
 
-/// Copies the shared `[kafka]` and `[topics]` sections into each role's configuration.
+/// Copies the shared `[kafka]`, `[topics]` and `[schemas]` sections into each role's configuration (the roles'
+/// own sections cannot set these: they are one setting each, here).
 pub fn apply_shared(cfg: &mut Config, brokers: &str) {
     let props = cfg.kafka.properties.clone();
     let t = cfg.topics.clone();
+    let ids = cfg.schemas.ids;
+    cfg.producer.schema_ids = ids;
+    cfg.detector.schema_ids = ids;
+    cfg.alert_router.schema_ids = ids;
     let p = &mut cfg.producer;
     p.brokers = brokers.to_string();
     p.kafka_properties = props.clone();
@@ -45,6 +50,24 @@ pub fn apply_shared(cfg: &mut Config, brokers: &str) {
     r.anomalies_topic = t.anomalies;
     r.alerts_topic = t.alerts;
     r.dead_letter_topic = t.dead_letter;
+}
+
+/// When `schemas.registry_url` is set, registers the schemas there and replaces `schemas.ids` with the ids the
+/// registry assigned; otherwise leaves the configured ids. An unreachable or refusing registry is an error naming
+/// the URL and the subject.
+pub async fn resolve_schemas(cfg: &mut Config) -> anyhow::Result<()> {
+    if let Some(url) = &cfg.schemas.registry_url {
+        cfg.schemas.ids = crate::registry::register_all(url, &cfg.topics).await?;
+    }
+    Ok(())
+}
+
+/// Prepares every role's configuration before any role starts: the schema ids (from the registry when one is
+/// configured), then the shared sections ([`apply_shared`]).
+pub async fn prepare(cfg: &mut Config, brokers: &str) -> anyhow::Result<()> {
+    resolve_schemas(cfg).await?;
+    apply_shared(cfg, brokers);
+    Ok(())
 }
 
 /// Cancels `token` on the first Ctrl-C or SIGTERM and `hard` on the second.
@@ -85,21 +108,21 @@ pub async fn dispatch(command: Command, mut cfg: Config) -> anyhow::Result<()> {
         Command::Run(_) => run_all(cfg, stop, hard).await,
         Command::Producer(_) => {
             let b = need_brokers(&cfg, "producer")?;
-            apply_shared(&mut cfg, &b);
+            prepare(&mut cfg, &b).await?;
             let report = netanom_producer::run(cfg.producer, stop, None).await.context("producer failed")?;
             println!("{}", summary::producer(&report));
             Ok(())
         }
         Command::Detector(_) => {
             let b = need_brokers(&cfg, "detector")?;
-            apply_shared(&mut cfg, &b);
+            prepare(&mut cfg, &b).await?;
             let report = netanom_detector::run(cfg.detector, stop, None).await.context("detector failed")?;
             println!("{}", summary::detector(&report));
             Ok(())
         }
         Command::AlertRouter(_) => {
             let b = need_brokers(&cfg, "alert-router")?;
-            apply_shared(&mut cfg, &b);
+            prepare(&mut cfg, &b).await?;
             let report =
                 netanom_alert_router::run(cfg.alert_router, stop, None).await.context("alert router failed")?;
             println!("{}", summary::router(&report));
@@ -108,7 +131,10 @@ pub async fn dispatch(command: Command, mut cfg: Config) -> anyhow::Result<()> {
         Command::Synth(args) => synth(&args),
         Command::Eval(args) => crate::evaluate::command(&args, cfg, stop, hard).await,
         Command::Report(args) => crate::report::command(&args, cfg, stop, hard).await,
-        Command::Replay(args) => crate::replay::run_replay(args, cfg).await,
+        Command::Replay(args) => {
+            resolve_schemas(&mut cfg).await?;
+            crate::replay::run_replay(args, cfg).await
+        }
         Command::Train(args) => crate::replay::run_train(&args, &cfg),
         Command::Config { .. } => Ok(()),
     }
@@ -197,7 +223,7 @@ pub async fn run_pipeline(
     let started = Instant::now();
     let cluster = if cfg.kafka.brokers.is_empty() { Some(embedded(&cfg)?) } else { None };
     let brokers = cluster.as_ref().map_or_else(|| cfg.kafka.brokers.clone(), |c| c.bootstrap_servers());
-    apply_shared(&mut cfg, &brokers);
+    prepare(&mut cfg, &brokers).await?;
     // One process owns every partition: no group membership to negotiate.
     cfg.detector.static_assignment = true;
     cfg.alert_router.static_assignment = true;

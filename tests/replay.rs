@@ -248,6 +248,42 @@ fn cli_train_then_replay_twice_writes_identical_files() {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["host"].as_str().unwrap().parse().unwrap())
         .collect();
     assert!(hosts.contains(&"10.9.9.9".parse::<IpAddr>().unwrap()), "the SYN flooder is missing: {hosts:?}");
+
+    // --alerts writes the alerts topic's JSON; --diff against a second model prints only change lines.
+    let other = dir.path().join("other.json");
+    let trained = std::process::Command::new(exe)
+        .args(["train", "--pcap"])
+        .arg(&pcap)
+        .arg("--out")
+        .arg(&other)
+        .args(["--seed", "4"])
+        .output()
+        .unwrap();
+    assert!(trained.status.success());
+    let out = std::process::Command::new(exe)
+        .args(["replay", "--brokers", &brokers, "--topic", &topic, "--from", "0", "--alerts", "--model"])
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "replay --alerts: {}", String::from_utf8_lossy(&out.stderr));
+    let alerts: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(!alerts.is_empty() && alerts.iter().all(|a| a["count"].as_u64().is_some_and(|c| c >= 1)));
+    let anomalies = String::from_utf8(files[0].clone()).unwrap().lines().count() as u64;
+    assert_eq!(alerts.iter().map(|a| a["count"].as_u64().unwrap()).sum::<u64>(), anomalies);
+    let out = std::process::Command::new(exe)
+        .args(["replay", "--brokers", &brokers, "--topic", &topic, "--from", "0", "--model"])
+        .arg(&model)
+        .arg("--diff")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "replay --diff: {}", String::from_utf8_lossy(&out.stderr));
+    for l in String::from_utf8(out.stdout).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert!(v["change"] == "gained" || v["change"] == "lost", "{l}");
+    }
+    assert!(String::from_utf8_lossy(&out.stderr).contains("diff: "));
 }
 
 #[test]
@@ -260,4 +296,51 @@ fn train_vectors_come_from_the_capture() {
     let v = capture_vectors(&pcap, &Default::default(), &cfg.forest, 300).unwrap();
     assert!(!v.is_empty() && v.len() <= 300);
     assert!(v.iter().all(|x| x[0] >= cfg.forest.min_packets as f64), "a vector from a batch below min_packets");
+}
+
+/// Records as a topic of 4 partitions would hold them, without a broker.
+fn in_memory_records(batches: &[PacketBatch]) -> Vec<ReplayRecord> {
+    let mut next = [0i64; 4];
+    batches
+        .iter()
+        .map(|b| {
+            let partition = (b.source.to_string().bytes().map(u32::from).sum::<u32>() % 4) as i32;
+            let offset = next[partition as usize];
+            next[partition as usize] += 1;
+            ReplayRecord {
+                partition,
+                offset,
+                timestamp_ms: b.packets.first().map_or(0, |p| p.ts_ns / 1_000_000),
+                payload: b.encode(&SchemaIds::BUILT_IN),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn without_a_model_the_warm_up_training_is_reproducible_and_alerts_account_for_every_anomaly() {
+    let records = in_memory_records(&traffic());
+    let cfg = DetectorConfig::default();
+    let ids = SchemaIds::BUILT_IN;
+    let a = detect(&records, &ids, &cfg, None);
+    let b = detect(&records, &ids, &cfg, None);
+    assert!(a.model_version.is_some(), "the forest was trained during the replay");
+    assert_eq!(a.model_version, b.model_version);
+    let lines =
+        |d: &netanom::replay::Detection| d.anomalies.iter().map(netanom::replay::anomaly_json).collect::<Vec<_>>();
+    assert_eq!(lines(&a), lines(&b));
+
+    let suppression = netanom_alert_router::SuppressionConfig::default();
+    let alerts = netanom::replay::suppress(&a.anomalies, &suppression);
+    let again = netanom::replay::suppress(&b.anomalies, &suppression);
+    let mut first = Vec::new();
+    netanom::replay::write_alerts(&alerts, &mut first).unwrap();
+    let mut second = Vec::new();
+    netanom::replay::write_alerts(&again, &mut second).unwrap();
+    assert_eq!(first, second);
+    assert!(!alerts.is_empty() && alerts.len() <= a.anomalies.len());
+    assert_eq!(alerts.iter().map(|x| x.count).sum::<u64>(), a.anomalies.len() as u64, "an anomaly lost or doubled");
+    for al in &alerts {
+        assert!(a.anomalies.iter().any(|x| x.host == al.host && x.kind.as_str() == al.kind), "{al:?}");
+    }
 }

@@ -22,21 +22,13 @@ const TOML: &str = r#"
 "ssl.keystore.password" = "CANARY-7f3a9c-keystore"
 "sasl.oauthbearer.client.secret" = "CANARY-7f3a9c-oidc"
 "sasl.oauthbearer.client.id" = "netanom-client"
-
-[detector.kafka_properties]
 "ssl.key.pem" = "CANARY-7f3a9c-pem"
 
 [producer]
 pcap = "PCAP"
 
-[producer.kafka_properties]
-"sasl.password" = "CANARY-7f3a9c-producer"
-
 [alert_router]
 webhook_secret = "whsec_Q0FOQVJZLTdmM2E5Yy13ZWJob29r"
-
-[alert_router.kafka_properties]
-"sasl.password" = "CANARY-7f3a9c-router"
 "#;
 
 fn write_config(dir: &Path) -> std::path::PathBuf {
@@ -111,7 +103,7 @@ fn properties_from_the_environment_are_dotted_strings() {
         ("NETANOM_KAFKA__PROPERTIES__SASL_PASSWORD".to_string(), "1234".to_string()),
         ("NETANOM_KAFKA__PROPERTIES__SECURITY_PROTOCOL".to_string(), "SASL_SSL".to_string()),
         ("NETANOM_KAFKA__PROPERTIES__SASL.OAUTHBEARER.CLIENT.SECRET".to_string(), "s3cret".to_string()),
-        ("NETANOM_DETECTOR__KAFKA_PROPERTIES__SSL_KEY_PASSWORD".to_string(), "true".to_string()),
+        ("NETANOM_KAFKA__PROPERTIES__SSL_KEY_PASSWORD".to_string(), "true".to_string()),
         ("NETANOM_DETECTOR__RATE__THRESHOLD_PER_SEC".to_string(), "300".to_string()),
     ];
     let cfg = load(None, env, &[]).unwrap();
@@ -119,8 +111,8 @@ fn properties_from_the_environment_are_dotted_strings() {
     assert_eq!(p["sasl.password"], "1234", "a numeric password stays a string");
     assert_eq!(p["security.protocol"], "SASL_SSL", "the value keeps its case");
     assert_eq!(p["sasl.oauthbearer.client.secret"], "s3cret");
-    assert_eq!(cfg.detector.kafka_properties["ssl.key.password"], "true");
-    assert_eq!(p.len(), 3);
+    assert_eq!(p["ssl.key.password"], "true", "a boolean-looking value stays a string");
+    assert_eq!(p.len(), 4);
     assert_eq!(cfg.detector.rate.threshold_per_sec, 300.0, "other keys are still parsed");
 }
 
@@ -147,33 +139,12 @@ fn config_check_prints_masked_secrets_from_file_and_environment() {
 #[test]
 fn run_at_trace_level_never_logs_a_secret() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("run.toml");
-    // Only properties this build of librdkafka accepts without TLS support (see the config-error test for the
-    // others): the run must succeed and log at trace level.
-    let text = format!(
-        r#"
-[kafka.properties]
-"sasl.username" = "netanom"
-"sasl.password" = "CANARY-7f3a9c-sasl"
-
-[producer]
-pcap = "{}"
-
-[alert_router]
-webhook_secret = "whsec_Q0FOQVJZLTdmM2E5Yy13ZWJob29r"
-"#,
-        dir.path().join("tiny.pcap").display()
-    );
-    std::fs::write(&config, text).unwrap();
-    let pcap = dir.path().join("tiny.pcap");
-    netanom_producer::synth::write_pcap(&netanom_producer::synth::Scenario::benign(1, Duration::from_secs(2)), &pcap)
-        .unwrap();
-    // The embedded broker speaks plaintext; librdkafka ignores the SASL settings but still receives them.
+    // Every canary, TLS key passwords and the OIDC client secret included (librdkafka receives them; the embedded
+    // broker speaks plaintext, so they are not used).
+    let config = write_config(dir.path());
     let out = Command::new(env!("CARGO_BIN_EXE_netanom"))
         .args(["run", "--quiet", "--log-level", "trace", "--config"])
         .arg(&config)
-        .arg("--pcap")
-        .arg(&pcap)
         .env("NETANOM_KAFKA__PROPERTIES__SASL_PASSWORD", "CANARY-7f3a9c-envrun")
         .output()
         .unwrap();
@@ -205,4 +176,54 @@ fn kafka_config_errors_do_not_print_secret_values() {
         assert_clean(&format!("{role} stdout"), &stdout);
         assert_clean(&format!("{role} stderr"), &stderr);
     }
+}
+
+/// The security settings the README documents are accepted by this build of librdkafka (TLS and SCRAM need
+/// OpenSSL, OIDC needs libcurl: rdkafka features `ssl` and `curl`). Creating a client validates the
+/// configuration without connecting.
+#[test]
+fn documented_security_properties_are_accepted_by_this_build() {
+    let scram = [
+        ("security.protocol", "SASL_SSL"),
+        ("sasl.mechanism", "SCRAM-SHA-512"),
+        ("sasl.username", "netanom"),
+        ("sasl.password", "pw"),
+        ("ssl.ca.location", "probe"),
+    ];
+    let oidc = [
+        ("security.protocol", "SASL_SSL"),
+        ("sasl.mechanism", "OAUTHBEARER"),
+        ("sasl.oauthbearer.method", "oidc"),
+        ("sasl.oauthbearer.client.id", "netanom"),
+        ("sasl.oauthbearer.client.secret", "s"),
+        ("sasl.oauthbearer.token.endpoint.url", "https://idp.example/oauth2/token"),
+        ("sasl.oauthbearer.scope", "kafka"),
+    ];
+    let mtls =
+        [("security.protocol", "SSL"), ("ssl.endpoint.identification.algorithm", "https"), ("ssl.key.password", "pw")];
+    for (name, props) in [("scram", &scram[..]), ("oidc", &oidc[..]), ("mtls", &mtls[..])] {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", "127.0.0.1:1");
+        for (k, v) in props {
+            c.set(*k, *v);
+        }
+        let created: Result<rdkafka::producer::BaseProducer, _> = c.create();
+        assert!(created.is_ok(), "{name}: {:?}", created.err());
+    }
+}
+
+#[test]
+fn non_string_property_values_are_taken_as_strings_and_never_quoted_in_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typed.toml");
+    std::fs::write(
+        &path,
+        "[kafka.properties]\n\"sasl.password\" = 7315093\n\"linger.ms\" = 5\n\"enable.ssl.certificate.verification\" = false\n",
+    )
+    .unwrap();
+    let cfg = load(Some(&path), Vec::new(), &[]).unwrap();
+    assert_eq!(cfg.kafka.properties["sasl.password"], "7315093");
+    assert_eq!(cfg.kafka.properties["linger.ms"], "5");
+    assert_eq!(cfg.kafka.properties["enable.ssl.certificate.verification"], "false");
+    assert!(!format!("{cfg:?}").contains("7315093"));
 }

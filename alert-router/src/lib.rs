@@ -33,26 +33,34 @@ pub use webhook::{RetryConfig, Secret, WebhookConfig};
 #[derive(Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouterConfig {
-    /// Kafka bootstrap servers, `host:port[,host:port...]`. Filled from the shared `[kafka]` table by the root
-    /// binary. Default `localhost:9092`.
+    /// Kafka bootstrap servers, `host:port[,host:port...]`. Not a key of `[alert_router]`: the root binary sets
+    /// it from `kafka.brokers`. Default `localhost:9092`.
+    #[serde(skip)]
     pub brokers: String,
     /// Extra librdkafka properties for the consumer and the producer (e.g. `security.protocol`,
-    /// `sasl.password`). Filled from the shared `[kafka]` table. Values of keys naming a password, secret or key
-    /// are masked in `Debug` and when serialised.
-    #[serde(serialize_with = "netanom_schemas::redact::serialize_properties")]
+    /// `sasl.password`). Values of keys naming a password, secret or key are masked in `Debug`. Not a key of
+    /// `[alert_router]`: the root binary sets it from `kafka.properties`.
+    #[serde(skip)]
     pub kafka_properties: BTreeMap<String, String>,
     /// Consumer group id. Default `netanom-alert-router`.
     pub group_id: String,
-    /// Topic the anomalies are consumed from. Default `netanom.anomalies`.
+    /// Topic the anomalies are consumed from. Default `netanom.anomalies`. Set by the root binary from
+    /// `topics.anomalies` (like the other topics and the schema ids: these are not keys of `[alert_router]`).
+    #[serde(skip)]
     pub anomalies_topic: String,
-    /// Topic the alerts are produced to (JSON, key = host). Default `netanom.alerts`.
+    /// Topic the alerts are produced to (JSON, key = host). Default `netanom.alerts`. Set from `topics.alerts`.
+    #[serde(skip)]
     pub alerts_topic: String,
     /// Document format on the alerts topic: `netanom` (the [`netanom_schemas::Alert`] JSON that the wire contract
     /// names), `ecs` or `ocsf`. Default `netanom`.
     pub alerts_format: AlertFormat,
-    /// Topic for poison anomalies and alerts a webhook refused. Default `netanom.dead-letter`.
+    /// Topic for poison anomalies and alerts a webhook refused. Default `netanom.dead-letter`. Set from
+    /// `topics.dead_letter`.
+    #[serde(skip)]
     pub dead_letter_topic: String,
-    /// Confluent schema ids of the Avro records. Default: the built-in table.
+    /// Confluent schema ids of the Avro records. Default: the built-in table. Set from `[schemas]` (or the
+    /// schema registry).
+    #[serde(skip)]
     pub schema_ids: SchemaIds,
     /// Consume every partition of the anomalies topic without joining the consumer group (offsets are still
     /// committed under `group_id`). For a single router that must own everything at once, as in `netanom run`.

@@ -625,10 +625,9 @@ fn create_consumer(config: &RouterConfig) -> Result<StreamConsumer<RouterContext
     }
     // Not overridable: offsets are stored only after delivery.
     c.set("enable.auto.offset.store", "false");
-    c.create_with_context(RouterContext).map_err(redacted).map_err(|source| RouterError::Kafka {
-        what: "creating the consumer".into(),
-        source: Box::new(source),
-    })
+    c.create_with_context(RouterContext)
+        .map_err(redacted)
+        .map_err(|source| RouterError::Kafka { what: "creating the consumer".into(), source: Box::new(source) })
 }
 
 fn create_producer(config: &RouterConfig) -> Result<FutureProducer, RouterError> {
@@ -652,7 +651,6 @@ fn redacted(e: rdkafka::error::KafkaError) -> rdkafka::error::KafkaError {
         e => e,
     }
 }
-
 
 #[cfg(test)]
 mod tests {

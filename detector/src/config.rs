@@ -28,26 +28,35 @@ impl ConfigError {
 #[derive(Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DetectorConfig {
-    /// Kafka bootstrap servers, `host:port[,host:port]`; filled from the shared `[kafka]` table. Default
-    /// `localhost:9092`.
+    /// Kafka bootstrap servers, `host:port[,host:port]`. Not a key of `[detector]`: the root binary sets it from
+    /// `kafka.brokers`. Default `localhost:9092`.
+    #[serde(skip)]
     pub brokers: String,
-    /// Extra librdkafka properties (security, tuning) applied to the consumer and the producer; filled from the
-    /// shared `[kafka]` table. Values of secret keys (password, secret, key, token) print as `***` in `Debug`
-    /// and when serialised. Default empty.
-    #[serde(serialize_with = "netanom_schemas::redact::serialize_properties")]
+    /// Extra librdkafka properties (security, tuning) applied to the consumer and the producer. Values of secret
+    /// keys (password, secret, key, token) print as `***` in `Debug`. Not a key of `[detector]`: the root
+    /// binary sets it from `kafka.properties`. Default empty.
+    #[serde(skip)]
     pub kafka_properties: BTreeMap<String, String>,
     /// Consumer group id. Every detector of one deployment uses the same group; partitions (and so hosts) are
     /// divided among them. Default `netanom-detector`.
     pub group_id: String,
-    /// Topic of packet batches (input). Default `netanom.packets`.
+    /// Topic of packet batches (input). Default `netanom.packets`. Set by the root binary from `topics.packets`
+    /// (like the other topics and the schema ids: these are not keys of `[detector]`).
+    #[serde(skip)]
     pub packets_topic: String,
-    /// Topic of destination partial aggregates (produced and consumed). Default `netanom.destinations`.
+    /// Topic of destination partial aggregates (produced and consumed). Default `netanom.destinations`. Set from
+    /// `topics.destinations`.
+    #[serde(skip)]
     pub destinations_topic: String,
-    /// Topic of anomalies (output). Default `netanom.anomalies`.
+    /// Topic of anomalies (output). Default `netanom.anomalies`. Set from `topics.anomalies`.
+    #[serde(skip)]
     pub anomalies_topic: String,
-    /// Topic for records that cannot be decoded. Default `netanom.dead-letter`.
+    /// Topic for records that cannot be decoded. Default `netanom.dead-letter`. Set from `topics.dead_letter`.
+    #[serde(skip)]
     pub dead_letter_topic: String,
-    /// Schema ids of the Confluent framing. Default: the built-in table (1, 2, 3).
+    /// Schema ids of the Confluent framing. Default: the built-in table (1, 2, 3). Set from `[schemas]` (or the
+    /// schema registry).
+    #[serde(skip)]
     pub schema_ids: SchemaIds,
     /// Records processed per chunk at most; offsets are stored per chunk after its output is acknowledged.
     /// Default 512.

@@ -160,8 +160,11 @@ pub(crate) async fn run(
             .map_err(redacted)
             .map_err(kafka("creating the consumer"))?,
     );
-    let producer: FutureProducer =
-        client_config(&config).set("linger.ms", "5").create().map_err(redacted).map_err(kafka("creating the producer"))?;
+    let producer: FutureProducer = client_config(&config)
+        .set("linger.ms", "5")
+        .create()
+        .map_err(redacted)
+        .map_err(kafka("creating the producer"))?;
     let topics = [config.packets_topic.as_str(), config.destinations_topic.as_str()];
     if config.static_assignment {
         let c = consumer.clone();

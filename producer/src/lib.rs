@@ -48,21 +48,27 @@ pub struct ProducerConfig {
     pub promiscuous: bool,
     /// File replay speed: `max` (no pacing, default), `realtime`, or a factor such as `10`.
     pub speed: Speed,
-    /// Topic for packet batches. Default `netanom.packets`.
+    /// Topic for packet batches. Default `netanom.packets`. Not a key of `[producer]`: the root binary sets it
+    /// from `topics.packets`.
+    #[serde(skip)]
     pub topic: String,
     /// Batching.
     pub batch: BatchConfig,
     /// Flow table.
     pub flow: FlowConfig,
-    /// Kafka bootstrap servers (filled from the shared `[kafka]` table by the root binary).
+    /// Kafka bootstrap servers. Not a key of `[producer]`: the root binary sets it from `kafka.brokers`.
+    #[serde(skip)]
     pub brokers: String,
     /// Extra librdkafka properties, applied last (e.g. security settings, `linger.ms`). Values of secret keys
-    /// (password, secret, key, token) print as `***` in `Debug` and when serialised.
-    #[serde(serialize_with = "netanom_schemas::redact::serialize_properties")]
+    /// (password, secret, key, token) print as `***` in `Debug`. Not a key of `[producer]`: the root binary sets
+    /// it from `kafka.properties`.
+    #[serde(skip)]
     pub kafka_properties: BTreeMap<String, String>,
     /// Compression codec: none, gzip, snappy, lz4 (default) or zstd.
     pub compression: String,
-    /// Confluent schema ids written in each record's header. Default: the built-in ids.
+    /// Confluent schema ids written in each record's header. Default: the built-in ids. Not a key of
+    /// `[producer]`: the root binary sets it from `[schemas]` (or the schema registry).
+    #[serde(skip)]
     pub schema_ids: SchemaIds,
     /// How long to wait for outstanding records to be acknowledged at the end. Default 30 s.
     #[serde(with = "humantime_serde")]

@@ -3,7 +3,7 @@
 /// The schema id of each record type. Without a schema registry, netanom uses [`SchemaIds::BUILT_IN`]; with one,
 /// the ids the registry assigned (see the README, "Schemas").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct SchemaIds {
     /// Id of `netanom.v1.PacketBatch`.
     pub packet_batch: u32,

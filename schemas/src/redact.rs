@@ -12,8 +12,7 @@ pub const MASK: &str = "***";
 /// `ssl.key.password`, `ssl.keystore.password`, `sasl.oauthbearer.client.secret`, `ssl.key.pem`.
 pub fn is_secret_property(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    ["password", "secret", "key", "token", "credential"].iter().any(|w| k.contains(w))
-        || k == "sasl.oauthbearer.config"
+    ["password", "secret", "key", "token", "credential"].iter().any(|w| k.contains(w)) || k == "sasl.oauthbearer.config"
 }
 
 /// The properties with every secret value replaced by [`MASK`], for `Debug` output.
@@ -71,7 +70,8 @@ mod tests {
 
     #[test]
     fn config_errors_of_secret_properties_lose_the_value() {
-        let (d, v) = config_error("Invalid value \"canary\" for sasl.password".into(), "sasl.password", "canary".into());
+        let (d, v) =
+            config_error("Invalid value \"canary\" for sasl.password".into(), "sasl.password", "canary".into());
         assert!(!d.contains("canary") && v == MASK, "{d} {v}");
         let (d, v) = config_error("Invalid value \"PLAIN2\"".into(), "sasl.mechanism", "PLAIN2".into());
         assert_eq!((d.as_str(), v.as_str()), ("Invalid value \"PLAIN2\"", "PLAIN2"));

@@ -1,0 +1,162 @@
+//! Confluent Schema Registry client: registers netanom's three Avro schemas (the `.avsc` files embedded in
+//! `netanom_schemas::avsc`) under TopicNameStrategy subjects (`<topic>-value`) and returns the ids the registry
+//! assigned. Owns only that HTTP exchange, done once at startup; the schemas crate stays free of I/O, and the
+//! roles never talk to the registry themselves (they receive the ids in their configuration).
+
+use std::time::Duration;
+
+use netanom_schemas::{SchemaIds, avsc};
+
+use crate::config::Topics;
+
+/// Content type of the registry's REST API.
+const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
+/// Longest wait for one registration request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most characters of a registry's error body quoted in an error.
+const MAX_BODY: usize = 300;
+
+/// Why a schema could not be registered. Every variant names the registry URL and the subject.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The HTTP client could not be built.
+    #[error("schema registry {url}: cannot create the HTTP client: {message}")]
+    Client {
+        /// Registry base URL.
+        url: String,
+        /// Why.
+        message: String,
+    },
+    /// The request failed (connection refused, timeout, malformed URL…).
+    #[error("schema registry {url}: cannot register subject {subject}: {message}")]
+    Request {
+        /// Registry base URL.
+        url: String,
+        /// Subject, e.g. `netanom.packets-value`.
+        subject: String,
+        /// The client's error chain.
+        message: String,
+    },
+    /// The registry answered with an error status.
+    #[error("schema registry {url} refused subject {subject}: HTTP {status}: {body}")]
+    Refused {
+        /// Registry base URL.
+        url: String,
+        /// Subject.
+        subject: String,
+        /// HTTP status code.
+        status: u16,
+        /// Start of the response body (the registry's `message`).
+        body: String,
+    },
+    /// The answer was not `{"id": N}`.
+    #[error("schema registry {url}: subject {subject}: unexpected response {body:?}: {message}")]
+    Response {
+        /// Registry base URL.
+        url: String,
+        /// Subject.
+        subject: String,
+        /// Start of the response body.
+        body: String,
+        /// The parser's message.
+        message: String,
+    },
+}
+
+/// The registration body: `{"schema": "<the .avsc as a string>"}`.
+#[derive(serde::Serialize)]
+struct RegisterRequest<'a> {
+    schema: &'a str,
+}
+
+/// The registration answer: `{"id": N}`.
+#[derive(serde::Deserialize)]
+struct RegisterResponse {
+    id: u32,
+}
+
+/// The TopicNameStrategy subject of the values of `topic`.
+pub fn subject(topic: &str) -> String {
+    format!("{topic}-value")
+}
+
+/// Registers the three record schemas under the value subjects of their topics (packets → `PacketBatch`,
+/// anomalies → `Anomaly`, destinations → `DestinationStats`) and returns the ids the registry assigned.
+/// Registering a schema the subject already has returns its existing id, so every role may call this.
+pub async fn register_all(url: &str, topics: &Topics) -> Result<SchemaIds, RegistryError> {
+    let client = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .map_err(|e| RegistryError::Client { url: url.to_string(), message: chain(&e) })?;
+    let packet_batch = register(&client, url, &subject(&topics.packets), avsc::PACKET_BATCH_V1).await?;
+    let anomaly = register(&client, url, &subject(&topics.anomalies), avsc::ANOMALY_V1).await?;
+    let destination_stats = register(&client, url, &subject(&topics.destinations), avsc::DESTINATION_STATS_V1).await?;
+    let ids = SchemaIds { packet_batch, anomaly, destination_stats };
+    tracing::info!(registry = url, ?ids, "schemas registered");
+    Ok(ids)
+}
+
+/// `POST {url}/subjects/{subject}/versions` with `schema`; returns the id.
+pub async fn register(client: &reqwest::Client, url: &str, subject: &str, schema: &str) -> Result<u32, RegistryError> {
+    let endpoint = format!("{}/subjects/{subject}/versions", url.trim_end_matches('/'));
+    let request =
+        |message: String| RegistryError::Request { url: url.to_string(), subject: subject.to_string(), message };
+    let body = serde_json::to_vec(&RegisterRequest { schema }).map_err(|e| request(e.to_string()))?;
+    let response = client
+        .post(&endpoint)
+        .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
+        .header(reqwest::header::ACCEPT, CONTENT_TYPE)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| request(chain(&e)))?;
+    let status = response.status();
+    let text = response.text().await.map_err(|e| request(chain(&e)))?;
+    let start: String = text.chars().take(MAX_BODY).collect();
+    if !status.is_success() {
+        return Err(RegistryError::Refused {
+            url: url.to_string(),
+            subject: subject.to_string(),
+            status: status.as_u16(),
+            body: start,
+        });
+    }
+    let parsed: RegisterResponse = serde_json::from_str(&text).map_err(|e| RegistryError::Response {
+        url: url.to_string(),
+        subject: subject.to_string(),
+        body: start,
+        message: e.to_string(),
+    })?;
+    Ok(parsed.id)
+}
+
+/// An error and its sources on one line (reqwest's top-level message alone says little: "error sending request").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_follow_the_topic_name_strategy() {
+        assert_eq!(subject("netanom.packets"), "netanom.packets-value");
+    }
+
+    #[test]
+    fn the_request_body_carries_the_schema_as_a_string() {
+        let body = serde_json::to_value(RegisterRequest { schema: avsc::ANOMALY_V1 }).unwrap();
+        let schema = body["schema"].as_str().unwrap();
+        assert_eq!(schema, avsc::ANOMALY_V1);
+        let parsed: serde_json::Value = serde_json::from_str(schema).unwrap();
+        assert_eq!(parsed["name"], "Anomaly", "{parsed}");
+    }
+}
