@@ -163,6 +163,9 @@ impl fmt::Debug for PacketSource {
     }
 }
 
+/// Pause after a live read found nothing: bounds the idle CPU use and the added latency (2 ms).
+const LIVE_IDLE_SLEEP: Duration = Duration::from_millis(2);
+
 /// Read timeout of live captures, so shutdown is honoured even on a quiet interface.
 const LIVE_TIMEOUT_MS: i32 = 100;
 
@@ -191,7 +194,7 @@ impl PacketSource {
         })
     }
 
-    /// Opens a live interface (immediate mode, 100 ms read timeout).
+    /// Opens a live interface (immediate mode, non-blocking reads).
     pub fn open_live(
         interface: &str,
         filter: Option<&str>,
@@ -207,6 +210,7 @@ impl PacketSource {
             .timeout(LIVE_TIMEOUT_MS)
             .buffer_size(32 << 20)
             .open()
+            .and_then(|c| c.setnonblock())
             .map_err(err)?;
         if let Some(filter) = filter {
             cap.filter(filter, true).map_err(|source| CaptureError::Filter {
@@ -258,6 +262,7 @@ impl PacketSource {
     /// The next frame. When pacing, sleeps until the frame is due, returning [`Next::End`] early if `stop`
     /// becomes true.
     pub fn next(&mut self, stop: &dyn Fn() -> bool) -> Result<Next<'_>, CaptureError> {
+        let live = self.is_live();
         let result = match &mut self.handle {
             Handle::File(c) => c.next_packet(),
             Handle::Live(c) => c.next_packet(),
@@ -265,7 +270,14 @@ impl PacketSource {
         let packet = match result {
             Ok(p) => p,
             Err(pcap::Error::NoMorePackets) => return Ok(Next::End),
-            Err(pcap::Error::TimeoutExpired) => return Ok(Next::Idle),
+            Err(pcap::Error::TimeoutExpired) => {
+                // Live captures are non-blocking: libpcap's TPACKET_V3 read loops inside its own poll while no
+                // packet arrives, so a blocking read would never return to check `stop` on a quiet interface.
+                if live {
+                    std::thread::sleep(LIVE_IDLE_SLEEP);
+                }
+                return Ok(Next::Idle);
+            }
             Err(source) => {
                 return Err(CaptureError::Read { target: self.target.clone(), packets: self.packets, source });
             }
