@@ -73,7 +73,8 @@ pub struct ProducerConfig {
     /// How long to wait for outstanding records to be acknowledged at the end. Default 30 s.
     #[serde(with = "humantime_serde")]
     pub flush_timeout: Duration,
-    /// Show a progress bar on stderr when reading a file (only drawn on a terminal). Default false.
+    /// Show a progress bar on stderr when reading a file; drawn only when stderr is a terminal, so logs and
+    /// pipes never see it. Default true.
     pub progress: bool,
 }
 
@@ -94,7 +95,7 @@ impl Default for ProducerConfig {
             compression: "lz4".to_string(),
             schema_ids: SchemaIds::BUILT_IN,
             flush_timeout: Duration::from_secs(30),
-            progress: false,
+            progress: true,
         }
     }
 }
