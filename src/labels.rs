@@ -160,8 +160,8 @@ fn is_mac(s: &str) -> bool {
     parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
-/// Splits one CSV line with double-quoted fields.
-fn split_csv(line: &str) -> Vec<String> {
+/// Splits one CSV line with double-quoted fields (`""` inside quotes is a quote), as labels.csv writes them.
+pub fn split_csv(line: &str) -> Vec<String> {
     let (mut fields, mut cur, mut quoted) = (Vec::new(), String::new(), false);
     let mut chars = line.chars().peekable();
     while let Some(c) = chars.next() {

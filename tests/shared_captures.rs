@@ -17,29 +17,10 @@ fn labels(dir: &Path) -> Vec<(String, String, String)> {
     let text = std::fs::read_to_string(dir.join("labels.csv")).expect("labels.csv is readable");
     let mut rows = Vec::new();
     for line in text.lines().skip(1) {
-        let fields = split_csv(line);
+        let fields = netanom::labels::split_csv(line);
         rows.push((fields[0].clone(), fields[1].clone(), fields[3].clone()));
     }
     rows
-}
-
-/// Splits one CSV line with double-quoted fields.
-fn split_csv(line: &str) -> Vec<String> {
-    let (mut fields, mut cur, mut quoted) = (Vec::new(), String::new(), false);
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' if quoted && chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            '"' => quoted = !quoted,
-            ',' if !quoted => fields.push(std::mem::take(&mut cur)),
-            c => cur.push(c),
-        }
-    }
-    fields.push(cur);
-    fields
 }
 
 /// Runs `netanom run --pcap capture` and returns the alerts it wrote.
