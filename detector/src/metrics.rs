@@ -24,7 +24,7 @@ pub struct Metrics {
     pub records_consumed: Counter<u64>,
     /// `netanom.detector.packets.processed`: packets examined.
     pub packets_processed: Counter<u64>,
-    /// `netanom.detector.anomalies{kind}`: anomalies emitted, by kind (rate, fanout, isolation, victim).
+    /// `netanom.detector.anomalies{kind}`: anomalies emitted, by kind (rate, fanout, isolation, victim, profile, supervised, beacon).
     pub anomalies: Counter<u64>,
     /// `netanom.detector.dead_lettered`: poison records sent to the dead-letter topic.
     pub dead_lettered: Counter<u64>,

@@ -154,11 +154,18 @@ pub enum AnomalyKind {
     Isolation,
     /// Destination side: many sources converging on one victim (spoofed-source floods, DDoS).
     Victim,
+    /// k-means over per-host behaviour profiles: a profile far from every learned centroid.
+    Profile,
+    /// Supervised random forest trained on labelled traffic.
+    Supervised,
+    /// Periodic connections from a host to one destination (malware command-and-control beaconing).
+    Beacon,
 }
 
 impl AnomalyKind {
     /// All kinds, in schema symbol order.
-    pub const ALL: [AnomalyKind; 4] = [Self::Rate, Self::Fanout, Self::Isolation, Self::Victim];
+    pub const ALL: [AnomalyKind; 7] =
+        [Self::Rate, Self::Fanout, Self::Isolation, Self::Victim, Self::Profile, Self::Supervised, Self::Beacon];
 
     /// Lower-case name used in alerts, configuration and metrics.
     pub fn as_str(self) -> &'static str {
@@ -167,6 +174,9 @@ impl AnomalyKind {
             Self::Fanout => "fanout",
             Self::Isolation => "isolation",
             Self::Victim => "victim",
+            Self::Profile => "profile",
+            Self::Supervised => "supervised",
+            Self::Beacon => "beacon",
         }
     }
 }
