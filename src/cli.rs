@@ -37,7 +37,7 @@ pub enum Command {
     /// Consume anomalies, suppress repeats, deliver alerts to the alerts topic and webhooks.
     AlertRouter(RouterArgs),
     /// Write a seeded, labelled capture of benign traffic with a SYN flood, a port scan, a spoofed-source flood
-    /// and a host sweep (for demos, tests and benchmarks).
+    /// and a host sweep, or the attacks chosen with --attacks (for demos, tests and benchmarks).
     Synth(SynthArgs),
     /// Run the pipeline over a labelled capture and print host-level precision, recall, F1, accuracy, ROC-AUC
     /// and time to detect.
@@ -47,8 +47,9 @@ pub enum Command {
     /// Re-run detection over a range of a historical packets topic (fresh consumer group, nothing committed) and
     /// write the anomalies to a file, stdout or a topic; `--diff` compares two models.
     Replay(crate::replay::ReplayArgs),
-    /// Train an isolation model from a capture (seeded, reproducible) and save it for `forest.model_path` or
-    /// `replay --model`.
+    /// Train an isolation model from captures (seeded, reproducible) and save it for `forest.model_path` or
+    /// `replay --model`; with --supervised, a random forest on labelled captures for `supervised.model_path`,
+    /// printing cross-validated and held-out accuracy, precision, recall and F1.
     Train(crate::replay::TrainArgs),
     /// Print the default configuration as TOML, or check a configuration.
     Config {
@@ -127,6 +128,11 @@ pub struct SynthArgs {
     /// (the benchmark capture, e.g. 1000000).
     #[arg(long)]
     pub packets: Option<usize>,
+    /// Attacks of the labelled scenario: `all` or a comma-separated list of syn-flood, port-scan,
+    /// spoofed-syn-flood, host-sweep, brute-force, dns-tunnel, slow-exfiltration, beaconing. The order given does
+    /// not matter.
+    #[arg(long, conflicts_with = "packets", default_value_t = netanom_producer::synth::AttackList::default())]
+    pub attacks: netanom_producer::synth::AttackList,
 }
 
 /// `netanom eval`.

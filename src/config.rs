@@ -53,11 +53,14 @@ pub struct Kafka {
     /// Partitions of each topic that `netanom run` creates on its embedded broker. The embedded broker keeps at
     /// most 5 MiB per partition, so this also bounds how far the detector may fall behind the capture.
     pub embedded_partitions: i32,
+    /// Detectors `netanom run` runs in its process, each owning a share of the partitions as members of a
+    /// consumer group would, so detection uses more than one core. 0: one per CPU core, at most 4. Default 0.
+    pub run_detectors: usize,
 }
 
 impl Default for Kafka {
     fn default() -> Self {
-        Self { brokers: String::new(), properties: BTreeMap::new(), embedded_partitions: 16 }
+        Self { brokers: String::new(), properties: BTreeMap::new(), embedded_partitions: 16, run_detectors: 0 }
     }
 }
 
@@ -68,6 +71,7 @@ impl std::fmt::Debug for Kafka {
             .field("brokers", &self.brokers)
             .field("properties", &netanom_schemas::redact::masked(&self.properties))
             .field("embedded_partitions", &self.embedded_partitions)
+            .field("run_detectors", &self.run_detectors)
             .finish()
     }
 }
@@ -352,6 +356,12 @@ impl Config {
             errors.push(ConfigError::Invalid(format!(
                 "kafka.embedded_partitions must be >= 1, got {}",
                 self.kafka.embedded_partitions
+            )));
+        }
+        if self.kafka.run_detectors > 64 {
+            errors.push(ConfigError::Invalid(format!(
+                "kafka.run_detectors must be at most 64, got {}",
+                self.kafka.run_detectors
             )));
         }
         errors.extend(self.telemetry.problems());

@@ -9,7 +9,10 @@
 //!   class `benign` has no attacker whatever its text says. A `malicious_sources` text that speaks of
 //!   reflectors, spoofed sources, "every source" or "all N source IPs" means every source host of the capture
 //!   is an attacker ([`Labels::all_sources_attack`]). MAC-only attackers (ARP spoofing) are kept as MAC text;
-//!   they never match an IP host, so they count as missed.
+//!   they never match an IP host, so they count as missed. An `attack_window` that starts the attack later
+//!   than the first packet ("from t=13.6 s to the end", "EK from t_rel 4.6 s; C2 from t_rel 41.3 s") gives
+//!   [`Labels::attack_from_s`], the earliest such start; other texts ("whole file", frame numbers) mean the
+//!   whole capture.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -28,6 +31,9 @@ pub struct Labels {
     pub all_sources_attack: bool,
     /// `traffic_class` of the catalogue row (`benign`, `mixed`, `attack_only`), or `labelled` for `host,role`.
     pub class: String,
+    /// Seconds after the capture's first packet at which the attack starts, when the catalogue says so; before
+    /// it, the attackers' traffic is not attack traffic. `None`: the whole capture.
+    pub attack_from_s: Option<f64>,
 }
 
 /// Why labels could not be read.
@@ -123,6 +129,7 @@ fn catalogue(text: &str, path: &str, capture: &str) -> Result<Labels, LabelsErro
     if l.class == "benign" {
         return Ok(l);
     }
+    l.attack_from_s = attack_start(f.get(5).map_or("", String::as_str));
     l.all_sources_attack = ["reflector", "spoofed", "every source"].iter().any(|k| sources.contains(k))
         || (sources.starts_with("all ") && sources.contains("source"));
     let (ips, macs) = addresses(&f[3]);
@@ -131,6 +138,23 @@ fn catalogue(text: &str, path: &str, capture: &str) -> Result<Labels, LabelsErro
         l.attackers.clear();
     }
     Ok(l)
+}
+
+/// The earliest `t=X s` / `t_rel X s` start in an attack-window text.
+fn attack_start(text: &str) -> Option<f64> {
+    let mut earliest: Option<f64> = None;
+    for (at, marker) in text.match_indices("t=").chain(text.match_indices("t_rel")) {
+        let rest = text[at + marker.len()..].trim_start_matches([' ', '=']);
+        let number: String = rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+        let unit = rest[number.len()..].trim_start();
+        if let Ok(v) = number.parse::<f64>()
+            && unit.starts_with('s')
+            && v.is_finite()
+        {
+            earliest = Some(earliest.map_or(v, |e| e.min(v)));
+        }
+    }
+    earliest
 }
 
 /// The IP addresses and the MAC addresses named in free text.
@@ -243,6 +267,17 @@ mod tests {
             assert!(l.attackers.is_empty(), "{text}");
             assert_eq!(l.victims, set(&["10.10.10.10"]));
         }
+    }
+
+    #[test]
+    fn catalogue_attack_window_gives_the_earliest_start() {
+        let row = |w: &str| format!("{HEADER}w.pcap,attack_only,x,10.0.0.1,10.0.0.2,\"{w}\"\n");
+        let start = |w: &str| parse(&row(w), "l", "w.pcap").unwrap().attack_from_s;
+        assert_eq!(start("from t=13.6 s to the end"), Some(13.6));
+        assert_eq!(start("EK from t_rel 4.6 s; C2 from t_rel 41.3 s"), Some(4.6));
+        assert_eq!(start("whole file (12.8 s)"), None);
+        assert_eq!(start("attacker requests reuse the victim cookie from frame 115 on"), None);
+        assert_eq!(start("t= s, t=x s, t_rel"), None, "malformed starts are ignored");
     }
 
     #[test]

@@ -12,5 +12,6 @@ pub mod replay;
 pub mod report;
 pub mod run;
 pub mod summary;
+pub mod supervised;
 pub mod telemetry;
 pub mod traffic;

@@ -55,7 +55,8 @@ fn main() -> ExitCode {
         }
         Some(role) => {
             let readiness = netanom::telemetry::Readiness::for_role(role);
-            match runtime.block_on(netanom::telemetry::init(&cfg.telemetry, &cfg.log, role, readiness)) {
+            let routes = netanom::telemetry::role_routes(role, &cfg);
+            match runtime.block_on(netanom::telemetry::init(&cfg.telemetry, &cfg.log, role, readiness, routes)) {
                 Ok(guard) => Some(guard),
                 Err(e) => {
                     eprintln!("error: {e:#}");

@@ -1,5 +1,5 @@
 //! `netanom replay` and `netanom train`: re-running detection over a historical packets topic, and training a
-//! persisted isolation model from a capture. Owns reading an offset range of every partition (manual
+//! persisted isolation model from captures (the supervised model's training is [`crate::supervised`]). Owns reading an offset range of every partition (manual
 //! assignment, a fresh group id, nothing committed), the deterministic order in which the records are fed to
 //! the detector's Kafka-free [`Engine`], and the outputs (JSON lines, an Avro anomalies topic, a diff of two
 //! models). It never changes the live pipeline's offsets or state.
@@ -17,7 +17,8 @@
 //! aggregation in this process over the one global order: after every `detector.chunk_records` records the
 //! engine's destination-statistics deltas are applied to its own destination side instead of going through
 //! the destinations topic. The isolation model is either loaded (`--model`) or trained with its seed on the
-//! first warm-up vectors of that same order. So two replays of the same range with the same model and
+//! first warm-up vectors of that same order; the supervised model, when `detector.supervised.model_path` is
+//! set, is loaded as the detector loads it. So two replays of the same range with the same model and
 //! configuration write byte-identical output. (A live detector group may differ from a replay in victim
 //! anomalies near chunk boundaries: it sees the destination deltas as they arrive.)
 //!
@@ -36,6 +37,8 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use netanom_detector::forest::{FeatureScratch, FeatureVector, TrainOptions, batch_features, train};
+use netanom_detector::profile::{ProfileCollector, ProfileVector};
+use netanom_detector::supervised::SupervisedDetector;
 use netanom_detector::{DetectorConfig, Engine, ForestConfig, TrainedForest};
 use netanom_schemas::{Anomaly, AnomalyKind, PacketBatch, SchemaIds};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -103,6 +106,12 @@ pub enum ReplayError {
     /// A model could not be loaded, trained or saved.
     #[error(transparent)]
     Model(#[from] netanom_detector::ForestError),
+    /// The supervised model could not be loaded.
+    #[error(transparent)]
+    Supervised(#[from] netanom_detector::supervised::SupervisedError),
+    /// The host-profile model could not be trained.
+    #[error(transparent)]
+    Profile(#[from] netanom_detector::profile::ProfileError),
     /// A capture could not be read.
     #[error(transparent)]
     Capture(#[from] netanom_producer::CaptureError),
@@ -440,9 +449,18 @@ pub fn detect(
     config: &DetectorConfig,
     model: Option<TrainedForest>,
 ) -> Detection {
+    detect_with(records, ids, config, Engine::new(config, model))
+}
+
+/// [`detect`] with an engine built by the caller (e.g. with the supervised detector).
+pub fn detect_with(
+    records: &[ReplayRecord],
+    ids: &SchemaIds,
+    config: &DetectorConfig,
+    mut engine: Engine,
+) -> Detection {
     let mut order: Vec<&ReplayRecord> = records.iter().collect();
     order.sort_by_key(|r| (r.timestamp_ms, r.partition, r.offset));
-    let mut engine = Engine::new(config, model);
     let mut d = Detection::default();
     for chunk in order.chunks(config.chunk_records.max(1)) {
         for r in chunk {
@@ -460,6 +478,11 @@ pub fn detect(
         for delta in engine.end_chunk() {
             engine.process_destination_stats(&delta, 0, &mut d.anomalies);
         }
+    }
+    // The end of the range ends the host-profile windows still open, as the end of a capture does.
+    engine.flush_profiles(&mut d.anomalies);
+    for delta in engine.flush_destination_stats() {
+        engine.process_destination_stats(&delta, 0, &mut d.anomalies);
     }
     d.model_version = engine.model().map(|m| m.version().to_string());
     d
@@ -678,6 +701,40 @@ pub fn train_vectors(
     Ok(train(vectors, &opts)?)
 }
 
+/// The host profiles of captures, as the detector aggregates them (`detector.profile` windows, hosts bounded
+/// by `detector.state.max_hosts`): each capture goes through the producer's pipeline and its batches, in the
+/// order they close, through a [`ProfileCollector`] of its own (captures are not one timeline); every host's
+/// last window is included. At most `max` profiles in all.
+pub fn capture_profiles(
+    pcaps: &[PathBuf],
+    producer: &netanom_producer::ProducerConfig,
+    detector: &DetectorConfig,
+    max: usize,
+) -> Result<Vec<ProfileVector>, ReplayError> {
+    use netanom_producer::capture::Next;
+    let mut profiles = Vec::new();
+    for pcap in pcaps {
+        let mut source =
+            netanom_producer::PacketSource::open_file(pcap, producer.filter.as_deref(), netanom_producer::Speed::Max)?;
+        let mut pipeline = netanom_producer::Pipeline::new(&producer.flow, &producer.batch);
+        let left = max.saturating_sub(profiles.len());
+        let mut collector = ProfileCollector::new(&detector.profile, detector.state.max_hosts, left);
+        let mut emit = |b: &PacketBatch| collector.push(b);
+        loop {
+            match source.next(&|| false)? {
+                Next::Frame(f) => {
+                    let _ = pipeline.push(&f, &mut emit);
+                }
+                Next::Idle => {}
+                Next::End => break,
+            }
+        }
+        pipeline.finish(&mut emit);
+        profiles.extend(collector.finish());
+    }
+    Ok(profiles)
+}
+
 /// `netanom replay`.
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
@@ -720,18 +777,45 @@ pub struct ReplayArgs {
 /// `netanom train`.
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
-    /// Capture (pcap or pcapng) of normal traffic.
-    #[arg(long)]
-    pub pcap: PathBuf,
-    /// Where to write the model (JSON, loadable by `forest.model_path` and `replay --model`).
+    /// Captures (pcap or pcapng) to train on: normal traffic for the isolation forest; labelled traffic with
+    /// --supervised. Repeatable, or several after one flag.
+    #[arg(long, required = true, num_args = 1..)]
+    pub pcap: Vec<PathBuf>,
+    /// Where to write the model (JSON): loadable by `forest.model_path` and `replay --model`, or with
+    /// --supervised by `supervised.model_path`.
     #[arg(long)]
     pub out: PathBuf,
-    /// Training seed (default: `detector.forest.seed`).
+    /// Training seed of both models (default: `detector.forest.seed` for the forest, `detector.profile.seed` for
+    /// the host-profile model).
     #[arg(long)]
     pub seed: Option<u64>,
     /// Use the first this many batch vectors (default: `detector.forest.warmup_samples`, as the detector does).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "supervised")]
     pub samples: Option<usize>,
+    /// Train the supervised random forest on labelled traffic instead of the isolation forest: seeded
+    /// stratified train/test split, k-fold cross-validation over trees, max depth and feature share, and
+    /// accuracy, precision, recall, F1 and the confusion matrix on the test set.
+    #[arg(long, requires = "labels")]
+    pub supervised: bool,
+    /// With --supervised: labels, `host,role` CSV (as `netanom synth --labels` writes) or a `labels.csv`
+    /// catalogue whose `file` column each capture path ends with.
+    #[arg(long, requires = "supervised")]
+    pub labels: Option<PathBuf>,
+    /// With --supervised: test on these captures (held out whole) instead of a split of the training captures.
+    #[arg(long, num_args = 1.., requires = "supervised")]
+    pub test_pcap: Vec<PathBuf>,
+    /// With --supervised: share of each class held out for the test set when no --test-pcap is given.
+    #[arg(long, default_value_t = 0.3, requires = "supervised")]
+    pub test_fraction: f64,
+    /// With --supervised: cross-validation folds (fewer if a class has fewer training vectors).
+    #[arg(long, default_value_t = 5, requires = "supervised")]
+    pub folds: usize,
+    /// With --supervised: smallest batch (packets) trained on; the detector scores no smaller batch.
+    #[arg(long, default_value_t = 8, requires = "supervised")]
+    pub min_packets: usize,
+    /// With --supervised: print one JSON object instead of text.
+    #[arg(long, requires = "supervised")]
+    pub json: bool,
 }
 
 fn load_model(path: &Path) -> Result<TrainedForest, ReplayError> {
@@ -763,9 +847,12 @@ pub async fn run_replay(args: ReplayArgs, cfg: crate::config::Config) -> anyhow:
     let (ranges, base, other) = tokio::task::spawn_blocking(move || -> Result<_, ReplayError> {
         let (ranges, records) = read_range(&spec)?;
         let model = model_path.as_deref().map(load_model).transpose()?;
-        let base = detect(&records, &ids, &detector, model);
+        let engine = |m| -> Result<Engine, ReplayError> {
+            Ok(Engine::new(&detector, m).with_supervised(SupervisedDetector::load(&detector.supervised)?))
+        };
+        let base = detect_with(&records, &ids, &detector, engine(model)?);
         let other = match diff_path {
-            Some(p) => Some(detect(&records, &ids, &detector, Some(load_model(&p)?))),
+            Some(p) => Some(detect_with(&records, &ids, &detector, engine(Some(load_model(&p)?))?)),
             None => None,
         };
         Ok((ranges, base, other))
@@ -816,15 +903,57 @@ pub async fn run_replay(args: ReplayArgs, cfg: crate::config::Config) -> anyhow:
     Ok(())
 }
 
-/// Runs `netanom train`.
-pub fn run_train(args: &TrainArgs, cfg: &crate::config::Config) -> anyhow::Result<()> {
+/// Runs `netanom train` on a blocking thread (training is CPU-bound).
+pub async fn run_train(args: TrainArgs, cfg: crate::config::Config) -> anyhow::Result<()> {
+    use anyhow::Context;
+    tokio::task::spawn_blocking(move || {
+        if args.supervised { crate::supervised::run(&args, &cfg) } else { train_isolation(&args, &cfg) }
+    })
+    .await
+    .context("training worker panicked")?
+}
+
+fn train_isolation(args: &TrainArgs, cfg: &crate::config::Config) -> anyhow::Result<()> {
     let forest = &cfg.detector.forest;
     let max = args.samples.unwrap_or(forest.warmup_samples);
-    let vectors = capture_vectors(&args.pcap, &cfg.producer, forest, max)?;
+    let mut vectors = Vec::new();
+    for pcap in &args.pcap {
+        vectors.extend(capture_vectors(pcap, &cfg.producer, forest, max - vectors.len())?);
+    }
     let model = train_vectors(&vectors, forest, args.seed.unwrap_or(forest.seed))?;
+    let p = &cfg.detector.profile;
+    let mut profile_note = String::new();
+    let profile = if p.enabled {
+        let profiles = capture_profiles(&args.pcap, &cfg.producer, &cfg.detector, p.warmup_profiles)?;
+        let opts = netanom_detector::profile::TrainOptions {
+            seed: args.seed.unwrap_or(p.seed),
+            ..netanom_detector::profile::TrainOptions::from(p)
+        };
+        match netanom_detector::profile::train(&profiles, &opts) {
+            Ok(m) => {
+                profile_note = format!(
+                    "; profile model {} (k = {}, threshold {:.2}) on {} host profiles",
+                    m.version(),
+                    m.k(),
+                    m.threshold(),
+                    profiles.len()
+                );
+                Some(m)
+            }
+            // Too little traffic for profiles is not fatal: the detector then trains them on its warm-up.
+            Err(e @ netanom_detector::profile::ProfileError::TooFewProfiles { .. }) => {
+                eprintln!("note: no profile model written ({e}); the detector will train one on its warm-up");
+                None
+            }
+            Err(e) => return Err(ReplayError::from(e).into()),
+        }
+    } else {
+        None
+    };
+    let model = model.with_profile(profile);
     model.save(&args.out)?;
     println!(
-        "trained {} on {} batch vectors (threshold {:.3}); wrote {}",
+        "trained {} on {} batch vectors (threshold {:.3}){profile_note}; wrote {}",
         model.version(),
         vectors.len(),
         model.threshold(),

@@ -135,7 +135,7 @@ pub async fn dispatch(command: Command, mut cfg: Config) -> anyhow::Result<()> {
             resolve_schemas(&mut cfg).await?;
             crate::replay::run_replay(args, cfg).await
         }
-        Command::Train(args) => crate::replay::run_train(&args, &cfg),
+        Command::Train(args) => crate::replay::run_train(args, cfg).await,
         Command::Config { .. } => Ok(()),
     }
 }
@@ -154,7 +154,7 @@ fn synth(args: &crate::cli::SynthArgs) -> anyhow::Result<()> {
         println!("wrote {} packets to {}", packets.len(), args.out.display());
         return Ok(());
     }
-    let scenario = synth::Scenario { seed: args.seed, ..synth::Scenario::default() };
+    let scenario = synth::Scenario::with_attacks(args.seed, &args.attacks);
     let summary =
         if pcapng { synth::write_pcapng(&scenario, &args.out) } else { synth::write_pcap(&scenario, &args.out) }
             .with_context(|| format!("cannot write {}", args.out.display()))?;
@@ -224,14 +224,17 @@ pub async fn run_pipeline(
     let cluster = if cfg.kafka.brokers.is_empty() { Some(embedded(&cfg)?) } else { None };
     let brokers = cluster.as_ref().map_or_else(|| cfg.kafka.brokers.clone(), |c| c.bootstrap_servers());
     prepare(&mut cfg, &brokers).await?;
+    // The embedded broker lives in this process: compressing records for it only costs CPU.
+    if cluster.is_some() {
+        cfg.producer.compression = "none".to_string();
+    }
     // One process owns every partition: no group membership to negotiate.
     cfg.detector.static_assignment = true;
     cfg.alert_router.static_assignment = true;
 
     let detector_drain = CancellationToken::new();
     let router_drain = CancellationToken::new();
-    let mut detector =
-        tokio::spawn(netanom_detector::run(cfg.detector.clone(), hard.clone(), Some(detector_drain.clone())));
+    let mut detector = tokio::spawn(detectors(&cfg, hard.clone(), detector_drain.clone()));
     let mut router =
         tokio::spawn(netanom_alert_router::run(cfg.alert_router.clone(), hard.clone(), Some(router_drain.clone())));
     let mut producer = tokio::spawn(netanom_producer::run(cfg.producer.clone(), stop.clone(), None));
@@ -268,6 +271,51 @@ pub async fn run_pipeline(
         );
     }
     Ok(RunOutcome { producer: produced, detector: detected, router: routed, elapsed })
+}
+
+/// Runs `kafka.run_detectors` detectors, each owning its share of the partitions, until all have drained;
+/// returns their reports added up.
+fn detectors(
+    cfg: &Config,
+    hard: CancellationToken,
+    drain: CancellationToken,
+) -> impl std::future::Future<Output = Result<netanom_detector::DetectorReport, netanom_detector::DetectorError>> + use<>
+{
+    let count = match cfg.kafka.run_detectors {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()).min(4),
+        n => n,
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for share in netanom_detector::Share::split(count as u32) {
+        let mut c = cfg.detector.clone();
+        c.share = (count > 1).then_some(share);
+        tasks.spawn(netanom_detector::run(c, hard.clone(), Some(drain.clone())));
+    }
+    async move {
+        // In completion order, so the first failure returns at once (the caller then stops the others).
+        let mut reports = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            reports.push(r.map_err(|e| netanom_detector::DetectorError::Worker(e.to_string()))??);
+        }
+        let mut total = netanom_detector::DetectorReport::default();
+        let mut versions: Vec<String> = Vec::new();
+        for r in reports {
+            total.records += r.records;
+            total.batches += r.batches;
+            total.packets += r.packets;
+            total.destination_stats_consumed += r.destination_stats_consumed;
+            total.destination_stats_produced += r.destination_stats_produced;
+            for (k, n) in r.anomalies {
+                *total.anomalies.entry(k).or_default() += n;
+            }
+            total.dead_lettered += r.dead_lettered;
+            total.hosts_tracked += r.hosts_tracked;
+            total.hosts_evicted += r.hosts_evicted;
+            versions.extend(r.model_version.filter(|v| !versions.contains(v)));
+        }
+        total.model_version = (!versions.is_empty()).then(|| versions.join(", "));
+        Ok(total)
+    }
 }
 
 fn outcome<T, E: std::fmt::Display>(r: Result<Result<T, E>, tokio::task::JoinError>) -> String {

@@ -1,7 +1,7 @@
 //! Telemetry of every role: the `[telemetry]` configuration, the OpenTelemetry SDK (traces and metrics over
 //! OTLP/gRPC when an endpoint is set, metrics also into a Prometheus registry), the global W3C trace-context
 //! propagator, and the HTTP server on `[telemetry] listen` with `GET /healthz`, `GET /readyz` and
-//! `GET /metrics`. Logs stay on stderr as `[log]` says; this module only adds an OpenTelemetry layer next to
+//! `GET /metrics`, plus the routes of the role it runs ([`role_routes`]: the detector's scoring API). Logs stay on stderr as `[log]` says; this module only adds an OpenTelemetry layer next to
 //! them. The service crates only use the `opentelemetry` API (`global::meter("netanom")`,
 //! `global::tracer("netanom")`); everything that exports lives here.
 
@@ -34,8 +34,9 @@ pub const OTLP_ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Telemetry {
-    /// Address of the HTTP server with `/healthz`, `/readyz` and `/metrics` (Prometheus text), e.g.
-    /// `"0.0.0.0:9100"`. Default: none (no server).
+    /// Address of the HTTP server with `/healthz`, `/readyz` and `/metrics` (Prometheus text), and for
+    /// `netanom detector` and `netanom run` the scoring API `POST /api/v1/analyze`, e.g. `"0.0.0.0:9100"`.
+    /// Default: none (no server).
     pub listen: Option<SocketAddr>,
     /// OTLP/gRPC endpoint for traces and metrics, e.g. `"http://otel-collector:4317"`. Default: the
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` environment variable when set, else none (nothing is exported over OTLP).
@@ -189,11 +190,26 @@ impl Guard {
     }
 }
 
+/// The HTTP routes `role` adds next to the probes: the scoring API (`POST /api/v1/analyze`) for the roles
+/// that run a detector (`detector`, `run`), answered from the model `cfg.detector` publishes; none otherwise.
+pub fn role_routes(role: &str, cfg: &crate::config::Config) -> axum::Router {
+    match role {
+        "detector" | "run" => netanom_detector::api::router(&cfg.detector),
+        _ => axum::Router::new(),
+    }
+}
+
 /// Installs logging (as [`crate::run::init_logging`] does) plus, when an OTLP endpoint is set, a
 /// `tracing-opentelemetry` layer; sets the global tracer and meter providers and the W3C propagator; starts
-/// the HTTP server when `listen` is set. Must run inside the tokio runtime (the gRPC exporter and the server
-/// spawn tasks on it).
-pub async fn init(cfg: &Telemetry, log: &Log, role: &str, readiness: Readiness) -> anyhow::Result<Guard> {
+/// the HTTP server with the probes and `extra` routes (see [`role_routes`]) when `listen` is set. Must run
+/// inside the tokio runtime (the gRPC exporter and the server spawn tasks on it).
+pub async fn init(
+    cfg: &Telemetry,
+    log: &Log,
+    role: &str,
+    readiness: Readiness,
+    extra: axum::Router,
+) -> anyhow::Result<Guard> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let resource = opentelemetry_sdk::Resource::builder().with_service_name(cfg.service_name_for(role)).build();
     let endpoint = cfg.endpoint();
@@ -234,7 +250,8 @@ pub async fn init(cfg: &Telemetry, log: &Log, role: &str, readiness: Readiness) 
                 .with_context(|| format!("cannot listen on telemetry.listen = {addr}"))?;
             let local = listener.local_addr().ok();
             let stop = CancellationToken::new();
-            let handle = tokio::spawn(serve(listener, registry, readiness, stop.clone()));
+            let app = routes(registry, readiness).merge(extra);
+            let handle = tokio::spawn(serve(listener, app, stop.clone()));
             tracing::info!(listen = ?local, "telemetry server started");
             (Some((stop, handle)), local)
         }
@@ -277,14 +294,8 @@ async fn metrics(State((registry, _)): State<HttpState>) -> impl IntoResponse {
     }
 }
 
-/// Serves [`routes`] on `listener` until `stop`.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    registry: prometheus::Registry,
-    readiness: Readiness,
-    stop: CancellationToken,
-) {
-    let app = routes(registry, readiness);
+/// Serves `app` (the probes of [`routes`], plus any role routes) on `listener` until `stop`.
+pub async fn serve(listener: tokio::net::TcpListener, app: axum::Router, stop: CancellationToken) {
     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
         tracing::warn!(error = %e, "telemetry server failed");
     }

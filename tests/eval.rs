@@ -1,7 +1,8 @@
 //! `netanom eval` end to end, as separate processes: `netanom synth --out X --labels Y` writes the seeded
 //! labelled scenario (SYN flood, port scan, spoofed-source flood, host sweep over benign sessions), then
 //! `netanom eval --pcap X --labels Y --json` runs the whole pipeline on it. Every attacker and the spoofed
-//! flood's victim must be found and no benign host flagged: host-level F1 = 1.
+//! flood's victim must be found and no benign host flagged: host-level F1 = 1. Then `netanom synth --attacks
+//! beaconing` and `netanom run` on it: the beaconing host, and only it, is alerted.
 
 use std::process::Command;
 
@@ -35,4 +36,41 @@ fn eval_on_the_synth_scenario_finds_every_attacker_and_no_benign_host() {
     assert_eq!(e["roc_auc"], 1.0, "{e}");
     assert!(e["hosts"].as_u64().unwrap() > 3000, "every spoofed source is a host: {e}");
     assert_eq!(e["time_to_detect_s"].as_object().unwrap().len(), attackers, "{e}");
+}
+
+#[test]
+fn run_on_a_synth_capture_with_beaconing_alerts_the_beaconing_host_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pcap, labels, alerts) =
+        (dir.path().join("beacon.pcap"), dir.path().join("labels.csv"), dir.path().join("alerts.jsonl"));
+    netanom(&[
+        "synth".as_ref(),
+        "--out".as_ref(),
+        pcap.as_os_str(),
+        "--labels".as_ref(),
+        labels.as_os_str(),
+        "--attacks".as_ref(),
+        "beaconing".as_ref(),
+    ]);
+    let roles = std::fs::read_to_string(&labels).unwrap();
+    assert!(roles.contains("10.0.0.77,attacker") && roles.contains("203.0.113.9,victim"), "{roles}");
+    netanom(&[
+        "run".as_ref(),
+        "--quiet".as_ref(),
+        "--pcap".as_ref(),
+        pcap.as_os_str(),
+        "--alerts-out".as_ref(),
+        alerts.as_os_str(),
+    ]);
+    let text = std::fs::read_to_string(&alerts).unwrap_or_default();
+    let alerts: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let beacon = alerts.iter().find(|a| a["kind"] == "beacon").unwrap_or_else(|| panic!("no beacon alert: {text}"));
+    assert_eq!(beacon["host"], "10.0.0.77", "{beacon:#}");
+    assert_eq!(beacon["target"], "203.0.113.9", "{beacon:#}");
+    let reason = beacon["reason"].as_str().unwrap();
+    assert!(reason.starts_with("10.0.0.77 contacted 203.0.113.9 on port 443 every "), "{reason}");
+    let period = beacon["features"].as_array().unwrap().iter().find(|f| f["name"] == "period_s").unwrap();
+    assert!((3.8..=4.2).contains(&period["value"].as_f64().unwrap()), "{beacon:#}");
+    // Nothing else: the benign traffic of the scenario raises no alert.
+    assert!(alerts.iter().all(|a| a["host"] == "10.0.0.77"), "alerts on other hosts: {text}");
 }

@@ -68,3 +68,46 @@ fn benign_captures_raise_no_alert_and_the_syn_scan_names_the_scanner() {
         .expect("the SYN scan is labelled");
     assert!(scan.iter().any(|a| a["host"] == scanner.as_str()), "no alert names the scanner {scanner}: {scan:#?}");
 }
+
+/// `netanom train` on the benign captures writes the host-profile model beside the forest, `netanom run` loads
+/// it from `forest.model_path`, and the small ICMP sweep (1.6 s: its one window is scored when the drained
+/// capture ends) is named by `profile`, a sweep the rate and fan-out rules miss.
+#[test]
+fn a_model_of_the_benign_captures_names_a_small_icmp_sweep_by_its_profile() {
+    let Some(dir) = data_dir() else {
+        eprintln!("skipping: ../shared/data (the shared captures) is not beside this checkout");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model.json");
+    let benign: Vec<PathBuf> =
+        labels(&dir).into_iter().filter(|(_, class, _)| class == "benign").map(|(f, _, _)| dir.join(f)).collect();
+    let trained = Command::new(env!("CARGO_BIN_EXE_netanom"))
+        .args(["train", "--out"])
+        .arg(&model)
+        .arg("--pcap")
+        .args(&benign)
+        .output()
+        .expect("netanom train runs");
+    assert!(trained.status.success(), "train: {}", String::from_utf8_lossy(&trained.stderr));
+    assert!(String::from_utf8_lossy(&trained.stdout).contains("profile model km-"), "no profile model written");
+
+    let out = tmp.path().join("alerts.jsonl");
+    let result = Command::new(env!("CARGO_BIN_EXE_netanom"))
+        .args(["run", "--quiet", "--pcap"])
+        .arg(dir.join("stratosphere-slips/test12-icmp-portscan.pcap"))
+        .arg("--alerts-out")
+        .arg(&out)
+        .env("NETANOM_DETECTOR__FOREST__MODEL_PATH", &model)
+        .output()
+        .expect("netanom runs");
+    assert!(result.status.success(), "run: {}", String::from_utf8_lossy(&result.stderr));
+    let alerts = common::read_alerts(&out);
+    let profile = alerts
+        .iter()
+        .find(|a| a["kind"] == "profile" && a["host"] == "192.168.1.109")
+        .unwrap_or_else(|| panic!("no profile alert names the sweeper 192.168.1.109: {alerts:#?}"));
+    assert_eq!(profile["features"][0]["name"], "icmp_fraction", "{profile:#?}");
+    assert!(profile["model_version"].as_str().unwrap().starts_with("km-"));
+    assert!(profile["reason"].as_str().unwrap().contains("100% ICMP (usually"), "{profile:#?}");
+}

@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use fake_opentelemetry_collector::{ExportedSpan, FakeCollectorServer};
-use netanom::telemetry::{Readiness, serve};
+use netanom::telemetry::{Readiness, routes, serve};
 use opentelemetry::metrics::MeterProvider as _;
 use tokio::io::AsyncReadExt as _;
 use tokio_util::sync::CancellationToken;
@@ -33,7 +33,7 @@ async fn http_server_reports_health_readiness_flip_and_counter() {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let readiness = Readiness::new();
     let stop = CancellationToken::new();
-    let server = tokio::spawn(serve(listener, registry, readiness.clone(), stop.clone()));
+    let server = tokio::spawn(serve(listener, routes(registry, readiness.clone()), stop.clone()));
 
     assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
     assert_eq!(get(&format!("{base}/readyz")).await.0, 503, "not ready before set_ready");

@@ -607,8 +607,9 @@ impl rdkafka::ClientContext for RouterContext {
 
 impl ConsumerContext for RouterContext {
     fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
-        if let rdkafka::consumer::Rebalance::Assign(_) = rebalance {
+        if let rdkafka::consumer::Rebalance::Assign(tpl) = rebalance {
             metrics::READY.store(true, std::sync::atomic::Ordering::Release);
+            tracing::info!(partitions = tpl.count(), "partitions assigned");
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The detector's hot path without Kafka: Avro decode → rate/fanout windows → victim aggregation → isolation
-//! forest scoring, over ~1M generated packets in producer-like batches; plus the crate's EIF scoring speed.
+//! forest scoring, over ~1M generated packets in producer-like batches; plus the EIF scoring speed of the crate's
+//! scorer and of the flat copy the detector uses (`detector::flat`).
 //!
 //! `cargo bench -p netanom-detector --bench detector_path`
 
@@ -8,7 +9,8 @@ use std::net::IpAddr;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use netanom_detector::fixtures::{T0, benign_batch, scan_batch, spoofed_flood, syn_flood};
-use netanom_detector::forest::{FeatureScratch, FeatureVector, TrainOptions, batch_features, train};
+use netanom_detector::forest::{FeatureScratch, FeatureVector, TrainOptions, batch_features, model_input, train};
+use netanom_detector::profile::{ProfileCollector, ProfileModel};
 use netanom_detector::{DetectorConfig, Engine, TrainedForest};
 use netanom_schemas::{PacketBatch, SchemaIds};
 
@@ -44,7 +46,16 @@ fn model(trees: usize) -> TrainedForest {
         .collect();
     let mut config = DetectorConfig::default().forest;
     config.trees = trees;
-    train(&data, &TrainOptions::from(&config)).unwrap()
+    train(&data, &TrainOptions::from(&config)).unwrap().with_profile(Some(profile_model()))
+}
+
+/// The host-profile model of the same benign traffic, so that the bench measures scoring, not the warm-up.
+fn profile_model() -> ProfileModel {
+    let config = DetectorConfig::default();
+    let p = &config.profile;
+    let mut collector = ProfileCollector::new(p, config.state.max_hosts, p.warmup_profiles);
+    (0..4_000u64).for_each(|i| collector.push(&benign_batch(i)));
+    netanom_detector::profile::train(&collector.finish(), &netanom_detector::profile::TrainOptions::from(p)).unwrap()
 }
 
 fn detector_path(c: &mut Criterion) {
@@ -53,12 +64,17 @@ fn detector_path(c: &mut Criterion) {
     let mut group = c.benchmark_group("detector_path");
     group.sample_size(10);
     group.throughput(Throughput::Elements(packets));
-    // The default configuration, then the same with 100 trees and without the forest, to show where the
-    // time goes.
-    let variants: [(&str, Option<usize>); 3] =
-        [("default_50_trees", Some(50)), ("forest_100_trees", Some(100)), ("rules_only", None)];
-    for (name, trees) in variants {
+    // The default configuration, then the same with 100 trees, without the forest, and without the host
+    // profiles, to show where the time goes.
+    let variants: [(&str, Option<usize>, bool); 4] = [
+        ("default_50_trees", Some(50), true),
+        ("forest_100_trees", Some(100), true),
+        ("rules_only", None, true),
+        ("default_without_profiles", Some(50), false),
+    ];
+    for (name, trees, profiles) in variants {
         let mut config = DetectorConfig::default();
+        config.profile.enabled = profiles;
         config.forest.enabled = trees.is_some();
         config.forest.trees = trees.unwrap_or(100);
         group.bench_function(format!("{name}_{packets}_packets"), |b| {
@@ -90,7 +106,11 @@ fn detector_path(c: &mut Criterion) {
     let mut group = c.benchmark_group("eif_score");
     group.sample_size(10);
     group.throughput(Throughput::Elements(vectors.len() as u64));
-    group.bench_function("crate_score_50_trees", |b| b.iter(|| vectors.iter().map(|v| m.score(v)).sum::<f64>()));
+    // The crate's own scorer (the reference) against the flat copy the detector uses, in the same run.
+    let inputs: Vec<FeatureVector> = vectors.iter().map(model_input).collect();
+    group
+        .bench_function("crate_score_50_trees", |b| b.iter(|| inputs.iter().map(|v| m.forest().score(v)).sum::<f64>()));
+    group.bench_function("flat_score_50_trees", |b| b.iter(|| vectors.iter().map(|v| m.score(v)).sum::<f64>()));
     group.finish();
 }
 

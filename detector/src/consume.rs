@@ -1,68 +1,130 @@
 //! The Kafka loop: one consumer subscribed to the packets and destinations topics, records processed in
 //! chunks on a blocking thread by the [`Engine`], anomalies, destination-statistics deltas and dead letters
 //! produced and acknowledged before the chunk's offsets are stored (at-least-once), rebalances turned into
-//! state drops, and the drain protocol. Owns no detection logic.
+//! start offsets, state rebuilds and state drops (decided by [`crate::ownership`]), and the drain protocol. Owns
+//! no detection logic.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use netanom_schemas::{Anomaly, AnomalyKind, DestinationStats, PacketBatch, SchemaIds, topics};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::DetectorConfig;
+use crate::config::{DetectorConfig, Share};
 use crate::engine::Engine;
 use crate::forest::TrainedForest;
+use crate::lifecycle::ModelPublisher;
 use crate::metrics::{self, Metrics};
+use crate::ownership::{Ownership, Start, TopicPartition};
+use crate::supervised::SupervisedDetector;
 use crate::{DetectorError, DetectorReport};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Partitions revoked by rebalances and not (yet) assigned again; applied before the next chunk.
-#[derive(Debug, Default)]
-struct Ownership {
-    assigned: HashSet<(String, i32)>,
-    revoked: HashSet<(String, i32)>,
-}
-
-/// Consumer context that records partition revocations for the worker.
+/// Consumer context: applies rebalances itself so that an assigned partition starts where
+/// [`crate::ownership`] says (resuming, rebuilding or replaying state), and records revocations and state drops
+/// for the consume loop. Rebalance callbacks run inside `recv`, never while a chunk is processed.
 struct DetectorContext {
     ownership: Arc<Mutex<Ownership>>,
+    rebuild_records: i64,
+}
+
+fn lock(ownership: &Mutex<Ownership>) -> MutexGuard<'_, Ownership> {
+    ownership.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()
 }
 
 impl ClientContext for DetectorContext {}
 
 impl ConsumerContext for DetectorContext {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance
-            && let Ok(mut o) = self.ownership.lock()
-        {
-            for e in tpl.elements() {
-                let key = (e.topic().to_string(), e.partition());
-                o.assigned.remove(&key);
-                o.revoked.insert(key);
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let eager = !matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let applied: KafkaResult<()> = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.plan_starts(consumer, tpl, eager);
+                let r = if eager { consumer.assign(tpl) } else { consumer.incremental_assign(tpl) };
+                if r.is_ok() {
+                    metrics::READY.store(true, std::sync::atomic::Ordering::Release);
+                    tracing::info!(partitions = tpl.count(), "partitions assigned");
+                }
+                r
             }
-            tracing::info!(partitions = tpl.count(), "partitions revoked");
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                lock(&self.ownership).revoke(partitions_of(tpl), eager);
+                tracing::info!(partitions = tpl.count(), "partitions revoked");
+                if eager { consumer.unassign() } else { consumer.incremental_unassign(tpl) }
+            }
+            other => {
+                tracing::error!(error = %RDKafkaErrorCode::from(other), "rebalance failed; giving up the assignment");
+                if eager {
+                    let all = consumer.assignment().map(|a| partitions_of(&a)).unwrap_or_default();
+                    lock(&self.ownership).revoke(all, true);
+                    consumer.unassign()
+                } else {
+                    lock(&self.ownership).revoke(partitions_of(tpl), false);
+                    consumer.incremental_unassign(tpl)
+                }
+            }
+        };
+        if let Err(e) = applied {
+            tracing::error!(error = %e, "applying a rebalance failed");
         }
     }
+}
 
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance
-            && let Ok(mut o) = self.ownership.lock()
-        {
-            for e in tpl.elements() {
-                let key = (e.topic().to_string(), e.partition());
-                o.revoked.remove(&key);
-                o.assigned.insert(key);
+impl DetectorContext {
+    /// Sets the start offset of every partition in the assignment `tpl` from the group's committed offsets and
+    /// the state held (see [`crate::ownership`]).
+    fn plan_starts(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList, eager: bool) {
+        let partitions = partitions_of(tpl);
+        let mut query = TopicPartitionList::with_capacity(partitions.len());
+        for (topic, partition) in &partitions {
+            query.add_partition(topic, *partition);
+        }
+        let committed: HashMap<TopicPartition, i64> = match consumer.committed_offsets(query, METADATA_TIMEOUT) {
+            Ok(c) => c
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) if o >= 0 => Some(((e.topic().to_string(), e.partition()), o)),
+                    _ => None,
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "committed offsets unavailable: partitions new here start cold, \
+                    partitions kept resume where their state stops");
+                HashMap::new()
             }
-            metrics::READY.store(true, std::sync::atomic::Ordering::Release);
-            tracing::info!(partitions = tpl.count(), "partitions assigned");
+        };
+        let assignment: Vec<(TopicPartition, Option<i64>)> = partitions
+            .into_iter()
+            .map(|tp| {
+                let c = committed.get(&tp).copied();
+                (tp, c)
+            })
+            .collect();
+        let starts = lock(&self.ownership).assign(&assignment, eager, self.rebuild_records);
+        for ((topic, partition), start) in starts {
+            let Start::At { offset, rebuild_until, drop_held } = start else { continue };
+            let from = if offset <= 0 { Offset::Beginning } else { Offset::Offset(offset) };
+            if let Err(e) = tpl.set_partition_offset(&topic, partition, from) {
+                tracing::warn!(%topic, partition, error = %e, "could not set the start offset");
+            }
+            if rebuild_until > offset {
+                tracing::info!(%topic, partition, from = offset, until = rebuild_until, dropped_stale_state = drop_held,
+                    "rebuilding the state of a partition that moved here");
+            }
         }
     }
 }
@@ -88,6 +150,10 @@ struct ChunkOutput {
     anomalies: u64,
     destination_stats: u64,
     dead_lettered: u64,
+    /// Records that only rebuilt state.
+    rebuilt: u64,
+    /// The isolation model in force after the chunk.
+    model: Option<Arc<TrainedForest>>,
 }
 
 /// Where a record came from.
@@ -148,6 +214,10 @@ pub(crate) async fn run(
         }
         _ => None,
     };
+    let supervised_config = config.supervised.clone();
+    let supervised = tokio::task::spawn_blocking(move || SupervisedDetector::load(&supervised_config))
+        .await
+        .map_err(|e| DetectorError::Worker(e.to_string()))??;
 
     let ownership = Arc::new(Mutex::new(Ownership::default()));
     let mut cc = client_config(&config);
@@ -156,9 +226,12 @@ pub(crate) async fn run(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest");
     let consumer: Arc<DetectorConsumer> = Arc::new(
-        cc.create_with_context(DetectorContext { ownership: ownership.clone() })
-            .map_err(redacted)
-            .map_err(kafka("creating the consumer"))?,
+        cc.create_with_context(DetectorContext {
+            ownership: ownership.clone(),
+            rebuild_records: i64::try_from(config.state.rebuild_records).unwrap_or(i64::MAX),
+        })
+        .map_err(redacted)
+        .map_err(kafka("creating the consumer"))?,
     );
     let producer: FutureProducer = client_config(&config)
         .set("linger.ms", "5")
@@ -169,7 +242,8 @@ pub(crate) async fn run(
     if config.static_assignment {
         let c = consumer.clone();
         let names: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
-        let tpl = tokio::task::spawn_blocking(move || every_partition(&c, &names))
+        let share = config.share.clone();
+        let tpl = tokio::task::spawn_blocking(move || every_partition(&c, &names, share.as_ref()))
             .await
             .map_err(|e| DetectorError::Worker(e.to_string()))??;
         consumer.assign(&tpl).map_err(kafka("assigning every partition"))?;
@@ -184,8 +258,15 @@ pub(crate) async fn run(
         "detector started"
     );
 
-    let engine = Arc::new(Mutex::new(Engine::new(&config, model)));
+    let engine = Arc::new(Mutex::new(Engine::new(&config, model).with_supervised(supervised)));
     let meters = Metrics::new();
+    // The scoring API serves the model of one detector per process: the first to start.
+    let publisher = config.model_feed.claim();
+    if let Some(p) = &publisher
+        && let Ok(e) = engine.lock()
+    {
+        publish_model(e.shared_model(), p, &meters);
+    }
     let (mut packets_seen, mut evictions_seen) = (0u64, 0u64);
     let lag = LagSampler::default();
     let mut report = DetectorReport::default();
@@ -200,7 +281,7 @@ pub(crate) async fn run(
         }
         if matches!(phase, Phase::Running) && drain.is_cancelled() {
             tracing::info!("drain requested: processing the packets present now");
-            phase = Phase::Packets(match high_watermarks(&consumer, &producer, &config.packets_topic).await {
+            phase = Phase::Packets(match high_watermarks(&consumer, &producer, &config.packets_topic, &config).await {
                 Ok(t) => t,
                 Err(e) => break Err(e),
             });
@@ -208,9 +289,45 @@ pub(crate) async fn run(
         // Drain progress.
         match &phase {
             Phase::Packets(t) if reached(&consumer, &config.packets_topic, t, &next_offsets) => {
+                // Report every destination delta not yet due, so the destinations drain below includes it.
+                let pending = match engine.lock() {
+                    Ok(mut e) => e.flush_destination_stats(),
+                    Err(_) => break Err(DetectorError::Worker("engine mutex poisoned".into())),
+                };
+                report.destination_stats_produced += pending.len() as u64;
+                let records = pending.iter().map(|d| destination_record(&config, d, None)).collect();
+                if let Err(e) = produce_all(&producer, records).await {
+                    break Err(e);
+                }
+                // Score the host-profile windows still open: no later packet will close them (`crate::profile`).
+                let flushed = {
+                    let (engine, config, m) = (engine.clone(), config.clone(), meters.clone());
+                    let work = move || {
+                        let mut anomalies = Vec::new();
+                        if let Ok(mut e) = engine.lock() {
+                            e.flush_profiles(&mut anomalies);
+                        }
+                        anomalies.iter().map(|a| anomaly_record(&config, &m, a)).collect::<Vec<_>>()
+                    };
+                    tokio::task::spawn_blocking(work).await.unwrap_or_default()
+                };
+                if let Err(e) = produce_all(&producer, flushed).await {
+                    break Err(e);
+                }
+                if let Some(share) = &config.share {
+                    tracing::info!(
+                        index = share.index,
+                        of = share.count,
+                        "drain: packets done; waiting for the other detectors"
+                    );
+                    tokio::select! {
+                        _ = shutdown.cancelled() => continue,
+                        _ = share.packets_drained.wait() => {}
+                    }
+                }
                 tracing::info!("drain: packets done; processing the destination statistics present now");
                 phase = Phase::Destinations(
-                    match high_watermarks(&consumer, &producer, &config.destinations_topic).await {
+                    match high_watermarks(&consumer, &producer, &config.destinations_topic, &config).await {
                         Ok(t) => t,
                         Err(e) => break Err(e),
                     },
@@ -224,9 +341,18 @@ pub(crate) async fn run(
             _ => {}
         }
 
-        // Collect a chunk.
+        // Collect a chunk. After every `recv` (where rebalance callbacks run), records already collected from
+        // partitions revoked meanwhile are discarded: their next owner reads them again, or this detector does
+        // from where its state of the partition stops.
+        let discard_revoked = |chunk: &mut Vec<OwnedMessage>| {
+            let revoked = lock(&ownership).take_revoked();
+            if !revoked.is_empty() && !chunk.is_empty() {
+                chunk.retain(|m| !revoked.contains(&(m.topic().to_string(), m.partition())));
+            }
+        };
         let draining = !matches!(phase, Phase::Running);
         let mut chunk: Vec<OwnedMessage> = Vec::new();
+        discard_revoked(&mut chunk);
         let first = if draining {
             tokio::select! {
                 _ = shutdown.cancelled() => continue,
@@ -240,6 +366,7 @@ pub(crate) async fn run(
                 r = consumer.recv() => Some(r),
             }
         };
+        discard_revoked(&mut chunk);
         match first {
             None => {}
             Some(Ok(m)) => chunk.push(m.detach()),
@@ -252,7 +379,9 @@ pub(crate) async fn run(
         if !chunk.is_empty() {
             let deadline = tokio::time::Instant::now() + config.chunk_linger;
             while chunk.len() < config.chunk_records {
-                match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                let received = tokio::time::timeout_at(deadline, consumer.recv()).await;
+                discard_revoked(&mut chunk);
+                match received {
                     Ok(Ok(m)) => chunk.push(m.detach()),
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "consumer error");
@@ -263,30 +392,41 @@ pub(crate) async fn run(
             }
         }
 
-        // Partition revocations.
-        let revoked: Vec<(String, i32)> = match ownership.lock() {
-            Ok(mut o) => o.revoked.drain().collect(),
-            Err(_) => Vec::new(),
-        };
+        discard_revoked(&mut chunk);
 
-        if chunk.is_empty() && revoked.is_empty() {
+        // State of partitions that left, and which records only rebuild state.
+        let (drops, state_only) = {
+            let mut o = lock(&ownership);
+            let state_only: Vec<bool> = if o.rebuilding() {
+                chunk.iter().map(|m| o.state_only(&(m.topic().to_string(), m.partition()), m.offset())).collect()
+            } else {
+                vec![false; chunk.len()]
+            };
+            (o.take_drops(), state_only)
+        };
+        if chunk.is_empty() && drops.is_empty() {
             continue;
         }
-        let positions: Vec<Origin> = chunk
+        let positions: Vec<(Origin, bool)> = chunk
             .iter()
-            .map(|m| Origin { topic: m.topic().to_string(), partition: m.partition(), offset: m.offset() })
+            .zip(&state_only)
+            .map(|(m, s)| (Origin { topic: m.topic().to_string(), partition: m.partition(), offset: m.offset() }, *s))
             .collect();
         let chunk_started = std::time::Instant::now();
         let out = {
             let engine = engine.clone();
             let cfg = config.clone();
             let m = meters.clone();
-            match tokio::task::spawn_blocking(move || process_chunk(&engine, &cfg, &m, chunk, &revoked)).await {
+            let work = move || process_chunk(&engine, &cfg, &m, chunk, &state_only, &drops);
+            match tokio::task::spawn_blocking(work).await {
                 Ok(Ok(o)) => o,
                 Ok(Err(e)) => break Err(e),
                 Err(e) => break Err(DetectorError::Worker(e.to_string())),
             }
         };
+        if let Some(p) = &publisher {
+            publish_model(out.model.as_ref(), p, &meters);
+        }
 
         // Produce and await every acknowledgement, then store the chunk's offsets.
         if let Err(e) = produce_all(&producer, out.records).await {
@@ -295,6 +435,7 @@ pub(crate) async fn run(
         report.records += positions.len() as u64;
         meters.chunk_latency.record(chunk_started.elapsed().as_secs_f64(), &[]);
         meters.records_consumed.add(positions.len() as u64, &[]);
+        meters.records_rebuilt.add(out.rebuilt, &[]);
         meters.dead_lettered.add(out.dead_lettered, &[]);
         meters.packets_processed.add(out.packets_total.saturating_sub(packets_seen), &[]);
         meters.hosts_evicted.add(out.hosts_evicted_total.saturating_sub(evictions_seen), &[]);
@@ -305,12 +446,29 @@ pub(crate) async fn run(
         report.dead_lettered += out.dead_lettered;
         report.destination_stats_produced += out.destination_stats;
         let _ = out.anomalies;
-        let mut tpl = TopicPartitionList::new();
-        let mut highest: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        for o in positions {
-            let e = highest.entry((o.topic, o.partition)).or_insert(o.offset);
+        // The state now reflects every record of the chunk; offsets are stored for the processed ones only (a
+        // rebuilt record's offset is below the committed one).
+        let mut seen: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+        let mut highest: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+        for (o, rebuilt) in positions {
+            let tp = (o.topic, o.partition);
+            let e = seen.entry(tp.clone()).or_insert(o.offset);
             *e = (*e).max(o.offset);
+            if !rebuilt {
+                let e = highest.entry(tp).or_insert(o.offset);
+                *e = (*e).max(o.offset);
+            }
         }
+        {
+            let mut o = lock(&ownership);
+            for (tp, offset) in &seen {
+                if let Some(r) = o.processed(tp, offset + 1) {
+                    tracing::info!(topic = %tp.0, partition = tp.1, from = r.from, until = r.until,
+                        "state of a partition that moved here rebuilt");
+                }
+            }
+        }
+        let mut tpl = TopicPartitionList::new();
         for ((topic, partition), offset) in highest {
             let _ = tpl.add_partition_offset(&topic, partition, Offset::Offset(offset + 1));
             let next = next_offsets.entry((topic, partition)).or_insert(offset + 1);
@@ -352,21 +510,23 @@ pub(crate) async fn run(
     result.map(|()| report)
 }
 
-/// Decodes and processes one chunk (on a blocking thread).
+/// Decodes and processes one chunk (on a blocking thread): first drops the state of the partitions in `drops`,
+/// then feeds every record, for state only where `state_only` says so (a rebuild).
 fn process_chunk(
     engine: &Mutex<Engine>,
     config: &DetectorConfig,
     meters: &Metrics,
     chunk: Vec<OwnedMessage>,
-    revoked: &[(String, i32)],
+    state_only: &[bool],
+    drops: &[TopicPartition],
 ) -> Result<ChunkOutput, DetectorError> {
     use opentelemetry::trace::{Span as _, TraceContextExt as _, Tracer as _};
     let mut engine = engine.lock().map_err(|_| DetectorError::Worker("engine mutex poisoned".into()))?;
-    if !revoked.is_empty() {
-        let p: Vec<i32> = revoked.iter().filter(|(t, _)| *t == config.packets_topic).map(|(_, p)| *p).collect();
-        let d: Vec<i32> = revoked.iter().filter(|(t, _)| *t == config.destinations_topic).map(|(_, p)| *p).collect();
+    if !drops.is_empty() {
+        let p: Vec<i32> = drops.iter().filter(|(t, _)| *t == config.packets_topic).map(|(_, p)| *p).collect();
+        let d: Vec<i32> = drops.iter().filter(|(t, _)| *t == config.destinations_topic).map(|(_, p)| *p).collect();
         let (hosts, windows) = engine.revoke(&p, &d);
-        tracing::info!(hosts, destination_windows = windows, "dropped state of revoked partitions");
+        tracing::info!(hosts, destination_windows = windows, "dropped state of partitions that left");
     }
     let ids: SchemaIds = config.schema_ids;
     let mut out = ChunkOutput::default();
@@ -375,8 +535,9 @@ fn process_chunk(
     // child of the record that raised it, so a packet batch and the alert it caused share one trace.
     let mut record_cx: Vec<Option<opentelemetry::Context>> = Vec::with_capacity(chunk.len());
     let mut anomaly_origin: Vec<usize> = Vec::new();
-    for m in &chunk {
-        record_cx.push(metrics::extract(m.headers()));
+    for (i, m) in chunk.iter().enumerate() {
+        let rebuild = state_only.get(i).copied().unwrap_or(false);
+        record_cx.push(if rebuild { None } else { metrics::extract(m.headers()) });
         let origin = Origin { topic: m.topic().to_string(), partition: m.partition(), offset: m.offset() };
         let payload = m.payload().unwrap_or_default();
         let decoded = if payload.is_empty() {
@@ -388,6 +549,16 @@ fn process_chunk(
         } else {
             Err(format!("record from unexpected topic {}", origin.topic))
         };
+        if rebuild {
+            // The previous owner produced this record's output (a poison record was dead-lettered by it).
+            out.rebuilt += 1;
+            match decoded {
+                Ok(Record::Batch(b)) => engine.rebuild_batch(&b, origin.partition),
+                Ok(Record::Stats(s)) => engine.rebuild_destination_stats(&s, origin.partition),
+                Err(_) => {}
+            }
+            continue;
+        }
         match decoded {
             Ok(Record::Batch(b)) => engine.process_batch(&b, origin.partition, &mut anomalies),
             Ok(Record::Stats(s)) => engine.process_destination_stats(&s, origin.partition, &mut anomalies),
@@ -442,19 +613,48 @@ fn process_chunk(
     }
     out.anomalies = anomalies.len() as u64;
     for d in engine.end_chunk() {
-        out.records.push(Outgoing {
-            topic: config.destinations_topic.clone(),
-            key: d.destination.to_string().into_bytes(),
-            payload: d.encode(&ids),
-            headers: metrics::inject(&chunk_cx, None),
-        });
+        out.records.push(destination_record(config, &d, Some(&chunk_cx)));
         out.destination_stats += 1;
     }
     chunk_span.end();
+    out.model = engine.shared_model().cloned();
     out.packets_total = engine.stats().packets;
     out.hosts_tracked = engine.hosts_tracked() as u64;
     out.hosts_evicted_total = engine.hosts_evicted();
     Ok(out)
+}
+
+/// Hands the model in force to the scoring API's feed when it changed (trained, retrained).
+fn publish_model(model: Option<&Arc<TrainedForest>>, publisher: &ModelPublisher, meters: &Metrics) {
+    if publisher.publish(model)
+        && let Some(m) = model
+    {
+        tracing::info!(model_version = m.version(), generation = m.generation(), "model in force published");
+        meters.model_generation.record(u64::from(m.generation()), &[]);
+    }
+}
+
+/// The destinations-topic record of one delta, keyed by destination.
+/// The anomalies-topic record of an anomaly raised outside a chunk (the profile windows flushed at the end of
+/// the input), logged and counted like the chunk's.
+fn anomaly_record(config: &DetectorConfig, meters: &Metrics, a: &Anomaly) -> Outgoing {
+    tracing::info!(kind = %a.kind, host = %a.host, score = a.score, reason = %a.reason, "anomaly");
+    meters.anomalies.add(1, &[opentelemetry::KeyValue::new("kind", a.kind.as_str())]);
+    Outgoing {
+        topic: config.anomalies_topic.clone(),
+        key: a.host.as_bytes().to_vec(),
+        payload: a.encode(&config.schema_ids),
+        headers: None,
+    }
+}
+
+fn destination_record(config: &DetectorConfig, d: &DestinationStats, cx: Option<&opentelemetry::Context>) -> Outgoing {
+    Outgoing {
+        topic: config.destinations_topic.clone(),
+        key: d.destination.to_string().into_bytes(),
+        payload: d.encode(&config.schema_ids),
+        headers: cx.and_then(|cx| metrics::inject(cx, None)),
+    }
 }
 
 /// Samples the consumer lag (high watermark minus position per topic, summed over assigned partitions) at most
@@ -544,13 +744,17 @@ fn produce_error(topic: &str, key: &[u8], source: KafkaError) -> DetectorError {
 }
 
 /// Every partition of `topics`, to be consumed from the group's committed offsets (else the earliest).
-fn every_partition(consumer: &DetectorConsumer, topics: &[String]) -> Result<TopicPartitionList, DetectorError> {
+fn every_partition(
+    consumer: &DetectorConsumer,
+    topics: &[String],
+    share: Option<&Share>,
+) -> Result<TopicPartitionList, DetectorError> {
     let mut tpl = TopicPartitionList::new();
     for topic in topics {
         let md =
             consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT).map_err(kafka(format!("metadata of {topic}")))?;
         for t in md.topics().iter().filter(|t| t.name() == topic) {
-            for p in t.partitions() {
+            for p in t.partitions().iter().filter(|p| share.is_none_or(|s| s.owns(p.id()))) {
                 tpl.add_partition_offset(topic, p.id(), Offset::Stored)
                     .map_err(kafka(format!("partition {topic}/{}", p.id())))?;
             }
@@ -566,8 +770,10 @@ async fn high_watermarks(
     consumer: &Arc<DetectorConsumer>,
     producer: &FutureProducer,
     topic: &str,
+    config: &DetectorConfig,
 ) -> Result<BTreeMap<i32, i64>, DetectorError> {
     let c = consumer.clone();
+    let share = config.share.clone();
     let producer = producer.clone();
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
@@ -579,6 +785,7 @@ async fn high_watermarks(
             .iter()
             .filter(|t| t.name() == topic)
             .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .filter(|p| share.as_ref().is_none_or(|s| s.owns(*p)))
             .collect();
         let mut out = BTreeMap::new();
         let mut committed_tpl = TopicPartitionList::new();

@@ -4,13 +4,18 @@
 //! drive it directly.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use netanom_schemas::{Anomaly, AnomalyKind, DestinationStats, PacketBatch};
 
+use crate::beacon::{BeaconRule, beacon_anomaly};
 use crate::config::{DetectorConfig, ns};
 use crate::fanout::{FanoutRule, fanout_anomaly};
 use crate::forest::{FeatureScratch, IsolationDetector, TrainedForest, batch_features, isolation_anomaly};
+use crate::lifecycle::Retrainer;
+use crate::profile::{ProfileDetector, ProfileModel};
 use crate::state::HostMap;
+use crate::supervised::{SupervisedDetector, supervised_anomaly};
 use crate::victim::{DestinationSide, SourceSide};
 use crate::window::{RateRule, rate_anomaly};
 
@@ -25,6 +30,8 @@ pub struct EngineStats {
     pub destination_stats: u64,
     /// Anomalies emitted, by kind.
     pub anomalies: BTreeMap<AnomalyKind, u64>,
+    /// Destinations dropped from full per-host beacon tables.
+    pub beacon_destinations_evicted: u64,
 }
 
 /// Every detector and its state.
@@ -33,30 +40,46 @@ pub struct Engine {
     hosts: HostMap,
     rate: Option<RateRule>,
     fanout: Option<FanoutRule>,
+    beacon: Option<BeaconRule>,
     isolation: Option<IsolationDetector>,
     isolation_cooldown_ns: i64,
     isolation_min_packets: usize,
+    profile: Option<ProfileDetector>,
     source_side: Option<SourceSide>,
     destination_side: Option<DestinationSide>,
+    supervised: Option<SupervisedDetector>,
     scratch: FeatureScratch,
     stats: EngineStats,
 }
 
 impl Engine {
     /// An engine for `config`; `model` (a loaded forest) replaces the warm-up when given.
-    pub fn new(config: &DetectorConfig, model: Option<TrainedForest>) -> Self {
+    pub fn new(config: &DetectorConfig, mut model: Option<TrainedForest>) -> Self {
+        let profile_model = model.as_mut().and_then(TrainedForest::take_profile);
         Self {
             hosts: HostMap::new(&config.state),
             rate: config.rate.enabled.then(|| RateRule::from(&config.rate)),
             fanout: config.fanout.enabled.then(|| FanoutRule::from(&config.fanout)),
-            isolation: config.forest.enabled.then(|| IsolationDetector::new(&config.forest, model)),
+            beacon: config.beacon.enabled.then(|| BeaconRule::from(&config.beacon)),
+            isolation: config.forest.enabled.then(|| {
+                let retrain = Retrainer::new(&config.forest, config.state.max_hosts);
+                IsolationDetector::new(&config.forest, model, retrain)
+            }),
             isolation_cooldown_ns: ns(config.forest.cooldown),
             isolation_min_packets: config.forest.min_packets.max(1),
+            profile: config.profile.enabled.then(|| ProfileDetector::new(&config.profile, profile_model)),
             source_side: config.victim.enabled.then(|| SourceSide::new(&config.victim)),
             destination_side: config.victim.enabled.then(|| DestinationSide::new(&config.victim)),
+            supervised: None,
             scratch: FeatureScratch::default(),
             stats: EngineStats::default(),
         }
+    }
+
+    /// Adds the supervised detector (a model loaded by [`SupervisedDetector::load`]); `None` leaves it off.
+    pub fn with_supervised(mut self, detector: Option<SupervisedDetector>) -> Self {
+        self.supervised = detector;
+        self
     }
 
     /// Processes one packet batch read from packets-topic partition `partition`, appending anomalies to `out`.
@@ -81,6 +104,11 @@ impl Engine {
                 {
                     out.push(fanout_anomaly(host, rule, hit, p).build());
                 }
+                if let Some(rule) = &self.beacon
+                    && let Some(hit) = state.beacon.observe(p, rule, &mut self.stats.beacon_destinations_evicted)
+                {
+                    out.push(beacon_anomaly(host, rule, &hit, p).build());
+                }
             }
             if let Some(side) = &mut self.source_side {
                 side.observe(host, p);
@@ -90,7 +118,7 @@ impl Engine {
             && batch.packets.len() >= self.isolation_min_packets
         {
             let v = batch_features(&batch.packets, &mut self.scratch);
-            if let Some(score) = iso.observe(&v)
+            if let Some(score) = iso.observe(host, last, &v)
                 && let Some(model) = iso.model()
                 && score > model.threshold()
                 && state.last_isolation_ns.is_none_or(|t| last.saturating_sub(t) >= self.isolation_cooldown_ns)
@@ -99,8 +127,26 @@ impl Engine {
                 out.push(isolation_anomaly(host, model, score, &v, batch).build());
             }
         }
+        if let Some(sup) = &self.supervised
+            && batch.packets.len() >= sup.min_packets()
+        {
+            let v = batch_features(&batch.packets, &mut self.scratch);
+            if let Some(p) = sup.detect(&v)
+                && state.last_supervised_ns.is_none_or(|t| last.saturating_sub(t) >= sup.cooldown_ns())
+            {
+                state.last_supervised_ns = Some(last);
+                out.push(supervised_anomaly(host, sup, p, &v, batch).build());
+            }
+        }
+        if let Some(det) = &mut self.profile {
+            det.observe_batch(host, &batch.packets, &mut state.profile, out);
+            det.sweep(&mut self.hosts, out);
+        }
         for a in &out[before..] {
             *self.stats.anomalies.entry(a.kind).or_default() += 1;
+            if let Some(iso) = &mut self.isolation {
+                iso.note_anomaly(a);
+            }
         }
     }
 
@@ -111,15 +157,48 @@ impl Engine {
             && let Some(a) = side.apply(d, partition)
         {
             *self.stats.anomalies.entry(AnomalyKind::Victim).or_default() += 1;
-            out.push(a.build());
+            let a = a.build();
+            if let Some(iso) = &mut self.isolation {
+                iso.note_anomaly(&a);
+            }
+            out.push(a);
         }
     }
 
-    /// Destination-statistics deltas accumulated since the previous call (to be produced), and periodic
-    /// idle-host eviction. Call after every chunk.
+    /// Rebuilds state from one packet batch that the previous owner of its partition already processed (after a
+    /// rebalance, see `detector.state.rebuild_records`): every detector's state is updated as by
+    /// [`Engine::process_batch`], but its anomalies are discarded, its sources are only remembered by the
+    /// destination side (no statistics delta) and the counters do not change.
+    pub fn rebuild_batch(&mut self, batch: &PacketBatch, partition: i32) {
+        let stats = self.stats.clone();
+        if let Some(side) = &mut self.source_side {
+            side.set_silent(true);
+        }
+        self.process_batch(batch, partition, &mut Vec::new());
+        if let Some(side) = &mut self.source_side {
+            side.set_silent(false);
+        }
+        self.stats = stats;
+    }
+
+    /// Rebuilds the victim aggregates from one destination-statistics delta that the previous owner of its
+    /// partition already applied: sums and fired windows are restored, no anomaly is emitted.
+    pub fn rebuild_destination_stats(&mut self, d: &DestinationStats, partition: i32) {
+        if let Some(side) = &mut self.destination_side {
+            let _ = side.apply(d, partition);
+        }
+    }
+
+    /// Destination-statistics deltas to be produced when a report is due (every `victim.report_every` of
+    /// packet time), and periodic idle-host eviction. Call after every chunk.
     pub fn end_chunk(&mut self) -> Vec<DestinationStats> {
         self.hosts.maybe_sweep();
-        self.source_side.as_mut().map(SourceSide::drain).unwrap_or_default()
+        self.source_side.as_mut().map(|s| s.drain(false)).unwrap_or_default()
+    }
+
+    /// Every destination-statistics delta not yet reported, due or not: at the end of the input.
+    pub fn flush_destination_stats(&mut self) -> Vec<DestinationStats> {
+        self.source_side.as_mut().map(|s| s.drain(true)).unwrap_or_default()
     }
 
     /// Drops the state that came from revoked partitions of the packets topic (hosts) and of the destinations
@@ -148,9 +227,35 @@ impl Engine {
         self.hosts.evictions()
     }
 
-    /// The isolation model, once trained or loaded.
+    /// The isolation model in force, once trained or loaded.
     pub fn model(&self) -> Option<&TrainedForest> {
         self.isolation.as_ref().and_then(IsolationDetector::model)
+    }
+
+    /// Closes and scores every open host-profile window, appending the anomalies to `out`: call when the input
+    /// ends (a drained capture, the end of a replay range), since a window otherwise closes only when later
+    /// packets show it is over.
+    pub fn flush_profiles(&mut self, out: &mut Vec<Anomaly>) {
+        let before = out.len();
+        if let Some(det) = &mut self.profile {
+            det.flush(&mut self.hosts, out);
+        }
+        for a in &out[before..] {
+            *self.stats.anomalies.entry(a.kind).or_default() += 1;
+            if let Some(iso) = &mut self.isolation {
+                iso.note_anomaly(a);
+            }
+        }
+    }
+
+    /// The profile model, once trained or loaded.
+    pub fn profile_model(&self) -> Option<&ProfileModel> {
+        self.profile.as_ref().and_then(ProfileDetector::model)
+    }
+
+    /// The isolation model in force, shared (for [`crate::lifecycle::ModelFeed`]).
+    pub fn shared_model(&self) -> Option<&Arc<TrainedForest>> {
+        self.isolation.as_ref().and_then(IsolationDetector::shared_model)
     }
 }
 

@@ -6,7 +6,7 @@
 //! Calibration (labelled captures): benign hosts peak at 6 distinct ports on one destination and 22 distinct
 //! destinations per 10 s; nmap scans probe 29 to 10,000 ports and sweeps reach 256 hosts within seconds.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use netanom_schemas::{AnomalyKind, Contribution, PacketFeatures};

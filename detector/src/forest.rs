@@ -33,14 +33,16 @@
 //!
 //! The first `warmup_samples` vectors this detector sees are the training set; training runs on the
 //! detector's blocking worker at that point of the stream (so replays train the same forest), and nothing is
-//! scored before. A persisted model (`model_path`) skips the warm-up.
+//! scored before. A persisted model (`model_path`) skips the warm-up. With `retrain_every`, the model is
+//! replaced on schedule by generations trained on recent traffic ([`crate::lifecycle`]).
 
 use std::io::{BufReader, BufWriter};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use extended_isolation_forest::Forest;
-use netanom_schemas::{AnomalyKind, Contribution, PacketBatch, PacketFeatures};
+use netanom_schemas::{Anomaly, AnomalyKind, Contribution, PacketBatch, PacketFeatures};
 use rand::Rng;
 use rand::SeedableRng;
 use rand::distributions::Uniform;
@@ -52,6 +54,9 @@ use serde_json::{Value, json};
 
 use crate::anomaly::AnomalyParts;
 use crate::config::ForestConfig;
+use crate::flat::FlatForest;
+use crate::lifecycle::Retrainer;
+use crate::profile::ProfileModel;
 
 /// Number of features in the vector.
 pub const FEATURES: usize = 14;
@@ -104,6 +109,9 @@ pub enum ForestError {
         #[source]
         source: std::io::Error,
     },
+    /// The forest could not be copied into its flat scoring form.
+    #[error("flattening the forest failed")]
+    Flatten(#[source] crate::flat::FlattenError),
     /// A model file is not a valid model.
     #[error("model file {path}: {what}")]
     Format {
@@ -202,7 +210,7 @@ pub struct TrainOptions {
     pub sample_size: usize,
     /// Hyperplane extension level (< FEATURES).
     pub extension_level: usize,
-    /// RNG seed.
+    /// Base RNG seed; generation `g` trains with [`generation_seed`]`(seed, g)`.
     pub seed: u64,
     /// Quantile of training scores used as threshold.
     pub threshold_quantile: f64,
@@ -234,23 +242,52 @@ pub struct TrainedForest {
     features: Vec<String>,
     threshold: f64,
     training_samples: usize,
+    /// The RNG seed the trees were built with ([`generation_seed`] of the configured seed).
     seed: u64,
+    /// 1 for a model trained at warm-up, +1 per retraining. Files written before retraining existed have none.
+    #[serde(default = "first_generation")]
+    generation: u32,
     /// Mean of each feature over the training set, human units.
     baseline_mean: Vec<f64>,
     /// Mean and standard deviation of each model input over the training set.
     model_mean: Vec<f64>,
     model_std: Vec<f64>,
     forest: Forest<f64, FEATURES>,
+    /// The host-profile model `netanom train` writes beside the forest ([`crate::profile`]); a file without
+    /// one loads, and the profile detector then trains on its warm-up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    profile: Option<ProfileModel>,
     #[serde(skip)]
     version: String,
+    /// The hot-path copy of `forest` (same scores, see [`crate::flat`]).
+    #[serde(skip)]
+    flat: FlatForest,
 }
 
 const FORMAT: &str = "netanom-eif-v1";
+
+fn first_generation() -> u32 {
+    1
+}
+
+/// The training seed of generation `generation`: `base` itself for generation 1 (so a first model is the one
+/// `seed` always built), else a SplitMix64 mix of `base` and the generation, so every retraining draws
+/// different trees and the same (base, generation) always draws the same ones.
+pub fn generation_seed(base: u64, generation: u32) -> u64 {
+    if generation <= 1 {
+        return base;
+    }
+    let mut z = base.wrapping_add(u64::from(generation).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
 
 impl std::fmt::Debug for TrainedForest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TrainedForest")
             .field("version", &self.version)
+            .field("generation", &self.generation)
             .field("threshold", &self.threshold)
             .field("training_samples", &self.training_samples)
             .finish_non_exhaustive()
@@ -317,24 +354,38 @@ fn make_node(samples: &[&FeatureVector], rng: &mut ChaCha8Rng, depth: usize, max
     json!({ "In": { "left": l, "right": r, "n": n.to_vec(), "p": p.to_vec() } })
 }
 
-/// FNV-1a 64 of the forest's serialisation: the model version (`eif-<hash>`).
-fn forest_version(forest: &Forest<f64, FEATURES>) -> String {
+/// The model version: `eif-<hash>` with the FNV-1a 64 of the forest's serialisation, plus `-g<generation>`
+/// for a retrained generation (2 and later).
+fn forest_version(forest: &Forest<f64, FEATURES>, generation: u32) -> String {
     let text = serde_json::to_vec(forest).unwrap_or_default();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("eif-{h:016x}")
+    if generation > 1 { format!("eif-{h:016x}-g{generation}") } else { format!("eif-{h:016x}") }
 }
 
-/// Trains a forest on `raw` (human-unit vectors), reproducibly from `opts.seed`, and calibrates its threshold.
+/// Trains a first-generation forest on `raw` (human-unit vectors), reproducibly from `opts.seed`, and calibrates
+/// its threshold.
 pub fn train(raw: &[FeatureVector], opts: &TrainOptions) -> Result<TrainedForest, ForestError> {
+    train_generation(raw, opts, 1)
+}
+
+/// Trains generation `generation` (1 at warm-up, +1 per retraining) on `raw`, reproducibly from
+/// [`generation_seed`]`(opts.seed, generation)`, and calibrates its threshold.
+pub fn train_generation(
+    raw: &[FeatureVector],
+    opts: &TrainOptions,
+    generation: u32,
+) -> Result<TrainedForest, ForestError> {
     if raw.len() < opts.sample_size || raw.is_empty() {
         return Err(ForestError::TooFewSamples { got: raw.len(), need: opts.sample_size });
     }
     let inputs: Vec<FeatureVector> = raw.iter().map(model_input).collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+    let generation = generation.max(1);
+    let seed = generation_seed(opts.seed, generation);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let max_depth = (opts.sample_size as f64).log2().ceil() as usize;
     let ext = opts.extension_level.min(FEATURES - 1);
     let trees: Vec<Value> = (0..opts.trees)
@@ -369,25 +420,30 @@ pub fn train(raw: &[FeatureVector], opts: &TrainOptions) -> Result<TrainedForest
     for s in &mut model_std {
         *s = s.sqrt();
     }
-    let version = forest_version(&forest);
+    let version = forest_version(&forest, generation);
+    let flat = FlatForest::new(&forest).map_err(ForestError::Flatten)?;
     Ok(TrainedForest {
         format: FORMAT.to_string(),
         features: FEATURE_NAMES.iter().map(|s| s.to_string()).collect(),
         threshold,
         training_samples: raw.len(),
-        seed: opts.seed,
+        seed,
+        generation,
         baseline_mean,
         model_mean,
         model_std,
         forest,
+        profile: None,
         version,
+        flat,
     })
 }
 
 impl TrainedForest {
-    /// Anomaly score of a human-unit vector (0..1; higher is more isolated), computed by the crate.
+    /// Anomaly score of a human-unit vector (0..1; higher is more isolated): the crate's score, computed on
+    /// the flat copy of its forest.
     pub fn score(&self, raw: &FeatureVector) -> f64 {
-        self.forest.score(&model_input(raw))
+        self.flat.score(&model_input(raw))
     }
 
     /// The calibrated threshold.
@@ -395,9 +451,14 @@ impl TrainedForest {
         self.threshold
     }
 
-    /// `eif-<16 hex digits>`: a hash of the forest.
+    /// `eif-<16 hex digits>`, a hash of the forest, with `-g<generation>` from the second generation on.
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// 1 for the model trained at warm-up (or by `netanom train`), +1 per retraining.
+    pub fn generation(&self) -> u32 {
+        self.generation
     }
 
     /// The crate's forest.
@@ -458,37 +519,84 @@ impl TrainedForest {
         if !(model.threshold.is_finite() && model.threshold > 0.0) {
             return Err(format(format!("threshold {} is not a positive number", model.threshold)));
         }
-        model.version = forest_version(&model.forest);
+        if model.generation == 0 {
+            return Err(format("generation 0: generations start at 1".to_string()));
+        }
+        model.version = forest_version(&model.forest, model.generation);
+        model.flat = FlatForest::new(&model.forest).map_err(|e| format(e.to_string()))?;
+        if let Some(p) = model.profile.take() {
+            model.profile = Some(p.checked().map_err(|e| format(e.to_string()))?);
+        }
         Ok(model)
+    }
+
+    /// The same model with `profile` as its host-profile model (written with it by [`TrainedForest::save`]).
+    pub fn with_profile(mut self, profile: Option<ProfileModel>) -> Self {
+        self.profile = profile;
+        self
+    }
+
+    /// The host-profile model stored with the forest, if any.
+    pub fn profile(&self) -> Option<&ProfileModel> {
+        self.profile.as_ref()
+    }
+
+    /// Takes the host-profile model out (the engine hands it to the profile detector).
+    pub fn take_profile(&mut self) -> Option<ProfileModel> {
+        self.profile.take()
     }
 }
 
-/// The isolation detector: warm-up buffer, then the trained model.
+/// The isolation detector: warm-up buffer, then the trained model, retrained on schedule when `retrain` is
+/// given.
 #[derive(Debug)]
 pub struct IsolationDetector {
     config: ForestConfig,
     warmup: Vec<FeatureVector>,
-    model: Option<TrainedForest>,
+    model: Option<Arc<TrainedForest>>,
+    retrain: Option<Retrainer>,
     /// Training failed once; do not retry on every batch.
     failed: bool,
 }
 
 impl IsolationDetector {
-    /// A detector that trains after warm-up, or uses `model` when given.
-    pub fn new(config: &ForestConfig, model: Option<TrainedForest>) -> Self {
-        Self { config: config.clone(), warmup: Vec::new(), model, failed: false }
+    /// A detector that trains after warm-up, or uses `model` when given, and then retrains with `retrain`.
+    pub fn new(config: &ForestConfig, model: Option<TrainedForest>, retrain: Option<Retrainer>) -> Self {
+        Self { config: config.clone(), warmup: Vec::new(), model: model.map(Arc::new), retrain, failed: false }
     }
 
     /// The model, once trained or loaded.
     pub fn model(&self) -> Option<&TrainedForest> {
+        self.model.as_deref()
+    }
+
+    /// The model as shared with readers outside the engine (the scoring API).
+    pub fn shared_model(&self) -> Option<&Arc<TrainedForest>> {
         self.model.as_ref()
     }
 
-    /// Feeds one vector: during warm-up it joins the training set (and training runs when the set is full);
-    /// afterwards it is scored. Returns the score once a model exists.
-    pub fn observe(&mut self, raw: &FeatureVector) -> Option<f64> {
+    /// Records that a detector (any kind) flagged the host of `anomaly`, for the retraining guard.
+    pub fn note_anomaly(&mut self, anomaly: &Anomaly) {
+        if let Some(r) = &mut self.retrain
+            && let Ok(host) = anomaly.host.parse::<IpAddr>()
+        {
+            r.flag(host, anomaly.window_end_ns.max(anomaly.window_start_ns));
+        }
+    }
+
+    /// Feeds the vector of one batch of `host` ending at packet time `ts_ns`: during warm-up it joins the
+    /// training set (and training runs when the set is full); afterwards it is scored, offered to the
+    /// retraining reservoir, and a retrained model takes over when its time has come. Returns the score (by
+    /// the model in force before this call) once a model exists.
+    pub fn observe(&mut self, host: IpAddr, ts_ns: i64, raw: &FeatureVector) -> Option<f64> {
         if let Some(m) = &self.model {
-            return Some(m.score(raw));
+            let score = m.score(raw);
+            if let Some(r) = &mut self.retrain
+                && let Some(next) = r.observe(host, ts_ns, raw, score, m)
+            {
+                self.model = Some(Arc::new(next));
+            }
+            return Some(score);
         }
         if self.failed {
             return None;
@@ -510,7 +618,7 @@ impl IsolationDetector {
                     {
                         tracing::warn!(error = %e, "could not save the trained forest");
                     }
-                    self.model = Some(m);
+                    self.model = Some(Arc::new(m));
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "isolation forest training failed; isolation detector disabled");
@@ -532,11 +640,6 @@ pub fn isolation_anomaly(
     batch: &PacketBatch,
 ) -> AnomalyParts {
     let features = model.explain(raw, 4);
-    let detail: Vec<String> = features
-        .iter()
-        .take(3)
-        .map(|c| format!("{} {} (usually {})", c.name, short(c.value), short(c.baseline.unwrap_or(0.0))))
-        .collect();
     let start = batch.packets.iter().map(|p| p.ts_ns).min().unwrap_or(0);
     let end = batch.packets.iter().map(|p| p.ts_ns).max().unwrap_or(0);
     let sample = batch.packets.iter().find(|p| p.opens_flow()).or(batch.packets.first());
@@ -548,16 +651,26 @@ pub fn isolation_anomaly(
         score,
         threshold: model.threshold(),
         target: None,
-        reason: format!(
-            "{host} behaved unlike the training traffic over {} packets (isolation score {score:.3} > {:.3}): {}",
-            batch.packets.len(),
-            model.threshold(),
-            detail.join(", ")
-        ),
+        reason: isolation_reason(&host.to_string(), batch.packets.len(), score, model.threshold(), &features),
         features,
         sample: sample.map(|p| p.summary(host)).unwrap_or_default(),
         model_version: model.version().to_string(),
     }
+}
+
+/// The sentence of an isolation finding: `who` behaved unlike the training traffic over `packets` packets,
+/// with the three strongest of `features` (from [`TrainedForest::explain`]).
+pub fn isolation_reason(who: &str, packets: usize, score: f64, threshold: f64, features: &[Contribution]) -> String {
+    let detail: Vec<String> = features
+        .iter()
+        .take(3)
+        .map(|c| format!("{} {} (usually {})", c.name, short(c.value), short(c.baseline.unwrap_or(0.0))))
+        .collect();
+    format!(
+        "{who} behaved unlike the training traffic over {packets} packets (isolation score {score:.3} > \
+         {threshold:.3}): {}",
+        detail.join(", ")
+    )
 }
 
 fn short(v: f64) -> String {
@@ -679,13 +792,15 @@ mod tests {
     #[test]
     fn warmup_trains_once_then_scores() {
         let cfg = ForestConfig { warmup_samples: 300, trees: 20, ..ForestConfig::default() };
-        let mut d = IsolationDetector::new(&cfg, None);
+        let mut d = IsolationDetector::new(&cfg, None, None);
         let data = training_set(301);
+        let host = IpAddr::from([10, 1, 0, 10]);
         for x in &data[..300] {
-            assert!(d.observe(x).is_none());
+            assert!(d.observe(host, 0, x).is_none());
         }
         assert!(d.model().is_some());
-        assert!(d.observe(&data[300]).is_some());
+        assert_eq!(d.model().map(TrainedForest::generation), Some(1));
+        assert!(d.observe(host, 0, &data[300]).is_some());
     }
 
     #[test]

@@ -1,25 +1,39 @@
 //! netanom detector: consumes packet batches (one source each) and destination statistics from Kafka, runs
-//! four detectors and produces anomalies.
+//! the detectors listed below and produces anomalies.
 //!
 //! - [`window`]: new-connection arrival rate per host (kind `rate`).
 //! - [`fanout`]: distinct ports / hosts contacted per window, i.e. scans and sweeps (kind `fanout`).
 //! - [`forest`]: extended isolation forest over per-batch behaviour, seeded and persisted (kind `isolation`).
 //! - [`victim`]: many sources converging on one destination, aggregated across detectors through the
 //!   destinations topic (kind `victim`).
+//! - [`profile`]: k-means over per-host behaviour profiles (rates, fan-out, protocol mix, flags, sizes per 10 s
+//!   window), a calibrated distance threshold, per-host thresholds, persisted with the forest (kind `profile`).
+//! - [`beacon`]: connections to one destination at a fixed period, like C2 check-ins (kind `beacon`).
+//! - [`supervised`]: a random forest trained offline on labelled traffic (`netanom train --supervised`), loaded
+//!   from `[detector.supervised] model_path` (kind `supervised`).
 //!
 //! [`state`] holds the bounded per-host map, [`engine`] ties the detectors together without Kafka, [`anomaly`]
-//! builds the records and `consume` is the Kafka loop behind [`run`]. Detectors scale horizontally as one
-//! consumer group: each owns the hosts of its packets partitions and the victims of its destinations partitions.
+//! builds the records, [`lifecycle`] retrains the forest on schedule and publishes the model in force, [`api`]
+//! serves it over HTTP (`POST /api/v1/analyze`) and `consume` is the Kafka loop behind [`run`]. Detectors scale
+//! horizontally as one consumer group: each owns the hosts of its packets partitions and the victims of its
+//! destinations partitions.
 
 pub mod anomaly;
+pub mod api;
+pub mod beacon;
 pub mod config;
 mod consume;
 pub mod engine;
 pub mod fanout;
 pub mod fixtures;
+pub mod flat;
 pub mod forest;
+pub mod lifecycle;
 pub mod metrics;
+mod ownership;
+pub mod profile;
 pub mod state;
+pub mod supervised;
 pub mod victim;
 pub mod window;
 
@@ -28,9 +42,13 @@ use std::collections::BTreeMap;
 use netanom_schemas::AnomalyKind;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{ConfigError, DetectorConfig, FanoutConfig, ForestConfig, RateConfig, StateConfig, VictimConfig};
+pub use config::{
+    ConfigError, DetectorConfig, FanoutConfig, ForestConfig, ProfileConfig, RateConfig, Share, StateConfig,
+    SupervisedConfig, VictimConfig,
+};
 pub use engine::{Engine, EngineStats};
 pub use forest::{ForestError, TrainedForest};
+pub use lifecycle::ModelFeed;
 
 /// Why the detector stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +59,9 @@ pub enum DetectorError {
     /// The persisted isolation model could not be loaded.
     #[error(transparent)]
     Model(#[from] ForestError),
+    /// The supervised model could not be loaded.
+    #[error(transparent)]
+    Supervised(#[from] supervised::SupervisedError),
     /// A Kafka client operation failed.
     #[error("kafka: {what}: {source}")]
     Kafka {

@@ -22,6 +22,9 @@ pub const ANOMALY_SPAN: &str = "detector.anomaly";
 pub struct Metrics {
     /// `netanom.detector.records.consumed`: packet-batch and destination-statistics records consumed.
     pub records_consumed: Counter<u64>,
+    /// `netanom.detector.records.rebuilt`: records read again for state only after a rebalance moved their
+    /// partition here (also counted in `records.consumed`).
+    pub records_rebuilt: Counter<u64>,
     /// `netanom.detector.packets.processed`: packets examined.
     pub packets_processed: Counter<u64>,
     /// `netanom.detector.anomalies{kind}`: anomalies emitted, by kind (rate, fanout, isolation, victim, profile, supervised, beacon).
@@ -36,6 +39,9 @@ pub struct Metrics {
     pub chunk_latency: Histogram<f64>,
     /// `netanom.detector.consumer.lag{topic}`: high watermark minus position, summed over assigned partitions.
     pub consumer_lag: Gauge<i64>,
+    /// `netanom.detector.model.generation`: generation of the isolation model in force (1 at warm-up, +1 per
+    /// retraining).
+    pub model_generation: Gauge<u64>,
 }
 
 impl Metrics {
@@ -46,6 +52,10 @@ impl Metrics {
             records_consumed: m
                 .u64_counter("netanom.detector.records.consumed")
                 .with_description("Packet-batch and destination-statistics records consumed")
+                .build(),
+            records_rebuilt: m
+                .u64_counter("netanom.detector.records.rebuilt")
+                .with_description("Records read again for state only after a rebalance moved their partition here")
                 .build(),
             packets_processed: m
                 .u64_counter("netanom.detector.packets.processed")
@@ -76,6 +86,10 @@ impl Metrics {
             consumer_lag: m
                 .i64_gauge("netanom.detector.consumer.lag")
                 .with_description("High watermark minus position, summed over the assigned partitions of a topic")
+                .build(),
+            model_generation: m
+                .u64_gauge("netanom.detector.model.generation")
+                .with_description("Generation of the isolation model in force (1 at warm-up, +1 per retraining)")
                 .build(),
         }
     }

@@ -7,16 +7,19 @@
 //! Detectors form one consumer group; each owns the hosts whose packet batches land in its partitions (the
 //! record key is the source address, so a host always maps to one partition). When a rebalance revokes
 //! partitions, [`HostMap::revoke_partitions`] drops the state of every host that came from them: that state
-//! now belongs to another detector. Nothing is handed over: the new owner starts cold for the moved hosts and
-//! rebuilds their state from subsequent traffic: rate rings and fanout windows refill (a scan in progress is
-//! seen again after at most one window), cooldowns restart. The cost is a short blind spot for moved hosts,
-//! never a double count.
+//! now belongs to another detector. Nothing is handed over: the new owner rebuilds the moved hosts' state by
+//! reading the last `detector.state.rebuild_records` records of the partition before its committed offset again,
+//! for state only (see `crate::ownership`), so a scan in progress across the rebalance is counted as by one
+//! detector. With the rebuild off the new owner starts cold: rate rings and fanout windows refill from new
+//! traffic and cooldowns restart (a short blind spot, never a double count).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::net::IpAddr;
 
+use crate::beacon::BeaconTable;
 use crate::config::{StateConfig, ns};
 use crate::fanout::FanoutWindow;
+use crate::profile::HostProfile;
 use crate::window::RateWindow;
 
 /// What the source-side detectors remember about one host.
@@ -30,8 +33,14 @@ pub struct HostState {
     pub rate: RateWindow,
     /// Fanout detector window.
     pub fanout: FanoutWindow,
+    /// Beacon detector contacts per destination.
+    pub beacon: BeaconTable,
     /// Packet time of the last isolation anomaly.
     pub last_isolation_ns: Option<i64>,
+    /// Packet time of the last supervised anomaly.
+    pub last_supervised_ns: Option<i64>,
+    /// Profile detector: the open window and the history of scored profiles.
+    pub profile: HostProfile,
 }
 
 /// The bounded host map.
@@ -49,7 +58,7 @@ impl HostMap {
     /// An empty map with the configured bounds.
     pub fn new(config: &StateConfig) -> Self {
         Self {
-            hosts: HashMap::new(),
+            hosts: HashMap::default(),
             max_hosts: config.max_hosts.max(1),
             idle_ns: ns(config.idle_timeout).max(1),
             clock_ns: i64::MIN,
@@ -77,6 +86,21 @@ impl HostMap {
     /// Looks a host up.
     pub fn get(&self, host: &IpAddr) -> Option<&HostState> {
         self.hosts.get(host)
+    }
+
+    /// Looks a host up for changing its state (without touching its last-seen time).
+    pub fn get_mut(&mut self, host: &IpAddr) -> Option<&mut HostState> {
+        self.hosts.get_mut(host)
+    }
+
+    /// Every host, in no particular order.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&IpAddr, &mut HostState)> {
+        self.hosts.iter_mut()
+    }
+
+    /// The packet clock: the latest packet time seen from any host, ns (`i64::MIN` before the first).
+    pub fn clock_ns(&self) -> i64 {
+        self.clock_ns
     }
 
     /// Evicts hosts idle for longer than the idle timeout, at most once per quarter of it of packet time.
@@ -162,7 +186,11 @@ mod tests {
 
     #[test]
     fn capacity_is_never_exceeded_and_evictions_are_counted() {
-        let mut m = HostMap::new(&StateConfig { max_hosts: 100, idle_timeout: Duration::from_secs(300) });
+        let mut m = HostMap::new(&StateConfig {
+            max_hosts: 100,
+            idle_timeout: Duration::from_secs(300),
+            ..StateConfig::default()
+        });
         for i in 0..1_000u32 {
             m.entry(ip(i), 0, i64::from(i));
             assert!(m.len() <= 100);
@@ -176,7 +204,11 @@ mod tests {
     #[test]
     fn idle_hosts_are_evicted_in_packet_time() {
         let sec = 1_000_000_000i64;
-        let mut m = HostMap::new(&StateConfig { max_hosts: 1000, idle_timeout: Duration::from_secs(300) });
+        let mut m = HostMap::new(&StateConfig {
+            max_hosts: 1000,
+            idle_timeout: Duration::from_secs(300),
+            ..StateConfig::default()
+        });
         m.entry(ip(1), 0, 0);
         m.entry(ip(2), 0, 0);
         m.entry(ip(2), 0, 200 * sec);

@@ -3,8 +3,9 @@
 //!
 //! Two halves, because sources are partitioned between detectors but victims are not:
 //! - [`SourceSide`] runs on the packets a detector owns: per (destination, window) it remembers the distinct
-//!   sources it has seen (bounded) and the packets and SYNs since its last report, and after every processed
-//!   chunk emits [`DestinationStats`] deltas (only for destinations with new activity) to the destinations
+//!   sources it has seen (bounded) and the packets and SYNs since its last report, and every
+//!   `victim.report_every` of packet time (checked after each processed chunk, and forced at the end of the
+//!   input) emits [`DestinationStats`] deltas (only for destinations with new activity) to the destinations
 //!   topic, keyed by destination.
 //! - [`DestinationSide`] runs on the destination partitions a detector owns: it sums the deltas per
 //!   (destination, window). Sources are disjoint between detectors, so summed `new_sources` are exact
@@ -17,7 +18,7 @@
 //! packets-per-source condition separates; a busy DNS server with 500 one-query clients in 10 s would fire,
 //! so raise `min_sources` for such destinations' networks.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use netanom_schemas::{AnomalyKind, Contribution, DestinationStats, PacketFeatures};
@@ -46,8 +47,12 @@ pub struct SourceSide {
     entries: HashMap<(IpAddr, i64), SourceEntry>,
     dirty: Vec<(IpAddr, i64)>,
     newest_window_ns: i64,
+    newest_ts_ns: i64,
+    report_ns: i64,
+    last_report_ns: Option<i64>,
     evictions: u64,
     overflows: u64,
+    silent: bool,
 }
 
 impl SourceSide {
@@ -57,18 +62,30 @@ impl SourceSide {
             window_ns: ns(config.window).max(1),
             max_sources: config.max_sources_per_destination,
             max_entries: config.max_destinations.max(1),
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             dirty: Vec::new(),
             newest_window_ns: i64::MIN,
+            newest_ts_ns: i64::MIN,
+            report_ns: ns(config.report_every).max(1),
+            last_report_ns: None,
             evictions: 0,
             overflows: 0,
+            silent: false,
         }
     }
 
-    /// Counts one packet from `source`.
+    /// While `silent` (a state rebuild after a rebalance), [`SourceSide::observe`] only remembers sources, so
+    /// that they are not counted again, and reports nothing: the detector that owned them before reported their
+    /// packets.
+    pub fn set_silent(&mut self, silent: bool) {
+        self.silent = silent;
+    }
+
+    /// Counts one packet from `source` (only remembers the source while silent).
     pub fn observe(&mut self, source: IpAddr, p: &PacketFeatures) {
         let window = p.ts_ns - p.ts_ns.rem_euclid(self.window_ns);
         self.newest_window_ns = self.newest_window_ns.max(window);
+        self.newest_ts_ns = self.newest_ts_ns.max(p.ts_ns);
         let key = (p.destination, window);
         if !self.entries.contains_key(&key) && self.entries.len() >= self.max_entries {
             self.evict_old_windows();
@@ -78,6 +95,15 @@ impl SourceSide {
             }
         }
         let e = self.entries.entry(key).or_default();
+        if self.silent {
+            if e.last_source != Some(source) {
+                e.last_source = Some(source);
+                if e.sources.len() < self.max_sources {
+                    e.sources.insert(source);
+                }
+            }
+            return;
+        }
         if !e.dirty {
             e.dirty = true;
             self.dirty.push(key);
@@ -96,9 +122,16 @@ impl SourceSide {
         }
     }
 
-    /// The deltas since the previous call, one per (destination, window) with new activity; then evicts windows
-    /// older than two windows before the newest.
-    pub fn drain(&mut self) -> Vec<DestinationStats> {
+    /// The deltas since the previous report, one per (destination, window) with new activity, when a report
+    /// is due (`report_every` of packet time since the previous one; the first is due at once) or `force`d; then
+    /// evicts windows older than two windows before the newest. Empty when no report is due.
+    pub fn drain(&mut self, force: bool) -> Vec<DestinationStats> {
+        if self.dirty.is_empty()
+            || !force && self.last_report_ns.is_some_and(|t| self.newest_ts_ns < t.saturating_add(self.report_ns))
+        {
+            return Vec::new();
+        }
+        self.last_report_ns = Some(self.newest_ts_ns);
         let mut out = Vec::with_capacity(self.dirty.len());
         for key in self.dirty.drain(..) {
             if let Some(e) = self.entries.get_mut(&key) {
@@ -173,7 +206,7 @@ impl DestinationSide {
             min_sources: config.min_sources,
             max_packets_per_source: config.max_packets_per_source,
             max_entries: config.max_destinations.max(1),
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             newest_window_ns: i64::MIN,
             evictions: 0,
         }
@@ -254,7 +287,7 @@ impl DestinationSide {
     }
 
     /// Drops the aggregates that came from revoked destination partitions (their new owner rebuilds them from
-    /// the deltas that follow; the window in progress may then be undercounted once).
+    /// the deltas before its committed offset, see `detector.state.rebuild_records`).
     pub fn revoke_partitions(&mut self, partitions: &[i32]) -> usize {
         let before = self.entries.len();
         self.entries.retain(|_, e| !partitions.contains(&e.partition));
@@ -310,10 +343,14 @@ mod tests {
             if i == 3 {
                 a.observe(flood[0].source, &flood[0].packets[0]);
             }
-            deltas.extend(a.drain());
-            deltas.extend(b.drain());
+            deltas.extend(a.drain(false));
+            deltas.extend(b.drain(false));
         }
-        assert!(a.drain().is_empty(), "nothing new, nothing reported");
+        let before_flush = deltas.len();
+        deltas.extend(a.drain(true));
+        deltas.extend(b.drain(true));
+        assert!(deltas.len() > before_flush, "the flush reports what was not due yet");
+        assert!(a.drain(true).is_empty(), "nothing new, nothing reported");
         let mut dst = DestinationSide::new(&cfg);
         let fired: Vec<AnomalyParts> = deltas.iter().filter_map(|d| dst.apply(d, 0)).collect();
         assert_eq!(fired.len(), 1);
@@ -323,8 +360,10 @@ mod tests {
         assert_eq!(total_packets, 1_201);
         let f = &fired[0];
         assert_eq!(f.host, victim);
-        assert_eq!(f.score, 500.0, "fires as soon as the count reaches min_sources");
-        assert!(f.reason.contains("500 distinct sources"), "{}", f.reason);
+        // Reports come once per second of packet time (240 sources each here): it fires at the first report
+        // that takes the summed count to min_sources.
+        assert!((500.0..=740.0).contains(&f.score), "fires at the report reaching min_sources: {}", f.score);
+        assert!(f.reason.contains(&format!("{} distinct sources", f.score)), "{}", f.reason);
         assert!(f.reason.contains("100% SYN"), "{}", f.reason);
         assert_eq!(f.window_start_ns % 10_000_000_000, 0);
     }
@@ -350,7 +389,7 @@ mod tests {
             }
         }
         let mut dst = DestinationSide::new(&cfg);
-        let deltas = src.drain();
+        let deltas = src.drain(false);
         assert!(deltas.iter().any(|d| d.new_sources >= 500));
         assert!(deltas.iter().all(|d| dst.apply(d, 0).is_none()));
     }
@@ -367,11 +406,31 @@ mod tests {
         }
         assert_eq!(src.len(), 50);
         assert_eq!(src.overflows(), 950);
-        for d in src.drain() {
+        for d in src.drain(false) {
             dst.apply(&d, 3);
         }
         assert_eq!(dst.len(), 50);
         assert_eq!(dst.revoke_partitions(&[3]), 50);
         assert!(dst.is_empty());
+    }
+
+    #[test]
+    fn reports_are_due_every_interval_of_packet_time() {
+        let cfg = VictimConfig { report_every: std::time::Duration::from_secs(1), ..VictimConfig::default() };
+        let mut src = SourceSide::new(&cfg);
+        let s: IpAddr = "1.2.3.4".parse().unwrap();
+        let server: IpAddr = "10.0.0.1".parse().unwrap();
+        // 10 s of packet time, one packet every 10 ms, a drain after every packet (as after every chunk).
+        let mut reports = 0;
+        let mut packets = 0;
+        for i in 0..1_000i64 {
+            src.observe(s, &crate::fixtures::syn(T0 + i * 10_000_000, server, 80));
+            let d = src.drain(false);
+            reports += usize::from(!d.is_empty());
+            packets += d.iter().map(|d| d.packets).sum::<u64>();
+        }
+        assert_eq!(reports, 10, "one report per second of packet time");
+        packets += src.drain(true).iter().map(|d| d.packets).sum::<u64>();
+        assert_eq!(packets, 1_000, "nothing is lost between reports");
     }
 }

@@ -3,10 +3,11 @@
 //! packets in capture order. Bounded: at most `max_open_batches` open batches (the oldest is closed early when
 //! exceeded) and at most `max_sources` remembered sequence counters. It knows nothing of parsing or Kafka.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use foldhash::HashMap;
 use netanom_schemas::{PacketBatch, PacketFeatures};
 
 use crate::flow::duration_ns;
@@ -124,7 +125,7 @@ impl Batcher {
     /// An empty batcher.
     pub fn new(config: &BatchConfig) -> Self {
         Self {
-            slots: HashMap::new(),
+            slots: HashMap::default(),
             queue: VecDeque::new(),
             open_count: 0,
             next_generation: 0,

@@ -3,7 +3,7 @@
 //! close) and the memory bound (`max_flows`, least-recently-seen eviction done in amortised sweeps, never O(n)
 //! per packet). It knows nothing of capture, batching or Kafka.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::net::IpAddr;
 use std::time::Duration;
 

@@ -1,13 +1,21 @@
 //! Synthetic traffic for tests, demos and benchmarks: a seeded (ChaCha) generator of benign sessions (TCP with
-//! handshake, data and FIN; DNS over UDP; ICMP echo) plus selectable attacks (SYN flood, port scan, spoofed-source
-//! SYN flood, host sweep), built with etherparse `PacketBuilder` and written, in timestamp order, as pcap or
-//! pcapng (Ethernet link type). Same scenario and seed, same bytes.
+//! handshake, data and FIN; DNS over UDP; ICMP echo) plus selectable attacks, built with etherparse
+//! `PacketBuilder` and written, in timestamp order, as pcap or pcapng (Ethernet link type). Same scenario and
+//! seed, same bytes.
+//!
+//! The attacks ([`AttackKind`], named by [`AttackName`] for `netanom synth --attacks`): the packet attacks SYN
+//! flood, port scan, spoofed-source SYN flood and host sweep (the default scenario), and the session attacks
+//! brute force (short login sessions to one service port), DNS tunnel (long random-looking query names and large
+//! TXT answers), slow exfiltration (one long, low-rate upload) and beaconing (a tiny check-in to one C2 address
+//! at a fixed period with small jitter). Benign traffic is the same whichever attacks are chosen.
 
 use std::collections::BTreeSet;
+use std::fmt;
 use std::fs::File;
 use std::io::{self, BufWriter};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
+use std::str::FromStr;
 use std::time::Duration;
 
 use etherparse::PacketBuilder;
@@ -24,7 +32,8 @@ use rand_chacha::ChaCha8Rng;
 pub struct Attack {
     /// Offset from the scenario start.
     pub start: Duration,
-    /// Attack packets per second.
+    /// Attack rate: packets per second for the packet attacks (SYN flood, port scan, spoofed flood, sweep);
+    /// for the session attacks the unit each kind names (attempts, queries, segments or beacons per second).
     pub rate_pps: f64,
     /// What the attack does.
     pub kind: AttackKind,
@@ -73,6 +82,249 @@ pub enum AttackKind {
         /// Addresses probed.
         hosts: u32,
     },
+    /// Password guessing: `attempts` short TCP sessions to one service port (SSH 22, RDP 3389...), started
+    /// `rate_pps` times per second (each start ±20 %). A session is a handshake, the server banner, the client
+    /// banner, one credential attempt and the server's refusal (small payloads), then FIN or RST from the server.
+    BruteForce {
+        /// The guessing host.
+        attacker: Ipv4Addr,
+        /// The server attacked.
+        target: Ipv4Addr,
+        /// The service port.
+        port: u16,
+        /// Sessions (login attempts).
+        attempts: u32,
+    },
+    /// Data tunnelled over DNS: `queries` TXT queries to one resolver, `rate_pps` per second (each ±30 %), whose
+    /// names carry two or three random base32 labels of 40–63 characters under `t.example.net`, each answered by
+    /// a TXT record of 180–400 random base64 characters. Real DNS wire format.
+    DnsTunnel {
+        /// The tunnelling host.
+        client: Ipv4Addr,
+        /// The resolver queried (port 53).
+        resolver: Ipv4Addr,
+        /// Queries sent.
+        queries: u32,
+    },
+    /// A steady, long-lived upload: one TCP connection to an external host carrying `segments` segments of
+    /// 1,200–1,400 payload bytes, `rate_pps` segments per second (each ±10 %), each acknowledged, then FIN.
+    SlowExfiltration {
+        /// The uploading host.
+        host: Ipv4Addr,
+        /// The external host receiving the data.
+        destination: Ipv4Addr,
+        /// Its port.
+        port: u16,
+        /// Segments uploaded.
+        segments: u32,
+    },
+    /// Command-and-control check-ins: `beacons` short TCP sessions to one C2 address, one every 1 / `rate_pps`
+    /// seconds; like an implant's sleep, each wait is the period × (1 ± `jitter`), uniform. A session is a
+    /// handshake, a tiny request (80–200 bytes), a tiny response (40–160 bytes) and FIN.
+    Beaconing {
+        /// The infected host.
+        host: Ipv4Addr,
+        /// The C2 address.
+        c2: Ipv4Addr,
+        /// Its port.
+        port: u16,
+        /// Check-ins.
+        beacons: u32,
+        /// Relative jitter of each wait, e.g. 0.05 for ±5 % (clamped to 0..=0.9).
+        jitter: f64,
+    },
+}
+
+/// The attacks of the labelled scenario by name (`netanom synth --attacks`), each with its place and time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AttackName {
+    /// `syn-flood`: 10,000 SYNs at 2,000/s from 203.0.113.66 to 10.0.1.2:80, at 10 s.
+    SynFlood,
+    /// `port-scan`: ports 1–1024 of 10.0.1.3 at 200/s from 198.51.100.23, at 25 s.
+    PortScan,
+    /// `spoofed-syn-flood`: 3,000 spoofed sources to 10.0.1.4:443 at 3,000 packets/s, at 35 s.
+    SpoofedSynFlood,
+    /// `host-sweep`: pings to 10.0.2.1–254 at 100/s from 198.51.100.77, at 45 s.
+    HostSweep,
+    /// `brute-force`: 120 SSH login attempts, 4 per second, from 198.51.100.45 to 10.0.1.1:22, at 5 s.
+    BruteForce,
+    /// `dns-tunnel`: 600 TXT queries, 20 per second, from 10.0.0.66 to the resolver 203.0.113.53, at 15 s.
+    DnsTunnel,
+    /// `slow-exfiltration`: 110 segments of ~1.3 kB, 2 per second (~2.6 kB/s), from 10.0.0.88 to
+    /// 203.0.113.80:443, at 3 s.
+    SlowExfiltration,
+    /// `beaconing`: 15 check-ins every 4 s ± 5 % from 10.0.0.77 to 203.0.113.9:443, at 1 s.
+    Beaconing,
+}
+
+/// An attack name that [`AttackName`] does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown attack {name:?}: expected all or a comma-separated list of {}", AttackName::known())]
+pub struct UnknownAttack {
+    /// The name given.
+    pub name: String,
+}
+
+impl AttackName {
+    /// Every attack, in scenario order.
+    pub const ALL: [AttackName; 8] = [
+        Self::SynFlood,
+        Self::PortScan,
+        Self::SpoofedSynFlood,
+        Self::HostSweep,
+        Self::BruteForce,
+        Self::DnsTunnel,
+        Self::SlowExfiltration,
+        Self::Beaconing,
+    ];
+    /// The attacks of [`Scenario::default`] and of `netanom synth` without `--attacks`: the four packet attacks
+    /// that the rate, fan-out and victim detectors find.
+    pub const DEFAULT: [AttackName; 4] = [Self::SynFlood, Self::PortScan, Self::SpoofedSynFlood, Self::HostSweep];
+
+    /// The name on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SynFlood => "syn-flood",
+            Self::PortScan => "port-scan",
+            Self::SpoofedSynFlood => "spoofed-syn-flood",
+            Self::HostSweep => "host-sweep",
+            Self::BruteForce => "brute-force",
+            Self::DnsTunnel => "dns-tunnel",
+            Self::SlowExfiltration => "slow-exfiltration",
+            Self::Beaconing => "beaconing",
+        }
+    }
+
+    fn known() -> String {
+        Self::ALL.map(Self::as_str).join(", ")
+    }
+
+    /// The attack as the labelled scenario places it.
+    pub fn attack(self) -> Attack {
+        let at = |secs, rate_pps, kind| Attack { start: Duration::from_secs(secs), rate_pps, kind };
+        match self {
+            Self::SynFlood => at(
+                10,
+                2000.0,
+                AttackKind::SynFlood {
+                    attacker: Ipv4Addr::new(203, 0, 113, 66),
+                    victim: SERVERS[1],
+                    port: 80,
+                    packets: 10_000,
+                },
+            ),
+            Self::PortScan => at(
+                25,
+                200.0,
+                AttackKind::PortScan {
+                    attacker: Ipv4Addr::new(198, 51, 100, 23),
+                    target: SERVERS[2],
+                    first_port: 1,
+                    last_port: 1024,
+                },
+            ),
+            Self::SpoofedSynFlood => {
+                at(35, 3000.0, AttackKind::SpoofedSynFlood { victim: SERVERS[3], port: 443, sources: 3000 })
+            }
+            Self::HostSweep => at(
+                45,
+                100.0,
+                AttackKind::HostSweep {
+                    attacker: Ipv4Addr::new(198, 51, 100, 77),
+                    first: Ipv4Addr::new(10, 0, 2, 1),
+                    hosts: 254,
+                },
+            ),
+            Self::BruteForce => at(
+                5,
+                4.0,
+                AttackKind::BruteForce {
+                    attacker: Ipv4Addr::new(198, 51, 100, 45),
+                    target: SERVERS[0],
+                    port: 22,
+                    attempts: 120,
+                },
+            ),
+            Self::DnsTunnel => at(
+                15,
+                20.0,
+                AttackKind::DnsTunnel {
+                    client: Ipv4Addr::new(10, 0, 0, 66),
+                    resolver: Ipv4Addr::new(203, 0, 113, 53),
+                    queries: 600,
+                },
+            ),
+            Self::SlowExfiltration => at(
+                3,
+                2.0,
+                AttackKind::SlowExfiltration {
+                    host: Ipv4Addr::new(10, 0, 0, 88),
+                    destination: Ipv4Addr::new(203, 0, 113, 80),
+                    port: 443,
+                    segments: 110,
+                },
+            ),
+            Self::Beaconing => at(
+                1,
+                0.25,
+                AttackKind::Beaconing {
+                    host: Ipv4Addr::new(10, 0, 0, 77),
+                    c2: Ipv4Addr::new(203, 0, 113, 9),
+                    port: 443,
+                    beacons: 15,
+                    jitter: 0.05,
+                },
+            ),
+        }
+    }
+}
+
+impl fmt::Display for AttackName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AttackName {
+    type Err = UnknownAttack;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        Self::ALL.into_iter().find(|a| a.as_str() == s).ok_or_else(|| UnknownAttack { name: s.to_string() })
+    }
+}
+
+/// A set of attacks as `netanom synth --attacks` takes it: `all`, or names separated by commas. Kept in
+/// [`AttackName::ALL`] order without repeats, so the order given does not change the bytes written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttackList(pub Vec<AttackName>);
+
+impl Default for AttackList {
+    fn default() -> Self {
+        Self(AttackName::DEFAULT.to_vec())
+    }
+}
+
+impl FromStr for AttackList {
+    type Err = UnknownAttack;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut chosen = BTreeSet::new();
+        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if name == "all" {
+                chosen.extend(AttackName::ALL);
+            } else {
+                chosen.insert(name.parse::<AttackName>()?);
+            }
+        }
+        Ok(Self(chosen.into_iter().collect()))
+    }
+}
+
+impl fmt::Display for AttackList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(","))
+    }
 }
 
 /// A traffic scenario.
@@ -101,8 +353,8 @@ pub const RESOLVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 53);
 pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 
 impl Default for Scenario {
-    /// 60 s, 20 clients, 20 sessions/s and one of each attack: a SYN flood at 10 s, a port scan at 25 s, a
-    /// spoofed-source flood at 35 s and a host sweep at 45 s.
+    /// 60 s, 20 clients, 20 sessions/s and the [`AttackName::DEFAULT`] attacks: a SYN flood at 10 s, a port scan
+    /// at 25 s, a spoofed-source flood at 35 s and a host sweep at 45 s.
     fn default() -> Self {
         Self {
             seed: 42,
@@ -110,42 +362,7 @@ impl Default for Scenario {
             duration: Duration::from_secs(60),
             benign_hosts: 20,
             sessions_per_sec: 20.0,
-            attacks: vec![
-                Attack {
-                    start: Duration::from_secs(10),
-                    rate_pps: 2000.0,
-                    kind: AttackKind::SynFlood {
-                        attacker: Ipv4Addr::new(203, 0, 113, 66),
-                        victim: SERVERS[1],
-                        port: 80,
-                        packets: 10_000,
-                    },
-                },
-                Attack {
-                    start: Duration::from_secs(25),
-                    rate_pps: 200.0,
-                    kind: AttackKind::PortScan {
-                        attacker: Ipv4Addr::new(198, 51, 100, 23),
-                        target: SERVERS[2],
-                        first_port: 1,
-                        last_port: 1024,
-                    },
-                },
-                Attack {
-                    start: Duration::from_secs(35),
-                    rate_pps: 3000.0,
-                    kind: AttackKind::SpoofedSynFlood { victim: SERVERS[3], port: 443, sources: 3000 },
-                },
-                Attack {
-                    start: Duration::from_secs(45),
-                    rate_pps: 100.0,
-                    kind: AttackKind::HostSweep {
-                        attacker: Ipv4Addr::new(198, 51, 100, 77),
-                        first: Ipv4Addr::new(10, 0, 2, 1),
-                        hosts: 254,
-                    },
-                },
-            ],
+            attacks: AttackName::DEFAULT.map(AttackName::attack).to_vec(),
         }
     }
 }
@@ -155,14 +372,24 @@ impl Scenario {
     pub fn benign(seed: u64, duration: Duration) -> Self {
         Self { seed, duration, attacks: Vec::new(), ..Self::default() }
     }
+
+    /// The default scenario's benign traffic with the named attacks instead of the default ones (in
+    /// [`AttackName::ALL`] order, each once).
+    pub fn with_attacks(seed: u64, attacks: &AttackList) -> Self {
+        let mut names = attacks.0.clone();
+        names.sort_unstable();
+        names.dedup();
+        Self { seed, attacks: names.into_iter().map(AttackName::attack).collect(), ..Self::default() }
+    }
 }
 
 /// What a generated capture contains.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SynthSummary {
-    /// Attacking hosts (spoofed sources are not listed; their victim is).
+    /// Attacking hosts, infected hosts included (spoofed sources are not listed; their victim is).
     pub attackers: Vec<IpAddr>,
-    /// Attacked hosts.
+    /// Attacked hosts and the other end of the session attacks (C2 address, tunnel resolver, exfiltration
+    /// host), like `victims_or_targets` in `../shared/data/labels.csv`.
     pub victims: Vec<IpAddr>,
     /// Benign clients and servers that sent traffic.
     pub benign: Vec<IpAddr>,
@@ -223,12 +450,119 @@ impl Gen {
     }
 
     fn udp(&mut self, ts: i64, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: usize) {
+        self.udp_bytes(ts, src, dst, &vec![0x62u8; payload]);
+    }
+
+    fn udp_bytes(&mut self, ts: i64, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) {
         let b =
             PacketBuilder::ethernet2(mac(src.0), mac(dst.0)).ipv4(src.0.octets(), dst.0.octets(), 64).udp(src.1, dst.1);
-        let payload = vec![0x62u8; payload];
         let mut data = Vec::with_capacity(b.size(payload.len()));
-        b.write(&mut data, &payload).expect("writing to a Vec cannot fail");
+        b.write(&mut data, payload).expect("writing to a Vec cannot fail");
         self.out.push(SynthPacket { ts_ns: ts, data });
+    }
+
+    /// A uniform offset within ± `fraction` × `span` (`fraction` clamped to 0..=0.9).
+    fn jitter(&mut self, span: i64, fraction: f64) -> i64 {
+        let f = if fraction.is_finite() { fraction.clamp(0.0, 0.9) } else { 0.0 };
+        if f == 0.0 { 0 } else { (span as f64 * self.rng.gen_range(-f..=f)) as i64 }
+    }
+
+    /// A TCP handshake from `c` to `s` starting at `t`; returns the time of the client's ACK.
+    fn handshake(&mut self, mut t: i64, c: (Ipv4Addr, u16), s: (Ipv4Addr, u16)) -> i64 {
+        self.tcp(t, c, s, 0x02, 0);
+        t += self.rtt();
+        self.tcp(t, s, c, 0x12, 0);
+        t += self.rtt();
+        self.tcp(t, c, s, 0x10, 0);
+        t
+    }
+
+    /// Client FIN, server FIN, client ACK, from `t`.
+    fn close(&mut self, mut t: i64, c: (Ipv4Addr, u16), s: (Ipv4Addr, u16)) {
+        t += self.rtt();
+        self.tcp(t, c, s, 0x11, 0);
+        t += self.rtt();
+        self.tcp(t, s, c, 0x11, 0);
+        t += self.rtt();
+        self.tcp(t, c, s, 0x10, 0);
+    }
+
+    /// One login attempt: handshake, server banner, client banner, credentials, refusal, then the server ends
+    /// the session with FIN or RST.
+    fn login_attempt(&mut self, t: i64, client: Ipv4Addr, server: (Ipv4Addr, u16)) {
+        let c = (client, self.rng.gen_range(32768..61000));
+        let mut t = self.handshake(t, c, server);
+        for (from_client, size) in [(false, 20..40), (true, 20..40), (true, 60..120), (false, 20..60)] {
+            t += self.rtt();
+            let len = self.rng.gen_range(size);
+            if from_client {
+                self.tcp(t, c, server, 0x18, len);
+            } else {
+                self.tcp(t, server, c, 0x18, len);
+            }
+        }
+        t += self.rtt();
+        if self.rng.gen_bool(0.5) {
+            self.tcp(t, server, c, 0x14, 0);
+        } else {
+            self.tcp(t, server, c, 0x11, 0);
+            t += self.rtt();
+            self.tcp(t, c, server, 0x11, 0);
+            t += self.rtt();
+            self.tcp(t, server, c, 0x10, 0);
+        }
+    }
+
+    /// One tunnelled DNS exchange: a TXT query whose name carries random base32 labels, and its TXT answer.
+    fn tunnel_query(&mut self, t: i64, client: Ipv4Addr, resolver: Ipv4Addr) {
+        const BASE32: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
+        const BASE64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let id: u16 = self.rng.r#gen();
+        // Header: id, flags (standard query, recursion desired), 1 question.
+        let mut query = Vec::with_capacity(256);
+        query.extend_from_slice(&id.to_be_bytes());
+        query.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+        for _ in 0..self.rng.gen_range(2..=3) {
+            let len = self.rng.gen_range(40..=63);
+            query.push(len as u8);
+            query.extend((0..len).map(|_| BASE32[self.rng.gen_range(0..BASE32.len())]));
+        }
+        for label in [&b"t"[..], b"example", b"net"] {
+            query.push(label.len() as u8);
+            query.extend_from_slice(label);
+        }
+        query.extend_from_slice(&[0, 0, 16, 0, 1]); // end of name, QTYPE TXT, QCLASS IN
+        let sport = self.rng.gen_range(32768..61000);
+        self.udp_bytes(t, (client, sport), (resolver, 53), &query);
+        // Answer: the query with response flags and one TXT record (name = pointer to the question).
+        let mut answer = query;
+        answer[2..4].copy_from_slice(&[0x81, 0x80]);
+        answer[6..8].copy_from_slice(&[0, 1]);
+        let text: Vec<u8> =
+            (0..self.rng.gen_range(180..=400)).map(|_| BASE64[self.rng.gen_range(0..BASE64.len())]).collect();
+        let strings: Vec<&[u8]> = text.chunks(255).collect();
+        let rdlength = text.len() + strings.len();
+        answer.extend_from_slice(&[0xc0, 0x0c, 0, 16, 0, 1, 0, 0, 0, 0]); // name, TXT, IN, TTL 0
+        answer.extend_from_slice(&(rdlength as u16).to_be_bytes());
+        for s in strings {
+            answer.push(s.len() as u8);
+            answer.extend_from_slice(s);
+        }
+        let rtt = self.rtt();
+        self.udp_bytes(t + rtt, (resolver, 53), (client, sport), &answer);
+    }
+
+    /// One check-in: handshake, tiny request, tiny response, FIN.
+    fn beacon(&mut self, t: i64, host: Ipv4Addr, c2: (Ipv4Addr, u16)) {
+        let c = (host, self.rng.gen_range(32768..61000));
+        let mut t = self.handshake(t, c, c2);
+        t += self.rtt();
+        let req = self.rng.gen_range(80..200);
+        self.tcp(t, c, c2, 0x18, req);
+        t += self.rtt();
+        let resp = self.rng.gen_range(40..160);
+        self.tcp(t, c2, c, 0x18, resp);
+        self.close(t, c, c2);
     }
 
     fn ping(&mut self, ts: i64, src: Ipv4Addr, dst: Ipv4Addr, reply: bool, seq: u16) {
@@ -373,14 +707,54 @@ pub fn generate(scenario: &Scenario) -> (Vec<SynthPacket>, SynthSummary) {
                     g.ping(t0 + i64::from(i) * gap, attacker, dst, false, i as u16);
                 }
             }
+            AttackKind::BruteForce { attacker, target, port, attempts } => {
+                attackers.insert(IpAddr::V4(attacker));
+                victims.insert(IpAddr::V4(target));
+                for i in 0..i64::from(attempts) {
+                    let t = (t0 + i * gap + g.jitter(gap, 0.2)).max(t0);
+                    g.login_attempt(t, attacker, (target, port));
+                }
+            }
+            AttackKind::DnsTunnel { client, resolver, queries } => {
+                attackers.insert(IpAddr::V4(client));
+                victims.insert(IpAddr::V4(resolver));
+                for i in 0..i64::from(queries) {
+                    let t = (t0 + i * gap + g.jitter(gap, 0.3)).max(t0);
+                    g.tunnel_query(t, client, resolver);
+                }
+            }
+            AttackKind::SlowExfiltration { host, destination, port, segments } => {
+                attackers.insert(IpAddr::V4(host));
+                victims.insert(IpAddr::V4(destination));
+                let c = (host, g.rng.gen_range(32768..61000));
+                let s = (destination, port);
+                let mut t = g.handshake(t0, c, s);
+                for _ in 0..segments {
+                    t += gap + g.jitter(gap, 0.1);
+                    let len = g.rng.gen_range(1200..=1400);
+                    g.tcp(t, c, s, 0x18, len);
+                    let rtt = g.rtt();
+                    g.tcp(t + rtt, s, c, 0x10, 0);
+                }
+                g.close(t, c, s);
+            }
+            AttackKind::Beaconing { host, c2, port, beacons, jitter } => {
+                attackers.insert(IpAddr::V4(host));
+                victims.insert(IpAddr::V4(c2));
+                let mut t = t0;
+                for _ in 0..beacons {
+                    g.beacon(t, host, (c2, port));
+                    t += gap + g.jitter(gap, jitter);
+                }
+            }
         }
     }
     let mut packets = g.out;
     packets.sort_by_key(|p| p.ts_ns);
     let summary = SynthSummary {
+        benign: benign.into_iter().filter(|ip| !victims.contains(ip) && !attackers.contains(ip)).collect(),
         attackers: attackers.into_iter().collect(),
-        victims: victims.iter().copied().collect(),
-        benign: benign.into_iter().filter(|ip| !victims.contains(ip)).collect(),
+        victims: victims.into_iter().collect(),
         spoofed_sources: spoofed,
         packets: packets.len() as u64,
         first_ts_ns: packets.first().map_or(0, |p| p.ts_ns),
@@ -493,6 +867,171 @@ mod tests {
             .collect();
         assert!(spoof.len() >= 2900, "{}", spoof.len());
         assert_eq!(s.spoofed_sources, 3000);
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// The parsed packets of `packets` with their times, in seconds from `start_ns`.
+    fn parsed(packets: &[SynthPacket], start_ns: i64) -> Vec<(f64, crate::parse::Parsed)> {
+        packets
+            .iter()
+            .map(|p| {
+                let q = parse(linktype::ETHERNET, &p.data, p.data.len() as u32).unwrap();
+                ((p.ts_ns - start_ns) as f64 / 1e9, q)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_attack_is_deterministic_parseable_and_labelled() {
+        let s = Scenario::with_attacks(42, &"all".parse().unwrap());
+        assert_eq!(s.attacks.len(), AttackName::ALL.len());
+        let (a, sa) = generate(&s);
+        let (b, sb) = generate(&s);
+        assert_eq!(a, b, "same seed, same packets");
+        assert_eq!(sa, sb);
+        assert!(a.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns));
+        let _ = parsed(&a, s.start_ns);
+        for (attacker, target) in [
+            ("198.51.100.45", "10.0.1.1"),
+            ("10.0.0.66", "203.0.113.53"),
+            ("10.0.0.88", "203.0.113.80"),
+            ("10.0.0.77", "203.0.113.9"),
+        ] {
+            assert!(sa.attackers.contains(&ip(attacker)), "{attacker} is an attacker: {sa:?}");
+            assert!(sa.victims.contains(&ip(target)), "{target} is a target: {sa:?}");
+        }
+        assert!(sa.benign.iter().all(|h| !sa.attackers.contains(h) && !sa.victims.contains(h)));
+        let (c, _) = generate(&Scenario { seed: 7, ..s });
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn benign_traffic_is_the_same_whatever_the_attacks() {
+        let key = |p: &SynthPacket| (p.ts_ns, p.data.clone());
+        let mut benign: Vec<_> = generate(&Scenario::benign(3, Duration::from_secs(60))).0.iter().map(key).collect();
+        let mut full: Vec<_> =
+            generate(&Scenario::with_attacks(3, &"all".parse().unwrap())).0.iter().map(key).collect();
+        benign.sort();
+        full.sort();
+        let mut rest = full.into_iter();
+        for p in &benign {
+            assert!(rest.any(|q| &q == p), "benign packet at {} missing from the attack scenario", p.0);
+        }
+    }
+
+    #[test]
+    fn attack_lists_parse_in_canonical_order_and_default_is_the_classic_four() {
+        let l: AttackList = " beaconing, syn-flood,beaconing ,".parse().unwrap();
+        assert_eq!(l.0, vec![AttackName::SynFlood, AttackName::Beaconing]);
+        assert_eq!(l.to_string(), "syn-flood,beaconing");
+        assert_eq!("all".parse::<AttackList>().unwrap().0, AttackName::ALL.to_vec());
+        let err = "syn-flood,ddos".parse::<AttackList>().unwrap_err();
+        assert_eq!(err.name, "ddos");
+        assert!(err.to_string().contains("slow-exfiltration"), "{err}");
+        assert_eq!(Scenario::with_attacks(42, &AttackList::default()), Scenario::default());
+        let reordered: AttackList = "host-sweep,spoofed-syn-flood,port-scan,syn-flood".parse().unwrap();
+        assert_eq!(Scenario::with_attacks(42, &reordered), Scenario::default());
+    }
+
+    #[test]
+    fn beaconing_checks_in_every_four_seconds_within_five_percent() {
+        let s = Scenario::with_attacks(42, &"beaconing".parse().unwrap());
+        let (p, _) = generate(&s);
+        let pk = parsed(&p, s.start_ns);
+        let (host, c2) = (ip("10.0.0.77"), ip("203.0.113.9"));
+        let syns: Vec<f64> = pk
+            .iter()
+            .filter(|(_, q)| q.source == host && q.destination == c2 && q.tcp_flags == 0x02)
+            .map(|x| x.0)
+            .collect();
+        assert_eq!(syns.len(), 15);
+        assert!(syns[14] < 60.0, "every check-in within the minute: {syns:?}");
+        for w in syns.windows(2) {
+            let gap = w[1] - w[0];
+            assert!((3.8..=4.2).contains(&gap), "check-in gap {gap} s");
+        }
+        let gaps: Vec<f64> = syns.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.iter().any(|g| (g - 4.0).abs() > 0.01), "the waits are jittered: {gaps:?}");
+        // Tiny requests and responses, every session closed.
+        let data: Vec<u32> = pk
+            .iter()
+            .filter(|(_, q)| (q.source == host || q.source == c2) && q.payload_len > 0)
+            .map(|(_, q)| q.payload_len)
+            .collect();
+        assert_eq!(data.len(), 30);
+        assert!(data.iter().all(|l| *l < 200), "{data:?}");
+        let fins = pk.iter().filter(|(_, q)| q.source == host && q.tcp_flags & 0x01 != 0).count();
+        assert_eq!(fins, 15);
+    }
+
+    #[test]
+    fn brute_force_is_short_sessions_with_small_payloads_a_few_per_second() {
+        let s = Scenario::with_attacks(42, &"brute-force".parse().unwrap());
+        let (p, _) = generate(&s);
+        let pk = parsed(&p, s.start_ns);
+        let (attacker, server) = (ip("198.51.100.45"), ip("10.0.1.1"));
+        let mine: Vec<_> = pk.iter().filter(|(_, q)| q.source == attacker || q.destination == attacker).collect();
+        let syns: Vec<f64> = mine.iter().filter(|(_, q)| q.tcp_flags == 0x02).map(|x| x.0).collect();
+        assert_eq!(syns.len(), 120);
+        assert!(mine.iter().all(|(_, q)| q.dst_port == 22 || q.src_port == 22));
+        let per_sec = (syns.len() - 1) as f64 / (syns[syns.len() - 1] - syns[0]);
+        assert!((3.5..4.5).contains(&per_sec), "{per_sec} attempts/s");
+        let data: Vec<u32> = mine.iter().filter(|(_, q)| q.payload_len > 0).map(|(_, q)| q.payload_len).collect();
+        assert_eq!(data.len(), 4 * 120, "banner, banner, credentials, refusal per attempt");
+        assert!(data.iter().all(|l| *l < 120));
+        // Every session is ended by the server: RST or FIN.
+        let ends = mine.iter().filter(|(_, q)| q.source == server && q.tcp_flags & 0x05 != 0).count();
+        assert_eq!(ends, 120);
+    }
+
+    #[test]
+    fn dns_tunnel_sends_long_random_names_and_gets_large_txt_answers() {
+        let s = Scenario::with_attacks(42, &"dns-tunnel".parse().unwrap());
+        let (p, _) = generate(&s);
+        let (client, resolver) = ([10, 0, 0, 66], [203, 0, 113, 53]);
+        let (mut queries, mut answers) = (0, 0);
+        for pkt in &p {
+            let Ok(sl) = etherparse::SlicedPacket::from_ethernet(&pkt.data) else { panic!("unparseable") };
+            let Some(etherparse::NetSlice::Ipv4(v4)) = &sl.net else { continue };
+            let (src, dst) = (v4.header().source(), v4.header().destination());
+            let Some(etherparse::TransportSlice::Udp(udp)) = &sl.transport else { continue };
+            let dns = udp.payload();
+            if src == client && dst == resolver {
+                queries += 1;
+                assert_eq!(udp.destination_port(), 53);
+                // The first label is 40-63 base32 characters; the question asks for TXT.
+                let len = usize::from(dns[12]);
+                assert!((40..=63).contains(&len), "label of {len}");
+                assert!(dns[13..13 + len].iter().all(|c| c.is_ascii_lowercase() || (b'2'..=b'7').contains(c)));
+                assert_eq!(&dns[dns.len() - 4..], &[0, 16, 0, 1]);
+                assert!(dns.len() > 100);
+            } else if src == resolver && dst == client {
+                answers += 1;
+                assert_eq!(&dns[2..4], &[0x81, 0x80]);
+                assert!(dns.len() > 300, "TXT answer of {} bytes", dns.len());
+            }
+        }
+        assert_eq!((queries, answers), (600, 600));
+    }
+
+    #[test]
+    fn slow_exfiltration_is_one_long_low_rate_upload_of_large_segments() {
+        let s = Scenario::with_attacks(42, &"slow-exfiltration".parse().unwrap());
+        let (p, _) = generate(&s);
+        let pk = parsed(&p, s.start_ns);
+        let (host, dst) = (ip("10.0.0.88"), ip("203.0.113.80"));
+        let up: Vec<_> = pk.iter().filter(|(_, q)| q.source == host && q.destination == dst).collect();
+        assert_eq!(up.iter().filter(|(_, q)| q.tcp_flags == 0x02).count(), 1, "one connection");
+        let seg: Vec<_> = up.iter().filter(|(_, q)| q.payload_len > 0).collect();
+        assert_eq!(seg.len(), 110);
+        assert!(seg.iter().all(|(_, q)| (1200..=1400).contains(&q.payload_len)));
+        let span = seg[seg.len() - 1].0 - seg[0].0;
+        assert!(span > 50.0, "lasts {span} s");
+        let bytes: u32 = seg.iter().map(|(_, q)| q.payload_len).sum();
+        assert!(f64::from(bytes) / span < 4000.0, "{} B/s is not slow", f64::from(bytes) / span);
     }
 
     #[test]

@@ -31,7 +31,8 @@ pub fn tansu_path() -> PathBuf {
         })
 }
 
-fn free_port() -> u16 {
+/// A free loopback TCP port.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
 }
 
@@ -95,11 +96,17 @@ pub struct Service {
 impl Service {
     /// Starts `netanom ARGS` with `--config config`.
     pub fn start(name: &str, config: &Path, args: &[&str]) -> Self {
+        Self::start_with_env(name, config, args, &[])
+    }
+
+    /// Starts `netanom ARGS` with `--config config` and extra environment variables (e.g. `NETANOM_*` keys).
+    pub fn start_with_env(name: &str, config: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_netanom"))
             .args(args)
             .arg("--config")
             .arg(config)
             .env("NETANOM_LOG__LEVEL", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -127,6 +134,11 @@ impl Service {
     /// Everything the process printed so far.
     pub fn output(&self) -> String {
         self.output.lock().unwrap().clone()
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Waits for the process to exit on its own and asserts it succeeded.
@@ -231,6 +243,19 @@ impl WebhookReceiver {
         runtime.spawn(async move { axum::serve(listener, app).await });
         Self { url: format!("http://{addr}/hook"), accepted, rejected, _runtime: runtime }
     }
+}
+
+/// `GET path` from `addr` over HTTP/1.0: the status and the body, or `None` when nothing answers.
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    s.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((status, body))
 }
 
 /// Polls `f` every 200 ms until it returns `Some` or `timeout` passes.

@@ -1,0 +1,261 @@
+//! Supervised detector (kind `supervised`): a random forest trained offline on labelled traffic
+//! (`netanom train --supervised`), loaded from `[detector.supervised] model_path` and run beside the
+//! unsupervised detectors. It learns from the isolation forest's per-batch behaviour vector
+//! ([`crate::forest::batch_features`]: rates, sizes, flags, fan-out, protocol mix, flow context of one host
+//! over one batch), never from addresses, so what it learns about one network carries to another. Owns the
+//! model file ([`model`]), training and its figures ([`train`], [`Confusion`]) and the anomaly; knows nothing
+//! of captures or label files (the root binary turns those into labelled vectors).
+//!
+//! # Training
+//!
+//! [`train::train`] splits the labelled vectors into a training and a test set (seeded, stratified: each class
+//! keeps its share; or takes a given test set, e.g. other captures), runs stratified k-fold cross-validation
+//! on the training set over a small grid (trees, max depth, feature share; [`Grid`]), keeps the grid point
+//! with the best pooled out-of-fold F1, chooses the threshold on that point's out-of-fold probabilities,
+//! refits it on the whole training set and scores the test set once. The forest is linfa-ensemble's
+//! `RandomForest` (bootstrap of the training rows, a per-tree draw of features, CART trees from linfa-trees),
+//! fitted with a seeded ChaCha8 RNG, so the same vectors and seed give the same model.
+//!
+//! # Model file and probabilities
+//!
+//! linfa-ensemble's `RandomForest` has no serde support, and linfa-trees' serialised `DecisionTree` keeps one
+//! class per leaf, so the forest could only vote, and its prediction code indexes features and unwraps
+//! children that a damaged file could leave out (a panic in the detector). So training flattens each tree
+//! through linfa-trees' public node API into a list of `(feature, split, left, right, p)` nodes (children
+//! after parents, split rule exactly linfa's `value < split`), and replaces each node's value by the attack
+//! share of the training vectors reaching it. P(attack) is the mean over the trees of the leaf values (as
+//! scikit-learn's `predict_proba`). The file (`netanom-rf-v1`, JSON) holds the trees, the threshold, the
+//! minimum batch size, the hyper-parameters, the seed, the class counts, the held-out confusion matrix and the
+//! benign feature means; loading checks every index and number. The version is `rf-<hash of the trees>`.
+//!
+//! # Threshold
+//!
+//! A batch is an attack when P(attack) ≥ the model's threshold: the cut with the best F1 on the chosen grid
+//! point's out-of-fold probabilities (training data only, never the test set), placed midway between that
+//! probability and the next lower one ([`train::choose_threshold`]). `[detector.supervised] threshold`
+//! overrides it.
+//!
+//! # Explanations
+//!
+//! Each split on a vector's path moves P(attack) from the node's value to the child's; that change is
+//! credited to the split's feature and averaged over the trees (the changes add up to P(attack) minus the
+//! forest's prior). The anomaly lists the features that pushed hardest towards attack, with their value and
+//! their mean over the benign training vectors.
+
+mod confusion;
+pub mod model;
+pub mod train;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use netanom_schemas::{AnomalyKind, Contribution, PacketBatch};
+
+pub use confusion::Confusion;
+pub use model::SupervisedModel;
+pub use train::{Grid, Params, Settings};
+
+use crate::anomaly::AnomalyParts;
+use crate::config::{SupervisedConfig, ns};
+use crate::forest::{FEATURE_NAMES, FeatureVector};
+
+/// Why a supervised model could not be trained, loaded or saved.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisedError {
+    /// Reading or writing a model file failed.
+    #[error("supervised model file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A model file is not a valid model.
+    #[error("supervised model file {path}: {what}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// The labelled data cannot be trained on.
+    #[error("cannot train the supervised model: {0}")]
+    Data(String),
+    /// A training setting is out of range.
+    #[error("invalid supervised training setting: {0}")]
+    Settings(String),
+    /// linfa rejected the forest's parameters.
+    #[error("fitting the random forest ({params}) failed: {source}")]
+    Fit {
+        /// The hyper-parameters.
+        params: Params,
+        /// Cause.
+        #[source]
+        source: linfa::Error,
+    },
+}
+
+/// The supervised detector: a loaded model, its threshold and the per-host cooldown.
+#[derive(Debug)]
+pub struct SupervisedDetector {
+    model: SupervisedModel,
+    threshold: f64,
+    cooldown_ns: i64,
+}
+
+impl SupervisedDetector {
+    /// Loads the model of `config.model_path`; `None` when no model is configured (the detector is off).
+    pub fn load(config: &SupervisedConfig) -> Result<Option<Self>, SupervisedError> {
+        let Some(path) = &config.model_path else { return Ok(None) };
+        let model = SupervisedModel::load(path)?;
+        tracing::info!(
+            model_version = model.version(),
+            threshold = config.threshold.unwrap_or(model.threshold()),
+            path = %path.display(),
+            "supervised model loaded"
+        );
+        Ok(Some(Self::new(config, model)))
+    }
+
+    /// A detector for `model` with the threshold and cooldown of `config`.
+    pub fn new(config: &SupervisedConfig, model: SupervisedModel) -> Self {
+        let threshold = config.threshold.unwrap_or(model.threshold());
+        Self { model, threshold, cooldown_ns: ns(config.cooldown) }
+    }
+
+    /// Smallest batch scored.
+    pub fn min_packets(&self) -> usize {
+        self.model.min_packets()
+    }
+
+    /// At most one anomaly per host per this much packet time, ns.
+    pub fn cooldown_ns(&self) -> i64 {
+        self.cooldown_ns
+    }
+
+    /// P(attack) of `x` when it reaches the threshold.
+    pub fn detect(&self, x: &FeatureVector) -> Option<f64> {
+        let p = self.model.p_attack(x);
+        (p >= self.threshold).then_some(p)
+    }
+}
+
+/// Builds the supervised anomaly for `host` from the vector `x` of `batch` and its P(attack) `p`.
+pub fn supervised_anomaly(
+    host: IpAddr,
+    detector: &SupervisedDetector,
+    p: f64,
+    x: &FeatureVector,
+    batch: &PacketBatch,
+) -> AnomalyParts {
+    let model = &detector.model;
+    let drivers = model.explain(x, 4);
+    let usual = |f: usize| model.benign_mean().get(f).copied().unwrap_or(0.0);
+    let detail: Vec<String> = drivers
+        .iter()
+        .take(3)
+        .map(|d| {
+            format!(
+                "{} {} (benign {}, {:+.2})",
+                FEATURE_NAMES[d.feature],
+                short(x[d.feature]),
+                short(usual(d.feature)),
+                d.contribution
+            )
+        })
+        .collect();
+    let start = batch.packets.iter().map(|p| p.ts_ns).min().unwrap_or(0);
+    let end = batch.packets.iter().map(|p| p.ts_ns).max().unwrap_or(0);
+    let sample = batch.packets.iter().find(|p| p.opens_flow()).or(batch.packets.first());
+    AnomalyParts {
+        host,
+        kind: AnomalyKind::Supervised,
+        window_start_ns: start,
+        window_end_ns: end,
+        score: p,
+        threshold: detector.threshold,
+        target: None,
+        reason: format!(
+            "{host} behaved like the labelled attack traffic over {} packets (P(attack) {p:.2} >= {:.2}): {}",
+            batch.packets.len(),
+            detector.threshold,
+            detail.join(", ")
+        ),
+        features: drivers
+            .iter()
+            .map(|d| Contribution {
+                name: FEATURE_NAMES[d.feature].to_string(),
+                value: x[d.feature],
+                baseline: Some(usual(d.feature)),
+            })
+            .collect(),
+        sample: sample.map(|p| p.summary(host)).unwrap_or_default(),
+        model_version: model.version().to_string(),
+    }
+}
+
+fn short(v: f64) -> String {
+    if v.abs() >= 100.0 || v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v:.2}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{benign_batch, scan_batch};
+    use crate::forest::{FeatureScratch, batch_features};
+    use std::time::Duration;
+
+    fn trained() -> SupervisedModel {
+        let mut s = FeatureScratch::default();
+        let mut x = Vec::new();
+        let mut y = Vec::new();
+        for i in 0..600 {
+            let b = benign_batch(i);
+            if b.packets.len() >= 8 {
+                x.push(batch_features(&b.packets, &mut s));
+                y.push(false);
+            }
+        }
+        for i in 0..30 {
+            x.push(batch_features(&scan_batch(i).packets, &mut s));
+            y.push(true);
+        }
+        let settings = Settings {
+            grid: Grid { trees: vec![10], max_depth: vec![6], feature_fraction: vec![1.0] },
+            folds: 3,
+            ..Settings::default()
+        };
+        train::train(&x, &y, None, &settings).unwrap().model
+    }
+
+    #[test]
+    fn scan_is_an_explained_supervised_anomaly_and_threshold_override_applies() {
+        let model = trained();
+        let config = SupervisedConfig { cooldown: Duration::from_secs(3), ..SupervisedConfig::default() };
+        let d = SupervisedDetector::new(&config, model.clone());
+        assert_eq!(d.cooldown_ns(), 3_000_000_000);
+        let mut s = FeatureScratch::default();
+        let scan = scan_batch(999);
+        let x = batch_features(&scan.packets, &mut s);
+        let p = d.detect(&x).expect("a scan is an attack");
+        let a = supervised_anomaly(scan.source, &d, p, &x, &scan).build();
+        assert_eq!(a.kind, AnomalyKind::Supervised);
+        assert_eq!(a.model_version, model.version());
+        assert_eq!(a.threshold, model.threshold());
+        assert!(!a.features.is_empty() && a.features.iter().all(|c| c.baseline.is_some()));
+        assert!(a.reason.contains("P(attack)"), "{}", a.reason);
+        let benign = benign_batch(123_457);
+        assert!(d.detect(&batch_features(&benign.packets, &mut s)).is_none());
+        let never = SupervisedDetector::new(&SupervisedConfig { threshold: Some(1.0), ..config }, model);
+        assert!(never.detect(&x).is_none_or(|p| p >= 1.0));
+    }
+
+    #[test]
+    fn load_is_off_without_a_path_and_names_a_missing_file() {
+        assert!(SupervisedDetector::load(&SupervisedConfig::default()).unwrap().is_none());
+        let config = SupervisedConfig { model_path: Some("/nonexistent/m.json".into()), ..Default::default() };
+        let e = SupervisedDetector::load(&config).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/m.json"), "{e}");
+    }
+}
