@@ -392,7 +392,7 @@ mod tests {
     use crate::config::DetectorConfig;
     use crate::engine::Engine;
     use crate::fixtures::{T0, benign_batch, scan_batch, syn};
-    use crate::forest::{FEATURES, FeatureScratch, IsolationDetector, batch_features, train};
+    use crate::forest::{FeatureScratch, IsolationDetector, batch_features, train};
     use netanom_schemas::{Anomaly, AnomalyKind, PacketBatch};
 
     const S: i64 = 1_000_000_000;
