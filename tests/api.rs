@@ -104,7 +104,7 @@ async fn running_netanom_serves_503_then_the_model_it_reports() {
     assert_eq!(status, 422, "{v}");
     assert!(v["error"].as_str().unwrap().starts_with("packets[3].tcp_flags: invalid type: string"), "{v}");
 
-    let mut child = running.0.take().unwrap();
+    let child = running.0.take().unwrap();
     let output = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
     assert!(output.status.success(), "netanom run failed: {}", output.status);
     let summary = String::from_utf8_lossy(&output.stdout);
