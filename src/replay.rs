@@ -17,8 +17,10 @@
 //! aggregation in this process over the one global order: after every `detector.chunk_records` records the
 //! engine's destination-statistics deltas are applied to its own destination side instead of going through
 //! the destinations topic. The isolation model is either loaded (`--model`) or trained with its seed on the
-//! first warm-up vectors of that same order; the supervised model, when `detector.supervised.model_path` is
-//! set, is loaded as the detector loads it. So two replays of the same range with the same model and
+//! first warm-up vectors of that same order, and so is the host-profile model (the `profile` section of the
+//! same file, or trained on the first warm-up profiles; the windows still open at the end of the range are
+//! scored there); the supervised model, when `detector.supervised.model_path` is set, is loaded as the
+//! detector loads it. So two replays of the same range with the same model and
 //! configuration write byte-identical output. (A live detector group may differ from a replay in victim
 //! anomalies near chunk boundaries: it sees the destination deltas as they arrive.)
 //!

@@ -1,9 +1,10 @@
 //! Telemetry of every role: the `[telemetry]` configuration, the OpenTelemetry SDK (traces and metrics over
 //! OTLP/gRPC when an endpoint is set, metrics also into a Prometheus registry), the global W3C trace-context
 //! propagator, and the HTTP server on `[telemetry] listen` with `GET /healthz`, `GET /readyz` and
-//! `GET /metrics`, plus the routes of the role it runs ([`role_routes`]: the detector's scoring API). Logs stay on stderr as `[log]` says; this module only adds an OpenTelemetry layer next to
-//! them. The service crates only use the `opentelemetry` API (`global::meter("netanom")`,
-//! `global::tracer("netanom")`); everything that exports lives here.
+//! `GET /metrics`, plus the routes of the role it runs ([`role_routes`]: the detector's scoring API). Logs stay
+//! on stderr as `[log]` says; this module only adds an OpenTelemetry layer next to them. The service crates
+//! only use the `opentelemetry` API (`global::meter("netanom")`, `global::tracer("netanom")`); everything that
+//! exports lives here.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 //! The scenario (built in code) is benign traffic plus attackers whose detection needs state accumulated across
 //! a rebalance: six slow port scans (2.6 new ports/s: the 24-port threshold of a 10 s fan-out window is reached
 //! only ~9 s into each window), a slow host sweep (7 hosts/s against 64) and a slow spoofed-source flood
-//! (~60 new sources/s against 500 per window, summed over the detectors through the destinations topic). A
+//! (~54 new sources/s against 500 per window, summed over the detectors through the destinations topic). A
 //! detector that starts cold on a moved host misses the window in progress, which shows up as a lower alert
 //! `count`; `detector.state.rebuild_records` restores it (see `detector/src/ownership.rs`).
 //!
@@ -14,7 +14,7 @@
 //! The host-profile detector is off: it closes a quiet host's window when the detector's packet clock (the
 //! latest packet of any of its partitions) passes the window's end, so which packets a window holds depends on
 //! how a detector's partitions interleave (fetch order, a partition being rebuilt behind the others), not only
-//! on the host's own records; with it on, this test failed once in five runs on one profile window.
+//! on the host's own records; with it on, one of two runs differed on one profile window of a scanner.
 //! Suppression windows (1 h) and `flush_after` (1 h) outlast the run, so the router emits every alert when it
 //! stops, and an alert's `count` is exactly the number of anomalies of its (host, kind): a duplicated or lost
 //! anomaly changes it.
@@ -75,8 +75,8 @@ fn scenario() -> Scenario {
     });
     attacks.push(Attack {
         start: Duration::ZERO,
-        rate_pps: 120.0,
-        kind: AttackKind::SpoofedSynFlood { victim: SERVERS[3], port: 443, sources: 60 * ATTACK_S as u32 },
+        rate_pps: 108.0,
+        kind: AttackKind::SpoofedSynFlood { victim: SERVERS[3], port: 443, sources: 54 * ATTACK_S as u32 },
     });
     Scenario {
         seed: 11,
@@ -190,7 +190,11 @@ fn counter(page: &str, name: &str) -> Option<f64> {
 }
 
 fn write_config(path: &Path, brokers: Option<&str>, model: &Path, alerts_out: &Path) {
-    let kafka = brokers.map(|b| format!("[kafka]\nbrokers = \"{b}\"\n{KAFKA_PROPERTIES}")).unwrap_or_default();
+    // Without brokers: `netanom run` on its embedded broker, with one detector.
+    let kafka = match brokers {
+        Some(b) => format!("[kafka]\nbrokers = \"{b}\"\n{KAFKA_PROPERTIES}"),
+        None => "[kafka]\nrun_detectors = 1\n".to_string(),
+    };
     std::fs::write(
         path,
         format!(
@@ -343,15 +347,6 @@ fn detectors_scaled_1_3_2_mid_stream_alert_like_one_detector() {
     assert!(consumed.is_some(), "the router did not consume the {anomalies} anomalies\n{}", router.output());
     let router_output = router.stop(Duration::from_secs(30));
 
-    // Moved partitions were rebuilt, at least once from records before the committed offset of a partition
-    // that held more than `rebuild_records` (a bounded rebuild, not a replay from the start).
-    let rebuilt: Vec<(i64, i64)> = json_lines()
-        .filter(|v| v["fields"]["message"] == "state of a partition that moved here rebuilt")
-        .map(|v| (v["fields"]["from"].as_i64().unwrap_or(-1), v["fields"]["until"].as_i64().unwrap_or(-1)))
-        .collect();
-    assert!(!rebuilt.is_empty(), "no rebuild logged\n{}", outputs.join("\n---\n"));
-    assert!(rebuilt.iter().any(|(from, _)| *from > 0), "every rebuild started at offset 0: {rebuilt:?}");
-
     // The same alerts as one detector: nothing lost, nothing counted twice, no duplicate after suppression.
     let alerts = read_alerts(&alerts_out);
     let ids: BTreeSet<&str> = alerts.iter().filter_map(|a| a["id"].as_str()).collect();
@@ -384,6 +379,15 @@ fn detectors_scaled_1_3_2_mid_stream_alert_like_one_detector() {
             outputs.iter().map(|o| anomalies_of(o)).collect::<String>(),
         );
     }
+    // Moved partitions were rebuilt, at least once from records before the committed offset of a partition
+    // that held more than `rebuild_records` (a bounded rebuild, not a replay from the start).
+    let rebuilt: Vec<(i64, i64)> = json_lines()
+        .filter(|v| v["fields"]["message"] == "state of a partition that moved here rebuilt")
+        .map(|v| (v["fields"]["from"].as_i64().unwrap_or(-1), v["fields"]["until"].as_i64().unwrap_or(-1)))
+        .collect();
+    assert!(!rebuilt.is_empty(), "no rebuild logged\n{}", outputs.join("\n---\n"));
+    assert!(rebuilt.iter().any(|(from, _)| *from > 0), "every rebuild started at offset 0: {rebuilt:?}");
+
     eprintln!(
         "scaling test: {} alerts equal to one detector's, {} rebuilds {rebuilt:?}, {:.0} s",
         got.len(),

@@ -784,6 +784,7 @@ mod tests {
         c.fanout.port_threshold = 0;
         c.forest.threshold_floor = 1.5;
         c.victim.min_sources = 1;
+        c.state.rebuild_records = 10_000_001;
         c.beacon.burst_gap = Duration::from_secs(2);
         c.beacon.max_jitter = f64::NAN;
         let errs = c.validate().unwrap_err();
@@ -792,6 +793,7 @@ mod tests {
         assert!(text.iter().any(|e| e.starts_with("detector.fanout.port_threshold")));
         assert!(text.iter().any(|e| e.starts_with("detector.forest.threshold_floor")));
         assert!(text.iter().any(|e| e.starts_with("detector.victim.min_sources")));
+        assert!(text.iter().any(|e| e == "detector.state.rebuild_records must be in 0..=10000000, got 10000001"));
         assert!(
             text.iter().any(|e| e == "detector.beacon.burst_gap must be < detector.beacon.min_period (1s), got 2s"),
             "{text:?}"

@@ -482,7 +482,20 @@ pub(crate) async fn run(
         }
     };
 
-    // Shut down: flush the producer, commit the stored offsets.
+    // Shut down: report the destination deltas still held (the offsets of the records they count are stored,
+    // and the next owner of those partitions rebuilds them as reported), flush the producer, commit the stored
+    // offsets.
+    if result.is_ok() {
+        let held = match engine.lock() {
+            Ok(mut e) => e.flush_destination_stats(),
+            Err(_) => Vec::new(),
+        };
+        report.destination_stats_produced += held.len() as u64;
+        let records = held.iter().map(|d| destination_record(&config, d, None)).collect();
+        if let Err(e) = produce_all(&producer, records).await {
+            tracing::warn!(error = %e, "could not report the destination statistics held at shutdown");
+        }
+    }
     let flush_producer = producer.clone();
     let _ = tokio::task::spawn_blocking(move || flush_producer.flush(Timeout::After(Duration::from_secs(10)))).await;
     let commit_consumer = consumer.clone();

@@ -16,7 +16,8 @@
 //! builds the records, [`lifecycle`] retrains the forest on schedule and publishes the model in force, [`api`]
 //! serves it over HTTP (`POST /api/v1/analyze`) and `consume` is the Kafka loop behind [`run`]. Detectors scale
 //! horizontally as one consumer group: each owns the hosts of its packets partitions and the victims of its
-//! destinations partitions.
+//! destinations partitions; `ownership` decides where a partition that moves starts and which records rebuild
+//! its state.
 
 pub mod anomaly;
 pub mod api;

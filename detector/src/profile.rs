@@ -141,6 +141,7 @@ impl Distinct {
     /// Adds a value (any 64-bit key; MurmurHash3's 64-bit finaliser makes its bit position look random, which
     /// the estimate assumes: a merely spreading hash of sequential keys would never collide and be
     /// over-corrected).
+    #[inline]
     fn insert(&mut self, key: u64) {
         let mut z = key ^ (key >> 33);
         z = z.wrapping_mul(0xff51_afd7_ed55_8ccd);
@@ -193,6 +194,7 @@ struct Accumulator {
 }
 
 impl Accumulator {
+    #[inline]
     fn add(&mut self, p: &PacketFeatures) {
         self.packets = self.packets.saturating_add(1);
         self.bytes = self.bytes.saturating_add(u64::from(p.wire_len));
@@ -302,7 +304,9 @@ pub struct ClosedProfile {
 }
 
 impl HostProfile {
-    /// Adds one packet; returns the previous window when this packet is past its end.
+    /// Adds one packet; returns the previous window when this packet is past its end. Inlined: it runs for every
+    /// packet, and closing (rare) is kept out of line.
+    #[inline]
     pub fn observe(&mut self, p: &PacketFeatures, window_ns: i64) -> Option<ClosedProfile> {
         let closed = if self.acc.packets > 0 && p.ts_ns >= self.acc.end_ns { self.close(window_ns) } else { None };
         if self.acc.packets == 0 {
@@ -325,6 +329,7 @@ impl HostProfile {
         (self.acc.packets > 0).then(|| self.close(window_ns)).flatten()
     }
 
+    #[cold]
     fn close(&mut self, window_ns: i64) -> Option<ClosedProfile> {
         let acc = std::mem::take(&mut self.acc);
         self.closed_until_ns = Some(acc.end_ns);

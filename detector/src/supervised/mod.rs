@@ -252,6 +252,33 @@ mod tests {
     }
 
     #[test]
+    fn engine_runs_the_supervised_detector_once_per_host_per_cooldown() {
+        let mut config = crate::DetectorConfig::default();
+        config.forest.enabled = false;
+        let d = SupervisedDetector::new(&config.supervised, trained());
+        let mut on = crate::Engine::new(&config, None).with_supervised(Some(d));
+        let mut off = crate::Engine::new(&config, None);
+        let scan = scan_batch(0);
+        let shifted = |s: i64| {
+            let mut b = scan.clone();
+            b.packets.iter_mut().for_each(|p| p.ts_ns += s * 1_000_000_000);
+            b
+        };
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        // Default cooldown 10 s: the batches at 0 s and 12 s alert, the one at 2 s is within the cooldown.
+        for batch in [shifted(0), shifted(2), shifted(12), benign_batch(5)] {
+            on.process_batch(&batch, 0, &mut a);
+            off.process_batch(&batch, 0, &mut b);
+        }
+        let supervised: Vec<_> = a.iter().filter(|x| x.kind == AnomalyKind::Supervised).collect();
+        assert_eq!(supervised.len(), 2, "{supervised:?}");
+        assert!(supervised.iter().all(|x| x.host == scan.source.to_string()));
+        assert_eq!(on.stats().anomalies.get(&AnomalyKind::Supervised), Some(&2));
+        assert!(!b.iter().any(|x| x.kind == AnomalyKind::Supervised), "off unless a model is given");
+        assert_eq!(a.len() - 2, b.len(), "the other detectors are unchanged");
+    }
+
+    #[test]
     fn load_is_off_without_a_path_and_names_a_missing_file() {
         assert!(SupervisedDetector::load(&SupervisedConfig::default()).unwrap().is_none());
         let config = SupervisedConfig { model_path: Some("/nonexistent/m.json".into()), ..Default::default() };
