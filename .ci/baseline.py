@@ -186,8 +186,6 @@ def main():
         "roc_auc": roc_auc({h: share.get(h, 0.0) for h in universe}, positive),
         "time_to_detect_s": ttd,
         "median_time_to_detect_s": statistics.median(ttd.values()) if ttd else None,
-        "time_to_detect_upper_s": ttd,
-        "median_time_to_detect_upper_s": statistics.median(ttd.values()) if ttd else None,
         "alerts": {"baseline": len(alerted)},
     }
     if args.json:

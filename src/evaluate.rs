@@ -6,8 +6,8 @@
 //! named by a `victim`-kind alert (the victim detector finds destinations of distributed attacks). A host is
 //! predicted positive when any alert names it; an alert of another kind on a labelled victim is a false positive.
 //! Labelled victims that no alert names are left out of the count (single-source attacks have no victim to
-//! find), and reported as `victims_alerted` / `victims`. Time to detect of an attacker = first_seen of its
-//! earliest alert minus the time of its first packet in the capture.
+//! find), and reported as `victims_alerted` / `victims`. Time to detect of an attacker = the earliest
+//! `detected_at` of its alerts minus the time of its first packet in the capture.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -62,17 +62,11 @@ pub struct Evaluation {
     pub accuracy: f64,
     /// ROC-AUC of hosts ranked by max(score / threshold); null when a class is empty.
     pub roc_auc: Option<f64>,
-    /// Seconds from each alerted attacker's first packet to the first_seen of its first alert.
+    /// Seconds of packet time from each alerted attacker's first packet to its earliest detection: the
+    /// smallest `detected_at` of its alerts (`last_seen` for alerts without one).
     pub time_to_detect_s: BTreeMap<String, f64>,
     /// Median of `time_to_detect_s`.
     pub median_time_to_detect_s: Option<f64>,
-    /// Upper bound of the time to detect: last_seen of the attacker's earliest alert minus its first packet.
-    /// `first_seen` is the start of the anomaly's window (for `fanout` and `victim` the 10 s window aligned to
-    /// packet time, which can begin before the attacker's first packet, hence negative `time_to_detect_s`); the
-    /// alert had been raised by `last_seen` (for `rate` the packet that crossed the threshold).
-    pub time_to_detect_upper_s: BTreeMap<String, f64>,
-    /// Median of `time_to_detect_upper_s`.
-    pub median_time_to_detect_upper_s: Option<f64>,
     /// Alerts by kind.
     pub alerts: BTreeMap<String, u64>,
 }
@@ -91,8 +85,7 @@ pub fn evaluate(capture: &str, traffic: &Traffic, labels: &Labels, alerts: &[Ale
         labels.attackers.clone()
     };
     let mut strongest: BTreeMap<String, f64> = BTreeMap::new();
-    let mut first_alert_ns: BTreeMap<String, i64> = BTreeMap::new();
-    let mut first_alert_end_ns: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    let mut detected_ns: BTreeMap<String, i64> = BTreeMap::new();
     let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
     let mut victim_hits = BTreeSet::new();
     let mut alerted = BTreeSet::new();
@@ -101,14 +94,9 @@ pub fn evaluate(capture: &str, traffic: &Traffic, labels: &Labels, alerts: &[Ale
         let s = if a.threshold > 0.0 { a.score / a.threshold } else { a.score };
         let e = strongest.entry(a.host.clone()).or_insert(0.0);
         *e = e.max(s);
-        if let Some(t) = parse_time_ns(&a.first_seen) {
-            let e = first_alert_ns.entry(a.host.clone()).or_insert(t);
+        if let Some(t) = parse_time_ns(&a.detected_at).or_else(|| parse_time_ns(&a.last_seen)) {
+            let e = detected_ns.entry(a.host.clone()).or_insert(t);
             *e = (*e).min(t);
-            let end = parse_time_ns(&a.last_seen).unwrap_or(t);
-            let e = first_alert_end_ns.entry(a.host.clone()).or_insert((t, end));
-            if t < e.0 {
-                *e = (t, end);
-            }
         }
         if a.kind == "victim" && labels.victims.contains(&a.host) {
             victim_hits.insert(a.host.clone());
@@ -124,18 +112,11 @@ pub fn evaluate(capture: &str, traffic: &Traffic, labels: &Labels, alerts: &[Ale
         universe.iter().map(|h| ((*h).clone(), strongest.get(*h).copied().unwrap_or(0.0))).collect();
     let mut ttd = BTreeMap::new();
     for h in &attackers {
-        if let (Some(alert), Some(t)) = (first_alert_ns.get(h), traffic.hosts.get(h)) {
-            ttd.insert(h.clone(), (alert - t.first_ns) as f64 / 1e9);
+        if let (Some(at), Some(t)) = (detected_ns.get(h), traffic.hosts.get(h)) {
+            ttd.insert(h.clone(), at.saturating_sub(t.first_ns) as f64 / 1e9);
         }
     }
     let mut ttd_values: Vec<f64> = ttd.values().copied().collect();
-    let mut upper = BTreeMap::new();
-    for h in &attackers {
-        if let (Some((_, end)), Some(t)) = (first_alert_end_ns.get(h), traffic.hosts.get(h)) {
-            upper.insert(h.clone(), (end - t.first_ns) as f64 / 1e9);
-        }
-    }
-    let mut upper_values: Vec<f64> = upper.values().copied().collect();
     Evaluation {
         capture: capture.to_string(),
         class: labels.class.clone(),
@@ -157,8 +138,6 @@ pub fn evaluate(capture: &str, traffic: &Traffic, labels: &Labels, alerts: &[Ale
         roc_auc: roc_auc(&scores, &positive),
         median_time_to_detect_s: median(&mut ttd_values),
         time_to_detect_s: ttd,
-        median_time_to_detect_upper_s: median(&mut upper_values),
-        time_to_detect_upper_s: upper,
         alerts: kinds,
     }
 }
@@ -233,14 +212,9 @@ pub async fn command(
         opt(e.roc_auc, "")
     );
     for (h, s) in &e.time_to_detect_s {
-        let up = e.time_to_detect_upper_s.get(h).copied().unwrap_or(f64::NAN);
-        println!("time to detect {h}: {s:.3} s from first_seen, at most {up:.3} s (last_seen)");
+        println!("time to detect {h}: {s:.3} s of packet time from its first packet");
     }
-    println!(
-        "median time to detect: {} (first_seen), {} (upper bound, last_seen)",
-        opt(e.median_time_to_detect_s, " s"),
-        opt(e.median_time_to_detect_upper_s, " s")
-    );
+    println!("median time to detect: {}", opt(e.median_time_to_detect_s, " s"));
     Ok(())
 }
 
@@ -258,6 +232,7 @@ mod tests {
             threshold: 1.0,
             first_seen: first_seen.into(),
             last_seen: first_seen.into(),
+            detected_at: first_seen.into(),
             count: 1,
             reason: String::new(),
             target: None,
@@ -283,10 +258,12 @@ mod tests {
         l.victims.extend(["10.0.0.2".to_string(), "10.0.0.3".to_string(), "10.0.0.4".to_string()]);
         let alerts = [
             Alert {
-                last_seen: "1970-01-01T00:00:04Z".into(),
+                last_seen: "1970-01-01T00:00:09Z".into(),
+                detected_at: "1970-01-01T00:00:04Z".into(),
                 ..alert("10.0.0.1", "rate", 3.0, "1970-01-01T00:00:03.5Z")
             },
-            alert("10.0.0.1", "fanout", 1.0, "1970-01-01T00:00:05Z"),
+            // Raised earlier than its window start suggests; and an alert without detected_at uses last_seen.
+            Alert { detected_at: String::new(), ..alert("10.0.0.1", "fanout", 1.0, "1970-01-01T00:00:05Z") },
             alert("10.0.0.2", "victim", 2.0, "1970-01-01T00:00:04Z"),
             alert("10.0.0.3", "isolation", 1.5, "1970-01-01T00:00:04Z"),
         ];
@@ -295,8 +272,7 @@ mod tests {
         assert_eq!((e.true_positives, e.false_positives, e.false_negatives, e.true_negatives), (2, 1, 0, 1));
         assert_eq!(e.false_positive_hosts, vec!["10.0.0.3".to_string()]);
         assert_eq!(e.victims_alerted, 1);
-        assert_eq!(e.time_to_detect_s.get("10.0.0.1"), Some(&2.5), "the earliest alert counts");
-        assert_eq!(e.time_to_detect_upper_s.get("10.0.0.1"), Some(&3.0), "its last_seen bounds it");
+        assert_eq!(e.time_to_detect_s.get("10.0.0.1"), Some(&3.0), "the earliest detected_at counts");
         assert_eq!(e.roc_auc, Some(1.0), "both positives outrank both negatives");
     }
 

@@ -363,6 +363,7 @@ mod tests {
             threshold: 200.0,
             first_seen: "1970-01-01T00:00:01Z".into(),
             last_seen: "1970-01-01T00:00:01Z".into(),
+            detected_at: "1970-01-01T00:00:01Z".into(),
             count: 1,
             reason: String::new(),
             target: None,

@@ -2,7 +2,9 @@
 //! labelled scenario (SYN flood, port scan, spoofed-source flood, host sweep over benign sessions), then
 //! `netanom eval --pcap X --labels Y --json` runs the whole pipeline on it. Every attacker and the spoofed
 //! flood's victim must be found and no benign host flagged: host-level F1 = 1. Then `netanom synth --attacks
-//! beaconing` and `netanom run` on it: the beaconing host, and only it, is alerted.
+//! beaconing` and `netanom run` on it: the beaconing host, and only it, is alerted. Last, `--attacks
+//! brute-force,dns-tunnel`: both attackers alerted by their rules (kinds `brute_force` and `dns_tunnel`), nothing
+//! else, F1 = 1, the brute force detected ~5 s after its first attempt.
 
 use std::process::Command;
 
@@ -73,4 +75,69 @@ fn run_on_a_synth_capture_with_beaconing_alerts_the_beaconing_host_only() {
     assert!((3.8..=4.2).contains(&period["value"].as_f64().unwrap()), "{beacon:#}");
     // Nothing else: the benign traffic of the scenario raises no alert.
     assert!(alerts.iter().all(|a| a["host"] == "10.0.0.77"), "alerts on other hosts: {text}");
+}
+
+#[test]
+fn run_on_a_synth_capture_with_brute_force_and_a_dns_tunnel_names_both_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pcap, labels, alerts) =
+        (dir.path().join("misuse.pcap"), dir.path().join("labels.csv"), dir.path().join("alerts.jsonl"));
+    netanom(&[
+        "synth".as_ref(),
+        "--out".as_ref(),
+        pcap.as_os_str(),
+        "--labels".as_ref(),
+        labels.as_os_str(),
+        "--attacks".as_ref(),
+        "brute-force,dns-tunnel".as_ref(),
+    ]);
+    netanom(&[
+        "run".as_ref(),
+        "--quiet".as_ref(),
+        "--pcap".as_ref(),
+        pcap.as_os_str(),
+        "--alerts-out".as_ref(),
+        alerts.as_os_str(),
+    ]);
+    let text = std::fs::read_to_string(&alerts).unwrap_or_default();
+    let alerts: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let find = |kind: &str| {
+        alerts.iter().find(|a| a["kind"] == kind).unwrap_or_else(|| panic!("no {kind} alert: {text}")).clone()
+    };
+    let brute = find("brute_force");
+    assert_eq!(
+        (brute["host"].as_str(), brute["target"].as_str()),
+        (Some("198.51.100.45"), Some("10.0.1.1")),
+        "{brute:#}"
+    );
+    assert!(brute["reason"].as_str().unwrap().contains("connections to the login service 10.0.1.1:22"), "{brute:#}");
+    let tunnel = find("dns_tunnel");
+    assert_eq!(
+        (tunnel["host"].as_str(), tunnel["target"].as_str()),
+        (Some("10.0.0.66"), Some("203.0.113.53")),
+        "{tunnel:#}"
+    );
+    assert!(
+        alerts.iter().all(|a| a["host"] == "198.51.100.45" || a["host"] == "10.0.0.66"),
+        "alerts on other hosts: {text}"
+    );
+    // Detected within seconds of their first packet: the 20th attempt at 4/s comes ~5 s in; the tunnel host
+    // made ordinary lookups before its 10th long query.
+    let out = netanom(&[
+        "eval".as_ref(),
+        "--pcap".as_ref(),
+        pcap.as_os_str(),
+        "--labels".as_ref(),
+        labels.as_os_str(),
+        "--json".as_ref(),
+    ]);
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (e["attackers"].as_u64(), e["attackers_alerted"].as_u64(), e["f1"].as_f64()),
+        (Some(2), Some(2), Some(1.0)),
+        "{e}"
+    );
+    let ttd = |h: &str| e["time_to_detect_s"][h].as_f64().unwrap_or_else(|| panic!("no time to detect for {h}: {e}"));
+    assert!((4.0..6.0).contains(&ttd("198.51.100.45")), "{e}");
+    assert!(ttd("10.0.0.66") < 60.0, "{e}");
 }

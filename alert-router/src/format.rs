@@ -461,6 +461,7 @@ mod tests {
             threshold,
             first_seen: "2024-06-10T06:13:20.000000000Z".into(),
             last_seen: "2024-06-10T06:13:41.500000000Z".into(),
+            detected_at: "2024-06-10T06:13:41.500000000Z".into(),
             count: 3,
             reason: "rate 30 pps = 3x | baseline\nnext line".into(),
             target: target.map(Into::into),

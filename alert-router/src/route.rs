@@ -696,6 +696,7 @@ mod tests {
             threshold: 10.0,
             first_seen: "2024-01-01T00:00:00.000000000Z".into(),
             last_seen: "2024-01-01T00:00:09.000000000Z".into(),
+            detected_at: "2024-01-01T00:00:09.000000000Z".into(),
             count: 4,
             reason: "many sources".into(),
             target: Some("10.0.0.9".into()),

@@ -90,6 +90,8 @@ struct Group {
     count: u64,
     first_ns: i64,
     last_ns: i64,
+    /// Earliest end of the collapsed anomalies' windows: when the first of them was raised.
+    detected_ns: i64,
     /// The highest-scoring anomaly.
     best: Anomaly,
     origins: Vec<Origin>,
@@ -199,6 +201,7 @@ impl Suppressor {
                 group.count += 1;
                 group.first_ns = group.first_ns.min(anomaly.window_start_ns);
                 group.last_ns = group.last_ns.max(anomaly.window_end_ns);
+                group.detected_ns = group.detected_ns.min(anomaly.window_end_ns);
                 group.origins.push(origin);
                 if anomaly.score > group.best.score {
                     group.best = anomaly;
@@ -210,6 +213,7 @@ impl Suppressor {
                     count: 1,
                     first_ns: anomaly.window_start_ns,
                     last_ns: anomaly.window_end_ns,
+                    detected_ns: anomaly.window_end_ns,
                     best: anomaly,
                     origins: vec![origin],
                     generation: self.sequence,
@@ -248,6 +252,7 @@ impl Suppressor {
             threshold: best.threshold,
             first_seen,
             last_seen: format_rfc3339_ns(group.last_ns),
+            detected_at: format_rfc3339_ns(group.detected_ns),
             count: group.count,
             reason: best.reason,
             target: best.target,

@@ -406,6 +406,7 @@ mod tests {
             threshold: 10.0,
             first_seen: "2024-06-10T06:13:20.000000000Z".into(),
             last_seen: "2024-06-10T06:13:41.500000000Z".into(),
+            detected_at: "2024-06-10T06:13:41.500000000Z".into(),
             count: 3,
             reason: "a=b | c\\d\nnext".into(),
             target: Some("10.9.9.9".into()),

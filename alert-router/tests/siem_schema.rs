@@ -29,6 +29,7 @@ fn alert(kind: &str, host: &str, target: Option<&str>, score: f64) -> Alert {
         threshold: 10.0,
         first_seen: "2024-06-10T06:13:20.000000000Z".into(),
         last_seen: "2024-06-10T06:13:41.500000000Z".into(),
+        detected_at: "2024-06-10T06:13:41.500000000Z".into(),
         count: 7,
         reason: format!("{kind}: score {score} | over \"threshold\"\n10"),
         target: target.map(Into::into),

@@ -5,8 +5,9 @@ use std::net::IpAddr;
 
 use netanom_schemas::{Anomaly, AnomalyKind, Contribution};
 
-/// Version string of the rule-based detectors (rate, fanout, victim).
-pub const RULES_VERSION: &str = "rules-v1";
+/// Version string of the rule-based detectors (rate, fanout, victim, beacon, probe, brute force, DNS tunnel): v2
+/// added the last three and ends a fan-out window at the packet that crossed the threshold.
+pub const RULES_VERSION: &str = "rules-v2";
 
 /// The deterministic anomaly id: `{kind}:{host}:{window_start_ns}`. Replays of the same input give the same
 /// ids, so downstream deduplication works across redeliveries.

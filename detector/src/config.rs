@@ -96,6 +96,12 @@ pub struct DetectorConfig {
     pub beacon: BeaconConfig,
     /// Random forest trained on labelled traffic (kind `supervised`).
     pub supervised: SupervisedConfig,
+    /// Packets no standard TCP/IP stack sends: stealth scans, OS fingerprinting (kind `probe`).
+    pub probe: ProbeConfig,
+    /// Repeated connection attempts to one login service (kind `brute_force`).
+    pub brute_force: BruteForceConfig,
+    /// Sustained long DNS queries (kind `dns_tunnel`).
+    pub dns_tunnel: DnsTunnelConfig,
 }
 
 /// One of `count` detectors in one process (`netanom run --detectors N`): it owns the partitions `p` of both
@@ -150,6 +156,9 @@ impl Default for DetectorConfig {
             profile: ProfileConfig::default(),
             beacon: BeaconConfig::default(),
             supervised: SupervisedConfig::default(),
+            probe: ProbeConfig::default(),
+            brute_force: BruteForceConfig::default(),
+            dns_tunnel: DnsTunnelConfig::default(),
         }
     }
 }
@@ -179,6 +188,9 @@ impl std::fmt::Debug for DetectorConfig {
             .field("profile", &self.profile)
             .field("beacon", &self.beacon)
             .field("supervised", &self.supervised)
+            .field("probe", &self.probe)
+            .field("brute_force", &self.brute_force)
+            .field("dns_tunnel", &self.dns_tunnel)
             .finish()
     }
 }
@@ -249,6 +261,17 @@ pub struct FanoutConfig {
     pub host_threshold: usize,
     /// Most (destination, port) targets remembered per host and window; counting stops beyond it. Default 4096.
     pub max_targets: usize,
+    /// Sliding window of the slow sweep count: distinct destinations of new connections over the last
+    /// `slow_window` of packet time, for sweeps too slow for the 10 s window. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub slow_window: Duration,
+    /// Distinct destinations within `slow_window` that make a slow sweep. Default 64 (benign captures peak at
+    /// 29 in a minute, a page of a news site; the slow UDP sweep of the captures reaches 96 in 51 s).
+    pub slow_host_threshold: usize,
+    /// Distinct destinations of ICMP echo requests within `slow_window` that make a ping sweep. Default 16
+    /// (benign captures ping at most 1 address a minute; the smallest labelled ping sweep reaches 18 in 1.6 s,
+    /// broadcast and network addresses included). A monitoring server that pings its fleet crosses it.
+    pub icmp_host_threshold: usize,
 }
 
 impl Default for FanoutConfig {
@@ -259,6 +282,9 @@ impl Default for FanoutConfig {
             port_threshold: 24,
             host_threshold: 64,
             max_targets: 4096,
+            slow_window: Duration::from_secs(60),
+            slow_host_threshold: 64,
+            icmp_host_threshold: 16,
         }
     }
 }
@@ -410,6 +436,88 @@ pub struct SupervisedConfig {
 impl Default for SupervisedConfig {
     fn default() -> Self {
         Self { model_path: None, threshold: None, cooldown: Duration::from_secs(10) }
+    }
+}
+
+/// `[detector.probe]`: packets no standard TCP/IP stack sends (TCP with no flags, SYN+FIN, SYN+RST, FIN/PSH/URG
+/// without ACK; ICMP echo with a non-zero code, timestamp, information and address-mask requests). Defaults
+/// measured on the labelled captures; see [`crate::misuse`].
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbeConfig {
+    /// Whether the rule runs. Default true.
+    pub enabled: bool,
+    /// Sliding window of packet time. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Such packets from one host within `window` that make an anomaly. Default 3 (benign captures send none;
+    /// the smallest labelled stealth scan sends 3 in 53 s).
+    pub min_packets: u32,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self { enabled: true, window: Duration::from_secs(60), min_packets: 3 }
+    }
+}
+
+/// `[detector.brute_force]`: TCP connection attempts (SYNs) from one host to one login service. See
+/// [`crate::misuse`].
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BruteForceConfig {
+    /// Whether the rule runs. Default true.
+    pub enabled: bool,
+    /// Sliding window of packet time. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Attempts to one (destination, port) within `window` that make an anomaly. Default 20 (benign captures
+    /// open at most 1 a minute to a login port; nmap's ssh-brute opens 67 in 13 s).
+    pub min_connections: u32,
+    /// Destination ports of login services. Default: FTP 21, SSH 22, Telnet 23, SMTP submission 25/465/587,
+    /// POP3 110/995, IMAP 143/993, LDAP 389/636, SMB 445, MSSQL 1433, Oracle 1521, MySQL 3306, RDP 3389,
+    /// PostgreSQL 5432, VNC 5900, WinRM 5985/5986, VMware authd 902, Redis 6379, MongoDB 27017.
+    pub ports: Vec<u16>,
+    /// Services tracked per host; a new one replaces an entry idle for two windows, else it is not counted.
+    /// Default 32.
+    pub max_services: usize,
+}
+
+impl Default for BruteForceConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window: Duration::from_secs(60),
+            min_connections: 20,
+            ports: vec![
+                21, 22, 23, 25, 110, 143, 389, 445, 465, 587, 636, 902, 993, 995, 1433, 1521, 3306, 3389, 5432, 5900,
+                5985, 5986, 6379, 27017,
+            ],
+            max_services: 32,
+        }
+    }
+}
+
+/// `[detector.dns_tunnel]`: DNS queries (to port 53) of at least `long_query_bytes` of payload from one host.
+/// See [`crate::misuse`].
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsTunnelConfig {
+    /// Whether the rule runs. Default true.
+    pub enabled: bool,
+    /// Sliding window of packet time. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Payload bytes from which a query counts as long. Default 80 (benign queries of the labelled captures
+    /// reach 66).
+    pub long_query_bytes: u32,
+    /// Long queries from one host within `window` that make an anomaly. Default 10 (dnscat sends 89 a minute).
+    pub min_queries: u32,
+}
+
+impl Default for DnsTunnelConfig {
+    fn default() -> Self {
+        Self { enabled: true, window: Duration::from_secs(60), long_query_bytes: 80, min_queries: 10 }
     }
 }
 
@@ -580,6 +688,17 @@ impl DetectorConfig {
         );
         let f = &self.fanout;
         check(!f.window.is_zero(), "fanout.window", "must be > 0".into());
+        check(!f.slow_window.is_zero(), "fanout.slow_window", "must be > 0".into());
+        check(
+            (2..=f.max_targets).contains(&f.slow_host_threshold),
+            "fanout.slow_host_threshold",
+            format!("must be in 2..=detector.fanout.max_targets ({}), got {}", f.max_targets, f.slow_host_threshold),
+        );
+        check(
+            (2..=f.max_targets).contains(&f.icmp_host_threshold),
+            "fanout.icmp_host_threshold",
+            format!("must be in 2..=detector.fanout.max_targets ({}), got {}", f.max_targets, f.icmp_host_threshold),
+        );
         check(f.port_threshold >= 2, "fanout.port_threshold", format!("must be >= 2, got {}", f.port_threshold));
         check(f.host_threshold >= 2, "fanout.host_threshold", format!("must be >= 2, got {}", f.host_threshold));
         check(
@@ -711,6 +830,37 @@ impl DetectorConfig {
             "beacon.max_destinations",
             format!("must be in 1..=4096, got {}", b.max_destinations),
         );
+        check(!self.probe.window.is_zero(), "probe.window", "must be > 0".into());
+        check(
+            self.probe.min_packets >= 1,
+            "probe.min_packets",
+            format!("must be >= 1, got {}", self.probe.min_packets),
+        );
+        let bf = &self.brute_force;
+        check(!bf.window.is_zero(), "brute_force.window", "must be > 0".into());
+        check(
+            bf.min_connections >= 2,
+            "brute_force.min_connections",
+            format!("must be >= 2, got {}", bf.min_connections),
+        );
+        check(
+            !bf.enabled || !bf.ports.is_empty(),
+            "brute_force.ports",
+            "must name at least one port when detector.brute_force.enabled".into(),
+        );
+        check(
+            (1..=1024).contains(&bf.max_services),
+            "brute_force.max_services",
+            format!("must be in 1..=1024, got {}", bf.max_services),
+        );
+        let d = &self.dns_tunnel;
+        check(!d.window.is_zero(), "dns_tunnel.window", "must be > 0".into());
+        check(d.min_queries >= 1, "dns_tunnel.min_queries", format!("must be >= 1, got {}", d.min_queries));
+        check(
+            d.long_query_bytes >= 1,
+            "dns_tunnel.long_query_bytes",
+            format!("must be >= 1, got {}", d.long_query_bytes),
+        );
         let p = &self.profile;
         check(
             !p.window.is_zero() && p.window <= Duration::from_secs(3600),
@@ -786,6 +936,8 @@ mod tests {
         c.victim.min_sources = 1;
         c.state.rebuild_records = 10_000_001;
         c.beacon.burst_gap = Duration::from_secs(2);
+        c.brute_force.ports.clear();
+        c.dns_tunnel.min_queries = 0;
         c.beacon.max_jitter = f64::NAN;
         let errs = c.validate().unwrap_err();
         let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
@@ -793,6 +945,8 @@ mod tests {
         assert!(text.iter().any(|e| e.starts_with("detector.fanout.port_threshold")));
         assert!(text.iter().any(|e| e.starts_with("detector.forest.threshold_floor")));
         assert!(text.iter().any(|e| e.starts_with("detector.victim.min_sources")));
+        assert!(text.iter().any(|e| e.starts_with("detector.brute_force.ports must name at least one port")));
+        assert!(text.iter().any(|e| e == "detector.dns_tunnel.min_queries must be >= 1, got 0"));
         assert!(text.iter().any(|e| e == "detector.state.rebuild_records must be in 0..=10000000, got 10000001"));
         assert!(
             text.iter().any(|e| e == "detector.beacon.burst_gap must be < detector.beacon.min_period (1s), got 2s"),

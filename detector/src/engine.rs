@@ -8,11 +8,13 @@ use std::sync::Arc;
 
 use netanom_schemas::{Anomaly, AnomalyKind, DestinationStats, PacketBatch};
 
+use crate::anomaly::AnomalyParts;
 use crate::beacon::{BeaconRule, beacon_anomaly};
 use crate::config::{DetectorConfig, ns};
 use crate::fanout::{FanoutRule, fanout_anomaly};
 use crate::forest::{FeatureScratch, IsolationDetector, TrainedForest, batch_features, isolation_anomaly};
 use crate::lifecycle::Retrainer;
+use crate::misuse::MisuseRules;
 use crate::profile::{ProfileDetector, ProfileModel};
 use crate::state::HostMap;
 use crate::supervised::{SupervisedDetector, supervised_anomaly};
@@ -41,6 +43,9 @@ pub struct Engine {
     rate: Option<RateRule>,
     fanout: Option<FanoutRule>,
     beacon: Option<BeaconRule>,
+    misuse: Option<MisuseRules>,
+    /// Scratch for the misuse rules' findings.
+    misuse_out: Vec<AnomalyParts>,
     isolation: Option<IsolationDetector>,
     isolation_cooldown_ns: i64,
     isolation_min_packets: usize,
@@ -61,6 +66,8 @@ impl Engine {
             rate: config.rate.enabled.then(|| RateRule::from(&config.rate)),
             fanout: config.fanout.enabled.then(|| FanoutRule::from(&config.fanout)),
             beacon: config.beacon.enabled.then(|| BeaconRule::from(&config.beacon)),
+            misuse: MisuseRules::new(&config.probe, &config.brute_force, &config.dns_tunnel),
+            misuse_out: Vec::new(),
             isolation: config.forest.enabled.then(|| {
                 let retrain = Retrainer::new(&config.forest, config.state.max_hosts);
                 IsolationDetector::new(&config.forest, model, retrain)
@@ -109,6 +116,10 @@ impl Engine {
                 {
                     out.push(beacon_anomaly(host, rule, &hit, p).build());
                 }
+            }
+            if let Some(rules) = &self.misuse {
+                state.misuse.observe(host, p, rules, &mut self.misuse_out);
+                out.extend(self.misuse_out.drain(..).map(AnomalyParts::build));
             }
             if let Some(side) = &mut self.source_side {
                 side.observe(host, p);

@@ -5,6 +5,13 @@
 //!
 //! Calibration (labelled captures): benign hosts peak at 6 distinct ports on one destination and 22 distinct
 //! destinations per 10 s; nmap scans probe 29 to 10,000 ports and sweeps reach 256 hosts within seconds.
+//!
+//! Sweeps slower than the 10 s window are counted over a sliding `slow_window` (60 s): the distinct
+//! destinations of new connections, and separately those of ICMP echo requests (ping sweeps, which benign
+//! hosts hardly send: at most 1 address a minute in the captures). Each keeps the last contact time per
+//! destination and forgets those older than the window once the count reaches its threshold, so it holds at
+//! most the threshold plus the destinations of one window (capped at `max_targets`). A slow sweep is reported
+//! only when the 10 s window has not already reported the host in its current window.
 
 use foldhash::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -25,6 +32,12 @@ pub struct FanoutRule {
     pub host_threshold: usize,
     /// Cap of the target set.
     pub max_targets: usize,
+    /// Sliding window of the slow and ICMP sweep counts, ns.
+    pub slow_window_ns: i64,
+    /// Distinct destinations within the slow window.
+    pub slow_host_threshold: usize,
+    /// Distinct ICMP echo destinations within the slow window.
+    pub icmp_host_threshold: usize,
 }
 
 impl From<&FanoutConfig> for FanoutRule {
@@ -34,6 +47,9 @@ impl From<&FanoutConfig> for FanoutRule {
             port_threshold: c.port_threshold,
             host_threshold: c.host_threshold,
             max_targets: c.max_targets,
+            slow_window_ns: ns(c.slow_window).max(1),
+            slow_host_threshold: c.slow_host_threshold,
+            icmp_host_threshold: c.icmp_host_threshold,
         }
     }
 }
@@ -47,6 +63,43 @@ pub struct FanoutWindow {
     /// Distinct ports per destination; at most `max_targets` destinations.
     ports_per_destination: HashMap<IpAddr, u32>,
     fired: bool,
+    /// Distinct destinations over the sliding slow window.
+    slow: SlidingDestinations,
+    /// Distinct ICMP echo destinations over the sliding slow window.
+    icmp: SlidingDestinations,
+}
+
+/// Distinct destinations over a sliding window: the last contact time of each.
+#[derive(Debug, Clone, Default)]
+struct SlidingDestinations {
+    last: HashMap<IpAddr, i64>,
+    /// Packet time of the last report.
+    fired_ns: Option<i64>,
+}
+
+impl SlidingDestinations {
+    /// Records a contact with `destination` at `ts`; returns the distinct destinations within `window_ns` when
+    /// they reach `threshold` (at most once per window).
+    fn observe(&mut self, ts: i64, destination: IpAddr, window_ns: i64, threshold: usize, cap: usize) -> Option<usize> {
+        let horizon = ts.saturating_sub(window_ns);
+        if self.last.len() >= cap && !self.last.contains_key(&destination) {
+            self.last.retain(|_, t| *t > horizon);
+            if self.last.len() >= cap {
+                return None;
+            }
+        }
+        let t = self.last.entry(destination).or_insert(ts);
+        *t = (*t).max(ts);
+        if self.last.len() < threshold {
+            return None;
+        }
+        self.last.retain(|_, t| *t > horizon);
+        if self.last.len() < threshold || self.fired_ns.is_some_and(|f| ts.saturating_sub(f) < window_ns) {
+            return None;
+        }
+        self.fired_ns = Some(ts);
+        Some(self.last.len())
+    }
 }
 
 /// What crossed a threshold.
@@ -68,12 +121,19 @@ pub enum FanoutHit {
         /// Window start, ns.
         window_start_ns: i64,
     },
+    /// Many destinations over the sliding slow window: new connections, or ICMP echo requests.
+    SlowSweep {
+        /// Distinct destinations.
+        hosts: usize,
+        /// Counted ICMP echo requests only (a ping sweep).
+        icmp: bool,
+    },
 }
 
 impl FanoutWindow {
     /// Records one connection-opening packet; returns a hit the first time a threshold is crossed in the window.
     pub fn observe(&mut self, p: &PacketFeatures, rule: &FanoutRule) -> Option<FanoutHit> {
-        let start = p.ts_ns - p.ts_ns.rem_euclid(rule.window_ns);
+        let start = p.ts_ns.saturating_sub(p.ts_ns.rem_euclid(rule.window_ns));
         if start > self.window_start_ns {
             self.window_start_ns = start;
             self.fired = false;
@@ -85,6 +145,25 @@ impl FanoutWindow {
                 self.ports_per_destination.shrink_to(64);
             }
         }
+        let fast_fired = self.fired;
+        let echo = matches!((p.ip_proto, p.icmp_type), (1, Some(8)) | (58, Some(128)));
+        let (window, cap) = (rule.slow_window_ns, rule.max_targets);
+        let slow = self.slow.observe(p.ts_ns, p.destination, window, rule.slow_host_threshold, cap);
+        let icmp =
+            if echo { self.icmp.observe(p.ts_ns, p.destination, window, rule.icmp_host_threshold, cap) } else { None };
+        let fast = self.observe_window(p, rule);
+        if fast.is_some() || fast_fired {
+            return fast;
+        }
+        match (slow, icmp) {
+            (Some(hosts), _) => Some(FanoutHit::SlowSweep { hosts, icmp: false }),
+            (None, Some(hosts)) => Some(FanoutHit::SlowSweep { hosts, icmp: true }),
+            (None, None) => None,
+        }
+    }
+
+    /// The tumbling window's part of [`FanoutWindow::observe`].
+    fn observe_window(&mut self, p: &PacketFeatures, rule: &FanoutRule) -> Option<FanoutHit> {
         // A packet from an earlier window (reordering) counts in the current one: never rewind.
         if self.targets.len() >= rule.max_targets {
             return None;
@@ -128,6 +207,23 @@ impl FanoutWindow {
 /// Builds the fanout anomaly for `host`.
 pub fn fanout_anomaly(host: IpAddr, rule: &FanoutRule, hit: FanoutHit, packet: &PacketFeatures) -> AnomalyParts {
     let (window_start_ns, score, threshold, target, reason, name) = match hit {
+        FanoutHit::SlowSweep { hosts, icmp } => {
+            let threshold = if icmp { rule.icmp_host_threshold } else { rule.slow_host_threshold };
+            let what = if icmp { "sent ICMP echo requests to" } else { "opened connections to" };
+            let kind = if icmp { "ping sweep" } else { "slow host sweep" };
+            (
+                packet.ts_ns.saturating_sub(rule.slow_window_ns),
+                hosts as f64,
+                threshold as f64,
+                None,
+                format!(
+                    "{host} {what} {} distinct hosts within {} ({kind}; threshold {threshold})",
+                    thousands(hosts as u64),
+                    seconds(rule.slow_window_ns),
+                ),
+                if icmp { "distinct_echo_destinations" } else { "distinct_destinations_slow" },
+            )
+        }
         FanoutHit::PortScan { destination, ports, window_start_ns } => (
             window_start_ns,
             ports as f64,
@@ -159,7 +255,8 @@ pub fn fanout_anomaly(host: IpAddr, rule: &FanoutRule, hit: FanoutHit, packet: &
         host,
         kind: AnomalyKind::Fanout,
         window_start_ns,
-        window_end_ns: window_start_ns.saturating_add(rule.window_ns),
+        // The evidence ends at the packet that crossed the threshold (inside the tumbling window).
+        window_end_ns: packet.ts_ns.max(window_start_ns),
         score,
         threshold,
         target,
@@ -173,7 +270,7 @@ pub fn fanout_anomaly(host: IpAddr, rule: &FanoutRule, hit: FanoutHit, packet: &
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::syn;
+    use crate::fixtures::{T0, syn};
 
     fn rule() -> FanoutRule {
         FanoutRule::from(&FanoutConfig::default())
@@ -230,9 +327,77 @@ mod tests {
     }
 
     #[test]
+    fn slow_sweep_is_counted_over_a_sliding_minute() {
+        let r = rule();
+        let mut w = FanoutWindow::default();
+        let s = 1_000_000_000i64;
+        // The hs-udpScan pattern: UDP to 96 hosts in 51 s (~19 per 10 s window, under the 64 of the fast rule),
+        // starting 20 s before a minute boundary so that no tumbling minute holds 64 of them.
+        let t0 = T0 - T0.rem_euclid(60 * s) + 40 * s;
+        let mut hits = vec![];
+        for i in 0..96i64 {
+            let mut p = syn(t0 + i * 530_000_000, IpAddr::from([246, 237, 0, i as u8]), 40_125);
+            p.ip_proto = 17;
+            if let Some(h) = w.observe(&p, &r) {
+                hits.push((h, p.ts_ns));
+            }
+        }
+        assert_eq!(hits.len(), 1, "{hits:?}");
+        let (hit, at) = hits[0];
+        assert_eq!(hit, FanoutHit::SlowSweep { hosts: 64, icmp: false });
+        assert_eq!(at, t0 + 63 * 530_000_000);
+        let a =
+            fanout_anomaly(IpAddr::from([10, 0, 0, 1]), &r, hit, &syn(at, IpAddr::from([246, 237, 0, 63]), 1)).build();
+        assert_eq!((a.window_start_ns, a.window_end_ns), (at - 60 * s, at));
+        assert!(
+            a.reason.contains("opened connections to 64 distinct hosts within 60 s (slow host sweep"),
+            "{}",
+            a.reason
+        );
+        // The same 96 hosts over ten minutes are never 64 within one minute.
+        let mut w = FanoutWindow::default();
+        for i in 0..96i64 {
+            assert!(w.observe(&syn(t0 + i * 6 * s, IpAddr::from([246, 237, 0, i as u8]), 80), &r).is_none());
+        }
+    }
+
+    #[test]
+    fn ping_sweep_of_eighteen_addresses_is_reported_once() {
+        let r = rule();
+        let mut w = FanoutWindow::default();
+        let echo = |i: u8| {
+            let mut p = syn(T0 + i64::from(i) * 90_000_000, IpAddr::from([192, 168, 1, i]), 0);
+            (p.ip_proto, p.tcp_flags, p.dst_port, p.icmp_type, p.icmp_code) = (1, 0, 0, Some(8), Some(0));
+            p
+        };
+        let hits: Vec<_> = (0..18).filter_map(|i| w.observe(&echo(i), &r)).collect();
+        assert_eq!(hits, vec![FanoutHit::SlowSweep { hosts: 16, icmp: true }]);
+        // 18 TCP destinations are no sweep at all.
+        let mut w = FanoutWindow::default();
+        assert!((0..18u8).all(|i| w.observe(&syn(T0, IpAddr::from([192, 168, 1, i]), 443), &r).is_none()));
+    }
+
+    #[test]
+    fn a_fast_sweep_is_not_reported_again_as_a_slow_one() {
+        let r = rule();
+        let mut w = FanoutWindow::default();
+        let hits: Vec<_> = (0..200u8)
+            .filter_map(|i| w.observe(&syn(T0 + i64::from(i), IpAddr::from([10, 0, 1, i]), 80), &r))
+            .collect();
+        assert_eq!(hits, vec![FanoutHit::HostSweep { hosts: 64, window_start_ns: T0 - T0.rem_euclid(10_000_000_000) }]);
+    }
+
+    #[test]
     fn target_sets_are_bounded() {
-        let r =
-            FanoutRule { max_targets: 100, port_threshold: 1_000_000, host_threshold: 1_000_000, window_ns: i64::MAX };
+        let r = FanoutRule {
+            max_targets: 100,
+            port_threshold: 1_000_000,
+            host_threshold: 1_000_000,
+            window_ns: i64::MAX,
+            slow_host_threshold: 1_000_000,
+            icmp_host_threshold: 1_000_000,
+            ..rule()
+        };
         let mut w = FanoutWindow::default();
         for i in 0..10_000u32 {
             let d = IpAddr::from(i.to_be_bytes());
@@ -240,5 +405,6 @@ mod tests {
         }
         assert_eq!(w.targets(), 100);
         assert_eq!(w.destinations(), 100);
+        assert_eq!(w.slow.last.len(), 100, "the sliding count is capped at max_targets too");
     }
 }

@@ -42,7 +42,7 @@ pub fn packet(
         icmp_code: None,
         flow_duration_ns: 0,
         flow_packets,
-        flow_bytes: u64::from(wire_len) * flow_packets,
+        flow_bytes: u64::from(wire_len).saturating_mul(flow_packets),
         direction,
     }
 }

@@ -31,6 +31,7 @@ pub mod flat;
 pub mod forest;
 pub mod lifecycle;
 pub mod metrics;
+pub mod misuse;
 mod ownership;
 pub mod profile;
 pub mod state;

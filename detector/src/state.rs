@@ -19,6 +19,7 @@ use std::net::IpAddr;
 use crate::beacon::BeaconTable;
 use crate::config::{StateConfig, ns};
 use crate::fanout::FanoutWindow;
+use crate::misuse::MisuseState;
 use crate::profile::HostProfile;
 use crate::window::RateWindow;
 
@@ -41,6 +42,8 @@ pub struct HostState {
     pub last_supervised_ns: Option<i64>,
     /// Profile detector: the open window and the history of scored profiles.
     pub profile: HostProfile,
+    /// Probe, brute-force and DNS-tunnel counts.
+    pub misuse: MisuseState,
 }
 
 /// The bounded host map.

@@ -13,7 +13,8 @@ pub struct Alert {
     pub id: String,
     /// The anomalous address as text.
     pub host: String,
-    /// `rate`, `fanout`, `isolation` or `victim`.
+    /// The detector kind: `rate`, `fanout`, `isolation`, `victim`, `profile`, `supervised`, `beacon`, `probe`,
+    /// `brute_force` or `dns_tunnel`.
     pub kind: String,
     /// Highest score among the collapsed anomalies.
     pub score: f64,
@@ -23,6 +24,12 @@ pub struct Alert {
     pub first_seen: String,
     /// Packet time of the end of the last anomaly, RFC 3339 with nanoseconds.
     pub last_seen: String,
+    /// Packet time at which the earliest of the collapsed anomalies was raised, RFC 3339 with nanoseconds: the
+    /// end of its evidence (the packet that crossed a rule's threshold, the last packet of a scored batch, the
+    /// end of a closed profile or victim window). Time to detect is measured to it. Empty in alerts written
+    /// before it existed.
+    #[serde(default)]
+    pub detected_at: String,
     /// How many anomalies were collapsed into this alert.
     pub count: u64,
     /// A sentence a person understands.

@@ -160,12 +160,28 @@ pub enum AnomalyKind {
     Supervised,
     /// Periodic connections from a host to one destination (malware command-and-control beaconing).
     Beacon,
+    /// Packets no standard TCP/IP stack sends (stealth scans, OS fingerprinting).
+    Probe,
+    /// Repeated connection attempts to one login service (password guessing).
+    BruteForce,
+    /// Sustained long DNS queries (DNS tunnelling, exfiltration).
+    DnsTunnel,
 }
 
 impl AnomalyKind {
     /// All kinds, in schema symbol order.
-    pub const ALL: [AnomalyKind; 7] =
-        [Self::Rate, Self::Fanout, Self::Isolation, Self::Victim, Self::Profile, Self::Supervised, Self::Beacon];
+    pub const ALL: [AnomalyKind; 10] = [
+        Self::Rate,
+        Self::Fanout,
+        Self::Isolation,
+        Self::Victim,
+        Self::Profile,
+        Self::Supervised,
+        Self::Beacon,
+        Self::Probe,
+        Self::BruteForce,
+        Self::DnsTunnel,
+    ];
 
     /// Lower-case name used in alerts, configuration and metrics.
     pub fn as_str(self) -> &'static str {
@@ -177,6 +193,9 @@ impl AnomalyKind {
             Self::Profile => "profile",
             Self::Supervised => "supervised",
             Self::Beacon => "beacon",
+            Self::Probe => "probe",
+            Self::BruteForce => "brute_force",
+            Self::DnsTunnel => "dns_tunnel",
         }
     }
 }

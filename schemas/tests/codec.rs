@@ -232,6 +232,7 @@ fn alert_json_has_the_fields_of_the_avsc() {
         threshold: 0.5,
         first_seen: netanom_schemas::format_rfc3339_ns(1_614_265_330_123_456_789),
         last_seen: netanom_schemas::format_rfc3339_ns(0),
+        detected_at: netanom_schemas::format_rfc3339_ns(0),
         count: 3,
         reason: "r".into(),
         target: None,

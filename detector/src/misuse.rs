@@ -1,0 +1,510 @@
+//! Three rules for misuse that one host's packets show without a model, each a count over a sliding window of
+//! packet time:
+//!
+//! - **probe** (kind `probe`): packets no standard TCP/IP stack sends. TCP with no flags, SYN with FIN, SYN with
+//!   RST, or FIN, PSH or URG without ACK (nmap's NULL, FIN and Xmas scans and the T2–T7 probes of its OS
+//!   detection); ICMP echo requests with a non-zero code, and timestamp, information and address-mask requests
+//!   (ICMP OS fingerprinting).
+//! - **brute force** (kind `brute_force`): many connection attempts (TCP SYNs) from one host to one login
+//!   service (`brute_force.ports`: SSH, Telnet, FTP, mail, databases, RDP, VNC, …): password guessing.
+//! - **DNS tunnel** (kind `dns_tunnel`): many long DNS queries (payload of at least `long_query_bytes`) from
+//!   one host: data encoded in query names (dnscat, iodine) or DNS exfiltration.
+//!
+//! # Counting
+//!
+//! Each count is the usual sliding-window estimate over two tumbling windows: the current window's count plus
+//! the previous window's, weighted by how much of it still overlaps the last `window` of packet time, rounded
+//! to a whole count. It costs
+//! two counters per key whatever the rate, and a burst straddling a window boundary is still counted whole
+//! (a tumbling count would split it in two halves that can both stay under the threshold). A rule fires at
+//! most once per tumbling window and key; the anomaly's window is the `window` of packet time that ends at the
+//! packet that crossed the threshold.
+//!
+//! # Calibration (../shared/data, 66 labelled captures: `.ci/eval-shared`)
+//!
+//! - probe: 0 such packets in all 17 benign captures; 3 in the small connect scan `ndpi-tests/tcp_scan`, 12–13
+//!   in the two OS fingerprinting captures, 1,000 in each nmap NULL/FIN/Xmas scan. Default 3 in 60 s.
+//! - brute force: benign captures open at most 1 connection per minute to a login port (telnet, FTP); the
+//!   busiest benign service of any kind sees 33 SYNs in a minute (an HTTPS API), which is why only login ports
+//!   count. The nmap `ssh-brute` capture sends 67 SYNs in 13 s. Default 20 in 60 s (slower guessing, a few
+//!   logins a minute, is left to the beacon rule, which catches the four slow SSH tools of the captures).
+//! - DNS tunnel: benign DNS queries have payloads of at most 66 bytes (names of at most 48 characters); the
+//!   dnscat capture sends 89 queries of 80 bytes or more in a minute (up to 258 bytes). Default 10 queries of
+//!   at least 80 bytes in 60 s. A single long query (`ndpi-tests/dns-exf`) is below any count threshold by design:
+//!   one long name is also what mail anti-spam and CDN lookups look like.
+
+use std::net::IpAddr;
+
+use netanom_schemas::{AnomalyKind, Contribution, Direction, PacketFeatures, records::tcp_flags};
+
+use crate::anomaly::{AnomalyParts, RULES_VERSION, seconds, thousands};
+use crate::config::{BruteForceConfig, DnsTunnelConfig, ProbeConfig, ns};
+
+/// A sliding-window count estimated from the current and previous tumbling windows.
+#[derive(Debug, Clone, Copy, Default)]
+struct SlidingCount {
+    /// Start of the current tumbling window, ns.
+    start_ns: i64,
+    current: u32,
+    previous: u32,
+    /// Start of the tumbling window in which the rule last fired.
+    fired_in: Option<i64>,
+}
+
+impl SlidingCount {
+    /// Counts one event at `ts_ns`; returns the estimated count over the last `window_ns` (rounded to a whole
+    /// count), and whether the rule may still fire in this tumbling window.
+    fn add(&mut self, ts_ns: i64, window_ns: i64) -> (f64, bool) {
+        let start = ts_ns.saturating_sub(ts_ns.rem_euclid(window_ns));
+        if start > self.start_ns {
+            let adjacent = start.checked_sub(self.start_ns) == Some(window_ns);
+            self.previous = if adjacent { self.current } else { 0 };
+            self.current = 0;
+            self.start_ns = start;
+        }
+        // A packet from an earlier window (reordering) counts in the current one: never rewind.
+        self.current = self.current.saturating_add(1);
+        let elapsed = ts_ns.saturating_sub(self.start_ns) as f64 / window_ns as f64;
+        let estimate = f64::from(self.current) + f64::from(self.previous) * (1.0 - elapsed.clamp(0.0, 1.0));
+        (estimate.round(), self.fired_in != Some(self.start_ns))
+    }
+
+    /// Marks the current tumbling window as fired.
+    fn fire(&mut self) {
+        self.fired_in = Some(self.start_ns);
+    }
+
+    /// True when nothing has been counted for two windows before `ts_ns`.
+    fn stale(&self, ts_ns: i64, window_ns: i64) -> bool {
+        ts_ns.saturating_sub(self.start_ns) >= window_ns.saturating_mul(2)
+    }
+}
+
+/// Kinds of packet the probe rule counts, in the order of [`ProbeCounts`].
+const PROBE_CLASSES: [&str; 6] = [
+    "tcp_no_flags",
+    "tcp_syn_fin",
+    "tcp_syn_rst",
+    "tcp_fin_psh_urg_without_ack",
+    "icmp_echo_nonzero_code",
+    "icmp_timestamp_info_mask_request",
+];
+
+/// Per class, the probe packets of the current tumbling window.
+type ProbeCounts = [u32; PROBE_CLASSES.len()];
+
+/// Which probe class `p` is, if it is one.
+pub fn probe_class(p: &PacketFeatures) -> Option<usize> {
+    match p.ip_proto {
+        6 => {
+            let f = p.tcp_flags;
+            let core = f
+                & (tcp_flags::FIN | tcp_flags::SYN | tcp_flags::RST | tcp_flags::PSH | tcp_flags::ACK | tcp_flags::URG);
+            if core == 0 {
+                Some(0)
+            } else if f & (tcp_flags::SYN | tcp_flags::FIN) == tcp_flags::SYN | tcp_flags::FIN {
+                Some(1)
+            } else if f & (tcp_flags::SYN | tcp_flags::RST) == tcp_flags::SYN | tcp_flags::RST {
+                Some(2)
+            } else if f & tcp_flags::ACK == 0 && f & (tcp_flags::FIN | tcp_flags::PSH | tcp_flags::URG) != 0 {
+                Some(3)
+            } else {
+                None
+            }
+        }
+        1 => match (p.icmp_type, p.icmp_code) {
+            (Some(8), Some(code)) if code != 0 => Some(4),
+            (Some(13 | 15 | 17), _) => Some(5),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// True for a DNS query (to port 53, UDP or TCP, from the flow's initiator) of at least `min_bytes` of payload.
+fn long_dns_query(p: &PacketFeatures, min_bytes: u32) -> bool {
+    p.dst_port == 53 && matches!(p.ip_proto, 6 | 17) && p.direction == Direction::Forward && p.payload_len >= min_bytes
+}
+
+/// Rule parameters in hot-path units.
+#[derive(Debug, Clone)]
+pub struct MisuseRules {
+    probe: Option<(i64, u32)>,
+    brute_force: Option<BruteForceRule>,
+    dns_tunnel: Option<(i64, u32, u32)>,
+}
+
+#[derive(Debug, Clone)]
+struct BruteForceRule {
+    window_ns: i64,
+    min_connections: u32,
+    /// Sorted login ports.
+    ports: Vec<u16>,
+    max_services: usize,
+}
+
+impl MisuseRules {
+    /// The rules enabled in the three sections; `None` when all are off.
+    pub fn new(probe: &ProbeConfig, brute_force: &BruteForceConfig, dns: &DnsTunnelConfig) -> Option<Self> {
+        let rules = Self {
+            probe: probe.enabled.then(|| (ns(probe.window).max(1), probe.min_packets)),
+            brute_force: brute_force.enabled.then(|| {
+                let mut ports = brute_force.ports.clone();
+                ports.sort_unstable();
+                ports.dedup();
+                BruteForceRule {
+                    window_ns: ns(brute_force.window).max(1),
+                    min_connections: brute_force.min_connections,
+                    ports,
+                    max_services: brute_force.max_services,
+                }
+            }),
+            dns_tunnel: dns.enabled.then(|| (ns(dns.window).max(1), dns.min_queries, dns.long_query_bytes)),
+        };
+        (rules.probe.is_some() || rules.brute_force.is_some() || rules.dns_tunnel.is_some()).then_some(rules)
+    }
+}
+
+/// One host's counts.
+#[derive(Debug, Clone, Default)]
+pub struct MisuseState {
+    probe: SlidingCount,
+    probe_classes: ProbeCounts,
+    probe_classes_start_ns: i64,
+    dns: SlidingCount,
+    /// Connection attempts per login service (destination, port); at most `max_services`.
+    services: Vec<(IpAddr, u16, SlidingCount)>,
+}
+
+impl MisuseState {
+    /// Counts one packet of `host`; appends what crossed a threshold to `out`.
+    pub fn observe(&mut self, host: IpAddr, p: &PacketFeatures, rules: &MisuseRules, out: &mut Vec<AnomalyParts>) {
+        if let Some((window_ns, min)) = rules.probe
+            && let Some(class) = probe_class(p)
+        {
+            let (count, may_fire) = self.probe.add(p.ts_ns, window_ns);
+            if self.probe_classes_start_ns != self.probe.start_ns {
+                self.probe_classes = ProbeCounts::default();
+                self.probe_classes_start_ns = self.probe.start_ns;
+            }
+            self.probe_classes[class] = self.probe_classes[class].saturating_add(1);
+            if may_fire && count >= f64::from(min) {
+                self.probe.fire();
+                out.push(probe_anomaly(host, window_ns, min, count, &self.probe_classes, p));
+            }
+        }
+        if let Some((window_ns, min, bytes)) = rules.dns_tunnel
+            && long_dns_query(p, bytes)
+        {
+            let (count, may_fire) = self.dns.add(p.ts_ns, window_ns);
+            if may_fire && count >= f64::from(min) {
+                self.dns.fire();
+                out.push(dns_tunnel_anomaly(host, window_ns, min, bytes, count, p));
+            }
+        }
+        if let Some(rule) = &rules.brute_force
+            && p.is_syn()
+            && rule.ports.binary_search(&p.dst_port).is_ok()
+            && let Some(count) = self.service(p, rule)
+        {
+            let (estimate, may_fire) = count.add(p.ts_ns, rule.window_ns);
+            if may_fire && estimate >= f64::from(rule.min_connections) {
+                count.fire();
+                out.push(brute_force_anomaly(host, rule, estimate, p));
+            }
+        }
+    }
+
+    /// The count of `p`'s service, added when there is room (or a stale entry to reuse).
+    fn service(&mut self, p: &PacketFeatures, rule: &BruteForceRule) -> Option<&mut SlidingCount> {
+        let i = match self.services.iter().position(|(d, port, _)| *d == p.destination && *port == p.dst_port) {
+            Some(i) => i,
+            None if self.services.len() < rule.max_services => {
+                self.services.push((p.destination, p.dst_port, SlidingCount::default()));
+                self.services.len() - 1
+            }
+            None => {
+                let i = self.services.iter().position(|(_, _, c)| c.stale(p.ts_ns, rule.window_ns))?;
+                self.services[i] = (p.destination, p.dst_port, SlidingCount::default());
+                i
+            }
+        };
+        Some(&mut self.services[i].2)
+    }
+}
+
+fn window(p: &PacketFeatures, window_ns: i64) -> (i64, i64) {
+    (p.ts_ns.saturating_sub(window_ns), p.ts_ns)
+}
+
+fn probe_anomaly(
+    host: IpAddr,
+    window_ns: i64,
+    min: u32,
+    count: f64,
+    classes: &ProbeCounts,
+    p: &PacketFeatures,
+) -> AnomalyParts {
+    let (window_start_ns, window_end_ns) = window(p, window_ns);
+    let mut seen: Vec<(usize, u32)> = classes.iter().copied().enumerate().filter(|(_, n)| *n > 0).collect();
+    seen.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let listed: Vec<String> = seen
+        .iter()
+        .map(|(c, n)| format!("{} {}", thousands(u64::from(*n)), PROBE_CLASSES[*c].replace('_', " ")))
+        .collect();
+    AnomalyParts {
+        host,
+        kind: AnomalyKind::Probe,
+        window_start_ns,
+        window_end_ns,
+        score: count,
+        threshold: f64::from(min),
+        target: Some(p.destination),
+        reason: format!(
+            "{host} sent {} packets within {} that no standard TCP/IP stack sends ({}), as stealth scans and OS \
+             fingerprinting do (threshold {min})",
+            thousands(count as u64),
+            seconds(window_ns),
+            listed.join(", "),
+        ),
+        features: seen
+            .iter()
+            .map(|(c, n)| Contribution { name: PROBE_CLASSES[*c].into(), value: f64::from(*n), baseline: Some(0.0) })
+            .collect(),
+        sample: p.summary(host),
+        model_version: RULES_VERSION.into(),
+    }
+}
+
+fn dns_tunnel_anomaly(
+    host: IpAddr,
+    window_ns: i64,
+    min: u32,
+    bytes: u32,
+    count: f64,
+    p: &PacketFeatures,
+) -> AnomalyParts {
+    let (window_start_ns, window_end_ns) = window(p, window_ns);
+    AnomalyParts {
+        host,
+        kind: AnomalyKind::DnsTunnel,
+        window_start_ns,
+        window_end_ns,
+        score: count,
+        threshold: f64::from(min),
+        target: Some(p.destination),
+        reason: format!(
+            "{host} sent {} DNS queries of at least {bytes} bytes within {} to {} (the last {} bytes): data \
+             carried in query names, as DNS tunnels and exfiltration do (threshold {min}; ordinary lookups stay \
+             under 70 bytes)",
+            thousands(count as u64),
+            seconds(window_ns),
+            p.destination,
+            p.payload_len,
+        ),
+        features: vec![
+            Contribution { name: "long_dns_queries".into(), value: count, baseline: Some(f64::from(min)) },
+            Contribution {
+                name: "dns_query_bytes".into(),
+                value: f64::from(p.payload_len),
+                baseline: Some(f64::from(bytes)),
+            },
+        ],
+        sample: p.summary(host),
+        model_version: RULES_VERSION.into(),
+    }
+}
+
+fn brute_force_anomaly(host: IpAddr, rule: &BruteForceRule, count: f64, p: &PacketFeatures) -> AnomalyParts {
+    let (window_start_ns, window_end_ns) = window(p, rule.window_ns);
+    AnomalyParts {
+        host,
+        kind: AnomalyKind::BruteForce,
+        window_start_ns,
+        window_end_ns,
+        score: count,
+        threshold: f64::from(rule.min_connections),
+        target: Some(p.destination),
+        reason: format!(
+            "{host} opened {} connections to the login service {}:{} within {} (password guessing; threshold {})",
+            thousands(count as u64),
+            p.destination,
+            p.dst_port,
+            seconds(rule.window_ns),
+            rule.min_connections,
+        ),
+        features: vec![Contribution {
+            name: "connections_to_login_service".into(),
+            value: count,
+            baseline: Some(f64::from(rule.min_connections)),
+        }],
+        sample: p.summary(host),
+        model_version: RULES_VERSION.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{T0, packet, syn};
+    use netanom_schemas::records::tcp_flags::{ACK, FIN, PSH, RST, SYN, URG};
+
+    const HOST: [u8; 4] = [10, 0, 0, 7];
+
+    fn rules() -> MisuseRules {
+        MisuseRules::new(&ProbeConfig::default(), &BruteForceConfig::default(), &DnsTunnelConfig::default()).unwrap()
+    }
+
+    fn tcp(ts: i64, flags: u8) -> PacketFeatures {
+        packet(ts, IpAddr::from([10, 0, 0, 9]), 40_000, 80, 6, flags, 60, 1, Direction::Forward)
+    }
+
+    fn icmp(ts: i64, kind: u8, code: u8) -> PacketFeatures {
+        let mut p = packet(ts, IpAddr::from([10, 0, 0, 9]), 0, 0, 1, 0, 42, 1, Direction::Forward);
+        p.icmp_type = Some(kind);
+        p.icmp_code = Some(code);
+        p
+    }
+
+    fn dns(ts: i64, payload: u32) -> PacketFeatures {
+        let mut p = packet(ts, IpAddr::from([10, 0, 0, 53]), 5_353, 53, 17, 0, 42 + payload, 1, Direction::Forward);
+        p.payload_len = payload;
+        p
+    }
+
+    fn run(packets: &[PacketFeatures]) -> Vec<AnomalyParts> {
+        let (r, mut s, mut out) = (rules(), MisuseState::default(), Vec::new());
+        for p in packets {
+            s.observe(IpAddr::from(HOST), p, &r, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn probe_classes_are_the_packets_no_stack_sends() {
+        let classes = |f: u8| probe_class(&tcp(0, f));
+        assert_eq!(classes(0), Some(0));
+        assert_eq!(classes(0x40 | 0x80), Some(0), "ECE and CWR alone are still no flags");
+        assert_eq!(classes(SYN | FIN), Some(1));
+        assert_eq!(classes(SYN | RST), Some(2));
+        assert_eq!(classes(FIN), Some(3));
+        assert_eq!(classes(FIN | PSH | URG), Some(3));
+        for ordinary in [SYN, SYN | ACK, ACK, ACK | PSH, FIN | ACK, RST, RST | ACK, SYN | 0x40 | 0x80, URG | ACK] {
+            assert_eq!(classes(ordinary), None, "flags {ordinary:#x}");
+        }
+        assert_eq!(probe_class(&icmp(0, 8, 9)), Some(4));
+        assert_eq!(probe_class(&icmp(0, 13, 0)), Some(5));
+        assert_eq!(probe_class(&icmp(0, 17, 0)), Some(5));
+        assert_eq!(probe_class(&icmp(0, 8, 0)), None, "an ordinary ping");
+        assert_eq!(probe_class(&icmp(0, 0, 0)), None);
+    }
+
+    #[test]
+    fn three_probes_in_a_minute_fire_once_and_say_which() {
+        let s = 1_000_000_000i64;
+        // The ndpi-tests/tcp_scan pattern: a FIN, a NULL and an Xmas packet 8 s apart, then more of the same.
+        let mut packets = vec![tcp(T0, FIN), tcp(T0 + 8 * s, 0), tcp(T0 + 13 * s, FIN | PSH | URG)];
+        packets.extend((0..20).map(|i| tcp(T0 + 14 * s + i, 0)));
+        let out = run(&packets);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let a = &out[0];
+        assert_eq!((a.kind, a.score, a.threshold), (AnomalyKind::Probe, 3.0, 3.0));
+        assert_eq!(a.window_end_ns, T0 + 13 * s);
+        assert!(a.reason.contains("2 tcp fin psh urg without ack, 1 tcp no flags"), "{}", a.reason);
+        assert_eq!(a.features[0].name, "tcp_fin_psh_urg_without_ack");
+        // Spread over three minutes, the same three packets are not a probe burst.
+        assert!(run(&[tcp(T0, FIN), tcp(T0 + 70 * s, 0), tcp(T0 + 140 * s, FIN)]).is_empty());
+        // Ordinary traffic never counts.
+        let ordinary: Vec<_> =
+            (0..1_000).map(|i| tcp(T0 + i * 1_000_000, if i % 2 == 0 { SYN } else { ACK | PSH })).collect();
+        assert!(run(&ordinary).is_empty());
+    }
+
+    #[test]
+    fn a_burst_across_a_window_boundary_is_counted_whole() {
+        // 10 long queries, 5 before and 5 after a minute boundary, within 2 s: a tumbling count sees 5 and 5.
+        let boundary = T0 - T0.rem_euclid(60_000_000_000) + 60_000_000_000;
+        let packets: Vec<_> = (-5i64..5).map(|i| dns(boundary + i * 200_000_000, 120)).collect();
+        let out = run(&packets);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].kind, AnomalyKind::DnsTunnel);
+        assert_eq!(out[0].target, Some(IpAddr::from([10, 0, 0, 53])));
+    }
+
+    #[test]
+    fn dns_tunnel_needs_long_queries_not_many_queries() {
+        let s = 1_000_000_000i64;
+        // 300 ordinary lookups (payload 28–77 bytes) in a minute: quiet.
+        let busy: Vec<_> = (0..300).map(|i| dns(T0 + i * s / 5, 28 + (i % 50) as u32)).collect();
+        assert!(run(&busy).is_empty());
+        // dnscat-like: 2 queries a second of 80–258 bytes; fires at the 10th, once per minute window.
+        let tunnel: Vec<_> = (0..240).map(|i| dns(T0 + i * s / 2, 80 + (i % 179) as u32)).collect();
+        let out = run(&tunnel);
+        assert!(!out.is_empty() && out.len() <= 3, "{out:?}");
+        assert_eq!(out[0].window_end_ns, T0 + 9 * s / 2);
+        assert!(
+            out[0].reason.contains("10 DNS queries of at least 80 bytes within 60 s to 10.0.0.53"),
+            "{}",
+            out[0].reason
+        );
+        // Responses (reverse direction) from a resolver do not count as queries.
+        let mut answers = tunnel.clone();
+        answers.iter_mut().for_each(|p| p.direction = Direction::Reverse);
+        assert!(run(&answers).is_empty());
+    }
+
+    #[test]
+    fn brute_force_counts_attempts_per_login_service() {
+        let target = IpAddr::from([192, 168, 1, 22]);
+        let s = 1_000_000_000i64;
+        // 40 logins in 13 s to SSH: fires at the 20th attempt.
+        let ssh: Vec<_> = (0..40).map(|i| syn(T0 + i * s / 3, target, 22)).collect();
+        let out = run(&ssh);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!((out[0].kind, out[0].score, out[0].target), (AnomalyKind::BruteForce, 20.0, Some(target)));
+        assert!(
+            out[0].reason.contains("20 connections to the login service 192.168.1.22:22 within 60 s"),
+            "{}",
+            out[0].reason
+        );
+        // The same to HTTPS (a busy API client) is not a login service.
+        let https: Vec<_> = (0..40).map(|i| syn(T0 + i * s / 3, target, 443)).collect();
+        assert!(run(&https).is_empty());
+        // 40 SSH attempts spread over 20 different servers: 2 each.
+        let spread: Vec<_> =
+            (0..40).map(|i| syn(T0 + i * s / 3, IpAddr::from([192, 168, 1, (i % 20) as u8]), 22)).collect();
+        assert!(run(&spread).is_empty());
+    }
+
+    #[test]
+    fn service_table_is_bounded_and_reuses_stale_entries() {
+        let mut rules = rules();
+        rules.brute_force.as_mut().unwrap().max_services = 4;
+        let mut state = MisuseState::default();
+        let mut out = Vec::new();
+        for i in 0..100u8 {
+            state.observe(IpAddr::from(HOST), &syn(T0, IpAddr::from([10, 1, 0, i]), 22), &rules, &mut out);
+        }
+        assert_eq!(state.services.len(), 4);
+        // Three minutes later every entry is stale: a new service takes one over.
+        let later = T0 + 180_000_000_000;
+        state.observe(IpAddr::from(HOST), &syn(later, IpAddr::from([10, 2, 0, 1]), 22), &rules, &mut out);
+        assert!(state.services.iter().any(|(d, _, _)| *d == IpAddr::from([10, 2, 0, 1])));
+        assert_eq!(state.services.len(), 4);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn hostile_times_never_panic(ts in proptest::prelude::any::<i64>(), ts2 in proptest::prelude::any::<i64>(), flags in 0u8..=255) {
+            let mut packets = Vec::new();
+            for t in [ts, ts2, i64::MIN, i64::MAX, ts] {
+                packets.push(tcp(t, flags));
+                packets.push(dns(t, 200));
+                packets.push(syn(t, IpAddr::from([10, 0, 0, 1]), 22));
+            }
+            for a in run(&packets) {
+                proptest::prop_assert!(a.score.is_finite() && a.window_start_ns <= a.window_end_ns);
+            }
+        }
+    }
+}
