@@ -33,7 +33,7 @@ pub enum Command {
     /// Capture packets and publish their features to the packets topic.
     Producer(ProducerArgs),
     /// Consume packet features and publish anomalies (one member of a consumer group).
-    Detector(ServiceArgs),
+    Detector(DetectorArgs),
     /// Consume anomalies, suppress repeats, deliver alerts to the alerts topic and webhooks.
     AlertRouter(RouterArgs),
     /// Write a seeded, labelled capture of benign traffic with a SYN flood, a port scan, a spoofed-source flood
@@ -47,9 +47,10 @@ pub enum Command {
     /// Re-run detection over a range of a historical packets topic (fresh consumer group, nothing committed) and
     /// write the anomalies to a file, stdout or a topic; `--diff` compares two models.
     Replay(crate::replay::ReplayArgs),
-    /// Train an isolation model from captures (seeded, reproducible) and save it for `forest.model_path` or
-    /// `replay --model`; with --supervised, a random forest on labelled captures for `supervised.model_path`,
-    /// printing cross-validated and held-out accuracy, precision, recall and F1.
+    /// Train an isolation model from captures (--pcap) or a range of a packets topic (--from, read as `replay`
+    /// reads it), seeded and reproducible, and save it for `forest.model_path` or `replay --model`; with
+    /// --supervised, a random forest on labelled captures for `supervised.model_path`, printing cross-validated
+    /// and held-out accuracy, precision, recall and F1.
     Train(crate::replay::TrainArgs),
     /// Print the default configuration as TOML, or check a configuration.
     Config {
@@ -85,6 +86,27 @@ pub struct ServiceArgs {
     /// Kafka bootstrap servers (key `kafka.brokers`).
     #[arg(long)]
     pub brokers: Option<String>,
+}
+
+/// A model file for the detector (key `detector.forest.model_path`).
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Start from this model file (written by `netanom train` or `forest.save_path`: the isolation forest and,
+    /// when present, the host-profile model) instead of training on the warm-up sample (key
+    /// `detector.forest.model_path`).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+}
+
+/// `netanom detector`.
+#[derive(Debug, Args)]
+pub struct DetectorArgs {
+    #[command(flatten)]
+    /// Kafka.
+    pub service: ServiceArgs,
+    #[command(flatten)]
+    /// Model.
+    pub model: ModelArgs,
 }
 
 /// `netanom producer`.
@@ -148,6 +170,9 @@ pub struct EvalArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    /// Model.
+    pub model: ModelArgs,
 }
 
 /// `netanom report`.
@@ -182,6 +207,9 @@ pub struct RunArgs {
     /// Do not print alerts on stdout (the summary is still printed).
     #[arg(long)]
     pub quiet: bool,
+    #[command(flatten)]
+    /// Model.
+    pub model: ModelArgs,
 }
 
 fn s(v: impl Into<String>) -> toml::Value {
@@ -238,6 +266,17 @@ impl Cli {
                 o.push(("kafka.brokers".into(), s(b)));
             }
         };
+        // A whole capture through the pipeline as fast as possible, alerts only in the result.
+        let offline = |o: &mut Vec<Override>, pcap: &PathBuf| {
+            o.push(("producer.pcap".into(), s(pcap.display().to_string())));
+            o.push(("producer.speed".into(), s("max")));
+            o.push(("alert_router.stdout".into(), toml::Value::Boolean(false)));
+        };
+        let model = |o: &mut Vec<Override>, m: &ModelArgs| {
+            if let Some(p) = &m.model {
+                o.push(("detector.forest.model_path".into(), s(p.display().to_string())));
+            }
+        };
         let router = |o: &mut Vec<Override>, out: &Option<PathBuf>, hooks: &[String]| {
             if let Some(p) = out {
                 o.push(("alert_router.alerts_out".into(), s(p.display().to_string())));
@@ -259,28 +298,33 @@ impl Cli {
                 input(&mut o, &r.input);
                 service(&mut o, &r.service);
                 router(&mut o, &r.alerts_out, &r.webhooks);
+                model(&mut o, &r.model);
                 o.push(("alert_router.stdout".into(), toml::Value::Boolean(!r.quiet)));
             }
             Command::Producer(p) => {
                 input(&mut o, &p.input);
                 service(&mut o, &p.service);
             }
-            Command::Detector(d) => service(&mut o, d),
+            Command::Detector(d) => {
+                service(&mut o, &d.service);
+                model(&mut o, &d.model);
+            }
             Command::AlertRouter(r) => {
                 service(&mut o, &r.service);
                 router(&mut o, &r.alerts_out, &r.webhooks);
             }
-            Command::Eval(EvalArgs { pcap, .. }) | Command::Report(ReportArgs { pcap, .. }) => {
-                o.push(("producer.pcap".into(), s(pcap.display().to_string())));
-                o.push(("producer.speed".into(), s("max")));
-                o.push(("alert_router.stdout".into(), toml::Value::Boolean(false)));
+            Command::Eval(EvalArgs { pcap, model: m, .. }) => {
+                model(&mut o, m);
+                offline(&mut o, pcap);
             }
-            Command::Replay(r) => {
-                if let Some(b) = &r.brokers {
+            Command::Report(ReportArgs { pcap, .. }) => offline(&mut o, pcap),
+            Command::Replay(crate::replay::ReplayArgs { brokers, .. })
+            | Command::Train(crate::replay::TrainArgs { brokers, .. }) => {
+                if let Some(b) = brokers {
                     o.push(("kafka.brokers".into(), s(b)));
                 }
             }
-            Command::Config { .. } | Command::Synth(_) | Command::Train(_) => {}
+            Command::Config { .. } | Command::Synth(_) => {}
         }
         o
     }

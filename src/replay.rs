@@ -1,8 +1,9 @@
 //! `netanom replay` and `netanom train`: re-running detection over a historical packets topic, and training a
-//! persisted isolation model from captures (the supervised model's training is [`crate::supervised`]). Owns reading an offset range of every partition (manual
-//! assignment, a fresh group id, nothing committed), the deterministic order in which the records are fed to
-//! the detector's Kafka-free [`Engine`], and the outputs (JSON lines, an Avro anomalies topic, a diff of two
-//! models). It never changes the live pipeline's offsets or state.
+//! persisted isolation model from captures or from a range of a packets topic (read and ordered as a replay
+//! reads it; the supervised model's training is [`crate::supervised`]). Owns reading an offset range of every
+//! partition (manual assignment, a fresh group id, nothing committed), the deterministic order in which the
+//! records are fed to the detector's Kafka-free [`Engine`], and the outputs (JSON lines, an Avro anomalies
+//! topic, a diff of two models). It never changes the live pipeline's offsets or state.
 //!
 //! # Why a replay is deterministic
 //!
@@ -72,6 +73,23 @@ impl FromStr for Position {
     }
 }
 
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Position::Offset(o) => write!(f, "offset {o}"),
+            Position::Time(ms) => {
+                let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+                    .ok()
+                    .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
+                match t {
+                    Some(t) => write!(f, "time {t}"),
+                    None => write!(f, "time {ms} ms"),
+                }
+            }
+        }
+    }
+}
+
 /// Why a replay or a training failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -104,6 +122,24 @@ pub enum ReplayError {
         topic: String,
         /// The limit.
         max: usize,
+    },
+    /// A range to train on holds no packet batch.
+    #[error(
+        "nothing to train on: topic {topic} from {from} to {} holds no packet batch ({records} records, \
+         {poison} undecodable)",
+        to.map_or_else(|| "the high watermark".to_string(), |t| t.to_string())
+    )]
+    EmptyRange {
+        /// Topic.
+        topic: String,
+        /// Start of the range.
+        from: Position,
+        /// End of the range (`None`: the high watermark at start).
+        to: Option<Position>,
+        /// Records read.
+        records: usize,
+        /// Of which undecodable.
+        poison: u64,
     },
     /// A model could not be loaded, trained or saved.
     #[error(transparent)]
@@ -443,6 +479,18 @@ pub struct Detection {
     pub model_version: Option<String>,
 }
 
+/// The packet batch of a record; an undecodable record is logged, counted in `poison` and skipped (`None`).
+fn decode_or_skip(r: &ReplayRecord, ids: &SchemaIds, poison: &mut u64) -> Option<PacketBatch> {
+    match PacketBatch::decode(&r.payload, ids) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            *poison += 1;
+            tracing::warn!(partition = r.partition, offset = r.offset, error = %e, "undecodable record skipped");
+            None
+        }
+    }
+}
+
 /// Runs the detector's engine over `records` in (timestamp, partition, offset) order, applying the destination
 /// deltas in-process after every `config.chunk_records` records (see the module doc).
 pub fn detect(
@@ -466,15 +514,9 @@ pub fn detect_with(
     let mut d = Detection::default();
     for chunk in order.chunks(config.chunk_records.max(1)) {
         for r in chunk {
-            match PacketBatch::decode(&r.payload, ids) {
-                Ok(b) => {
-                    d.batches += 1;
-                    engine.process_batch(&b, r.partition, &mut d.anomalies);
-                }
-                Err(e) => {
-                    d.poison += 1;
-                    tracing::warn!(partition = r.partition, offset = r.offset, error = %e, "undecodable record skipped");
-                }
+            if let Some(b) = decode_or_skip(r, ids, &mut d.poison) {
+                d.batches += 1;
+                engine.process_batch(&b, r.partition, &mut d.anomalies);
             }
         }
         for delta in engine.end_chunk() {
@@ -672,14 +714,8 @@ pub fn capture_vectors(
     let mut source =
         netanom_producer::PacketSource::open_file(pcap, producer.filter.as_deref(), netanom_producer::Speed::Max)?;
     let mut pipeline = netanom_producer::Pipeline::new(&producer.flow, &producer.batch);
-    let mut scratch = FeatureScratch::default();
-    let mut vectors = Vec::new();
-    let min = forest.min_packets.max(1);
-    let mut emit = |b: &PacketBatch| {
-        if b.packets.len() >= min && vectors.len() < max {
-            vectors.push(batch_features(&b.packets, &mut scratch));
-        }
-    };
+    let mut vectors = VectorCollector::new(forest, max);
+    let mut emit = |b: &PacketBatch| vectors.push(b);
     loop {
         match source.next(&|| false)? {
             Next::Frame(f) => {
@@ -690,7 +726,71 @@ pub fn capture_vectors(
         }
     }
     pipeline.finish(&mut emit);
-    Ok(vectors)
+    Ok(vectors.vectors)
+}
+
+/// The isolation vectors of a stream of batches, as the detector takes its warm-up: one per batch of at least
+/// `forest.min_packets` packets, the first `max`.
+struct VectorCollector {
+    min: usize,
+    max: usize,
+    scratch: FeatureScratch,
+    vectors: Vec<FeatureVector>,
+}
+
+impl VectorCollector {
+    fn new(forest: &ForestConfig, max: usize) -> Self {
+        Self { min: forest.min_packets.max(1), max, scratch: FeatureScratch::default(), vectors: Vec::new() }
+    }
+
+    fn push(&mut self, b: &PacketBatch) {
+        if b.packets.len() >= self.min && self.vectors.len() < self.max {
+            self.vectors.push(batch_features(&b.packets, &mut self.scratch));
+        }
+    }
+}
+
+/// What the isolation model (and the host-profile model) of `netanom train` learn from.
+#[derive(Debug, Clone, Default)]
+pub struct TrainingSet {
+    /// Isolation feature vectors, at most the warm-up count.
+    pub vectors: Vec<FeatureVector>,
+    /// Host profiles, at most `profile.warmup_profiles`; `None` when the profile model is disabled.
+    pub profiles: Option<Vec<ProfileVector>>,
+    /// Packet batches seen (topic ranges only).
+    pub batches: u64,
+    /// Records that could not be decoded, skipped (topic ranges only).
+    pub poison: u64,
+}
+
+/// The training set of a topic range, its records in replay's (timestamp, partition, offset) order: the
+/// isolation vectors as [`capture_vectors`] takes them (first `max_vectors`) and, when `detector.profile` is
+/// enabled, the host profiles of one [`ProfileCollector`] over the whole range (the range is one timeline),
+/// at most `profile.warmup_profiles`. Undecodable records are skipped and counted, as [`detect`] does.
+pub fn range_training_set(
+    records: &[ReplayRecord],
+    ids: &SchemaIds,
+    detector: &DetectorConfig,
+    max_vectors: usize,
+) -> TrainingSet {
+    let mut order: Vec<&ReplayRecord> = records.iter().collect();
+    order.sort_by_key(|r| (r.timestamp_ms, r.partition, r.offset));
+    let mut vectors = VectorCollector::new(&detector.forest, max_vectors);
+    let p = &detector.profile;
+    let mut profiles = p.enabled.then(|| ProfileCollector::new(p, detector.state.max_hosts, p.warmup_profiles));
+    let mut set = TrainingSet::default();
+    for r in order {
+        if let Some(b) = decode_or_skip(r, ids, &mut set.poison) {
+            set.batches += 1;
+            vectors.push(&b);
+            if let Some(c) = profiles.as_mut() {
+                c.push(&b);
+            }
+        }
+    }
+    set.vectors = vectors.vectors;
+    set.profiles = profiles.map(ProfileCollector::finish);
+    set
 }
 
 /// Trains a forest on `vectors` with the `forest` settings and `seed` (the same inputs give the same model).
@@ -776,13 +876,33 @@ pub struct ReplayArgs {
     pub max_records: usize,
 }
 
-/// `netanom train`.
+/// `netanom train`: learns from captures (`--pcap`) or from a range of a packets topic (`--from`, with
+/// `--brokers`, `--topic`, `--to` as for `netanom replay`); exactly one of the two sources.
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).multiple(false).args(["pcap", "from"])))]
 pub struct TrainArgs {
     /// Captures (pcap or pcapng) to train on: normal traffic for the isolation forest; labelled traffic with
     /// --supervised. Repeatable, or several after one flag.
-    #[arg(long, required = true, num_args = 1..)]
+    #[arg(long, num_args = 1..)]
     pub pcap: Vec<PathBuf>,
+    /// Train the isolation model on a range of a packets topic instead of captures: start of the range in every
+    /// partition, an offset (`0`) or an RFC 3339 time (`2024-05-01T12:00:00Z`). The records are read and
+    /// ordered as `netanom replay` orders them.
+    #[arg(long, conflicts_with = "supervised")]
+    pub from: Option<Position>,
+    /// With --from: end of the range, exclusive: an offset or an RFC 3339 time; default the high watermark at
+    /// start.
+    #[arg(long, requires = "from", conflicts_with = "pcap")]
+    pub to: Option<Position>,
+    /// With --from: Kafka bootstrap servers (key `kafka.brokers`).
+    #[arg(long, requires = "from", conflicts_with = "pcap")]
+    pub brokers: Option<String>,
+    /// With --from: the packets topic (default: `topics.packets`).
+    #[arg(long, requires = "from", conflicts_with = "pcap")]
+    pub topic: Option<String>,
+    /// With --from: most records held in memory for ordering.
+    #[arg(long, default_value_t = 5_000_000, requires = "from", conflicts_with = "pcap")]
+    pub max_records: usize,
     /// Where to write the model (JSON): loadable by `forest.model_path` and `replay --model`, or with
     /// --supervised by `supervised.model_path`.
     #[arg(long)]
@@ -826,22 +946,43 @@ fn load_model(path: &Path) -> Result<TrainedForest, ReplayError> {
     Ok(m)
 }
 
+/// The range `netanom <command>` reads: `--brokers` (else `kafka.brokers`, required), `--topic` (else
+/// `topics.packets`), `--from`/`--to`, at most `max_records`, with the configured Kafka properties.
+fn read_spec(
+    command: &str,
+    brokers: Option<&str>,
+    topic: Option<&str>,
+    (from, to): (Position, Option<Position>),
+    max_records: usize,
+    cfg: &crate::config::Config,
+) -> anyhow::Result<ReadSpec> {
+    let brokers = brokers.map_or_else(|| cfg.kafka.brokers.clone(), str::to_string);
+    if brokers.is_empty() {
+        anyhow::bail!("netanom {command} needs Kafka: pass --brokers or set kafka.brokers (NETANOM_KAFKA__BROKERS)");
+    }
+    Ok(ReadSpec {
+        brokers,
+        properties: cfg.kafka.properties.clone(),
+        topic: topic.map_or_else(|| cfg.topics.packets.clone(), str::to_string),
+        from,
+        to,
+        idle_timeout: Duration::from_secs(30),
+        max_records,
+    })
+}
+
 /// Runs `netanom replay`.
 pub async fn run_replay(args: ReplayArgs, cfg: crate::config::Config) -> anyhow::Result<()> {
     use anyhow::Context;
-    let brokers = args.brokers.clone().unwrap_or_else(|| cfg.kafka.brokers.clone());
-    if brokers.is_empty() {
-        anyhow::bail!("netanom replay needs Kafka: pass --brokers or set kafka.brokers (NETANOM_KAFKA__BROKERS)");
-    }
-    let spec = ReadSpec {
-        brokers: brokers.clone(),
-        properties: cfg.kafka.properties.clone(),
-        topic: args.topic.clone().unwrap_or_else(|| cfg.topics.packets.clone()),
-        from: args.from,
-        to: args.to,
-        idle_timeout: Duration::from_secs(30),
-        max_records: args.max_records,
-    };
+    let spec = read_spec(
+        "replay",
+        args.brokers.as_deref(),
+        args.topic.as_deref(),
+        (args.from, args.to),
+        args.max_records,
+        &cfg,
+    )?;
+    let brokers = spec.brokers.clone();
     let detector = cfg.detector.clone();
     let ids = cfg.schemas.ids;
     let model_path = args.model.clone().or_else(|| detector.forest.model_path.clone());
@@ -916,22 +1057,79 @@ pub async fn run_train(args: TrainArgs, cfg: crate::config::Config) -> anyhow::R
 }
 
 fn train_isolation(args: &TrainArgs, cfg: &crate::config::Config) -> anyhow::Result<()> {
-    let forest = &cfg.detector.forest;
-    let max = args.samples.unwrap_or(forest.warmup_samples);
+    let max = args.samples.unwrap_or(cfg.detector.forest.warmup_samples);
+    let set = match args.from {
+        Some(from) => topic_training_set(args, from, cfg, max)?,
+        None => captures_training_set(&args.pcap, cfg, max)?,
+    };
+    train_and_save(&set, args, cfg)
+}
+
+/// The training set of the captures: their vectors in order (first `max`), and their host profiles.
+fn captures_training_set(
+    pcaps: &[PathBuf],
+    cfg: &crate::config::Config,
+    max: usize,
+) -> Result<TrainingSet, ReplayError> {
     let mut vectors = Vec::new();
-    for pcap in &args.pcap {
-        vectors.extend(capture_vectors(pcap, &cfg.producer, forest, max - vectors.len())?);
+    for pcap in pcaps {
+        vectors.extend(capture_vectors(pcap, &cfg.producer, &cfg.detector.forest, max - vectors.len())?);
     }
-    let model = train_vectors(&vectors, forest, args.seed.unwrap_or(forest.seed))?;
+    let p = &cfg.detector.profile;
+    let profiles =
+        if p.enabled { Some(capture_profiles(pcaps, &cfg.producer, &cfg.detector, p.warmup_profiles)?) } else { None };
+    Ok(TrainingSet { vectors, profiles, ..TrainingSet::default() })
+}
+
+/// The training set of the `--from`/`--to` range of the topic, read as `netanom replay` reads it.
+fn topic_training_set(
+    args: &TrainArgs,
+    from: Position,
+    cfg: &crate::config::Config,
+    max: usize,
+) -> anyhow::Result<TrainingSet> {
+    let spec =
+        read_spec("train", args.brokers.as_deref(), args.topic.as_deref(), (from, args.to), args.max_records, cfg)?;
+    let (ranges, records) = read_range(&spec)?;
+    for r in &ranges {
+        tracing::info!(partition = r.partition, start = r.start, end = r.end, "training range");
+    }
+    let set = range_training_set(&records, &cfg.schemas.ids, &cfg.detector, max);
+    let offsets: i64 = ranges.iter().map(|r| r.end - r.start).sum();
+    eprintln!(
+        "read {offsets} offsets of {} over {} partitions: {} batches, {} undecodable",
+        spec.topic,
+        ranges.len(),
+        set.batches,
+        set.poison
+    );
+    if set.batches == 0 {
+        return Err(ReplayError::EmptyRange {
+            topic: spec.topic,
+            from,
+            to: args.to,
+            records: records.len(),
+            poison: set.poison,
+        }
+        .into());
+    }
+    Ok(set)
+}
+
+/// Trains the isolation model (and, when profiles are given, the host-profile model) with the seed and saves
+/// them to `--out`, printing what was trained.
+fn train_and_save(set: &TrainingSet, args: &TrainArgs, cfg: &crate::config::Config) -> anyhow::Result<()> {
+    let forest = &cfg.detector.forest;
+    let vectors = &set.vectors;
+    let model = train_vectors(vectors, forest, args.seed.unwrap_or(forest.seed))?;
     let p = &cfg.detector.profile;
     let mut profile_note = String::new();
-    let profile = if p.enabled {
-        let profiles = capture_profiles(&args.pcap, &cfg.producer, &cfg.detector, p.warmup_profiles)?;
+    let profile = if let Some(profiles) = &set.profiles {
         let opts = netanom_detector::profile::TrainOptions {
             seed: args.seed.unwrap_or(p.seed),
             ..netanom_detector::profile::TrainOptions::from(p)
         };
-        match netanom_detector::profile::train(&profiles, &opts) {
+        match netanom_detector::profile::train(profiles, &opts) {
             Ok(m) => {
                 profile_note = format!(
                     "; profile model {} (k = {}, threshold {:.2}) on {} host profiles",

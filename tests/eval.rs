@@ -141,3 +141,78 @@ fn run_on_a_synth_capture_with_brute_force_and_a_dns_tunnel_names_both_and_nothi
     assert!((4.0..6.0).contains(&ttd("198.51.100.45")), "{e}");
     assert!(ttd("10.0.0.66") < 60.0, "{e}");
 }
+
+#[test]
+fn a_model_trained_saved_and_loaded_with_model_evaluates_a_synth_capture() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    // Train on one seed's traffic (benign sessions and a beaconing host), evaluate on another seed's scenario.
+    let (train, model) = (path("train.pcap"), path("model.json"));
+    netanom(&[
+        "synth".as_ref(),
+        "--seed".as_ref(),
+        "1".as_ref(),
+        "--attacks".as_ref(),
+        "beaconing".as_ref(),
+        "--out".as_ref(),
+        train.as_os_str(),
+    ]);
+    let out = netanom(&["train".as_ref(), "--pcap".as_ref(), train.as_os_str(), "--out".as_ref(), model.as_os_str()]);
+    let line = String::from_utf8(out.stdout).unwrap();
+    let version = line
+        .split_whitespace()
+        .nth(1)
+        .filter(|v| v.starts_with("eif-"))
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+
+    let (test, labels) = (path("test.pcap"), path("labels.csv"));
+    netanom(&[
+        "synth".as_ref(),
+        "--seed".as_ref(),
+        "2".as_ref(),
+        "--out".as_ref(),
+        test.as_os_str(),
+        "--labels".as_ref(),
+        labels.as_os_str(),
+    ]);
+    let out = netanom(&[
+        "eval".as_ref(),
+        "--pcap".as_ref(),
+        test.as_os_str(),
+        "--labels".as_ref(),
+        labels.as_os_str(),
+        "--model".as_ref(),
+        model.as_os_str(),
+        "--json".as_ref(),
+    ]);
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(e["f1"], 1.0, "{e}");
+    assert_eq!(e["false_positive_hosts"], serde_json::json!([]), "{e}");
+
+    // The run reports the loaded model, not one trained on its warm-up.
+    let out = netanom(&[
+        "run".as_ref(),
+        "--quiet".as_ref(),
+        "--pcap".as_ref(),
+        test.as_os_str(),
+        "--model".as_ref(),
+        model.as_os_str(),
+    ]);
+    let summary = String::from_utf8(out.stdout).unwrap();
+    let detection = summary.lines().find(|l| l.starts_with("detection:")).unwrap_or_else(|| panic!("{summary}"));
+    assert!(detection.contains(&version), "{detection} does not name {version}");
+    // A missing model file is a configuration error that names the key.
+    let missing = Command::new(env!("CARGO_BIN_EXE_netanom"))
+        .args(["eval", "--labels"])
+        .arg(&labels)
+        .arg("--pcap")
+        .arg(&test)
+        .arg("--model")
+        .arg(path("absent.json"))
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(err.contains("model_path") && err.contains("absent.json"), "{err}");
+}

@@ -1,5 +1,6 @@
 //! `netanom replay` and `netanom train` against an in-process `MockCluster`: byte-identical replays with a saved
-//! model, timestamp seeks resolved per partition, `--diff` of two models, and the CLI end to end.
+//! model, timestamp seeks resolved per partition, `--diff` of two models, training from a topic range, and the CLI
+//! end to end.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -343,4 +344,102 @@ fn without_a_model_the_warm_up_training_is_reproducible_and_alerts_account_for_e
     for al in &alerts {
         assert!(a.anomalies.iter().any(|x| x.host == al.host && x.kind.as_str() == al.kind), "{al:?}");
     }
+}
+
+#[test]
+fn cli_train_from_a_topic_range_is_reproducible_and_the_model_replays() {
+    let exe = env!("CARGO_BIN_EXE_netanom");
+    let cluster = MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let topic = unique("packets");
+    cluster.create_topic(&topic, 3, 1).unwrap();
+    let batches = traffic();
+    publish(&brokers, &topic, &batches);
+    // One record that is no packet batch: skipped and counted, as replay does.
+    let publisher = netanom_producer::Publisher::new(&brokers, &Default::default(), "lz4", &topic).unwrap();
+    publisher.send("10.0.0.1", b"not avro", T0 / 1_000_000, 1, None).unwrap();
+    publisher.flush(Duration::from_secs(30)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    let train = |out: &Path| {
+        std::process::Command::new(exe)
+            .args(["train", "--brokers", &brokers, "--topic", &topic, "--from", "0", "--out"])
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let (m1, m2) = (dir.path().join("m1.json"), dir.path().join("m2.json"));
+    let (first, second) = (train(&m1), train(&m2));
+    for o in [&first, &second] {
+        assert!(o.status.success(), "train --from: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("1 undecodable"), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_eq!(std::fs::read(&m1).unwrap(), std::fs::read(&m2).unwrap(), "two trainings on one range differ");
+
+    // The vectors are the detector's warm-up: the first warmup_samples batches of at least min_packets packets.
+    let cfg = DetectorConfig::default();
+    let eligible = batches.iter().filter(|b| b.packets.len() >= cfg.forest.min_packets).count();
+    let n = eligible.min(cfg.forest.warmup_samples);
+    assert!(n > 0);
+    let stdout = String::from_utf8(first.stdout).unwrap();
+    assert!(stdout.contains(&format!(" on {n} batch vectors ")), "{stdout}");
+    let records = read(spec(&brokers, &topic, Position::Offset(0), None));
+    let set = netanom::replay::range_training_set(&records, &SchemaIds::BUILT_IN, &cfg, cfg.forest.warmup_samples);
+    assert_eq!((set.vectors.len(), set.batches, set.poison), (n, batches.len() as u64, 1));
+
+    let m = TrainedForest::load(&m1).unwrap();
+    assert!(m.threshold() > 0.0);
+    assert!(stdout.contains(m.version()), "{stdout}");
+    let anomalies = dir.path().join("replay.jsonl");
+    let out = std::process::Command::new(exe)
+        .args(["replay", "--brokers", &brokers, "--topic", &topic, "--from", "0", "--model"])
+        .arg(&m1)
+        .arg("--out")
+        .arg(&anomalies)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "replay --model: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("(model {})", m.version())));
+    assert!(!std::fs::read(&anomalies).unwrap().is_empty());
+
+    // A range without a packet batch is an error naming the topic, not a panic.
+    let out = std::process::Command::new(exe)
+        .args(["train", "--brokers", &brokers, "--topic", &topic, "--from", "1000000", "--out"])
+        .arg(dir.path().join("empty.json"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&topic) && stderr.contains("no packet batch"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!dir.path().join("empty.json").exists());
+}
+
+#[test]
+fn cli_train_needs_exactly_one_source() {
+    let exe = env!("CARGO_BIN_EXE_netanom");
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(exe)
+            .arg("train")
+            .args(extra)
+            .arg("--out")
+            .arg(dir.path().join("x.json"))
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, stderr) = run(&[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--pcap") && stderr.contains("--from"), "{stderr}");
+    let (code, stderr) = run(&["--pcap", "a.pcap", "--from", "0"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--pcap") && stderr.contains("--from") && stderr.contains("cannot be used"), "{stderr}");
+    let (code, stderr) = run(&["--from", "0", "--supervised", "--labels", "l.csv"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--supervised"), "{stderr}");
+    let (code, stderr) = run(&["--pcap", "a.pcap", "--brokers", "localhost:9092"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--brokers"), "{stderr}");
+    assert!(!dir.path().join("x.json").exists());
 }

@@ -618,6 +618,10 @@ pub struct ProfileConfig {
     /// A host's own threshold: the mean plus this many standard deviations of its ordinary distances, never
     /// below the global threshold. Default 3.
     pub per_host_sigmas: f64,
+    /// Windows in which at least this share of the host's packets answer flows that other hosts opened are not
+    /// reported: a server's backscatter to a scan or a flood (RSTs, SYN-ACKs) is the initiator's anomaly, which
+    /// the rules report, not the server's. In (0, 1]; 1 reports every window. Default 0.9.
+    pub max_reply_fraction: f64,
 }
 
 impl Default for ProfileConfig {
@@ -634,6 +638,7 @@ impl Default for ProfileConfig {
             margin: 0.5,
             per_host_min_history: 30,
             per_host_sigmas: 3.0,
+            max_reply_fraction: 0.9,
         }
     }
 }
@@ -758,6 +763,11 @@ impl DetectorConfig {
                 ),
             );
             check(!e.retrain_guard.is_zero(), "forest.retrain_guard", "must be > 0".into());
+        }
+        if let Some(path) = &e.model_path
+            && e.enabled
+        {
+            check(path.is_file(), "forest.model_path", format!("{} is not a file", path.display()));
         }
         let v = &self.victim;
         check(!v.window.is_zero(), "victim.window", "must be > 0".into());
@@ -908,6 +918,11 @@ impl DetectorConfig {
             p.per_host_sigmas.is_finite() && p.per_host_sigmas > 0.0,
             "profile.per_host_sigmas",
             format!("must be a positive number, got {}", p.per_host_sigmas),
+        );
+        check(
+            p.max_reply_fraction > 0.0 && p.max_reply_fraction <= 1.0,
+            "profile.max_reply_fraction",
+            format!("must be in (0, 1], got {}", p.max_reply_fraction),
         );
         if errs.is_empty() { Ok(()) } else { Err(errs) }
     }

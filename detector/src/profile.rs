@@ -86,6 +86,9 @@ pub const FEATURE_NAMES: [&str; FEATURES] = [
     "std_wire_len",
 ];
 
+/// Index of `reply_fraction` in a [`ProfileVector`].
+const REPLY_FRACTION: usize = 11;
+
 /// Features the model sees on a `log1p` scale (rates, counts, sizes); the others are fractions in 0..=1.
 const LOG_SCALED: [bool; FEATURES] =
     [true, true, true, true, true, false, false, false, false, false, false, false, true, true];
@@ -834,7 +837,10 @@ impl ProfileDetector {
         let own = (h.n >= self.config.per_host_min_history)
             .then(|| (h.mean + self.config.per_host_sigmas * h.sd()).max(global));
         let threshold = own.unwrap_or(global);
-        if distance > threshold {
+        // Answers to what others started (reply_fraction) are reported as the initiator's anomaly, not this one.
+        let answering =
+            c.features[REPLY_FRACTION] >= self.config.max_reply_fraction && self.config.max_reply_fraction < 1.0;
+        if distance > threshold && !answering {
             return Some(profile_anomaly(host, model, &c, cluster, distance, threshold, own.is_some()));
         }
         if distance <= global {
@@ -1292,7 +1298,14 @@ mod tests {
         let near = data.iter().min_by(|a, b| m.score(a).1.total_cmp(&m.score(b).1)).unwrap();
         let far = [300.0, 18_000.0, 300.0, 1.0, 1_000.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 60.0, 0.0];
         let at = |x: f64| at_distance(&m, near, &far, x * g);
-        let cfg = ProfileConfig { per_host_min_history: 10, per_host_sigmas: 3.0, ..ProfileConfig::default() };
+        // The probes between `near` (a training profile) and `far` inherit their reply share from `near`; the
+        // thresholds, not the reply guard, are the point here, so the guard is off.
+        let cfg = ProfileConfig {
+            per_host_min_history: 10,
+            per_host_sigmas: 3.0,
+            max_reply_fraction: 1.0,
+            ..ProfileConfig::default()
+        };
         let mut det = ProfileDetector::new(&cfg, Some(m.clone()));
         let (mut volatile, mut calm) = (HostProfile::default(), HostProfile::default());
         for i in 0..10 {
@@ -1337,6 +1350,23 @@ mod tests {
         assert!(a.reason.contains("100% SYN (usually"), "{}", a.reason);
         assert!(a.reason.contains("30 destination ports (usually"), "{}", a.reason);
         assert_eq!(a.sample, "10.0.6.6:40445 > 10.0.3.3:445 TCP [S] len 60");
+    }
+
+    #[test]
+    fn a_host_that_only_answers_is_not_reported() {
+        let m = train(&training(300, 5), &opts()).unwrap();
+        let mut det = ProfileDetector::new(&ProfileConfig::default(), Some(m.clone()));
+        // A scanned server's window: 120 packets/s, 79 % RSTs, every packet a reply (the synth scan victim).
+        let backscatter = [120.0, 20_000.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.79, 1.0, 60.0, 20.0];
+        assert!(m.score(&backscatter).1 > m.threshold(), "far from every usual profile");
+        assert!(det.closed(ip(4, 4), closed(backscatter), &mut HostProfile::default()).is_none());
+        // The same window with 80 % replies is still reported, and with the guard off, so is the first.
+        let mut own = backscatter;
+        own[REPLY_FRACTION] = 0.8;
+        assert!(det.closed(ip(4, 4), closed(own), &mut HostProfile::default()).is_some());
+        let cfg = ProfileConfig { max_reply_fraction: 1.0, ..ProfileConfig::default() };
+        let mut all = ProfileDetector::new(&cfg, Some(m));
+        assert!(all.closed(ip(4, 4), closed(backscatter), &mut HostProfile::default()).is_some());
     }
 
     #[test]
