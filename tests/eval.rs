@@ -14,6 +14,26 @@ fn netanom(args: &[&std::ffi::OsStr]) -> std::process::Output {
     out
 }
 
+/// A `netanom synth --attacks ATTACKS` capture with its labels, and the alerts of `netanom run` on it.
+struct SynthRun {
+    pcap: std::path::PathBuf,
+    labels: std::path::PathBuf,
+    /// The alerts file, as written.
+    text: String,
+    alerts: Vec<serde_json::Value>,
+}
+
+fn synth_and_run(dir: &std::path::Path, attacks: &str) -> SynthRun {
+    let (pcap, labels, out) = (dir.join("synth.pcap"), dir.join("labels.csv"), dir.join("alerts.jsonl"));
+    let synth = ["--out".as_ref(), pcap.as_os_str(), "--labels".as_ref(), labels.as_os_str()];
+    netanom(&[&["synth".as_ref()], &synth[..], &["--attacks".as_ref(), attacks.as_ref()]].concat());
+    let run = ["--quiet".as_ref(), "--pcap".as_ref(), pcap.as_os_str(), "--alerts-out".as_ref(), out.as_os_str()];
+    netanom(&[&["run".as_ref()], &run[..]].concat());
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let alerts = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    SynthRun { pcap, labels, text, alerts }
+}
+
 #[test]
 fn eval_on_the_synth_scenario_finds_every_attacker_and_no_benign_host() {
     let dir = tempfile::tempdir().unwrap();
@@ -43,29 +63,10 @@ fn eval_on_the_synth_scenario_finds_every_attacker_and_no_benign_host() {
 #[test]
 fn run_on_a_synth_capture_with_beaconing_alerts_the_beaconing_host_only() {
     let dir = tempfile::tempdir().unwrap();
-    let (pcap, labels, alerts) =
-        (dir.path().join("beacon.pcap"), dir.path().join("labels.csv"), dir.path().join("alerts.jsonl"));
-    netanom(&[
-        "synth".as_ref(),
-        "--out".as_ref(),
-        pcap.as_os_str(),
-        "--labels".as_ref(),
-        labels.as_os_str(),
-        "--attacks".as_ref(),
-        "beaconing".as_ref(),
-    ]);
-    let roles = std::fs::read_to_string(&labels).unwrap();
+    let run = synth_and_run(dir.path(), "beaconing");
+    let roles = std::fs::read_to_string(&run.labels).unwrap();
     assert!(roles.contains("10.0.0.77,attacker") && roles.contains("203.0.113.9,victim"), "{roles}");
-    netanom(&[
-        "run".as_ref(),
-        "--quiet".as_ref(),
-        "--pcap".as_ref(),
-        pcap.as_os_str(),
-        "--alerts-out".as_ref(),
-        alerts.as_os_str(),
-    ]);
-    let text = std::fs::read_to_string(&alerts).unwrap_or_default();
-    let alerts: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let (text, alerts) = (run.text, run.alerts);
     let beacon = alerts.iter().find(|a| a["kind"] == "beacon").unwrap_or_else(|| panic!("no beacon alert: {text}"));
     assert_eq!(beacon["host"], "10.0.0.77", "{beacon:#}");
     assert_eq!(beacon["target"], "203.0.113.9", "{beacon:#}");
@@ -80,27 +81,8 @@ fn run_on_a_synth_capture_with_beaconing_alerts_the_beaconing_host_only() {
 #[test]
 fn run_on_a_synth_capture_with_brute_force_and_a_dns_tunnel_names_both_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
-    let (pcap, labels, alerts) =
-        (dir.path().join("misuse.pcap"), dir.path().join("labels.csv"), dir.path().join("alerts.jsonl"));
-    netanom(&[
-        "synth".as_ref(),
-        "--out".as_ref(),
-        pcap.as_os_str(),
-        "--labels".as_ref(),
-        labels.as_os_str(),
-        "--attacks".as_ref(),
-        "brute-force,dns-tunnel".as_ref(),
-    ]);
-    netanom(&[
-        "run".as_ref(),
-        "--quiet".as_ref(),
-        "--pcap".as_ref(),
-        pcap.as_os_str(),
-        "--alerts-out".as_ref(),
-        alerts.as_os_str(),
-    ]);
-    let text = std::fs::read_to_string(&alerts).unwrap_or_default();
-    let alerts: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let run = synth_and_run(dir.path(), "brute-force,dns-tunnel");
+    let (pcap, labels, text, alerts) = (run.pcap, run.labels, run.text, run.alerts);
     let find = |kind: &str| {
         alerts.iter().find(|a| a["kind"] == kind).unwrap_or_else(|| panic!("no {kind} alert: {text}")).clone()
     };

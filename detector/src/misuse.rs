@@ -233,8 +233,30 @@ impl MisuseState {
     }
 }
 
-fn window(p: &PacketFeatures, window_ns: i64) -> (i64, i64) {
-    (p.ts_ns.saturating_sub(window_ns), p.ts_ns)
+/// The parts every rule's anomaly shares: the window of `window_ns` ending at the packet `p` that crossed the
+/// threshold, `p`'s destination as the target, `count` against `min`.
+fn rule_anomaly(
+    host: IpAddr,
+    kind: AnomalyKind,
+    p: &PacketFeatures,
+    window_ns: i64,
+    (count, min): (f64, u32),
+    reason: String,
+    features: Vec<Contribution>,
+) -> AnomalyParts {
+    AnomalyParts {
+        host,
+        kind,
+        window_start_ns: p.ts_ns.saturating_sub(window_ns),
+        window_end_ns: p.ts_ns,
+        score: count,
+        threshold: f64::from(min),
+        target: Some(p.destination),
+        reason,
+        features,
+        sample: p.summary(host),
+        model_version: RULES_VERSION.into(),
+    }
 }
 
 fn probe_anomaly(
@@ -245,35 +267,24 @@ fn probe_anomaly(
     classes: &ProbeCounts,
     p: &PacketFeatures,
 ) -> AnomalyParts {
-    let (window_start_ns, window_end_ns) = window(p, window_ns);
     let mut seen: Vec<(usize, u32)> = classes.iter().copied().enumerate().filter(|(_, n)| *n > 0).collect();
     seen.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let listed: Vec<String> = seen
         .iter()
         .map(|(c, n)| format!("{} {}", thousands(u64::from(*n)), PROBE_CLASSES[*c].replace('_', " ")))
         .collect();
-    AnomalyParts {
-        host,
-        kind: AnomalyKind::Probe,
-        window_start_ns,
-        window_end_ns,
-        score: count,
-        threshold: f64::from(min),
-        target: Some(p.destination),
-        reason: format!(
-            "{host} sent {} packets within {} that no standard TCP/IP stack sends ({}), as stealth scans and OS \
-             fingerprinting do (threshold {min})",
-            thousands(count as u64),
-            seconds(window_ns),
-            listed.join(", "),
-        ),
-        features: seen
-            .iter()
-            .map(|(c, n)| Contribution { name: PROBE_CLASSES[*c].into(), value: f64::from(*n), baseline: Some(0.0) })
-            .collect(),
-        sample: p.summary(host),
-        model_version: RULES_VERSION.into(),
-    }
+    let reason = format!(
+        "{host} sent {} packets within {} that no standard TCP/IP stack sends ({}), as stealth scans and OS \
+         fingerprinting do (threshold {min})",
+        thousands(count as u64),
+        seconds(window_ns),
+        listed.join(", "),
+    );
+    let features = seen
+        .iter()
+        .map(|(c, n)| Contribution { name: PROBE_CLASSES[*c].into(), value: f64::from(*n), baseline: Some(0.0) })
+        .collect();
+    rule_anomaly(host, AnomalyKind::Probe, p, window_ns, (count, min), reason, features)
 }
 
 fn dns_tunnel_anomaly(
@@ -284,63 +295,40 @@ fn dns_tunnel_anomaly(
     count: f64,
     p: &PacketFeatures,
 ) -> AnomalyParts {
-    let (window_start_ns, window_end_ns) = window(p, window_ns);
-    AnomalyParts {
-        host,
-        kind: AnomalyKind::DnsTunnel,
-        window_start_ns,
-        window_end_ns,
-        score: count,
-        threshold: f64::from(min),
-        target: Some(p.destination),
-        reason: format!(
-            "{host} sent {} DNS queries of at least {bytes} bytes within {} to {} (the last {} bytes): data \
-             carried in query names, as DNS tunnels and exfiltration do (threshold {min}; ordinary lookups stay \
-             under 70 bytes)",
-            thousands(count as u64),
-            seconds(window_ns),
-            p.destination,
-            p.payload_len,
-        ),
-        features: vec![
-            Contribution { name: "long_dns_queries".into(), value: count, baseline: Some(f64::from(min)) },
-            Contribution {
-                name: "dns_query_bytes".into(),
-                value: f64::from(p.payload_len),
-                baseline: Some(f64::from(bytes)),
-            },
-        ],
-        sample: p.summary(host),
-        model_version: RULES_VERSION.into(),
-    }
+    let reason = format!(
+        "{host} sent {} DNS queries of at least {bytes} bytes within {} to {} (the last {} bytes): data carried in \
+         query names, as DNS tunnels and exfiltration do (threshold {min}; ordinary lookups stay under 70 bytes)",
+        thousands(count as u64),
+        seconds(window_ns),
+        p.destination,
+        p.payload_len,
+    );
+    let features = vec![
+        Contribution { name: "long_dns_queries".into(), value: count, baseline: Some(f64::from(min)) },
+        Contribution {
+            name: "dns_query_bytes".into(),
+            value: f64::from(p.payload_len),
+            baseline: Some(f64::from(bytes)),
+        },
+    ];
+    rule_anomaly(host, AnomalyKind::DnsTunnel, p, window_ns, (count, min), reason, features)
 }
 
 fn brute_force_anomaly(host: IpAddr, rule: &BruteForceRule, count: f64, p: &PacketFeatures) -> AnomalyParts {
-    let (window_start_ns, window_end_ns) = window(p, rule.window_ns);
-    AnomalyParts {
-        host,
-        kind: AnomalyKind::BruteForce,
-        window_start_ns,
-        window_end_ns,
-        score: count,
-        threshold: f64::from(rule.min_connections),
-        target: Some(p.destination),
-        reason: format!(
-            "{host} opened {} connections to the login service {}:{} within {} (password guessing; threshold {})",
-            thousands(count as u64),
-            p.destination,
-            p.dst_port,
-            seconds(rule.window_ns),
-            rule.min_connections,
-        ),
-        features: vec![Contribution {
-            name: "connections_to_login_service".into(),
-            value: count,
-            baseline: Some(f64::from(rule.min_connections)),
-        }],
-        sample: p.summary(host),
-        model_version: RULES_VERSION.into(),
-    }
+    let min = rule.min_connections;
+    let reason = format!(
+        "{host} opened {} connections to the login service {}:{} within {} (password guessing; threshold {min})",
+        thousands(count as u64),
+        p.destination,
+        p.dst_port,
+        seconds(rule.window_ns),
+    );
+    let features = vec![Contribution {
+        name: "connections_to_login_service".into(),
+        value: count,
+        baseline: Some(f64::from(min)),
+    }];
+    rule_anomaly(host, AnomalyKind::BruteForce, p, rule.window_ns, (count, min), reason, features)
 }
 
 #[cfg(test)]
