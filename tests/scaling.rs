@@ -14,7 +14,10 @@
 //! The host-profile detector is off: it closes a quiet host's window when the detector's packet clock (the
 //! latest packet of any of its partitions) passes the window's end, so which packets a window holds depends on
 //! how a detector's partitions interleave (fetch order, a partition being rebuilt behind the others), not only
-//! on the host's own records; with it on, one of two runs differed on one profile window of a scanner.
+//! on the host's own records; with it on, one of two runs differed on one profile window of a scanner. The
+//! sliding 60 s sweep counts are off too (thresholds at `max_targets`): they remember a minute of a host, more
+//! than the 300 records rebuilt here cover, so the scaled group reported the ping sweep once where one detector
+//! reported it twice (a second report 60 s after the first).
 //! Suppression windows (1 h) and `flush_after` (1 h) outlast the run, so the router emits every alert when it
 //! stops, and an alert's `count` is exactly the number of anomalies of its (host, kind): a duplicated or lost
 //! anomaly changes it.
@@ -207,6 +210,10 @@ model_path = "{model}"
 
 [detector.profile]
 enabled = false
+
+[detector.fanout]
+slow_host_threshold = 4096
+icmp_host_threshold = 4096
 
 [alert_router]
 alerts_out = "{out}"
