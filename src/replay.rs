@@ -710,12 +710,22 @@ pub fn capture_vectors(
     forest: &ForestConfig,
     max: usize,
 ) -> Result<Vec<FeatureVector>, ReplayError> {
+    let mut vectors = VectorCollector::new(forest, max);
+    capture_batches(pcap, producer, |b| vectors.push(b))?;
+    Ok(vectors.vectors)
+}
+
+/// Reads `pcap` as fast as possible through the producer's pipeline (parse, flows, batching) and hands every
+/// batch to `emit` in the order the batches close, the last ones at the end of the capture.
+fn capture_batches(
+    pcap: &Path,
+    producer: &netanom_producer::ProducerConfig,
+    mut emit: impl FnMut(&PacketBatch),
+) -> Result<(), ReplayError> {
     use netanom_producer::capture::Next;
     let mut source =
         netanom_producer::PacketSource::open_file(pcap, producer.filter.as_deref(), netanom_producer::Speed::Max)?;
     let mut pipeline = netanom_producer::Pipeline::new(&producer.flow, &producer.batch);
-    let mut vectors = VectorCollector::new(forest, max);
-    let mut emit = |b: &PacketBatch| vectors.push(b);
     loop {
         match source.next(&|| false)? {
             Next::Frame(f) => {
@@ -726,7 +736,7 @@ pub fn capture_vectors(
         }
     }
     pipeline.finish(&mut emit);
-    Ok(vectors.vectors)
+    Ok(())
 }
 
 /// The isolation vectors of a stream of batches, as the detector takes its warm-up: one per batch of at least
@@ -813,25 +823,11 @@ pub fn capture_profiles(
     detector: &DetectorConfig,
     max: usize,
 ) -> Result<Vec<ProfileVector>, ReplayError> {
-    use netanom_producer::capture::Next;
     let mut profiles = Vec::new();
     for pcap in pcaps {
-        let mut source =
-            netanom_producer::PacketSource::open_file(pcap, producer.filter.as_deref(), netanom_producer::Speed::Max)?;
-        let mut pipeline = netanom_producer::Pipeline::new(&producer.flow, &producer.batch);
         let left = max.saturating_sub(profiles.len());
         let mut collector = ProfileCollector::new(&detector.profile, detector.state.max_hosts, left);
-        let mut emit = |b: &PacketBatch| collector.push(b);
-        loop {
-            match source.next(&|| false)? {
-                Next::Frame(f) => {
-                    let _ = pipeline.push(&f, &mut emit);
-                }
-                Next::Idle => {}
-                Next::End => break,
-            }
-        }
-        pipeline.finish(&mut emit);
+        capture_batches(pcap, producer, |b| collector.push(b))?;
         profiles.extend(collector.finish());
     }
     Ok(profiles)
