@@ -227,6 +227,11 @@ pub async fn run_pipeline(
     // The embedded broker lives in this process: compressing records for it only costs CPU.
     if cluster.is_some() {
         cfg.producer.compression = "none".to_string();
+        // librdkafka's mock broker answers a fetch that finds no records only after the whole fetch wait, even
+        // when records arrive meanwhile: a consumer that caught up would see the next records up to 500 ms late.
+        let cap = Duration::from_millis(10);
+        cfg.detector.fetch_wait = cfg.detector.fetch_wait.min(cap);
+        cfg.alert_router.fetch_wait = cfg.alert_router.fetch_wait.min(cap);
     }
     // One process owns every partition: no group membership to negotiate.
     cfg.detector.static_assignment = true;

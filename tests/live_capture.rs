@@ -3,7 +3,9 @@
 //! (SIGINT) stops the capture, drains the pipeline and prints the summary. Needs root (CI runs as root) and
 //! iproute2; without root the test says so and passes.
 
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -46,6 +48,38 @@ fn is_root() -> bool {
     Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
+/// Starts `netanom ARGS` with info logs and waits until its producer reports the capture open (a fixed sleep
+/// was too short on a loaded machine: packets sent before the capture opened were never seen). Returns the
+/// child (stdout still piped) and its stderr so far.
+fn start_capture(args: &[&str], alerts: Option<&std::path::Path>) -> (Child, Arc<Mutex<String>>) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_netanom"));
+    command.args(args);
+    if let Some(a) = alerts {
+        command.arg("--alerts-out").arg(a);
+    }
+    let mut child = command
+        .env("NETANOM_LOG__LEVEL", "info")
+        .env("NETANOM_ALERT_ROUTER__SUPPRESSION__FLUSH_AFTER", "\"1s\"")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("netanom runs");
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().expect("stderr piped");
+    let sink = Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut l = sink.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    let opened =
+        common::wait_for(Duration::from_secs(60), || log.lock().unwrap().contains("producer started").then_some(()));
+    assert!(opened.is_some(), "the capture did not open within 60 s:\n{}", log.lock().unwrap());
+    (child, log)
+}
+
 #[test]
 fn live_capture_with_a_bpf_filter_alerts_on_a_scan_and_stops_cleanly_on_sigint() {
     if !is_root() {
@@ -55,15 +89,7 @@ fn live_capture_with_a_bpf_filter_alerts_on_a_scan_and_stops_cleanly_on_sigint()
     let ns = Namespace::create(9);
     let tmp = tempfile::tempdir().unwrap();
     let alerts = tmp.path().join("alerts.jsonl");
-    let child = Command::new(env!("CARGO_BIN_EXE_netanom"))
-        .args(["run", "--interface", &ns.host_if, "--filter", "tcp", "--alerts-out"])
-        .arg(&alerts)
-        .env("NETANOM_ALERT_ROUTER__SUPPRESSION__FLUSH_AFTER", "\"1s\"")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("netanom runs");
-    std::thread::sleep(Duration::from_secs(2)); // capture opened
+    let (child, log) = start_capture(&["run", "--interface", &ns.host_if, "--filter", "tcp"], Some(&alerts));
 
     // A TCP connect scan of 300 ports from inside the namespace (bash's /dev/tcp opens a connection), plus UDP
     // noise that the `tcp` filter must keep out.
@@ -82,7 +108,8 @@ fn live_capture_with_a_bpf_filter_alerts_on_a_scan_and_stops_cleanly_on_sigint()
     let started = Instant::now();
     let out = child.wait_with_output().expect("netanom exits");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    std::thread::sleep(Duration::from_millis(100)); // the reader thread catches up
+    let stderr = log.lock().unwrap().clone();
     assert!(started.elapsed() < Duration::from_secs(30), "SIGINT took {:?} to stop netanom", started.elapsed());
     assert!(out.status.success(), "netanom run exited with {}:\n{stdout}\n{stderr}", out.status);
     let alert = found.unwrap_or_else(|| panic!("no alert names the scanner 10.77.9.2:\n{stdout}\n{stderr}"));
@@ -90,13 +117,8 @@ fn live_capture_with_a_bpf_filter_alerts_on_a_scan_and_stops_cleanly_on_sigint()
     assert!(stdout.contains("== netanom run summary =="), "no summary:\n{stdout}");
 
     // The BPF filter decides what is read: with `udp and port 9999`, exactly the 50 datagrams sent.
-    let child = Command::new(env!("CARGO_BIN_EXE_netanom"))
-        .args(["run", "--quiet", "--interface", &ns.host_if, "--filter", "udp and port 9999"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("netanom runs");
-    std::thread::sleep(Duration::from_secs(2));
+    let (child, log) =
+        start_capture(&["run", "--quiet", "--interface", &ns.host_if, "--filter", "udp and port 9999"], None);
     let udp = "for i in $(seq 1 50); do echo x > /dev/udp/10.77.9.1/9999; done; \
                for p in $(seq 1 20); do (exec 3<>/dev/tcp/10.77.9.1/$p) 2>/dev/null; done; true";
     let status = Command::new("ip").args(["netns", "exec", &ns.name, "bash", "-c", udp]).status().unwrap();
@@ -105,6 +127,6 @@ fn live_capture_with_a_bpf_filter_alerts_on_a_scan_and_stops_cleanly_on_sigint()
     let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
     let out = child.wait_with_output().expect("netanom exits");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{}", log.lock().unwrap());
     assert!(stdout.contains("packets: read 50, parsed 50, published 50"), "the filter let other packets in:\n{stdout}");
 }

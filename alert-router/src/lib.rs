@@ -73,6 +73,12 @@ pub struct RouterConfig {
     /// Signing secret (`whsec_…`) for the webhooks that have none of their own; convenient from the environment
     /// (`NETANOM_ALERT_ROUTER__WEBHOOK_SECRET`) or a Kubernetes Secret. Default: none.
     pub webhook_secret: Option<Secret>,
+    /// Longest time the broker may hold a fetch that finds no new records (librdkafka `fetch.wait.max.ms`).
+    /// A Kafka broker answers as soon as records arrive, so this only bounds idle polling; librdkafka's mock
+    /// broker (the embedded one of `netanom run`) holds such a fetch for the whole wait, so `netanom run` caps
+    /// it at 10 ms there. At most 300 s. Default 500 ms.
+    #[serde(with = "humantime_serde")]
+    pub fetch_wait: Duration,
     /// Retry policy of webhook requests.
     pub retry: RetryConfig,
     /// Webhook requests in flight at most, over all webhooks and alerts. Default 16.
@@ -108,6 +114,7 @@ impl Default for RouterConfig {
             suppression: SuppressionConfig::default(),
             webhooks: Vec::new(),
             webhook_secret: None,
+            fetch_wait: Duration::from_millis(500),
             retry: RetryConfig::default(),
             max_concurrency: 16,
             max_in_flight_alerts: 1024,
@@ -136,6 +143,7 @@ impl std::fmt::Debug for RouterConfig {
             .field("suppression", &self.suppression)
             .field("webhooks", &self.webhooks)
             .field("webhook_secret", &self.webhook_secret)
+            .field("fetch_wait", &self.fetch_wait)
             .field("retry", &self.retry)
             .field("max_concurrency", &self.max_concurrency)
             .field("max_in_flight_alerts", &self.max_in_flight_alerts)
@@ -247,6 +255,15 @@ impl RouterConfig {
         }
         if self.retry.max_attempts == 0 {
             err("retry.max_attempts", "must be >= 1, got 0".into());
+        }
+        if self.fetch_wait > Duration::from_secs(300) {
+            err(
+                "fetch_wait",
+                format!(
+                    "must be at most 300s, got {}",
+                    humantime_serde::re::humantime::format_duration(self.fetch_wait)
+                ),
+            );
         }
         if self.max_concurrency == 0 {
             err("max_concurrency", "must be >= 1, got 0".into());
@@ -364,6 +381,7 @@ mod tests {
                 max_attempts: 0,
             },
             max_concurrency: 0,
+            fetch_wait: Duration::from_secs(301),
             syslog: Some(SyslogConfig { address: "siem.example".into(), facility: 30, ..SyslogConfig::default() }),
             ..RouterConfig::default()
         };
@@ -377,6 +395,7 @@ mod tests {
             "alert_router.webhooks[1].timeout must be > 0",
             "alert_router.retry.max_backoff (1s) must be >= alert_router.retry.initial_backoff (2s)",
             "alert_router.retry.max_attempts must be >= 1",
+            "alert_router.fetch_wait must be at most 300s, got 5m 1s",
             "alert_router.max_concurrency must be >= 1",
             "alert_router.syslog.address must be host:port",
             "alert_router.syslog.facility must be in 0..=23, got 30",

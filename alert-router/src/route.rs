@@ -620,7 +620,8 @@ fn create_consumer(config: &RouterConfig) -> Result<StreamConsumer<RouterContext
         .set("group.id", &config.group_id)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "true")
-        .set("enable.partition.eof", "true");
+        .set("enable.partition.eof", "true")
+        .set("fetch.wait.max.ms", config.fetch_wait.as_millis().to_string());
     for (k, v) in &config.kafka_properties {
         c.set(k, v);
     }

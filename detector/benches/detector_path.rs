@@ -116,6 +116,31 @@ fn detector_path(c: &mut Criterion) {
         .bench_function("crate_score_50_trees", |b| b.iter(|| inputs.iter().map(|v| m.forest().score(v)).sum::<f64>()));
     group.bench_function("flat_score_50_trees", |b| b.iter(|| vectors.iter().map(|v| m.score(v)).sum::<f64>()));
     group.finish();
+
+    // The warm-up trainings a detector runs inline, once each, before it scores: they stall its loop.
+    let config = DetectorConfig::default();
+    let mut s = FeatureScratch::default();
+    let warmup: Vec<FeatureVector> = (0..2_000u64)
+        .map(benign_batch)
+        .filter(|b| b.packets.len() >= 8)
+        .take(config.forest.warmup_samples)
+        .map(|b| batch_features(&b.packets, &mut s))
+        .collect();
+    let p = &config.profile;
+    let mut collector = ProfileCollector::new(p, config.state.max_hosts, p.warmup_profiles);
+    (0..4_000u64).for_each(|i| collector.push(&benign_batch(i)));
+    let profiles = collector.finish();
+    let mut group = c.benchmark_group("warmup_training");
+    group.sample_size(10);
+    let forest_opts = TrainOptions::from(&config.forest);
+    group.bench_function(format!("forest_{}_vectors", warmup.len()), |b| {
+        b.iter(|| train(&warmup, &forest_opts).unwrap().threshold())
+    });
+    let profile_opts = netanom_detector::profile::TrainOptions::from(p);
+    group.bench_function(format!("profile_{}_profiles", profiles.len()), |b| {
+        b.iter(|| netanom_detector::profile::train(&profiles, &profile_opts).unwrap().threshold())
+    });
+    group.finish();
 }
 
 criterion_group!(benches, detector_path);

@@ -71,6 +71,12 @@ pub struct DetectorConfig {
     /// Longest wait for a chunk to fill before it is processed anyway. Default 50 ms.
     #[serde(with = "humantime_serde")]
     pub chunk_linger: Duration,
+    /// Longest time the broker may hold a fetch that finds no new records (librdkafka `fetch.wait.max.ms`).
+    /// A Kafka broker answers as soon as records arrive, so this only bounds idle polling; librdkafka's mock
+    /// broker (the embedded one of `netanom run`) holds such a fetch for the whole wait, so `netanom run` caps
+    /// it at 10 ms there. At most 300 s. Default 500 ms.
+    #[serde(with = "humantime_serde")]
+    pub fetch_wait: Duration,
     /// Consume every partition of both input topics without joining the consumer group (offsets are still
     /// committed under `group_id`). For a single detector that must own everything at once, as in `netanom run`;
     /// a scaled deployment leaves it off. Default false.
@@ -146,6 +152,7 @@ impl Default for DetectorConfig {
             model_feed: ModelFeed::default(),
             chunk_records: 512,
             chunk_linger: Duration::from_millis(50),
+            fetch_wait: Duration::from_millis(500),
             static_assignment: false,
             share: None,
             state: StateConfig::default(),
@@ -178,6 +185,7 @@ impl std::fmt::Debug for DetectorConfig {
             .field("model_feed", &self.model_feed)
             .field("chunk_records", &self.chunk_records)
             .field("chunk_linger", &self.chunk_linger)
+            .field("fetch_wait", &self.fetch_wait)
             .field("static_assignment", &self.static_assignment)
             .field("share", &self.share)
             .field("state", &self.state)
@@ -673,6 +681,11 @@ impl DetectorConfig {
             format!("must be in 1..=100000, got {}", self.chunk_records),
         );
         check(!self.chunk_linger.is_zero(), "chunk_linger", "must be > 0".into());
+        check(
+            self.fetch_wait <= Duration::from_secs(300),
+            "fetch_wait",
+            format!("must be at most 300s, got {}", humantime_serde::re::humantime::format_duration(self.fetch_wait)),
+        );
         check(self.state.max_hosts >= 1, "state.max_hosts", format!("must be >= 1, got {}", self.state.max_hosts));
         check(!self.state.idle_timeout.is_zero(), "state.idle_timeout", "must be > 0".into());
         check(
@@ -954,6 +967,7 @@ mod tests {
         c.brute_force.ports.clear();
         c.dns_tunnel.min_queries = 0;
         c.beacon.max_jitter = f64::NAN;
+        c.fetch_wait = Duration::from_secs(600);
         let errs = c.validate().unwrap_err();
         let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
         assert!(text.iter().any(|e| e == "detector.rate.window_packets must be in 2..=100000, got 1"), "{text:?}");
@@ -968,6 +982,7 @@ mod tests {
             "{text:?}"
         );
         assert!(text.iter().any(|e| e == "detector.beacon.max_jitter must be in (0, 1), got NaN"), "{text:?}");
+        assert!(text.iter().any(|e| e == "detector.fetch_wait must be at most 300s, got 10m"), "{text:?}");
     }
 
     #[test]

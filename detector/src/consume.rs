@@ -224,7 +224,11 @@ pub(crate) async fn run(
     cc.set("group.id", &config.group_id)
         .set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest");
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", config.fetch_wait.as_millis().to_string());
+    for (k, v) in &config.kafka_properties {
+        cc.set(k, v); // a property set explicitly wins over the key
+    }
     let consumer: Arc<DetectorConsumer> = Arc::new(
         cc.create_with_context(DetectorContext {
             ownership: ownership.clone(),

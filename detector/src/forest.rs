@@ -50,7 +50,6 @@ use rand::seq::{IteratorRandom, SliceRandom};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 use crate::anomaly::AnomalyParts;
 use crate::config::ForestConfig;
@@ -314,9 +313,39 @@ fn narrow(lo: f64, hi: f64) -> bool {
     !(span.is_finite() && span > lo.abs().max(hi.abs()) * 1e-9)
 }
 
-fn make_node(samples: &[&FeatureVector], rng: &mut ChaCha8Rng, depth: usize, max_depth: usize, ext: usize) -> Value {
+/// A tree node in the crate's serde representation (enum `Node { Ex(ExNode), In(InNode) }`), built by
+/// [`make_node`] and handed to the crate through serde_json (with `float_roundtrip`, so every float is exact).
+#[derive(Serialize)]
+enum NodeRepr {
+    Ex { num_samples: usize },
+    In(Box<InRepr>),
+}
+
+/// The crate's `InNode`: children, normal vector and intercept of the split.
+#[derive(Serialize)]
+struct InRepr {
+    left: NodeRepr,
+    right: NodeRepr,
+    n: FeatureVector,
+    p: FeatureVector,
+}
+
+/// The crate's `Tree` representation.
+#[derive(Serialize)]
+struct TreeRepr {
+    root: NodeRepr,
+}
+
+/// The crate's `Forest` representation.
+#[derive(Serialize)]
+struct ForestRepr {
+    avg_path_length_c: f64,
+    trees: Vec<TreeRepr>,
+}
+
+fn make_node(samples: &[&FeatureVector], rng: &mut ChaCha8Rng, depth: usize, max_depth: usize, ext: usize) -> NodeRepr {
     if depth >= max_depth || samples.len() <= 1 {
-        return json!({ "Ex": { "num_samples": samples.len() } });
+        return NodeRepr::Ex { num_samples: samples.len() };
     }
     let mut maxs = *samples[0];
     let mut mins = *samples[0];
@@ -351,15 +380,14 @@ fn make_node(samples: &[&FeatureVector], rng: &mut ChaCha8Rng, depth: usize, max
     }
     let l = make_node(&left, rng, depth + 1, max_depth, ext);
     let r = make_node(&right, rng, depth + 1, max_depth, ext);
-    json!({ "In": { "left": l, "right": r, "n": n.to_vec(), "p": p.to_vec() } })
+    NodeRepr::In(Box::new(InRepr { left: l, right: r, n, p }))
 }
 
 /// The model version: `eif-<hash>` with the FNV-1a 64 of the forest's serialisation, plus `-g<generation>`
 /// for a retrained generation (2 and later).
-fn forest_version(forest: &Forest<f64, FEATURES>, generation: u32) -> String {
-    let text = serde_json::to_vec(forest).unwrap_or_default();
+fn forest_version(serialised: &[u8], generation: u32) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text {
+    for &b in serialised {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
@@ -388,16 +416,19 @@ pub fn train_generation(
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let max_depth = (opts.sample_size as f64).log2().ceil() as usize;
     let ext = opts.extension_level.min(FEATURES - 1);
-    let trees: Vec<Value> = (0..opts.trees)
+    let trees: Vec<TreeRepr> = (0..opts.trees)
         .map(|_| {
             let sample: Vec<&FeatureVector> = inputs.choose_multiple(&mut rng, opts.sample_size).collect();
-            json!({ "root": make_node(&sample, &mut rng, 0, max_depth, ext) })
+            TreeRepr { root: make_node(&sample, &mut rng, 0, max_depth, ext) }
         })
         .collect();
-    let repr = json!({ "avg_path_length_c": c_factor(opts.sample_size), "trees": trees });
-    let forest: Forest<f64, FEATURES> = serde_json::from_value(repr).map_err(ForestError::Representation)?;
+    let repr = ForestRepr { avg_path_length_c: c_factor(opts.sample_size), trees };
+    let text = serde_json::to_vec(&repr).map_err(ForestError::Representation)?;
+    let forest: Forest<f64, FEATURES> = serde_json::from_slice(&text).map_err(ForestError::Representation)?;
+    let flat = FlatForest::new(&forest).map_err(ForestError::Flatten)?;
 
-    let mut scores: Vec<f64> = inputs.iter().map(|x| forest.score(x)).collect();
+    // The flat copy scores bit for bit like the crate (property-tested in `flat`), several times faster.
+    let mut scores: Vec<f64> = inputs.iter().map(|x| flat.score(x)).collect();
     scores.sort_unstable_by(f64::total_cmp);
     let idx = ((opts.threshold_quantile * scores.len() as f64).ceil() as usize).clamp(1, scores.len()) - 1;
     let threshold = (scores[idx] + opts.threshold_margin).max(opts.threshold_floor);
@@ -420,8 +451,7 @@ pub fn train_generation(
     for s in &mut model_std {
         *s = s.sqrt();
     }
-    let version = forest_version(&forest, generation);
-    let flat = FlatForest::new(&forest).map_err(ForestError::Flatten)?;
+    let version = forest_version(&text, generation);
     Ok(TrainedForest {
         format: FORMAT.to_string(),
         features: FEATURE_NAMES.iter().map(|s| s.to_string()).collect(),
@@ -522,7 +552,8 @@ impl TrainedForest {
         if model.generation == 0 {
             return Err(format("generation 0: generations start at 1".to_string()));
         }
-        model.version = forest_version(&model.forest, model.generation);
+        let text = serde_json::to_vec(&model.forest).map_err(|e| format(e.to_string()))?;
+        model.version = forest_version(&text, model.generation);
         model.flat = FlatForest::new(&model.forest).map_err(|e| format(e.to_string()))?;
         if let Some(p) = model.profile.take() {
             model.profile = Some(p.checked().map_err(|e| format(e.to_string()))?);

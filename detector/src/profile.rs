@@ -126,6 +126,9 @@ pub enum ProfileError {
         #[source]
         source: linfa_clustering::KMeansError,
     },
+    /// The thread k-means runs on could not be started.
+    #[error("cannot start the k-means thread: {0}")]
+    Worker(#[source] rayon::ThreadPoolBuildError),
     /// A persisted model is inconsistent.
     #[error("invalid profile model: {0}")]
     Invalid(String),
@@ -454,15 +457,26 @@ fn model_version(model: &ProfileModel) -> String {
 /// Fewest training profiles accepted.
 pub const MIN_TRAINING_PROFILES: usize = 16;
 
-fn kmeans(data: &ndarray::Array2<f64>, k: usize, seed: u64) -> Result<ndarray::Array2<f64>, ProfileError> {
+/// k-means on `pool`. linfa parallelises each assignment step with rayon; on a few hundred profiles a step
+/// takes microseconds, less than handing it to other threads, so training uses one thread of its own (the
+/// steps are element-wise, so the centroids are the same on any number of threads).
+fn kmeans(
+    pool: &rayon::ThreadPool,
+    data: &ndarray::Array2<f64>,
+    k: usize,
+    seed: u64,
+) -> Result<ndarray::Array2<f64>, ProfileError> {
     use linfa::traits::Fit;
     use rand_xoshiro::rand_core::SeedableRng;
     let dataset = linfa::DatasetBase::from(data.clone());
-    let model = linfa_clustering::KMeans::params_with_rng(k, rand_xoshiro::Xoshiro256Plus::seed_from_u64(seed))
-        .n_runs(10)
-        .max_n_iterations(300)
-        .tolerance(1e-6)
-        .fit(&dataset)
+    let model = pool
+        .install(|| {
+            linfa_clustering::KMeans::params_with_rng(k, rand_xoshiro::Xoshiro256Plus::seed_from_u64(seed))
+                .n_runs(10)
+                .max_n_iterations(300)
+                .tolerance(1e-6)
+                .fit(&dataset)
+        })
         .map_err(|source| ProfileError::KMeans { k, source })?;
     Ok(model.centroids().clone())
 }
@@ -548,9 +562,14 @@ pub fn train(raw: &[ProfileVector], opts: &TrainOptions) -> Result<ProfileModel,
         .collect();
     let data = ndarray::Array2::from_shape_fn((n, FEATURES), |(r, c)| standardised[r][c]);
     let to_vecs = |a: ndarray::Array2<f64>| a.rows().into_iter().map(|r| r.to_vec()).collect::<Vec<Vec<f64>>>();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .thread_name(|_| "netanom-kmeans".to_string())
+        .build()
+        .map_err(ProfileError::Worker)?;
 
     let (centroids, silhouette_of_k) = if opts.k > 0 {
-        (to_vecs(kmeans(&data, opts.k, opts.seed)?), None)
+        (to_vecs(kmeans(&pool, &data, opts.k, opts.seed)?), None)
     } else {
         let step = n.div_ceil(SILHOUETTE_SAMPLE);
         let sample: Vec<ProfileVector> = standardised.iter().step_by(step).copied().collect();
@@ -565,7 +584,7 @@ pub fn train(raw: &[ProfileVector], opts: &TrainOptions) -> Result<ProfileModel,
         }
         let mut best: Option<(f64, Vec<Vec<f64>>)> = None;
         for k in 2..=opts.max_k.min(n / 4).max(2) {
-            let c = to_vecs(kmeans(&data, k, opts.seed)?);
+            let c = to_vecs(kmeans(&pool, &data, k, opts.seed)?);
             let s = silhouette(&sample, &pairwise, &c);
             if best.as_ref().is_none_or(|(b, _)| s > *b) {
                 best = Some((s, c));
@@ -573,7 +592,7 @@ pub fn train(raw: &[ProfileVector], opts: &TrainOptions) -> Result<ProfileModel,
         }
         match best {
             Some((s, c)) if s >= MIN_SILHOUETTE => (c, Some(s)),
-            _ => (to_vecs(kmeans(&data, 1, opts.seed)?), None),
+            _ => (to_vecs(kmeans(&pool, &data, 1, opts.seed)?), None),
         }
     };
 

@@ -93,7 +93,21 @@ impl<'a> Reader<'a> {
         self.buf.len() - self.pos
     }
 
+    /// A zigzag varint. Most fields of a packet record are small numbers of one byte: those take the inlined
+    /// fast path; longer ones (and every error) the out-of-line loop.
+    #[inline]
     fn long(&mut self, field: &str) -> Result<i64, FrameError> {
+        if let Some(&b) = self.buf.get(self.pos)
+            && b & 0x80 == 0
+        {
+            self.pos += 1;
+            return Ok(i64::from(b >> 1) ^ -i64::from(b & 1));
+        }
+        self.long_multi_byte(field)
+    }
+
+    #[inline(never)]
+    fn long_multi_byte(&mut self, field: &str) -> Result<i64, FrameError> {
         let mut z: u64 = 0;
         for shift in (0..70).step_by(7) {
             let Some(&b) = self.buf.get(self.pos) else {
@@ -434,5 +448,38 @@ impl DestinationStats {
             sample_sources,
             last_ts_ns,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_round_trip_across_the_one_byte_boundary() {
+        let values = [0, 1, -1, 63, -64, 64, -65, 8191, -8192, 8192, i64::from(i32::MAX), i64::MIN, i64::MAX];
+        let mut out = Vec::new();
+        for v in values {
+            put_long(&mut out, v);
+        }
+        assert_eq!(out[..5], [0, 2, 1, 126, 127], "zigzag encodings of 0, 1, -1, 63, -64");
+        let mut r = Reader::new(&out, "test");
+        for v in values {
+            assert_eq!(r.long("v").unwrap(), v);
+        }
+        assert_eq!(r.remaining(), 0);
+    }
+
+    #[test]
+    fn bad_varints_name_the_field() {
+        for (bytes, what) in [
+            (&[][..], "truncated"),
+            (&[0x80][..], "truncated"),
+            (&[0xff; 11][..], "overflows"),
+            (&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02][..], "overflows"),
+        ] {
+            let e = Reader::new(bytes, "test").long("ts_ns").unwrap_err().to_string();
+            assert!(e.contains("ts_ns") && e.contains(what), "{bytes:?}: {e}");
+        }
     }
 }
