@@ -134,7 +134,10 @@ pub async fn run(
     let result = router.main_loop(&shutdown, drain.unwrap_or_default()).await;
     router.finish().await;
     metrics::READY.store(false, std::sync::atomic::Ordering::Release);
-    result.map(|()| router.report.clone())
+    let Router { report, consumer, shared, .. } = router;
+    // Committed and flushed (`finish`): the clients' teardown need not delay the report.
+    netanom_schemas::teardown::drop_in_background((consumer, shared));
+    result.map(|()| report)
 }
 
 struct Router {

@@ -524,6 +524,8 @@ pub(crate) async fn run(
         report.anomalies.entry(k).or_default();
     }
     tracing::info!(?report, "detector stopped");
+    // Flushed and committed: the clients' teardown need not delay the report.
+    netanom_schemas::teardown::drop_in_background((consumer, producer));
     result.map(|()| report)
 }
 

@@ -362,6 +362,8 @@ fn run_blocking(config: &ProducerConfig, stop: &CancellationToken) -> Result<Pro
     flushed?;
     let counts = pipeline.counts();
     let published = publisher.stats();
+    // Flushed: nothing is left to deliver, so the client's teardown need not delay the report.
+    netanom_schemas::teardown::drop_in_background(publisher);
     let flows = pipeline.flow_stats();
     let report = ProducerReport {
         packets_read: counts.read,
