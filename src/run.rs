@@ -215,17 +215,29 @@ async fn run_all(cfg: Config, stop: CancellationToken, hard: CancellationToken) 
 
 /// Runs producer, detector and alert router in this process (on an embedded broker unless `kafka.brokers` is
 /// set) until the producer's input ends and the other two have drained; returns their reports. Prints nothing.
-pub async fn run_pipeline(
-    mut cfg: Config,
-    stop: CancellationToken,
-    hard: CancellationToken,
-) -> anyhow::Result<RunOutcome> {
+pub async fn run_pipeline(cfg: Config, stop: CancellationToken, hard: CancellationToken) -> anyhow::Result<RunOutcome> {
     let started = Instant::now();
     let cluster = if cfg.kafka.brokers.is_empty() { Some(embedded(&cfg)?) } else { None };
     let brokers = cluster.as_ref().map_or_else(|| cfg.kafka.brokers.clone(), |c| c.bootstrap_servers());
-    prepare(&mut cfg, &brokers).await?;
+    let outcome = run_roles(cfg, &brokers, cluster.is_some(), stop, hard, started).await;
+    // The roles drop their Kafka clients in the background: they must be gone before their broker is.
+    let _ = tokio::task::spawn_blocking(netanom_schemas::teardown::wait).await;
+    drop(cluster);
+    outcome
+}
+
+/// The body of [`run_pipeline`] once the broker is known (`embedded`: the in-process one).
+async fn run_roles(
+    mut cfg: Config,
+    brokers: &str,
+    embedded: bool,
+    stop: CancellationToken,
+    hard: CancellationToken,
+    started: Instant,
+) -> anyhow::Result<RunOutcome> {
+    prepare(&mut cfg, brokers).await?;
     // The embedded broker lives in this process: compressing records for it only costs CPU.
-    if cluster.is_some() {
+    if embedded {
         cfg.producer.compression = "none".to_string();
         // librdkafka's mock broker answers a fetch that finds no records only after the whole fetch wait, even
         // when records arrive meanwhile: a consumer that caught up would see the next records up to 500 ms late.
@@ -266,7 +278,6 @@ pub async fn run_pipeline(
     router_drain.cancel();
     let routed = router.await.context("alert router task panicked")?.context("alert router failed")?;
     let elapsed = started.elapsed();
-    drop(cluster);
     if detected.packets < produced.packets_published {
         anyhow::bail!(
             "the detector examined {} of the {} packets published: the broker dropped records before they were \
