@@ -3,7 +3,6 @@
 //! (SIGINT) stops the capture, drains the pipeline and prints the summary. Needs root (CI runs as root) and
 //! iproute2; without root the test says so and passes.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -66,14 +65,7 @@ fn start_capture(args: &[&str], alerts: Option<&std::path::Path>) -> (Child, Arc
         .expect("netanom runs");
     let log = Arc::new(Mutex::new(String::new()));
     let stderr = child.stderr.take().expect("stderr piped");
-    let sink = Arc::clone(&log);
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let mut l = sink.lock().unwrap();
-            l.push_str(&line);
-            l.push('\n');
-        }
-    });
+    common::collect_lines(stderr, Arc::clone(&log));
     let opened =
         common::wait_for(Duration::from_secs(60), || log.lock().unwrap().contains("producer started").then_some(()));
     assert!(opened.is_some(), "the capture did not open within 60 s:\n{}", log.lock().unwrap());

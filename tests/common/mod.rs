@@ -119,14 +119,7 @@ impl Service {
         .into_iter()
         .flatten()
         {
-            let out = Arc::clone(&output);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let mut o = out.lock().unwrap();
-                    o.push_str(&line);
-                    o.push('\n');
-                }
-            });
+            collect_lines(stream, Arc::clone(&output));
         }
         Self { name: name.to_string(), child: Some(child), output }
     }
@@ -256,6 +249,17 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let status = response.split(' ').nth(1)?.parse().ok()?;
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Some((status, body))
+}
+
+/// Appends every line `stream` yields to `into`, on a thread of its own, until the stream ends.
+pub fn collect_lines(stream: impl std::io::Read + Send + 'static, into: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            let mut o = into.lock().unwrap();
+            o.push_str(&line);
+            o.push('\n');
+        }
+    });
 }
 
 /// Polls `f` every 200 ms until it returns `Some` or `timeout` passes.
