@@ -187,9 +187,13 @@ fn redacted(e: rdkafka::error::KafkaError) -> rdkafka::error::KafkaError {
     }
 }
 
-fn client_config(config: &DetectorConfig) -> ClientConfig {
+/// A client configuration: the brokers, then `defaults`, then `kafka_properties` (which win over both).
+fn client_config(config: &DetectorConfig, defaults: &[(&str, String)]) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.brokers);
+    for (k, v) in defaults {
+        c.set(*k, v);
+    }
     for (k, v) in &config.kafka_properties {
         c.set(k, v);
     }
@@ -220,15 +224,11 @@ pub(crate) async fn run(
         .map_err(|e| DetectorError::Worker(e.to_string()))??;
 
     let ownership = Arc::new(Mutex::new(Ownership::default()));
-    let mut cc = client_config(&config);
+    let mut cc = client_config(&config, &[("fetch.wait.max.ms", config.fetch_wait.as_millis().to_string())]);
     cc.set("group.id", &config.group_id)
         .set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", config.fetch_wait.as_millis().to_string());
-    for (k, v) in &config.kafka_properties {
-        cc.set(k, v); // a property set explicitly wins over the key
-    }
+        .set("auto.offset.reset", "earliest");
     let consumer: Arc<DetectorConsumer> = Arc::new(
         cc.create_with_context(DetectorContext {
             ownership: ownership.clone(),
@@ -237,7 +237,7 @@ pub(crate) async fn run(
         .map_err(redacted)
         .map_err(kafka("creating the consumer"))?,
     );
-    let producer: FutureProducer = client_config(&config)
+    let producer: FutureProducer = client_config(&config, &[])
         .set("linger.ms", "5")
         .create()
         .map_err(redacted)
