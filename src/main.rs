@@ -59,7 +59,7 @@ fn main() -> ExitCode {
             match runtime.block_on(netanom::telemetry::init(&cfg.telemetry, &cfg.log, role, readiness, routes)) {
                 Ok(guard) => Some(guard),
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    eprintln!("error: {}", netanom::error_line(&e));
                     return ExitCode::from(EXIT_RUNTIME);
                 }
             }
@@ -73,7 +73,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", netanom::error_line(&e));
             ExitCode::from(EXIT_RUNTIME)
         }
     }

@@ -1,13 +1,15 @@
-//! Packet sources: pcap/pcapng files and live interfaces through libpcap (`pcap` crate), with an optional BPF
-//! filter, and pacing of file replays by packet timestamps ([`Speed`]). It yields borrowed [`Frame`]s (no copy,
-//! no allocation per packet) and knows nothing of what the bytes mean.
+//! Packet sources: pcap/pcapng files ([`crate::file`]) and live interfaces through libpcap (`pcap` crate), with
+//! an optional BPF filter, and pacing of file replays by packet timestamps ([`Speed`]). It yields borrowed
+//! [`Frame`]s (no copy, no allocation per packet) and knows nothing of what the bytes mean.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use pcap::{Active, Capture, Offline, Precision};
+use pcap::{Active, Capture};
+
+use crate::file::{CaptureFile, Failure, FileError};
 
 /// One captured frame, borrowed from the capture's buffer.
 #[derive(Debug, Clone, Copy)]
@@ -97,8 +99,8 @@ pub enum CaptureError {
     OpenFile {
         /// The file.
         path: PathBuf,
-        /// libpcap's error.
-        source: pcap::Error,
+        /// What is wrong with it.
+        source: FileError,
     },
     /// The interface could not be opened for capture.
     #[error("cannot open interface {interface}: {source}")]
@@ -118,7 +120,17 @@ pub enum CaptureError {
         /// libpcap's error.
         source: pcap::Error,
     },
-    /// Reading failed (corrupt file, interface gone).
+    /// Reading a file failed (corrupt or truncated file).
+    #[error("cannot read capture file {path} after {packets} packets: {source}")]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// Packets read before the failure.
+        packets: u64,
+        /// What is wrong with it.
+        source: FileError,
+    },
+    /// Reading a live capture failed (interface gone).
     #[error("cannot read from {target} after {packets} packets: {source}")]
     Read {
         /// File or interface.
@@ -142,7 +154,7 @@ pub enum Next<'a> {
 }
 
 enum Handle {
-    File(Capture<Offline>),
+    File { file: CaptureFile, path: PathBuf, filter: Option<String> },
     Live(Capture<Active>),
 }
 
@@ -151,7 +163,6 @@ pub struct PacketSource {
     handle: Handle,
     target: String,
     link_type: u32,
-    ns_per_unit: i64,
     pace: Option<(f64, Option<(i64, Instant)>)>,
     packets: u64,
     file_len: Option<u64>,
@@ -172,22 +183,18 @@ const LIVE_TIMEOUT_MS: i32 = 100;
 impl PacketSource {
     /// Opens a pcap or pcapng file, replayed at `speed`.
     pub fn open_file(path: &Path, filter: Option<&str>, speed: Speed) -> Result<Self, CaptureError> {
-        let mut cap = Capture::from_file_with_precision(path, Precision::Nano)
-            .map_err(|source| CaptureError::OpenFile { path: path.to_path_buf(), source })?;
         let target = path.display().to_string();
-        if let Some(filter) = filter {
-            cap.filter(filter, true).map_err(|source| CaptureError::Filter {
-                filter: filter.to_string(),
-                target: target.clone(),
-                source,
-            })?;
-        }
-        let link_type = cap.get_datalink().0 as u32;
+        let file = CaptureFile::open(path, filter).map_err(|failure| match failure {
+            Failure::File(source) => CaptureError::OpenFile { path: path.to_path_buf(), source },
+            Failure::Filter(source) => {
+                CaptureError::Filter { filter: filter.unwrap_or_default().to_string(), target: target.clone(), source }
+            }
+        })?;
+        let link_type = file.first_link_type().unwrap_or_default();
         Ok(Self {
-            handle: Handle::File(cap),
+            handle: Handle::File { file, path: path.to_path_buf(), filter: filter.map(str::to_string) },
             target,
             link_type,
-            ns_per_unit: 1,
             pace: speed.factor().map(|f| (f, None)),
             packets: 0,
             file_len: std::fs::metadata(path).ok().map(|m| m.len()),
@@ -224,7 +231,6 @@ impl PacketSource {
             handle: Handle::Live(cap),
             target: interface.to_string(),
             link_type,
-            ns_per_unit: 1000,
             pace: None,
             packets: 0,
             file_len: None,
@@ -255,42 +261,54 @@ impl PacketSource {
     pub fn kernel_drops(&mut self) -> Option<u64> {
         match &mut self.handle {
             Handle::Live(c) => c.stats().ok().map(|s| u64::from(s.dropped) + u64::from(s.if_dropped)),
-            Handle::File(_) => None,
+            Handle::File { .. } => None,
         }
     }
 
     /// The next frame. When pacing, sleeps until the frame is due, returning [`Next::End`] early if `stop`
     /// becomes true.
     pub fn next(&mut self, stop: &dyn Fn() -> bool) -> Result<Next<'_>, CaptureError> {
-        let live = self.is_live();
-        let result = match &mut self.handle {
-            Handle::File(c) => c.next_packet(),
-            Handle::Live(c) => c.next_packet(),
-        };
-        let packet = match result {
-            Ok(p) => p,
-            Err(pcap::Error::NoMorePackets) => return Ok(Next::End),
-            Err(pcap::Error::TimeoutExpired) => {
-                // Live captures are non-blocking: libpcap's TPACKET_V3 read loops inside its own poll while no
-                // packet arrives, so a blocking read would never return to check `stop` on a quiet interface.
-                if live {
-                    std::thread::sleep(LIVE_IDLE_SLEEP);
+        let frame = match &mut self.handle {
+            Handle::File { file, path, filter } => match file.next_frame() {
+                Ok(Some(f)) => Frame { ts_ns: f.ts_ns, link_type: f.link_type, wire_len: f.wire_len, data: f.data },
+                Ok(None) => return Ok(Next::End),
+                Err(Failure::File(source)) => {
+                    return Err(CaptureError::ReadFile { path: path.clone(), packets: self.packets, source });
                 }
-                return Ok(Next::Idle);
-            }
-            Err(source) => {
-                return Err(CaptureError::Read { target: self.target.clone(), packets: self.packets, source });
-            }
+                Err(Failure::Filter(source)) => {
+                    return Err(CaptureError::Filter {
+                        filter: filter.clone().unwrap_or_default(),
+                        target: self.target.clone(),
+                        source,
+                    });
+                }
+            },
+            Handle::Live(c) => match c.next_packet() {
+                Ok(packet) => {
+                    // time_t / suseconds_t are not i64 on every platform.
+                    #[allow(clippy::unnecessary_cast)]
+                    let ts_ns = (packet.header.ts.tv_sec as i64)
+                        .saturating_mul(1_000_000_000)
+                        .saturating_add((packet.header.ts.tv_usec as i64).saturating_mul(1000));
+                    Frame { ts_ns, link_type: self.link_type, wire_len: packet.header.len, data: packet.data }
+                }
+                Err(pcap::Error::NoMorePackets) => return Ok(Next::End),
+                Err(pcap::Error::TimeoutExpired) => {
+                    // Live captures are non-blocking: libpcap's TPACKET_V3 read loops inside its own poll while
+                    // no packet arrives, so a blocking read would never return to check `stop` on a quiet
+                    // interface.
+                    std::thread::sleep(LIVE_IDLE_SLEEP);
+                    return Ok(Next::Idle);
+                }
+                Err(source) => {
+                    return Err(CaptureError::Read { target: self.target.clone(), packets: self.packets, source });
+                }
+            },
         };
         self.packets += 1;
-        // time_t / suseconds_t are not i64 on every platform.
-        #[allow(clippy::unnecessary_cast)]
-        let ts_ns = (packet.header.ts.tv_sec as i64)
-            .saturating_mul(1_000_000_000)
-            .saturating_add((packet.header.ts.tv_usec as i64).saturating_mul(self.ns_per_unit));
         if let Some((factor, origin)) = &mut self.pace {
-            let (first_ts, start) = *origin.get_or_insert((ts_ns, Instant::now()));
-            let offset_ns = (ts_ns.saturating_sub(first_ts).max(0) as f64 / *factor) as u64;
+            let (first_ts, start) = *origin.get_or_insert((frame.ts_ns, Instant::now()));
+            let offset_ns = (frame.ts_ns.saturating_sub(first_ts).max(0) as f64 / *factor) as u64;
             let due = start + Duration::from_nanos(offset_ns);
             loop {
                 let now = Instant::now();
@@ -303,7 +321,7 @@ impl PacketSource {
                 std::thread::sleep((due - now).min(Duration::from_millis(50)));
             }
         }
-        Ok(Next::Frame(Frame { ts_ns, link_type: self.link_type, wire_len: packet.header.len, data: packet.data }))
+        Ok(Next::Frame(frame))
     }
 }
 

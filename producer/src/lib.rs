@@ -9,6 +9,7 @@
 
 pub mod batch;
 pub mod capture;
+pub mod file;
 pub mod flow;
 pub mod metrics;
 pub mod parse;
