@@ -1,11 +1,13 @@
 //! Producer path throughput on 1M synthetic packets: (a) parse → features → batch → encode without Kafka, from
-//! memory; (b) the full `run` (libpcap file read included) into an in-process MockCluster. Prints packets/s of
-//! one timed pass of each before criterion's own measurement. `NETANOM_BENCH_PACKETS` overrides the count.
+//! memory; (b) the full `run` (file read included) into an in-process MockCluster. Prints packets/s of one timed
+//! pass of each before criterion's own measurement. Then the file read alone, netanom's reader against
+//! libpcap's on the same file. `NETANOM_BENCH_PACKETS` overrides the count.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use netanom_producer::file::CaptureFile;
 use netanom_producer::synth::{self, SynthPacket};
 use netanom_producer::{BatchConfig, FlowConfig, Frame, Pipeline, ProducerConfig, run};
 use netanom_schemas::{PacketBatch, SchemaIds};
@@ -51,6 +53,26 @@ fn full_path(rt: &tokio::runtime::Runtime, path: &std::path::Path, n: usize) -> 
     elapsed
 }
 
+/// Reads every frame with netanom's reader; returns the captured bytes.
+fn read_netanom(path: &std::path::Path) -> u64 {
+    let mut file = CaptureFile::open(path, None).expect("open");
+    let mut bytes = 0u64;
+    while let Some(frame) = file.next_frame().expect("read") {
+        bytes += black_box(frame.data).len() as u64;
+    }
+    bytes
+}
+
+/// Reads every frame with libpcap (what the producer used before); returns the captured bytes.
+fn read_libpcap(path: &std::path::Path) -> u64 {
+    let mut capture = pcap::Capture::from_file_with_precision(path, pcap::Precision::Nano).expect("open");
+    let mut bytes = 0u64;
+    while let Ok(packet) = capture.next_packet() {
+        bytes += black_box(packet.data).len() as u64;
+    }
+    bytes
+}
+
 fn bench(c: &mut Criterion) {
     let n = packet_count();
     let t = Instant::now();
@@ -74,6 +96,13 @@ fn bench(c: &mut Criterion) {
     group.bench_function("full_path_mock_cluster", |bench| {
         bench.iter_custom(|iters| (0..iters).map(|_| full_path(&rt, &path, n)).sum())
     });
+    group.finish();
+
+    assert_eq!(read_netanom(&path), read_libpcap(&path), "both readers see the same bytes");
+    let mut group = c.benchmark_group("file_read");
+    group.sample_size(10).throughput(Throughput::Elements(n as u64));
+    group.bench_function("netanom", |bench| bench.iter(|| black_box(read_netanom(&path))));
+    group.bench_function("libpcap", |bench| bench.iter(|| black_box(read_libpcap(&path))));
     group.finish();
 }
 

@@ -352,7 +352,12 @@ fn link_type_of(raw: i32) -> u32 {
 fn timestamp_ns(units: u64, units_per_sec: u64, offset_sec: i64) -> i64 {
     let secs = units / units_per_sec;
     let frac = units % units_per_sec;
-    let frac_ns = (u128::from(frac) * 1_000_000_000 / u128::from(units_per_sec)) as i64;
+    // Decimal resolutions up to 1 ns (all but exotic files) scale by a whole factor; others need 128 bits.
+    let frac_ns = if units_per_sec <= 1_000_000_000 && 1_000_000_000 % units_per_sec == 0 {
+        (frac * (1_000_000_000 / units_per_sec)) as i64
+    } else {
+        (u128::from(frac) * 1_000_000_000 / u128::from(units_per_sec)) as i64
+    };
     i64::try_from(secs)
         .unwrap_or(i64::MAX)
         .saturating_add(offset_sec)
@@ -602,6 +607,16 @@ mod tests {
         assert_eq!(kinds, vec![1, 101], "the TCP frame of each link type");
         let bad = CaptureFile::from_reader(std::io::Cursor::new(pcapng_bytes()), Some("tcp port"));
         assert!(matches!(bad, Err(Failure::Filter(_))), "a filter that does not compile fails at open");
+    }
+
+    #[test]
+    fn timestamps_in_any_resolution() {
+        assert_eq!(timestamp_ns(1_500_000, 1_000_000, 0), 1_500_000_000);
+        assert_eq!(timestamp_ns(1_500, 1_000, 10), 11_500_000_000);
+        assert_eq!(timestamp_ns(3, 1 << 1, 0), 1_500_000_000, "binary resolution (if_tsresol 0x81)");
+        assert_eq!(timestamp_ns(7, 1 << 30, 0), 6, "finer than 1 ns: rounded down");
+        assert_eq!(timestamp_ns(15, 10_000_000_000, 0), 1, "10^10 per second");
+        assert_eq!(timestamp_ns(u64::MAX, 1, i64::MAX), i64::MAX, "saturates");
     }
 
     #[test]
