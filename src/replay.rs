@@ -813,26 +813,6 @@ pub fn train_vectors(
     Ok(train(vectors, &opts)?)
 }
 
-/// The host profiles of captures, as the detector aggregates them (`detector.profile` windows, hosts bounded
-/// by `detector.state.max_hosts`): each capture goes through the producer's pipeline and its batches, in the
-/// order they close, through a [`ProfileCollector`] of its own (captures are not one timeline); every host's
-/// last window is included. At most `max` profiles in all.
-pub fn capture_profiles(
-    pcaps: &[PathBuf],
-    producer: &netanom_producer::ProducerConfig,
-    detector: &DetectorConfig,
-    max: usize,
-) -> Result<Vec<ProfileVector>, ReplayError> {
-    let mut profiles = Vec::new();
-    for pcap in pcaps {
-        let left = max.saturating_sub(profiles.len());
-        let mut collector = ProfileCollector::new(&detector.profile, detector.state.max_hosts, left);
-        capture_batches(pcap, producer, |b| collector.push(b))?;
-        profiles.extend(collector.finish());
-    }
-    Ok(profiles)
-}
-
 /// `netanom replay`.
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
@@ -1061,19 +1041,35 @@ fn train_isolation(args: &TrainArgs, cfg: &crate::config::Config) -> anyhow::Res
     train_and_save(&set, args, cfg)
 }
 
-/// The training set of the captures: their vectors in order (first `max`), and their host profiles.
+/// The training set of the captures, each read once: their vectors in order (first `max`, as
+/// [`capture_vectors`] takes them) and their host profiles as the detector aggregates them
+/// (`detector.profile` windows, hosts bounded by `detector.state.max_hosts`), each capture through a
+/// [`ProfileCollector`] of its own (captures are not one timeline; every host's last window is included), at
+/// most `profile.warmup_profiles` in all.
 fn captures_training_set(
     pcaps: &[PathBuf],
     cfg: &crate::config::Config,
     max: usize,
 ) -> Result<TrainingSet, ReplayError> {
+    let (detector, p) = (&cfg.detector, &cfg.detector.profile);
     let mut vectors = Vec::new();
+    let mut profiles = p.enabled.then(Vec::new);
     for pcap in pcaps {
-        vectors.extend(capture_vectors(pcap, &cfg.producer, &cfg.detector.forest, max - vectors.len())?);
+        let mut v = VectorCollector::new(&detector.forest, max - vectors.len());
+        let mut c = profiles.as_ref().map(|got: &Vec<ProfileVector>| {
+            ProfileCollector::new(p, detector.state.max_hosts, p.warmup_profiles.saturating_sub(got.len()))
+        });
+        capture_batches(pcap, &cfg.producer, |b| {
+            v.push(b);
+            if let Some(c) = c.as_mut() {
+                c.push(b);
+            }
+        })?;
+        vectors.extend(v.vectors);
+        if let (Some(all), Some(c)) = (profiles.as_mut(), c) {
+            all.extend(c.finish());
+        }
     }
-    let p = &cfg.detector.profile;
-    let profiles =
-        if p.enabled { Some(capture_profiles(pcaps, &cfg.producer, &cfg.detector, p.warmup_profiles)?) } else { None };
     Ok(TrainingSet { vectors, profiles, ..TrainingSet::default() })
 }
 
