@@ -11,17 +11,55 @@
 //! a path length is built as the crate's recursion builds it (leaf value, then `+ 1` per level back up), the
 //! path lengths are summed over the trees in the same order, and the same final formula is applied.
 //! The property test below checks this against the crate on random forests and inputs. The crate's forest
-//! stays the model of record (persisted, versioned); this copy is rebuilt from it.
+//! stays the model of record (persisted, versioned); this copy is built from its serde representation, typed
+//! here as [`ForestRepr`]: training builds that representation and flattens it directly, a loaded model goes
+//! through the crate's serialisation.
 
 use extended_isolation_forest::Forest;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+
+use crate::forest::{FEATURES, FeatureVector};
+
+/// A tree node in the crate's serde representation (enum `Node { Ex(ExNode), In(InNode) }`).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum NodeRepr {
+    /// A leaf holding `num_samples` training samples.
+    Ex {
+        /// Training samples that reached the leaf.
+        num_samples: usize,
+    },
+    /// A split.
+    In(Box<InRepr>),
+}
+
+/// The crate's `InNode`: children, normal vector and intercept of the split.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct InRepr {
+    pub(crate) left: NodeRepr,
+    pub(crate) right: NodeRepr,
+    pub(crate) n: FeatureVector,
+    pub(crate) p: FeatureVector,
+}
+
+/// The crate's `Tree` representation.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct TreeRepr {
+    pub(crate) root: NodeRepr,
+}
+
+/// The crate's `Forest` representation.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ForestRepr {
+    pub(crate) avg_path_length_c: f64,
+    pub(crate) trees: Vec<TreeRepr>,
+}
 
 /// Why a forest could not be flattened (a representation this module does not recognise).
 #[derive(Debug, thiserror::Error)]
 #[error("unrecognised forest representation: {0}")]
 pub struct FlattenError(String);
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Node {
     /// Leaf: path-length contribution. Internal: unused.
     leaf: f64,
@@ -33,7 +71,7 @@ struct Node {
     len: u32,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Term {
     index: usize,
     n: f64,
@@ -41,7 +79,7 @@ struct Term {
 }
 
 /// The flattened forest.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct FlatForest {
     /// Index of each tree's root in `nodes`.
     roots: Vec<u32>,
@@ -57,18 +95,22 @@ fn c_factor(n: usize) -> f64 {
 
 impl FlatForest {
     /// Flattens `forest` through its serde representation.
-    pub fn new<const N: usize>(forest: &Forest<f64, N>) -> Result<Self, FlattenError> {
+    pub fn new(forest: &Forest<f64, FEATURES>) -> Result<Self, FlattenError> {
+        let text = serde_json::to_vec(forest).map_err(|e| FlattenError(e.to_string()))?;
+        let repr: ForestRepr = serde_json::from_slice(&text).map_err(|e| FlattenError(e.to_string()))?;
+        Self::from_repr(&repr)
+    }
+
+    /// Flattens a forest's serde representation.
+    pub(crate) fn from_repr(repr: &ForestRepr) -> Result<Self, FlattenError> {
         let err = |what: &str| FlattenError(what.to_string());
-        let repr = serde_json::to_value(forest).map_err(|e| FlattenError(e.to_string()))?;
-        let avg_path_length_c = repr["avg_path_length_c"].as_f64().ok_or_else(|| err("avg_path_length_c"))?;
-        let trees = repr["trees"].as_array().ok_or_else(|| err("trees"))?;
-        let mut flat = Self { avg_path_length_c, ..Self::default() };
-        for tree in trees {
+        let mut flat = Self { avg_path_length_c: repr.avg_path_length_c, ..Self::default() };
+        for tree in &repr.trees {
             let root = flat.nodes.len() as u32;
             flat.roots.push(root);
-            // Iterative pre-order walk: (node value, slot to patch in the parent: (parent index, is_right)).
-            let mut stack: Vec<(&Value, Option<(usize, bool)>)> = vec![(&tree["root"], None)];
-            while let Some((v, parent)) = stack.pop() {
+            // Iterative pre-order walk: (node, slot to patch in the parent: (parent index, is_right)).
+            let mut stack: Vec<(&NodeRepr, Option<(usize, bool)>)> = vec![(&tree.root, None)];
+            while let Some((node, parent)) = stack.pop() {
                 let me = flat.nodes.len();
                 let me32 = u32::try_from(me).map_err(|_| err("too many nodes"))?;
                 if let Some((pi, right)) = parent {
@@ -78,31 +120,24 @@ impl FlatForest {
                         flat.nodes[pi].left = me32;
                     }
                 }
-                if let Some(ex) = v.get("Ex") {
-                    let k = ex["num_samples"].as_u64().ok_or_else(|| err("num_samples"))? as usize;
-                    let leaf = if k <= 1 { 0.0 } else { c_factor(k) };
-                    flat.nodes.push(Node { leaf, left: u32::MAX, right: u32::MAX, start: 0, len: 0 });
-                } else if let Some(inner) = v.get("In") {
-                    let n = inner["n"].as_array().ok_or_else(|| err("n"))?;
-                    let p = inner["p"].as_array().ok_or_else(|| err("p"))?;
-                    if n.len() != N || p.len() != N {
-                        return Err(err("normal or intercept of the wrong length"));
+                match node {
+                    NodeRepr::Ex { num_samples } => {
+                        let leaf = if *num_samples <= 1 { 0.0 } else { c_factor(*num_samples) };
+                        flat.nodes.push(Node { leaf, left: u32::MAX, right: u32::MAX, start: 0, len: 0 });
                     }
-                    let start = flat.terms.len() as u32;
-                    for (index, (n, p)) in n.iter().zip(p).enumerate() {
-                        let n = n.as_f64().ok_or_else(|| err("n value"))?;
-                        let p = p.as_f64().ok_or_else(|| err("p value"))?;
-                        if n != 0.0 {
-                            flat.terms.push(Term { index, n, p });
+                    NodeRepr::In(inner) => {
+                        let start = u32::try_from(flat.terms.len()).map_err(|_| err("too many terms"))?;
+                        for (index, (n, p)) in inner.n.iter().zip(&inner.p).enumerate() {
+                            if *n != 0.0 {
+                                flat.terms.push(Term { index, n: *n, p: *p });
+                            }
                         }
+                        let len = flat.terms.len() as u32 - start;
+                        flat.nodes.push(Node { leaf: 0.0, left: u32::MAX, right: u32::MAX, start, len });
+                        // Pushed right first so the left subtree is laid out right after its parent.
+                        stack.push((&inner.right, Some((me, true))));
+                        stack.push((&inner.left, Some((me, false))));
                     }
-                    let len = flat.terms.len() as u32 - start;
-                    flat.nodes.push(Node { leaf: 0.0, left: u32::MAX, right: u32::MAX, start, len });
-                    // Pushed right first so the left subtree is laid out right after its parent.
-                    stack.push((&inner["right"], Some((me, true))));
-                    stack.push((&inner["left"], Some((me, false))));
-                } else {
-                    return Err(err("a node is neither In nor Ex"));
                 }
             }
         }
@@ -197,6 +232,8 @@ mod tests {
             let training = vectors(&mut rng, 200, spread);
             let model = train(&training, &options(seed, 7, ext)).unwrap();
             let flat = FlatForest::new(model.forest()).unwrap();
+            // Training flattens its own representation; loading flattens the crate's: the same forest.
+            prop_assert!(&flat == model.flat(), "flattened from the crate's forest and from training's differ");
             // Training vectors, unseen vectors, far outliers and the zero vector.
             let mut probes = training[..20].to_vec();
             probes.extend(vectors(&mut rng, 20, spread * 100.0));

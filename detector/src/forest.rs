@@ -53,7 +53,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::anomaly::AnomalyParts;
 use crate::config::ForestConfig;
-use crate::flat::FlatForest;
+use crate::flat::{FlatForest, ForestRepr, InRepr, NodeRepr, TreeRepr};
 use crate::lifecycle::Retrainer;
 use crate::profile::ProfileModel;
 
@@ -313,36 +313,6 @@ fn narrow(lo: f64, hi: f64) -> bool {
     !(span.is_finite() && span > lo.abs().max(hi.abs()) * 1e-9)
 }
 
-/// A tree node in the crate's serde representation (enum `Node { Ex(ExNode), In(InNode) }`), built by
-/// [`make_node`] and handed to the crate through serde_json (with `float_roundtrip`, so every float is exact).
-#[derive(Serialize)]
-enum NodeRepr {
-    Ex { num_samples: usize },
-    In(Box<InRepr>),
-}
-
-/// The crate's `InNode`: children, normal vector and intercept of the split.
-#[derive(Serialize)]
-struct InRepr {
-    left: NodeRepr,
-    right: NodeRepr,
-    n: FeatureVector,
-    p: FeatureVector,
-}
-
-/// The crate's `Tree` representation.
-#[derive(Serialize)]
-struct TreeRepr {
-    root: NodeRepr,
-}
-
-/// The crate's `Forest` representation.
-#[derive(Serialize)]
-struct ForestRepr {
-    avg_path_length_c: f64,
-    trees: Vec<TreeRepr>,
-}
-
 fn make_node(samples: &[&FeatureVector], rng: &mut ChaCha8Rng, depth: usize, max_depth: usize, ext: usize) -> NodeRepr {
     if depth >= max_depth || samples.len() <= 1 {
         return NodeRepr::Ex { num_samples: samples.len() };
@@ -423,9 +393,11 @@ pub fn train_generation(
         })
         .collect();
     let repr = ForestRepr { avg_path_length_c: c_factor(opts.sample_size), trees };
+    // The crate's forest is read from the representation (with `float_roundtrip`, so every float is exact) and
+    // the flat copy is built from the same representation.
     let text = serde_json::to_vec(&repr).map_err(ForestError::Representation)?;
     let forest: Forest<f64, FEATURES> = serde_json::from_slice(&text).map_err(ForestError::Representation)?;
-    let flat = FlatForest::new(&forest).map_err(ForestError::Flatten)?;
+    let flat = FlatForest::from_repr(&repr).map_err(ForestError::Flatten)?;
 
     // The flat copy scores bit for bit like the crate (property-tested in `flat`), several times faster.
     let mut scores: Vec<f64> = inputs.iter().map(|x| flat.score(x)).collect();
@@ -494,6 +466,12 @@ impl TrainedForest {
     /// The crate's forest.
     pub fn forest(&self) -> &Forest<f64, FEATURES> {
         &self.forest
+    }
+
+    /// The flat copy the detector scores with.
+    #[cfg(test)]
+    pub(crate) fn flat(&self) -> &FlatForest {
+        &self.flat
     }
 
     /// The features that deviate most from the training sample (|z| of the model input against the training
