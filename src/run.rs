@@ -202,7 +202,18 @@ pub struct RunOutcome {
 }
 
 async fn run_all(cfg: Config, stop: CancellationToken, hard: CancellationToken) -> anyhow::Result<()> {
-    let o = run_pipeline(cfg, stop, hard).await?;
+    let (outcome, cluster) = run_keeping_broker(cfg, stop, hard).await;
+    match cluster {
+        // The process ends next, with every output flushed and every offset committed: the clients still being
+        // dropped in the background (up to ~150 ms of joins) and their in-process broker are left to the exit.
+        // Stopping the broker before the clients are gone would make them log that it vanished.
+        Some(cluster) => std::mem::forget(cluster),
+        // A real cluster: consumers leave their groups cleanly before the process exits.
+        None => {
+            let _ = tokio::task::spawn_blocking(netanom_schemas::teardown::wait).await;
+        }
+    }
+    let o = outcome?;
     println!();
     println!("== netanom run summary ==");
     println!("{}", summary::producer(&o.producer));
@@ -213,17 +224,38 @@ async fn run_all(cfg: Config, stop: CancellationToken, hard: CancellationToken) 
     Ok(())
 }
 
+/// The embedded broker of a run, if it used one.
+type Embedded = Option<MockCluster<'static, rdkafka::producer::DefaultProducerContext>>;
+
 /// Runs producer, detector and alert router in this process (on an embedded broker unless `kafka.brokers` is
 /// set) until the producer's input ends and the other two have drained; returns their reports. Prints nothing.
 pub async fn run_pipeline(cfg: Config, stop: CancellationToken, hard: CancellationToken) -> anyhow::Result<RunOutcome> {
-    let started = Instant::now();
-    let cluster = if cfg.kafka.brokers.is_empty() { Some(embedded(&cfg)?) } else { None };
-    let brokers = cluster.as_ref().map_or_else(|| cfg.kafka.brokers.clone(), |c| c.bootstrap_servers());
-    let outcome = run_roles(cfg, &brokers, cluster.is_some(), stop, hard, started).await;
+    let (outcome, cluster) = run_keeping_broker(cfg, stop, hard).await;
     // The roles drop their Kafka clients in the background: they must be gone before their broker is.
     let _ = tokio::task::spawn_blocking(netanom_schemas::teardown::wait).await;
     drop(cluster);
     outcome
+}
+
+/// [`run_pipeline`] without its teardown: returns the embedded broker (if any) while the roles' clients may
+/// still be being dropped in the background ([`netanom_schemas::teardown`]).
+async fn run_keeping_broker(
+    cfg: Config,
+    stop: CancellationToken,
+    hard: CancellationToken,
+) -> (anyhow::Result<RunOutcome>, Embedded) {
+    let started = Instant::now();
+    let cluster = if cfg.kafka.brokers.is_empty() {
+        match embedded(&cfg) {
+            Ok(c) => Some(c),
+            Err(e) => return (Err(e), None),
+        }
+    } else {
+        None
+    };
+    let brokers = cluster.as_ref().map_or_else(|| cfg.kafka.brokers.clone(), |c| c.bootstrap_servers());
+    let outcome = run_roles(cfg, &brokers, cluster.is_some(), stop, hard, started).await;
+    (outcome, cluster)
 }
 
 /// The body of [`run_pipeline`] once the broker is known (`embedded`: the in-process one).
