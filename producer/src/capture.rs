@@ -252,6 +252,15 @@ impl PacketSource {
         self.file_len
     }
 
+    /// Bytes of the file read so far (the records before the next one), for progress reporting; 0 for a live
+    /// capture.
+    pub fn position(&self) -> u64 {
+        match &self.handle {
+            Handle::File { file, .. } => file.position(),
+            Handle::Live(_) => 0,
+        }
+    }
+
     /// True for a live capture.
     pub fn is_live(&self) -> bool {
         matches!(self.handle, Handle::Live(_))

@@ -174,6 +174,11 @@ impl CaptureFile {
         }
     }
 
+    /// Bytes of the file up to the end of the record last read.
+    pub fn position(&self) -> u64 {
+        self.offset + self.pending as u64
+    }
+
     /// The next frame that passes the filter; `None` at the end of the file.
     pub fn next_frame(&mut self) -> Result<Option<FileFrame<'_>>, Failure> {
         let located = loop {
@@ -586,7 +591,12 @@ mod tests {
 
     #[test]
     fn pcapng_interfaces_resolutions_offsets_and_sections() {
-        let frames = read_all(pcapng_bytes(), None).unwrap();
+        let bytes = pcapng_bytes();
+        let len = bytes.len() as u64;
+        let frames = read_all(bytes.clone(), None).unwrap();
+        let mut file = CaptureFile::from_reader(std::io::Cursor::new(bytes), None).unwrap();
+        while file.next_frame().unwrap().is_some() {}
+        assert_eq!(file.position(), len, "the position ends at the file's length");
         let summary: Vec<_> = frames.iter().map(|(ts, lt, wire, data)| (*ts, *lt, *wire, data.len())).collect();
         assert_eq!(
             summary,

@@ -310,7 +310,6 @@ fn run_blocking(config: &ProducerConfig, stop: &CancellationToken) -> Result<Pro
         error: None,
         tracer: opentelemetry::global::tracer("netanom"),
     };
-    let mut file_bytes = 0u64;
     let mut n = 0u64;
     let result: Result<(), ProducerError> = loop {
         n += 1;
@@ -324,12 +323,11 @@ fn run_blocking(config: &ProducerConfig, stop: &CancellationToken) -> Result<Pro
                 break Err(e.into());
             }
             if let Some(bar) = &progress {
-                bar.set_position(file_bytes);
+                bar.set_position(source.position());
             }
         }
         match source.next(&is_stopped) {
             Ok(capture::Next::Frame(frame)) => {
-                file_bytes += 16 + frame.data.len() as u64;
                 let _ = pipeline.push(&frame, &mut |b: &PacketBatch| out.emit(b));
             }
             Ok(capture::Next::Idle) => {
