@@ -279,7 +279,7 @@ impl PacketSource {
     pub fn next(&mut self, stop: &dyn Fn() -> bool) -> Result<Next<'_>, CaptureError> {
         let frame = match &mut self.handle {
             Handle::File { file, path, filter } => match file.next_frame() {
-                Ok(Some(f)) => Frame { ts_ns: f.ts_ns, link_type: f.link_type, wire_len: f.wire_len, data: f.data },
+                Ok(Some(frame)) => frame,
                 Ok(None) => return Ok(Next::End),
                 Err(Failure::File(source)) => {
                     return Err(CaptureError::ReadFile { path: path.clone(), packets: self.packets, source });

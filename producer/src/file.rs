@@ -17,6 +17,8 @@ use pcap_parser::pcapng::Block;
 use pcap_parser::traits::{PcapNGPacketBlock, PcapReaderIterator};
 use pcap_parser::{PcapBlockOwned, PcapError};
 
+use crate::capture::Frame;
+
 /// Initial size of the read buffer; it grows (to [`MAX_BUFFER`]) only for a record that does not fit.
 const BUFFER: usize = 1 << 20;
 
@@ -67,19 +69,6 @@ pub enum FileError {
         /// The raw `if_tsresol` option.
         tsresol: u8,
     },
-}
-
-/// A frame of a capture file, borrowed from the reader's buffer.
-#[derive(Debug, Clone, Copy)]
-pub struct FileFrame<'a> {
-    /// Capture timestamp, ns since the Unix epoch.
-    pub ts_ns: i64,
-    /// tcpdump.org `LINKTYPE_*` of the frame.
-    pub link_type: u32,
-    /// Length on the wire.
-    pub wire_len: u32,
-    /// Captured bytes.
-    pub data: &'a [u8],
 }
 
 /// Where a frame lies in the reader's buffer, found while the parser borrows it.
@@ -180,7 +169,7 @@ impl CaptureFile {
     }
 
     /// The next frame that passes the filter; `None` at the end of the file.
-    pub fn next_frame(&mut self) -> Result<Option<FileFrame<'_>>, Failure> {
+    pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, Failure> {
         let located = loop {
             let located = match self.advance()? {
                 Step::End => return Ok(None),
@@ -198,7 +187,7 @@ impl CaptureFile {
             }
         };
         let data = located.find(self.reader.data(), self.offset)?;
-        Ok(Some(FileFrame { ts_ns: located.ts_ns, link_type: located.link_type, wire_len: located.wire_len, data }))
+        Ok(Some(Frame { ts_ns: located.ts_ns, link_type: located.link_type, wire_len: located.wire_len, data }))
     }
 
     /// Consumes the previous record and parses the next one, refilling (and if needed growing) the buffer.
