@@ -45,7 +45,7 @@ pub struct Kafka {
     /// single-role commands require it.
     pub brokers: String,
     /// Extra librdkafka properties passed to every client, e.g. `"security.protocol" = "SASL_SSL"` (TLS, SASL
-    /// SCRAM, OAUTHBEARER/OIDC: see the README). Values of keys naming a password, secret, key or token print as
+    /// SCRAM, OAUTHBEARER/OIDC: docs/operations.md). Values of keys naming a password, secret, key or token print as
     /// `***` in `Debug` and in `netanom config --check`. From the environment:
     /// `NETANOM_KAFKA__PROPERTIES__SASL_PASSWORD` (under `properties`, `_` in a key stands for `.`).
     #[serde(serialize_with = "netanom_schemas::redact::serialize_properties")]

@@ -48,7 +48,7 @@ fn is_root() -> bool {
 }
 
 /// Starts `netanom ARGS` with info logs and waits until its producer reports the capture open (a fixed sleep
-/// was too short on a loaded machine: packets sent before the capture opened were never seen). Returns the
+/// is too short on a loaded machine: packets sent before the capture opens are never seen). Returns the
 /// child (stdout still piped) and its stderr so far.
 fn start_capture(args: &[&str], alerts: Option<&std::path::Path>) -> (Child, Arc<Mutex<String>>) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_netanom"));

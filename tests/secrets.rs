@@ -178,7 +178,7 @@ fn kafka_config_errors_do_not_print_secret_values() {
     }
 }
 
-/// The security settings the README documents are accepted by this build of librdkafka (TLS and SCRAM need
+/// The security settings docs/operations.md documents are accepted by this build of librdkafka (TLS and SCRAM need
 /// OpenSSL, OIDC needs libcurl: rdkafka features `ssl` and `curl`). Creating a client validates the
 /// configuration without connecting.
 #[test]

@@ -6,7 +6,7 @@
 //!
 //! A request is one packet object, or `{"source": …, "packets": [packet, …]}` with 1 to [`MAX_PACKETS`]
 //! packets, as `application/json` of at most [`MAX_BODY_BYTES`]. Packet fields are those of
-//! [`PacketFeatures`] (the README's "Scoring API" lists them); the packets are one batch of one host and are
+//! [`PacketFeatures`] (docs/operations.md, "Scoring API", lists them); the packets are one batch of one host and are
 //! scored exactly as the detector scores a packet batch from Kafka.
 //!
 //! Answers: 200 `{"anomaly_score", "is_anomaly", "model_version", "threshold", "packets", "reason"}`; 400 the
@@ -223,7 +223,7 @@ struct BatchJson {
 }
 
 /// One packet: the fields of [`PacketFeatures`], plus the optional `source` of the batch. Fields that feed the
-/// model are required; the others have the defaults documented in the README.
+/// model are required; the others have the defaults documented in docs/operations.md.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PacketJson {

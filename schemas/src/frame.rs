@@ -1,7 +1,7 @@
 //! Confluent wire framing: magic byte 0, the schema id as 4 bytes big-endian, then the Avro binary body.
 
 /// The schema id of each record type. Without a schema registry, netanom uses [`SchemaIds::BUILT_IN`]; with one,
-/// the ids the registry assigned (see the README, "Schemas").
+/// the ids the registry assigned (see docs/operations.md, "Schemas and the schema registry").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SchemaIds {
