@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use netanom_schemas::{PacketBatch, PacketFeatures};
 
 use crate::batch::{BatchConfig, BatchStats, Batcher};
-use crate::capture::Frame;
+use crate::frame::Frame;
 use crate::flow::{FlowConfig, FlowStats, FlowTable};
 use crate::parse::{Skip, parse};
 
