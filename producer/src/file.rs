@@ -250,7 +250,11 @@ impl CaptureFile {
                 // A block that is all there but whose two lengths differ cannot be delimited.
                 Err(Refused::Truncated) => {
                     let whole = self.block_len().is_some_and(|len| self.reader.data().len() >= len as usize);
-                    return Err(if whole { FileError::Malformed { offset: self.offset } } else { FileError::Truncated });
+                    return Err(if whole {
+                        FileError::Malformed { offset: self.offset }
+                    } else {
+                        FileError::Truncated
+                    });
                 }
                 Err(Refused::Malformed) => match self.resync()? {
                     Some(len) => (len, Record::Skipped(Skip::CorruptRecord)),
@@ -374,7 +378,8 @@ impl CaptureFile {
                 let Format::Pcap { link_type, units_per_sec } = *format else {
                     return Err(FileError::Malformed { offset });
                 };
-                let units = u64::from(frame.ts_sec).saturating_mul(units_per_sec).saturating_add(u64::from(frame.ts_usec));
+                let units =
+                    u64::from(frame.ts_sec).saturating_mul(units_per_sec).saturating_add(u64::from(frame.ts_usec));
                 Ok(Record::Frame(Located {
                     ts_ns: timestamp_ns(units, units_per_sec, 0),
                     link_type,

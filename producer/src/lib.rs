@@ -29,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use batch::{BatchConfig, Batcher};
 pub use capture::{CaptureError, PacketSource, Speed};
-pub use frame::Frame;
 pub use flow::{FlowConfig, FlowTable};
+pub use frame::Frame;
 pub use parse::{Parsed, Skip};
 pub use pipeline::{FeatureExtractor, Pipeline};
 pub use publish::{PublishError, Publisher};

@@ -206,7 +206,10 @@ fn corpus() -> Vec<Case> {
     // A record announcing more bytes than the file holds: pcap records do not delimit themselves.
     let mut b = pcap(&[good(), good()]);
     b.extend(pcap_record(3, 1000, 1000, &good()));
-    cases.push(Case { end: End::Stopped("ends in the middle of a record"), ..case("record beyond the file", b, 2, &[]) });
+    cases.push(Case {
+        end: End::Stopped("ends in the middle of a record"),
+        ..case("record beyond the file", b, 2, &[])
+    });
     let mut b = pcap(&[good()]);
     b.extend(pcap_record(3, u32::MAX, 60, &good()));
     b.extend(pcap_record(4, good().len() as u32, good().len() as u32, &good()));
