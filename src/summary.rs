@@ -24,6 +24,9 @@ pub fn producer(r: &ProducerReport) -> String {
     if r.kernel_dropped > 0 {
         let _ = write!(s, "; dropped by the kernel {}", r.kernel_dropped);
     }
+    if let Some(e) = &r.input_error {
+        let _ = write!(s, "; INPUT ENDED EARLY: {e}");
+    }
     let _ = write!(
         s,
         "; flows evicted {} idle, {} for space; capture {:.3} s",

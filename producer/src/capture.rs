@@ -10,19 +10,8 @@ use std::time::{Duration, Instant};
 use pcap::{Active, Capture};
 
 use crate::file::{CaptureFile, Failure, FileError};
-
-/// One captured frame, borrowed from the capture's buffer.
-#[derive(Debug, Clone, Copy)]
-pub struct Frame<'a> {
-    /// Capture timestamp, ns since the Unix epoch.
-    pub ts_ns: i64,
-    /// tcpdump.org `LINKTYPE_*` of the frame (see [`crate::parse::linktype`]).
-    pub link_type: u32,
-    /// Length on the wire.
-    pub wire_len: u32,
-    /// Captured bytes (possibly fewer than `wire_len`).
-    pub data: &'a [u8],
-}
+use crate::frame::Frame;
+use crate::parse::Skip;
 
 /// How fast a file is replayed.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -154,7 +143,7 @@ pub enum Next<'a> {
 }
 
 enum Handle {
-    File { file: CaptureFile, path: PathBuf, filter: Option<String> },
+    File { file: Box<CaptureFile>, path: PathBuf, filter: Option<String> },
     Live(Capture<Active>),
 }
 
@@ -192,7 +181,7 @@ impl PacketSource {
         })?;
         let link_type = file.first_link_type().unwrap_or_default();
         Ok(Self {
-            handle: Handle::File { file, path: path.to_path_buf(), filter: filter.map(str::to_string) },
+            handle: Handle::File { file: Box::new(file), path: path.to_path_buf(), filter: filter.map(str::to_string) },
             target,
             link_type,
             pace: speed.factor().map(|f| (f, None)),
@@ -258,6 +247,15 @@ impl PacketSource {
         match &self.handle {
             Handle::File { file, .. } => file.position(),
             Handle::Live(_) => 0,
+        }
+    }
+
+    /// Records of a file read but not returned as frames (rejected by the filter, corrupt, oversize, of an
+    /// undeclared interface), by reason; nothing for a live capture, whose filter runs in the kernel.
+    pub fn skipped(&self) -> Vec<(Skip, u64)> {
+        match &self.handle {
+            Handle::File { file, .. } => file.skipped().collect(),
+            Handle::Live(_) => Vec::new(),
         }
     }
 

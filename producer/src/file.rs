@@ -8,23 +8,30 @@
 //! `pcap_offline_filter`. One difference from libpcap's own file reading: on a frame cut short by the snap
 //! length, the filter's `len` (and so `greater` and `less`) is the captured length, not the wire length
 //! (`pcap::BpfProgram::filter` passes only the bytes, and this workspace forbids `unsafe`).
+//!
+//! Every record is accounted for: a frame is returned, or counted in [`CaptureFile::skipped`] with its reason
+//! (rejected by the filter, a corrupt or oversize pcapng block, a packet of an undeclared interface). A pcapng
+//! block gives its own length, so a corrupt one is skipped and reading resumes at the next; a pcap record does
+//! not delimit itself, so a corrupt length there ends the file with an error.
 
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use pcap_parser::pcapng::Block;
+use pcap_parser::pcapng::{Block, InterfaceDescriptionBlock, OptionCode};
 use pcap_parser::traits::{PcapNGPacketBlock, PcapReaderIterator};
 use pcap_parser::{PcapBlockOwned, PcapError};
 
-use crate::capture::Frame;
+use crate::frame::Frame;
+use crate::parse::Skip;
 
-/// Initial size of the read buffer; it grows (to [`MAX_BUFFER`]) only for a record that does not fit.
+/// Initial size of the read buffer; it grows (to [`MAX_RECORD`]) only for a record that does not fit.
 const BUFFER: usize = 1 << 20;
 
-/// Largest record (pcap frame or pcapng block) the reader accepts: bounds what a hostile length field can make
-/// it allocate.
-const MAX_BUFFER: usize = 16 << 20;
+/// Largest record (pcap frame or pcapng block) the reader buffers: bounds what a hostile length field can make
+/// it allocate. A larger pcapng block is skipped unbuffered ([`Skip::OversizeRecord`]); a larger pcap record
+/// is an error ([`FileError::TooLarge`]).
+pub const MAX_RECORD: usize = 16 << 20;
 
 /// What is wrong with a capture file.
 #[derive(Debug, thiserror::Error)]
@@ -42,20 +49,12 @@ pub enum FileError {
     #[error("the file ends in the middle of a record (truncated capture?)")]
     Truncated,
     /// A record announces more bytes than the reader accepts.
-    #[error("a record is larger than {MAX_BUFFER} bytes (corrupt length field?)")]
+    #[error("a record is larger than {MAX_RECORD} bytes (corrupt length field?)")]
     TooLarge,
     /// A record could not be parsed.
     #[error("malformed record at byte {offset}")]
     Malformed {
         /// Offset of the record in the file.
-        offset: u64,
-    },
-    /// A pcapng packet names an interface no Interface Description Block declared.
-    #[error("a packet at byte {offset} names interface {interface}, which no interface description declares")]
-    UnknownInterface {
-        /// The interface id.
-        interface: u32,
-        /// Offset of the packet block in the file.
         offset: u64,
     },
     /// A pcapng file without an Interface Description Block before its end.
@@ -101,7 +100,7 @@ struct Interface {
 
 enum Format {
     Pcap { link_type: u32, units_per_sec: u64 },
-    PcapNg { interfaces: Vec<Interface> },
+    PcapNg { interfaces: Vec<Interface>, big_endian: bool },
 }
 
 /// A pcap or pcapng file, read record by record.
@@ -114,6 +113,10 @@ pub struct CaptureFile {
     offset: u64,
     capacity: usize,
     filter: Option<Filter>,
+    /// Records skipped so far, by reason (indexed by `Skip as usize`).
+    skipped: [u64; Skip::ALL.len()],
+    /// Bytes of an oversize pcapng block still to be skipped.
+    skipping: u64,
 }
 
 impl CaptureFile {
@@ -134,17 +137,20 @@ impl CaptureFile {
         })?;
         let mut file = Self {
             reader,
-            format: Format::PcapNg { interfaces: Vec::new() },
+            format: Format::PcapNg { interfaces: Vec::new(), big_endian: false },
             pending: 0,
             offset: 0,
             capacity: BUFFER,
             filter: filter.map(Filter::new),
+            skipped: [0; Skip::ALL.len()],
+            skipping: 0,
         };
         // Read up to the first packet: the pcap header, or pcapng's section header and interface descriptions.
         while file.first_link_type().is_none() {
             match file.advance()? {
                 Step::Header => {}
-                // A frame before any interface fails in `interpret`; this one is left for `next_frame`.
+                // Unreachable in practice (a packet before any interface is skipped as `UnknownInterface`); if
+                // one came, it is left for `next_frame`.
                 Step::Frame(_) => file.pending = 0,
                 Step::End => return Err(FileError::NoInterface.into()),
             }
@@ -159,8 +165,14 @@ impl CaptureFile {
     pub fn first_link_type(&self) -> Option<u32> {
         match &self.format {
             Format::Pcap { link_type, .. } => Some(*link_type),
-            Format::PcapNg { interfaces } => interfaces.first().map(|i| i.link_type),
+            Format::PcapNg { interfaces, .. } => interfaces.first().map(|i| i.link_type),
         }
+    }
+
+    /// Records read but not returned as frames, by reason (only reasons with a count). With the frames
+    /// returned, they make up every packet record of the file read so far.
+    pub fn skipped(&self) -> impl Iterator<Item = (Skip, u64)> + '_ {
+        Skip::ALL.iter().map(|s| (*s, self.skipped[*s as usize])).filter(|(_, n)| *n > 0)
     }
 
     /// Bytes of the file up to the end of the record last read.
@@ -182,6 +194,7 @@ impl CaptureFile {
                     if filter.matches(located.link_type, data)? {
                         break located;
                     }
+                    self.count(Skip::Filtered);
                 }
                 None => break located,
             }
@@ -190,37 +203,148 @@ impl CaptureFile {
         Ok(Some(Frame { ts_ns: located.ts_ns, link_type: located.link_type, wire_len: located.wire_len, data }))
     }
 
-    /// Consumes the previous record and parses the next one, refilling (and if needed growing) the buffer.
+    /// Consumes the previous record and parses the next one, refilling (and if needed growing) the buffer;
+    /// records that are skipped are counted and passed over.
     fn advance(&mut self) -> Result<Step, FileError> {
-        self.reader.consume_noshift(self.pending);
-        self.offset += self.pending as u64;
+        self.consume(self.pending);
         self.pending = 0;
         loop {
-            let (size, step) = match self.reader.next() {
-                Ok((size, block)) => (size, Self::interpret(&mut self.format, block, self.offset)?),
+            if self.skipping > 0 {
+                self.skip_oversize()?;
+                continue;
+            }
+            // The parser's error borrows the buffer: classify it first.
+            let parsed = match self.reader.next() {
+                Ok((size, block)) => Ok((size, Self::interpret(&mut self.format, block, self.offset)?)),
                 Err(PcapError::Eof) => return Ok(Step::End),
-                Err(PcapError::Incomplete(_)) => {
+                Err(PcapError::ReadError) => return Err(read_failed().into()),
+                Err(PcapError::Incomplete(_)) => Err(Refused::NeedMore),
+                Err(PcapError::BufferTooSmall) => Err(Refused::TooSmall),
+                Err(PcapError::UnexpectedEof) => Err(Refused::Truncated),
+                Err(_) => Err(Refused::Malformed),
+            };
+            let (size, step) = match parsed {
+                Ok(parsed) => parsed,
+                // pcap-parser asks for more bytes when a length inside a block points past the block's end:
+                // with the whole block in the buffer, that block is corrupt.
+                Err(Refused::NeedMore | Refused::TooSmall | Refused::Truncated) if self.whole_block().is_some() => {
+                    (self.whole_block().unwrap_or_default(), Record::Skipped(Skip::CorruptRecord))
+                }
+                Err(Refused::NeedMore) => {
                     self.refill()?;
                     continue;
                 }
-                Err(PcapError::BufferTooSmall) => {
+                Err(Refused::TooSmall) => {
+                    if self.capacity >= MAX_RECORD {
+                        // Only a pcapng block can be passed over without buffering it: its length is reliable
+                        // enough to try (the next block's header is checked in turn).
+                        let len = self.block_len().ok_or(FileError::TooLarge)?;
+                        self.skipping = u64::from(len);
+                        self.count(Skip::OversizeRecord);
+                        continue;
+                    }
                     self.grow()?;
                     self.refill()?;
                     continue;
                 }
-                Err(PcapError::UnexpectedEof) => return Err(FileError::Truncated),
-                Err(PcapError::ReadError) => return Err(read_failed().into()),
-                Err(_) => return Err(FileError::Malformed { offset: self.offset }),
-            };
-            match step {
-                Step::Frame(_) => self.pending = size,
-                _ => {
-                    self.reader.consume_noshift(size);
-                    self.offset += size as u64;
+                // A block that is all there but whose two lengths differ cannot be delimited.
+                Err(Refused::Truncated) => {
+                    let whole = self.block_len().is_some_and(|len| self.reader.data().len() >= len as usize);
+                    return Err(if whole {
+                        FileError::Malformed { offset: self.offset }
+                    } else {
+                        FileError::Truncated
+                    });
                 }
-            }
-            return Ok(step);
+                Err(Refused::Malformed) => match self.resync()? {
+                    Some(len) => (len, Record::Skipped(Skip::CorruptRecord)),
+                    None => {
+                        self.refill()?;
+                        continue;
+                    }
+                },
+            };
+            return Ok(match step {
+                Record::Frame(located) => {
+                    self.pending = size;
+                    Step::Frame(located)
+                }
+                Record::Skipped(reason) => {
+                    self.consume(size);
+                    self.count(reason);
+                    continue;
+                }
+                Record::Header => {
+                    self.consume(size);
+                    Step::Header
+                }
+            });
         }
+    }
+
+    fn consume(&mut self, size: usize) {
+        self.reader.consume_noshift(size);
+        self.offset = self.offset.saturating_add(size as u64);
+    }
+
+    fn count(&mut self, reason: Skip) {
+        let n = &mut self.skipped[reason as usize];
+        *n = n.saturating_add(1);
+    }
+
+    /// The length of the pcapng block at the read position, from its header; `None` for a pcap file or a
+    /// length no block can have (below 12 bytes or not a multiple of 4).
+    fn block_len(&self) -> Option<u32> {
+        let Format::PcapNg { big_endian, .. } = self.format else { return None };
+        let data = self.reader.data();
+        let block_type = u32::from_le_bytes(data.get(..4)?.try_into().ok()?);
+        if block_type == SECTION_HEADER {
+            // A section header defines the byte order its own length is read in: a corrupt one cannot be trusted.
+            return None;
+        }
+        let len = read_u32(data.get(4..8)?, big_endian);
+        (len >= 12 && len % 4 == 0).then_some(len)
+    }
+
+    /// The length of the pcapng block at the read position when all of it is in the buffer and its trailing
+    /// length matches.
+    fn whole_block(&self) -> Option<usize> {
+        let Format::PcapNg { big_endian, .. } = self.format else { return None };
+        let len = self.block_len()? as usize;
+        let trailer = self.reader.data().get(len - 4..len)?;
+        (read_u32(trailer, big_endian) as usize == len).then_some(len)
+    }
+
+    /// After pcap-parser refused the record at the read position: its length if it is a pcapng block whose
+    /// length is consistent (the trailing copy matches), so that it can be skipped; `None` when more of the file
+    /// must be read to see the block's end; an error when the record cannot be delimited.
+    fn resync(&self) -> Result<Option<usize>, FileError> {
+        let malformed = FileError::Malformed { offset: self.offset };
+        let Format::PcapNg { big_endian, .. } = self.format else { return Err(malformed) };
+        let len = self.block_len().ok_or(malformed)? as usize;
+        let data = self.reader.data();
+        let Some(block) = data.get(..len) else {
+            return if self.reader.reader_exhausted() { Err(FileError::Truncated) } else { Ok(None) };
+        };
+        match block.get(len - 4..).map(|t| read_u32(t, big_endian)) {
+            Some(trailer) if trailer as usize == len => Ok(Some(len)),
+            _ => Err(FileError::Malformed { offset: self.offset }),
+        }
+    }
+
+    /// Passes over the next part of an oversize block, reading it through the buffer.
+    fn skip_oversize(&mut self) -> Result<(), FileError> {
+        let available = self.reader.data().len() as u64;
+        let n = available.min(self.skipping);
+        self.consume(n as usize);
+        self.skipping -= n;
+        if self.skipping > 0 {
+            if self.reader.reader_exhausted() {
+                return Err(FileError::Truncated);
+            }
+            self.reader.refill().map_err(|_| read_failed())?;
+        }
+        Ok(())
     }
 
     /// Reads more of the file after the unread part; grows the buffer if that part fills it.
@@ -233,29 +357,30 @@ impl CaptureFile {
         Ok(())
     }
 
-    /// Doubles the buffer, up to [`MAX_BUFFER`].
+    /// Doubles the buffer, up to [`MAX_RECORD`].
     fn grow(&mut self) -> Result<(), FileError> {
-        if self.capacity >= MAX_BUFFER {
+        if self.capacity >= MAX_RECORD {
             return Err(FileError::TooLarge);
         }
-        self.capacity = (self.capacity * 2).min(MAX_BUFFER);
+        self.capacity = self.capacity.saturating_mul(2).min(MAX_RECORD);
         if self.reader.grow(self.capacity) { Ok(()) } else { Err(FileError::TooLarge) }
     }
 
     /// What a record means: a frame (located in the buffer) or a header that updates `format`.
-    fn interpret(format: &mut Format, block: PcapBlockOwned<'_>, offset: u64) -> Result<Step, FileError> {
+    fn interpret(format: &mut Format, block: PcapBlockOwned<'_>, offset: u64) -> Result<Record, FileError> {
         match block {
             PcapBlockOwned::LegacyHeader(header) => {
                 let units_per_sec = if header.is_nanosecond_precision() { 1_000_000_000 } else { 1_000_000 };
                 *format = Format::Pcap { link_type: link_type_of(header.network.0), units_per_sec };
-                Ok(Step::Header)
+                Ok(Record::Header)
             }
             PcapBlockOwned::Legacy(frame) => {
                 let Format::Pcap { link_type, units_per_sec } = *format else {
                     return Err(FileError::Malformed { offset });
                 };
-                let units = u64::from(frame.ts_sec) * units_per_sec + u64::from(frame.ts_usec);
-                Ok(Step::Frame(Located {
+                let units =
+                    u64::from(frame.ts_sec).saturating_mul(units_per_sec).saturating_add(u64::from(frame.ts_usec));
+                Ok(Record::Frame(Located {
                     ts_ns: timestamp_ns(units, units_per_sec, 0),
                     link_type,
                     wire_len: frame.origlen,
@@ -264,34 +389,36 @@ impl CaptureFile {
                 }))
             }
             PcapBlockOwned::NG(block) => {
-                let Format::PcapNg { interfaces } = format else {
+                let Format::PcapNg { interfaces, big_endian } = format else {
                     return Err(FileError::Malformed { offset });
                 };
                 match block {
-                    Block::SectionHeader(_) => {
+                    Block::SectionHeader(shb) => {
                         interfaces.clear();
-                        Ok(Step::Header)
+                        *big_endian = shb.big_endian();
+                        Ok(Record::Header)
                     }
                     Block::InterfaceDescription(idb) => {
                         let interface = interfaces.len();
-                        let units_per_sec = pcap_parser::build_ts_resolution(idb.if_tsresol)
-                            .filter(|u| *u > 0)
+                        let units_per_sec = units_per_sec(idb.if_tsresol)
                             .ok_or(FileError::Resolution { interface, tsresol: idb.if_tsresol })?;
                         interfaces.push(Interface {
                             link_type: link_type_of(idb.linktype.0),
                             snaplen: idb.snaplen,
                             units_per_sec,
-                            offset_sec: idb.if_tsoffset,
+                            offset_sec: ts_offset(&idb, *big_endian),
                         });
-                        Ok(Step::Header)
+                        Ok(Record::Header)
                     }
                     Block::EnhancedPacket(epb) => {
-                        let interface = interfaces
-                            .get(epb.if_id as usize)
-                            .ok_or(FileError::UnknownInterface { interface: epb.if_id, offset })?;
+                        // An interface must be declared before its packets: a packet naming another one cannot be
+                        // timed or decoded, and is skipped.
+                        let Some(interface) = interfaces.get(epb.if_id as usize) else {
+                            return Ok(Record::Skipped(Skip::UnknownInterface));
+                        };
                         let data = epb.packet_data();
                         let raw = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
-                        Ok(Step::Frame(Located {
+                        Ok(Record::Frame(Located {
                             ts_ns: timestamp_ns(raw, interface.units_per_sec, interface.offset_sec),
                             link_type: interface.link_type,
                             wire_len: epb.origlen,
@@ -302,13 +429,14 @@ impl CaptureFile {
                     Block::SimplePacket(spb) => {
                         // No timestamp and no interface id: the packet belongs to the first interface, and its
                         // captured length is the original length cut at that interface's snap length.
-                        let interface =
-                            interfaces.first().ok_or(FileError::UnknownInterface { interface: 0, offset })?;
+                        let Some(interface) = interfaces.first() else {
+                            return Ok(Record::Skipped(Skip::UnknownInterface));
+                        };
                         let mut data = spb.packet_data();
                         if interface.snaplen > 0 && data.len() > interface.snaplen as usize {
                             data = &data[..interface.snaplen as usize];
                         }
-                        Ok(Step::Frame(Located {
+                        Ok(Record::Frame(Located {
                             ts_ns: 0,
                             link_type: interface.link_type,
                             wire_len: spb.origlen,
@@ -317,18 +445,69 @@ impl CaptureFile {
                         }))
                     }
                     // Statistics, name resolution, decryption secrets, custom blocks: nothing to analyse.
-                    _ => Ok(Step::Header),
+                    _ => Ok(Record::Header),
                 }
             }
         }
     }
 }
 
+/// What [`CaptureFile::advance`] found.
 enum Step {
     /// A record that is not a frame (file or section header, interface description, statistics, …).
     Header,
     Frame(Located),
     End,
+}
+
+/// Why pcap-parser did not return the next record.
+enum Refused {
+    /// More bytes are needed.
+    NeedMore,
+    /// More bytes are needed than the buffer holds.
+    TooSmall,
+    /// More bytes are needed and the file has none.
+    Truncated,
+    /// The record is not valid.
+    Malformed,
+}
+
+/// What one record is.
+enum Record {
+    /// Not a frame: file or section header, interface description, statistics, …
+    Header,
+    Frame(Located),
+    /// A packet record that cannot be returned, and why.
+    Skipped(Skip),
+}
+
+/// Block type of a pcapng Section Header Block (the same in both byte orders).
+const SECTION_HEADER: u32 = 0x0A0D_0D0A;
+
+fn read_u32(bytes: &[u8], big_endian: bool) -> u32 {
+    let mut b = [0u8; 4];
+    for (d, s) in b.iter_mut().zip(bytes) {
+        *d = *s;
+    }
+    if big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) }
+}
+
+/// Timestamp units per second for a pcapng `if_tsresol`: 10^n, or 2^n when the high bit is set (e.g. 0x8A is
+/// 2^-10 s); `None` when that does not fit 64 bits. (pcap-parser's `build_ts_resolution` compares the raw value,
+/// high bit included, to 63, and so refuses every binary resolution.)
+fn units_per_sec(tsresol: u8) -> Option<u64> {
+    let exponent = u32::from(tsresol & 0x7F);
+    if tsresol & 0x80 == 0 { 10u64.checked_pow(exponent) } else { 1u64.checked_shl(exponent) }
+}
+
+/// The interface's `if_tsoffset` (seconds) in the section's byte order (pcap-parser reads it little-endian
+/// whatever the section's order).
+fn ts_offset(idb: &InterfaceDescriptionBlock<'_>, big_endian: bool) -> i64 {
+    idb.options
+        .iter()
+        .filter(|o| o.code == OptionCode::IfTsoffset)
+        .find_map(|o| o.value().get(..8)?.try_into().ok())
+        .map_or(0, |b: [u8; 8]| if big_endian { i64::from_be_bytes(b) } else { i64::from_le_bytes(b) })
 }
 
 /// pcap-parser reports a failed `read` without the `io::Error`.
@@ -636,11 +815,55 @@ mod tests {
         // pcap-file refuses to write an undeclared interface id: patch it into the block (type, length, id).
         let mut bytes = w.into_inner();
         bytes[at + 8..at + 12].copy_from_slice(&3u32.to_le_bytes());
-        let err = file_error(read_all(bytes, None));
-        assert!(matches!(err, FileError::UnknownInterface { interface: 3, .. }), "{err}");
+        let mut file = CaptureFile::from_reader(std::io::Cursor::new(bytes), None).unwrap();
+        assert!(file.next_frame().unwrap().is_none(), "a packet of an undeclared interface is skipped");
+        assert_eq!(file.skipped().collect::<Vec<_>>(), vec![(Skip::UnknownInterface, 1)]);
 
         let no_interface = PcapNgWriter::new(Vec::new()).unwrap().into_inner();
         assert!(matches!(file_error(read_all(no_interface, None)), FileError::NoInterface));
+    }
+
+    /// A pcapng interface with a binary timestamp resolution (`if_tsresol` 0x8A: 2^-10 s) in a big-endian
+    /// section with an `if_tsoffset`, written byte by byte.
+    #[test]
+    fn binary_timestamp_resolution_and_big_endian_offset() {
+        let block = |kind: u32, body: &[u8]| {
+            let len = 12 + body.len() as u32;
+            let mut b = kind.to_be_bytes().to_vec();
+            b.extend_from_slice(&len.to_be_bytes());
+            b.extend_from_slice(body);
+            b.extend_from_slice(&len.to_be_bytes());
+            b
+        };
+        // Section header: byte-order magic, version 1.0, section length unknown.
+        let mut shb = 0x1A2B_3C4Du32.to_be_bytes().to_vec();
+        shb.extend_from_slice(&[0, 1, 0, 0]);
+        shb.extend_from_slice(&u64::MAX.to_be_bytes());
+        // Interface: raw IP, snaplen 0, if_tsresol 0x8A, if_tsoffset 100 s, end of options.
+        let mut idb = vec![0, 101, 0, 0, 0, 0, 0, 0];
+        idb.extend_from_slice(&[0, 9, 0, 1, 0x8A, 0, 0, 0]);
+        idb.extend_from_slice(&[0, 14, 0, 8]);
+        idb.extend_from_slice(&100i64.to_be_bytes());
+        idb.extend_from_slice(&[0, 0, 0, 0]);
+        // One packet at 3 s + 512/1024 s.
+        let packet = raw_ip(6, 40);
+        let units: u64 = 3 * 1024 + 512;
+        let mut epb = 0u32.to_be_bytes().to_vec();
+        epb.extend_from_slice(&((units >> 32) as u32).to_be_bytes());
+        epb.extend_from_slice(&(units as u32).to_be_bytes());
+        epb.extend_from_slice(&40u32.to_be_bytes());
+        epb.extend_from_slice(&40u32.to_be_bytes());
+        epb.extend_from_slice(&packet);
+        let mut bytes = block(0x0A0D_0D0A, &shb);
+        bytes.extend(block(1, &idb));
+        bytes.extend(block(6, &epb));
+        let frames = read_all(bytes, None).unwrap();
+        assert_eq!(frames, vec![(103_500_000_000, 101, 40, packet)]);
+        assert_eq!(units_per_sec(0x8A), Some(1024));
+        assert_eq!(units_per_sec(0xBF), Some(1 << 63));
+        assert_eq!(units_per_sec(0xC0), None, "2^64 does not fit");
+        assert_eq!(units_per_sec(19), Some(10_000_000_000_000_000_000));
+        assert_eq!(units_per_sec(20), None, "10^20 does not fit");
     }
 
     #[test]

@@ -190,8 +190,8 @@ impl FlowTable {
                 self.map.entry(key).or_insert(fresh)
             }
         };
-        entry.packets += 1;
-        entry.bytes += u64::from(wire_len);
+        entry.packets = entry.packets.saturating_add(1);
+        entry.bytes = entry.bytes.saturating_add(u64::from(wire_len));
         entry.last_ts = entry.last_ts.max(ts_ns);
         if p.ip_proto == 6 {
             if p.tcp_flags & tcp_flags::RST != 0 {

@@ -11,6 +11,7 @@ pub mod batch;
 pub mod capture;
 pub mod file;
 pub mod flow;
+pub mod frame;
 pub mod metrics;
 pub mod parse;
 pub mod pipeline;
@@ -27,8 +28,9 @@ use netanom_schemas::{PacketBatch, SchemaIds};
 use tokio_util::sync::CancellationToken;
 
 pub use batch::{BatchConfig, Batcher};
-pub use capture::{CaptureError, Frame, PacketSource, Speed};
+pub use capture::{CaptureError, PacketSource, Speed};
 pub use flow::{FlowConfig, FlowTable};
+pub use frame::Frame;
 pub use parse::{Parsed, Skip};
 pub use pipeline::{FeatureExtractor, Pipeline};
 pub use publish::{PublishError, Publisher};
@@ -182,7 +184,9 @@ impl ProducerConfig {
     }
 }
 
-/// What a run did. Invariant once `run` returns `Ok`: `packets_read == packets_published + sum(skipped)`.
+/// What a run did. Invariant once `run` returns `Ok`: `packets_read == packets_parsed + sum(skipped)` and
+/// `packets_parsed == packets_published`; file records skipped by the reader (filtered, corrupt, oversize, of an
+/// undeclared interface) count as read and skipped.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerReport {
     /// Frames read from the capture.
@@ -205,6 +209,9 @@ pub struct ProducerReport {
     pub batches_closed_early: u64,
     /// Packets the kernel or interface dropped (live capture only).
     pub kernel_dropped: u64,
+    /// Why a capture file could not be read to its end (a truncated or corrupt tail that cannot be skipped):
+    /// the frames before the fault were processed and published as usual. `None` when the input ended cleanly.
+    pub input_error: Option<String>,
     /// Wall time of the run.
     pub duration: Duration,
 }
@@ -311,10 +318,11 @@ fn run_blocking(config: &ProducerConfig, stop: &CancellationToken) -> Result<Pro
         tracer: opentelemetry::global::tracer("netanom"),
     };
     let mut n = 0u64;
+    let mut input_error = None;
     let result: Result<(), ProducerError> = loop {
         n += 1;
         if n % 1024 == 0 {
-            let c = pipeline.counts();
+            let c = counts(&pipeline, &source);
             synced.sync(&metrics, c.read, &c.skipped);
             if is_stopped() {
                 break Ok(());
@@ -337,6 +345,12 @@ fn run_blocking(config: &ProducerConfig, stop: &CancellationToken) -> Result<Pro
                 pipeline.tick(wall_clock_ns(), &mut |b: &PacketBatch| out.emit(b));
             }
             Ok(capture::Next::End) => break Ok(()),
+            // A file that cannot be read past some point: what came before is still published and reported.
+            Err(e @ CaptureError::ReadFile { .. }) => {
+                tracing::error!(error = %e, "input ended early: publishing the packets read before the fault");
+                input_error = Some(e.to_string());
+                break Ok(());
+            }
             Err(e) => break Err(e.into()),
         }
         if out.error.is_some() {
@@ -345,8 +359,8 @@ fn run_blocking(config: &ProducerConfig, stop: &CancellationToken) -> Result<Pro
     };
     pipeline.finish(&mut |b: &PacketBatch| out.emit(b));
     metrics::READY.store(false, std::sync::atomic::Ordering::Release);
-    let c = pipeline.counts();
-    synced.sync(&metrics, c.read, &c.skipped);
+    let counts = counts(&pipeline, &source);
+    synced.sync(&metrics, counts.read, &counts.skipped);
     if let Some(bar) = &progress {
         bar.finish_and_clear();
     }
@@ -359,7 +373,6 @@ fn run_blocking(config: &ProducerConfig, stop: &CancellationToken) -> Result<Pro
         return Err(e.into());
     }
     flushed?;
-    let counts = pipeline.counts();
     let published = publisher.stats();
     // Flushed: nothing is left to deliver, so the client's teardown need not delay the report.
     netanom_schemas::teardown::drop_in_background(publisher);
@@ -375,6 +388,7 @@ fn run_blocking(config: &ProducerConfig, stop: &CancellationToken) -> Result<Pro
         flows_evicted_full: flows.evicted_full,
         batches_closed_early: pipeline.batch_stats().closed_capacity,
         kernel_dropped,
+        input_error,
         duration: started.elapsed(),
     };
     tracing::info!(
@@ -386,6 +400,17 @@ fn run_blocking(config: &ProducerConfig, stop: &CancellationToken) -> Result<Pro
         "producer finished"
     );
     Ok(report)
+}
+
+/// The pipeline's frame counts plus the records the reader skipped before the pipeline saw them.
+fn counts(pipeline: &Pipeline, source: &PacketSource) -> pipeline::PipelineCounts {
+    let mut counts = pipeline.counts();
+    for (reason, n) in source.skipped() {
+        counts.read = counts.read.saturating_add(n);
+        let total = counts.skipped.entry(reason.as_str()).or_default();
+        *total = total.saturating_add(n);
+    }
+    counts
 }
 
 /// Encodes closed batches and hands them to the publisher, remembering the first send error.

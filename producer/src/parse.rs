@@ -5,6 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use etherparse::err::Layer;
 use etherparse::err::ip::LaxHeaderSliceError;
 use etherparse::err::packet::SliceError;
 use etherparse::{EtherType, LaxLinkExtSlice, LaxNetSlice, LaxSlicedPacket, LenSource};
@@ -50,17 +51,31 @@ pub enum Skip {
     MalformedTransport,
     /// ARP for a protocol other than IPv4/IPv6.
     UnsupportedArp,
+    /// The capture's BPF filter rejected the frame (file input: the filter runs in the reader).
+    Filtered,
+    /// A capture-file record whose length is known but whose content is malformed (e.g. a pcapng block with a
+    /// bad header or options): skipped whole, reading resumes at the next record.
+    CorruptRecord,
+    /// A record larger than the reader buffers ([`crate::file::MAX_RECORD`]) whose length the format gives
+    /// (pcapng): skipped without being buffered.
+    OversizeRecord,
+    /// A pcapng packet naming an interface no Interface Description Block has declared (yet).
+    UnknownInterface,
 }
 
 impl Skip {
     /// Every reason, in declaration order.
-    pub const ALL: [Skip; 6] = [
+    pub const ALL: [Skip; 10] = [
         Skip::UnsupportedLinkType,
         Skip::Truncated,
         Skip::NotIp,
         Skip::MalformedIp,
         Skip::MalformedTransport,
         Skip::UnsupportedArp,
+        Skip::Filtered,
+        Skip::CorruptRecord,
+        Skip::OversizeRecord,
+        Skip::UnknownInterface,
     ];
 
     /// Stable lower-case name used in reports, logs and metrics.
@@ -72,6 +87,10 @@ impl Skip {
             Skip::MalformedIp => "malformed_ip",
             Skip::MalformedTransport => "malformed_transport",
             Skip::UnsupportedArp => "unsupported_arp",
+            Skip::Filtered => "filtered",
+            Skip::CorruptRecord => "corrupt_record",
+            Skip::OversizeRecord => "oversize_record",
+            Skip::UnknownInterface => "unknown_interface",
         }
     }
 }
@@ -196,21 +215,24 @@ fn from_sliced(sliced: &LaxSlicedPacket<'_>, cut: u32) -> Result<Parsed, Skip> {
             let payload = ip.payload();
             let header_len = u32::from(h.ihl()) * 4;
             let len = if payload.len_source == LenSource::Ipv4HeaderTotalLen {
-                u32::from(h.total_len()).saturating_sub(header_len + extensions_len(ip))
+                u32::from(h.total_len()).saturating_sub(header_len.saturating_add(extensions_len(ip)))
             } else {
-                payload.payload.len() as u32 + cut
+                (payload.payload.len() as u32).saturating_add(cut)
             };
             let first = h.fragments_offset().value() == 0;
             (IpAddr::V4(h.source_addr()), IpAddr::V4(h.destination_addr()), Network::Ipv4, h.ttl(), payload, len, first)
         }
         LaxNetSlice::Ipv6(ip) => {
+            if ipv6_extensions_malformed(sliced) {
+                return Err(Skip::MalformedIp);
+            }
             let h = ip.header();
             let payload = ip.payload();
             let exts = ip.extensions().slice().len() as u32;
             let len = if payload.len_source == LenSource::Ipv6HeaderPayloadLen {
                 u32::from(h.payload_length()).saturating_sub(exts)
             } else {
-                payload.payload.len() as u32 + cut
+                (payload.payload.len() as u32).saturating_add(cut)
             };
             (
                 IpAddr::V6(h.source_addr()),
@@ -273,6 +295,25 @@ fn from_sliced(sliced: &LaxSlicedPacket<'_>, cut: u32) -> Result<Parsed, Skip> {
         transport(payload.payload, &mut parsed)?;
     }
     Ok(parsed)
+}
+
+/// An IPv6 extension header is invalid, or runs past the IPv6 payload length. (One that runs past the captured
+/// bytes of a frame cut by the snap length is not malformed: the headers before it are kept.)
+fn ipv6_extensions_malformed(sliced: &LaxSlicedPacket<'_>) -> bool {
+    match &sliced.stop_err {
+        Some((SliceError::Ipv6Exts(_), _)) => true,
+        Some((SliceError::Len(e), _)) => {
+            matches!(
+                e.layer,
+                Layer::Ipv6ExtHeader
+                    | Layer::Ipv6HopByHopHeader
+                    | Layer::Ipv6DestOptionsHeader
+                    | Layer::Ipv6RouteHeader
+                    | Layer::Ipv6FragHeader
+            ) && e.len_source == LenSource::Ipv6HeaderPayloadLen
+        }
+        _ => false,
+    }
 }
 
 /// Length of IPv4 extension headers (authentication header) between the IPv4 header and `payload`.

@@ -8,8 +8,8 @@ use std::net::IpAddr;
 use netanom_schemas::{PacketBatch, PacketFeatures};
 
 use crate::batch::{BatchConfig, BatchStats, Batcher};
-use crate::capture::Frame;
 use crate::flow::{FlowConfig, FlowStats, FlowTable};
+use crate::frame::Frame;
 use crate::parse::{Skip, parse};
 
 /// Turns frames into packet features: parsing plus the flow table.
