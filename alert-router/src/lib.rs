@@ -1,6 +1,6 @@
 //! netanom alert router: consumes anomalies (Avro, `netanom.anomalies`), collapses repeats of one (host, kind)
 //! into alerts ([`suppress`]), publishes each alert as JSON on the alerts topic, POSTs it to every configured
-//! webhook signed per Standard Webhooks ([`webhook`]), sends it as CEF over syslog when configured ([`syslog`]),
+//! webhook signed per Standard Webhooks ([`webhook`]), sends it as CEF ([`cef`]) over syslog when configured ([`syslog`]),
 //! appends it to an optional JSON-lines file and stdout, and only then stores the offsets of the anomalies it
 //! accounts for ([`offsets`]). Each JSON output (the alerts topic, each webhook, the alerts-out file) has its own
 //! [`AlertFormat`]: netanom's alert JSON (the default and the topic contract), Elastic Common Schema, or an OCSF
@@ -8,6 +8,7 @@
 //! could not take, go to the dead-letter topic (always as netanom alert JSON). The pipeline itself is [`route`];
 //! this file holds the configuration, the errors and the report.
 
+pub mod cef;
 pub mod format;
 pub mod metrics;
 pub mod offsets;
