@@ -200,6 +200,7 @@ async fn drain_collapses_repeats_delivers_signed_webhooks_and_dead_letters_failu
         url: format!("{base}/{name}"),
         secret: Some(Secret::new(SECRET)),
         timeout: Duration::from_secs(5),
+        allow_private: true,
         ..WebhookConfig::default()
     };
     let f = fixture(vec![hook("ok"), hook("flaky"), hook("fail")], Some(out_path.clone()));
@@ -319,6 +320,7 @@ async fn shutdown_emits_open_groups_and_client_errors_are_not_retried() {
         url: format!("{base}/reject"),
         secret: Some(Secret::new(SECRET)),
         timeout: Duration::from_secs(5),
+        allow_private: true,
         ..WebhookConfig::default()
     }];
     let mut f = fixture(hooks, None);
@@ -370,6 +372,7 @@ async fn each_output_gets_its_format_and_syslog_failures_are_dead_lettered() {
         url: format!("{base}/{name}"),
         secret: Some(Secret::new(SECRET)),
         format,
+        allow_private: true,
         ..WebhookConfig::default()
     };
     let mut f = fixture(
