@@ -49,6 +49,7 @@ flush_after = "1s"
 [[alert_router.webhooks]]
 url = "{url}"
 secret = "{SECRET}"
+allow_private = true
 "#,
             brokers = broker.bootstrap,
             out = alerts_out.display(),

@@ -1,15 +1,16 @@
 //! Alert rendering for SIEMs: turns one [`Alert`] into the JSON document an output asked for — netanom's own
 //! alert JSON (the wire contract of the alerts topic), an Elastic Common Schema (ECS 8.x) document, or an OCSF
 //! Detection Finding (class 2004) event — and owns the shared severity scale ([`Severity`], [`normalized_risk`])
-//! that the syslog/CEF output uses too. Pure: no I/O, no clock except as a last-resort `time` for OCSF when an
-//! alert time does not parse (never happens for alerts the suppressor built).
+//! that the syslog/CEF output uses too. Pure: no I/O and no clock; the processing time (ECS `event.created`, OCSF
+//! `metadata.processed_time`) is an argument.
 //!
 //! Severity: `r = score / threshold` (an anomaly fires at `r >= 1`); the normalized risk is `100·r/(r+1)`
 //! (50 at the threshold, 67 at twice it, 80 at four times, 91 at ten times), and the severity is low below the
 //! threshold, medium below 2×, high below 4×, critical from 4× on.
 //!
 //! ECS mapping (checked against the ECS 8.x field reference by the tests): `@timestamp` = `event.start` =
-//! `first_seen`, `event.end` = `last_seen`, `event.kind` `alert`, `event.category` `[network,
+//! `first_seen` (packet time), `event.created` (processing time: when the router rendered the alert),
+//! `event.end` = `last_seen`, `event.kind` `alert`, `event.category` `[network,
 //! intrusion_detection]`, `event.type` `[info]`, `event.severity` (CEF scale 0–10), `event.risk_score` (the
 //! detector's raw score: ECS says "use your system's original value here"), `event.risk_score_norm` (0–100, above),
 //! `event.reason` and `message` (the reason), `event.id`, `event.dataset` `netanom.alert`, `source.ip` (the host
@@ -20,14 +21,21 @@
 //!
 //! OCSF mapping (OCSF [`OCSF_VERSION`], valid against 1.1 and later): `class_uid` 2004, `category_uid` 2,
 //! `activity_id` 1 (Create), `type_uid` 200401, `time` = `start_time` = first_seen (epoch ms), `end_time`,
-//! `severity_id`, `status_id` 1 (New), `message`, `count`, `risk_score` (0–100), `metadata {version, product,
-//! uid}`, `finding_info {uid, title, desc, first_seen_time, last_seen_time, types [kind]}`, `evidences [{
-//! src_endpoint, dst_endpoint }]` (an `ip` when the address parses, a `name` otherwise) and `unmapped` for the
-//! score, threshold, sample, features and model version.
+//! `severity_id`, `status_id` 1 (New), `confidence_id` (Low/Medium/High as the severity is low/medium/high or
+//! above), `timezone_offset` 0 (times are UTC),
+//! `message`, `count`, `risk_score` (0–100), `metadata {version, product, uid, processed_time}`,
+//! `finding_info {uid, title, desc, first_seen_time, last_seen_time, types [kind], analytic {uid, name (kind),
+//! type_id, type, version (model)}}` (analytic type Rule for the threshold detectors, Statistical for `beacon`,
+//! Learning for the forests and profiles), `evidences [{ src_endpoint, dst_endpoint }]` (an `ip` when the address
+//! parses, a `name` otherwise), `observables` (one per address: type IP Address or Hostname, named by the evidence
+//! attribute that holds it) and `unmapped` for the score, threshold, sample, features and model version.
+//!
+//! Every output names its format: [`AlertFormat::schema_version`] is the version of the document's schema, which
+//! the alerts topic carries in its record headers ([`netanom_schemas::topics::FORMAT_HEADER`]).
 
 use std::net::IpAddr;
 
-use netanom_schemas::Alert;
+use netanom_schemas::{Alert, format_rfc3339_ns};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -39,6 +47,8 @@ pub const OCSF_VERSION: &str = "1.3.0";
 pub const PRODUCT: &str = "netanom";
 /// Version of this router, in every SIEM format.
 pub const PRODUCT_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Version of netanom's own alert JSON: the `v1` of `avro/alert.v1.avsc`, which describes the same record.
+pub const ALERT_SCHEMA_VERSION: &str = "1";
 
 /// The document an output writes for each alert. Serialized lower-case (`netanom`, `ecs`, `ocsf`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
@@ -56,6 +66,16 @@ pub enum AlertFormat {
 impl AlertFormat {
     /// Every format, in declaration order.
     pub const ALL: [AlertFormat; 3] = [AlertFormat::Netanom, AlertFormat::Ecs, AlertFormat::Ocsf];
+
+    /// Version of the schema the documents of this format follow: [`ALERT_SCHEMA_VERSION`], [`ECS_VERSION`] or
+    /// [`OCSF_VERSION`].
+    pub fn schema_version(self) -> &'static str {
+        match self {
+            AlertFormat::Netanom => ALERT_SCHEMA_VERSION,
+            AlertFormat::Ecs => ECS_VERSION,
+            AlertFormat::Ocsf => OCSF_VERSION,
+        }
+    }
 
     fn index(self) -> usize {
         match self {
@@ -134,6 +154,15 @@ impl Severity {
         }
     }
 
+    /// OCSF `confidence_id`: 1 Low, 2 Medium, 3 High (high and critical alerts are far above their threshold).
+    pub fn ocsf_confidence_id(self) -> u8 {
+        match self {
+            Severity::Low => 1,
+            Severity::Medium => 2,
+            Severity::High | Severity::Critical => 3,
+        }
+    }
+
     /// Caption, as OCSF spells it (`Low`, `Medium`, `High`, `Critical`).
     pub fn caption(self) -> &'static str {
         match self {
@@ -185,22 +214,27 @@ pub fn endpoints(alert: &Alert) -> (Option<&str>, Option<&str>) {
     }
 }
 
-/// Renders `alert` as a JSON document in `format`.
-pub fn render(alert: &Alert, format: AlertFormat) -> Value {
+/// Renders `alert` as a JSON document in `format`; `processed` is the processing time (ECS `event.created`,
+/// OCSF `metadata.processed_time`; the netanom format does not carry it).
+pub fn render(alert: &Alert, format: AlertFormat, processed: time::OffsetDateTime) -> Value {
     match format {
         // An Alert holds strings, numbers and vectors only, so it always serializes.
         AlertFormat::Netanom => serde_json::to_value(alert).unwrap_or(Value::Null),
-        AlertFormat::Ecs => ecs(alert),
-        AlertFormat::Ocsf => ocsf(alert),
+        AlertFormat::Ecs => ecs(alert, processed),
+        AlertFormat::Ocsf => ocsf(alert, processed),
     }
 }
 
-/// Renders `alert` as JSON text in `format`. `Netanom` is byte-for-byte `serde_json::to_string(alert)`, the
-/// alerts-topic contract (field order of [`Alert`]).
-pub fn render_string(alert: &Alert, format: AlertFormat) -> Result<String, serde_json::Error> {
+/// Renders `alert` as JSON text in `format` (see [`render`]). `Netanom` is byte-for-byte
+/// `serde_json::to_string(alert)`, the alerts-topic contract (field order of [`Alert`]).
+pub fn render_string(
+    alert: &Alert,
+    format: AlertFormat,
+    processed: time::OffsetDateTime,
+) -> Result<String, serde_json::Error> {
     match format {
         AlertFormat::Netanom => serde_json::to_string(alert),
-        other => serde_json::to_string(&render(alert, other)),
+        other => serde_json::to_string(&render(alert, other, processed)),
     }
 }
 
@@ -211,13 +245,17 @@ pub struct Rendered {
 }
 
 impl Rendered {
-    /// Renders `alert` in each of `formats` (duplicates are rendered once). `Netanom` is always rendered: the
-    /// dead-letter topic carries it.
-    pub fn new(alert: &Alert, formats: impl IntoIterator<Item = AlertFormat>) -> Result<Self, serde_json::Error> {
+    /// Renders `alert` in each of `formats` (duplicates are rendered once), processed at `processed`. `Netanom`
+    /// is always rendered: the dead-letter topic carries it.
+    pub fn new(
+        alert: &Alert,
+        formats: impl IntoIterator<Item = AlertFormat>,
+        processed: time::OffsetDateTime,
+    ) -> Result<Self, serde_json::Error> {
         let mut rendered = Self::default();
         for f in std::iter::once(AlertFormat::Netanom).chain(formats) {
             if rendered.texts[f.index()].is_none() {
-                rendered.texts[f.index()] = Some(render_string(alert, f)?);
+                rendered.texts[f.index()] = Some(render_string(alert, f, processed)?);
             }
         }
         Ok(rendered)
@@ -255,8 +293,18 @@ fn features(alert: &Alert) -> Value {
     serde_json::to_value(&alert.features).unwrap_or(Value::Array(Vec::new()))
 }
 
+/// RFC 3339 with nanoseconds, UTC, like the alert times.
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    format_rfc3339_ns(i64::try_from(t.unix_timestamp_nanos()).unwrap_or(i64::MAX))
+}
+
+/// Milliseconds since the Unix epoch of `t`, saturated.
+fn epoch_ms(t: time::OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000)).unwrap_or(i64::MAX)
+}
+
 /// The Elastic Common Schema document of `alert`.
-fn ecs(alert: &Alert) -> Value {
+fn ecs(alert: &Alert, processed: time::OffsetDateTime) -> Value {
     let severity = Severity::of(alert);
     let mut doc = Map::new();
     put(&mut doc, "@timestamp", json!(alert.first_seen));
@@ -265,6 +313,7 @@ fn ecs(alert: &Alert) -> Value {
     put(&mut doc, "event.kind", json!("alert"));
     put(&mut doc, "event.category", json!(["network", "intrusion_detection"]));
     put(&mut doc, "event.type", json!(["info"]));
+    put(&mut doc, "event.created", json!(rfc3339(processed)));
     put(&mut doc, "event.start", json!(alert.first_seen));
     put(&mut doc, "event.end", json!(alert.last_seen));
     if let (Some(start), Some(end)) = (parse_ns(&alert.first_seen), parse_ns(&alert.last_seen))
@@ -322,13 +371,23 @@ fn ocsf_endpoint(addr: &str) -> Value {
     if is_ip(addr) { json!({ "ip": addr }) } else { json!({ "name": addr }) }
 }
 
+/// OCSF analytic `type_id` and `type` of a detector kind: Rule for the threshold detectors, Statistical for the
+/// periodicity test of `beacon`, Learning (ML/DL) for the isolation forest, the k-means profiles and the
+/// supervised forest.
+fn ocsf_analytic_type(kind: &str) -> (u8, &'static str) {
+    match kind {
+        "isolation" | "profile" | "supervised" => (4, "Learning (ML/DL)"),
+        "beacon" => (3, "Statistical"),
+        _ => (1, "Rule"),
+    }
+}
+
 /// The OCSF Detection Finding event of `alert`.
-fn ocsf(alert: &Alert) -> Value {
+fn ocsf(alert: &Alert, processed: time::OffsetDateTime) -> Value {
     let severity = Severity::of(alert);
     let first = parse_ms(&alert.first_seen);
     let last = parse_ms(&alert.last_seen);
-    let now_ms =
-        || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let processed_ms = epoch_ms(processed);
     let mut doc = Map::new();
     put(&mut doc, "class_uid", json!(2004));
     put(&mut doc, "class_name", json!("Detection Finding"));
@@ -338,7 +397,7 @@ fn ocsf(alert: &Alert) -> Value {
     put(&mut doc, "activity_name", json!("Create"));
     put(&mut doc, "type_uid", json!(200_401));
     put(&mut doc, "type_name", json!("Detection Finding: Create"));
-    put(&mut doc, "time", json!(first.or(last).unwrap_or_else(now_ms)));
+    put(&mut doc, "time", json!(first.or(last).unwrap_or(processed_ms)));
     if let Some(first) = first {
         put(&mut doc, "start_time", json!(first));
     }
@@ -349,17 +408,33 @@ fn ocsf(alert: &Alert) -> Value {
     put(&mut doc, "severity", json!(severity.caption()));
     put(&mut doc, "status_id", json!(1));
     put(&mut doc, "status", json!("New"));
+    put(&mut doc, "confidence_id", json!(severity.ocsf_confidence_id()));
+    put(&mut doc, "confidence", json!(severity.caption()));
+    put(&mut doc, "timezone_offset", json!(0));
     put(&mut doc, "message", json!(alert.reason));
     put(&mut doc, "count", json!(alert.count));
     put(&mut doc, "risk_score", json!(normalized_risk(alert)));
     put(&mut doc, "metadata.version", json!(OCSF_VERSION));
     put(&mut doc, "metadata.uid", json!(alert.id));
     put(&mut doc, "metadata.product", json!({ "name": PRODUCT, "vendor_name": PRODUCT, "version": PRODUCT_VERSION }));
+    put(&mut doc, "metadata.processed_time", json!(processed_ms));
     let mut info = Map::new();
     put(&mut info, "uid", json!(alert.id));
     put(&mut info, "title", json!(format!("netanom {} anomaly: {}", alert.kind, alert.host)));
     put(&mut info, "desc", json!(alert.reason));
     put(&mut info, "types", json!([alert.kind]));
+    let (type_id, type_name) = ocsf_analytic_type(&alert.kind);
+    put(
+        &mut info,
+        "analytic",
+        json!({
+            "uid": alert.kind,
+            "name": alert.kind,
+            "type_id": type_id,
+            "type": type_name,
+            "version": alert.model_version,
+        }),
+    );
     if let Some(first) = first {
         put(&mut info, "first_seen_time", json!(first));
     }
@@ -369,14 +444,23 @@ fn ocsf(alert: &Alert) -> Value {
     put(&mut doc, "finding_info", Value::Object(info));
     let (src, dst) = endpoints(alert);
     let mut evidence = Map::new();
-    if let Some(src) = src {
-        evidence.insert("src_endpoint".into(), ocsf_endpoint(src));
-    }
-    if let Some(dst) = dst {
-        evidence.insert("dst_endpoint".into(), ocsf_endpoint(dst));
+    let mut observables = Vec::new();
+    for (attribute, addr) in [("src_endpoint", src), ("dst_endpoint", dst)] {
+        if let Some(addr) = addr {
+            evidence.insert(attribute.into(), ocsf_endpoint(addr));
+            let (field, type_id, type_name) =
+                if is_ip(addr) { ("ip", 2, "IP Address") } else { ("name", 1, "Hostname") };
+            observables.push(json!({
+                "name": format!("evidences.{attribute}.{field}"),
+                "type_id": type_id,
+                "type": type_name,
+                "value": addr,
+            }));
+        }
     }
     if !evidence.is_empty() {
         put(&mut doc, "evidences", json!([evidence]));
+        put(&mut doc, "observables", Value::Array(observables));
     }
     put(
         &mut doc,
@@ -400,6 +484,9 @@ mod tests {
     use super::*;
     use netanom_schemas::Contribution;
 
+    /// Processing time of the rendered documents: a minute after the alerts' last packet.
+    pub(crate) const PROCESSED: time::OffsetDateTime = time::macros::datetime!(2024-06-10 06:14:41.25 UTC);
+
     /// The ECS 8.x fields the ECS document may use, with their ECS data type. Transcribed from the ECS field
     /// reference (<https://www.elastic.co/guide/en/ecs/8.11/ecs-field-reference.html>, the same data as
     /// `generated/ecs/ecs_flat.yml` of elastic/ecs 8.11): base `@timestamp` date, `message` match_only_text;
@@ -412,6 +499,7 @@ mod tests {
         ("event.kind", "keyword"),
         ("event.category", "keyword"),
         ("event.type", "keyword"),
+        ("event.created", "date"),
         ("event.start", "date"),
         ("event.end", "date"),
         ("event.duration", "long"),
@@ -509,7 +597,7 @@ mod tests {
             alert("isolation", "not-an-ip", Some("also-not"), 0.7, 0.6),
         ];
         for a in &cases {
-            let doc = render(a, AlertFormat::Ecs);
+            let doc = render(a, AlertFormat::Ecs, PROCESSED);
             let mut all = Vec::new();
             leaves("", &doc, &mut all);
             let mut checked = 0;
@@ -545,11 +633,12 @@ mod tests {
 
     #[test]
     fn ecs_maps_attackers_to_source_and_victims_to_destination() {
-        let rate = render(&alert("rate", "10.0.0.1", Some("10.9.9.9"), 30.0, 10.0), AlertFormat::Ecs);
+        let rate = render(&alert("rate", "10.0.0.1", Some("10.9.9.9"), 30.0, 10.0), AlertFormat::Ecs, PROCESSED);
         assert_eq!(rate["source"]["ip"], "10.0.0.1");
         assert_eq!(rate["destination"]["ip"], "10.9.9.9");
         assert_eq!(rate["related"]["ip"], json!(["10.0.0.1", "10.9.9.9"]));
-        assert_eq!(rate["@timestamp"], "2024-06-10T06:13:20.000000000Z");
+        assert_eq!(rate["@timestamp"], "2024-06-10T06:13:20.000000000Z", "packet time");
+        assert_eq!(rate["event"]["created"], "2024-06-10T06:14:41.250000000Z", "processing time");
         assert_eq!(rate["event"]["end"], "2024-06-10T06:13:41.500000000Z");
         assert_eq!(rate["event"]["duration"], 21_500_000_000_i64);
         assert_eq!(rate["event"]["severity"], 8, "3x the threshold is high");
@@ -559,7 +648,7 @@ mod tests {
         assert_eq!(rate["rule"]["ruleset"], "netanom");
         assert_eq!(rate["message"], rate["event"]["reason"]);
         assert_eq!(rate["netanom"]["count"], 3);
-        let victim = render(&alert("victim", "10.0.0.9", Some("10.0.0.9"), 900.0, 100.0), AlertFormat::Ecs);
+        let victim = render(&alert("victim", "10.0.0.9", Some("10.0.0.9"), 900.0, 100.0), AlertFormat::Ecs, PROCESSED);
         assert_eq!(victim["destination"]["ip"], "10.0.0.9");
         assert!(victim.get("source").is_none(), "{victim:#}");
         assert_eq!(victim["event"]["severity"], 10);
@@ -568,7 +657,7 @@ mod tests {
     #[test]
     fn ocsf_detection_finding_carries_the_required_attributes() {
         let a = alert("victim", "10.0.0.9", Some("10.0.0.9"), 150.0, 100.0);
-        let e = render(&a, AlertFormat::Ocsf);
+        let e = render(&a, AlertFormat::Ocsf, PROCESSED);
         assert_eq!((e["class_uid"].as_i64(), e["category_uid"].as_i64()), (Some(2004), Some(2)));
         assert_eq!((e["activity_id"].as_i64(), e["type_uid"].as_i64()), (Some(1), Some(200_401)));
         assert_eq!(e["time"], 1_718_000_000_000_i64);
@@ -584,21 +673,44 @@ mod tests {
         assert_eq!(e["metadata"]["product"]["vendor_name"], "netanom");
         assert_eq!(e["count"], 3);
         assert_eq!(e["unmapped"]["threshold"], 100.0);
-        let e = render(&alert("fanout", "10.0.0.1", Some("10.9.9.9"), 5.0, 10.0), AlertFormat::Ocsf);
+        assert_eq!(e["metadata"]["processed_time"], 1_718_000_081_250_i64);
+        assert_eq!((e["confidence_id"].as_i64(), e["confidence"].as_str()), (Some(2), Some("Medium")));
+        assert_eq!(
+            e["finding_info"]["analytic"],
+            json!({ "uid": "victim", "name": "victim", "type_id": 1, "type": "Rule", "version": "rules-v1" })
+        );
+        assert_eq!(
+            e["observables"],
+            json!([{ "name": "evidences.dst_endpoint.ip", "type_id": 2, "type": "IP Address", "value": "10.0.0.9" }])
+        );
+        let e = render(&alert("fanout", "10.0.0.1", Some("10.9.9.9"), 5.0, 10.0), AlertFormat::Ocsf, PROCESSED);
         assert_eq!(e["severity_id"], 2);
+        assert_eq!(e["confidence_id"], 1);
         assert_eq!(
             e["evidences"],
             json!([{ "src_endpoint": { "ip": "10.0.0.1" }, "dst_endpoint": { "ip": "10.9.9.9" } }])
+        );
+        let names: Vec<&str> =
+            e["observables"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["evidences.src_endpoint.ip", "evidences.dst_endpoint.ip"]);
+        let e = render(&alert("isolation", "db.internal", None, 0.9, 0.6), AlertFormat::Ocsf, PROCESSED);
+        assert_eq!(e["finding_info"]["analytic"]["type_id"], 4, "the isolation forest learns");
+        assert_eq!(e["observables"][0]["type_id"], 1, "a name is a Hostname observable");
+        assert_eq!(e["observables"][0]["name"], "evidences.src_endpoint.name");
+        assert_eq!(
+            render(&alert("beacon", "10.0.0.1", None, 20.0, 10.0), AlertFormat::Ocsf, PROCESSED)["finding_info"]["analytic"]
+                ["type"],
+            "Statistical"
         );
     }
 
     #[test]
     fn netanom_format_is_the_unchanged_alert_json() {
         let a = alert("rate", "10.0.0.1", None, 30.0, 10.0);
-        assert_eq!(render_string(&a, AlertFormat::Netanom).unwrap(), serde_json::to_string(&a).unwrap());
-        let back: Alert = serde_json::from_value(render(&a, AlertFormat::Netanom)).unwrap();
+        assert_eq!(render_string(&a, AlertFormat::Netanom, PROCESSED).unwrap(), serde_json::to_string(&a).unwrap());
+        let back: Alert = serde_json::from_value(render(&a, AlertFormat::Netanom, PROCESSED)).unwrap();
         assert_eq!(back, a);
-        let r = Rendered::new(&a, [AlertFormat::Ocsf]).unwrap();
+        let r = Rendered::new(&a, [AlertFormat::Ocsf], PROCESSED).unwrap();
         assert_eq!(r.get(AlertFormat::Netanom), serde_json::to_string(&a).unwrap());
         assert!(r.get(AlertFormat::Ocsf).contains("\"class_uid\":2004"));
         assert_eq!(r.get(AlertFormat::Ecs), "", "not asked for");
@@ -627,5 +739,7 @@ mod tests {
             assert_eq!(serde_json::from_value::<AlertFormat>(json!(f.to_string())).unwrap(), f);
         }
         assert!(serde_json::from_value::<AlertFormat>(json!("ECS")).is_err());
+        let versions: Vec<&str> = AlertFormat::ALL.iter().map(|f| f.schema_version()).collect();
+        assert_eq!(versions, [ALERT_SCHEMA_VERSION, ECS_VERSION, OCSF_VERSION]);
     }
 }

@@ -1,16 +1,18 @@
 //! netanom alert router: consumes anomalies (Avro, `netanom.anomalies`), collapses repeats of one (host, kind)
 //! into alerts ([`suppress`]), publishes each alert as JSON on the alerts topic, POSTs it to every configured
-//! webhook signed per Standard Webhooks ([`webhook`]), sends it as CEF over syslog when configured ([`syslog`]),
-//! appends it to an optional JSON-lines file and stdout, and only then stores the offsets of the anomalies it
+//! webhook signed per Standard Webhooks ([`webhook`]) behind the outbound-safety checks ([`outbound`]), sends it
+//! as CEF ([`cef`]) over syslog when configured ([`syslog`]), appends it to an optional JSON-lines file and stdout, and only then stores the offsets of the anomalies it
 //! accounts for ([`offsets`]). Each JSON output (the alerts topic, each webhook, the alerts-out file) has its own
 //! [`AlertFormat`]: netanom's alert JSON (the default and the topic contract), Elastic Common Schema, or an OCSF
 //! Detection Finding ([`format`](mod@format)). Undecodable anomalies, and alerts a webhook or the syslog receiver
 //! could not take, go to the dead-letter topic (always as netanom alert JSON). The pipeline itself is [`route`];
 //! this file holds the configuration, the errors and the report.
 
+pub mod cef;
 pub mod format;
 pub mod metrics;
 pub mod offsets;
+pub mod outbound;
 pub mod route;
 pub mod suppress;
 pub mod syslog;
@@ -213,6 +215,17 @@ impl RouterConfig {
             err("suppression.max_groups", "must be >= 1, got 0".into());
         }
         for (i, hook) in self.webhooks.iter().enumerate() {
+            if let Ok(url) = reqwest::Url::parse(&hook.url)
+                && let Err(refused) = outbound::check_url(&url, hook.allow_private)
+            {
+                err(
+                    &format!("webhooks[{i}].url"),
+                    format!(
+                        "({:?}) is refused: {refused}; set alert_router.webhooks[{i}].allow_private = true to allow it",
+                        webhook::redact_url(&hook.url)
+                    ),
+                );
+            }
             match reqwest::Url::parse(&hook.url) {
                 Ok(url) if url.scheme() == "http" => {}
                 Ok(url) if url.scheme() == "https" => {
@@ -373,6 +386,7 @@ mod tests {
                     secret: Some(Secret::new("nope-c2VjcmV0")),
                     timeout: Duration::ZERO,
                     format: AlertFormat::Ocsf,
+                    allow_private: false,
                 },
             ],
             retry: RetryConfig {
@@ -390,6 +404,8 @@ mod tests {
             "alert_router.brokers must not be empty",
             "alert_router.alerts_topic must differ from alert_router.anomalies_topic",
             "alert_router.suppression.window must be > 0",
+            "alert_router.webhooks[0].url (\"http://127.0.0.1:9/ok\") is refused: 127.0.0.1 is a loopback address \
+             (127.0.0.1); set alert_router.webhooks[0].allow_private = true to allow it",
             "alert_router.webhooks[1].url is not an http(s) URL: \"ftp://example.com/x\"",
             "alert_router.webhooks[1].secret is not a Standard Webhooks secret",
             "alert_router.webhooks[1].timeout must be > 0",
@@ -447,7 +463,10 @@ mod tests {
         let config: RouterConfig = serde_json::from_value(serde_json::json!({
             "alerts_format": "ocsf",
             "alerts_out_format": "ecs",
-            "webhooks": [{"url": "http://127.0.0.1:1/", "format": "ecs"}, {"url": "http://127.0.0.1:1/"}],
+            "webhooks": [
+                {"url": "http://127.0.0.1:1/", "format": "ecs", "allow_private": true},
+                {"url": "http://127.0.0.1:1/", "allow_private": true}
+            ],
             "syslog": {"address": "127.0.0.1:514", "transport": "tcp", "format": "rfc3164",
                        "tcp_framing": "newline", "timeout": "2s"}
         }))
@@ -466,6 +485,7 @@ mod tests {
         let back: RouterConfig = serde_json::from_value(serde_json::to_value(&config).unwrap()).unwrap();
         assert_eq!(back.syslog, config.syslog);
         assert_eq!(back.webhooks[0].format, AlertFormat::Ecs);
+        assert!(back.webhooks[0].allow_private && !RouterConfig::default().webhooks.iter().any(|w| w.allow_private));
         assert!(
             serde_json::from_value::<RouterConfig>(serde_json::json!({"syslog": {"address": "h:1", "port": 2}}))
                 .is_err()

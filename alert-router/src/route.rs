@@ -1,5 +1,5 @@
 //! The router pipeline: Kafka consumer → decode → [`Suppressor`] → per alert: rendered once per configured
-//! [`AlertFormat`] → alerts topic (acked), every webhook, the syslog receiver (CEF), dead-letter topic for refused
+//! [`AlertFormat`] → alerts topic (acked; the record headers name the format and its schema version), every webhook, the syslog receiver (CEF), dead-letter topic for refused
 //! deliveries (netanom alert JSON, with the reason), alerts-out file and stdout → offsets stored. Owns the Kafka
 //! clients, the main loop, shutdown and drain; the decisions (grouping, rendering, signing, retrying, offset order)
 //! live in the other modules.
@@ -477,13 +477,17 @@ async fn deliver(shared: Arc<Shared>, emitted: Emitted) -> Result<Finished, Rout
     let alert = &emitted.alert;
     let formats =
         std::iter::once(shared.alerts_format).chain(shared.alerts_out_format).chain(shared.webhooks.formats());
-    let rendered =
-        Rendered::new(alert, formats).map_err(|source| RouterError::Encode { id: alert.id.clone(), source })?;
-    let mut record =
-        FutureRecord::to(&shared.alerts_topic).key(&alert.host).payload(rendered.get(shared.alerts_format));
-    if let Some(h) = metrics::inject(&opentelemetry::Context::current(), None) {
-        record = record.headers(h);
-    }
+    let rendered = Rendered::new(alert, formats, time::OffsetDateTime::now_utc())
+        .map_err(|source| RouterError::Encode { id: alert.id.clone(), source })?;
+    let format = shared.alerts_format.to_string();
+    let headers = metrics::inject(&opentelemetry::Context::current(), None)
+        .unwrap_or_default()
+        .insert(Header { key: topics::FORMAT_HEADER, value: Some(format.as_str()) })
+        .insert(Header { key: topics::SCHEMA_VERSION_HEADER, value: Some(shared.alerts_format.schema_version()) });
+    let record = FutureRecord::to(&shared.alerts_topic)
+        .key(&alert.host)
+        .payload(rendered.get(shared.alerts_format))
+        .headers(headers);
     let delivery = shared.producer.send(record, QUEUE_TIMEOUT).await;
     m.alert(metrics::sink::TOPIC, delivery.is_ok(), 1);
     let delivery = delivery.map_err(|(source, _)| RouterError::Produce {

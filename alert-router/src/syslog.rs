@@ -1,14 +1,7 @@
-//! CEF over syslog, for SIEMs that take neither JSON nor webhooks: renders an alert as an ArcSight Common Event
-//! Format line ([`cef`]), wraps it in a syslog message ([`syslog_line`], RFC 5424 or the classic BSD format of
-//! RFC 3164) and sends it over UDP or TCP ([`SyslogSender`]). Owns the syslog configuration, the escaping rules
-//! and the one TCP connection; it decides nothing about what happens to an alert it could not send (`route`
-//! dead-letters it).
-//!
-//! CEF: `CEF:0|netanom|netanom|<version>|<kind>|<title>|<severity 0-10>|<extension>`. Header fields escape `\`
-//! and `|` (and carry no line breaks: they become spaces); extension values escape `\` and `=` and write line
-//! breaks as `\n` / `\r`. Extension keys: `src`/`dst` (or `shost`/`dhost` when the address is not an IP),
-//! `cnt`, `start`, `end` (epoch ms), `msg` (the reason), `externalId` (the alert id), `cat` (the kind),
-//! `cs1Label=model cs1`, `cs2Label=sample cs2`, `cfp1Label=score cfp1`, `cfp2Label=threshold cfp2`.
+//! CEF over syslog, for SIEMs that take neither JSON nor webhooks: wraps the ArcSight Common Event Format line of
+//! an alert ([`crate::cef`]) in a syslog message ([`syslog_line`], RFC 5424 or the classic BSD format of
+//! RFC 3164) and sends it over UDP or TCP ([`SyslogSender`]). Owns the syslog configuration and the one TCP
+//! connection; it decides nothing about what happens to an alert it could not send (`route` dead-letters it).
 //!
 //! Transport: UDP sends one message per datagram (RFC 5426). TCP keeps one connection open (reconnecting once
 //! per message when it broke) and frames messages by octet counting, `<length> <message>` (RFC 6587 §3.4.1),
@@ -23,7 +16,8 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::Mutex;
 
-use crate::format::{PRODUCT, PRODUCT_VERSION, Severity, endpoints, parse_ms};
+use crate::cef::cef;
+use crate::format::{PRODUCT, Severity};
 
 /// Transport of syslog messages.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -118,79 +112,6 @@ impl SyslogConfig {
         }
         out
     }
-}
-
-/// Escapes a CEF header field: `\` and `|`; line breaks become spaces.
-pub fn escape_header(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '|' => out.push_str("\\|"),
-            '\r' | '\n' => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Escapes a CEF extension value: `\`, `=`, and line breaks as `\n` / `\r`.
-pub fn escape_value(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '=' => out.push_str("\\="),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// The CEF line of `alert` (see the module documentation).
-pub fn cef(alert: &Alert) -> String {
-    let severity = Severity::of(alert);
-    let title = format!("netanom {} anomaly: {}", alert.kind, alert.host);
-    let mut ext: Vec<(&str, String)> = Vec::new();
-    let (src, dst) = endpoints(alert);
-    for (ip_key, host_key, addr) in [("src", "shost", src), ("dst", "dhost", dst)] {
-        if let Some(addr) = addr {
-            let key = if addr.parse::<std::net::IpAddr>().is_ok() { ip_key } else { host_key };
-            ext.push((key, addr.to_string()));
-        }
-    }
-    ext.push(("cnt", alert.count.to_string()));
-    if let Some(ms) = parse_ms(&alert.first_seen) {
-        ext.push(("start", ms.to_string()));
-    }
-    if let Some(ms) = parse_ms(&alert.last_seen) {
-        ext.push(("end", ms.to_string()));
-    }
-    ext.push(("externalId", alert.id.clone()));
-    ext.push(("cat", alert.kind.clone()));
-    ext.push(("cs1Label", "model".into()));
-    ext.push(("cs1", alert.model_version.clone()));
-    ext.push(("cs2Label", "sample".into()));
-    ext.push(("cs2", alert.sample.clone()));
-    ext.push(("cfp1Label", "score".into()));
-    ext.push(("cfp1", alert.score.to_string()));
-    ext.push(("cfp2Label", "threshold".into()));
-    ext.push(("cfp2", alert.threshold.to_string()));
-    // msg last: the longest free text.
-    ext.push(("msg", alert.reason.clone()));
-    let extension: Vec<String> = ext.iter().map(|(k, v)| format!("{k}={}", escape_value(v))).collect();
-    format!(
-        "CEF:0|{vendor}|{product}|{version}|{kind}|{title}|{sev}|{ext}",
-        vendor = escape_header(PRODUCT),
-        product = escape_header(PRODUCT),
-        version = escape_header(PRODUCT_VERSION),
-        kind = escape_header(&alert.kind),
-        title = escape_header(&title),
-        sev = severity.cef(),
-        ext = extension.join(" "),
-    )
 }
 
 /// Wraps `msg` in a syslog message with priority `facility * 8 + severity` stamped `now`.
@@ -395,6 +316,7 @@ fn still_open(stream: &TcpStream) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::PRODUCT_VERSION;
     use netanom_schemas::Contribution;
 
     fn alert() -> Alert {
@@ -433,22 +355,6 @@ mod tests {
     }
 
     #[test]
-    fn header_escapes_pipe_and_backslash() {
-        assert_eq!(escape_header(r"a|b\c"), r"a\|b\\c");
-        assert_eq!(escape_header("a=b\nc"), "a=b c", "= is literal in the header, line breaks are not allowed");
-        let fields = split_header(&format!("x|{}|y", escape_header(r"p|q\r")));
-        assert_eq!(fields, ["x", r"p|q\r", "y"]);
-    }
-
-    #[test]
-    fn extension_escapes_equals_backslash_and_line_breaks() {
-        assert_eq!(escape_value(r"a=b\c"), r"a\=b\\c");
-        assert_eq!(escape_value("l1\nl2\r"), r"l1\nl2\r");
-        assert_eq!(escape_value("a|b"), "a|b", "pipes are literal in extension values");
-        assert!(!escape_value("x\ny\rz").contains(['\n', '\r']));
-    }
-
-    #[test]
     fn cef_line_has_header_and_parsable_extension() {
         let a = alert();
         let line = cef(&a);
@@ -467,7 +373,8 @@ mod tests {
         assert_eq!(ext["msg"], a.reason);
         assert_eq!(ext["cs1Label"], "model");
         assert_eq!(ext["cs1"], "rules=v1");
-        assert_eq!(ext["externalId"], a.id);
+        assert_eq!(ext["cs3"], a.id);
+        assert_eq!(ext["externalId"], crate::cef::external_id(&a.id));
         let victim = Alert { kind: "victim".into(), host: "db.internal".into(), ..a };
         let ext = parse_extension(&split_header(&cef(&victim))[7]);
         assert_eq!(ext["dhost"], "db.internal");
@@ -565,7 +472,7 @@ mod tests {
         assert_eq!(fields[4], a.kind);
         let ext = parse_extension(&fields[7]);
         assert_eq!(ext["msg"], a.reason);
-        assert_eq!(ext["externalId"], a.id);
+        assert_eq!(ext["cs3"], a.id);
     }
 
     #[tokio::test]

@@ -3,6 +3,11 @@
 //! jitter, and bounded concurrency. Owns the HTTP client and the signing keys; it decides nothing about what is
 //! sent (that is `route`) and never logs a secret.
 //!
+//! Outbound safety ([`crate::outbound`]): a URL naming a loopback, private, link-local, cloud-metadata or other
+//! restricted address is refused at start, and every connection resolves its host through a checking resolver
+//! and goes to the address checked, unless the webhook sets `allow_private = true`; redirects are not followed.
+//! URLs in logs, errors and dead-letter reasons have their user name, password and query masked ([`redact_url`]).
+//!
 //! Headers: `webhook-id` (the alert id, the same on every attempt so receivers can deduplicate),
 //! `webhook-timestamp` (unix seconds of the attempt) and `webhook-signature: v1,<base64 HMAC-SHA256>` over
 //! `"{id}.{timestamp}.{body}"`, keyed with the base64-decoded part of a `whsec_...` secret.
@@ -60,7 +65,7 @@ impl std::fmt::Display for Secret {
 }
 
 /// One webhook endpoint (`[[alert_router.webhooks]]`).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookConfig {
     /// `http://` or `https://` URL to POST alerts to (https needs the `rustls-tls` feature).
@@ -72,11 +77,34 @@ pub struct WebhookConfig {
     pub timeout: Duration,
     /// Body format: `netanom` (the alert JSON), `ecs` or `ocsf` (see [`crate::format`]). Default `netanom`.
     pub format: AlertFormat,
+    /// Let this webhook reach loopback, private, shared (CGNAT), link-local, cloud-metadata, multicast and other
+    /// restricted addresses (a receiver on the same host or in the cluster network). Default false: such a URL is
+    /// refused at start, and a host name resolving to such an address is refused at connect time.
+    pub allow_private: bool,
 }
 
 impl Default for WebhookConfig {
     fn default() -> Self {
-        Self { url: String::new(), secret: None, timeout: Duration::from_secs(5), format: AlertFormat::Netanom }
+        Self {
+            url: String::new(),
+            secret: None,
+            timeout: Duration::from_secs(5),
+            format: AlertFormat::Netanom,
+            allow_private: false,
+        }
+    }
+}
+
+/// Masks the URL's credentials and query (see [`redact_url_or_raw`]).
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &redact_url_or_raw(&self.url))
+            .field("secret", &self.secret)
+            .field("timeout", &self.timeout)
+            .field("format", &self.format)
+            .field("allow_private", &self.allow_private)
+            .finish()
     }
 }
 
@@ -188,7 +216,7 @@ pub struct Delivery {
 /// Why the webhook client could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
-    /// Bad URL.
+    /// Bad URL, or one naming a restricted address without `allow_private`.
     #[error("webhook {index} url {url:?} is invalid: {reason}")]
     Url {
         /// Index in the configuration.
@@ -211,11 +239,14 @@ pub enum WebhookError {
     Client(#[from] reqwest::Error),
 }
 
-/// Removes the password and query string of `url` for logs and dead-letter reasons (query strings often carry
-/// tokens).
+/// Masks the user name, password and query string of `url` for logs, errors and dead-letter reasons (query
+/// strings often carry tokens).
 pub fn redact_url(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(mut u) => {
+            if !u.username().is_empty() {
+                let _ = u.set_username("***");
+            }
             if u.password().is_some() {
                 let _ = u.set_password(Some("***"));
             }
@@ -228,16 +259,22 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// Like [`redact_url`], but returns `url` unchanged when it does not parse (so a typo can be shown).
+/// Like [`redact_url`], but shows a URL that does not parse (so a typo can be seen) with everything between
+/// `://` and the last `@` masked, where credentials would be.
 pub fn redact_url_or_raw(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(_) => redact_url(url),
-        Err(_) => url.to_string(),
+        Err(_) => match (url.find("://"), url.rfind('@')) {
+            (Some(s), Some(at)) if at > s + 3 => format!("{}***{}", &url[..s + 3], &url[at..]),
+            _ => url.to_string(),
+        },
     }
 }
 
 #[derive(Debug)]
 struct Hook {
+    /// The client of this webhook: its resolver applies the webhook's `allow_private`.
+    client: reqwest::Client,
     url: reqwest::Url,
     shown: String,
     key: Option<Vec<u8>>,
@@ -248,7 +285,6 @@ struct Hook {
 /// Sends alerts to every configured webhook. Cheap to clone-share via `Arc`.
 #[derive(Debug)]
 pub struct WebhookSender {
-    client: reqwest::Client,
     hooks: Vec<Hook>,
     retry: RetryConfig,
     permits: Arc<Semaphore>,
@@ -275,19 +311,21 @@ impl WebhookSender {
             if !matches!(url.scheme(), "http" | "https") {
                 return Err(WebhookError::Url { index, url: shown, reason: "scheme is not http(s)".into() });
             }
+            if let Err(refused) = crate::outbound::check_url(&url, h.allow_private) {
+                return Err(WebhookError::Url { index, url: shown, reason: format!("{refused}; {ALLOW_HINT}") });
+            }
             let key = h
                 .secret
                 .as_ref()
                 .map(decode_secret)
                 .transpose()
                 .map_err(|source| WebhookError::Secret { index, source })?;
-            prepared.push(Hook { url, shown, key, timeout: h.timeout, format: h.format });
+            let client = crate::outbound::client_builder(h.allow_private)
+                .user_agent(concat!("netanom-alert-router/", env!("CARGO_PKG_VERSION")))
+                .build()?;
+            prepared.push(Hook { client, url, shown, key, timeout: h.timeout, format: h.format });
         }
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("netanom-alert-router/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Self { client, hooks: prepared, retry, permits: Arc::new(Semaphore::new(max_concurrency.max(1))) })
+        Ok(Self { hooks: prepared, retry, permits: Arc::new(Semaphore::new(max_concurrency.max(1))) })
     }
 
     /// Number of webhooks.
@@ -345,7 +383,7 @@ impl WebhookSender {
 
     async fn attempt(&self, hook: &Hook, id: &str, body: &[u8]) -> Attempt {
         let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        let mut request = self
+        let mut request = hook
             .client
             .post(hook.url.clone())
             .timeout(hook.timeout)
@@ -371,12 +409,30 @@ impl WebhookSender {
                     Attempt::GiveUp(format!("HTTP {status}"))
                 }
             }
-            Err(e) if e.is_builder() => Attempt::GiveUp(format!("invalid request: {e}")),
+            // reqwest's messages carry the URL, credentials and all: dropped (the caller names the webhook by its
+            // redacted URL).
+            Err(e) if e.is_builder() => Attempt::GiveUp(format!("invalid request: {}", e.without_url())),
             Err(e) if e.is_timeout() => Attempt::Retry(format!("timed out after {:?}", hook.timeout)),
-            Err(e) if e.is_connect() => Attempt::Retry(format!("connect error: {}", error_chain(&e))),
-            Err(e) => Attempt::Retry(format!("transport error: {}", error_chain(&e))),
+            Err(e) if is_refused(&e) => Attempt::GiveUp(format!("connect error: {}", error_chain(&e.without_url()))),
+            Err(e) if e.is_connect() => Attempt::Retry(format!("connect error: {}", error_chain(&e.without_url()))),
+            Err(e) => Attempt::Retry(format!("transport error: {}", error_chain(&e.without_url()))),
         }
     }
+}
+
+/// How to allow a refused destination, for messages.
+const ALLOW_HINT: &str = "set allow_private = true for this webhook to allow it";
+
+/// True when the outbound check refused the connection: retrying cannot help until the configuration changes.
+fn is_refused(e: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        if let Some(crate::outbound::ResolveError::Refused(_)) = inner.downcast_ref::<crate::outbound::ResolveError>() {
+            return true;
+        }
+        source = inner.source();
+    }
+    false
 }
 
 /// `e` and its sources, joined by `: `.
@@ -418,6 +474,7 @@ mod tests {
             secret: Some(s),
             timeout: Duration::from_secs(1),
             format: AlertFormat::Ecs,
+            allow_private: false,
         };
         assert!(!format!("{cfg:?}").contains("c2VjcmV0"));
         assert_eq!(decode_secret(&Secret::new("c2VjcmV0")), Err(SecretError::Prefix));
@@ -449,8 +506,14 @@ mod tests {
 
     #[test]
     fn redaction_drops_query_and_password() {
-        assert_eq!(redact_url("https://u:pw@h.example/p?token=abc"), "https://u:***@h.example/p?***");
+        assert_eq!(redact_url("https://u:pw@h.example/p?token=abc"), "https://***:***@h.example/p?***");
+        assert_eq!(redact_url("https://tok@h.example/"), "https://***@h.example/");
         assert_eq!(redact_url("http://127.0.0.1:8080/hook"), "http://127.0.0.1:8080/hook");
+        assert_eq!(redact_url_or_raw("http://u:pw@[bad/x"), "http://***@[bad/x");
+        assert_eq!(redact_url_or_raw("not a url"), "not a url");
+        let hook = WebhookConfig { url: "https://u:pw@h.example/p?token=abc".into(), ..WebhookConfig::default() };
+        let shown = format!("{hook:?}");
+        assert!(!shown.contains("pw") && !shown.contains("abc") && shown.contains("h.example"), "{shown}");
     }
 
     #[tokio::test]
@@ -462,7 +525,11 @@ mod tests {
             max_backoff: Duration::from_millis(2),
             max_attempts: 3,
         };
-        let hooks = [WebhookConfig { url: format!("http://127.0.0.1:{port}/"), ..WebhookConfig::default() }];
+        let hooks = [WebhookConfig {
+            url: format!("http://127.0.0.1:{port}/"),
+            allow_private: true,
+            ..WebhookConfig::default()
+        }];
         let sender = WebhookSender::new(&hooks, retry, 2).unwrap();
         let out = sender.deliver("id", b"{}").await;
         match &out[0].outcome {
@@ -472,5 +539,99 @@ mod tests {
             }
             other => panic!("expected failure, got {other:?}"),
         }
+    }
+
+    /// A receiver on 127.0.0.1 counting requests per path; `/moved` redirects to `/target`.
+    async fn receiver() -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+            let log = log.clone();
+            async move {
+                log.lock().unwrap().push(uri.path().to_string());
+                if uri.path() == "/moved" {
+                    (axum::http::StatusCode::TEMPORARY_REDIRECT, [("location", "/target")]).into_response()
+                } else {
+                    axum::http::StatusCode::OK.into_response()
+                }
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (port, seen)
+    }
+    use axum::response::IntoResponse as _;
+
+    fn one_attempt() -> RetryConfig {
+        RetryConfig {
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(2),
+            max_attempts: 3,
+        }
+    }
+
+    #[test]
+    fn urls_naming_internal_addresses_are_refused_at_start_unless_allowed() {
+        for url in [
+            "http://127.0.0.1:9/",
+            "http://2130706433/",
+            "http://0x7f.1/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://u:pw@10.0.0.1/?token=abc",
+        ] {
+            let hook = WebhookConfig { url: url.into(), ..WebhookConfig::default() };
+            let e = WebhookSender::new(std::slice::from_ref(&hook), RetryConfig::default(), 1).unwrap_err().to_string();
+            assert!(e.contains("allow_private = true"), "{url}: {e}");
+            assert!(!e.contains("pw") && !e.contains("abc"), "credentials in {e}");
+            let allowed = WebhookConfig { allow_private: true, ..hook };
+            WebhookSender::new(&[allowed], RetryConfig::default(), 1).unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_name_resolving_to_loopback_is_refused_at_connect_unless_allowed() {
+        let (port, seen) = receiver().await;
+        let url = format!("http://user:pw@localhost:{port}/hook?token=abc");
+        let strict =
+            WebhookSender::new(&[WebhookConfig { url: url.clone(), ..WebhookConfig::default() }], one_attempt(), 1)
+                .unwrap();
+        let out = strict.deliver("id", b"{}").await;
+        match &out[0].outcome {
+            Outcome::Failed { attempts, reason } => {
+                assert_eq!(*attempts, 1, "a refusal is not retried");
+                assert!(reason.contains("loopback") && reason.contains("allow_private"), "{reason}");
+                assert!(!reason.contains("pw") && !reason.contains("abc"), "credentials in {reason}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(out[0].url, format!("http://***:***@localhost:{port}/hook?***"));
+        assert!(seen.lock().unwrap().is_empty(), "the receiver was reached");
+
+        let open = WebhookSender::new(
+            &[WebhookConfig { url, allow_private: true, ..WebhookConfig::default() }],
+            one_attempt(),
+            1,
+        )
+        .unwrap();
+        assert!(matches!(open.deliver("id", b"{}").await[0].outcome, Outcome::Delivered { attempts: 1 }));
+        assert_eq!(*seen.lock().unwrap(), ["/hook"]);
+    }
+
+    #[tokio::test]
+    async fn redirects_are_not_followed() {
+        let (port, seen) = receiver().await;
+        let hook = WebhookConfig {
+            url: format!("http://127.0.0.1:{port}/moved"),
+            allow_private: true,
+            ..WebhookConfig::default()
+        };
+        let out = WebhookSender::new(&[hook], one_attempt(), 1).unwrap().deliver("id", b"{}").await;
+        match &out[0].outcome {
+            Outcome::Failed { attempts: 1, reason } => assert!(reason.contains("307"), "{reason}"),
+            other => panic!("expected a failed delivery, got {other:?}"),
+        }
+        assert_eq!(*seen.lock().unwrap(), ["/moved"], "the redirect target was requested");
     }
 }

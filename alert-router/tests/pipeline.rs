@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use netanom_alert_router::format::OCSF_VERSION;
 use netanom_alert_router::webhook::{decode_secret, verify};
 use netanom_alert_router::{
     AlertFormat, RetryConfig, RouterConfig, Secret, SyslogConfig, Transport, WebhookConfig, run,
@@ -199,6 +200,7 @@ async fn drain_collapses_repeats_delivers_signed_webhooks_and_dead_letters_failu
         url: format!("{base}/{name}"),
         secret: Some(Secret::new(SECRET)),
         timeout: Duration::from_secs(5),
+        allow_private: true,
         ..WebhookConfig::default()
     };
     let f = fixture(vec![hook("ok"), hook("flaky"), hook("fail")], Some(out_path.clone()));
@@ -241,6 +243,8 @@ async fn drain_collapses_repeats_delivers_signed_webhooks_and_dead_letters_failu
         .map(|m| {
             let alert: Alert = serde_json::from_slice(m.payload().unwrap()).unwrap();
             assert_eq!(m.key(), Some(alert.host.as_bytes()), "keyed by host");
+            assert_eq!(header(m, topics::FORMAT_HEADER), "netanom");
+            assert_eq!(header(m, topics::SCHEMA_VERSION_HEADER), "1");
             alert
         })
         .collect();
@@ -316,6 +320,7 @@ async fn shutdown_emits_open_groups_and_client_errors_are_not_retried() {
         url: format!("{base}/reject"),
         secret: Some(Secret::new(SECRET)),
         timeout: Duration::from_secs(5),
+        allow_private: true,
         ..WebhookConfig::default()
     }];
     let mut f = fixture(hooks, None);
@@ -367,6 +372,7 @@ async fn each_output_gets_its_format_and_syslog_failures_are_dead_lettered() {
         url: format!("{base}/{name}"),
         secret: Some(Secret::new(SECRET)),
         format,
+        allow_private: true,
         ..WebhookConfig::default()
     };
     let mut f = fixture(
@@ -406,6 +412,9 @@ async fn each_output_gets_its_format_and_syslog_failures_are_dead_lettered() {
     for m in &topic {
         let doc: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
         assert_eq!(doc["class_uid"], 2004, "{doc:#}");
+        assert_eq!(header(m, topics::FORMAT_HEADER), "ocsf");
+        assert_eq!(header(m, topics::SCHEMA_VERSION_HEADER), OCSF_VERSION);
+        assert_eq!(doc["metadata"]["version"], OCSF_VERSION);
         let ip = doc["evidences"][0]["src_endpoint"]["ip"].as_str().unwrap().to_string();
         assert_eq!(m.key(), Some(ip.as_bytes()));
         hosts.push(ip);
@@ -419,6 +428,8 @@ async fn each_output_gets_its_format_and_syslog_failures_are_dead_lettered() {
     assert_eq!(raw["raw-ecs"].len(), 2);
     for doc in &raw["raw-ecs"] {
         assert_eq!(doc["event"]["kind"], "alert", "{doc:#}");
+        let (packet, processed) = (doc["@timestamp"].as_str().unwrap(), doc["event"]["created"].as_str().unwrap());
+        assert!(processed > packet, "processing time {processed} is now, the packet time {packet} is in 2024");
         assert!(doc["source"]["ip"].is_string());
     }
     assert_eq!(raw["raw-ocsf"].len(), 2);

@@ -6,7 +6,8 @@ pub const PACKETS: &str = "netanom.packets";
 pub const DESTINATIONS: &str = "netanom.destinations";
 /// Detector findings (Avro `Anomaly`), keyed by host IP as text.
 pub const ANOMALIES: &str = "netanom.anomalies";
-/// Alerts (JSON, see [`crate::Alert`]), keyed by host IP as text. SIEMs subscribe here.
+/// Alerts (JSON, see [`crate::Alert`], or the ECS or OCSF document of one), keyed by host IP as text, each
+/// record naming its format in [`FORMAT_HEADER`] and [`SCHEMA_VERSION_HEADER`]. SIEMs subscribe here.
 pub const ALERTS: &str = "netanom.alerts";
 /// Records that could not be processed, with the reason in the `netanom-dlq-reason` header.
 pub const DEAD_LETTER: &str = "netanom.dead-letter";
@@ -15,3 +16,10 @@ pub const DEAD_LETTER: &str = "netanom.dead-letter";
 pub const DLQ_REASON_HEADER: &str = "netanom-dlq-reason";
 /// Header carrying `topic/partition/offset` of the record that was dead-lettered.
 pub const DLQ_ORIGIN_HEADER: &str = "netanom-dlq-origin";
+
+/// Header of alerts-topic records naming the document format: `netanom` (the [`crate::Alert`] JSON), `ecs` or
+/// `ocsf`.
+pub const FORMAT_HEADER: &str = "netanom-format";
+/// Header of alerts-topic records carrying the version of the format's schema: `1` for the netanom alert JSON
+/// (`avro/alert.v1.avsc`), the ECS version (e.g. `8.11.0`) or the OCSF version (e.g. `1.3.0`).
+pub const SCHEMA_VERSION_HEADER: &str = "netanom-schema-version";
