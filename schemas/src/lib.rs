@@ -11,7 +11,6 @@ pub mod avro;
 pub mod frame;
 pub mod records;
 pub mod redact;
-pub mod teardown;
 pub mod topics;
 
 pub use alert::{Alert, format_rfc3339_ns};
