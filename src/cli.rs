@@ -1,11 +1,21 @@
-//! Command-line flags. Every flag that configures a role is turned into a dotted key of the configuration
-//! (see [`crate::config`]), so flags, environment variables and the TOML file are one namespace.
+//! The command line and dispatch: the flags of every command, the configuration keys they set (every flag that
+//! configures a role becomes a dotted key of the configuration, see [`crate::config`], so flags, environment
+//! variables and the TOML file are one namespace), the Ctrl-C/SIGTERM handling, and which module runs each
+//! command. The offline tools own their flags ([`crate::synth::SynthArgs`], [`crate::eval::EvalArgs`],
+//! [`crate::report::ReportArgs`], [`crate::replay::ReplayArgs`], [`crate::train::TrainArgs`]).
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
 
-use crate::config::{Override, Roles};
+use crate::config::{Config, Override, Roles};
+use crate::eval::EvalArgs;
+use crate::replay::ReplayArgs;
+use crate::report::ReportArgs;
+use crate::roles::{ReadyFlags, Role};
+use crate::synth::SynthArgs;
+use crate::train::TrainArgs;
 
 /// Real-time network anomaly detection over Kafka.
 #[derive(Debug, Parser)]
@@ -46,12 +56,12 @@ pub enum Command {
     Report(ReportArgs),
     /// Re-run detection over a range of a historical packets topic (fresh consumer group, nothing committed) and
     /// write the anomalies to a file, stdout or a topic; `--diff` compares two models.
-    Replay(crate::replay::ReplayArgs),
+    Replay(ReplayArgs),
     /// Train an isolation model from captures (--pcap) or a range of a packets topic (--from, read as `replay`
     /// reads it), seeded and reproducible, and save it for `forest.model_path` or `replay --model`; with
     /// --supervised, a random forest on labelled captures for `supervised.model_path`, printing cross-validated
     /// and held-out accuracy, precision, recall and F1.
-    Train(crate::replay::TrainArgs),
+    Train(TrainArgs),
     /// Print the default configuration as TOML, or check a configuration.
     Config {
         /// Check the layered configuration (file, environment) and print it instead of the defaults.
@@ -120,13 +130,10 @@ pub struct ProducerArgs {
     pub service: ServiceArgs,
 }
 
-/// `netanom alert-router`.
+/// Where alerts go besides the alerts topic.
 #[derive(Debug, Args)]
-pub struct RouterArgs {
-    #[command(flatten)]
-    /// Kafka.
-    pub service: ServiceArgs,
-    /// Also write every alert as a JSON line to this file.
+pub struct AlertOutputArgs {
+    /// Also write every alert as a JSON line to this file (key `alert_router.alerts_out`).
     #[arg(long)]
     pub alerts_out: Option<PathBuf>,
     /// Deliver alerts to this webhook URL (repeatable; signing keys go in the config file or environment).
@@ -134,59 +141,15 @@ pub struct RouterArgs {
     pub webhooks: Vec<String>,
 }
 
-/// `netanom synth`.
+/// `netanom alert-router`.
 #[derive(Debug, Args)]
-pub struct SynthArgs {
-    /// Output capture (`.pcapng` writes pcapng, anything else pcap).
-    #[arg(long)]
-    pub out: PathBuf,
-    /// RNG seed: the same seed writes the same bytes.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// Also write the labels as CSV: `host,role` with role attacker, victim or benign.
-    #[arg(long, conflicts_with = "packets")]
-    pub labels: Option<PathBuf>,
-    /// Instead of the labelled scenario, write exactly this many packets of mixed benign and attack traffic
-    /// (the benchmark capture, e.g. 1000000).
-    #[arg(long)]
-    pub packets: Option<usize>,
-    /// Attacks of the labelled scenario: `all` or a comma-separated list of syn-flood, port-scan,
-    /// spoofed-syn-flood, host-sweep, brute-force, dns-tunnel, slow-exfiltration, beaconing. The order given does
-    /// not matter.
-    #[arg(long, conflicts_with = "packets", default_value_t = netanom_producer::synth::AttackList::default())]
-    pub attacks: netanom_producer::synth::AttackList,
-}
-
-/// `netanom eval`.
-#[derive(Debug, Args)]
-pub struct EvalArgs {
-    /// The capture (pcap or pcapng).
-    #[arg(long)]
-    pub pcap: PathBuf,
-    /// Labels: `host,role` CSV (as written by `netanom synth --labels`) or a `labels.csv` catalogue whose `file`
-    /// column the capture path ends with.
-    #[arg(long)]
-    pub labels: PathBuf,
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    pub json: bool,
+pub struct RouterArgs {
     #[command(flatten)]
-    /// Model.
-    pub model: ModelArgs,
-}
-
-/// `netanom report`.
-#[derive(Debug, Args)]
-pub struct ReportArgs {
-    /// The capture (pcap or pcapng).
-    #[arg(long)]
-    pub pcap: PathBuf,
-    /// Optional labels (same formats as `netanom eval`); attackers are marked in the tables.
-    #[arg(long)]
-    pub labels: Option<PathBuf>,
-    /// The HTML file to write.
-    #[arg(long)]
-    pub out: PathBuf,
+    /// Kafka.
+    pub service: ServiceArgs,
+    #[command(flatten)]
+    /// Outputs.
+    pub output: AlertOutputArgs,
 }
 
 /// `netanom run`.
@@ -198,12 +161,9 @@ pub struct RunArgs {
     #[command(flatten)]
     /// Kafka.
     pub service: ServiceArgs,
-    /// Write every alert as a JSON line to this file.
-    #[arg(long)]
-    pub alerts_out: Option<PathBuf>,
-    /// Deliver alerts to this webhook URL (repeatable).
-    #[arg(long = "webhook")]
-    pub webhooks: Vec<String>,
+    #[command(flatten)]
+    /// Outputs.
+    pub output: AlertOutputArgs,
     /// Do not print alerts on stdout (the summary is still printed).
     #[arg(long)]
     pub quiet: bool,
@@ -216,7 +176,30 @@ fn s(v: impl Into<String>) -> toml::Value {
     toml::Value::String(v.into())
 }
 
+/// Sets `key` to the string `value` when the flag was given.
+fn set(o: &mut Vec<Override>, key: &str, value: Option<&str>) {
+    if let Some(v) = value {
+        o.push((key.to_string(), s(v)));
+    }
+}
+
+fn path_text(p: &std::path::Path) -> String {
+    p.display().to_string()
+}
+
 impl Command {
+    /// The role this command runs (for `service.name`, readiness and telemetry), or `None` for the tools
+    /// (`synth`, `config`, …) that get plain logging and no telemetry.
+    pub fn role(&self) -> Option<&'static str> {
+        match self {
+            Command::Run(_) => Some("run"),
+            Command::Producer(_) => Some(Role::Producer.name()),
+            Command::Detector(_) => Some(Role::Detector.name()),
+            Command::AlertRouter(_) => Some(Role::AlertRouter.name()),
+            _ => None,
+        }
+    }
+
     /// The roles whose configuration sections this command uses.
     pub fn roles(&self) -> Result<Roles, String> {
         let only = |producer, detector, alert_router| Roles { producer, detector, alert_router };
@@ -241,46 +224,26 @@ impl Cli {
     /// The configuration keys set by flags.
     pub fn overrides(&self) -> Vec<Override> {
         let mut o = Vec::new();
-        if let Some(l) = &self.log_level {
-            o.push(("log.level".into(), s(l)));
-        }
-        if let Some(f) = &self.log_format {
-            o.push(("log.format".into(), s(f)));
-        }
+        set(&mut o, "log.level", self.log_level.as_deref());
+        set(&mut o, "log.format", self.log_format.as_deref());
         let input = |o: &mut Vec<Override>, i: &InputArgs| {
-            if let Some(p) = &i.pcap {
-                o.push(("producer.pcap".into(), s(p.display().to_string())));
-            }
-            if let Some(iface) = &i.interface {
-                o.push(("producer.interface".into(), s(iface)));
-            }
-            if let Some(f) = &i.filter {
-                o.push(("producer.filter".into(), s(f)));
-            }
-            if let Some(sp) = &i.speed {
-                o.push(("producer.speed".into(), s(sp)));
-            }
+            set(o, "producer.pcap", i.pcap.as_deref().map(path_text).as_deref());
+            set(o, "producer.interface", i.interface.as_deref());
+            set(o, "producer.filter", i.filter.as_deref());
+            set(o, "producer.speed", i.speed.as_deref());
         };
-        let service = |o: &mut Vec<Override>, a: &ServiceArgs| {
-            if let Some(b) = &a.brokers {
-                o.push(("kafka.brokers".into(), s(b)));
-            }
-        };
+        let service = |o: &mut Vec<Override>, a: &ServiceArgs| set(o, "kafka.brokers", a.brokers.as_deref());
         // A whole capture through the pipeline as fast as possible, alerts only in the result.
         let offline = |o: &mut Vec<Override>, pcap: &PathBuf| {
             o.push(("producer.pcap".into(), s(pcap.display().to_string())));
             o.push(("producer.speed".into(), s("max")));
             o.push(("alert_router.stdout".into(), toml::Value::Boolean(false)));
         };
-        let model = |o: &mut Vec<Override>, m: &ModelArgs| {
-            if let Some(p) = &m.model {
-                o.push(("detector.forest.model_path".into(), s(p.display().to_string())));
-            }
+        let model = |o: &mut Vec<Override>, m: Option<&PathBuf>| {
+            set(o, "detector.forest.model_path", m.map(PathBuf::as_path).map(path_text).as_deref());
         };
-        let router = |o: &mut Vec<Override>, out: &Option<PathBuf>, hooks: &[String]| {
-            if let Some(p) = out {
-                o.push(("alert_router.alerts_out".into(), s(p.display().to_string())));
-            }
+        let router = |o: &mut Vec<Override>, AlertOutputArgs { alerts_out, webhooks: hooks }: &AlertOutputArgs| {
+            set(o, "alert_router.alerts_out", alerts_out.as_deref().map(path_text).as_deref());
             if !hooks.is_empty() {
                 let list = hooks
                     .iter()
@@ -297,8 +260,8 @@ impl Cli {
             Command::Run(r) => {
                 input(&mut o, &r.input);
                 service(&mut o, &r.service);
-                router(&mut o, &r.alerts_out, &r.webhooks);
-                model(&mut o, &r.model);
+                router(&mut o, &r.output);
+                model(&mut o, r.model.model.as_ref());
                 o.push(("alert_router.stdout".into(), toml::Value::Boolean(!r.quiet)));
             }
             Command::Producer(p) => {
@@ -307,25 +270,64 @@ impl Cli {
             }
             Command::Detector(d) => {
                 service(&mut o, &d.service);
-                model(&mut o, &d.model);
+                model(&mut o, d.model.model.as_ref());
             }
             Command::AlertRouter(r) => {
                 service(&mut o, &r.service);
-                router(&mut o, &r.alerts_out, &r.webhooks);
+                router(&mut o, &r.output);
             }
             Command::Eval(EvalArgs { pcap, model: m, .. }) => {
-                model(&mut o, m);
+                model(&mut o, m.as_ref());
                 offline(&mut o, pcap);
             }
             Command::Report(ReportArgs { pcap, .. }) => offline(&mut o, pcap),
-            Command::Replay(crate::replay::ReplayArgs { brokers, .. })
-            | Command::Train(crate::replay::TrainArgs { brokers, .. }) => {
-                if let Some(b) = brokers {
-                    o.push(("kafka.brokers".into(), s(b)));
-                }
+            Command::Replay(ReplayArgs { brokers, .. }) | Command::Train(TrainArgs { brokers, .. }) => {
+                set(&mut o, "kafka.brokers", brokers.as_deref());
             }
             Command::Config { .. } | Command::Synth(_) => {}
         }
         o
     }
+}
+
+/// Runs the command (with the configuration loaded and validated for it) until it ends or a signal stops it;
+/// the roles it runs set their flags of `ready`.
+pub async fn dispatch(command: Command, cfg: Config, ready: ReadyFlags) -> anyhow::Result<()> {
+    let stop = CancellationToken::new();
+    let hard = CancellationToken::new();
+    on_signals(stop.clone(), hard.clone());
+    match command {
+        Command::Run(_) => crate::run::command(cfg, stop, hard, &ready).await,
+        Command::Producer(_) => crate::roles::command(Role::Producer, cfg, stop, &ready).await,
+        Command::Detector(_) => crate::roles::command(Role::Detector, cfg, stop, &ready).await,
+        Command::AlertRouter(_) => crate::roles::command(Role::AlertRouter, cfg, stop, &ready).await,
+        Command::Synth(args) => crate::synth::command(&args),
+        Command::Eval(args) => crate::eval::command(&args, cfg, stop, hard).await,
+        Command::Report(args) => crate::report::command(&args, cfg, stop, hard).await,
+        Command::Replay(args) => crate::replay::command(args, cfg).await,
+        Command::Train(args) => crate::train::command(args, cfg).await,
+        Command::Config { .. } => Ok(()),
+    }
+}
+
+/// Cancels `token` on the first Ctrl-C or SIGTERM and `hard` on the second.
+fn on_signals(token: CancellationToken, hard: CancellationToken) {
+    tokio::spawn(async move {
+        for t in [token, hard] {
+            #[cfg(unix)]
+            {
+                let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => return,
+                };
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            #[cfg(not(unix))]
+            let _ = tokio::signal::ctrl_c().await;
+            t.cancel();
+        }
+    });
 }

@@ -4,7 +4,9 @@
 //! and every semantic problem of every section is reported at once.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -114,6 +116,71 @@ impl Default for Log {
     }
 }
 
+/// The standard variable naming the OTLP endpoint when `telemetry.otlp_endpoint` is not set.
+pub const OTLP_ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+
+/// `[telemetry]`: where metrics, health and traces go (used by [`crate::telemetry`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Telemetry {
+    /// Address of the HTTP server with `/healthz`, `/readyz` and `/metrics` (Prometheus text), and for
+    /// `netanom detector` and `netanom run` the scoring API `POST /api/v1/analyze`, e.g. `"0.0.0.0:9100"`.
+    /// Default: none (no server).
+    pub listen: Option<SocketAddr>,
+    /// OTLP/gRPC endpoint for traces and metrics, e.g. `"http://otel-collector:4317"`. Default: the
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` environment variable when set, else none (nothing is exported over OTLP).
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported telemetry. Default: `OTEL_SERVICE_NAME` when set, else `netanom-<role>`
+    /// (`netanom-producer`, `netanom-detector`, `netanom-alert-router`, `netanom-run`).
+    pub service_name: Option<String>,
+    /// How often metrics are exported over OTLP. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub metrics_interval: Duration,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self { listen: None, otlp_endpoint: None, service_name: None, metrics_interval: Duration::from_secs(10) }
+    }
+}
+
+impl Telemetry {
+    /// Every problem of this section, each naming its key.
+    pub fn problems(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        if self.metrics_interval < Duration::from_millis(100) {
+            errors.push(ConfigError::Invalid(format!(
+                "telemetry.metrics_interval must be >= 100ms, got {}",
+                humantime_serde::re::humantime::format_duration(self.metrics_interval)
+            )));
+        }
+        if let Some(e) = &self.otlp_endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            errors.push(ConfigError::Invalid(format!(
+                "telemetry.otlp_endpoint must be an http(s) URL such as http://collector:4317, got {e:?}"
+            )));
+        }
+        if matches!(&self.service_name, Some(n) if n.trim().is_empty()) {
+            errors.push(ConfigError::Invalid("telemetry.service_name must not be empty when set".into()));
+        }
+        errors
+    }
+
+    /// The endpoint in force: the configured one, else `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub fn endpoint(&self) -> Option<String> {
+        self.otlp_endpoint.clone().or_else(|| std::env::var(OTLP_ENDPOINT_ENV).ok().filter(|v| !v.trim().is_empty()))
+    }
+
+    /// The service name in force for `role`.
+    pub fn service_name_for(&self, role: &str) -> String {
+        self.service_name
+            .clone()
+            .or_else(|| std::env::var("OTEL_SERVICE_NAME").ok().filter(|v| !v.trim().is_empty()))
+            .unwrap_or_else(|| format!("netanom-{role}"))
+    }
+}
+
 /// The whole configuration: one table per role plus the shared sections.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -127,7 +194,7 @@ pub struct Config {
     /// Logging.
     pub log: Log,
     /// Metrics, health endpoints and traces (`[telemetry]`).
-    pub telemetry: crate::telemetry::Telemetry,
+    pub telemetry: Telemetry,
     /// The producer role.
     pub producer: netanom_producer::ProducerConfig,
     /// The detector role.
@@ -432,6 +499,11 @@ mod tests {
         errors.iter().map(ToString::to_string).collect()
     }
 
+    /// The errors of loading `file` with the environment `pairs`, one a line.
+    fn load_errors(file: Option<&Path>, pairs: &[(&str, &str)]) -> String {
+        texts(&load(file, env(pairs), &[]).unwrap_err()).join("\n")
+    }
+
     const FILE: &str = "[detector.rate]\nthreshold_per_sec = 250.0\nwindow_packets = 50\n[topics]\npackets = \"p\"\n";
 
     #[test]
@@ -463,39 +535,30 @@ mod tests {
         assert_eq!(cfg.detector.rate.threshold_per_sec, 400.0);
     }
 
+    /// Unknown keys and wrong types name their dotted key, from a file (tables, arrays of tables, inline
+    /// tables) or from the environment.
     #[test]
-    fn an_unknown_key_names_its_table() {
-        let f = file("[detector.rate]\nthresold = 3\n");
-        let errors = load(Some(f.path()), Vec::new(), &[]).unwrap_err();
-        let text = texts(&errors).join("\n");
-        assert!(text.contains("detector.rate.thresold"), "{text}");
-        // The same key from the environment.
-        let errors = load(None, env(&[("NETANOM_DETECTOR__RATE__THRESOLD", "3")]), &[]).unwrap_err();
-        let text = texts(&errors).join("\n");
-        assert!(text.contains("detector.rate.thresold"), "{text}");
-    }
-
-    #[test]
-    fn a_wrong_type_names_the_key() {
-        let f = file("[detector.rate]\nwindow_packets = \"many\"\n");
-        let text = texts(&load(Some(f.path()), Vec::new(), &[]).unwrap_err()).join("\n");
-        assert!(text.contains("detector.rate.window_packets"), "{text}");
-        let text = texts(&load(None, env(&[("NETANOM_PRODUCER__SNAPLEN", "big")]), &[]).unwrap_err()).join("\n");
-        assert!(text.contains("producer.snaplen"), "{text}");
-    }
-
-    #[test]
-    fn an_unknown_key_in_an_array_of_tables_names_the_array() {
-        let f = file("[[alert_router.webhooks]]\nurl = \"http://127.0.0.1:9/x\"\nmethod = \"PUT\"\n");
-        let text = texts(&load(Some(f.path()), Vec::new(), &[]).unwrap_err()).join("\n");
-        assert!(text.contains("alert_router.webhooks.method"), "{text}");
-    }
-
-    #[test]
-    fn a_wrong_type_in_an_inline_table_names_the_key() {
-        let f = file("detector = { rate = { window_packets = \"many\" } }\n");
-        let text = texts(&load(Some(f.path()), Vec::new(), &[]).unwrap_err()).join("\n");
-        assert!(text.contains("window_packets"), "{text}");
+    fn a_shape_error_names_its_key() {
+        for (text, key) in [
+            ("[detector.rate]\nthresold = 3\n", "detector.rate.thresold"),
+            ("[detector.rate]\nwindow_packets = \"many\"\n", "detector.rate.window_packets"),
+            (
+                "[[alert_router.webhooks]]\nurl = \"http://127.0.0.1:9/x\"\nmethod = \"PUT\"\n",
+                "alert_router.webhooks.method",
+            ),
+            ("detector = { rate = { window_packets = \"many\" } }\n", "window_packets"),
+        ] {
+            let f = file(text);
+            let errors = load_errors(Some(f.path()), &[]);
+            assert!(errors.contains(key), "{key} missing from {errors}");
+        }
+        for (name, key) in [
+            ("NETANOM_DETECTOR__RATE__THRESOLD", "detector.rate.thresold"),
+            ("NETANOM_PRODUCER__SNAPLEN", "producer.snaplen"),
+        ] {
+            let errors = load_errors(None, &[(name, "big")]);
+            assert!(errors.contains(key), "{key} missing from {errors}");
+        }
     }
 
     #[test]
@@ -581,7 +644,7 @@ mod tests {
         ] {
             let (table, field) = key.split_once('.').unwrap();
             let f = file(&format!("[{table}]\n{field} = {}\n", parse_scalar_text(value)));
-            let text = texts(&load(Some(f.path()), Vec::new(), &[]).unwrap_err()).join("\n");
+            let text = load_errors(Some(f.path()), &[]);
             assert!(text.contains(key), "{key}: {text}");
         }
     }
@@ -610,5 +673,35 @@ mod tests {
             assert!(n <= 1, "{key} printed {n} times:\n{shown}");
         }
         assert!(!shown.contains("schema_ids") && !shown.contains("_topic ="), "{shown}");
+    }
+
+    #[test]
+    fn telemetry_section_parses_with_defaults_and_rejects_unknown_keys() {
+        let t: Telemetry = toml::from_str("listen = \"0.0.0.0:9100\"\nmetrics_interval = \"2s\"").unwrap();
+        assert_eq!(t.listen, Some("0.0.0.0:9100".parse().unwrap()));
+        assert_eq!(t.metrics_interval, Duration::from_secs(2));
+        assert_eq!(t.otlp_endpoint, None);
+        assert!(t.problems().is_empty());
+        let err = toml::from_str::<Telemetry>("listen_addr = \"x\"").unwrap_err().to_string();
+        assert!(err.contains("listen_addr"), "{err}");
+    }
+
+    #[test]
+    fn telemetry_problems_name_every_key() {
+        let t = Telemetry {
+            otlp_endpoint: Some("collector:4317".into()),
+            service_name: Some(" ".into()),
+            metrics_interval: Duration::from_millis(10),
+            ..Telemetry::default()
+        };
+        let p: Vec<String> = t.problems().iter().map(ToString::to_string).collect();
+        assert_eq!(p.len(), 3, "{p:?}");
+        for key in ["telemetry.metrics_interval", "telemetry.otlp_endpoint", "telemetry.service_name"] {
+            assert!(p.iter().any(|e| e.contains(key)), "{key} missing from {p:?}");
+        }
+        assert_eq!(
+            Telemetry { service_name: Some("x".into()), ..Telemetry::default() }.service_name_for("detector"),
+            "x"
+        );
     }
 }

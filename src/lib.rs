@@ -1,20 +1,40 @@
-//! The `netanom` umbrella binary as a library: configuration layering, the command line, and the orchestration
-//! of `netanom run` (all three roles in one process on an embedded broker). The roles themselves live in the
-//! `netanom-producer`, `netanom-detector` and `netanom-alert-router` crates; this crate only wires them.
+//! The `netanom` umbrella binary as a library: the command line, configuration layering, telemetry, the
+//! orchestration of `netanom run` (all three roles in one process on an embedded broker) and the offline tools.
+//! The roles themselves live in the `netanom-producer`, `netanom-detector` and `netanom-alert-router` crates;
+//! this crate only wires them.
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`cli`] | flags of every command, the configuration keys they set, signals, dispatch |
+//! | [`config`] | the configuration: sections, layering (defaults, file, environment, flags), validation |
+//! | [`telemetry`] | logging (the one place it is set up), OpenTelemetry export, `/healthz` `/readyz` `/metrics` |
+//! | [`roles`] | one role against a real cluster; preparing every role's configuration |
+//! | [`run`] | `netanom run`: the whole pipeline in one process; [`run::embedded_broker`] |
+//! | [`offline`] | one capture through netanom: the producer's batches, or the whole pipeline's alerts |
+//! | [`synth`], [`eval`], [`report`], [`replay`], [`train`] | the offline tools, one module each |
+//! | [`topic_range`] | reading a range of a packets topic in replay order (replay, train) |
+//! | [`labels`], [`traffic`] | ground truth and per-host traffic of a capture (eval, report) |
+//! | [`registry`] | the Confluent Schema Registry client |
+//! | [`summary`] | the roles' one-line summaries |
 
 pub mod cli;
 pub mod config;
 pub mod eval;
-pub mod evaluate;
 pub mod labels;
+pub mod offline;
 pub mod registry;
 pub mod replay;
 pub mod report;
+pub mod roles;
 pub mod run;
 pub mod summary;
-pub mod supervised;
+pub mod synth;
 pub mod telemetry;
+#[cfg(test)]
+mod test_alerts;
+pub mod topic_range;
 pub mod traffic;
+pub mod train;
 
 /// An error and its causes on one line, for the command line: `outer: cause: root cause`. Most of the
 /// workspace's errors already end their message with their source's (`cannot open {path}: {source}`), so a

@@ -48,14 +48,15 @@ fn main() -> ExitCode {
         }
     };
     // Telemetry (logging, OTLP, the /metrics server) for the roles; plain logging for the other commands.
-    let telemetry = match netanom::telemetry::role_of(&cli.command) {
+    let ready = netanom::roles::ReadyFlags::default();
+    let telemetry = match cli.command.role() {
         None => {
-            netanom::run::init_logging(&cfg.log);
+            netanom::telemetry::init_logging(&cfg.log);
             None
         }
         Some(role) => {
-            let readiness = netanom::telemetry::Readiness::for_role(role);
-            let routes = netanom::telemetry::role_routes(role, &cfg);
+            let readiness = netanom::telemetry::Readiness::of_roles(ready.of(role));
+            let routes = netanom::telemetry::role_routes(role, &cfg.detector);
             match runtime.block_on(netanom::telemetry::init(&cfg.telemetry, &cfg.log, role, readiness, routes)) {
                 Ok(guard) => Some(guard),
                 Err(e) => {
@@ -65,7 +66,7 @@ fn main() -> ExitCode {
             }
         }
     };
-    let result = runtime.block_on(netanom::run::dispatch(cli.command, cfg));
+    let result = runtime.block_on(netanom::cli::dispatch(cli.command, cfg, ready));
     // Export the last spans and metrics while the runtime (which drives the exporters) still runs.
     if let Some(guard) = telemetry {
         guard.shutdown();

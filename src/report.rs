@@ -1,19 +1,23 @@
 //! `netanom report`: runs the pipeline over a capture and writes one self-contained HTML file (inline SVG, no
 //! script, no external asset): packet sizes with the packets of alerted hosts marked, new connections per second
 //! of the top alerted hosts against the rate threshold with alert markers, the distribution of alert scores
-//! (score ÷ threshold), top talkers and top alerted hosts. It draws what [`crate::traffic`] and the alerts say;
+//! (score ÷ threshold), top talkers and top alerted hosts. It draws what [`crate::traffic`] and the alerts of
+//! [`crate::offline::alerts`] say;
 //! it computes no metric (that is `netanom eval`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
+use std::path::PathBuf;
+
 use anyhow::Context;
+use clap::Args;
 use netanom_schemas::Alert;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::evaluate::{parse_time_ns, run_collecting_alerts};
 use crate::labels::Labels;
+use crate::offline::parse_time_ns;
 use crate::traffic::{SIZE_BIN, SIZE_BINS, Traffic};
 
 const W: f64 = 1000.0;
@@ -26,8 +30,22 @@ const PAD_B: f64 = 40.0;
 const SERIES: [&str; 4] = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd"];
 
 /// `netanom report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The capture (pcap or pcapng).
+    #[arg(long)]
+    pub pcap: PathBuf,
+    /// Optional labels (same formats as `netanom eval`); attackers are marked in the tables.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// The HTML file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Runs `netanom report`.
 pub async fn command(
-    args: &crate::cli::ReportArgs,
+    args: &ReportArgs,
     cfg: Config,
     stop: CancellationToken,
     hard: CancellationToken,
@@ -38,7 +56,7 @@ pub async fn command(
     };
     let traffic = crate::traffic::scan(&args.pcap, &cfg.producer.flow)?;
     let threshold = cfg.detector.rate.threshold_per_sec;
-    let (_, alerts) = run_collecting_alerts(cfg, &args.pcap, stop, hard).await?;
+    let (_, alerts) = crate::offline::alerts(cfg, &args.pcap, stop, hard).await?;
     let html = render(&args.pcap.display().to_string(), &traffic, &alerts, labels.as_ref(), threshold);
     std::fs::write(&args.out, html).with_context(|| format!("cannot write {}", args.out.display()))?;
     println!("wrote {} ({} hosts, {} alerts)", args.out.display(), traffic.hosts.len(), alerts.len());
@@ -355,22 +373,7 @@ mod tests {
         h.opens_per_sec.insert(0, 2);
         h.opens_per_sec.insert(1, 1);
         t.hosts.insert("10.0.0.1".into(), h);
-        let alert = Alert {
-            id: "x".into(),
-            host: "10.0.0.1".into(),
-            kind: "rate".into(),
-            score: 400.0,
-            threshold: 200.0,
-            first_seen: "1970-01-01T00:00:01Z".into(),
-            last_seen: "1970-01-01T00:00:01Z".into(),
-            detected_at: "1970-01-01T00:00:01Z".into(),
-            count: 1,
-            reason: String::new(),
-            target: None,
-            sample: String::new(),
-            features: Vec::new(),
-            model_version: "t".into(),
-        };
+        let alert = crate::test_alerts::alert("10.0.0.1", "rate", 400.0, 200.0, "1970-01-01T00:00:01Z");
         let html = render("<a&b>.pcap", &t, &[alert], None, 200.0);
         assert!(html.contains("&lt;a&amp;b&gt;.pcap") && !html.contains("<a&b>"));
         assert!(html.contains("50-100 B: 3 packets from alerted hosts"), "the alerted host's packets are marked");

@@ -1,104 +1,40 @@
-//! Telemetry of every role: the `[telemetry]` configuration, the OpenTelemetry SDK (traces and metrics over
+//! Telemetry and logging of every command: the OpenTelemetry SDK (traces and metrics over
 //! OTLP/gRPC when an endpoint is set, metrics also into a Prometheus registry), the global W3C trace-context
 //! propagator, and the HTTP server on `[telemetry] listen` with `GET /healthz`, `GET /readyz` and
-//! `GET /metrics`, plus the routes of the role it runs ([`role_routes`]: the detector's scoring API). Logs stay
-//! on stderr as `[log]` says; this module only adds an OpenTelemetry layer next to them. The service crates
+//! `GET /metrics`, plus the routes of the role it runs ([`role_routes`]: the detector's scoring API). Logging is
+//! set up here and only here: on stderr as `[log]` says ([`init_logging`] for the tools, [`init`] for the roles,
+//! which adds an OpenTelemetry layer next to it). The `[telemetry]` section itself is
+//! [`crate::config::Telemetry`]; this module knows nothing of the command line. The service crates
 //! only use the `opentelemetry` API (`global::meter("netanom")`, `global::tracer("netanom")`); everything that
 //! exports lives here.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use netanom_handles::ReadyFlag;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-use crate::config::{ConfigError, Log};
+use crate::config::{Log, Telemetry};
 
-/// The standard variable naming the OTLP endpoint when `telemetry.otlp_endpoint` is not set.
-pub const OTLP_ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
-
-/// `[telemetry]`: where metrics, health and traces go.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Telemetry {
-    /// Address of the HTTP server with `/healthz`, `/readyz` and `/metrics` (Prometheus text), and for
-    /// `netanom detector` and `netanom run` the scoring API `POST /api/v1/analyze`, e.g. `"0.0.0.0:9100"`.
-    /// Default: none (no server).
-    pub listen: Option<SocketAddr>,
-    /// OTLP/gRPC endpoint for traces and metrics, e.g. `"http://otel-collector:4317"`. Default: the
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT` environment variable when set, else none (nothing is exported over OTLP).
-    pub otlp_endpoint: Option<String>,
-    /// `service.name` of the exported telemetry. Default: `OTEL_SERVICE_NAME` when set, else `netanom-<role>`
-    /// (`netanom-producer`, `netanom-detector`, `netanom-alert-router`, `netanom-run`).
-    pub service_name: Option<String>,
-    /// How often metrics are exported over OTLP. Default `10s`.
-    #[serde(with = "humantime_serde")]
-    pub metrics_interval: Duration,
-}
-
-impl Default for Telemetry {
-    fn default() -> Self {
-        Self { listen: None, otlp_endpoint: None, service_name: None, metrics_interval: Duration::from_secs(10) }
-    }
-}
-
-impl Telemetry {
-    /// Every problem of this section, each naming its key.
-    pub fn problems(&self) -> Vec<ConfigError> {
-        let mut errors = Vec::new();
-        if self.metrics_interval < Duration::from_millis(100) {
-            errors.push(ConfigError::Invalid(format!(
-                "telemetry.metrics_interval must be >= 100ms, got {}",
-                humantime_serde::re::humantime::format_duration(self.metrics_interval)
-            )));
-        }
-        if let Some(e) = &self.otlp_endpoint
-            && !(e.starts_with("http://") || e.starts_with("https://"))
-        {
-            errors.push(ConfigError::Invalid(format!(
-                "telemetry.otlp_endpoint must be an http(s) URL such as http://collector:4317, got {e:?}"
-            )));
-        }
-        if matches!(&self.service_name, Some(n) if n.trim().is_empty()) {
-            errors.push(ConfigError::Invalid("telemetry.service_name must not be empty when set".into()));
-        }
-        errors
-    }
-
-    /// The endpoint in force: the configured one, else `OTEL_EXPORTER_OTLP_ENDPOINT`.
-    pub fn endpoint(&self) -> Option<String> {
-        self.otlp_endpoint.clone().or_else(|| std::env::var(OTLP_ENDPOINT_ENV).ok().filter(|v| !v.trim().is_empty()))
-    }
-
-    /// The service name in force for `role`.
-    pub fn service_name_for(&self, role: &str) -> String {
-        self.service_name
-            .clone()
-            .or_else(|| std::env::var("OTEL_SERVICE_NAME").ok().filter(|v| !v.trim().is_empty()))
-            .unwrap_or_else(|| format!("netanom-{role}"))
-    }
-}
-
-/// Whether this process is ready for traffic: its own flag, or every role flag it watches (each role crate
-/// sets its `metrics::READY` once its consumer is assigned or its producer is created).
+/// Whether this process is ready for traffic: its own flag, or every role flag it watches (each role sets the
+/// [`ReadyFlag`] it was handed once its consumer is assigned or its producer is created).
 #[derive(Debug, Clone, Default)]
 pub struct Readiness {
     flag: Arc<AtomicBool>,
-    roles: Arc<Vec<&'static AtomicBool>>,
+    roles: Arc<Vec<ReadyFlag>>,
 }
 
 impl Readiness {
@@ -108,23 +44,8 @@ impl Readiness {
     }
 
     /// Ready once every one of `roles` is (or [`Readiness::set_ready`] was called).
-    pub fn of_roles(roles: Vec<&'static AtomicBool>) -> Self {
+    pub fn of_roles(roles: Vec<ReadyFlag>) -> Self {
         Self { flag: Arc::default(), roles: Arc::new(roles) }
-    }
-
-    /// The readiness of the role run by [`role_of`]: `run` is ready once all three roles are.
-    pub fn for_role(role: &str) -> Self {
-        let (p, d, r) = (
-            &netanom_producer::metrics::READY,
-            &netanom_detector::metrics::READY,
-            &netanom_alert_router::metrics::READY,
-        );
-        Self::of_roles(match role {
-            "producer" => vec![p],
-            "detector" => vec![d],
-            "alert-router" => vec![r],
-            _ => vec![p, d, r],
-        })
     }
 
     /// Marks the process ready.
@@ -134,21 +55,7 @@ impl Readiness {
 
     /// Whether `/readyz` answers 200.
     pub fn is_ready(&self) -> bool {
-        self.flag.load(Ordering::Acquire)
-            || (!self.roles.is_empty() && self.roles.iter().all(|r| r.load(Ordering::Acquire)))
-    }
-}
-
-/// The role name a command runs (for `service.name` and readiness), or `None` for the tools (`synth`,
-/// `config`, …) that get plain logging and no telemetry.
-pub fn role_of(command: &crate::cli::Command) -> Option<&'static str> {
-    use crate::cli::Command;
-    match command {
-        Command::Run(_) => Some("run"),
-        Command::Producer(_) => Some("producer"),
-        Command::Detector(_) => Some("detector"),
-        Command::AlertRouter(_) => Some("alert-router"),
-        _ => None,
+        self.flag.load(Ordering::Acquire) || (!self.roles.is_empty() && self.roles.iter().all(ReadyFlag::is_set))
     }
 }
 
@@ -192,15 +99,15 @@ impl Guard {
 }
 
 /// The HTTP routes `role` adds next to the probes: the scoring API (`POST /api/v1/analyze`) for the roles
-/// that run a detector (`detector`, `run`), answered from the model `cfg.detector` publishes; none otherwise.
-pub fn role_routes(role: &str, cfg: &crate::config::Config) -> axum::Router {
+/// that run a detector (`detector`, `run`), answered from the model `detector` publishes; none otherwise.
+pub fn role_routes(role: &str, detector: &netanom_detector::DetectorConfig) -> axum::Router {
     match role {
-        "detector" | "run" => netanom_detector::api::router(&cfg.detector),
+        "detector" | "run" => netanom_detector::api::router(detector),
         _ => axum::Router::new(),
     }
 }
 
-/// Installs logging (as [`crate::run::init_logging`] does) plus, when an OTLP endpoint is set, a
+/// Installs logging (as [`init_logging`] does) plus, when an OTLP endpoint is set, a
 /// `tracing-opentelemetry` layer; sets the global tracer and meter providers and the W3C propagator; starts
 /// the HTTP server with the probes and `extra` routes (see [`role_routes`]) when `listen` is set. Must run
 /// inside the tokio runtime (the gRPC exporter and the server spawn tasks on it).
@@ -263,6 +170,12 @@ pub async fn init(
     Ok(Guard { tracer, meter, server, local_addr })
 }
 
+/// Sets up `tracing` on stderr (stdout carries alerts, summaries and the tools' output), for the commands that
+/// run no role.
+pub fn init_logging(log: &Log) {
+    init_subscriber(log, None);
+}
+
 fn init_subscriber(log: &Log, tracer: Option<&SdkTracerProvider>) {
     let filter = tracing_subscriber::EnvFilter::try_new(&log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
@@ -299,40 +212,5 @@ async fn metrics(State((registry, _)): State<HttpState>) -> impl IntoResponse {
 pub async fn serve(listener: tokio::net::TcpListener, app: axum::Router, stop: CancellationToken) {
     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
         tracing::warn!(error = %e, "telemetry server failed");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn telemetry_section_parses_with_defaults_and_rejects_unknown_keys() {
-        let t: Telemetry = toml::from_str("listen = \"0.0.0.0:9100\"\nmetrics_interval = \"2s\"").unwrap();
-        assert_eq!(t.listen, Some("0.0.0.0:9100".parse().unwrap()));
-        assert_eq!(t.metrics_interval, Duration::from_secs(2));
-        assert_eq!(t.otlp_endpoint, None);
-        assert!(t.problems().is_empty());
-        let err = toml::from_str::<Telemetry>("listen_addr = \"x\"").unwrap_err().to_string();
-        assert!(err.contains("listen_addr"), "{err}");
-    }
-
-    #[test]
-    fn telemetry_problems_name_every_key() {
-        let t = Telemetry {
-            otlp_endpoint: Some("collector:4317".into()),
-            service_name: Some(" ".into()),
-            metrics_interval: Duration::from_millis(10),
-            ..Telemetry::default()
-        };
-        let p: Vec<String> = t.problems().iter().map(ToString::to_string).collect();
-        assert_eq!(p.len(), 3, "{p:?}");
-        for key in ["telemetry.metrics_interval", "telemetry.otlp_endpoint", "telemetry.service_name"] {
-            assert!(p.iter().any(|e| e.contains(key)), "{key} missing from {p:?}");
-        }
-        assert_eq!(
-            Telemetry { service_name: Some("x".into()), ..Telemetry::default() }.service_name_for("detector"),
-            "x"
-        );
     }
 }

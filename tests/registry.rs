@@ -131,7 +131,7 @@ fn registry_ids(reg: &Shared, cfg: &Config) -> SchemaIds {
 async fn every_role_uses_the_ids_the_registry_assigned() {
     let (url, reg) = start_registry().await;
     let mut cfg = config(&url);
-    netanom::run::prepare(&mut cfg, "127.0.0.1:1").await.unwrap();
+    netanom::roles::prepare(&mut cfg, "127.0.0.1:1").await.unwrap();
     let ids = registry_ids(&reg, &cfg);
     assert_ne!(ids, SchemaIds::BUILT_IN);
     let mut assigned = [ids.packet_batch, ids.anomaly, ids.destination_stats];
@@ -145,7 +145,7 @@ async fn every_role_uses_the_ids_the_registry_assigned() {
     // A second role (another process in a deployment) registers the same schemas: same ids, nothing new.
     let mut again = config(&url);
     again.topics = cfg.topics.clone();
-    netanom::run::prepare(&mut again, "127.0.0.1:1").await.unwrap();
+    netanom::roles::prepare(&mut again, "127.0.0.1:1").await.unwrap();
     assert_eq!(again.detector.schema_ids, ids);
     let reg = reg.lock().unwrap();
     assert_eq!((reg.requests, reg.next), (6, 103));
@@ -155,7 +155,7 @@ async fn every_role_uses_the_ids_the_registry_assigned() {
 async fn without_a_registry_the_configured_ids_are_used() {
     let flags = vec![("schemas.ids.anomaly".to_string(), toml::Value::Integer(42))];
     let mut cfg = load(None, Vec::new(), &flags).unwrap();
-    netanom::run::prepare(&mut cfg, "127.0.0.1:1").await.unwrap();
+    netanom::roles::prepare(&mut cfg, "127.0.0.1:1").await.unwrap();
     let want = SchemaIds { anomaly: 42, ..SchemaIds::BUILT_IN };
     assert_eq!((cfg.producer.schema_ids, cfg.detector.schema_ids, cfg.alert_router.schema_ids), (want, want, want));
 }
@@ -249,7 +249,7 @@ async fn an_unreachable_registry_is_an_error_naming_the_url_and_subject() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("http://127.0.0.1:{port}");
     let mut cfg = config(&url);
-    let err = netanom::run::prepare(&mut cfg, "127.0.0.1:1").await.unwrap_err();
+    let err = netanom::roles::prepare(&mut cfg, "127.0.0.1:1").await.unwrap_err();
     let text = format!("{err:#}");
     assert!(text.contains(&url), "{text}");
     assert!(text.contains(&format!("{}-value", cfg.topics.packets)), "{text}");
@@ -260,7 +260,7 @@ async fn a_refused_schema_is_an_error_naming_the_subject_and_the_reason() {
     let (url, _reg) = start_registry().await;
     let mut cfg = config(&url);
     cfg.topics.anomalies = unique("refused");
-    let err = netanom::run::prepare(&mut cfg, "127.0.0.1:1").await.unwrap_err();
+    let err = netanom::roles::prepare(&mut cfg, "127.0.0.1:1").await.unwrap_err();
     let text = format!("{err:#}");
     assert!(text.contains(&url) && text.contains(&format!("{}-value", cfg.topics.anomalies)), "{text}");
     assert!(text.contains("409") && text.contains("incompatible"), "{text}");

@@ -7,10 +7,10 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use netanom::replay::{
-    Position, ReadSpec, ReplayRecord, capture_vectors, detect, diff, ranges, read_range, train_vectors,
-    write_jsonl_file,
-};
+use netanom::replay::detect::{Detection, detect};
+use netanom::replay::output::{anomaly_json, diff, suppress, write_alerts, write_jsonl_file};
+use netanom::topic_range::{Position, ReadSpec, ReplayRecord, ranges, read_range};
+use netanom::train::isolation::{capture_vectors, range_training_set, train_vectors};
 use netanom_detector::fixtures::{T0, benign_batch, scan_batch, spoofed_flood, syn_flood};
 use netanom_detector::forest::{FeatureScratch, batch_features};
 use netanom_detector::{DetectorConfig, TrainedForest};
@@ -327,17 +327,16 @@ fn without_a_model_the_warm_up_training_is_reproducible_and_alerts_account_for_e
     let b = detect(&records, &ids, &cfg, None);
     assert!(a.model_version.is_some(), "the forest was trained during the replay");
     assert_eq!(a.model_version, b.model_version);
-    let lines =
-        |d: &netanom::replay::Detection| d.anomalies.iter().map(netanom::replay::anomaly_json).collect::<Vec<_>>();
+    let lines = |d: &Detection| d.anomalies.iter().map(anomaly_json).collect::<Vec<_>>();
     assert_eq!(lines(&a), lines(&b));
 
     let suppression = netanom_alert_router::SuppressionConfig::default();
-    let alerts = netanom::replay::suppress(&a.anomalies, &suppression);
-    let again = netanom::replay::suppress(&b.anomalies, &suppression);
+    let alerts = suppress(&a.anomalies, &suppression);
+    let again = suppress(&b.anomalies, &suppression);
     let mut first = Vec::new();
-    netanom::replay::write_alerts(&alerts, &mut first).unwrap();
+    write_alerts(&alerts, &mut first).unwrap();
     let mut second = Vec::new();
-    netanom::replay::write_alerts(&again, &mut second).unwrap();
+    write_alerts(&again, &mut second).unwrap();
     assert_eq!(first, second);
     assert!(!alerts.is_empty() && alerts.len() <= a.anomalies.len());
     assert_eq!(alerts.iter().map(|x| x.count).sum::<u64>(), a.anomalies.len() as u64, "an anomaly lost or doubled");
@@ -384,7 +383,7 @@ fn cli_train_from_a_topic_range_is_reproducible_and_the_model_replays() {
     let stdout = String::from_utf8(first.stdout).unwrap();
     assert!(stdout.contains(&format!(" on {n} batch vectors ")), "{stdout}");
     let records = read(spec(&brokers, &topic, Position::Offset(0), None));
-    let set = netanom::replay::range_training_set(&records, &SchemaIds::BUILT_IN, &cfg, cfg.forest.warmup_samples);
+    let set = range_training_set(&records, &SchemaIds::BUILT_IN, &cfg, cfg.forest.warmup_samples);
     assert_eq!((set.vectors.len(), set.batches, set.poison), (n, batches.len() as u64, 1));
 
     let m = TrainedForest::load(&m1).unwrap();

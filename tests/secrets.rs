@@ -68,7 +68,7 @@ secret = "whsec_Q0FOQVJZLTdmM2E5Yy1ob29r""#,
     };
     check(&cfg);
     // After the shared section is copied into every role (what the services receive).
-    netanom::run::apply_shared(&mut cfg, "localhost:9092");
+    netanom::roles::apply_shared(&mut cfg, "localhost:9092");
     assert_eq!(cfg.detector.kafka_properties["sasl.oauthbearer.client.secret"], "CANARY-7f3a9c-oidc");
     check(&cfg);
     let shown = format!("{:?}", cfg.detector);

@@ -59,15 +59,17 @@ async fn http_server_reports_health_readiness_flip_and_counter() {
 /// Role readiness: `run` is ready only when all three role flags are.
 #[test]
 fn run_readiness_needs_every_role() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    static A: AtomicBool = AtomicBool::new(false);
-    static B: AtomicBool = AtomicBool::new(false);
-    let r = Readiness::of_roles(vec![&A, &B]);
+    let flags = netanom::roles::ReadyFlags::default();
+    let r = Readiness::of_roles(flags.of("run"));
     assert!(!r.is_ready());
-    A.store(true, Ordering::Release);
+    flags.producer.set(true);
+    flags.detector.set(true);
     assert!(!r.is_ready());
-    B.store(true, Ordering::Release);
+    flags.alert_router.set(true);
     assert!(r.is_ready());
+    let detector = Readiness::of_roles(flags.of("detector"));
+    flags.detector.set(false);
+    assert!(!detector.is_ready() && !r.is_ready());
 }
 
 /// Everything the collector received.

@@ -3,15 +3,10 @@
 //! requests). Only the API crate is used: without an installed SDK every instrument is a no-op and no header is
 //! written. Labels are low-cardinality (sink, outcome), never an address.
 
-use std::sync::atomic::AtomicBool;
-
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram};
 use opentelemetry::propagation::{Extractor, Injector};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
-
-/// True while a router of this process has its partitions assigned (`/readyz`).
-pub static READY: AtomicBool = AtomicBool::new(false);
 
 /// Name of the span of one alert's delivery (child of the anomaly that opened it, linked to the others).
 pub const ALERT_SPAN: &str = "router.alert";

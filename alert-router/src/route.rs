@@ -22,6 +22,7 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use netanom_handles::{ReadyFlag, RoleHandles};
 use netanom_schemas::{Alert, Anomaly, topics};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -72,15 +73,17 @@ struct Shared {
     metrics: Metrics,
 }
 
-/// Runs the router until `shutdown` fires, or until `drain` fires and the input present at that moment is fully
-/// processed. See the module documentation.
+/// Runs the router until `shutdown` fires, or until `handles.drain` fires and the input present at that moment
+/// is fully processed. `handles.ready` is set while it has its partitions; its committed and flushed clients
+/// are dropped on `handles.teardown`. See the module documentation.
 pub async fn run(
     config: RouterConfig,
     shutdown: CancellationToken,
-    drain: Option<CancellationToken>,
+    handles: RoleHandles,
 ) -> Result<RouterReport, RouterError> {
     config.validate().map_err(RouterError::Config)?;
-    let consumer = Arc::new(create_consumer(&config)?);
+    let RoleHandles { drain, ready, teardown } = handles;
+    let consumer = Arc::new(create_consumer(&config, &ready)?);
     if config.static_assignment {
         let (c, topic) = (consumer.clone(), config.anomalies_topic.clone());
         let tpl = tokio::task::spawn_blocking(move || every_partition(&c, &topic))
@@ -90,7 +93,7 @@ pub async fn run(
             what: format!("assigning every partition of {}", config.anomalies_topic),
             source: Box::new(source),
         })?;
-        metrics::READY.store(true, std::sync::atomic::Ordering::Release);
+        ready.set(true);
     } else {
         consumer.subscribe(&[config.anomalies_topic.as_str()]).map_err(|source| RouterError::Kafka {
             what: format!("subscribing to {}", config.anomalies_topic),
@@ -133,10 +136,10 @@ pub async fn run(
 
     let result = router.main_loop(&shutdown, drain.unwrap_or_default()).await;
     router.finish().await;
-    metrics::READY.store(false, std::sync::atomic::Ordering::Release);
+    ready.set(false);
     let Router { report, consumer, shared, .. } = router;
     // Committed and flushed (`finish`): the clients' teardown need not delay the report.
-    netanom_schemas::teardown::drop_in_background((consumer, shared));
+    teardown.drop_in_background((consumer, shared));
     result.map(|()| report)
 }
 
@@ -599,8 +602,12 @@ fn every_partition(
 }
 
 /// The consumer's client context: librdkafka reports reaching the end of a partition through the error callback
-/// when `enable.partition.eof` is on (drain needs it); that is not an error, so it is not logged as one.
-pub struct RouterContext;
+/// when `enable.partition.eof` is on (drain needs it); that is not an error, so it is not logged as one. It
+/// also sets the router's ready flag once partitions are assigned.
+pub struct RouterContext {
+    /// Set once partitions are assigned.
+    ready: ReadyFlag,
+}
 
 impl rdkafka::ClientContext for RouterContext {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
@@ -615,13 +622,13 @@ impl rdkafka::ClientContext for RouterContext {
 impl ConsumerContext for RouterContext {
     fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
         if let rdkafka::consumer::Rebalance::Assign(tpl) = rebalance {
-            metrics::READY.store(true, std::sync::atomic::Ordering::Release);
+            self.ready.set(true);
             tracing::info!(partitions = tpl.count(), "partitions assigned");
         }
     }
 }
 
-fn create_consumer(config: &RouterConfig) -> Result<StreamConsumer<RouterContext>, RouterError> {
+fn create_consumer(config: &RouterConfig, ready: &ReadyFlag) -> Result<StreamConsumer<RouterContext>, RouterError> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.brokers)
         .set("group.id", &config.group_id)
@@ -634,7 +641,7 @@ fn create_consumer(config: &RouterConfig) -> Result<StreamConsumer<RouterContext
     }
     // Not overridable: offsets are stored only after delivery.
     c.set("enable.auto.offset.store", "false");
-    c.create_with_context(RouterContext)
+    c.create_with_context(RouterContext { ready: ready.clone() })
         .map_err(redacted)
         .map_err(|source| RouterError::Kafka { what: "creating the consumer".into(), source: Box::new(source) })
 }

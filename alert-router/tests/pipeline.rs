@@ -13,6 +13,7 @@ use netanom_alert_router::webhook::{decode_secret, verify};
 use netanom_alert_router::{
     AlertFormat, RetryConfig, RouterConfig, Secret, SyslogConfig, Transport, WebhookConfig, run,
 };
+use netanom_handles::RoleHandles;
 use netanom_schemas::{Alert, Anomaly, AnomalyKind, Contribution, SchemaIds, format_rfc3339_ns, topics};
 use rand::Rng;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -222,11 +223,13 @@ async fn drain_collapses_repeats_delivers_signed_webhooks_and_dead_letters_failu
 
     let drain = CancellationToken::new();
     drain.cancel();
-    let report =
-        tokio::time::timeout(Duration::from_secs(60), run(f.config.clone(), CancellationToken::new(), Some(drain)))
-            .await
-            .expect("drain finished within 60 s")
-            .expect("router ran");
+    let report = tokio::time::timeout(
+        Duration::from_secs(60),
+        run(f.config.clone(), CancellationToken::new(), RoleHandles::draining(drain)),
+    )
+    .await
+    .expect("drain finished within 60 s")
+    .expect("router ran");
 
     assert_eq!(report.anomalies_consumed, 8);
     assert_eq!(report.alerts_emitted, 4);
@@ -335,7 +338,7 @@ async fn shutdown_emits_open_groups_and_client_errors_are_not_retried() {
     produce(&f.bootstrap, &f.config.anomalies_topic, &records).await;
 
     let shutdown = CancellationToken::new();
-    let router = tokio::spawn(run(f.config.clone(), shutdown.clone(), None));
+    let router = tokio::spawn(run(f.config.clone(), shutdown.clone(), RoleHandles::default()));
     let poison = read_topic(&f.bootstrap, &f.config.dead_letter_topic, 1).await;
     assert_eq!(header(&poison[0], topics::DLQ_ORIGIN_HEADER), format!("{}/0/2", f.config.anomalies_topic));
     assert!(rx.calls.lock().unwrap().is_empty(), "the group is still open");
@@ -396,11 +399,13 @@ async fn each_output_gets_its_format_and_syslog_failures_are_dead_lettered() {
     produce(&f.bootstrap, &f.config.anomalies_topic, &records).await;
     let drain = CancellationToken::new();
     drain.cancel();
-    let report =
-        tokio::time::timeout(Duration::from_secs(60), run(f.config.clone(), CancellationToken::new(), Some(drain)))
-            .await
-            .expect("drain finished within 60 s")
-            .expect("router ran");
+    let report = tokio::time::timeout(
+        Duration::from_secs(60),
+        run(f.config.clone(), CancellationToken::new(), RoleHandles::draining(drain)),
+    )
+    .await
+    .expect("drain finished within 60 s")
+    .expect("router ran");
     assert_eq!(report.alerts_emitted, 2);
     assert_eq!((report.webhook_delivered, report.webhook_failed), (6, 0));
     assert_eq!((report.syslog_delivered, report.syslog_failed), (0, 2));

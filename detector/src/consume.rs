@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use netanom_handles::{ReadyFlag, RoleHandles};
 use netanom_schemas::{Anomaly, AnomalyKind, DestinationStats, PacketBatch, SchemaIds, topics};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
@@ -35,6 +36,7 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 struct DetectorContext {
     ownership: Arc<Mutex<Ownership>>,
     rebuild_records: i64,
+    ready: ReadyFlag,
 }
 
 fn lock(ownership: &Mutex<Ownership>) -> MutexGuard<'_, Ownership> {
@@ -55,7 +57,7 @@ impl ConsumerContext for DetectorContext {
                 self.plan_starts(consumer, tpl, eager);
                 let r = if eager { consumer.assign(tpl) } else { consumer.incremental_assign(tpl) };
                 if r.is_ok() {
-                    metrics::READY.store(true, std::sync::atomic::Ordering::Release);
+                    self.ready.set(true);
                     tracing::info!(partitions = tpl.count(), "partitions assigned");
                 }
                 r
@@ -200,13 +202,14 @@ fn client_config(config: &DetectorConfig, defaults: &[(&str, String)]) -> Client
     c
 }
 
-/// Runs the detector until `shutdown` (stop now) or, after `drain` fires, until the input present at that
-/// moment has been processed.
+/// Runs the detector until `shutdown` (stop now) or, after `handles.drain` fires, until the input present at
+/// that moment has been processed.
 pub(crate) async fn run(
     config: DetectorConfig,
     shutdown: CancellationToken,
-    drain: Option<CancellationToken>,
+    handles: RoleHandles,
 ) -> Result<DetectorReport, DetectorError> {
+    let RoleHandles { drain, ready, teardown } = handles;
     config.validate().map_err(DetectorError::Config)?;
     let model = match config.forest.model_path.clone() {
         Some(path) if config.forest.enabled => {
@@ -233,6 +236,7 @@ pub(crate) async fn run(
         cc.create_with_context(DetectorContext {
             ownership: ownership.clone(),
             rebuild_records: i64::try_from(config.state.rebuild_records).unwrap_or(i64::MAX),
+            ready: ready.clone(),
         })
         .map_err(redacted)
         .map_err(kafka("creating the consumer"))?,
@@ -251,7 +255,7 @@ pub(crate) async fn run(
             .await
             .map_err(|e| DetectorError::Worker(e.to_string()))??;
         consumer.assign(&tpl).map_err(kafka("assigning every partition"))?;
-        metrics::READY.store(true, std::sync::atomic::Ordering::Release);
+        ready.set(true);
     } else {
         consumer.subscribe(&topics).map_err(kafka("subscribing"))?;
     }
@@ -509,7 +513,7 @@ pub(crate) async fn run(
         Err(e) => tracing::warn!(error = %e, "final offset commit failed"),
     }
     consumer.unsubscribe();
-    metrics::READY.store(false, std::sync::atomic::Ordering::Release);
+    ready.set(false);
     if let Ok(e) = engine.lock() {
         let s = e.stats();
         report.packets = s.packets;
@@ -525,7 +529,7 @@ pub(crate) async fn run(
     }
     tracing::info!(?report, "detector stopped");
     // Flushed and committed: the clients' teardown need not delay the report.
-    netanom_schemas::teardown::drop_in_background((consumer, producer));
+    teardown.drop_in_background((consumer, producer));
     result.map(|()| report)
 }
 

@@ -115,12 +115,13 @@ pub struct DetectorReport {
 }
 
 /// Runs the detector. `shutdown` stops it promptly (pending output is flushed, offsets of acknowledged work
-/// committed); `drain`, when it fires, makes it process every record present at that moment (packets first,
-/// then the destination statistics they caused) and return.
+/// committed); `handles.drain`, when it fires, makes it process every record present at that moment (packets
+/// first, then the destination statistics they caused) and return. `handles.ready` is set while it has its
+/// partitions; its flushed clients are dropped on `handles.teardown`.
 pub async fn run(
     config: DetectorConfig,
     shutdown: CancellationToken,
-    drain: Option<CancellationToken>,
+    handles: netanom_handles::RoleHandles,
 ) -> Result<DetectorReport, DetectorError> {
-    consume::run(config, shutdown, drain).await
+    consume::run(config, shutdown, handles).await
 }

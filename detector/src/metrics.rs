@@ -3,14 +3,9 @@
 //! crate is used: without an installed SDK every instrument is a no-op and no header is written. Labels are
 //! low-cardinality (anomaly kind, topic), never an address.
 
-use std::sync::atomic::AtomicBool;
-
 use opentelemetry::metrics::{Counter, Gauge, Histogram};
 use opentelemetry::propagation::{Extractor, Injector};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
-
-/// True while a detector of this process has its partitions assigned (`/readyz`).
-pub static READY: AtomicBool = AtomicBool::new(false);
 
 /// Name of the span of one processed chunk (linked to the context of every record in it).
 pub const CHUNK_SPAN: &str = "detector.chunk";

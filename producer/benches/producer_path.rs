@@ -7,6 +7,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use netanom_handles::RoleHandles;
 use netanom_producer::file::CaptureFile;
 use netanom_producer::synth::{self, SynthPacket};
 use netanom_producer::{BatchConfig, FlowConfig, Frame, Pipeline, ProducerConfig, run};
@@ -47,7 +48,7 @@ fn full_path(rt: &tokio::runtime::Runtime, path: &std::path::Path, n: usize) -> 
         ..ProducerConfig::default()
     };
     let start = Instant::now();
-    let report = rt.block_on(run(config, CancellationToken::new(), None)).expect("run");
+    let report = rt.block_on(run(config, CancellationToken::new(), RoleHandles::default())).expect("run");
     let elapsed = start.elapsed();
     assert_eq!(report.packets_published as usize, n);
     elapsed

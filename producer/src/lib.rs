@@ -24,6 +24,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use netanom_handles::{ReadyFlag, RoleHandles, Teardown};
 use netanom_schemas::{PacketBatch, SchemaIds};
 use tokio_util::sync::CancellationToken;
 
@@ -246,21 +247,23 @@ pub enum ProducerError {
 }
 
 /// Runs the producer until the file ends (after flushing) or `shutdown` is cancelled (then it closes every open
-/// batch, flushes and returns). `drain` means "the input is complete": it ends a live capture like `shutdown`;
-/// a file is always read to its end, so it is ignored there.
+/// batch, flushes and returns). `handles.drain` means "the input is complete": it ends a live capture like
+/// `shutdown`; a file is always read to its end, so it is ignored there. `handles.ready` is set while the Kafka
+/// producer is created and the input open; the flushed Kafka producer is dropped on `handles.teardown`.
 pub async fn run(
     config: ProducerConfig,
     shutdown: CancellationToken,
-    drain: Option<CancellationToken>,
+    handles: RoleHandles,
 ) -> Result<ProducerReport, ProducerError> {
     config.validate().map_err(ProducerError::Config)?;
     let stop = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let thread_stop = stop.clone();
+    let RoleHandles { drain, ready, teardown } = handles;
     std::thread::Builder::new()
         .name("netanom-capture".into())
         .spawn(move || {
-            let _ = tx.send(run_blocking(&config, &thread_stop));
+            let _ = tx.send(run_blocking(&config, &thread_stop, &ready, &teardown));
         })
         .map_err(|e| ProducerError::Thread(e.to_string()))?;
     let drain = drain.unwrap_or_default();
@@ -275,7 +278,12 @@ pub async fn run(
 
 /// The capture thread: read → pipeline → encode → publish, then flush. `stop` is honoured within ~100 ms;
 /// for file input it is only set by `shutdown` (see [`run`]).
-fn run_blocking(config: &ProducerConfig, stop: &CancellationToken) -> Result<ProducerReport, ProducerError> {
+fn run_blocking(
+    config: &ProducerConfig,
+    stop: &CancellationToken,
+    ready: &ReadyFlag,
+    teardown: &Teardown,
+) -> Result<ProducerReport, ProducerError> {
     let started = Instant::now();
     let mut source = match (&config.pcap, &config.interface) {
         (Some(path), _) => PacketSource::open_file(path, config.filter.as_deref(), config.speed)?,
@@ -291,7 +299,7 @@ fn run_blocking(config: &ProducerConfig, stop: &CancellationToken) -> Result<Pro
     let publisher = Publisher::new(&config.brokers, &config.kafka_properties, &config.compression, &config.topic)?;
     let metrics = metrics::Metrics::new();
     let mut synced = metrics::CountSync::default();
-    metrics::READY.store(true, std::sync::atomic::Ordering::Release);
+    ready.set(true);
     tracing::info!(
         input = source.target(),
         link_type = source.link_type(),
@@ -358,7 +366,7 @@ fn run_blocking(config: &ProducerConfig, stop: &CancellationToken) -> Result<Pro
         }
     };
     pipeline.finish(&mut |b: &PacketBatch| out.emit(b));
-    metrics::READY.store(false, std::sync::atomic::Ordering::Release);
+    ready.set(false);
     let counts = counts(&pipeline, &source);
     synced.sync(&metrics, counts.read, &counts.skipped);
     if let Some(bar) = &progress {
@@ -375,7 +383,7 @@ fn run_blocking(config: &ProducerConfig, stop: &CancellationToken) -> Result<Pro
     flushed?;
     let published = publisher.stats();
     // Flushed: nothing is left to deliver, so the client's teardown need not delay the report.
-    netanom_schemas::teardown::drop_in_background(publisher);
+    teardown.drop_in_background(publisher);
     let flows = pipeline.flow_stats();
     let report = ProducerReport {
         packets_read: counts.read,

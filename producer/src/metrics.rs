@@ -2,13 +2,8 @@
 //! and its readiness flag. Only the API crate is used: without an installed SDK every instrument is a no-op.
 //! Labels are low-cardinality (a skip reason), never an address.
 
-use std::sync::atomic::AtomicBool;
-
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram};
-
-/// True while a producer of this process has its Kafka producer created and its input open (`/readyz`).
-pub static READY: AtomicBool = AtomicBool::new(false);
 
 /// Name of the trace span of one published packet batch.
 pub const BATCH_SPAN: &str = "producer.batch";

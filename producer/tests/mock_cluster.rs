@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use netanom_handles::RoleHandles;
 use netanom_producer::synth::{self, Scenario};
 use netanom_producer::{ProducerConfig, ProducerReport, Speed, run};
 use netanom_schemas::{PacketBatch, SchemaIds};
@@ -128,7 +129,7 @@ async fn synthetic_pcap_round_trips_through_mock_cluster() {
     let summary = synth::write_pcap(&scenario, &path).unwrap();
     let (packets, _) = synth::generate(&scenario);
 
-    let report = run(config(&path, &brokers, &topic), CancellationToken::new(), None).await.unwrap();
+    let report = run(config(&path, &brokers, &topic), CancellationToken::new(), RoleHandles::default()).await.unwrap();
     assert_invariant(&report);
     assert_eq!(report.packets_read, summary.packets);
     assert_eq!(report.packets_published, summary.packets);
@@ -163,7 +164,7 @@ async fn pcapng_input_and_skipped_frames_are_counted() {
     }
     synth::write_packets_pcapng(&packets, &path).unwrap();
 
-    let report = run(config(&path, &brokers, &topic), CancellationToken::new(), None).await.unwrap();
+    let report = run(config(&path, &brokers, &topic), CancellationToken::new(), RoleHandles::default()).await.unwrap();
     assert_invariant(&report);
     assert_eq!(report.packets_read, packets.len() as u64);
     let expected: BTreeMap<&str, u64> = [("malformed_ip", 1), ("not_ip", 1), ("truncated", 1)].into();
@@ -177,14 +178,14 @@ async fn pcapng_input_and_skipped_frames_are_counted() {
 #[tokio::test]
 async fn missing_file_error_names_the_path() {
     let cfg = config(Path::new("/definitely/not/here.pcap"), "127.0.0.1:1", "t");
-    let err = run(cfg, CancellationToken::new(), None).await.unwrap_err();
+    let err = run(cfg, CancellationToken::new(), RoleHandles::default()).await.unwrap_err();
     assert!(err.to_string().contains("/definitely/not/here.pcap"), "{err}");
 }
 
 #[tokio::test]
 async fn invalid_config_lists_every_problem() {
     let cfg = ProducerConfig { compression: "brotli".into(), snaplen: 1, ..ProducerConfig::default() };
-    let err = run(cfg, CancellationToken::new(), None).await.unwrap_err().to_string();
+    let err = run(cfg, CancellationToken::new(), RoleHandles::default()).await.unwrap_err().to_string();
     assert!(err.contains("producer.pcap"), "{err}");
     assert!(err.contains("producer.compression"), "{err}");
     assert!(err.contains("producer.snaplen"), "{err}");
@@ -201,7 +202,7 @@ async fn shutdown_stops_a_paced_replay_promptly_and_flushes() {
     synth::write_pcap(&Scenario::benign(3, Duration::from_secs(60)), &path).unwrap();
     let shutdown = CancellationToken::new();
     let cfg = ProducerConfig { speed: Speed::Realtime, ..config(&path, &brokers, &topic) };
-    let handle = tokio::spawn(run(cfg, shutdown.clone(), None));
+    let handle = tokio::spawn(run(cfg, shutdown.clone(), RoleHandles::default()));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let cancelled = Instant::now();
     shutdown.cancel();
@@ -223,7 +224,7 @@ async fn delivery_failure_is_an_error_naming_the_topic() {
     // Nothing listens on port 1: every record times out.
     let mut cfg = config(&path, "127.0.0.1:1", "unreachable-topic");
     cfg.kafka_properties.insert("message.timeout.ms".into(), "1500".into());
-    let err = run(cfg, CancellationToken::new(), None).await.unwrap_err().to_string();
+    let err = run(cfg, CancellationToken::new(), RoleHandles::default()).await.unwrap_err().to_string();
     assert!(err.contains("unreachable-topic"), "{err}");
     assert!(err.contains("failed delivery"), "{err}");
 }

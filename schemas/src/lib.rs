@@ -13,7 +13,6 @@ pub mod frame;
 pub mod outbound;
 pub mod records;
 pub mod redact;
-pub mod teardown;
 pub mod topics;
 
 pub use alert::{Alert, format_rfc3339_ns};

@@ -1,5 +1,5 @@
 //! Detection quality: host-level and per-attacker figures from the alerts of a run and the labels of its
-//! capture. Pure functions; `netanom eval` prints what they compute.
+//! capture. Pure formulas; [`super::evaluation`] applies them and `netanom eval` prints what they compute.
 //!
 //! Host level: every address that sent traffic is a host; a host is positive when the labels name it as an
 //! attacker (or victim, for destination-side alerts) and predicted positive when an alert names it. ROC-AUC ranks

@@ -1,26 +1,19 @@
-//! `netanom eval`: runs the whole pipeline over a capture (as `netanom run` does), joins the alerts with the
-//! capture's labels ([`crate::labels`]) and its source hosts ([`crate::traffic`]), and prints the figures of
-//! [`crate::eval`]. The joining rules live in [`evaluate`] (pure); this module owns no metric formula.
-//!
-//! Rules: every source host of the capture is a host; positives are the labelled attackers, plus labelled victims
-//! named by a `victim`-kind alert (the victim detector finds destinations of distributed attacks). A host is
-//! predicted positive when any alert names it; an alert of another kind on a labelled victim is a false positive.
-//! Labelled victims that no alert names are left out of the count (single-source attacks have no victim to
-//! find), and reported as `victims_alerted` / `victims`. Time to detect of an attacker = the earliest
-//! `detected_at` of its alerts minus the time of its first packet in the capture.
+//! The joining rules of `netanom eval` (pure): every source host of the capture is a host; positives are the
+//! labelled attackers, plus labelled victims named by a `victim`-kind alert (the victim detector finds
+//! destinations of distributed attacks). A host is predicted positive when any alert names it; an alert of
+//! another kind on a labelled victim is a false positive. Labelled victims that no alert names are left out of
+//! the count (single-source attacks have no victim to find), and reported as `victims_alerted` / `victims`.
+//! Time to detect of an attacker = the earliest `detected_at` of its alerts minus the time of its first packet
+//! in the capture. The formulas are [`super::formulas`].
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use netanom_schemas::Alert;
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
-use crate::eval::{Confusion, median, roc_auc};
+use super::formulas::{Confusion, median, roc_auc};
 use crate::labels::Labels;
-use crate::run::{RunOutcome, run_pipeline};
+use crate::offline::parse_time_ns;
 use crate::traffic::Traffic;
 
 /// Host-level figures of one capture.
@@ -69,12 +62,6 @@ pub struct Evaluation {
     pub median_time_to_detect_s: Option<f64>,
     /// Alerts by kind.
     pub alerts: BTreeMap<String, u64>,
-}
-
-/// Nanoseconds since the epoch of an RFC 3339 time.
-pub fn parse_time_ns(text: &str) -> Option<i64> {
-    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
-    i64::try_from(t.unix_timestamp_nanos()).ok()
 }
 
 /// Joins traffic, labels and alerts (see the module doc for the rules).
@@ -142,104 +129,13 @@ pub fn evaluate(capture: &str, traffic: &Traffic, labels: &Labels, alerts: &[Ale
     }
 }
 
-/// Runs the pipeline over `pcap` (configured by `cfg`) and returns its reports and every alert it raised.
-pub async fn run_collecting_alerts(
-    mut cfg: Config,
-    pcap: &Path,
-    stop: CancellationToken,
-    hard: CancellationToken,
-) -> anyhow::Result<(RunOutcome, Vec<Alert>)> {
-    let dir = tempfile::tempdir().context("cannot create a temporary directory for the alerts")?;
-    let out: PathBuf = dir.path().join("alerts.jsonl");
-    cfg.producer.pcap = Some(pcap.to_path_buf());
-    cfg.producer.interface = None;
-    cfg.alert_router.alerts_out = Some(out.clone());
-    cfg.alert_router.alerts_out_format = Default::default();
-    cfg.alert_router.stdout = false;
-    let outcome = run_pipeline(cfg, stop, hard).await?;
-    let text = match std::fs::read_to_string(&out) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e).with_context(|| format!("cannot read the alerts in {}", out.display())),
-    };
-    let alerts = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .enumerate()
-        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("alert line {} is not an alert", i + 1)))
-        .collect::<anyhow::Result<Vec<Alert>>>()?;
-    Ok((outcome, alerts))
-}
-
-/// `netanom eval`.
-pub async fn command(
-    args: &crate::cli::EvalArgs,
-    cfg: Config,
-    stop: CancellationToken,
-    hard: CancellationToken,
-) -> anyhow::Result<()> {
-    let labels = crate::labels::load(&args.labels, &args.pcap)?;
-    let traffic = crate::traffic::scan(&args.pcap, &cfg.producer.flow)?;
-    let (_, alerts) = run_collecting_alerts(cfg, &args.pcap, stop, hard).await?;
-    let e = evaluate(&args.pcap.display().to_string(), &traffic, &labels, &alerts);
-    if args.json {
-        println!("{}", serde_json::to_string(&e).context("cannot print the evaluation")?);
-        return Ok(());
-    }
-    let opt = |v: Option<f64>, unit: &str| v.map_or("n/a".to_string(), |v| format!("{v:.3}{unit}"));
-    println!("capture:    {} ({})", e.capture, e.class);
-    println!("hosts:      {} ({} attackers, {} victims labelled)", e.hosts, e.attackers, e.victims);
-    println!("alerts:     {:?}", e.alerts);
-    println!(
-        "attackers alerted {}/{}, victims alerted {}/{}, false-positive hosts {} {:?}",
-        e.attackers_alerted,
-        e.attackers,
-        e.victims_alerted,
-        e.victims,
-        e.false_positive_hosts.len(),
-        e.false_positive_hosts
-    );
-    println!(
-        "TP {} FP {} FN {} TN {}: precision {:.3}, recall {:.3}, F1 {:.3}, accuracy {:.3}, ROC-AUC {}",
-        e.true_positives,
-        e.false_positives,
-        e.false_negatives,
-        e.true_negatives,
-        e.precision,
-        e.recall,
-        e.f1,
-        e.accuracy,
-        opt(e.roc_auc, "")
-    );
-    for (h, s) in &e.time_to_detect_s {
-        println!("time to detect {h}: {s:.3} s of packet time from its first packet");
-    }
-    println!("median time to detect: {}", opt(e.median_time_to_detect_s, " s"));
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::traffic::HostTraffic;
 
     fn alert(host: &str, kind: &str, score: f64, first_seen: &str) -> Alert {
-        Alert {
-            id: format!("{host}-{kind}"),
-            host: host.into(),
-            kind: kind.into(),
-            score,
-            threshold: 1.0,
-            first_seen: first_seen.into(),
-            last_seen: first_seen.into(),
-            detected_at: first_seen.into(),
-            count: 1,
-            reason: String::new(),
-            target: None,
-            sample: String::new(),
-            features: Vec::new(),
-            model_version: "t".into(),
-        }
+        crate::test_alerts::alert(host, kind, score, 1.0, first_seen)
     }
 
     fn traffic(hosts: &[(&str, i64)]) -> Traffic {

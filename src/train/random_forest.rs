@@ -1,7 +1,7 @@
 //! `netanom train --supervised`: turns labelled captures into labelled batch vectors, trains the supervised
-//! random forest and prints its cross-validated and held-out figures. Owns reading captures and labels for
-//! training; the model, the split, the cross-validation and the metrics belong to
-//! [`netanom_detector::supervised`].
+//! random forest and prints its cross-validated and held-out figures. Owns labelling the batches of captures
+//! for training (read through [`crate::offline::batches`]); the model, the split, the cross-validation and the
+//! metrics belong to the detector's [`netanom_detector::supervised`].
 //!
 //! Each capture goes through the producer's own parsing, flow table and batching (`[producer]` settings), so
 //! the vectors are exactly what the detector scores: one per packet batch (one source host, at most
@@ -12,8 +12,8 @@
 //!
 //! Captures whose catalogue row makes every source an attacker (reflected and spoofed-source floods) are left
 //! out: their "attackers" are DNS, NTP or other servers answering forged requests, or forged addresses, so
-//! labelling them attack teaches the forest that busy servers attack (on `../shared/data` it then flagged the
-//! DNS servers of benign captures). The victim detector covers those floods.
+//! labelling them attack teaches the forest that busy servers attack (it then flags the DNS servers of benign
+//! captures). The victim detector covers those floods.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -27,7 +27,8 @@ use netanom_detector::supervised::{Confusion, Settings, SupervisedModel, train};
 use netanom_schemas::PacketBatch;
 use serde_json::json;
 
-use crate::replay::TrainArgs;
+use super::args::TrainArgs;
+use crate::config::Config;
 
 /// Most batch vectors read from all captures together (about 120 bytes each).
 const MAX_VECTORS: usize = 1_000_000;
@@ -60,12 +61,7 @@ pub fn labelled_capture(
     min_packets: usize,
     room: usize,
 ) -> anyhow::Result<LabelledCapture> {
-    use netanom_producer::capture::Next;
     let l = crate::labels::load(labels, pcap)?;
-    let mut source =
-        netanom_producer::PacketSource::open_file(pcap, producer.filter.as_deref(), netanom_producer::Speed::Max)
-            .with_context(|| format!("cannot read {}", pcap.display()))?;
-    let mut pipeline = netanom_producer::Pipeline::new(&producer.flow, &producer.batch);
     let mut scratch = FeatureScratch::default();
     let mut out = LabelledCapture {
         path: pcap.to_path_buf(),
@@ -80,9 +76,8 @@ pub fn labelled_capture(
         out.skipped = Some("every source is labelled an attacker (reflected or spoofed flood)");
         return Ok(out);
     }
-    let mut first_ts: Option<i64> = None;
     let mut full = false;
-    let mut emit = |b: &PacketBatch, first: i64| {
+    let emit = |b: &PacketBatch, first: i64| {
         if b.packets.len() < min_packets {
             return;
         }
@@ -101,18 +96,7 @@ pub fn labelled_capture(
         out.labels.push(attack);
         out.hosts.push(b.source);
     };
-    loop {
-        match source.next(&|| false).with_context(|| format!("reading {}", pcap.display()))? {
-            Next::Frame(f) => {
-                let first = *first_ts.get_or_insert(f.ts_ns);
-                let _ = pipeline.push(&f, &mut |b| emit(b, first));
-            }
-            Next::Idle => {}
-            Next::End => break,
-        }
-    }
-    let first = first_ts.unwrap_or(0);
-    pipeline.finish(&mut |b| emit(b, first));
+    crate::offline::batches(pcap, producer, emit).with_context(|| format!("reading {}", pcap.display()))?;
     if full {
         anyhow::bail!("more than {MAX_VECTORS} batch vectors in the captures: train on fewer or smaller captures");
     }
@@ -142,7 +126,7 @@ fn concat(captures: &[LabelledCapture]) -> (Vec<FeatureVector>, Vec<bool>) {
 }
 
 /// Runs `netanom train --supervised` (CPU-bound: call it off the async reactor).
-pub fn run(args: &TrainArgs, cfg: &crate::config::Config) -> anyhow::Result<()> {
+pub fn run(args: &TrainArgs, cfg: &Config) -> anyhow::Result<()> {
     let labels = args.labels.as_deref().context("--supervised needs --labels FILE")?;
     let settings = Settings {
         seed: args.seed.unwrap_or(cfg.detector.forest.seed),

@@ -1,0 +1,414 @@
+//! The alert router's configuration (`[alert_router]`): every field documented, defaults in one place, and
+//! [`RouterConfig::validate`] reporting every problem at once.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use netanom_schemas::{SchemaIds, topics};
+use serde::Deserialize;
+
+use crate::format::AlertFormat;
+use crate::suppress::SuppressionConfig;
+use crate::syslog::SyslogConfig;
+use crate::outbound;
+use crate::webhook::{self, RetryConfig, Secret, WebhookConfig};
+
+/// Configuration of the alert router (`[alert_router]`).
+#[derive(Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterConfig {
+    /// Kafka bootstrap servers, `host:port[,host:port...]`. Not a key of `[alert_router]`: the root binary sets
+    /// it from `kafka.brokers`. Default `localhost:9092`.
+    #[serde(skip)]
+    pub brokers: String,
+    /// Extra librdkafka properties for the consumer and the producer (e.g. `security.protocol`,
+    /// `sasl.password`). Values of keys naming a password, secret or key are masked in `Debug`. Not a key of
+    /// `[alert_router]`: the root binary sets it from `kafka.properties`.
+    #[serde(skip)]
+    pub kafka_properties: BTreeMap<String, String>,
+    /// Consumer group id. Default `netanom-alert-router`.
+    pub group_id: String,
+    /// Topic the anomalies are consumed from. Default `netanom.anomalies`. Set by the root binary from
+    /// `topics.anomalies` (like the other topics and the schema ids: these are not keys of `[alert_router]`).
+    #[serde(skip)]
+    pub anomalies_topic: String,
+    /// Topic the alerts are produced to (JSON, key = host). Default `netanom.alerts`. Set from `topics.alerts`.
+    #[serde(skip)]
+    pub alerts_topic: String,
+    /// Document format on the alerts topic: `netanom` (the [`netanom_schemas::Alert`] JSON that the wire contract
+    /// names), `ecs` or `ocsf`. Default `netanom`.
+    pub alerts_format: AlertFormat,
+    /// Topic for poison anomalies and alerts a webhook refused. Default `netanom.dead-letter`. Set from
+    /// `topics.dead_letter`.
+    #[serde(skip)]
+    pub dead_letter_topic: String,
+    /// Confluent schema ids of the Avro records. Default: the built-in table. Set from `[schemas]` (or the
+    /// schema registry).
+    #[serde(skip)]
+    pub schema_ids: SchemaIds,
+    /// Consume every partition of the anomalies topic without joining the consumer group (offsets are still
+    /// committed under `group_id`). For a single router that must own everything at once, as in `netanom run`.
+    /// Default false.
+    pub static_assignment: bool,
+    /// Suppression of repeated (host, kind) anomalies.
+    pub suppression: SuppressionConfig,
+    /// Webhooks every alert is POSTed to (none by default).
+    pub webhooks: Vec<WebhookConfig>,
+    /// Signing secret (`whsec_…`) for the webhooks that have none of their own; convenient from the environment
+    /// (`NETANOM_ALERT_ROUTER__WEBHOOK_SECRET`) or a Kubernetes Secret. Default: none.
+    pub webhook_secret: Option<Secret>,
+    /// Longest time the broker may hold a fetch that finds no new records (librdkafka `fetch.wait.max.ms`).
+    /// A Kafka broker answers as soon as records arrive, so this only bounds idle polling; librdkafka's mock
+    /// broker (the embedded one of `netanom run`) holds such a fetch for the whole wait, so `netanom run` caps
+    /// it at 10 ms there. At most 300 s. Default 500 ms.
+    #[serde(with = "humantime_serde")]
+    pub fetch_wait: Duration,
+    /// Retry policy of webhook requests.
+    pub retry: RetryConfig,
+    /// Webhook requests in flight at most, over all webhooks and alerts. Default 16.
+    pub max_concurrency: usize,
+    /// Alerts being delivered at most; consumption pauses while this many are in flight. Default 1024.
+    pub max_in_flight_alerts: usize,
+    /// On shutdown, open groups are emitted and deliveries in flight get this long to finish; the rest are
+    /// abandoned (their anomalies' offsets are not stored, so they are consumed again). Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Append every alert as one JSON line to this file. Default: none.
+    pub alerts_out: Option<PathBuf>,
+    /// Document format of the `alerts_out` lines: `netanom`, `ecs` or `ocsf`. Default `netanom`.
+    pub alerts_out_format: AlertFormat,
+    /// CEF over syslog output (`[alert_router.syslog]`). Default: none.
+    pub syslog: Option<SyslogConfig>,
+    /// Print one readable line per alert to stdout. Default false.
+    pub stdout: bool,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "localhost:9092".into(),
+            kafka_properties: BTreeMap::new(),
+            group_id: "netanom-alert-router".into(),
+            anomalies_topic: topics::ANOMALIES.into(),
+            alerts_topic: topics::ALERTS.into(),
+            alerts_format: AlertFormat::Netanom,
+            dead_letter_topic: topics::DEAD_LETTER.into(),
+            schema_ids: SchemaIds::BUILT_IN,
+            static_assignment: false,
+            suppression: SuppressionConfig::default(),
+            webhooks: Vec::new(),
+            webhook_secret: None,
+            fetch_wait: Duration::from_millis(500),
+            retry: RetryConfig::default(),
+            max_concurrency: 16,
+            max_in_flight_alerts: 1024,
+            shutdown_grace: Duration::from_secs(10),
+            alerts_out: None,
+            alerts_out_format: AlertFormat::Netanom,
+            syslog: None,
+            stdout: false,
+        }
+    }
+}
+
+impl std::fmt::Debug for RouterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let props = netanom_schemas::redact::masked(&self.kafka_properties);
+        f.debug_struct("RouterConfig")
+            .field("brokers", &self.brokers)
+            .field("kafka_properties", &props)
+            .field("group_id", &self.group_id)
+            .field("anomalies_topic", &self.anomalies_topic)
+            .field("alerts_topic", &self.alerts_topic)
+            .field("alerts_format", &self.alerts_format)
+            .field("dead_letter_topic", &self.dead_letter_topic)
+            .field("schema_ids", &self.schema_ids)
+            .field("static_assignment", &self.static_assignment)
+            .field("suppression", &self.suppression)
+            .field("webhooks", &self.webhooks)
+            .field("webhook_secret", &self.webhook_secret)
+            .field("fetch_wait", &self.fetch_wait)
+            .field("retry", &self.retry)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("max_in_flight_alerts", &self.max_in_flight_alerts)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("alerts_out", &self.alerts_out)
+            .field("alerts_out_format", &self.alerts_out_format)
+            .field("syslog", &self.syslog)
+            .field("stdout", &self.stdout)
+            .finish()
+    }
+}
+
+/// One configuration problem, naming its key path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key} {message}")]
+pub struct ConfigError {
+    /// Key path, e.g. `alert_router.webhooks[1].url`.
+    pub key: String,
+    /// What is wrong, with the offending value.
+    pub message: String,
+}
+
+impl RouterConfig {
+    /// The webhooks with `webhook_secret` filled in where a webhook has no secret of its own.
+    pub fn effective_webhooks(&self) -> Vec<WebhookConfig> {
+        let mut hooks = self.webhooks.clone();
+        for h in &mut hooks {
+            if h.secret.is_none() {
+                h.secret.clone_from(&self.webhook_secret);
+            }
+        }
+        hooks
+    }
+
+    /// Checks every setting and reports all problems at once.
+    pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let mut err =
+            |key: &str, message: String| errors.push(ConfigError { key: format!("alert_router.{key}"), message });
+        if self.brokers.trim().is_empty() {
+            err("brokers", "must not be empty".into());
+        }
+        if self.group_id.trim().is_empty() {
+            err("group_id", "must not be empty".into());
+        }
+        for (key, topic) in [
+            ("anomalies_topic", &self.anomalies_topic),
+            ("alerts_topic", &self.alerts_topic),
+            ("dead_letter_topic", &self.dead_letter_topic),
+        ] {
+            if topic.trim().is_empty() {
+                err(key, "must not be empty".into());
+            }
+        }
+        for (key, topic) in [("alerts_topic", &self.alerts_topic), ("dead_letter_topic", &self.dead_letter_topic)] {
+            if !topic.is_empty() && *topic == self.anomalies_topic {
+                err(key, format!("must differ from alert_router.anomalies_topic, both are {topic:?}"));
+            }
+        }
+        if self.suppression.window.is_zero() {
+            err("suppression.window", "must be > 0, got 0s".into());
+        }
+        if self.suppression.flush_after.is_zero() {
+            err("suppression.flush_after", "must be > 0, got 0s".into());
+        }
+        if self.suppression.max_groups == 0 {
+            err("suppression.max_groups", "must be >= 1, got 0".into());
+        }
+        for (i, hook) in self.webhooks.iter().enumerate() {
+            if let Ok(url) = reqwest::Url::parse(&hook.url)
+                && let Err(refused) = outbound::check_url(&url, hook.allow_private)
+            {
+                err(
+                    &format!("webhooks[{i}].url"),
+                    format!(
+                        "({:?}) is refused: {refused}; set alert_router.webhooks[{i}].allow_private = true to allow it",
+                        webhook::redact_url(&hook.url)
+                    ),
+                );
+            }
+            match reqwest::Url::parse(&hook.url) {
+                Ok(url) if url.scheme() == "http" => {}
+                Ok(url) if url.scheme() == "https" => {
+                    if !cfg!(feature = "rustls-tls") {
+                        err(
+                            &format!("webhooks[{i}].url"),
+                            format!(
+                                "is https ({:?}), which needs netanom built with the rustls-tls feature",
+                                webhook::redact_url(&hook.url)
+                            ),
+                        );
+                    }
+                }
+                _ => err(
+                    &format!("webhooks[{i}].url"),
+                    format!("is not an http(s) URL: {:?}", webhook::redact_url_or_raw(&hook.url)),
+                ),
+            }
+            if let Some(Err(e)) = hook.secret.as_ref().map(webhook::decode_secret) {
+                err(&format!("webhooks[{i}].secret"), format!("is not a Standard Webhooks secret: {e}"));
+            }
+            if hook.timeout.is_zero() {
+                err(&format!("webhooks[{i}].timeout"), "must be > 0, got 0s".into());
+            }
+        }
+        if let Some(Err(e)) = self.webhook_secret.as_ref().map(webhook::decode_secret) {
+            err("webhook_secret", format!("is not a Standard Webhooks secret: {e}"));
+        }
+        if self.retry.initial_backoff.is_zero() {
+            err("retry.initial_backoff", "must be > 0, got 0s".into());
+        }
+        if self.retry.max_backoff < self.retry.initial_backoff {
+            err(
+                "retry.max_backoff",
+                format!(
+                    "({:?}) must be >= alert_router.retry.initial_backoff ({:?})",
+                    self.retry.max_backoff, self.retry.initial_backoff
+                ),
+            );
+        }
+        if self.retry.max_attempts == 0 {
+            err("retry.max_attempts", "must be >= 1, got 0".into());
+        }
+        if self.fetch_wait > Duration::from_secs(300) {
+            err(
+                "fetch_wait",
+                format!(
+                    "must be at most 300s, got {}",
+                    humantime_serde::re::humantime::format_duration(self.fetch_wait)
+                ),
+            );
+        }
+        if self.max_concurrency == 0 {
+            err("max_concurrency", "must be >= 1, got 0".into());
+        }
+        if self.max_in_flight_alerts == 0 {
+            err("max_in_flight_alerts", "must be >= 1, got 0".into());
+        }
+        if let Some(syslog) = self.syslog.as_ref().filter(|s| s.enabled) {
+            for (key, message) in syslog.problems() {
+                err(&format!("syslog.{key}"), message);
+            }
+        }
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::syslog::{SyslogFormat, TcpFraming, Transport};
+
+    #[test]
+    fn defaults_are_valid() {
+        RouterConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn validate_reports_every_problem_with_its_key() {
+        let config = RouterConfig {
+            brokers: String::new(),
+            alerts_topic: topics::ANOMALIES.into(),
+            suppression: SuppressionConfig { window: Duration::ZERO, ..SuppressionConfig::default() },
+            webhooks: vec![
+                WebhookConfig { url: "http://127.0.0.1:9/ok".into(), ..WebhookConfig::default() },
+                WebhookConfig {
+                    url: "ftp://example.com/x".into(),
+                    secret: Some(Secret::new("nope-c2VjcmV0")),
+                    timeout: Duration::ZERO,
+                    format: AlertFormat::Ocsf,
+                    allow_private: false,
+                },
+            ],
+            retry: RetryConfig {
+                initial_backoff: Duration::from_secs(2),
+                max_backoff: Duration::from_secs(1),
+                max_attempts: 0,
+            },
+            max_concurrency: 0,
+            fetch_wait: Duration::from_secs(301),
+            syslog: Some(SyslogConfig { address: "siem.example".into(), facility: 30, ..SyslogConfig::default() }),
+            ..RouterConfig::default()
+        };
+        let errors: Vec<String> = config.validate().unwrap_err().iter().map(ToString::to_string).collect();
+        let expect = [
+            "alert_router.brokers must not be empty",
+            "alert_router.alerts_topic must differ from alert_router.anomalies_topic",
+            "alert_router.suppression.window must be > 0",
+            "alert_router.webhooks[0].url (\"http://127.0.0.1:9/ok\") is refused: 127.0.0.1 is a loopback address \
+             (127.0.0.1); set alert_router.webhooks[0].allow_private = true to allow it",
+            "alert_router.webhooks[1].url is not an http(s) URL: \"ftp://example.com/x\"",
+            "alert_router.webhooks[1].secret is not a Standard Webhooks secret",
+            "alert_router.webhooks[1].timeout must be > 0",
+            "alert_router.retry.max_backoff (1s) must be >= alert_router.retry.initial_backoff (2s)",
+            "alert_router.retry.max_attempts must be >= 1",
+            "alert_router.fetch_wait must be at most 300s, got 5m 1s",
+            "alert_router.max_concurrency must be >= 1",
+            "alert_router.syslog.address must be host:port",
+            "alert_router.syslog.facility must be in 0..=23, got 30",
+        ];
+        for e in expect {
+            assert!(errors.iter().any(|x| x.starts_with(e)), "missing {e:?} in {errors:#?}");
+        }
+        assert_eq!(errors.len(), expect.len(), "{errors:#?}");
+        assert!(!errors.iter().any(|e| e.contains("c2VjcmV0")), "secret leaked: {errors:#?}");
+    }
+
+    #[test]
+    fn debug_masks_secrets() {
+        let mut config = RouterConfig::default();
+        config.kafka_properties.insert("sasl.password".into(), "hunter2".into());
+        config.kafka_properties.insert("security.protocol".into(), "SASL_SSL".into());
+        config.webhooks.push(WebhookConfig {
+            url: "http://h/".into(),
+            secret: Some(Secret::new("whsec_aHVudGVyMw==")),
+            ..WebhookConfig::default()
+        });
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("aHVudGVyMw"), "{shown}");
+        assert!(shown.contains("SASL_SSL"));
+    }
+
+    #[test]
+    fn deserializes_with_humantime_and_rejects_unknown_keys() {
+        let config: RouterConfig = serde_json::from_value(serde_json::json!({
+            "suppression": {"window": "2m", "flush_after": "1s"},
+            "webhooks": [{"url": "http://127.0.0.1:1/", "secret": "whsec_c2VjcmV0", "timeout": "250ms"}],
+            "retry": {"max_attempts": 3}
+        }))
+        .unwrap();
+        assert_eq!(config.suppression.window, Duration::from_secs(120));
+        assert_eq!(config.suppression.max_groups, 100_000);
+        assert_eq!(config.webhooks[0].timeout, Duration::from_millis(250));
+        assert_eq!(config.retry.initial_backoff, Duration::from_millis(200));
+        assert!(serde_json::from_value::<RouterConfig>(serde_json::json!({"nope": 1})).is_err());
+    }
+
+    #[test]
+    fn formats_and_syslog_deserialize_and_default_to_the_old_behaviour() {
+        let defaults: RouterConfig = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert_eq!(
+            (defaults.alerts_format, defaults.alerts_out_format, &defaults.syslog),
+            (AlertFormat::Netanom, AlertFormat::Netanom, &None)
+        );
+        let config: RouterConfig = serde_json::from_value(serde_json::json!({
+            "alerts_format": "ocsf",
+            "alerts_out_format": "ecs",
+            "webhooks": [
+                {"url": "http://127.0.0.1:1/", "format": "ecs", "allow_private": true},
+                {"url": "http://127.0.0.1:1/", "allow_private": true}
+            ],
+            "syslog": {"address": "127.0.0.1:514", "transport": "tcp", "format": "rfc3164",
+                       "tcp_framing": "newline", "timeout": "2s"}
+        }))
+        .unwrap();
+        assert_eq!((config.alerts_format, config.alerts_out_format), (AlertFormat::Ocsf, AlertFormat::Ecs));
+        assert_eq!((config.webhooks[0].format, config.webhooks[1].format), (AlertFormat::Ecs, AlertFormat::Netanom));
+        let syslog = config.syslog.clone().unwrap();
+        assert!(syslog.enabled, "a present table is on unless disabled");
+        assert_eq!(
+            (syslog.transport, syslog.format, syslog.tcp_framing),
+            (Transport::Tcp, SyslogFormat::Rfc3164, TcpFraming::Newline)
+        );
+        assert_eq!((syslog.timeout, syslog.facility), (Duration::from_secs(2), 16));
+        config.validate().unwrap();
+        // Serialize round-trips (the root prints the effective configuration).
+        let back: RouterConfig = serde_json::from_value(serde_json::to_value(&config).unwrap()).unwrap();
+        assert_eq!(back.syslog, config.syslog);
+        assert_eq!(back.webhooks[0].format, AlertFormat::Ecs);
+        assert!(back.webhooks[0].allow_private && !RouterConfig::default().webhooks.iter().any(|w| w.allow_private));
+        assert!(
+            serde_json::from_value::<RouterConfig>(serde_json::json!({"syslog": {"address": "h:1", "port": 2}}))
+                .is_err()
+        );
+        assert!(serde_json::from_value::<RouterConfig>(serde_json::json!({"alerts_format": "cef"})).is_err());
+        // A disabled table is not validated.
+        let off = RouterConfig {
+            syslog: Some(SyslogConfig { enabled: false, ..SyslogConfig::default() }),
+            ..RouterConfig::default()
+        };
+        off.validate().unwrap();
+    }
+}

@@ -1,0 +1,24 @@
+//! `netanom train`: learns a model offline and saves it for the detector. Without `--supervised`, the isolation
+//! model (with the host-profile model) from normal traffic, in captures or a range of a packets topic
+//! ([`isolation`]); with `--supervised`, the random forest from labelled captures ([`random_forest`]; not to be
+//! confused with the detector's own `supervised` module, which scores with that model). The flags are
+//! [`args`].
+
+use anyhow::Context;
+
+use crate::config::Config;
+
+pub mod args;
+pub mod isolation;
+pub mod random_forest;
+
+pub use args::TrainArgs;
+
+/// Runs `netanom train` on a blocking thread (training is CPU-bound).
+pub async fn command(args: TrainArgs, cfg: Config) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(move || {
+        if args.supervised { random_forest::run(&args, &cfg) } else { isolation::run(&args, &cfg) }
+    })
+    .await
+    .context("training worker panicked")?
+}
