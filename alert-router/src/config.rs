@@ -9,9 +9,9 @@ use netanom_schemas::{SchemaIds, topics};
 use serde::Deserialize;
 
 use crate::format::AlertFormat;
+use crate::outbound;
 use crate::suppress::SuppressionConfig;
 use crate::syslog::SyslogConfig;
-use crate::outbound;
 use crate::webhook::{self, RetryConfig, Secret, WebhookConfig};
 
 /// Configuration of the alert router (`[alert_router]`).

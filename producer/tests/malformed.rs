@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use netanom_handles::RoleHandles;
 use netanom_producer::{ProducerConfig, ProducerError, ProducerReport, run};
 use rdkafka::mocking::MockCluster;
 use tokio_util::sync::CancellationToken;
@@ -306,7 +307,8 @@ async fn every_record_of_a_malformed_capture_is_accounted_for() {
         cluster.create_topic(&topic, 1, 1).unwrap();
         let path = dir.path().join(format!("case-{i}.pcap"));
         std::fs::write(&path, &case.bytes).unwrap();
-        let result = run(config(&path, &brokers, &topic, case.filter), CancellationToken::new(), None).await;
+        let result =
+            run(config(&path, &brokers, &topic, case.filter), CancellationToken::new(), RoleHandles::default()).await;
         match (&case.end, result) {
             (End::Refused(text), Err(e @ ProducerError::Capture(_))) => {
                 assert!(e.to_string().contains(text), "{}: {e}", case.name);
