@@ -47,6 +47,8 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
+    // The detector publishes its model here and the scoring API of the telemetry server reads it.
+    let model_feed = netanom_detector::ModelFeed::default();
     // Telemetry (logging, OTLP, the /metrics server) for the roles; plain logging for the other commands.
     let telemetry = match netanom::telemetry::role_of(&cli.command) {
         None => {
@@ -55,7 +57,7 @@ fn main() -> ExitCode {
         }
         Some(role) => {
             let readiness = netanom::telemetry::Readiness::for_role(role);
-            let routes = netanom::telemetry::role_routes(role, &cfg);
+            let routes = netanom::telemetry::role_routes(role, &cfg, model_feed.clone());
             match runtime.block_on(netanom::telemetry::init(&cfg.telemetry, &cfg.log, role, readiness, routes)) {
                 Ok(guard) => Some(guard),
                 Err(e) => {
@@ -65,7 +67,7 @@ fn main() -> ExitCode {
             }
         }
     };
-    let result = runtime.block_on(netanom::run::dispatch(cli.command, cfg));
+    let result = runtime.block_on(netanom::run::dispatch(cli.command, cfg, model_feed));
     // Export the last spans and metrics while the runtime (which drives the exporters) still runs.
     if let Some(guard) = telemetry {
         guard.shutdown();

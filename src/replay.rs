@@ -39,8 +39,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use netanom_detector::forest::{FeatureScratch, FeatureVector, TrainOptions, batch_features, train};
-use netanom_detector::profile::{ProfileCollector, ProfileVector};
+use netanom_detector::features::{FeatureScratch, FeatureVector, ProfileVector, batch_features};
+use netanom_detector::forest::{TrainOptions, train};
+use netanom_detector::profile::ProfileCollector;
 use netanom_detector::supervised::SupervisedDetector;
 use netanom_detector::{DetectorConfig, Engine, ForestConfig, TrainedForest};
 use netanom_schemas::{Anomaly, AnomalyKind, PacketBatch, SchemaIds};

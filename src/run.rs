@@ -99,13 +99,17 @@ fn need_brokers(cfg: &Config, role: &str) -> anyhow::Result<String> {
     Ok(cfg.kafka.brokers.clone())
 }
 
-/// Runs the command.
-pub async fn dispatch(command: Command, mut cfg: Config) -> anyhow::Result<()> {
+/// Runs the command; a detector it runs publishes its model to `model_feed`.
+pub async fn dispatch(
+    command: Command,
+    mut cfg: Config,
+    model_feed: netanom_detector::ModelFeed,
+) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let hard = CancellationToken::new();
     on_signals(stop.clone(), hard.clone());
     match command {
-        Command::Run(_) => run_all(cfg, stop, hard).await,
+        Command::Run(_) => run_all(cfg, model_feed, stop, hard).await,
         Command::Producer(_) => {
             let b = need_brokers(&cfg, "producer")?;
             prepare(&mut cfg, &b).await?;
@@ -116,7 +120,8 @@ pub async fn dispatch(command: Command, mut cfg: Config) -> anyhow::Result<()> {
         Command::Detector(_) => {
             let b = need_brokers(&cfg, "detector")?;
             prepare(&mut cfg, &b).await?;
-            let report = netanom_detector::run(cfg.detector, stop, None).await.context("detector failed")?;
+            let handles = netanom_detector::Handles { model_feed, share: None };
+            let report = netanom_detector::run(cfg.detector, handles, stop, None).await.context("detector failed")?;
             println!("{}", summary::detector(&report));
             Ok(())
         }
@@ -237,8 +242,13 @@ pub struct RunOutcome {
     pub elapsed: Duration,
 }
 
-async fn run_all(cfg: Config, stop: CancellationToken, hard: CancellationToken) -> anyhow::Result<()> {
-    let (outcome, cluster) = run_keeping_broker(cfg, stop, hard).await;
+async fn run_all(
+    cfg: Config,
+    model_feed: netanom_detector::ModelFeed,
+    stop: CancellationToken,
+    hard: CancellationToken,
+) -> anyhow::Result<()> {
+    let (outcome, cluster) = run_keeping_broker(cfg, model_feed, stop, hard).await;
     match cluster {
         // The process ends next, with every output flushed and every offset committed: the clients still being
         // dropped in the background (up to ~150 ms of joins) and their in-process broker are left to the exit.
@@ -266,7 +276,8 @@ type Embedded = Option<MockCluster<'static, rdkafka::producer::DefaultProducerCo
 /// Runs producer, detector and alert router in this process (on an embedded broker unless `kafka.brokers` is
 /// set) until the producer's input ends and the other two have drained; returns their reports. Prints nothing.
 pub async fn run_pipeline(cfg: Config, stop: CancellationToken, hard: CancellationToken) -> anyhow::Result<RunOutcome> {
-    let (outcome, cluster) = run_keeping_broker(cfg, stop, hard).await;
+    // No scoring API reads the model of this run.
+    let (outcome, cluster) = run_keeping_broker(cfg, netanom_detector::ModelFeed::default(), stop, hard).await;
     // The roles drop their Kafka clients in the background: they must be gone before their broker is.
     let _ = tokio::task::spawn_blocking(netanom_schemas::teardown::wait).await;
     if let Some(cluster) = cluster {
@@ -281,6 +292,7 @@ pub async fn run_pipeline(cfg: Config, stop: CancellationToken, hard: Cancellati
 /// still be being dropped in the background ([`netanom_schemas::teardown`]).
 async fn run_keeping_broker(
     cfg: Config,
+    model_feed: netanom_detector::ModelFeed,
     stop: CancellationToken,
     hard: CancellationToken,
 ) -> (anyhow::Result<RunOutcome>, Embedded) {
@@ -294,7 +306,7 @@ async fn run_keeping_broker(
         None
     };
     let brokers = cluster.as_ref().map_or_else(|| cfg.kafka.brokers.clone(), |c| c.bootstrap_servers());
-    let outcome = run_roles(cfg, &brokers, cluster.is_some(), stop, hard, started).await;
+    let outcome = run_roles(cfg, &brokers, cluster.is_some(), model_feed, stop, hard, started).await;
     (outcome, cluster)
 }
 
@@ -303,6 +315,7 @@ async fn run_roles(
     mut cfg: Config,
     brokers: &str,
     embedded: bool,
+    model_feed: netanom_detector::ModelFeed,
     stop: CancellationToken,
     hard: CancellationToken,
     started: Instant,
@@ -328,7 +341,7 @@ async fn run_roles(
 
     let detector_drain = CancellationToken::new();
     let router_drain = CancellationToken::new();
-    let mut detector = tokio::spawn(detectors(&cfg, hard.clone(), detector_drain.clone()));
+    let mut detector = tokio::spawn(detectors(&cfg, model_feed, hard.clone(), detector_drain.clone()));
     let mut router =
         tokio::spawn(netanom_alert_router::run(cfg.alert_router.clone(), hard.clone(), Some(router_drain.clone())));
     let mut producer = tokio::spawn(netanom_producer::run(cfg.producer.clone(), stop.clone(), None));
@@ -370,6 +383,7 @@ async fn run_roles(
 /// returns their reports added up.
 fn detectors(
     cfg: &Config,
+    model_feed: netanom_detector::ModelFeed,
     hard: CancellationToken,
     drain: CancellationToken,
 ) -> impl std::future::Future<Output = Result<netanom_detector::DetectorReport, netanom_detector::DetectorError>> + use<>
@@ -380,9 +394,8 @@ fn detectors(
     };
     let mut tasks = tokio::task::JoinSet::new();
     for share in netanom_detector::Share::split(count as u32) {
-        let mut c = cfg.detector.clone();
-        c.share = (count > 1).then_some(share);
-        tasks.spawn(netanom_detector::run(c, hard.clone(), Some(drain.clone())));
+        let handles = netanom_detector::Handles { model_feed: model_feed.clone(), share: (count > 1).then_some(share) };
+        tasks.spawn(netanom_detector::run(cfg.detector.clone(), handles, hard.clone(), Some(drain.clone())));
     }
     async move {
         // In completion order, so the first failure returns at once (the caller then stops the others).

@@ -11,8 +11,8 @@ use netanom::replay::{
     Position, ReadSpec, ReplayRecord, capture_vectors, detect, diff, ranges, read_range, train_vectors,
     write_jsonl_file,
 };
+use netanom_detector::features::{FeatureScratch, batch_features};
 use netanom_detector::fixtures::{T0, benign_batch, scan_batch, spoofed_flood, syn_flood};
-use netanom_detector::forest::{FeatureScratch, batch_features};
 use netanom_detector::{DetectorConfig, TrainedForest};
 use netanom_schemas::{PacketBatch, SchemaIds};
 use rdkafka::mocking::MockCluster;

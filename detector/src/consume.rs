@@ -18,14 +18,14 @@ use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{DetectorConfig, Share};
+use crate::config::DetectorConfig;
 use crate::engine::Engine;
-use crate::forest::TrainedForest;
-use crate::lifecycle::ModelPublisher;
+use crate::forest::{ModelPublisher, TrainedForest};
+use crate::handles::{Handles, Share};
 use crate::metrics::{self, Metrics};
+use crate::outcome::{DetectorError, DetectorReport};
 use crate::ownership::{Ownership, Start, TopicPartition};
 use crate::supervised::SupervisedDetector;
-use crate::{DetectorError, DetectorReport};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -204,6 +204,7 @@ fn client_config(config: &DetectorConfig, defaults: &[(&str, String)]) -> Client
 /// moment has been processed.
 pub(crate) async fn run(
     config: DetectorConfig,
+    handles: Handles,
     shutdown: CancellationToken,
     drain: Option<CancellationToken>,
 ) -> Result<DetectorReport, DetectorError> {
@@ -246,7 +247,7 @@ pub(crate) async fn run(
     if config.static_assignment {
         let c = consumer.clone();
         let names: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
-        let share = config.share.clone();
+        let share = handles.share.clone();
         let tpl = tokio::task::spawn_blocking(move || every_partition(&c, &names, share.as_ref()))
             .await
             .map_err(|e| DetectorError::Worker(e.to_string()))??;
@@ -265,7 +266,7 @@ pub(crate) async fn run(
     let engine = Arc::new(Mutex::new(Engine::new(&config, model).with_supervised(supervised)));
     let meters = Metrics::new();
     // The scoring API serves the model of one detector per process: the first to start.
-    let publisher = config.model_feed.claim();
+    let publisher = handles.model_feed.claim();
     if let Some(p) = &publisher
         && let Ok(e) = engine.lock()
     {
@@ -285,10 +286,12 @@ pub(crate) async fn run(
         }
         if matches!(phase, Phase::Running) && drain.is_cancelled() {
             tracing::info!("drain requested: processing the packets present now");
-            phase = Phase::Packets(match high_watermarks(&consumer, &producer, &config.packets_topic, &config).await {
-                Ok(t) => t,
-                Err(e) => break Err(e),
-            });
+            phase = Phase::Packets(
+                match high_watermarks(&consumer, &producer, &config.packets_topic, handles.share.as_ref()).await {
+                    Ok(t) => t,
+                    Err(e) => break Err(e),
+                },
+            );
         }
         // Drain progress.
         match &phase {
@@ -318,7 +321,7 @@ pub(crate) async fn run(
                 if let Err(e) = produce_all(&producer, flushed).await {
                     break Err(e);
                 }
-                if let Some(share) = &config.share {
+                if let Some(share) = &handles.share {
                     tracing::info!(
                         index = share.index,
                         of = share.count,
@@ -331,7 +334,9 @@ pub(crate) async fn run(
                 }
                 tracing::info!("drain: packets done; processing the destination statistics present now");
                 phase = Phase::Destinations(
-                    match high_watermarks(&consumer, &producer, &config.destinations_topic, &config).await {
+                    match high_watermarks(&consumer, &producer, &config.destinations_topic, handles.share.as_ref())
+                        .await
+                    {
                         Ok(t) => t,
                         Err(e) => break Err(e),
                     },
@@ -520,7 +525,7 @@ pub(crate) async fn run(
         report.hosts_evicted = e.hosts_evicted();
         report.model_version = e.model().map(|m| m.version().to_string());
     }
-    for k in AnomalyKind::ALL {
+    for &k in AnomalyKind::ALL {
         report.anomalies.entry(k).or_default();
     }
     tracing::info!(?report, "detector stopped");
@@ -789,10 +794,10 @@ async fn high_watermarks(
     consumer: &Arc<DetectorConsumer>,
     producer: &FutureProducer,
     topic: &str,
-    config: &DetectorConfig,
+    share: Option<&Share>,
 ) -> Result<BTreeMap<i32, i64>, DetectorError> {
     let c = consumer.clone();
-    let share = config.share.clone();
+    let share = share.cloned();
     let producer = producer.clone();
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use netanom_detector::fixtures::{T0, benign_batch, scan_batch, spoofed_flood, syn_flood};
-use netanom_detector::{DetectorConfig, DetectorReport};
+use netanom_detector::{DetectorConfig, DetectorReport, Handles};
 use netanom_schemas::{Anomaly, AnomalyKind, PacketBatch, SchemaIds, topics};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -79,10 +79,13 @@ async fn produce(config: &DetectorConfig, batches: &[PacketBatch], poison: &[(&s
 async fn run_drained(config: DetectorConfig) -> DetectorReport {
     let drain = CancellationToken::new();
     drain.cancel();
-    tokio::time::timeout(Duration::from_secs(120), netanom_detector::run(config, CancellationToken::new(), Some(drain)))
-        .await
-        .expect("drain finished in time")
-        .expect("detector ran")
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        netanom_detector::run(config, Handles::default(), CancellationToken::new(), Some(drain)),
+    )
+    .await
+    .expect("drain finished in time")
+    .expect("detector ran")
 }
 
 fn read_all(config: &DetectorConfig, topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
@@ -229,7 +232,7 @@ async fn processing_continues_after_poison_records() {
 async fn invalid_config_is_reported_before_connecting() {
     let mut c = DetectorConfig { brokers: String::new(), ..DetectorConfig::default() };
     c.rate.window_packets = 1;
-    let err = netanom_detector::run(c, CancellationToken::new(), None).await.unwrap_err();
+    let err = netanom_detector::run(c, Handles::default(), CancellationToken::new(), None).await.unwrap_err();
     let text = err.to_string();
     assert!(text.contains("detector.brokers") && text.contains("detector.rate.window_packets"), "{text}");
 }
@@ -238,7 +241,7 @@ async fn invalid_config_is_reported_before_connecting() {
 async fn shutdown_stops_an_idle_detector() {
     let s = setup();
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(netanom_detector::run(s.config.clone(), shutdown.clone(), None));
+    let task = tokio::spawn(netanom_detector::run(s.config.clone(), Handles::default(), shutdown.clone(), None));
     tokio::time::sleep(Duration::from_millis(300)).await;
     shutdown.cancel();
     let report = tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap().unwrap();
@@ -262,7 +265,7 @@ async fn offsets_are_not_stored_when_anomalies_are_not_acknowledged() {
     let started = std::time::Instant::now();
     let err = tokio::time::timeout(
         Duration::from_secs(60),
-        netanom_detector::run(config.clone(), CancellationToken::new(), Some(drain)),
+        netanom_detector::run(config.clone(), Handles::default(), CancellationToken::new(), Some(drain)),
     )
     .await
     .expect("returns in time")
