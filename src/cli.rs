@@ -88,7 +88,7 @@ pub struct ServiceArgs {
     pub brokers: Option<String>,
 }
 
-/// A model file for the detector (key `detector.forest.model_path`).
+/// Model files for the detector (keys `detector.forest.model_path`, `detector.supervised.model_path`).
 #[derive(Debug, Args)]
 pub struct ModelArgs {
     /// Start from this model file (written by `netanom train` or `forest.save_path`: the isolation forest and,
@@ -96,6 +96,10 @@ pub struct ModelArgs {
     /// `detector.forest.model_path`).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Run the supervised detector with this model file, written by `netanom train --supervised` (key
+    /// `detector.supervised.model_path`).
+    #[arg(long)]
+    pub supervised_model: Option<PathBuf>,
 }
 
 /// `netanom detector`.
@@ -275,6 +279,9 @@ impl Cli {
         let model = |o: &mut Vec<Override>, m: &ModelArgs| {
             if let Some(p) = &m.model {
                 o.push(("detector.forest.model_path".into(), s(p.display().to_string())));
+            }
+            if let Some(p) = &m.supervised_model {
+                o.push(("detector.supervised.model_path".into(), s(p.display().to_string())));
             }
         };
         let router = |o: &mut Vec<Override>, out: &Option<PathBuf>, hooks: &[String]| {
