@@ -54,11 +54,7 @@ pub fn check_kind(text: &str, expected: ModelKind) -> Result<(), String> {
     }
     Err(match ModelKind::ALL.iter().find(|k| k.format() == tag) {
         Some(k) => format!("is {} (format {tag}), expected {}", k.described(), expected.described()),
-        None => format!(
-            "has format {tag:?}, expected {} (format {})",
-            expected.described(),
-            expected.format()
-        ),
+        None => format!("has format {tag:?}, expected {} (format {})", expected.described(), expected.format()),
     })
 }
 
