@@ -374,12 +374,11 @@ impl TrainedForest {
 
     /// Reads a model written by [`TrainedForest::save`], checking its format and feature list.
     pub fn load(path: &Path) -> Result<Self, ForestError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ForestError::Io { path: path.to_path_buf(), source })?;
+        let text = std::fs::read(path).map_err(|source| ForestError::Io { path: path.to_path_buf(), source })?;
         check_kind(&text, ModelKind::IsolationForest)
             .map_err(|what| ForestError::Kind { path: path.to_path_buf(), what })?;
         let format = |what: String| ForestError::Format { path: path.to_path_buf(), what };
-        let mut model: TrainedForest = serde_json::from_str(&text).map_err(|e| format(e.to_string()))?;
+        let mut model: TrainedForest = serde_json::from_slice(&text).map_err(|e| format(e.to_string()))?;
         if model.features != FEATURE_NAMES {
             return Err(format(format!("features {:?} differ from this build's {:?}", model.features, FEATURE_NAMES)));
         }

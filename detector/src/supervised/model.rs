@@ -344,12 +344,11 @@ impl SupervisedModel {
     /// Reads a model written by [`SupervisedModel::save`] and checks every part of it, so that scoring can
     /// neither panic nor loop on a damaged or hostile file.
     pub fn load(path: &Path) -> Result<Self, SupervisedError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| SupervisedError::Io { path: path.to_path_buf(), source })?;
+        let text = std::fs::read(path).map_err(|source| SupervisedError::Io { path: path.to_path_buf(), source })?;
         check_kind(&text, ModelKind::Supervised)
             .map_err(|what| SupervisedError::Kind { path: path.to_path_buf(), what })?;
         let format = |what: String| SupervisedError::Format { path: path.to_path_buf(), what };
-        let mut model: SupervisedModel = serde_json::from_str(&text).map_err(|e| format(e.to_string()))?;
+        let mut model: SupervisedModel = serde_json::from_slice(&text).map_err(|e| format(e.to_string()))?;
         model.check().map_err(format)?;
         model.version = model.compute_version();
         Ok(model)
