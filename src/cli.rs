@@ -98,7 +98,7 @@ pub struct ServiceArgs {
     pub brokers: Option<String>,
 }
 
-/// A model file for the detector (key `detector.forest.model_path`).
+/// Model files for the detector (keys `detector.forest.model_path`, `detector.supervised.model_path`).
 #[derive(Debug, Args)]
 pub struct ModelArgs {
     /// Start from this model file (written by `netanom train` or `forest.save_path`: the isolation forest and,
@@ -106,6 +106,10 @@ pub struct ModelArgs {
     /// `detector.forest.model_path`).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Run the supervised detector with this model file, written by `netanom train --supervised` (key
+    /// `detector.supervised.model_path`).
+    #[arg(long)]
+    pub supervised_model: Option<PathBuf>,
 }
 
 /// `netanom detector`.
@@ -242,6 +246,9 @@ impl Cli {
         let model = |o: &mut Vec<Override>, m: Option<&PathBuf>| {
             set(o, "detector.forest.model_path", m.map(PathBuf::as_path).map(path_text).as_deref());
         };
+        let supervised = |o: &mut Vec<Override>, m: Option<&PathBuf>| {
+            set(o, "detector.supervised.model_path", m.map(PathBuf::as_path).map(path_text).as_deref());
+        };
         let router = |o: &mut Vec<Override>, AlertOutputArgs { alerts_out, webhooks: hooks }: &AlertOutputArgs| {
             set(o, "alert_router.alerts_out", alerts_out.as_deref().map(path_text).as_deref());
             if !hooks.is_empty() {
@@ -262,6 +269,7 @@ impl Cli {
                 service(&mut o, &r.service);
                 router(&mut o, &r.output);
                 model(&mut o, r.model.model.as_ref());
+                supervised(&mut o, r.model.supervised_model.as_ref());
                 o.push(("alert_router.stdout".into(), toml::Value::Boolean(!r.quiet)));
             }
             Command::Producer(p) => {
@@ -271,6 +279,7 @@ impl Cli {
             Command::Detector(d) => {
                 service(&mut o, &d.service);
                 model(&mut o, d.model.model.as_ref());
+                supervised(&mut o, d.model.supervised_model.as_ref());
             }
             Command::AlertRouter(r) => {
                 service(&mut o, &r.service);
@@ -291,16 +300,21 @@ impl Cli {
 }
 
 /// Runs the command (with the configuration loaded and validated for it) until it ends or a signal stops it;
-/// the roles it runs set their flags of `ready`.
-pub async fn dispatch(command: Command, cfg: Config, ready: ReadyFlags) -> anyhow::Result<()> {
+/// the roles it runs set their flags of `ready`, and a detector it runs publishes its model to `model_feed`.
+pub async fn dispatch(
+    command: Command,
+    cfg: Config,
+    ready: ReadyFlags,
+    model_feed: netanom_detector::ModelFeed,
+) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let hard = CancellationToken::new();
     on_signals(stop.clone(), hard.clone());
     match command {
-        Command::Run(_) => crate::run::command(cfg, stop, hard, &ready).await,
-        Command::Producer(_) => crate::roles::command(Role::Producer, cfg, stop, &ready).await,
-        Command::Detector(_) => crate::roles::command(Role::Detector, cfg, stop, &ready).await,
-        Command::AlertRouter(_) => crate::roles::command(Role::AlertRouter, cfg, stop, &ready).await,
+        Command::Run(_) => crate::run::command(cfg, stop, hard, &ready, model_feed).await,
+        Command::Producer(_) => crate::roles::command(Role::Producer, cfg, stop, &ready, model_feed).await,
+        Command::Detector(_) => crate::roles::command(Role::Detector, cfg, stop, &ready, model_feed).await,
+        Command::AlertRouter(_) => crate::roles::command(Role::AlertRouter, cfg, stop, &ready, model_feed).await,
         Command::Synth(args) => crate::synth::command(&args),
         Command::Eval(args) => crate::eval::command(&args, cfg, stop, hard).await,
         Command::Report(args) => crate::report::command(&args, cfg, stop, hard).await,

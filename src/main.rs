@@ -47,6 +47,8 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
+    // The detector publishes its model here and the scoring API of the telemetry server reads it.
+    let model_feed = netanom_detector::ModelFeed::default();
     // Telemetry (logging, OTLP, the /metrics server) for the roles; plain logging for the other commands.
     let ready = netanom::roles::ReadyFlags::default();
     let telemetry = match cli.command.role() {
@@ -56,7 +58,7 @@ fn main() -> ExitCode {
         }
         Some(role) => {
             let readiness = netanom::telemetry::Readiness::of_roles(ready.of(role));
-            let routes = netanom::telemetry::role_routes(role, &cfg.detector);
+            let routes = netanom::telemetry::role_routes(role, &cfg.detector, model_feed.clone());
             match runtime.block_on(netanom::telemetry::init(&cfg.telemetry, &cfg.log, role, readiness, routes)) {
                 Ok(guard) => Some(guard),
                 Err(e) => {
@@ -66,7 +68,7 @@ fn main() -> ExitCode {
             }
         }
     };
-    let result = runtime.block_on(netanom::cli::dispatch(cli.command, cfg, ready));
+    let result = runtime.block_on(netanom::cli::dispatch(cli.command, cfg, ready, model_feed));
     // Export the last spans and metrics while the runtime (which drives the exporters) still runs.
     if let Some(guard) = telemetry {
         guard.shutdown();

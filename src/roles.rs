@@ -58,7 +58,14 @@ impl ReadyFlags {
 
 /// Runs `role` against `kafka.brokers` until its input ends or `stop`, then prints its summary. The role sets
 /// its flag of `ready`.
-pub async fn command(role: Role, mut cfg: Config, stop: CancellationToken, ready: &ReadyFlags) -> anyhow::Result<()> {
+/// A detector publishes its model to `model_feed`.
+pub async fn command(
+    role: Role,
+    mut cfg: Config,
+    stop: CancellationToken,
+    ready: &ReadyFlags,
+    model_feed: netanom_detector::ModelFeed,
+) -> anyhow::Result<()> {
     let brokers = need_brokers(&cfg, role.name())?;
     prepare(&mut cfg, &brokers).await?;
     let handles = |ready: &ReadyFlag| RoleHandles { ready: ready.clone(), ..RoleHandles::default() };
@@ -67,7 +74,14 @@ pub async fn command(role: Role, mut cfg: Config, stop: CancellationToken, ready
             &netanom_producer::run(cfg.producer, stop, handles(&ready.producer)).await.context("producer failed")?,
         ),
         Role::Detector => summary::detector(
-            &netanom_detector::run(cfg.detector, stop, handles(&ready.detector)).await.context("detector failed")?,
+            &netanom_detector::run(
+                cfg.detector,
+                netanom_detector::Handles { model_feed, share: None },
+                stop,
+                handles(&ready.detector),
+            )
+            .await
+            .context("detector failed")?,
         ),
         Role::AlertRouter => summary::router(
             &netanom_alert_router::run(cfg.alert_router, stop, handles(&ready.alert_router))

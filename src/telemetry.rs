@@ -99,10 +99,15 @@ impl Guard {
 }
 
 /// The HTTP routes `role` adds next to the probes: the scoring API (`POST /api/v1/analyze`) for the roles
-/// that run a detector (`detector`, `run`), answered from the model `detector` publishes; none otherwise.
-pub fn role_routes(role: &str, detector: &netanom_detector::DetectorConfig) -> axum::Router {
+/// that run a detector (`detector`, `run`), answered from the model the detector publishes to `model_feed`;
+/// none otherwise.
+pub fn role_routes(
+    role: &str,
+    detector: &netanom_detector::DetectorConfig,
+    model_feed: netanom_detector::ModelFeed,
+) -> axum::Router {
     match role {
-        "detector" | "run" => netanom_detector::api::router(detector),
+        "detector" | "run" => netanom_detector::api::router(detector, model_feed),
         _ => axum::Router::new(),
     }
 }

@@ -80,7 +80,12 @@ fn trained_on_one_synth_capture_the_forest_alerts_the_attackers_of_another() {
     assert!((f("recall") - tp as f64 / (tp + fn_) as f64).abs() < 1e-9, "{r}");
     assert!((f("accuracy") - (tp + tn) as f64 / (tp + fp + fn_ + tn) as f64).abs() < 1e-9, "{r}");
     assert!(f("f1") >= 0.9, "held-out F1: {r}");
-    assert!(r["cv"].as_array().is_some_and(|cv| cv.len() >= 4), "a grid was cross-validated: {r}");
+    let cv = r["cv"].as_array().unwrap_or_else(|| panic!("no cross-validation: {r}"));
+    assert!(cv.len() >= 4, "a grid was cross-validated: {r}");
+    for row in cv {
+        let (a, p, rc) = (row["accuracy"].as_f64(), row["precision"].as_f64(), row["recall"].as_f64());
+        assert!(a.is_some_and(|a| (0.0..=1.0).contains(&a)) && p.is_some() && rc.is_some(), "{row}");
+    }
     let threshold = f("threshold");
     assert!(threshold > 0.0 && threshold <= 1.0, "{r}");
     let version = r["model_version"].as_str().unwrap().to_string();
@@ -92,6 +97,7 @@ fn trained_on_one_synth_capture_the_forest_alerts_the_attackers_of_another() {
     let text = train(&pcap, &labels, &again, false);
     assert!(text.contains(&version), "{text}");
     assert!(text.contains("F1") && text.contains("confusion matrix") && text.contains("<- chosen"), "{text}");
+    assert!(text.contains("features  accuracy  precision  recall"), "cross-validated accuracy: {text}");
     assert_eq!(std::fs::read(&model).unwrap(), std::fs::read(&again).unwrap(), "training is reproducible");
 
     let (other, other_labels) = synth(dir.path(), 2);
@@ -104,8 +110,10 @@ fn trained_on_one_synth_capture_the_forest_alerts_the_attackers_of_another() {
             other.as_os_str(),
             "--alerts-out".as_ref(),
             alerts.as_os_str(),
+            "--supervised-model".as_ref(),
+            model.as_os_str(),
         ],
-        &[("NETANOM_DETECTOR__SUPERVISED__MODEL_PATH", model.as_os_str())],
+        &[],
     );
     let supervised: Vec<serde_json::Value> = std::fs::read_to_string(&alerts)
         .unwrap()

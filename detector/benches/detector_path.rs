@@ -8,8 +8,9 @@ use std::hint::black_box;
 use std::net::IpAddr;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use netanom_detector::features::{FeatureScratch, FeatureVector, batch_features, model_input};
 use netanom_detector::fixtures::{T0, benign_batch, scan_batch, spoofed_flood, syn_flood};
-use netanom_detector::forest::{FeatureScratch, FeatureVector, TrainOptions, batch_features, model_input, train};
+use netanom_detector::forest::{TrainOptions, train};
 use netanom_detector::profile::{ProfileCollector, ProfileModel};
 use netanom_detector::{DetectorConfig, Engine, TrainedForest};
 use netanom_schemas::{PacketBatch, SchemaIds};

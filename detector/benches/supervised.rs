@@ -8,11 +8,10 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use netanom_detector::config::SupervisedConfig;
+use netanom_detector::features::{FeatureScratch, FeatureVector, batch_features};
 use netanom_detector::fixtures::{benign_batch, scan_batch};
-use netanom_detector::forest::{FeatureScratch, FeatureVector, batch_features};
 use netanom_detector::supervised::{Grid, Settings, SupervisedDetector, SupervisedModel, train::train};
-use netanom_detector::{DetectorConfig, Engine};
+use netanom_detector::{DetectorConfig, Engine, SupervisedConfig};
 use netanom_schemas::PacketBatch;
 
 fn model() -> SupervisedModel {

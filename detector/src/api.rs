@@ -31,8 +31,8 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use crate::config::DetectorConfig;
-use crate::forest::{FeatureScratch, TrainedForest, batch_features, isolation_reason};
-use crate::lifecycle::ModelFeed;
+use crate::features::{FeatureScratch, batch_features};
+use crate::forest::{ModelFeed, TrainedForest, isolation_reason};
 
 /// Path of the scoring endpoint.
 pub const ANALYZE_PATH: &str = "/api/v1/analyze";
@@ -101,11 +101,12 @@ struct Api {
     permits: Arc<Semaphore>,
 }
 
-/// The scoring API's routes for the detector of `config` (which publishes to `config.model_feed`); the root
-/// binary merges them into the `[telemetry] listen` server.
-pub fn router(config: &DetectorConfig) -> axum::Router {
+/// The scoring API's routes for the detector of `config`, answered from the model it publishes to `feed` (the
+/// [`crate::Handles::model_feed`] given to [`crate::run`]); the root binary merges them into the
+/// `[telemetry] listen` server.
+pub fn router(config: &DetectorConfig, feed: ModelFeed) -> axum::Router {
     let api = Api {
-        feed: config.model_feed.clone(),
+        feed,
         enabled: config.forest.enabled,
         warmup_samples: config.forest.warmup_samples,
         min_packets: config.forest.min_packets.max(1),

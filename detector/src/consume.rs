@@ -19,14 +19,14 @@ use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{DetectorConfig, Share};
+use crate::config::DetectorConfig;
 use crate::engine::Engine;
-use crate::forest::TrainedForest;
-use crate::lifecycle::ModelPublisher;
+use crate::forest::{ModelPublisher, TrainedForest};
+use crate::handles::{Handles, Share};
 use crate::metrics::{self, Metrics};
+use crate::outcome::{DetectorError, DetectorReport};
 use crate::ownership::{Ownership, Start, TopicPartition};
 use crate::supervised::SupervisedDetector;
-use crate::{DetectorError, DetectorReport};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -206,10 +206,11 @@ fn client_config(config: &DetectorConfig, defaults: &[(&str, String)]) -> Client
 /// that moment has been processed.
 pub(crate) async fn run(
     config: DetectorConfig,
+    handles: Handles,
     shutdown: CancellationToken,
-    handles: RoleHandles,
+    role: RoleHandles,
 ) -> Result<DetectorReport, DetectorError> {
-    let RoleHandles { drain, ready, teardown } = handles;
+    let RoleHandles { drain, ready, teardown } = role;
     config.validate().map_err(DetectorError::Config)?;
     let model = match config.forest.model_path.clone() {
         Some(path) if config.forest.enabled => {
@@ -250,7 +251,7 @@ pub(crate) async fn run(
     if config.static_assignment {
         let c = consumer.clone();
         let names: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
-        let share = config.share.clone();
+        let share = handles.share.clone();
         let tpl = tokio::task::spawn_blocking(move || every_partition(&c, &names, share.as_ref()))
             .await
             .map_err(|e| DetectorError::Worker(e.to_string()))??;
@@ -269,7 +270,7 @@ pub(crate) async fn run(
     let engine = Arc::new(Mutex::new(Engine::new(&config, model).with_supervised(supervised)));
     let meters = Metrics::new();
     // The scoring API serves the model of one detector per process: the first to start.
-    let publisher = config.model_feed.claim();
+    let publisher = handles.model_feed.claim();
     if let Some(p) = &publisher
         && let Ok(e) = engine.lock()
     {
@@ -289,10 +290,12 @@ pub(crate) async fn run(
         }
         if matches!(phase, Phase::Running) && drain.is_cancelled() {
             tracing::info!("drain requested: processing the packets present now");
-            phase = Phase::Packets(match high_watermarks(&consumer, &producer, &config.packets_topic, &config).await {
-                Ok(t) => t,
-                Err(e) => break Err(e),
-            });
+            phase = Phase::Packets(
+                match high_watermarks(&consumer, &producer, &config.packets_topic, handles.share.as_ref()).await {
+                    Ok(t) => t,
+                    Err(e) => break Err(e),
+                },
+            );
         }
         // Drain progress.
         match &phase {
@@ -322,7 +325,7 @@ pub(crate) async fn run(
                 if let Err(e) = produce_all(&producer, flushed).await {
                     break Err(e);
                 }
-                if let Some(share) = &config.share {
+                if let Some(share) = &handles.share {
                     tracing::info!(
                         index = share.index,
                         of = share.count,
@@ -335,7 +338,9 @@ pub(crate) async fn run(
                 }
                 tracing::info!("drain: packets done; processing the destination statistics present now");
                 phase = Phase::Destinations(
-                    match high_watermarks(&consumer, &producer, &config.destinations_topic, &config).await {
+                    match high_watermarks(&consumer, &producer, &config.destinations_topic, handles.share.as_ref())
+                        .await
+                    {
                         Ok(t) => t,
                         Err(e) => break Err(e),
                     },
@@ -524,7 +529,7 @@ pub(crate) async fn run(
         report.hosts_evicted = e.hosts_evicted();
         report.model_version = e.model().map(|m| m.version().to_string());
     }
-    for k in AnomalyKind::ALL {
+    for &k in AnomalyKind::ALL {
         report.anomalies.entry(k).or_default();
     }
     tracing::info!(?report, "detector stopped");
@@ -793,10 +798,10 @@ async fn high_watermarks(
     consumer: &Arc<DetectorConsumer>,
     producer: &FutureProducer,
     topic: &str,
-    config: &DetectorConfig,
+    share: Option<&Share>,
 ) -> Result<BTreeMap<i32, i64>, DetectorError> {
     let c = consumer.clone();
-    let share = config.share.clone();
+    let share = share.cloned();
     let producer = producer.clone();
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {

@@ -10,16 +10,17 @@ use netanom_schemas::{Anomaly, AnomalyKind, DestinationStats, PacketBatch};
 
 use crate::anomaly::AnomalyParts;
 use crate::beacon::{BeaconRule, beacon_anomaly};
-use crate::config::{DetectorConfig, ns};
+use crate::config::DetectorConfig;
 use crate::fanout::{FanoutRule, fanout_anomaly};
-use crate::forest::{FeatureScratch, IsolationDetector, TrainedForest, batch_features, isolation_anomaly};
-use crate::lifecycle::Retrainer;
+use crate::features::{FeatureScratch, batch_features};
+use crate::forest::{IsolationDetector, Retrainer, TrainedForest, isolation_anomaly};
 use crate::misuse::MisuseRules;
 use crate::profile::{ProfileDetector, ProfileModel};
+use crate::rate::{RateRule, rate_anomaly};
 use crate::state::HostMap;
 use crate::supervised::{SupervisedDetector, supervised_anomaly};
+use crate::time::ns;
 use crate::victim::{DestinationSide, SourceSide};
-use crate::window::{RateRule, rate_anomaly};
 
 /// Counters of the engine.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -151,7 +152,7 @@ impl Engine {
         }
         if let Some(det) = &mut self.profile {
             det.observe_batch(host, &batch.packets, &mut state.profile, out);
-            det.sweep(&mut self.hosts, out);
+            det.sweep(self.hosts.clock_ns(), self.hosts.profiles(), out);
         }
         for a in &out[before..] {
             *self.stats.anomalies.entry(a.kind).or_default() += 1;
@@ -249,7 +250,7 @@ impl Engine {
     pub fn flush_profiles(&mut self, out: &mut Vec<Anomaly>) {
         let before = out.len();
         if let Some(det) = &mut self.profile {
-            det.flush(&mut self.hosts, out);
+            det.flush(self.hosts.profiles(), out);
         }
         for a in &out[before..] {
             *self.stats.anomalies.entry(a.kind).or_default() += 1;
@@ -264,7 +265,7 @@ impl Engine {
         self.profile.as_ref().and_then(ProfileDetector::model)
     }
 
-    /// The isolation model in force, shared (for [`crate::lifecycle::ModelFeed`]).
+    /// The isolation model in force, shared (for [`crate::forest::ModelFeed`]).
     pub fn shared_model(&self) -> Option<&Arc<TrainedForest>> {
         self.isolation.as_ref().and_then(IsolationDetector::shared_model)
     }

@@ -19,7 +19,84 @@ use std::net::IpAddr;
 use netanom_schemas::{AnomalyKind, Contribution, PacketFeatures};
 
 use crate::anomaly::{AnomalyParts, RULES_VERSION, seconds, thousands};
-use crate::config::{FanoutConfig, ns};
+use crate::time::ns;
+use crate::validation::{ConfigError, Problems};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// `[detector.fanout]`: distinct targets of new connections per tumbling window.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FanoutConfig {
+    /// Whether the detector runs. Default true.
+    pub enabled: bool,
+    /// Tumbling window of packet time (aligned to multiples of its length). Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Distinct destination ports on one destination that make a port scan. Default 24 (benign captures
+    /// peak at 6; the smallest labelled scan probes 29).
+    pub port_threshold: usize,
+    /// Distinct destination addresses that make a host sweep. Default 64 (benign captures peak at 22).
+    pub host_threshold: usize,
+    /// Most (destination, port) targets remembered per host and window; counting stops beyond it. Default 4096.
+    pub max_targets: usize,
+    /// Sliding window of the slow sweep count: distinct destinations of new connections over the last
+    /// `slow_window` of packet time, for sweeps too slow for the 10 s window. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub slow_window: Duration,
+    /// Distinct destinations within `slow_window` that make a slow sweep. Default 64 (benign captures peak at
+    /// 29 in a minute, a page of a news site; the slow UDP sweep of the captures reaches 96 in 51 s).
+    pub slow_host_threshold: usize,
+    /// Distinct destinations of ICMP echo requests within `slow_window` that make a ping sweep. Default 16
+    /// (benign captures ping at most 1 address a minute; the smallest labelled ping sweep reaches 18 in 1.6 s,
+    /// broadcast and network addresses included). A monitoring server that pings its fleet crosses it.
+    pub icmp_host_threshold: usize,
+}
+
+impl Default for FanoutConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window: Duration::from_secs(10),
+            port_threshold: 24,
+            host_threshold: 64,
+            max_targets: 4096,
+            slow_window: Duration::from_secs(60),
+            slow_host_threshold: 64,
+            icmp_host_threshold: 16,
+        }
+    }
+}
+
+impl FanoutConfig {
+    /// Checks `[detector.fanout]` and returns every problem.
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut p = Problems::new("fanout");
+        p.check(!self.window.is_zero(), "window", || "must be > 0".into());
+        p.check(!self.slow_window.is_zero(), "slow_window", || "must be > 0".into());
+        p.check((2..=self.max_targets).contains(&self.slow_host_threshold), "slow_host_threshold", || {
+            format!(
+                "must be in 2..=detector.fanout.max_targets ({}), got {}",
+                self.max_targets, self.slow_host_threshold
+            )
+        });
+        p.check((2..=self.max_targets).contains(&self.icmp_host_threshold), "icmp_host_threshold", || {
+            format!(
+                "must be in 2..=detector.fanout.max_targets ({}), got {}",
+                self.max_targets, self.icmp_host_threshold
+            )
+        });
+        p.check(self.port_threshold >= 2, "port_threshold", || format!("must be >= 2, got {}", self.port_threshold));
+        p.check(self.host_threshold >= 2, "host_threshold", || format!("must be >= 2, got {}", self.host_threshold));
+        p.check(self.max_targets > self.port_threshold.max(self.host_threshold), "max_targets", || {
+            format!(
+                "must be > detector.fanout.port_threshold ({}) and detector.fanout.host_threshold ({}), got {}",
+                self.port_threshold, self.host_threshold, self.max_targets
+            )
+        });
+        p.into_vec()
+    }
+}
 
 /// Rule parameters in hot-path units.
 #[derive(Debug, Clone, Copy)]

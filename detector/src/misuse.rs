@@ -38,7 +38,131 @@ use std::net::IpAddr;
 use netanom_schemas::{AnomalyKind, Contribution, Direction, PacketFeatures, records::tcp_flags};
 
 use crate::anomaly::{AnomalyParts, RULES_VERSION, seconds, thousands};
-use crate::config::{BruteForceConfig, DnsTunnelConfig, ProbeConfig, ns};
+use crate::time::ns;
+use crate::validation::{ConfigError, Problems};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// `[detector.probe]`: packets no standard TCP/IP stack sends (TCP with no flags, SYN+FIN, SYN+RST, FIN/PSH/URG
+/// without ACK; ICMP echo with a non-zero code, timestamp, information and address-mask requests). Defaults
+/// measured on the labelled captures; see [`crate::misuse`].
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbeConfig {
+    /// Whether the rule runs. Default true.
+    pub enabled: bool,
+    /// Sliding window of packet time. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Such packets from one host within `window` that make an anomaly. Default 3 (benign captures send none;
+    /// the smallest labelled stealth scan sends 3 in 53 s).
+    pub min_packets: u32,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self { enabled: true, window: Duration::from_secs(60), min_packets: 3 }
+    }
+}
+
+impl ProbeConfig {
+    /// Checks `[detector.probe]` and returns every problem.
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut p = Problems::new("probe");
+        p.check(!self.window.is_zero(), "window", || "must be > 0".into());
+        p.check(self.min_packets >= 1, "min_packets", || format!("must be >= 1, got {}", self.min_packets));
+        p.into_vec()
+    }
+}
+
+/// `[detector.brute_force]`: TCP connection attempts (SYNs) from one host to one login service. See
+/// [`crate::misuse`].
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BruteForceConfig {
+    /// Whether the rule runs. Default true.
+    pub enabled: bool,
+    /// Sliding window of packet time. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Attempts to one (destination, port) within `window` that make an anomaly. Default 20 (benign captures
+    /// open at most 1 a minute to a login port; nmap's ssh-brute opens 67 in 13 s).
+    pub min_connections: u32,
+    /// Destination ports of login services. Default: FTP 21, SSH 22, Telnet 23, SMTP submission 25/465/587,
+    /// POP3 110/995, IMAP 143/993, LDAP 389/636, SMB 445, MSSQL 1433, Oracle 1521, MySQL 3306, RDP 3389,
+    /// PostgreSQL 5432, VNC 5900, WinRM 5985/5986, VMware authd 902, Redis 6379, MongoDB 27017.
+    pub ports: Vec<u16>,
+    /// Services tracked per host; a new one replaces an entry idle for two windows, else it is not counted.
+    /// Default 32.
+    pub max_services: usize,
+}
+
+impl Default for BruteForceConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window: Duration::from_secs(60),
+            min_connections: 20,
+            ports: vec![
+                21, 22, 23, 25, 110, 143, 389, 445, 465, 587, 636, 902, 993, 995, 1433, 1521, 3306, 3389, 5432, 5900,
+                5985, 5986, 6379, 27017,
+            ],
+            max_services: 32,
+        }
+    }
+}
+
+impl BruteForceConfig {
+    /// Checks `[detector.brute_force]` and returns every problem.
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut p = Problems::new("brute_force");
+        p.check(!self.window.is_zero(), "window", || "must be > 0".into());
+        p.check(self.min_connections >= 2, "min_connections", || format!("must be >= 2, got {}", self.min_connections));
+        p.check(!self.enabled || !self.ports.is_empty(), "ports", || {
+            "must name at least one port when detector.brute_force.enabled".into()
+        });
+        p.check((1..=1024).contains(&self.max_services), "max_services", || {
+            format!("must be in 1..=1024, got {}", self.max_services)
+        });
+        p.into_vec()
+    }
+}
+
+/// `[detector.dns_tunnel]`: DNS queries (to port 53) of at least `long_query_bytes` of payload from one host.
+/// See [`crate::misuse`].
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsTunnelConfig {
+    /// Whether the rule runs. Default true.
+    pub enabled: bool,
+    /// Sliding window of packet time. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Payload bytes from which a query counts as long. Default 80 (benign queries of the labelled captures
+    /// reach 66).
+    pub long_query_bytes: u32,
+    /// Long queries from one host within `window` that make an anomaly. Default 10 (dnscat sends 89 a minute).
+    pub min_queries: u32,
+}
+
+impl Default for DnsTunnelConfig {
+    fn default() -> Self {
+        Self { enabled: true, window: Duration::from_secs(60), long_query_bytes: 80, min_queries: 10 }
+    }
+}
+
+impl DnsTunnelConfig {
+    /// Checks `[detector.dns_tunnel]` and returns every problem.
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut p = Problems::new("dns_tunnel");
+        p.check(!self.window.is_zero(), "window", || "must be > 0".into());
+        p.check(self.min_queries >= 1, "min_queries", || format!("must be >= 1, got {}", self.min_queries));
+        p.check(self.long_query_bytes >= 1, "long_query_bytes", || {
+            format!("must be >= 1, got {}", self.long_query_bytes)
+        });
+        p.into_vec()
+    }
+}
 
 /// A sliding-window count estimated from the current and previous tumbling windows.
 #[derive(Debug, Clone, Copy, Default)]

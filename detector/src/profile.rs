@@ -2,7 +2,7 @@
 //! packet time (a *profile*: packet and byte rates, new connections, distinct destinations and ports, protocol
 //! mix, TCP flag ratios, reply share, packet sizes), k-means (crate `linfa-clustering`) over the profiles of a
 //! warm-up sample, and an anomaly when a profile is farther from every centroid than a threshold calibrated on
-//! the training distances. Owns the per-host accumulator (held in [`crate::state::HostState`]), the model, its
+//! the training distances. Owns the per-host accumulator (held in `crate::state::HostState`), the model, its
 //! training, calibration, persistence format and explanations; never sees Kafka.
 //!
 //! # Profiles
@@ -62,43 +62,128 @@ use netanom_schemas::{Anomaly, AnomalyKind, Contribution, PacketBatch, PacketFea
 use serde::{Deserialize, Serialize};
 
 use crate::anomaly::{AnomalyParts, seconds};
-use crate::config::{ProfileConfig, ns};
-use crate::state::HostMap;
+use crate::features::{PROFILE, PROFILE_FEATURES, PROFILE_NAMES, Profile, ProfileVector, Scale};
+use crate::time::ns;
+use crate::validation::{ConfigError, Problems};
+use std::time::Duration;
+
+/// `[detector.profile]`: k-means over per-host behaviour profiles (see [`crate::profile`] for the features and
+/// the calibration, and the crate README for the measurements behind the defaults).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProfileConfig {
+    /// Whether the detector runs. Default true.
+    pub enabled: bool,
+    /// Tumbling window of packet time a profile aggregates (aligned to multiples of its length); rates are per
+    /// second of it. A model loaded from `forest.model_path` brings its own window. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Profiles of fewer packets are neither trained on nor scored: a host's handful of packets (a DNS lookup,
+    /// a keep-alive) says little about its behaviour and makes noisy outliers. A model loaded from
+    /// `forest.model_path` brings its own. Default 20 (2 packets/s over 10 s; 10 and 5 let one benign capture
+    /// of the 17 alert in the leave-one-out calibration, see the crate README).
+    pub min_packets: u32,
+    /// Profiles (of at least `min_packets`) used for training: the first ones this detector closes. Default 512.
+    pub warmup_profiles: usize,
+    /// Clusters. Default 0: chosen by the silhouette rule among 2..=`max_k` (1 when no k reaches 0.25).
+    pub k: usize,
+    /// Largest k the silhouette rule tries. Default 8.
+    pub max_k: usize,
+    /// Seed of the k-means RNG (Xoshiro256Plus): the same seed and profiles give the same model. Default
+    /// 0x6e65_7461_6e6f_6d01.
+    pub seed: u64,
+    /// Quantile of the training profiles' distances to their nearest centroid that the threshold starts from.
+    /// Default 1.0 (the farthest training profile): with one profile per host and window, a lower quantile
+    /// flags that share of ordinary windows by construction.
+    pub quantile: f64,
+    /// The threshold is that quantile times (1 + `margin`): a profile must be clearly farther out than anything
+    /// seen in training. Default 0.5 (0.25 and 0.5 both kept the leave-one-out benign captures silent; 0.5
+    /// leaves room for traffic the training did not cover).
+    pub margin: f64,
+    /// Ordinary profiles (distance at most the global threshold) a host needs before it gets its own threshold.
+    /// Default 30 (5 minutes of activity with 10 s windows).
+    pub per_host_min_history: u32,
+    /// A host's own threshold: the mean plus this many standard deviations of its ordinary distances, never
+    /// below the global threshold. Default 3.
+    pub per_host_sigmas: f64,
+    /// Windows in which at least this share of the host's packets answer flows that other hosts opened are not
+    /// reported: a server's backscatter to a scan or a flood (RSTs, SYN-ACKs) is the initiator's anomaly, which
+    /// the rules report, not the server's. In (0, 1]; 1 reports every window. Default 0.9.
+    pub max_reply_fraction: f64,
+}
+
+impl Default for ProfileConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window: Duration::from_secs(10),
+            min_packets: 20,
+            warmup_profiles: 512,
+            k: 0,
+            max_k: 8,
+            seed: 0x6e65_7461_6e6f_6d01,
+            quantile: 1.0,
+            margin: 0.5,
+            per_host_min_history: 30,
+            per_host_sigmas: 3.0,
+            max_reply_fraction: 0.9,
+        }
+    }
+}
+
+impl ProfileConfig {
+    /// Checks `[detector.profile]` and returns every problem; `idle_timeout` is `detector.state.idle_timeout`,
+    /// which windows must close well within.
+    pub fn validate(&self, idle_timeout: Duration) -> Vec<ConfigError> {
+        let mut p = Problems::new("profile");
+        p.check(!self.window.is_zero() && self.window <= Duration::from_secs(3600), "window", || {
+            format!("must be in (0, 1h], got {:?}", self.window)
+        });
+        p.check(self.window * 2 < idle_timeout, "window", || {
+            format!(
+                "must be less than half of detector.state.idle_timeout ({idle_timeout:?}) so windows close before \
+                 hosts are evicted, got {:?}",
+                self.window
+            )
+        });
+        p.check(self.min_packets >= 1, "min_packets", || format!("must be >= 1, got {}", self.min_packets));
+        p.check((2..=32).contains(&self.max_k), "max_k", || format!("must be in 2..=32, got {}", self.max_k));
+        p.check(self.k <= 64, "k", || format!("must be in 0..=64 (0: chosen by the silhouette rule), got {}", self.k));
+        let need = MIN_TRAINING_PROFILES.max(4 * self.k.max(self.max_k));
+        p.check((need..=1_000_000).contains(&self.warmup_profiles), "warmup_profiles", || {
+            format!(
+                "must be in {need}..=1000000 (at least 4 per cluster of detector.profile.k {} / detector.profile.max_k \
+                 {}), got {}",
+                self.k, self.max_k, self.warmup_profiles
+            )
+        });
+        p.check(self.quantile > 0.0 && self.quantile <= 1.0, "quantile", || {
+            format!("must be in (0, 1], got {}", self.quantile)
+        });
+        p.check(self.margin.is_finite() && (0.0..=10.0).contains(&self.margin), "margin", || {
+            format!("must be in [0, 10], got {}", self.margin)
+        });
+        p.check(self.per_host_min_history >= 2, "per_host_min_history", || {
+            format!("must be >= 2, got {}", self.per_host_min_history)
+        });
+        p.check(self.per_host_sigmas.is_finite() && self.per_host_sigmas > 0.0, "per_host_sigmas", || {
+            format!("must be a positive number, got {}", self.per_host_sigmas)
+        });
+        p.check(self.max_reply_fraction > 0.0 && self.max_reply_fraction <= 1.0, "max_reply_fraction", || {
+            format!("must be in (0, 1], got {}", self.max_reply_fraction)
+        });
+        p.into_vec()
+    }
+}
 
 /// Number of features of a profile.
-pub const FEATURES: usize = 14;
+pub const FEATURES: usize = PROFILE_FEATURES;
 
-/// A profile in original units (see [`FEATURE_NAMES`]).
-pub type ProfileVector = [f64; FEATURES];
-
-/// Names of the features, in vector order; they appear in anomaly contributions.
-pub const FEATURE_NAMES: [&str; FEATURES] = [
-    "packets_per_s",
-    "bytes_per_s",
-    "new_flows_per_s",
-    "distinct_destinations",
-    "distinct_dst_ports",
-    "tcp_fraction",
-    "udp_fraction",
-    "icmp_fraction",
-    "syn_fraction",
-    "fin_fraction",
-    "rst_fraction",
-    "reply_fraction",
-    "mean_wire_len",
-    "std_wire_len",
-];
-
-/// Index of `reply_fraction` in a [`ProfileVector`].
-const REPLY_FRACTION: usize = 11;
-
-/// Features the model sees on a `log1p` scale (rates, counts, sizes); the others are fractions in 0..=1.
-const LOG_SCALED: [bool; FEATURES] =
-    [true, true, true, true, true, false, false, false, false, false, false, false, true, true];
-
-/// Smallest standard deviation used to standardise each (transformed) feature: 0.25 on the log scale (a factor
-/// of ~1.3), 0.1 for fractions (10 percentage points).
-const MIN_SCALE: [f64; FEATURES] = [0.25, 0.25, 0.25, 0.25, 0.25, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.25, 0.25];
+/// Smallest standard deviation used to standardise a feature of `scale`: 0.25 on the log scale (a factor of
+/// ~1.3), 0.1 for fractions (10 percentage points).
+fn min_scale(scale: Scale) -> f64 {
+    if scale == Scale::Log1p { 0.25 } else { 0.1 }
+}
 
 /// Format tag of a persisted model.
 const FORMAT: &str = "netanom-profile-kmeans-v1";
@@ -250,20 +335,21 @@ impl Accumulator {
         let secs = (window_ns as f64 / 1e9).max(1e-9);
         let n = f64::from(self.packets);
         let mean = self.sum_len / n;
-        v[0] = n / secs;
-        v[1] = self.bytes as f64 / secs;
-        v[2] = f64::from(self.opens) / secs;
-        v[3] = self.destinations.estimate().round();
-        v[4] = self.ports.estimate().round();
-        v[5] = f64::from(self.tcp) / n;
-        v[6] = f64::from(self.udp) / n;
-        v[7] = f64::from(self.icmp) / n;
-        v[8] = f64::from(self.syn) / n;
-        v[9] = f64::from(self.fin) / n;
-        v[10] = f64::from(self.rst) / n;
-        v[11] = f64::from(self.replies) / n;
-        v[12] = mean;
-        v[13] = (self.sum_len2 / n - mean * mean).max(0.0).sqrt();
+        let mut set = |f: Profile, x: f64| v[f.i()] = x;
+        set(Profile::PacketsPerS, n / secs);
+        set(Profile::BytesPerS, self.bytes as f64 / secs);
+        set(Profile::NewFlowsPerS, f64::from(self.opens) / secs);
+        set(Profile::DistinctDestinations, self.destinations.estimate().round());
+        set(Profile::DistinctDstPorts, self.ports.estimate().round());
+        set(Profile::TcpFraction, f64::from(self.tcp) / n);
+        set(Profile::UdpFraction, f64::from(self.udp) / n);
+        set(Profile::IcmpFraction, f64::from(self.icmp) / n);
+        set(Profile::SynFraction, f64::from(self.syn) / n);
+        set(Profile::FinFraction, f64::from(self.fin) / n);
+        set(Profile::RstFraction, f64::from(self.rst) / n);
+        set(Profile::ReplyFraction, f64::from(self.replies) / n);
+        set(Profile::MeanWireLen, mean);
+        set(Profile::StdWireLen, (self.sum_len2 / n - mean * mean).max(0.0).sqrt());
         for x in &mut v {
             if !x.is_finite() {
                 *x = 0.0;
@@ -433,19 +519,19 @@ impl std::fmt::Debug for ProfileModel {
     }
 }
 
-/// `log1p` of rates, counts and sizes; fractions as they are.
+/// Each feature scaled as [`PROFILE`] says (`log1p` of rates, counts and sizes; fractions as they are), after
+/// non-finite and negative values are taken as 0.
 fn transform(raw: &ProfileVector) -> ProfileVector {
     let mut t = [0.0; FEATURES];
-    for i in 0..FEATURES {
-        let x = if raw[i].is_finite() { raw[i].max(0.0) } else { 0.0 };
-        t[i] = if LOG_SCALED[i] { x.ln_1p() } else { x.min(1.0) };
+    for ((t, x), f) in t.iter_mut().zip(raw).zip(&PROFILE) {
+        *t = f.scale.apply(if x.is_finite() { x.max(0.0) } else { 0.0 });
     }
     t
 }
 
 /// Back from the transformed scale to original units.
 fn untransform(i: usize, t: f64) -> f64 {
-    if LOG_SCALED[i] { t.exp_m1().max(0.0) } else { t.clamp(0.0, 1.0) }
+    PROFILE[i].scale.invert(t)
 }
 
 fn squared_distance(a: &[f64], b: &[f64]) -> f64 {
@@ -558,7 +644,7 @@ pub fn train(raw: &[ProfileVector], opts: &TrainOptions) -> Result<ProfileModel,
         }
     }
     for (i, s) in scale.iter_mut().enumerate() {
-        *s = s.sqrt().max(MIN_SCALE[i]);
+        *s = s.sqrt().max(min_scale(PROFILE[i].scale));
     }
     let standardised: Vec<ProfileVector> = transformed
         .iter()
@@ -630,7 +716,7 @@ pub fn train(raw: &[ProfileVector], opts: &TrainOptions) -> Result<ProfileModel,
     let threshold = (quantile_distance * (1.0 + opts.margin)).max(1.0);
     let mut model = ProfileModel {
         format: FORMAT.to_string(),
-        features: FEATURE_NAMES.iter().map(|s| s.to_string()).collect(),
+        features: PROFILE_NAMES.iter().map(|s| s.to_string()).collect(),
         window_ns: opts.window_ns,
         min_packets: opts.min_packets,
         seed: opts.seed,
@@ -721,7 +807,7 @@ impl ProfileModel {
             .into_iter()
             .take(top)
             .map(|(i, _)| Contribution {
-                name: FEATURE_NAMES[i].to_string(),
+                name: PROFILE_NAMES[i].to_string(),
                 value: crate::anomaly::finite(raw[i]),
                 baseline: Some(crate::anomaly::finite(centre[i])),
             })
@@ -734,8 +820,8 @@ impl ProfileModel {
         if self.format != FORMAT {
             return bad(format!("format {:?}, expected {FORMAT:?}", self.format));
         }
-        if self.features != FEATURE_NAMES {
-            return bad(format!("features {:?} differ from this build's {:?}", self.features, FEATURE_NAMES));
+        if self.features != PROFILE_NAMES {
+            return bad(format!("features {:?} differ from this build's {:?}", self.features, PROFILE_NAMES));
         }
         if self.mean.len() != FEATURES || self.scale.len() != FEATURES {
             return bad(format!(
@@ -822,37 +908,40 @@ impl ProfileDetector {
     }
 
     /// Closes the windows of quiet hosts: at most once per window of packet time, every window that ended a
-    /// full window before the map's packet clock. Anomalies are appended in (window start, host) order.
-    pub fn sweep(&mut self, hosts: &mut HostMap, out: &mut Vec<Anomaly>) {
-        let clock = hosts.clock_ns();
-        if self.last_sweep_ns.is_some_and(|t| clock.saturating_sub(t) < self.window_ns) {
+    /// full window before `clock_ns` (the host map's packet clock). `hosts` are the profiles of every host.
+    /// Anomalies are appended in (window start, host) order.
+    pub fn sweep<'a>(
+        &mut self,
+        clock_ns: i64,
+        hosts: impl Iterator<Item = (IpAddr, &'a mut HostProfile)>,
+        out: &mut Vec<Anomaly>,
+    ) {
+        if self.last_sweep_ns.is_some_and(|t| clock_ns.saturating_sub(t) < self.window_ns) {
             return;
         }
-        self.last_sweep_ns = Some(clock);
-        let (before, w) = (clock.saturating_sub(self.window_ns), self.window_ns);
+        self.last_sweep_ns = Some(clock_ns);
+        let (before, w) = (clock_ns.saturating_sub(self.window_ns), self.window_ns);
         self.close_all(hosts, out, |p| p.close_ended(before, w));
     }
 
-    /// Closes every open window, whatever its end: the input ends here (a drained capture, the end of a replay
-    /// range). Anomalies are appended in (window start, host) order.
-    pub fn flush(&mut self, hosts: &mut HostMap, out: &mut Vec<Anomaly>) {
+    /// Closes every open window of `hosts`, whatever its end: the input ends here (a drained capture, the end
+    /// of a replay range). Anomalies are appended in (window start, host) order.
+    pub fn flush<'a>(&mut self, hosts: impl Iterator<Item = (IpAddr, &'a mut HostProfile)>, out: &mut Vec<Anomaly>) {
         let w = self.window_ns;
         self.close_all(hosts, out, |p| p.flush(w));
     }
 
-    fn close_all(
+    fn close_all<'a>(
         &mut self,
-        hosts: &mut HostMap,
+        hosts: impl Iterator<Item = (IpAddr, &'a mut HostProfile)>,
         out: &mut Vec<Anomaly>,
         mut close: impl FnMut(&mut HostProfile) -> Option<ClosedProfile>,
     ) {
-        let mut closed: Vec<(IpAddr, ClosedProfile)> =
-            hosts.iter_mut().filter_map(|(h, s)| close(&mut s.profile).map(|c| (*h, c))).collect();
-        closed.sort_by_key(|(h, c)| (c.window_start_ns, *h));
-        for (host, c) in closed {
-            if let Some(state) = hosts.get_mut(&host)
-                && let Some(a) = self.closed(host, c, &mut state.profile)
-            {
+        let mut closed: Vec<(IpAddr, ClosedProfile, &mut HostProfile)> =
+            hosts.filter_map(|(h, p)| close(p).map(|c| (h, c, p))).collect();
+        closed.sort_by_key(|(h, c, _)| (c.window_start_ns, *h));
+        for (host, c, profile) in closed {
+            if let Some(a) = self.closed(host, c, profile) {
                 out.push(a.build());
             }
         }
@@ -874,8 +963,8 @@ impl ProfileDetector {
             .then(|| (h.mean + self.config.per_host_sigmas * h.sd()).max(global));
         let threshold = own.unwrap_or(global);
         // Answers to what others started (reply_fraction) are reported as the initiator's anomaly, not this one.
-        let answering =
-            c.features[REPLY_FRACTION] >= self.config.max_reply_fraction && self.config.max_reply_fraction < 1.0;
+        let answering = c.features[Profile::ReplyFraction.i()] >= self.config.max_reply_fraction
+            && self.config.max_reply_fraction < 1.0;
         if distance > threshold && !answering {
             return Some(profile_anomaly(host, model, &c, cluster, distance, threshold, own.is_some()));
         }
@@ -1222,18 +1311,18 @@ mod tests {
     fn quiet_hosts_are_closed_by_the_sweep_and_late_packets_count_in_the_next_window() {
         let cfg = ProfileConfig { warmup_profiles: 1_000, ..ProfileConfig::default() };
         let mut det = ProfileDetector::new(&cfg, None);
-        let mut hosts = HostMap::new(&crate::config::StateConfig::default());
+        let mut hosts = crate::state::HostMap::new(&crate::state::StateConfig::default());
         let (a, b) = (ip(1, 1), ip(2, 2));
         let mut out = Vec::new();
         let burst = |t0: i64| (0..25).map(|k| syn(t0 + k * 1_000_000, ip(5, 5), 443)).collect::<Vec<_>>();
         let s = hosts.entry(a, 0, T0 + W / 2);
         det.observe_batch(a, &burst(T0), &mut s.profile, &mut out);
-        det.sweep(&mut hosts, &mut out);
+        det.sweep(hosts.clock_ns(), hosts.profiles(), &mut out);
         assert!(det.warmup.is_empty(), "a's window is still open");
         // b's packets move the clock 2.5 windows on: a's window ended more than a window ago.
         let s = hosts.entry(b, 0, T0 + 25 * W / 10);
         det.observe_batch(b, &burst(T0 + 25 * W / 10), &mut s.profile, &mut out);
-        det.sweep(&mut hosts, &mut out);
+        det.sweep(hosts.clock_ns(), hosts.profiles(), &mut out);
         assert_eq!(det.warmup.len(), 1, "the sweep closed a's window");
         // A late packet of a's closed window opens the next one, never the closed window again.
         let s = hosts.entry(a, 0, T0 + 1);
@@ -1293,11 +1382,11 @@ mod tests {
         assert!(a.version().starts_with("km-"));
         assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
         // Persisted beside a forest in the model file.
-        let mut s = crate::forest::FeatureScratch::default();
+        let mut s = crate::features::FeatureScratch::default();
         let vectors: Vec<_> =
-            (0..300).map(|i| crate::forest::batch_features(&benign_batch(i).packets, &mut s)).collect();
+            (0..300).map(|i| crate::features::batch_features(&benign_batch(i).packets, &mut s)).collect();
         let forest_opts =
-            crate::forest::TrainOptions::from(&crate::config::ForestConfig { trees: 10, ..Default::default() });
+            crate::forest::TrainOptions::from(&crate::forest::ForestConfig { trees: 10, ..Default::default() });
         let forest = crate::forest::train(&vectors, &forest_opts).unwrap().with_profile(Some(a.clone()));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("model.json");
@@ -1379,7 +1468,7 @@ mod tests {
         let (cluster, _) = m.score(&scan_profile());
         let centre = m.centroid(cluster).unwrap();
         for f in &a.features {
-            let i = FEATURE_NAMES.iter().position(|n| *n == f.name).unwrap();
+            let i = PROFILE_NAMES.iter().position(|n| *n == f.name).unwrap();
             assert_eq!(f.value, scan_profile()[i], "value in original units");
             assert!((f.baseline.unwrap() - centre[i]).abs() < 1e-9, "baseline: the nearest centroid");
         }
@@ -1398,7 +1487,7 @@ mod tests {
         assert!(det.closed(ip(4, 4), closed(backscatter), &mut HostProfile::default()).is_none());
         // The same window with 80 % replies is still reported, and with the guard off, so is the first.
         let mut own = backscatter;
-        own[REPLY_FRACTION] = 0.8;
+        own[Profile::ReplyFraction.i()] = 0.8;
         assert!(det.closed(ip(4, 4), closed(own), &mut HostProfile::default()).is_some());
         let cfg = ProfileConfig { max_reply_fraction: 1.0, ..ProfileConfig::default() };
         let mut all = ProfileDetector::new(&cfg, Some(m));

@@ -15,13 +15,57 @@
 
 use foldhash::HashMap;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use crate::beacon::BeaconTable;
-use crate::config::{StateConfig, ns};
 use crate::fanout::FanoutWindow;
 use crate::misuse::MisuseState;
 use crate::profile::HostProfile;
-use crate::window::RateWindow;
+use crate::rate::RateWindow;
+use crate::time::ns;
+use crate::validation::{ConfigError, Problems};
+use serde::Deserialize;
+
+/// `[detector.state]`: the per-host state map.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// Most hosts (source addresses) tracked at once; beyond it the least recently seen are evicted (counted).
+    /// A host costs a few hundred bytes while quiet and up to ~100 KiB while scanning (bounded target sets), so
+    /// the default 200,000 keeps an ordinary mix well under 1 GiB. Default 200000.
+    pub max_hosts: usize,
+    /// A host not seen for this long in packet time is evicted. Default 300 s.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Records per partition read again to rebuild state when a rebalance moves a partition (of the packets or
+    /// the destinations topic) to this detector: it starts `rebuild_records` before the group's committed
+    /// offset and feeds those records to the detectors for state only (no anomaly, no destination statistics,
+    /// no offset stored), so moved hosts keep their rate rings, fan-out windows and cooldowns and the victim
+    /// sums their windows. Exact when the records cover the longest window (`fanout.window`, `victim.window`,
+    /// `rate.cooldown`) and the last `rate.window_packets` connection openings of a partition's hosts: at
+    /// least the records one partition receives in 10 s of packet time at peak. A rebuild costs reading that
+    /// many records per moved partition. 0 turns it off (moved hosts start cold). Default 20000, 0..=10000000.
+    pub rebuild_records: u64,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self { max_hosts: 200_000, idle_timeout: Duration::from_secs(300), rebuild_records: 20_000 }
+    }
+}
+
+impl StateConfig {
+    /// Checks `[detector.state]` and returns every problem.
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut p = Problems::new("state");
+        p.check(self.max_hosts >= 1, "max_hosts", || format!("must be >= 1, got {}", self.max_hosts));
+        p.check(!self.idle_timeout.is_zero(), "idle_timeout", || "must be > 0".into());
+        p.check(self.rebuild_records <= 10_000_000, "rebuild_records", || {
+            format!("must be in 0..=10000000, got {}", self.rebuild_records)
+        });
+        p.into_vec()
+    }
+}
 
 /// What the source-side detectors remember about one host.
 #[derive(Debug, Clone, Default)]
@@ -99,6 +143,11 @@ impl HostMap {
     /// Every host, in no particular order.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (&IpAddr, &mut HostState)> {
         self.hosts.iter_mut()
+    }
+
+    /// The host-profile state of every host, in no particular order.
+    pub fn profiles(&mut self) -> impl Iterator<Item = (IpAddr, &mut HostProfile)> {
+        self.hosts.iter_mut().map(|(h, s)| (*h, &mut s.profile))
     }
 
     /// The packet clock: the latest packet time seen from any host, ns (`i64::MIN` before the first).

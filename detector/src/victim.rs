@@ -24,7 +24,77 @@ use std::net::IpAddr;
 use netanom_schemas::{AnomalyKind, Contribution, DestinationStats, PacketFeatures};
 
 use crate::anomaly::{AnomalyParts, RULES_VERSION, seconds, thousands};
-use crate::config::{VictimConfig, ns};
+use crate::time::ns;
+use crate::validation::{ConfigError, Problems};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// `[detector.victim]`: many sources converging on one destination.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VictimConfig {
+    /// Whether the detector runs (both producing and consuming destination statistics). Default true.
+    pub enabled: bool,
+    /// Tumbling window of packet time. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Distinct sources in one window that make a victim. Default 500.
+    pub min_sources: u64,
+    /// Highest average packets per source for a victim (floods send few packets per spoofed source; a popular
+    /// server's clients send many). Default 5.
+    pub max_packets_per_source: f64,
+    /// Most (destination, window) entries kept on each side; older windows are evicted first. Default 100000.
+    pub max_destinations: usize,
+    /// Most distinct sources remembered per (destination, window) on the producing side. Default 65536.
+    pub max_sources_per_destination: usize,
+    /// How often, in packet time, the producing side reports its deltas to the destinations topic: one record
+    /// per active (destination, window) per report, whatever the number of chunks in between. Shorter reports
+    /// victims sooner; longer sends fewer records. At the end of the input (drain) everything pending is
+    /// reported. Default 1 s; at most `victim.window`.
+    #[serde(with = "humantime_serde")]
+    pub report_every: Duration,
+}
+
+impl Default for VictimConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window: Duration::from_secs(10),
+            min_sources: 500,
+            max_packets_per_source: 5.0,
+            max_destinations: 100_000,
+            max_sources_per_destination: 65_536,
+            report_every: Duration::from_secs(1),
+        }
+    }
+}
+
+impl VictimConfig {
+    /// Checks `[detector.victim]` and returns every problem.
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut p = Problems::new("victim");
+        p.check(!self.window.is_zero(), "window", || "must be > 0".into());
+        p.check(!self.report_every.is_zero() && self.report_every <= self.window, "report_every", || {
+            format!("must be > 0 and at most victim.window ({:?}), got {:?}", self.window, self.report_every)
+        });
+        p.check(self.min_sources >= 2, "min_sources", || format!("must be >= 2, got {}", self.min_sources));
+        p.check(
+            self.max_packets_per_source.is_finite() && self.max_packets_per_source >= 1.0,
+            "max_packets_per_source",
+            || format!("must be >= 1, got {}", self.max_packets_per_source),
+        );
+        p.check(self.max_destinations >= 1, "max_destinations", || {
+            format!("must be >= 1, got {}", self.max_destinations)
+        });
+        p.check(self.max_sources_per_destination as u64 >= self.min_sources, "max_sources_per_destination", || {
+            format!(
+                "must be >= detector.victim.min_sources ({}), got {}",
+                self.min_sources, self.max_sources_per_destination
+            )
+        });
+        p.into_vec()
+    }
+}
 
 #[derive(Debug, Default)]
 struct SourceEntry {

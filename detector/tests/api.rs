@@ -4,10 +4,11 @@
 
 use std::sync::Arc;
 
-use netanom_detector::DetectorConfig;
 use netanom_detector::api::{ANALYZE_PATH, MAX_BODY_BYTES, router};
+use netanom_detector::features::{FeatureScratch, FeatureVector, batch_features};
 use netanom_detector::fixtures::{benign_batch, scan_batch};
-use netanom_detector::forest::{FeatureScratch, FeatureVector, TrainOptions, TrainedForest, batch_features, train};
+use netanom_detector::forest::{TrainOptions, TrainedForest, train};
+use netanom_detector::{DetectorConfig, ModelFeed};
 use netanom_schemas::{Direction, PacketBatch, PacketFeatures};
 use serde_json::{Value, json};
 
@@ -45,11 +46,11 @@ fn batch_json(b: &PacketBatch) -> Value {
     json!({ "source": b.source.to_string(), "packets": b.packets.iter().map(packet_json).collect::<Vec<_>>() })
 }
 
-/// A server for `config` on a free loopback port; returns the endpoint URL.
-async fn serve(config: &DetectorConfig) -> String {
+/// A server for `config` reading `feed` on a free loopback port; returns the endpoint URL.
+async fn serve(config: &DetectorConfig, feed: &ModelFeed) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}{ANALYZE_PATH}", listener.local_addr().unwrap());
-    let app = router(config);
+    let app = router(config, feed.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
     url
 }
@@ -75,7 +76,8 @@ async fn post_json(url: &str, body: &Value) -> (u16, Option<String>, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_503_until_a_model_is_published_then_scores_like_the_detector() {
     let config = DetectorConfig::default();
-    let url = serve(&config).await;
+    let feed = ModelFeed::default();
+    let url = serve(&config, &feed).await;
     let scan = scan_batch(1);
 
     let (status, retry, body) = post_json(&url, &batch_json(&scan)).await;
@@ -85,7 +87,7 @@ async fn answers_503_until_a_model_is_published_then_scores_like_the_detector() 
     assert!(error.starts_with("no isolation model yet") && error.contains("warmup_samples"), "{error}");
 
     let m = Arc::new(model());
-    let publisher = config.model_feed.claim().unwrap();
+    let publisher = feed.claim().unwrap();
     assert!(publisher.publish(Some(&m)));
     let mut s = FeatureScratch::default();
 
@@ -120,9 +122,10 @@ async fn answers_503_until_a_model_is_published_then_scores_like_the_detector() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_malformed_request_gets_a_4xx_naming_the_problem() {
     let config = DetectorConfig::default();
-    let publisher = config.model_feed.claim().unwrap();
+    let feed = ModelFeed::default();
+    let publisher = feed.claim().unwrap();
     publisher.publish(Some(&Arc::new(model())));
-    let url = serve(&config).await;
+    let url = serve(&config, &feed).await;
     let good = packet_json(&scan_batch(0).packets[0]);
     let with = |key: &str, value: Value| {
         let mut p = good.clone();
@@ -209,7 +212,7 @@ async fn every_malformed_request_gets_a_4xx_naming_the_problem() {
 async fn disabled_forest_answers_503_without_retry_after() {
     let mut config = DetectorConfig::default();
     config.forest.enabled = false;
-    let url = serve(&config).await;
+    let url = serve(&config, &ModelFeed::default()).await;
     let (status, retry, v) = post_json(&url, &batch_json(&scan_batch(0))).await;
     assert_eq!(status, 503, "{v}");
     assert_eq!(retry, None);

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use netanom_detector::fixtures::{T0, benign_batch, scan_batch, spoofed_flood, syn_flood};
-use netanom_detector::{DetectorConfig, DetectorReport};
+use netanom_detector::{DetectorConfig, DetectorReport, Handles};
 use netanom_handles::RoleHandles;
 use netanom_schemas::{Anomaly, AnomalyKind, PacketBatch, SchemaIds, topics};
 use rdkafka::config::ClientConfig;
@@ -82,7 +82,7 @@ async fn run_drained(config: DetectorConfig) -> DetectorReport {
     drain.cancel();
     tokio::time::timeout(
         Duration::from_secs(120),
-        netanom_detector::run(config, CancellationToken::new(), RoleHandles::draining(drain)),
+        netanom_detector::run(config, Handles::default(), CancellationToken::new(), RoleHandles::draining(drain)),
     )
     .await
     .expect("drain finished in time")
@@ -233,7 +233,7 @@ async fn processing_continues_after_poison_records() {
 async fn invalid_config_is_reported_before_connecting() {
     let mut c = DetectorConfig { brokers: String::new(), ..DetectorConfig::default() };
     c.rate.window_packets = 1;
-    let err = netanom_detector::run(c, CancellationToken::new(), RoleHandles::default()).await.unwrap_err();
+    let err = netanom_detector::run(c, Handles::default(), CancellationToken::new(), RoleHandles::default()).await.unwrap_err();
     let text = err.to_string();
     assert!(text.contains("detector.brokers") && text.contains("detector.rate.window_packets"), "{text}");
 }
@@ -242,7 +242,7 @@ async fn invalid_config_is_reported_before_connecting() {
 async fn shutdown_stops_an_idle_detector() {
     let s = setup();
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(netanom_detector::run(s.config.clone(), shutdown.clone(), RoleHandles::default()));
+    let task = tokio::spawn(netanom_detector::run(s.config.clone(), Handles::default(), shutdown.clone(), RoleHandles::default()));
     tokio::time::sleep(Duration::from_millis(300)).await;
     shutdown.cancel();
     let report = tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap().unwrap();
@@ -266,7 +266,7 @@ async fn offsets_are_not_stored_when_anomalies_are_not_acknowledged() {
     let started = std::time::Instant::now();
     let err = tokio::time::timeout(
         Duration::from_secs(60),
-        netanom_detector::run(config.clone(), CancellationToken::new(), RoleHandles::draining(drain)),
+        netanom_detector::run(config.clone(), Handles::default(), CancellationToken::new(), RoleHandles::draining(drain)),
     )
     .await
     .expect("returns in time")

@@ -150,7 +150,7 @@ pub fn api_body(data: &[u8]) {
     static API: OnceLock<(tokio::runtime::Runtime, axum::Router)> = OnceLock::new();
     let (runtime, router) = API.get_or_init(|| {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
-        (runtime, netanom_detector::api::router(&DetectorConfig::default()))
+        (runtime, netanom_detector::api::router(&DetectorConfig::default(), netanom_detector::ModelFeed::default()))
     });
     let request = axum::http::Request::post(ANALYZE_PATH)
         .header("content-type", "application/json")
@@ -172,7 +172,7 @@ fn with_file(data: &[u8], load: impl FnOnce(&std::path::Path)) {
 pub fn forest_model(data: &[u8]) {
     with_file(data, |path| {
         if let Ok(model) = netanom_detector::TrainedForest::load(path) {
-            let score = model.score(&[1.0; netanom_detector::forest::FEATURES]);
+            let score = model.score(&[1.0; netanom_detector::features::FEATURES]);
             assert!((0.0..=1.0).contains(&score), "score {score}");
         }
     });
@@ -182,7 +182,7 @@ pub fn forest_model(data: &[u8]) {
 pub fn supervised_model(data: &[u8]) {
     with_file(data, |path| {
         if let Ok(model) = netanom_detector::supervised::SupervisedModel::load(path) {
-            let p = model.p_attack(&[1.0; netanom_detector::forest::FEATURES]);
+            let p = model.p_attack(&[1.0; netanom_detector::features::FEATURES]);
             assert!((0.0..=1.0).contains(&p), "p_attack {p}");
         }
     });
@@ -256,7 +256,8 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
 /// A small isolation forest and a small supervised model, saved as their loaders read them.
 fn models() -> (Vec<u8>, Vec<u8>) {
     use netanom_detector::fixtures::{benign_batch, scan_batch};
-    use netanom_detector::forest::{FeatureScratch, TrainOptions, batch_features, train};
+    use netanom_detector::features::{FeatureScratch, batch_features};
+    use netanom_detector::forest::{TrainOptions, train};
     use netanom_detector::supervised::{Grid, Settings, train as supervised};
     let mut scratch = FeatureScratch::default();
     let mut x = Vec::new();

@@ -336,7 +336,7 @@ impl Anomaly {
         frame::write_header(&mut out, ids.anomaly);
         put_bytes(&mut out, self.id.as_bytes());
         put_bytes(&mut out, self.host.as_bytes());
-        put_long(&mut out, AnomalyKind::ALL.iter().position(|k| *k == self.kind).unwrap_or(0) as i64);
+        put_long(&mut out, self.kind.index() as i64);
         put_long(&mut out, self.window_start_ns);
         put_long(&mut out, self.window_end_ns);
         put_double(&mut out, self.score);

@@ -143,8 +143,13 @@ pub struct PacketBatch {
     pub packets: Vec<PacketFeatures>,
 }
 
-/// Which detector produced an anomaly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Which detector produced an anomaly. The declaration order is the order of the Avro enum's symbols (the wire
+/// encoding is the position), and each kind's name (`as_str`, `Display`) is its snake-case variant name; both
+/// tables are derived, so a new kind needs only its variant here and its symbol in `anomaly.v1.avsc`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, strum::VariantArray, strum::IntoStaticStr, strum::Display,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum AnomalyKind {
     /// Packet arrival rate over the last N packets of a host.
     Rate,
@@ -169,40 +174,22 @@ pub enum AnomalyKind {
 }
 
 impl AnomalyKind {
-    /// All kinds, in schema symbol order.
-    pub const ALL: [AnomalyKind; 10] = [
-        Self::Rate,
-        Self::Fanout,
-        Self::Isolation,
-        Self::Victim,
-        Self::Profile,
-        Self::Supervised,
-        Self::Beacon,
-        Self::Probe,
-        Self::BruteForce,
-        Self::DnsTunnel,
-    ];
+    /// All kinds, in schema symbol order (derived from the declaration).
+    pub const ALL: &'static [AnomalyKind] = <Self as strum::VariantArray>::VARIANTS;
 
-    /// Lower-case name used in alerts, configuration and metrics.
+    /// Lower-case name used in alerts, configuration and metrics (`brute_force`).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Rate => "rate",
-            Self::Fanout => "fanout",
-            Self::Isolation => "isolation",
-            Self::Victim => "victim",
-            Self::Profile => "profile",
-            Self::Supervised => "supervised",
-            Self::Beacon => "beacon",
-            Self::Probe => "probe",
-            Self::BruteForce => "brute_force",
-            Self::DnsTunnel => "dns_tunnel",
-        }
+        self.into()
     }
-}
 
-impl std::fmt::Display for AnomalyKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+    /// Position of the kind's symbol in the Avro enum.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The kind whose Avro symbol is at `index`.
+    pub fn from_index(index: usize) -> Option<Self> {
+        Self::ALL.get(index).copied()
     }
 }
 
@@ -265,4 +252,24 @@ pub struct DestinationStats {
     pub sample_sources: Vec<IpAddr>,
     /// Latest packet time in this report, ns.
     pub last_ts_ns: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anomaly_kinds_follow_the_avro_symbols_and_name_themselves_in_snake_case() {
+        let schema: serde_json::Value = serde_json::from_str(crate::avsc::ANOMALY_V1).unwrap();
+        let kind = schema["fields"].as_array().unwrap().iter().find(|f| f["name"] == "kind").unwrap();
+        let names: Vec<String> = AnomalyKind::ALL.iter().map(|k| k.as_str().to_uppercase()).collect();
+        assert_eq!(kind["type"]["symbols"], serde_json::json!(names));
+        for (i, k) in AnomalyKind::ALL.iter().enumerate() {
+            assert_eq!((k.index(), AnomalyKind::from_index(i)), (i, Some(*k)));
+            assert_eq!(k.to_string(), k.as_str());
+        }
+        assert_eq!(AnomalyKind::from_index(AnomalyKind::ALL.len()), None);
+        assert_eq!(AnomalyKind::BruteForce.as_str(), "brute_force");
+        assert_eq!(AnomalyKind::DnsTunnel.to_string(), "dns_tunnel");
+    }
 }

@@ -44,11 +44,18 @@ struct Handles {
     hard: CancellationToken,
     ready: ReadyFlags,
     teardown: Teardown,
+    /// Where the detectors publish their model (read by the scoring API).
+    model_feed: netanom_detector::ModelFeed,
 }
 
 impl Handles {
-    fn new(stop: CancellationToken, hard: CancellationToken, ready: ReadyFlags) -> Self {
-        Self { stop, hard, ready, teardown: Teardown::default() }
+    fn new(
+        stop: CancellationToken,
+        hard: CancellationToken,
+        ready: ReadyFlags,
+        model_feed: netanom_detector::ModelFeed,
+    ) -> Self {
+        Self { stop, hard, ready, teardown: Teardown::default(), model_feed }
     }
 
     /// The handles of one role, with its ready flag and, for a role that drains, its drain signal.
@@ -63,14 +70,16 @@ impl Handles {
     }
 }
 
-/// Runs `netanom run` and prints its summary. The roles set their flags of `ready`.
+/// Runs `netanom run` and prints its summary. The roles set their flags of `ready`; the detectors publish their
+/// model to `model_feed`.
 pub async fn command(
     cfg: Config,
     stop: CancellationToken,
     hard: CancellationToken,
     ready: &ReadyFlags,
+    model_feed: netanom_detector::ModelFeed,
 ) -> anyhow::Result<()> {
-    let handles = Handles::new(stop, hard, ready.clone());
+    let handles = Handles::new(stop, hard, ready.clone(), model_feed);
     let (outcome, broker) = run_keeping_broker(cfg, &handles).await;
     match broker {
         // The process ends next: the clients still being dropped in the background (up to ~150 ms of joins) and
@@ -93,7 +102,8 @@ pub async fn command(
 /// Runs producer, detector and alert router in this process (on an embedded broker unless `kafka.brokers` is
 /// set) until the producer's input ends and the other two have drained; returns their reports. Prints nothing.
 pub async fn run_pipeline(cfg: Config, stop: CancellationToken, hard: CancellationToken) -> anyhow::Result<RunOutcome> {
-    let handles = Handles::new(stop, hard, ReadyFlags::default());
+    // No scoring API reads the model of this run.
+    let handles = Handles::new(stop, hard, ReadyFlags::default(), netanom_detector::ModelFeed::default());
     let (outcome, broker) = run_keeping_broker(cfg, &handles).await;
     // The roles drop their Kafka clients in the background: they must be gone before their broker is.
     handles.wait_for_teardown().await;
@@ -140,7 +150,12 @@ async fn run_roles(
     let detector_drain = CancellationToken::new();
     let router_drain = CancellationToken::new();
     let mut detector =
-        tokio::spawn(detectors(&cfg, hard.clone(), handles.role(&ready.detector, Some(&detector_drain))));
+        tokio::spawn(detectors(
+        &cfg,
+        hard.clone(),
+        handles.role(&ready.detector, Some(&detector_drain)),
+        handles.model_feed.clone(),
+    ));
     let router_handles = handles.role(&ready.alert_router, Some(&router_drain));
     let mut router = tokio::spawn(netanom_alert_router::run(cfg.alert_router.clone(), hard.clone(), router_handles));
     let producer_handles = handles.role(&ready.producer, None);
@@ -180,11 +195,13 @@ async fn run_roles(
 }
 
 /// Runs `kafka.run_detectors` detectors, each owning its share of the partitions, until all have drained;
-/// returns their reports added up. Every detector gets `handles` (one drain signal, one ready flag).
+/// returns their reports added up. Every detector gets `handles` (one drain signal, one ready flag) and publishes
+/// its model to `model_feed`.
 fn detectors(
     cfg: &Config,
     hard: CancellationToken,
     handles: RoleHandles,
+    model_feed: netanom_detector::ModelFeed,
 ) -> impl std::future::Future<Output = Result<netanom_detector::DetectorReport, netanom_detector::DetectorError>> + use<>
 {
     let count = match cfg.kafka.run_detectors {
@@ -193,9 +210,8 @@ fn detectors(
     };
     let mut tasks = tokio::task::JoinSet::new();
     for share in netanom_detector::Share::split(count as u32) {
-        let mut c = cfg.detector.clone();
-        c.share = (count > 1).then_some(share);
-        tasks.spawn(netanom_detector::run(c, hard.clone(), handles.clone()));
+        let own = netanom_detector::Handles { model_feed: model_feed.clone(), share: (count > 1).then_some(share) };
+        tasks.spawn(netanom_detector::run(cfg.detector.clone(), own, hard.clone(), handles.clone()));
     }
     async move {
         // In completion order, so the first failure returns at once (the caller then stops the others).

@@ -6,8 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use netanom_detector::forest::{FeatureScratch, FeatureVector, TrainOptions, batch_features, train};
-use netanom_detector::profile::{ProfileCollector, ProfileVector};
+use netanom_detector::features::{FeatureScratch, FeatureVector, ProfileVector, batch_features};
+use netanom_detector::forest::{TrainOptions, train};
+use netanom_detector::profile::ProfileCollector;
 use netanom_detector::{DetectorConfig, ForestConfig, TrainedForest};
 use netanom_schemas::{PacketBatch, SchemaIds};
 

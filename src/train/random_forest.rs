@@ -20,7 +20,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use netanom_detector::forest::{FeatureScratch, FeatureVector, batch_features};
+use netanom_detector::features::{FeatureScratch, FeatureVector, batch_features};
 use netanom_detector::supervised::model::ClassCounts;
 use netanom_detector::supervised::train::{CvResult, Outcome};
 use netanom_detector::supervised::{Confusion, Settings, SupervisedModel, train};
@@ -212,6 +212,7 @@ fn cv_json(r: &CvResult) -> serde_json::Value {
         "trees": r.params.trees,
         "max_depth": r.params.max_depth,
         "feature_fraction": r.params.feature_fraction,
+        "accuracy": r.confusion.accuracy(),
         "precision": r.confusion.precision(),
         "recall": r.confusion.recall(),
         "f1": r.confusion.f1(),
@@ -306,15 +307,16 @@ pub fn report_text(
         }
     }
     let _ = writeln!(s, "{}-fold stratified cross-validation on the training set (out-of-fold, P >= 0.5):", o.folds);
-    let _ = writeln!(s, "  trees  max_depth  features  precision  recall     f1");
+    let _ = writeln!(s, "  trees  max_depth  features  accuracy  precision  recall     f1");
     for r in &o.cv {
         let mark = if r.params == o.chosen { "  <- chosen" } else { "" };
         let _ = writeln!(
             s,
-            "  {:>5}  {:>9}  {:>8}  {:>9.3}  {:>6.3}  {:>5.3}{mark}",
+            "  {:>5}  {:>9}  {:>8}  {:>8.3}  {:>9.3}  {:>6.3}  {:>5.3}{mark}",
             r.params.trees,
             r.params.max_depth,
             r.params.feature_fraction,
+            r.confusion.accuracy(),
             r.confusion.precision(),
             r.confusion.recall(),
             r.confusion.f1()

@@ -1,7 +1,7 @@
 //! Supervised detector (kind `supervised`): a random forest trained offline on labelled traffic
 //! (`netanom train --supervised`), loaded from `[detector.supervised] model_path` and run beside the
 //! unsupervised detectors. It learns from the isolation forest's per-batch behaviour vector
-//! ([`crate::forest::batch_features`]: rates, sizes, flags, fan-out, protocol mix, flow context of one host
+//! ([`crate::features::batch_features`]: rates, sizes, flags, fan-out, protocol mix, flow context of one host
 //! over one batch), never from addresses, so what it learns about one network carries to another. Owns the
 //! model file ([`model`]), training and its figures ([`train`], [`Confusion`]) and the anomaly; knows nothing
 //! of captures or label files (the root binary turns those into labelled vectors).
@@ -42,59 +42,24 @@
 //! forest's prior). The anomaly lists the features that pushed hardest towards attack, with their value and
 //! their mean over the benign training vectors.
 
+pub mod config;
 mod confusion;
 pub mod model;
 pub mod train;
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 
 use netanom_schemas::{AnomalyKind, Contribution, PacketBatch};
 
+pub use config::SupervisedConfig;
 pub use confusion::Confusion;
 pub use model::SupervisedModel;
-pub use train::{Grid, Params, Settings};
+pub use model::{Params, SupervisedError};
+pub use train::{Grid, Settings};
 
 use crate::anomaly::AnomalyParts;
-use crate::config::{SupervisedConfig, ns};
-use crate::forest::{FEATURE_NAMES, FeatureVector};
-
-/// Why a supervised model could not be trained, loaded or saved.
-#[derive(Debug, thiserror::Error)]
-pub enum SupervisedError {
-    /// Reading or writing a model file failed.
-    #[error("supervised model file {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A model file is not a valid model.
-    #[error("supervised model file {path}: {what}")]
-    Format {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        what: String,
-    },
-    /// The labelled data cannot be trained on.
-    #[error("cannot train the supervised model: {0}")]
-    Data(String),
-    /// A training setting is out of range.
-    #[error("invalid supervised training setting: {0}")]
-    Settings(String),
-    /// linfa rejected the forest's parameters.
-    #[error("fitting the random forest ({params}) failed: {source}")]
-    Fit {
-        /// The hyper-parameters.
-        params: Params,
-        /// Cause.
-        #[source]
-        source: linfa::Error,
-    },
-}
+use crate::features::{FEATURE_NAMES, FeatureVector};
+use crate::time::ns;
 
 /// The supervised detector: a loaded model, its threshold and the per-host cooldown.
 #[derive(Debug)]
@@ -202,8 +167,8 @@ fn short(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::features::{FeatureScratch, batch_features};
     use crate::fixtures::{benign_batch, scan_batch};
-    use crate::forest::{FeatureScratch, batch_features};
     use std::time::Duration;
 
     fn trained() -> SupervisedModel {

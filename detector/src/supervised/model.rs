@@ -1,23 +1,81 @@
 //! The persisted supervised model: flattened decision trees whose leaves hold P(attack), scoring, path
 //! explanations and the versioned JSON file. Owns no training (see [`super::train`]).
 
-use std::io::{BufReader, BufWriter};
-use std::path::Path;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::SupervisedError;
 use super::confusion::Confusion;
-use super::train::Params;
-use crate::forest::{FEATURE_NAMES, FEATURES, FeatureVector};
+use crate::features::{FEATURE_NAMES, FEATURES, FeatureVector, USED_FEATURES};
+use crate::model_file::{ModelKind, check_kind};
+
+/// Why a supervised model could not be trained, loaded or saved.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisedError {
+    /// Reading or writing a model file failed.
+    #[error("supervised model file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A model file is of another kind (an isolation forest) or another format version.
+    #[error("{} {what}", path.display())]
+    Kind {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead.
+        what: String,
+    },
+    /// A model file is not a valid model.
+    #[error("supervised model file {path}: {what}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// The labelled data cannot be trained on.
+    #[error("cannot train the supervised model: {0}")]
+    Data(String),
+    /// A training setting is out of range.
+    #[error("invalid supervised training setting: {0}")]
+    Settings(String),
+    /// linfa rejected the forest's parameters.
+    #[error("fitting the random forest ({params}) failed: {source}")]
+    Fit {
+        /// The hyper-parameters.
+        params: Params,
+        /// Cause.
+        #[source]
+        source: linfa::Error,
+    },
+}
+
+/// Hyper-parameters of one forest.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// Trees in the forest.
+    pub trees: usize,
+    /// Deepest split level of each tree.
+    pub max_depth: usize,
+    /// Share of the features each tree is given: linfa-ensemble draws ceil(share × 13) of them per tree, with
+    /// replacement.
+    pub feature_fraction: f64,
+}
+
+impl std::fmt::Display for Params {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "trees {}, max depth {}, feature fraction {}", self.trees, self.max_depth, self.feature_fraction)
+    }
+}
 
 /// File format tag; a change of representation gets a new tag.
-pub const FORMAT: &str = "netanom-rf-v1";
-
-/// Features (indices into [`FEATURE_NAMES`]) the forest learns from: all but `mean_ttl`. The initial TTL says
-/// which operating system sent a packet and how many routers it crossed, not how the host behaves; a forest
-/// given it learns "this capture's attacker runs Linux two hops away", which holds for no other network.
-pub const USED_FEATURES: [usize; 13] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+pub const FORMAT: &str = ModelKind::Supervised.format();
 
 /// Most trees and nodes per tree a model file may hold (bounds memory and scoring time).
 const MAX_TREES: usize = 1_000;
@@ -178,7 +236,7 @@ impl SupervisedModel {
         self.test = Some(c);
     }
 
-    /// P(attack) of a batch vector (human units, as [`crate::forest::batch_features`] returns it), 0..=1.
+    /// P(attack) of a batch vector (human units, as [`crate::features::batch_features`] returns it), 0..=1.
     pub fn p_attack(&self, x: &FeatureVector) -> f64 {
         forest_p(&self.trees, x)
     }
@@ -286,11 +344,11 @@ impl SupervisedModel {
     /// Reads a model written by [`SupervisedModel::save`] and checks every part of it, so that scoring can
     /// neither panic nor loop on a damaged or hostile file.
     pub fn load(path: &Path) -> Result<Self, SupervisedError> {
-        let file =
-            std::fs::File::open(path).map_err(|source| SupervisedError::Io { path: path.to_path_buf(), source })?;
+        let text = std::fs::read(path).map_err(|source| SupervisedError::Io { path: path.to_path_buf(), source })?;
+        check_kind(&text, ModelKind::Supervised)
+            .map_err(|what| SupervisedError::Kind { path: path.to_path_buf(), what })?;
         let format = |what: String| SupervisedError::Format { path: path.to_path_buf(), what };
-        let mut model: SupervisedModel =
-            serde_json::from_reader(BufReader::new(file)).map_err(|e| format(e.to_string()))?;
+        let mut model: SupervisedModel = serde_json::from_slice(&text).map_err(|e| format(e.to_string()))?;
         model.check().map_err(format)?;
         model.version = model.compute_version();
         Ok(model)
@@ -444,7 +502,7 @@ mod tests {
             v[key] = value.clone();
             std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
             let e = SupervisedModel::load(&path).unwrap_err();
-            assert!(matches!(e, SupervisedError::Format { .. }), "{key} = {value}: {e}");
+            assert!(matches!(e, SupervisedError::Format { .. } | SupervisedError::Kind { .. }), "{key} = {value}: {e}");
         }
         let mut v = good.clone();
         v["surprise"] = serde_json::json!(1);

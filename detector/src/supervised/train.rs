@@ -14,31 +14,11 @@ use ndarray::{Array1, Array2};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::SupervisedError;
 use super::confusion::Confusion;
-use super::model::{ClassCounts, ModelParts, Node, SupervisedModel, USED_FEATURES, forest_p};
-use crate::forest::{FEATURES, FeatureVector};
-
-/// Hyper-parameters of one forest.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Params {
-    /// Trees in the forest.
-    pub trees: usize,
-    /// Deepest split level of each tree.
-    pub max_depth: usize,
-    /// Share of the features each tree is given: linfa-ensemble draws ceil(share × 13) of them per tree, with
-    /// replacement.
-    pub feature_fraction: f64,
-}
-
-impl std::fmt::Display for Params {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "trees {}, max depth {}, feature fraction {}", self.trees, self.max_depth, self.feature_fraction)
-    }
-}
+use super::model::{ClassCounts, ModelParts, Node, Params, SupervisedError, SupervisedModel, forest_p};
+use crate::features::{FEATURES, FeatureVector, USED_FEATURES};
 
 /// The hyper-parameters cross-validation chooses from (every combination).
 #[derive(Debug, Clone, PartialEq)]
@@ -444,8 +424,8 @@ pub fn train(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::features::{FeatureScratch, batch_features};
     use crate::fixtures::{benign_batch, scan_batch, syn_flood};
-    use crate::forest::{FeatureScratch, batch_features};
     use linfa::traits::Predict;
 
     /// Benign browsing batches and attack batches (port scans and SYN floods) from the fixtures.

@@ -20,7 +20,46 @@ use std::net::IpAddr;
 use netanom_schemas::{AnomalyKind, Contribution, PacketFeatures};
 
 use crate::anomaly::{AnomalyParts, RULES_VERSION, seconds, thousands};
-use crate::config::{RateConfig, ns};
+use crate::time::ns;
+use crate::validation::{ConfigError, Problems};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// `[detector.rate]`: new connections per second over the last `window_packets` connection-opening packets.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateConfig {
+    /// Whether the detector runs. Default true.
+    pub enabled: bool,
+    /// Connection-opening packets kept per host (N). Default 100.
+    pub window_packets: usize,
+    /// New connections per second above which a host is anomalous. Default 200 (benign captures peak at
+    /// 4/s; sweeps and floods run at 300 to 20,000/s; see the crate README).
+    pub threshold_per_sec: f64,
+    /// At most one rate anomaly per host per this much packet time. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub cooldown: Duration,
+}
+
+impl Default for RateConfig {
+    fn default() -> Self {
+        Self { enabled: true, window_packets: 100, threshold_per_sec: 200.0, cooldown: Duration::from_secs(10) }
+    }
+}
+
+impl RateConfig {
+    /// Checks `[detector.rate]` and returns every problem.
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut p = Problems::new("rate");
+        p.check((2..=100_000).contains(&self.window_packets), "window_packets", || {
+            format!("must be in 2..=100000, got {}", self.window_packets)
+        });
+        p.check(self.threshold_per_sec.is_finite() && self.threshold_per_sec > 0.0, "threshold_per_sec", || {
+            format!("must be a positive number, got {}", self.threshold_per_sec)
+        });
+        p.into_vec()
+    }
+}
 
 /// The last N opening timestamps of one host.
 #[derive(Debug, Clone, Default)]

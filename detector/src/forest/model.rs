@@ -1,48 +1,11 @@
-//! Isolation detector (kind `isolation`): an extended isolation forest (crate `extended-isolation-forest`)
-//! over a fixed feature vector describing a host's behaviour in one packet batch (one source, at most ~1 s).
-//! Owns the feature vector, seeded reproducible training, threshold calibration, persistence and explanations.
-//!
-//! # Reproducible training
-//!
-//! The crate trains with `thread_rng`, so two runs on the same data give different forests. [`train`] builds
-//! the trees itself with a seeded ChaCha8 RNG, following the crate's algorithm call for call (sample
-//! `sample_size` vectors without replacement per tree; at each node an intercept drawn uniformly in the
-//! sample's bounding box, a normal vector from a standard normal with `features − extension_level − 1`
-//! coordinates zeroed, split by the sign of (x − p)·n, depth limit ceil(log2(sample_size))), writes the
-//! result in the crate's serde representation and deserialises it, so scoring is the crate's own code.
-//!
-//! # Threshold
-//!
-//! Scores are computed for every training vector; the threshold is their `threshold_quantile` (default 1.0,
-//! the most isolated training vector) plus `threshold_margin` (default 0.02), but never below
-//! `threshold_floor` (default 0.62). The quantile adapts to how spread the training traffic is; a lower
-//! quantile (e.g. 0.995) flags that share of ordinary batches by construction, which at one vector per batch
-//! is a steady stream of false alarms. The floor keeps a forest trained on very uniform traffic from flagging
-//! ordinary variation (0.5 means "no evidence"; above 0.6 a vector isolates in clearly fewer splits than
-//! average). Measured on the synthetic fixtures (512 training batches, trees of 256, extension 1):
-//!
-//! | trees | threshold | unseen benign max | benign above threshold | 400-port scans (min) | µs/score |
-//! |------:|----------:|------------------:|-----------------------:|---------------------:|---------:|
-//! |   100 |     0.748 |             0.751 |        1 / 4,220       |                0.765 |     25.8 |
-//! |    50 |     0.736 |             0.760 |        2 / 4,220       |                0.769 |     11.5 |
-//!
-//! So about one ordinary batch in 2,000 isolates (the fixtures' rare all-ACK batches); the per-host cooldown
-//! and the alert router's suppression absorb that, and the rule detectors carry the known attacks.
-//!
-//! # Warm-up
-//!
-//! The first `warmup_samples` vectors this detector sees are the training set; training runs on the
-//! detector's blocking worker at that point of the stream (so replays train the same forest), and nothing is
-//! scored before. A persisted model (`model_path`) skips the warm-up. With `retrain_every`, the model is
-//! replaced on schedule by generations trained on recent traffic ([`crate::lifecycle`]).
+//! The isolation forest model: seeded reproducible training, threshold calibration, explanations and the
+//! persisted file.
 
-use std::io::{BufReader, BufWriter};
-use std::net::IpAddr;
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use extended_isolation_forest::Forest;
-use netanom_schemas::{Anomaly, AnomalyKind, Contribution, PacketBatch, PacketFeatures};
+use netanom_schemas::Contribution;
 use rand::Rng;
 use rand::SeedableRng;
 use rand::distributions::Uniform;
@@ -51,39 +14,11 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
-use crate::anomaly::AnomalyParts;
-use crate::config::ForestConfig;
-use crate::flat::{FlatForest, ForestRepr, InRepr, NodeRepr, TreeRepr};
-use crate::lifecycle::Retrainer;
+use super::config::ForestConfig;
+use super::flat::{FlatForest, ForestRepr, InRepr, NodeRepr, TreeRepr};
+use crate::features::{FEATURE_NAMES, FEATURES, FeatureVector, model_input};
+use crate::model_file::{ModelKind, check_kind};
 use crate::profile::ProfileModel;
-
-/// Number of features in the vector.
-pub const FEATURES: usize = 14;
-
-/// A feature vector in human units (see [`FEATURE_NAMES`]).
-pub type FeatureVector = [f64; FEATURES];
-
-/// Names of the features, in vector order; they appear in anomaly contributions.
-pub const FEATURE_NAMES: [&str; FEATURES] = [
-    "packets",
-    "duration_ms",
-    "mean_wire_len",
-    "std_wire_len",
-    "mean_payload_len",
-    "syn_fraction",
-    "new_flow_fraction",
-    "distinct_destinations",
-    "distinct_dst_ports",
-    "tcp_fraction",
-    "udp_fraction",
-    "icmp_fraction",
-    "mean_flow_packets",
-    "mean_ttl",
-];
-
-/// Features the model sees on a log scale (counts and sizes); the others are fractions or scaled.
-const LOG_SCALED: [bool; FEATURES] =
-    [true, true, true, true, true, false, false, true, true, false, false, false, true, false];
 
 /// Why a model could not be trained, loaded or saved.
 #[derive(Debug, thiserror::Error)]
@@ -110,7 +45,15 @@ pub enum ForestError {
     },
     /// The forest could not be copied into its flat scoring form.
     #[error("flattening the forest failed")]
-    Flatten(#[source] crate::flat::FlattenError),
+    Flatten(#[source] super::flat::FlattenError),
+    /// A model file is of another kind (a supervised model) or another format version.
+    #[error("{} {what}", path.display())]
+    Kind {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead.
+        what: String,
+    },
     /// A model file is not a valid model.
     #[error("model file {path}: {what}")]
     Format {
@@ -119,85 +62,6 @@ pub enum ForestError {
         /// What is wrong.
         what: String,
     },
-}
-
-/// Scratch buffers reused across batches so feature extraction does not allocate.
-#[derive(Debug, Default)]
-pub struct FeatureScratch {
-    destinations: Vec<IpAddr>,
-    ports: Vec<u16>,
-}
-
-/// The feature vector of one batch, in human units. Never NaN or infinite.
-pub fn batch_features(packets: &[PacketFeatures], scratch: &mut FeatureScratch) -> FeatureVector {
-    let mut v = [0.0; FEATURES];
-    let n = packets.len();
-    if n == 0 {
-        return v;
-    }
-    let nf = n as f64;
-    scratch.destinations.clear();
-    scratch.ports.clear();
-    let (mut sum_len, mut sum_len2, mut sum_payload) = (0.0f64, 0.0f64, 0.0f64);
-    let (mut syn, mut opens, mut tcp, mut udp, mut icmp) = (0u32, 0u32, 0u32, 0u32, 0u32);
-    let (mut sum_flow, mut sum_ttl) = (0.0f64, 0.0f64);
-    let (mut t_min, mut t_max) = (i64::MAX, i64::MIN);
-    for p in packets {
-        let len = f64::from(p.wire_len);
-        sum_len += len;
-        sum_len2 += len * len;
-        sum_payload += f64::from(p.payload_len);
-        syn += u32::from(p.is_syn());
-        opens += u32::from(p.opens_flow());
-        match p.ip_proto {
-            6 => tcp += 1,
-            17 => udp += 1,
-            1 | 58 => icmp += 1,
-            _ => {}
-        }
-        sum_flow += p.flow_packets as f64;
-        sum_ttl += f64::from(p.ttl);
-        t_min = t_min.min(p.ts_ns);
-        t_max = t_max.max(p.ts_ns);
-        scratch.destinations.push(p.destination);
-        scratch.ports.push(p.dst_port);
-    }
-    scratch.destinations.sort_unstable();
-    scratch.destinations.dedup();
-    scratch.ports.sort_unstable();
-    scratch.ports.dedup();
-    let mean_len = sum_len / nf;
-    v[0] = nf;
-    v[1] = t_max.saturating_sub(t_min) as f64 / 1e6;
-    v[2] = mean_len;
-    v[3] = (sum_len2 / nf - mean_len * mean_len).max(0.0).sqrt();
-    v[4] = sum_payload / nf;
-    v[5] = f64::from(syn) / nf;
-    v[6] = f64::from(opens) / nf;
-    v[7] = scratch.destinations.len() as f64;
-    v[8] = scratch.ports.len() as f64;
-    v[9] = f64::from(tcp) / nf;
-    v[10] = f64::from(udp) / nf;
-    v[11] = f64::from(icmp) / nf;
-    v[12] = sum_flow / nf;
-    v[13] = sum_ttl / nf;
-    for x in &mut v {
-        if !x.is_finite() {
-            *x = 0.0;
-        }
-    }
-    v
-}
-
-/// The vector the forest sees: log1p of counts and sizes, TTL / 64, fractions as they are. Keeps every
-/// coordinate within about 0..15 so no single feature dominates the random hyperplanes.
-pub fn model_input(raw: &FeatureVector) -> FeatureVector {
-    let mut m = *raw;
-    for (i, x) in m.iter_mut().enumerate() {
-        *x = if LOG_SCALED[i] { x.max(0.0).ln_1p() } else { *x };
-    }
-    m[13] = raw[13] / 64.0;
-    m
 }
 
 /// Training parameters (the relevant part of [`ForestConfig`]).
@@ -258,12 +122,12 @@ pub struct TrainedForest {
     profile: Option<ProfileModel>,
     #[serde(skip)]
     version: String,
-    /// The hot-path copy of `forest` (same scores, see [`crate::flat`]).
+    /// The hot-path copy of `forest` (same scores, see [`crate::forest::flat`]).
     #[serde(skip)]
     flat: FlatForest,
 }
 
-const FORMAT: &str = "netanom-eif-v1";
+const FORMAT: &str = ModelKind::IsolationForest.format();
 
 fn first_generation() -> u32 {
     1
@@ -510,13 +374,11 @@ impl TrainedForest {
 
     /// Reads a model written by [`TrainedForest::save`], checking its format and feature list.
     pub fn load(path: &Path) -> Result<Self, ForestError> {
-        let file = std::fs::File::open(path).map_err(|source| ForestError::Io { path: path.to_path_buf(), source })?;
+        let text = std::fs::read(path).map_err(|source| ForestError::Io { path: path.to_path_buf(), source })?;
+        check_kind(&text, ModelKind::IsolationForest)
+            .map_err(|what| ForestError::Kind { path: path.to_path_buf(), what })?;
         let format = |what: String| ForestError::Format { path: path.to_path_buf(), what };
-        let mut model: TrainedForest =
-            serde_json::from_reader(BufReader::new(file)).map_err(|e| format(e.to_string()))?;
-        if model.format != FORMAT {
-            return Err(format(format!("format {:?}, expected {FORMAT:?}", model.format)));
-        }
+        let mut model: TrainedForest = serde_json::from_slice(&text).map_err(|e| format(e.to_string()))?;
         if model.features != FEATURE_NAMES {
             return Err(format(format!("features {:?} differ from this build's {:?}", model.features, FEATURE_NAMES)));
         }
@@ -557,138 +419,11 @@ impl TrainedForest {
 }
 
 /// The isolation detector: warm-up buffer, then the trained model, retrained on schedule when `retrain` is
-/// given.
-#[derive(Debug)]
-pub struct IsolationDetector {
-    config: ForestConfig,
-    warmup: Vec<FeatureVector>,
-    model: Option<Arc<TrainedForest>>,
-    retrain: Option<Retrainer>,
-    /// Training failed once; do not retry on every batch.
-    failed: bool,
-}
-
-impl IsolationDetector {
-    /// A detector that trains after warm-up, or uses `model` when given, and then retrains with `retrain`.
-    pub fn new(config: &ForestConfig, model: Option<TrainedForest>, retrain: Option<Retrainer>) -> Self {
-        Self { config: config.clone(), warmup: Vec::new(), model: model.map(Arc::new), retrain, failed: false }
-    }
-
-    /// The model, once trained or loaded.
-    pub fn model(&self) -> Option<&TrainedForest> {
-        self.model.as_deref()
-    }
-
-    /// The model as shared with readers outside the engine (the scoring API).
-    pub fn shared_model(&self) -> Option<&Arc<TrainedForest>> {
-        self.model.as_ref()
-    }
-
-    /// Records that a detector (any kind) flagged the host of `anomaly`, for the retraining guard.
-    pub fn note_anomaly(&mut self, anomaly: &Anomaly) {
-        if let Some(r) = &mut self.retrain
-            && let Ok(host) = anomaly.host.parse::<IpAddr>()
-        {
-            r.flag(host, anomaly.window_end_ns.max(anomaly.window_start_ns));
-        }
-    }
-
-    /// Feeds the vector of one batch of `host` ending at packet time `ts_ns`: during warm-up it joins the
-    /// training set (and training runs when the set is full); afterwards it is scored, offered to the
-    /// retraining reservoir, and a retrained model takes over when its time has come. Returns the score (by
-    /// the model in force before this call) once a model exists.
-    pub fn observe(&mut self, host: IpAddr, ts_ns: i64, raw: &FeatureVector) -> Option<f64> {
-        if let Some(m) = &self.model {
-            let score = m.score(raw);
-            if let Some(r) = &mut self.retrain
-                && let Some(next) = r.observe(host, ts_ns, raw, score, m)
-            {
-                self.model = Some(Arc::new(next));
-            }
-            return Some(score);
-        }
-        if self.failed {
-            return None;
-        }
-        self.warmup.push(*raw);
-        if self.warmup.len() >= self.config.warmup_samples {
-            let started = std::time::Instant::now();
-            match train(&self.warmup, &TrainOptions::from(&self.config)) {
-                Ok(m) => {
-                    tracing::info!(
-                        model_version = m.version(),
-                        threshold = m.threshold(),
-                        samples = self.warmup.len(),
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "isolation forest trained"
-                    );
-                    if let Some(path) = &self.config.save_path
-                        && let Err(e) = m.save(path)
-                    {
-                        tracing::warn!(error = %e, "could not save the trained forest");
-                    }
-                    self.model = Some(Arc::new(m));
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "isolation forest training failed; isolation detector disabled");
-                    self.failed = true;
-                }
-            }
-            self.warmup = Vec::new();
-        }
-        None
-    }
-}
-
-/// Builds the isolation anomaly for `host` from the vector of `batch`.
-pub fn isolation_anomaly(
-    host: IpAddr,
-    model: &TrainedForest,
-    score: f64,
-    raw: &FeatureVector,
-    batch: &PacketBatch,
-) -> AnomalyParts {
-    let features = model.explain(raw, 4);
-    let start = batch.packets.iter().map(|p| p.ts_ns).min().unwrap_or(0);
-    let end = batch.packets.iter().map(|p| p.ts_ns).max().unwrap_or(0);
-    let sample = batch.packets.iter().find(|p| p.opens_flow()).or(batch.packets.first());
-    AnomalyParts {
-        host,
-        kind: AnomalyKind::Isolation,
-        window_start_ns: start,
-        window_end_ns: end,
-        score,
-        threshold: model.threshold(),
-        target: None,
-        reason: isolation_reason(&host.to_string(), batch.packets.len(), score, model.threshold(), &features),
-        features,
-        sample: sample.map(|p| p.summary(host)).unwrap_or_default(),
-        model_version: model.version().to_string(),
-    }
-}
-
-/// The sentence of an isolation finding: `who` behaved unlike the training traffic over `packets` packets,
-/// with the three strongest of `features` (from [`TrainedForest::explain`]).
-pub fn isolation_reason(who: &str, packets: usize, score: f64, threshold: f64, features: &[Contribution]) -> String {
-    let detail: Vec<String> = features
-        .iter()
-        .take(3)
-        .map(|c| format!("{} {} (usually {})", c.name, short(c.value), short(c.baseline.unwrap_or(0.0))))
-        .collect();
-    format!(
-        "{who} behaved unlike the training traffic over {packets} packets (isolation score {score:.3} > \
-         {threshold:.3}): {}",
-        detail.join(", ")
-    )
-}
-
-fn short(v: f64) -> String {
-    if v.abs() >= 100.0 || v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v:.2}") }
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::features::{FeatureScratch, batch_features};
     use crate::fixtures::{benign_batch, scan_batch};
 
     fn training_set(n: usize) -> Vec<FeatureVector> {
@@ -736,7 +471,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.json");
         std::fs::write(&path, r#"{"format": "x"}"#).unwrap();
+        assert!(matches!(TrainedForest::load(&path), Err(ForestError::Kind { .. })));
+        std::fs::write(&path, r#"{"format": "netanom-eif-v1"}"#).unwrap();
         assert!(matches!(TrainedForest::load(&path), Err(ForestError::Format { .. })));
+        std::fs::write(&path, r#"{"format": "netanom-rf-v1", "trees": []}"#).unwrap();
+        let e = TrainedForest::load(&path).unwrap_err().to_string();
+        assert!(
+            e.ends_with("x.json is a supervised model (format netanom-rf-v1), expected an isolation-forest model"),
+            "{e}"
+        );
         assert!(matches!(TrainedForest::load(&dir.path().join("missing")), Err(ForestError::Io { .. })));
     }
 
@@ -796,32 +539,5 @@ mod tests {
             .collect();
         let m = train(&data, &TrainOptions { sample_size: 32, trees: 10, ..opts() }).unwrap();
         assert!(m.score(&data[0]).is_finite());
-    }
-
-    #[test]
-    fn warmup_trains_once_then_scores() {
-        let cfg = ForestConfig { warmup_samples: 300, trees: 20, ..ForestConfig::default() };
-        let mut d = IsolationDetector::new(&cfg, None, None);
-        let data = training_set(301);
-        let host = IpAddr::from([10, 1, 0, 10]);
-        for x in &data[..300] {
-            assert!(d.observe(host, 0, x).is_none());
-        }
-        assert!(d.model().is_some());
-        assert_eq!(d.model().map(TrainedForest::generation), Some(1));
-        assert!(d.observe(host, 0, &data[300]).is_some());
-    }
-
-    #[test]
-    fn features_of_a_scan_batch() {
-        let mut s = FeatureScratch::default();
-        let b = scan_batch(0);
-        let v = batch_features(&b.packets, &mut s);
-        assert_eq!(v[0], b.packets.len() as f64);
-        assert_eq!(v[5], 1.0, "all SYN");
-        assert_eq!(v[8], b.packets.len() as f64, "one port each");
-        assert_eq!(v[7], 1.0);
-        assert!(v.iter().all(|x| x.is_finite()));
-        assert_eq!(batch_features(&[], &mut s), [0.0; FEATURES]);
     }
 }

@@ -18,7 +18,7 @@
 use extended_isolation_forest::Forest;
 use serde::{Deserialize, Serialize};
 
-use crate::forest::{FEATURES, FeatureVector};
+use crate::features::{FEATURES, FeatureVector};
 
 /// A tree node in the crate's serde representation (enum `Node { Ex(ExNode), In(InNode) }`).
 #[derive(Debug, Serialize, Deserialize)]
@@ -203,7 +203,8 @@ const LANES: usize = 16;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::forest::{FEATURES, FeatureVector, TrainOptions, model_input, train};
+    use crate::features::{FEATURES, FeatureVector, model_input};
+    use crate::forest::model::{TrainOptions, train};
     use proptest::prelude::*;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;

@@ -1,7 +1,7 @@
 //! Model lifecycle of the isolation detector: scheduled retraining on recent traffic ([`Retrainer`]) and
 //! publication of the model in force to readers outside the engine ([`ModelFeed`], read by the scoring API).
 //! Owns the reservoir, the guard that keeps anomalous traffic out of it, the schedule and the background
-//! training thread; training itself, generation seeds and versions belong to [`crate::forest`].
+//! training thread; training itself, generation seeds and versions belong to [`crate::forest::model`].
 //!
 //! # Retraining (`[detector.forest] retrain_every`)
 //!
@@ -39,14 +39,13 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::watch;
 
-use crate::config::{ForestConfig, ns};
-use crate::forest::{FeatureVector, ForestError, TrainOptions, TrainedForest, train_generation};
+use super::config::ForestConfig;
+use super::model::{ForestError, TrainOptions, TrainedForest, train_generation};
+use crate::features::FeatureVector;
+use crate::time::ns;
 
 /// Packet time between the start of a retraining and the batch at which its model takes over.
 pub const SWAP_DELAY: Duration = Duration::from_secs(5);
-
-/// Shortest accepted `retrain_every`: well above [`SWAP_DELAY`], so at most one retraining runs at a time.
-pub const MIN_RETRAIN_EVERY: Duration = Duration::from_secs(60);
 
 /// Mixed into the configured seed for the reservoir's RNG, so it does not replay the training RNG's stream.
 const RESERVOIR_SALT: u64 = 0x7265_7365_7276_6f69;
@@ -391,8 +390,9 @@ mod tests {
     use crate::anomaly::AnomalyParts;
     use crate::config::DetectorConfig;
     use crate::engine::Engine;
+    use crate::features::{FeatureScratch, batch_features};
     use crate::fixtures::{T0, benign_batch, scan_batch, syn};
-    use crate::forest::{FeatureScratch, IsolationDetector, batch_features, train};
+    use crate::forest::{IsolationDetector, train};
     use netanom_schemas::{Anomaly, AnomalyKind, PacketBatch};
 
     const S: i64 = 1_000_000_000;
