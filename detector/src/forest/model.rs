@@ -418,8 +418,6 @@ impl TrainedForest {
     }
 }
 
-/// The isolation detector: warm-up buffer, then the trained model, retrained on schedule when `retrain` is
-
 #[cfg(test)]
 mod tests {
     use super::*;
