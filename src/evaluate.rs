@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use netanom_schemas::Alert;
+use netanom_schemas::{Alert, AnomalyKind};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -71,12 +71,6 @@ pub struct Evaluation {
     pub alerts: BTreeMap<String, u64>,
 }
 
-/// Nanoseconds since the epoch of an RFC 3339 time.
-pub fn parse_time_ns(text: &str) -> Option<i64> {
-    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
-    i64::try_from(t.unix_timestamp_nanos()).ok()
-}
-
 /// Joins traffic, labels and alerts (see the module doc for the rules).
 pub fn evaluate(capture: &str, traffic: &Traffic, labels: &Labels, alerts: &[Alert]) -> Evaluation {
     let attackers: BTreeSet<String> = if labels.all_sources_attack {
@@ -90,15 +84,15 @@ pub fn evaluate(capture: &str, traffic: &Traffic, labels: &Labels, alerts: &[Ale
     let mut victim_hits = BTreeSet::new();
     let mut alerted = BTreeSet::new();
     for a in alerts {
-        *kinds.entry(a.kind.clone()).or_default() += 1;
+        *kinds.entry(a.kind.to_string()).or_default() += 1;
         let s = if a.threshold > 0.0 { a.score / a.threshold } else { a.score };
         let e = strongest.entry(a.host.clone()).or_insert(0.0);
         *e = e.max(s);
-        if let Some(t) = parse_time_ns(&a.detected_at).or_else(|| parse_time_ns(&a.last_seen)) {
+        if let Ok(t) = i64::try_from(a.detected_at.unwrap_or(a.last_seen).unix_timestamp_nanos()) {
             let e = detected_ns.entry(a.host.clone()).or_insert(t);
             *e = (*e).min(t);
         }
-        if a.kind == "victim" && labels.victims.contains(&a.host) {
+        if a.kind == AnomalyKind::Victim && labels.victims.contains(&a.host) {
             victim_hits.insert(a.host.clone());
         }
         alerted.insert(a.host.clone());
@@ -223,16 +217,20 @@ mod tests {
     use super::*;
     use crate::traffic::HostTraffic;
 
+    fn time(rfc3339: &str) -> time::OffsetDateTime {
+        time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339).unwrap()
+    }
+
     fn alert(host: &str, kind: &str, score: f64, first_seen: &str) -> Alert {
         Alert {
             id: format!("{host}-{kind}"),
             host: host.into(),
-            kind: kind.into(),
+            kind: AnomalyKind::ALL.into_iter().find(|k| k.to_string() == kind).unwrap(),
             score,
             threshold: 1.0,
-            first_seen: first_seen.into(),
-            last_seen: first_seen.into(),
-            detected_at: first_seen.into(),
+            first_seen: time(first_seen),
+            last_seen: time(first_seen),
+            detected_at: Some(time(first_seen)),
             count: 1,
             reason: String::new(),
             target: None,
@@ -258,12 +256,12 @@ mod tests {
         l.victims.extend(["10.0.0.2".to_string(), "10.0.0.3".to_string(), "10.0.0.4".to_string()]);
         let alerts = [
             Alert {
-                last_seen: "1970-01-01T00:00:09Z".into(),
-                detected_at: "1970-01-01T00:00:04Z".into(),
+                last_seen: time("1970-01-01T00:00:09Z"),
+                detected_at: Some(time("1970-01-01T00:00:04Z")),
                 ..alert("10.0.0.1", "rate", 3.0, "1970-01-01T00:00:03.5Z")
             },
             // Raised earlier than its window start suggests; and an alert without detected_at uses last_seen.
-            Alert { detected_at: String::new(), ..alert("10.0.0.1", "fanout", 1.0, "1970-01-01T00:00:05Z") },
+            Alert { detected_at: None, ..alert("10.0.0.1", "fanout", 1.0, "1970-01-01T00:00:05Z") },
             alert("10.0.0.2", "victim", 2.0, "1970-01-01T00:00:04Z"),
             alert("10.0.0.3", "isolation", 1.5, "1970-01-01T00:00:04Z"),
         ];

@@ -620,7 +620,10 @@ pub fn suppress(
         out.extend(s.offer(a.clone(), origin, now).into_iter().map(|e| e.alert));
     }
     let mut rest: Vec<_> = s.drain().into_iter().map(|e| e.alert).collect();
-    rest.sort_by(|a, b| (&a.first_seen, &a.host, &a.kind, &a.id).cmp(&(&b.first_seen, &b.host, &b.kind, &b.id)));
+    // Kinds by name, as when they were strings.
+    rest.sort_by(|a, b| {
+        (a.first_seen, &a.host, a.kind.as_str(), &a.id).cmp(&(b.first_seen, &b.host, b.kind.as_str(), &b.id))
+    });
     out.extend(rest);
     out
 }

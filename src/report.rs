@@ -8,11 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use anyhow::Context;
-use netanom_schemas::Alert;
+use netanom_schemas::{Alert, format_rfc3339};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::evaluate::{parse_time_ns, run_collecting_alerts};
+use crate::evaluate::run_collecting_alerts;
 use crate::labels::Labels;
 use crate::traffic::{SIZE_BIN, SIZE_BINS, Traffic};
 
@@ -188,14 +188,14 @@ fn timelines(out: &mut String, traffic: &Traffic, alerts: &[Alert], top: &[Strin
             }
         }
         for a in alerts.iter().filter(|a| &a.host == host) {
-            if let Some(ns) = parse_time_ns(&a.first_seen) {
+            if let Ok(ns) = i64::try_from(a.first_seen.unix_timestamp_nanos()) {
                 let ax = x((ns - start_ns) as f64 / 1e9);
                 let _ = write!(
                     out,
                     "<path d=\"M{:.1} {PAD_T} l-5 -9 h10 z\" transform=\"translate(0 9)\" fill=\"{colour}\">\
                      <title>{} alert on {}</title></path>",
                     ax,
-                    esc(&a.kind),
+                    esc(a.kind.as_str()),
                     esc(host)
                 );
             }
@@ -264,12 +264,13 @@ pub fn render(capture: &str, traffic: &Traffic, alerts: &[Alert], labels: Option
     let mut by_host: BTreeMap<&str, HostAlerts<'_>> = BTreeMap::new();
     for a in alerts {
         let r = if a.threshold > 0.0 { a.score / a.threshold } else { a.score };
-        let e = by_host.entry(&a.host).or_insert((0.0, 0, BTreeSet::new(), a.first_seen.clone()));
+        let first_seen = format_rfc3339(a.first_seen);
+        let e = by_host.entry(&a.host).or_insert_with(|| (0.0, 0, BTreeSet::new(), first_seen.clone()));
         e.0 = e.0.max(r);
         e.1 += 1;
-        e.2.insert(&a.kind);
-        if a.first_seen < e.3 {
-            e.3 = a.first_seen.clone();
+        e.2.insert(a.kind.as_str());
+        if first_seen < e.3 {
+            e.3 = first_seen;
         }
     }
     let mut top_alerted: Vec<(&str, &HostAlerts<'_>)> = by_host.iter().map(|(h, v)| (*h, v)).collect();
@@ -358,12 +359,12 @@ mod tests {
         let alert = Alert {
             id: "x".into(),
             host: "10.0.0.1".into(),
-            kind: "rate".into(),
+            kind: netanom_schemas::AnomalyKind::Rate,
             score: 400.0,
             threshold: 200.0,
-            first_seen: "1970-01-01T00:00:01Z".into(),
-            last_seen: "1970-01-01T00:00:01Z".into(),
-            detected_at: "1970-01-01T00:00:01Z".into(),
+            first_seen: netanom_schemas::time_from_ns(1_000_000_000),
+            last_seen: netanom_schemas::time_from_ns(1_000_000_000),
+            detected_at: Some(netanom_schemas::time_from_ns(1_000_000_000)),
             count: 1,
             reason: String::new(),
             target: None,

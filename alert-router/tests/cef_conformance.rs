@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use netanom_alert_router::cef::cef;
-use netanom_schemas::{Alert, Contribution};
+use netanom_schemas::{Alert, AnomalyKind, Contribution};
 use proptest::prelude::*;
 
 /// CEF extension data types (the dictionary's "Data Type" column).
@@ -235,12 +235,12 @@ fn alert(kind: &str, host: &str, target: Option<&str>, reason: &str) -> Alert {
     Alert {
         id: format!("{kind}/{host}/1718000000000000000"),
         host: host.into(),
-        kind: kind.into(),
+        kind: AnomalyKind::ALL.into_iter().find(|k| k.to_string() == kind).unwrap(),
         score: 31.5,
         threshold: 10.0,
-        first_seen: "2024-06-10T06:13:20.000000000Z".into(),
-        last_seen: "2024-06-10T06:13:41.500000000Z".into(),
-        detected_at: "2024-06-10T06:13:41.500000000Z".into(),
+        first_seen: time::macros::datetime!(2024-06-10 06:13:20 UTC),
+        last_seen: time::macros::datetime!(2024-06-10 06:13:41.5 UTC),
+        detected_at: Some(time::macros::datetime!(2024-06-10 06:13:41.5 UTC)),
         count: 3,
         reason: reason.into(),
         target: target.map(Into::into),
@@ -259,7 +259,7 @@ fn check(a: &Alert) -> Event {
     let line = cef(a);
     let e = parse(&line).unwrap_or_else(|err| panic!("{err}\n{line}"));
     assert_eq!(e.header[..3], ["netanom", "netanom", env!("CARGO_PKG_VERSION")]);
-    assert_eq!(e.header[3], cut(&a.kind, 1023));
+    assert_eq!(e.header[3], a.kind.to_string());
     assert_eq!(e.severity, "8", "31.5 over 10 is high");
     assert_eq!(e.ext["msg"], cut(&a.reason, 1023));
     assert_eq!(e.ext["cs3Label"], "alertId");
