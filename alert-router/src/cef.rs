@@ -53,33 +53,37 @@ fn fit(s: &str, max: usize) -> &str {
     s.char_indices().nth(max).map_or(s, |(i, _)| &s[..i])
 }
 
-/// Escapes a CEF header field: `\` and `|`; line breaks become spaces.
-pub fn escape_header(s: &str) -> String {
+/// `s` with each character that `rule` maps replaced by its replacement.
+fn escape(s: &str, rule: impl Fn(char) -> Option<&'static str>) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '|' => out.push_str("\\|"),
-            '\r' | '\n' => out.push(' '),
-            c => out.push(c),
+        match rule(c) {
+            Some(replacement) => out.push_str(replacement),
+            None => out.push(c),
         }
     }
     out
 }
 
+/// Escapes a CEF header field: `\` and `|`; line breaks become spaces.
+pub fn escape_header(s: &str) -> String {
+    escape(s, |c| match c {
+        '\\' => Some("\\\\"),
+        '|' => Some("\\|"),
+        '\r' | '\n' => Some(" "),
+        _ => None,
+    })
+}
+
 /// Escapes a CEF extension value: `\`, `=`, and line breaks as `\n` / `\r`.
 pub fn escape_value(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '=' => out.push_str("\\="),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c => out.push(c),
-        }
-    }
-    out
+    escape(s, |c| match c {
+        '\\' => Some("\\\\"),
+        '=' => Some("\\="),
+        '\n' => Some("\\n"),
+        '\r' => Some("\\r"),
+        _ => None,
+    })
 }
 
 /// The CEF `externalId` of an alert id: the first 40 hex digits of its SHA-256 (the id itself is up to ~60
