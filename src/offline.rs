@@ -70,10 +70,3 @@ pub async fn alerts(
         .collect::<anyhow::Result<Vec<Alert>>>()?;
     Ok((outcome, alerts))
 }
-
-/// Nanoseconds since the epoch of an alert's RFC 3339 time (`first_seen`, `detected_at`, …); `None` when the
-/// text is not one.
-pub fn parse_time_ns(text: &str) -> Option<i64> {
-    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
-    i64::try_from(t.unix_timestamp_nanos()).ok()
-}

@@ -12,12 +12,11 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use netanom_schemas::Alert;
+use netanom_schemas::{Alert, format_rfc3339};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::labels::Labels;
-use crate::offline::parse_time_ns;
 use crate::traffic::{SIZE_BIN, SIZE_BINS, Traffic};
 
 const W: f64 = 1000.0;
@@ -206,14 +205,14 @@ fn timelines(out: &mut String, traffic: &Traffic, alerts: &[Alert], top: &[Strin
             }
         }
         for a in alerts.iter().filter(|a| &a.host == host) {
-            if let Some(ns) = parse_time_ns(&a.first_seen) {
+            if let Ok(ns) = i64::try_from(a.first_seen.unix_timestamp_nanos()) {
                 let ax = x((ns - start_ns) as f64 / 1e9);
                 let _ = write!(
                     out,
                     "<path d=\"M{:.1} {PAD_T} l-5 -9 h10 z\" transform=\"translate(0 9)\" fill=\"{colour}\">\
                      <title>{} alert on {}</title></path>",
                     ax,
-                    esc(&a.kind),
+                    esc(a.kind.as_str()),
                     esc(host)
                 );
             }
@@ -282,12 +281,13 @@ pub fn render(capture: &str, traffic: &Traffic, alerts: &[Alert], labels: Option
     let mut by_host: BTreeMap<&str, HostAlerts<'_>> = BTreeMap::new();
     for a in alerts {
         let r = if a.threshold > 0.0 { a.score / a.threshold } else { a.score };
-        let e = by_host.entry(&a.host).or_insert((0.0, 0, BTreeSet::new(), a.first_seen.clone()));
+        let first_seen = format_rfc3339(a.first_seen);
+        let e = by_host.entry(&a.host).or_insert_with(|| (0.0, 0, BTreeSet::new(), first_seen.clone()));
         e.0 = e.0.max(r);
         e.1 += 1;
-        e.2.insert(&a.kind);
-        if a.first_seen < e.3 {
-            e.3 = a.first_seen.clone();
+        e.2.insert(a.kind.as_str());
+        if first_seen < e.3 {
+            e.3 = first_seen;
         }
     }
     let mut top_alerted: Vec<(&str, &HostAlerts<'_>)> = by_host.iter().map(|(h, v)| (*h, v)).collect();

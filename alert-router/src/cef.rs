@@ -31,7 +31,7 @@ use std::net::IpAddr;
 use netanom_schemas::Alert;
 use sha2::{Digest as _, Sha256};
 
-use crate::format::{PRODUCT, PRODUCT_VERSION, Severity, endpoints, parse_ms};
+use crate::format::{PRODUCT, PRODUCT_VERSION, Severity, endpoints, epoch_ms};
 
 /// Longest header Device Vendor and Device Product.
 pub const MAX_VENDOR: usize = 63;
@@ -53,33 +53,37 @@ fn fit(s: &str, max: usize) -> &str {
     s.char_indices().nth(max).map_or(s, |(i, _)| &s[..i])
 }
 
-/// Escapes a CEF header field: `\` and `|`; line breaks become spaces.
-pub fn escape_header(s: &str) -> String {
+/// `s` with each character that `rule` maps replaced by its replacement.
+fn escape(s: &str, rule: impl Fn(char) -> Option<&'static str>) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '|' => out.push_str("\\|"),
-            '\r' | '\n' => out.push(' '),
-            c => out.push(c),
+        match rule(c) {
+            Some(replacement) => out.push_str(replacement),
+            None => out.push(c),
         }
     }
     out
 }
 
+/// Escapes a CEF header field: `\` and `|`; line breaks become spaces.
+pub fn escape_header(s: &str) -> String {
+    escape(s, |c| match c {
+        '\\' => Some("\\\\"),
+        '|' => Some("\\|"),
+        '\r' | '\n' => Some(" "),
+        _ => None,
+    })
+}
+
 /// Escapes a CEF extension value: `\`, `=`, and line breaks as `\n` / `\r`.
 pub fn escape_value(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '=' => out.push_str("\\="),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c => out.push(c),
-        }
-    }
-    out
+    escape(s, |c| match c {
+        '\\' => Some("\\\\"),
+        '=' => Some("\\="),
+        '\n' => Some("\\n"),
+        '\r' => Some("\\r"),
+        _ => None,
+    })
 }
 
 /// The CEF `externalId` of an alert id: the first 40 hex digits of its SHA-256 (the id itself is up to ~60
@@ -111,14 +115,11 @@ pub fn cef(alert: &Alert) -> String {
         }
     }
     ext.push(("cnt", alert.count.min(i32::MAX as u64).to_string()));
-    if let Some(ms) = parse_ms(&alert.first_seen) {
-        ext.push(("start", ms.to_string()));
-    }
-    if let Some(ms) = parse_ms(&alert.last_seen) {
-        ext.push(("end", ms.to_string()));
-    }
+    ext.push(("start", epoch_ms(alert.first_seen).to_string()));
+    ext.push(("end", epoch_ms(alert.last_seen).to_string()));
     ext.push(("externalId", external_id(&alert.id)));
-    ext.push(("cat", fit(&alert.kind, MAX_STRING).to_string()));
+    let kind = alert.kind.to_string();
+    ext.push(("cat", fit(&kind, MAX_STRING).to_string()));
     ext.push(("cs1Label", "model".into()));
     ext.push(("cs1", fit(&alert.model_version, MAX_CUSTOM_STRING).to_string()));
     ext.push(("cs2Label", "sample".into()));
@@ -137,7 +138,7 @@ pub fn cef(alert: &Alert) -> String {
         vendor = escape_header(fit(PRODUCT, MAX_VENDOR)),
         product = escape_header(fit(PRODUCT, MAX_VENDOR)),
         version = escape_header(fit(PRODUCT_VERSION, MAX_VERSION)),
-        kind = escape_header(fit(&alert.kind, MAX_SIGNATURE)),
+        kind = escape_header(fit(&kind, MAX_SIGNATURE)),
         title = escape_header(fit(&title, MAX_NAME)),
         sev = severity.cef(),
         ext = extension.join(" "),

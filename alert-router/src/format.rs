@@ -35,7 +35,7 @@
 
 use std::net::IpAddr;
 
-use netanom_schemas::{Alert, format_rfc3339_ns};
+use netanom_schemas::{Alert, AnomalyKind, format_rfc3339};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -187,21 +187,9 @@ pub fn normalized_risk(alert: &Alert) -> u8 {
     (100.0 * r / (r + 1.0)).round().clamp(0.0, 100.0) as u8
 }
 
-/// Nanoseconds since the Unix epoch of an RFC 3339 time, or `None` when it does not parse.
-pub fn parse_ns(rfc3339: &str) -> Option<i128> {
-    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .map(time::OffsetDateTime::unix_timestamp_nanos)
-}
-
-/// Milliseconds since the Unix epoch of an RFC 3339 time, or `None` when it does not parse or does not fit.
-pub fn parse_ms(rfc3339: &str) -> Option<i64> {
-    parse_ns(rfc3339).and_then(|ns| i64::try_from(ns.div_euclid(1_000_000)).ok())
-}
-
 /// True for the kind whose host is the attacked address rather than the attacker.
 pub fn host_is_victim(alert: &Alert) -> bool {
-    alert.kind == "victim"
+    alert.kind == AnomalyKind::Victim
 }
 
 /// Source and destination addresses of an alert: the host is the destination for `victim`, the source
@@ -293,13 +281,8 @@ fn features(alert: &Alert) -> Value {
     serde_json::to_value(&alert.features).unwrap_or(Value::Array(Vec::new()))
 }
 
-/// RFC 3339 with nanoseconds, UTC, like the alert times.
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    format_rfc3339_ns(i64::try_from(t.unix_timestamp_nanos()).unwrap_or(i64::MAX))
-}
-
 /// Milliseconds since the Unix epoch of `t`, saturated.
-fn epoch_ms(t: time::OffsetDateTime) -> i64 {
+pub fn epoch_ms(t: time::OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000)).unwrap_or(i64::MAX)
 }
 
@@ -307,18 +290,16 @@ fn epoch_ms(t: time::OffsetDateTime) -> i64 {
 fn ecs(alert: &Alert, processed: time::OffsetDateTime) -> Value {
     let severity = Severity::of(alert);
     let mut doc = Map::new();
-    put(&mut doc, "@timestamp", json!(alert.first_seen));
+    put(&mut doc, "@timestamp", json!(format_rfc3339(alert.first_seen)));
     put(&mut doc, "message", json!(alert.reason));
     put(&mut doc, "ecs.version", json!(ECS_VERSION));
     put(&mut doc, "event.kind", json!("alert"));
     put(&mut doc, "event.category", json!(["network", "intrusion_detection"]));
     put(&mut doc, "event.type", json!(["info"]));
-    put(&mut doc, "event.created", json!(rfc3339(processed)));
-    put(&mut doc, "event.start", json!(alert.first_seen));
-    put(&mut doc, "event.end", json!(alert.last_seen));
-    if let (Some(start), Some(end)) = (parse_ns(&alert.first_seen), parse_ns(&alert.last_seen))
-        && let Ok(duration) = i64::try_from(end - start)
-    {
+    put(&mut doc, "event.created", json!(format_rfc3339(processed)));
+    put(&mut doc, "event.start", json!(format_rfc3339(alert.first_seen)));
+    put(&mut doc, "event.end", json!(format_rfc3339(alert.last_seen)));
+    if let Ok(duration) = i64::try_from((alert.last_seen - alert.first_seen).whole_nanoseconds()) {
         put(&mut doc, "event.duration", json!(duration.max(0)));
     }
     put(&mut doc, "event.severity", json!(severity.cef()));
@@ -343,7 +324,7 @@ fn ecs(alert: &Alert, processed: time::OffsetDateTime) -> Value {
     if !related.is_empty() {
         put(&mut doc, "related.ip", json!(related));
     }
-    put(&mut doc, "rule.name", json!(alert.kind));
+    put(&mut doc, "rule.name", json!(alert.kind.to_string()));
     put(&mut doc, "rule.ruleset", json!(PRODUCT));
     put(&mut doc, "rule.version", json!(alert.model_version));
     put(&mut doc, "rule.category", json!("network anomaly"));
@@ -352,7 +333,7 @@ fn ecs(alert: &Alert, processed: time::OffsetDateTime) -> Value {
     put(&mut doc, "observer.version", json!(PRODUCT_VERSION));
     put(&mut doc, "observer.type", json!("ids"));
     put(&mut doc, "netanom.host", json!(alert.host));
-    put(&mut doc, "netanom.kind", json!(alert.kind));
+    put(&mut doc, "netanom.kind", json!(alert.kind.to_string()));
     if let Some(target) = &alert.target {
         put(&mut doc, "netanom.target", json!(target));
     }
@@ -374,20 +355,26 @@ fn ocsf_endpoint(addr: &str) -> Value {
 /// OCSF analytic `type_id` and `type` of a detector kind: Rule for the threshold detectors, Statistical for the
 /// periodicity test of `beacon`, Learning (ML/DL) for the isolation forest, the k-means profiles and the
 /// supervised forest.
-fn ocsf_analytic_type(kind: &str) -> (u8, &'static str) {
+fn ocsf_analytic_type(kind: AnomalyKind) -> (u8, &'static str) {
     match kind {
-        "isolation" | "profile" | "supervised" => (4, "Learning (ML/DL)"),
-        "beacon" => (3, "Statistical"),
-        _ => (1, "Rule"),
+        AnomalyKind::Isolation | AnomalyKind::Profile | AnomalyKind::Supervised => (4, "Learning (ML/DL)"),
+        AnomalyKind::Beacon => (3, "Statistical"),
+        AnomalyKind::Rate
+        | AnomalyKind::Fanout
+        | AnomalyKind::Victim
+        | AnomalyKind::Probe
+        | AnomalyKind::BruteForce
+        | AnomalyKind::DnsTunnel => (1, "Rule"),
     }
 }
 
 /// The OCSF Detection Finding event of `alert`.
 fn ocsf(alert: &Alert, processed: time::OffsetDateTime) -> Value {
     let severity = Severity::of(alert);
-    let first = parse_ms(&alert.first_seen);
-    let last = parse_ms(&alert.last_seen);
+    let first = epoch_ms(alert.first_seen);
+    let last = epoch_ms(alert.last_seen);
     let processed_ms = epoch_ms(processed);
+    let kind = alert.kind.to_string();
     let mut doc = Map::new();
     put(&mut doc, "class_uid", json!(2004));
     put(&mut doc, "class_name", json!("Detection Finding"));
@@ -397,13 +384,9 @@ fn ocsf(alert: &Alert, processed: time::OffsetDateTime) -> Value {
     put(&mut doc, "activity_name", json!("Create"));
     put(&mut doc, "type_uid", json!(200_401));
     put(&mut doc, "type_name", json!("Detection Finding: Create"));
-    put(&mut doc, "time", json!(first.or(last).unwrap_or(processed_ms)));
-    if let Some(first) = first {
-        put(&mut doc, "start_time", json!(first));
-    }
-    if let Some(last) = last {
-        put(&mut doc, "end_time", json!(last));
-    }
+    put(&mut doc, "time", json!(first));
+    put(&mut doc, "start_time", json!(first));
+    put(&mut doc, "end_time", json!(last));
     put(&mut doc, "severity_id", json!(severity.ocsf_id()));
     put(&mut doc, "severity", json!(severity.caption()));
     put(&mut doc, "status_id", json!(1));
@@ -422,25 +405,21 @@ fn ocsf(alert: &Alert, processed: time::OffsetDateTime) -> Value {
     put(&mut info, "uid", json!(alert.id));
     put(&mut info, "title", json!(format!("netanom {} anomaly: {}", alert.kind, alert.host)));
     put(&mut info, "desc", json!(alert.reason));
-    put(&mut info, "types", json!([alert.kind]));
-    let (type_id, type_name) = ocsf_analytic_type(&alert.kind);
+    put(&mut info, "types", json!([kind]));
+    let (type_id, type_name) = ocsf_analytic_type(alert.kind);
     put(
         &mut info,
         "analytic",
         json!({
-            "uid": alert.kind,
-            "name": alert.kind,
+            "uid": kind,
+            "name": kind,
             "type_id": type_id,
             "type": type_name,
             "version": alert.model_version,
         }),
     );
-    if let Some(first) = first {
-        put(&mut info, "first_seen_time", json!(first));
-    }
-    if let Some(last) = last {
-        put(&mut info, "last_seen_time", json!(last));
-    }
+    put(&mut info, "first_seen_time", json!(first));
+    put(&mut info, "last_seen_time", json!(last));
     put(&mut doc, "finding_info", Value::Object(info));
     let (src, dst) = endpoints(alert);
     let mut evidence = Map::new();
@@ -467,7 +446,7 @@ fn ocsf(alert: &Alert, processed: time::OffsetDateTime) -> Value {
         "unmapped",
         json!({
             "host": alert.host,
-            "kind": alert.kind,
+            "kind": kind,
             "target": alert.target,
             "score": alert.score,
             "threshold": alert.threshold,
@@ -541,15 +520,16 @@ mod tests {
     ];
 
     pub(crate) fn alert(kind: &str, host: &str, target: Option<&str>, score: f64, threshold: f64) -> Alert {
+        let kind = *AnomalyKind::ALL.iter().find(|k| k.to_string() == kind).unwrap();
         Alert {
             id: format!("{kind}/{host}/1718000000000000000"),
             host: host.into(),
-            kind: kind.into(),
+            kind,
             score,
             threshold,
-            first_seen: "2024-06-10T06:13:20.000000000Z".into(),
-            last_seen: "2024-06-10T06:13:41.500000000Z".into(),
-            detected_at: "2024-06-10T06:13:41.500000000Z".into(),
+            first_seen: time::macros::datetime!(2024-06-10 06:13:20 UTC),
+            last_seen: time::macros::datetime!(2024-06-10 06:13:41.5 UTC),
+            detected_at: Some(time::macros::datetime!(2024-06-10 06:13:41.5 UTC)),
             count: 3,
             reason: "rate 30 pps = 3x | baseline\nnext line".into(),
             target: target.map(Into::into),
@@ -581,7 +561,9 @@ mod tests {
         match ty {
             "keyword" | "match_only_text" => v.is_string(),
             "ip" => v.as_str().is_some_and(is_ip),
-            "date" => v.as_str().and_then(parse_ns).is_some(),
+            "date" => v.as_str().is_some_and(|s| {
+                time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).is_ok()
+            }),
             "long" => v.is_i64() || v.is_u64(),
             "float" => v.is_number(),
             _ => false,

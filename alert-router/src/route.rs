@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use netanom_handles::{ReadyFlag, RoleHandles};
-use netanom_schemas::{Alert, Anomaly, topics};
+use netanom_schemas::{Alert, Anomaly, format_rfc3339, topics};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
@@ -387,7 +387,7 @@ impl Router {
         let span = tracer
             .span_builder(metrics::ALERT_SPAN)
             .with_attributes([
-                opentelemetry::KeyValue::new("netanom.kind", emitted.alert.kind.clone()),
+                opentelemetry::KeyValue::new("netanom.kind", emitted.alert.kind.to_string()),
                 opentelemetry::KeyValue::new("netanom.anomalies", emitted.origins.len() as i64),
             ])
             .with_links(parents.into_iter().take(128).map(opentelemetry::trace::Link::with_context).collect())
@@ -570,8 +570,8 @@ pub fn readable(a: &Alert) -> String {
         kind = a.kind,
         score = a.score,
         threshold = a.threshold,
-        first = a.first_seen,
-        last = a.last_seen,
+        first = format_rfc3339(a.first_seen),
+        last = format_rfc3339(a.last_seen),
         count = a.count,
         reason = a.reason,
         sample = a.sample,
@@ -706,12 +706,12 @@ mod tests {
         let alert = Alert {
             id: "x".into(),
             host: "10.0.0.1".into(),
-            kind: "victim".into(),
+            kind: AnomalyKind::Victim,
             score: 12.5,
             threshold: 10.0,
-            first_seen: "2024-01-01T00:00:00.000000000Z".into(),
-            last_seen: "2024-01-01T00:00:09.000000000Z".into(),
-            detected_at: "2024-01-01T00:00:09.000000000Z".into(),
+            first_seen: time::macros::datetime!(2024-01-01 00:00:00 UTC),
+            last_seen: time::macros::datetime!(2024-01-01 00:00:09 UTC),
+            detected_at: Some(time::macros::datetime!(2024-01-01 00:00:09 UTC)),
             count: 4,
             reason: "many sources".into(),
             target: Some("10.0.0.9".into()),

@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
-use netanom_schemas::{Alert, Anomaly, AnomalyKind, format_rfc3339_ns};
+use netanom_schemas::{Alert, Anomaly, AnomalyKind, format_rfc3339_ns, time_from_ns};
 use serde::Deserialize;
 use tokio::time::Instant;
 
@@ -247,12 +247,12 @@ impl Suppressor {
         let alert = Alert {
             id,
             host: key.0.clone(),
-            kind: key.1.as_str().to_string(),
+            kind: key.1,
             score: best.score,
             threshold: best.threshold,
-            first_seen,
-            last_seen: format_rfc3339_ns(group.last_ns),
-            detected_at: format_rfc3339_ns(group.detected_ns),
+            first_seen: time_from_ns(group.first_ns),
+            last_seen: time_from_ns(group.last_ns),
+            detected_at: Some(time_from_ns(group.detected_ns)),
             count: group.count,
             reason: best.reason,
             target: best.target,
@@ -350,14 +350,14 @@ mod tests {
         assert_eq!(e.alert.score, 30.0);
         assert_eq!(e.alert.reason, "score 30");
         assert_eq!(e.alert.sample, "sample 10");
-        assert_eq!(e.alert.first_seen, format_rfc3339_ns(T0));
-        assert_eq!(e.alert.last_seen, format_rfc3339_ns(T0 + 21 * S));
+        assert_eq!(e.alert.first_seen, time_from_ns(T0));
+        assert_eq!(e.alert.last_seen, time_from_ns(T0 + 21 * S));
         assert_eq!(e.alert.id, format!("10.0.0.1/rate/{}", format_rfc3339_ns(T0)));
         assert_eq!(e.origins, vec![origin(0), origin(1), origin(2)]);
         // Fanout window [5, 65) is still open; drain emits it and the second host's group.
         let rest = s.drain();
         assert_eq!(rest.len(), 2);
-        assert_eq!(rest[0].alert.kind, "fanout");
+        assert_eq!(rest[0].alert.kind, AnomalyKind::Fanout);
         assert_eq!(rest[1].alert.host, "10.0.0.2");
         assert!(rest.iter().all(|e| e.cause == EmitCause::Drain));
         assert_eq!(s.open_windows(), 0);
@@ -376,7 +376,7 @@ mod tests {
         assert_eq!(out[0].origins, vec![origin(0)]);
         let rest = s.drain();
         assert_eq!(rest.len(), 1);
-        assert_eq!(rest[0].alert.first_seen, format_rfc3339_ns(T0 + 60 * S));
+        assert_eq!(rest[0].alert.first_seen, time_from_ns(T0 + 60 * S));
     }
 
     #[test]
@@ -405,8 +405,8 @@ mod tests {
         assert!(tail.continuation);
         assert_eq!(tail.alert.count, 3);
         assert_eq!(tail.alert.score, 40.0);
-        assert_eq!(tail.alert.first_seen, format_rfc3339_ns(T0 + 2 * S));
-        assert_eq!(tail.alert.last_seen, format_rfc3339_ns(T0 + 5 * S));
+        assert_eq!(tail.alert.first_seen, time_from_ns(T0 + 2 * S));
+        assert_eq!(tail.alert.last_seen, time_from_ns(T0 + 5 * S));
         assert_ne!(tail.alert.id, head[0].alert.id);
         assert_eq!(tail.origins, vec![origin(2), origin(3), origin(4)]);
         // The window is still open but has nothing pending.

@@ -323,12 +323,12 @@ mod tests {
         Alert {
             id: "rate/10.0.0.1/1718000000000000000".into(),
             host: "10.0.0.1".into(),
-            kind: "rate".into(),
+            kind: netanom_schemas::AnomalyKind::Rate,
             score: 30.0,
             threshold: 10.0,
-            first_seen: "2024-06-10T06:13:20.000000000Z".into(),
-            last_seen: "2024-06-10T06:13:41.500000000Z".into(),
-            detected_at: "2024-06-10T06:13:41.500000000Z".into(),
+            first_seen: time::macros::datetime!(2024-06-10 06:13:20 UTC),
+            last_seen: time::macros::datetime!(2024-06-10 06:13:41.5 UTC),
+            detected_at: Some(time::macros::datetime!(2024-06-10 06:13:41.5 UTC)),
             count: 3,
             reason: "a=b | c\\d\nnext".into(),
             target: Some("10.9.9.9".into()),
@@ -375,7 +375,7 @@ mod tests {
         assert_eq!(ext["cs1"], "rules=v1");
         assert_eq!(ext["cs3"], a.id);
         assert_eq!(ext["externalId"], crate::cef::external_id(&a.id));
-        let victim = Alert { kind: "victim".into(), host: "db.internal".into(), ..a };
+        let victim = Alert { kind: netanom_schemas::AnomalyKind::Victim, host: "db.internal".into(), ..a };
         let ext = parse_extension(&split_header(&cef(&victim))[7]);
         assert_eq!(ext["dhost"], "db.internal");
         assert!(!ext.contains_key("src") && !ext.contains_key("dst"));
@@ -465,11 +465,15 @@ mod tests {
         assert_eq!(parts.len(), 8, "{message}");
         // rate at 3x the threshold: high → syslog error (3), facility local0 (16).
         assert_eq!(parts[0], "<131>1");
-        assert!(crate::format::parse_ns(parts[1]).is_some(), "timestamp {}", parts[1]);
+        assert!(
+            time::OffsetDateTime::parse(parts[1], &time::format_description::well_known::Rfc3339).is_ok(),
+            "timestamp {}",
+            parts[1]
+        );
         assert_eq!(&parts[2..7], ["sensor-1", "netanom", "-", "-", "-"]);
         let fields = split_header(parts[7]);
         assert_eq!(fields[0], "CEF:0");
-        assert_eq!(fields[4], a.kind);
+        assert_eq!(fields[4], a.kind.to_string());
         let ext = parse_extension(&fields[7]);
         assert_eq!(ext["msg"], a.reason);
         assert_eq!(ext["cs3"], a.id);

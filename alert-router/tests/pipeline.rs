@@ -14,7 +14,9 @@ use netanom_alert_router::{
     AlertFormat, RetryConfig, RouterConfig, Secret, SyslogConfig, Transport, WebhookConfig, run,
 };
 use netanom_handles::RoleHandles;
-use netanom_schemas::{Alert, Anomaly, AnomalyKind, Contribution, SchemaIds, format_rfc3339_ns, topics};
+use netanom_schemas::{
+    Alert, Anomaly, AnomalyKind, Contribution, SchemaIds, format_rfc3339, format_rfc3339_ns, time_from_ns, topics,
+};
 use rand::Rng;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
@@ -252,14 +254,14 @@ async fn drain_collapses_repeats_delivers_signed_webhooks_and_dead_letters_failu
         })
         .collect();
     let by_key: BTreeMap<(String, String, String), &Alert> =
-        alerts.iter().map(|x| ((x.host.clone(), x.kind.clone(), x.first_seen.clone()), x)).collect();
+        alerts.iter().map(|x| ((x.host.clone(), x.kind.to_string(), format_rfc3339(x.first_seen)), x)).collect();
     let get = |host: &str, kind: &str, start_s: i64| {
         *by_key
             .get(&(host.to_string(), kind.to_string(), format_rfc3339_ns(T0 + start_s * S)))
             .unwrap_or_else(|| panic!("no alert {host} {kind} at {start_s}s in {alerts:#?}"))
     };
     let rate_a = get(a, "rate", 0);
-    assert_eq!((rate_a.count, rate_a.score, rate_a.last_seen.clone()), (3, 30.0, format_rfc3339_ns(T0 + 21 * S)));
+    assert_eq!((rate_a.count, rate_a.score, rate_a.last_seen), (3, 30.0, time_from_ns(T0 + 21 * S)));
     assert_eq!(rate_a.reason, "rate score 30");
     assert_eq!(get(a, "fanout", 5).count, 1);
     assert_eq!(get(b, "rate", 0).count, 1);

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use netanom_alert_router::AlertFormat;
 use netanom_alert_router::format::{OCSF_VERSION, render};
-use netanom_schemas::{Alert, Contribution};
+use netanom_schemas::{Alert, AnomalyKind, Contribution};
 use serde_json::Value;
 
 /// Processing time of the rendered events.
@@ -30,12 +30,12 @@ fn alert(kind: &str, host: &str, target: Option<&str>, score: f64) -> Alert {
     Alert {
         id: format!("{kind}/{host}/1718000000000000000"),
         host: host.into(),
-        kind: kind.into(),
+        kind: *AnomalyKind::ALL.iter().find(|k| k.to_string() == kind).unwrap(),
         score,
         threshold: 10.0,
-        first_seen: "2024-06-10T06:13:20.000000000Z".into(),
-        last_seen: "2024-06-10T06:13:41.500000000Z".into(),
-        detected_at: "2024-06-10T06:13:41.500000000Z".into(),
+        first_seen: time::macros::datetime!(2024-06-10 06:13:20 UTC),
+        last_seen: time::macros::datetime!(2024-06-10 06:13:41.5 UTC),
+        detected_at: Some(time::macros::datetime!(2024-06-10 06:13:41.5 UTC)),
         count: 7,
         reason: format!("{kind}: score {score} | over \"threshold\"\n10"),
         target: target.map(Into::into),

@@ -233,7 +233,9 @@ async fn processing_continues_after_poison_records() {
 async fn invalid_config_is_reported_before_connecting() {
     let mut c = DetectorConfig { brokers: String::new(), ..DetectorConfig::default() };
     c.rate.window_packets = 1;
-    let err = netanom_detector::run(c, Handles::default(), CancellationToken::new(), RoleHandles::default()).await.unwrap_err();
+    let err = netanom_detector::run(c, Handles::default(), CancellationToken::new(), RoleHandles::default())
+        .await
+        .unwrap_err();
     let text = err.to_string();
     assert!(text.contains("detector.brokers") && text.contains("detector.rate.window_packets"), "{text}");
 }
@@ -242,7 +244,12 @@ async fn invalid_config_is_reported_before_connecting() {
 async fn shutdown_stops_an_idle_detector() {
     let s = setup();
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(netanom_detector::run(s.config.clone(), Handles::default(), shutdown.clone(), RoleHandles::default()));
+    let task = tokio::spawn(netanom_detector::run(
+        s.config.clone(),
+        Handles::default(),
+        shutdown.clone(),
+        RoleHandles::default(),
+    ));
     tokio::time::sleep(Duration::from_millis(300)).await;
     shutdown.cancel();
     let report = tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap().unwrap();
@@ -266,7 +273,12 @@ async fn offsets_are_not_stored_when_anomalies_are_not_acknowledged() {
     let started = std::time::Instant::now();
     let err = tokio::time::timeout(
         Duration::from_secs(60),
-        netanom_detector::run(config.clone(), Handles::default(), CancellationToken::new(), RoleHandles::draining(drain)),
+        netanom_detector::run(
+            config.clone(),
+            Handles::default(),
+            CancellationToken::new(),
+            RoleHandles::draining(drain),
+        ),
     )
     .await
     .expect("returns in time")

@@ -255,8 +255,8 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
 
 /// A small isolation forest and a small supervised model, saved as their loaders read them.
 fn models() -> (Vec<u8>, Vec<u8>) {
-    use netanom_detector::fixtures::{benign_batch, scan_batch};
     use netanom_detector::features::{FeatureScratch, batch_features};
+    use netanom_detector::fixtures::{benign_batch, scan_batch};
     use netanom_detector::forest::{TrainOptions, train};
     use netanom_detector::supervised::{Grid, Settings, train as supervised};
     let mut scratch = FeatureScratch::default();

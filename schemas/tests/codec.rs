@@ -227,12 +227,12 @@ fn alert_json_has_the_fields_of_the_avsc() {
     let alert = netanom_schemas::Alert {
         id: "x".into(),
         host: "10.0.0.1".into(),
-        kind: "rate".into(),
+        kind: AnomalyKind::Rate,
         score: 1.0,
         threshold: 0.5,
-        first_seen: netanom_schemas::format_rfc3339_ns(1_614_265_330_123_456_789),
-        last_seen: netanom_schemas::format_rfc3339_ns(0),
-        detected_at: netanom_schemas::format_rfc3339_ns(0),
+        first_seen: netanom_schemas::time_from_ns(1_614_265_330_123_456_789),
+        last_seen: netanom_schemas::time_from_ns(0),
+        detected_at: Some(netanom_schemas::time_from_ns(0)),
         count: 3,
         reason: "r".into(),
         target: None,
@@ -240,8 +240,12 @@ fn alert_json_has_the_fields_of_the_avsc() {
         features: vec![],
         model_version: "rules-v1".into(),
     };
-    assert_eq!(alert.first_seen, "2021-02-25T15:02:10.123456789Z");
     let json = serde_json::to_value(&alert).unwrap();
+    assert_eq!(json["first_seen"], "2021-02-25T15:02:10.123456789Z");
+    assert_eq!(
+        (json["kind"].as_str(), json["last_seen"].as_str()),
+        (Some("rate"), Some("1970-01-01T00:00:00.000000000Z"))
+    );
     let avsc: serde_json::Value = serde_json::from_str(avsc::ALERT_V1).unwrap();
     let mut want: Vec<&str> = avsc["fields"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
     let mut got: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();

@@ -8,12 +8,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use netanom_schemas::Alert;
+use netanom_schemas::{Alert, AnomalyKind};
 use serde::Serialize;
 
 use super::formulas::{Confusion, median, roc_auc};
 use crate::labels::Labels;
-use crate::offline::parse_time_ns;
 use crate::traffic::Traffic;
 
 /// Host-level figures of one capture.
@@ -77,15 +76,15 @@ pub fn evaluate(capture: &str, traffic: &Traffic, labels: &Labels, alerts: &[Ale
     let mut victim_hits = BTreeSet::new();
     let mut alerted = BTreeSet::new();
     for a in alerts {
-        *kinds.entry(a.kind.clone()).or_default() += 1;
+        *kinds.entry(a.kind.to_string()).or_default() += 1;
         let s = if a.threshold > 0.0 { a.score / a.threshold } else { a.score };
         let e = strongest.entry(a.host.clone()).or_insert(0.0);
         *e = e.max(s);
-        if let Some(t) = parse_time_ns(&a.detected_at).or_else(|| parse_time_ns(&a.last_seen)) {
+        if let Ok(t) = i64::try_from(a.detected_at.unwrap_or(a.last_seen).unix_timestamp_nanos()) {
             let e = detected_ns.entry(a.host.clone()).or_insert(t);
             *e = (*e).min(t);
         }
-        if a.kind == "victim" && labels.victims.contains(&a.host) {
+        if a.kind == AnomalyKind::Victim && labels.victims.contains(&a.host) {
             victim_hits.insert(a.host.clone());
         }
         alerted.insert(a.host.clone());
@@ -134,6 +133,10 @@ mod tests {
     use super::*;
     use crate::traffic::HostTraffic;
 
+    fn time(rfc3339: &str) -> time::OffsetDateTime {
+        time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339).unwrap()
+    }
+
     fn alert(host: &str, kind: &str, score: f64, first_seen: &str) -> Alert {
         crate::test_alerts::alert(host, kind, score, 1.0, first_seen)
     }
@@ -154,12 +157,12 @@ mod tests {
         l.victims.extend(["10.0.0.2".to_string(), "10.0.0.3".to_string(), "10.0.0.4".to_string()]);
         let alerts = [
             Alert {
-                last_seen: "1970-01-01T00:00:09Z".into(),
-                detected_at: "1970-01-01T00:00:04Z".into(),
+                last_seen: time("1970-01-01T00:00:09Z"),
+                detected_at: Some(time("1970-01-01T00:00:04Z")),
                 ..alert("10.0.0.1", "rate", 3.0, "1970-01-01T00:00:03.5Z")
             },
             // Raised earlier than its window start suggests; and an alert without detected_at uses last_seen.
-            Alert { detected_at: String::new(), ..alert("10.0.0.1", "fanout", 1.0, "1970-01-01T00:00:05Z") },
+            Alert { detected_at: None, ..alert("10.0.0.1", "fanout", 1.0, "1970-01-01T00:00:05Z") },
             alert("10.0.0.2", "victim", 2.0, "1970-01-01T00:00:04Z"),
             alert("10.0.0.3", "isolation", 1.5, "1970-01-01T00:00:04Z"),
         ];

@@ -149,8 +149,7 @@ async fn run_roles(
 
     let detector_drain = CancellationToken::new();
     let router_drain = CancellationToken::new();
-    let mut detector =
-        tokio::spawn(detectors(
+    let mut detector = tokio::spawn(detectors(
         &cfg,
         hard.clone(),
         handles.role(&ready.detector, Some(&detector_drain)),
