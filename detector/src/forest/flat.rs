@@ -12,7 +12,7 @@
 //! path lengths are summed over the trees in the same order, and the same final formula is applied.
 //! The property test below checks this against the crate on random forests and inputs. The crate's forest
 //! stays the model of record (persisted, versioned); this copy is built from its serde representation, typed
-//! here as [`ForestRepr`]: training builds that representation and flattens it directly, a loaded model goes
+//! here as `ForestRepr`: training builds that representation and flattens it directly, a loaded model goes
 //! through the crate's serialisation.
 
 use extended_isolation_forest::Forest;
@@ -149,7 +149,7 @@ impl FlatForest {
 
     /// The anomaly score of `x`, equal to the crate's `Forest::score` for finite inputs.
     ///
-    /// Trees are walked [`LANES`] at a time, one level per pass: the node loads of different trees do not
+    /// Trees are walked `LANES` at a time, one level per pass: the node loads of different trees do not
     /// depend on each other, so the processor overlaps their cache misses (a walk is a chain of dependent loads
     /// through a forest larger than the L2 cache).
     pub fn score(&self, x: &[f64]) -> f64 {
