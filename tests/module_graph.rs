@@ -6,8 +6,9 @@
 //! starts at `crate::`, `super::`, `self::` or a child module's name, in a `use` declaration (groups, globs and
 //! `as` included) or anywhere in code; it counts for the module that defines the item it names, following
 //! `pub use` re-exports, so `crate::Config` re-exported by `lib.rs` from `config` is an edge to `config`, not
-//! to the crate root. Inline modules (`mod tests { … }`) belong to their file's module. Declaring a module
-//! (`mod x;`) is not a use of it.
+//! to the crate root. Inline modules belong to their file's module. Declaring a module (`mod x;`) is not a use
+//! of it. Unit-test modules (`#[cfg(test)] mod … { … }`) are left out: they drive the code under test from
+//! outside its layering (a forest test builds an engine), which is no dependency of the product's modules.
 //!
 //! One test per crate, so one crate can be checked alone:
 //! `cargo test --release -p netanom --test module_graph -- detector`.
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 /// The crates checked, by folder ("." is the root crate); [`every_crate_of_the_workspace_is_checked`] keeps it
 /// complete.
-const CRATES: [&str; 6] = [".", "schemas", "handles", "producer", "detector", "alert-router"];
+const CRATES: [&str; 7] = [".", "schemas", "handles", "producer", "detector", "alert-router", "fuzz"];
 
 #[test]
 fn netanom() {
@@ -47,6 +48,11 @@ fn detector() {
 #[test]
 fn alert_router() {
     assert_no_cycle("alert-router");
+}
+
+#[test]
+fn fuzz() {
+    assert_no_cycle("fuzz");
 }
 
 #[test]
@@ -230,8 +236,49 @@ fn ident(t: Option<&(Tok, usize)>) -> Option<&str> {
     }
 }
 
+/// `toks` without the unit-test modules: `#[cfg(test)]`, then `mod NAME {` (optionally `pub`), up to its
+/// matching `}`.
+fn without_test_modules(toks: Vec<(Tok, usize)>) -> Vec<(Tok, usize)> {
+    let is = |i: usize, want: &Tok| toks.get(i).is_some_and(|(t, _)| t == want);
+    let word = |w: &str| Tok::Ident(w.to_string());
+    let mut out = Vec::with_capacity(toks.len());
+    let mut i = 0;
+    while i < toks.len() {
+        let attribute = [Tok::Punct('#'), Tok::Punct('['), word("cfg"), Tok::Punct('('), word("test"), Tok::Punct(')')];
+        if attribute.iter().enumerate().all(|(k, t)| is(i + k, t)) && is(i + 6, &Tok::Punct(']')) {
+            let mut j = i + 7;
+            if is(j, &word("pub")) {
+                j += 1;
+            }
+            if is(j, &word("mod")) && matches!(toks.get(j + 1), Some((Tok::Ident(_), _))) && is(j + 2, &Tok::Punct('{'))
+            {
+                let mut depth = 0usize;
+                let mut k = j + 2;
+                while k < toks.len() {
+                    match toks[k].0 {
+                        Tok::Punct('{') => depth += 1,
+                        Tok::Punct('}') => {
+                            depth = depth.saturating_sub(1);
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                    k += 1;
+                }
+                i = k + 1;
+                continue;
+            }
+        }
+        out.push(toks[i].clone());
+        i += 1;
+    }
+    out
+}
+
 fn parse_module(module: &[String], file: &Path, text: &str) -> Module {
-    let toks = lex(text);
+    let toks = without_test_modules(lex(text));
     let mut m = Module { file: file.to_path_buf(), ..Module::default() };
     let mut depth = 0usize;
     // Inline modules open at a depth: (depth inside, name).
@@ -626,4 +673,20 @@ fn super_child_paths_and_reexports_resolve_to_the_defining_module() {
     let cycles = Graph::of_tree(dir.path()).cycles();
     assert_eq!(cycles.len(), 1, "{cycles:?}");
     assert!(cycles[0].contains("run -> run::embedded -> run") || cycles[0].contains("run::embedded -> run ->"));
+}
+
+#[test]
+fn a_cycle_only_through_a_unit_test_module_is_not_one() {
+    let files = [
+        ("lib.rs", "pub mod a;\npub mod b;\n"),
+        ("a.rs", "use crate::b::B;\npub struct A(B);\n"),
+        (
+            "b.rs",
+            "pub struct B;\n#[cfg(test)]\nmod tests {\n    use crate::a::A;\n    fn t() { let _ = A(super::B); }\n}\n",
+        ),
+    ];
+    let dir = tree(&files);
+    assert!(Graph::of_tree(dir.path()).cycles().is_empty());
+    let dir = tree(&[files[0], files[1], ("b.rs", "pub struct B;\nfn f() -> Option<crate::a::A> { None }\n")]);
+    assert_eq!(Graph::of_tree(dir.path()).cycles().len(), 1, "the same use outside a test module is a cycle");
 }

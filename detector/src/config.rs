@@ -202,6 +202,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn profile_configuration_errors_name_the_key() {
+        let mut c = DetectorConfig::default();
+        c.validate().unwrap();
+        c.profile.window = std::time::Duration::ZERO;
+        c.profile.quantile = 0.0;
+        c.profile.margin = f64::NAN;
+        c.profile.max_k = 1;
+        c.profile.warmup_profiles = 3;
+        c.profile.per_host_sigmas = -1.0;
+        let text: Vec<String> = c.validate().unwrap_err().iter().map(ToString::to_string).collect();
+        for key in ["window", "quantile", "margin", "max_k", "warmup_profiles", "per_host_sigmas"] {
+            let key = format!("detector.profile.{key} ");
+            assert!(text.iter().any(|e| e.starts_with(&key)), "{key}: {text:?}");
+        }
+        let mut c = DetectorConfig::default();
+        c.profile.window = std::time::Duration::from_secs(200);
+        let text = c.validate().unwrap_err()[0].to_string();
+        assert!(text.starts_with("detector.profile.window") && text.contains("detector.state.idle_timeout"), "{text}");
+    }
+
+    #[test]
     fn defaults_are_valid() {
         DetectorConfig::default().validate().unwrap();
     }

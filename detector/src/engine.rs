@@ -274,8 +274,46 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{T0, benign_batch, scan_batch, spoofed_flood, syn_flood};
+    use crate::fixtures::{T0, benign_batch, scan_batch, spoofed_flood, syn, syn_flood};
     use std::net::IpAddr;
+
+    #[test]
+    fn the_engine_flags_a_slow_scan_the_rules_miss() {
+        let mut cfg = DetectorConfig::default();
+        cfg.forest.enabled = false;
+        cfg.beacon.enabled = false;
+
+        let mut e = Engine::new(&cfg, None);
+        let mut out = Vec::new();
+        let mut i = 0;
+        while e.profile_model().is_none() && i < 5_000 {
+            e.process_batch(&benign_batch(i), 0, &mut out);
+            i += 1;
+        }
+        assert!(e.profile_model().is_some(), "trained after the warm-up profiles");
+        for j in i..i + 1_000 {
+            e.process_batch(&benign_batch(j), 0, &mut out);
+        }
+        // Ordinary windows stay under the threshold (1.5 × the farthest of 512 training profiles): allow one in
+        // 500 for the fixtures' widely varying packet sizes.
+        assert!(out.len() <= 2, "benign traffic flagged: {:?}", out.iter().map(|a| &a.reason).collect::<Vec<_>>());
+        assert!(out.iter().all(|a| a.kind == AnomalyKind::Profile));
+        out.clear();
+        // 23 ports of one host in 10 s: under the fan-out rule's 24 and far under the rate rule.
+        let scanner = IpAddr::from([10, 66, 6, 6]);
+        // The start of the next profile window (10 s).
+        const W: i64 = 10_000_000_000;
+        let t = ((T0 + (i as i64 + 1_000) * 1_000_000_000) / W + 1) * W;
+        let packets =
+            (0..30u16).map(|k| syn(t + i64::from(k) * 300_000_000, IpAddr::from([10, 0, 3, 3]), 1 + k % 23)).collect();
+        e.process_batch(&PacketBatch { source: scanner, sequence: 0, packets }, 0, &mut out);
+        assert!(out.is_empty(), "the scanner's window is still open");
+        e.flush_profiles(&mut out);
+        let kinds: Vec<(String, AnomalyKind)> = out.iter().map(|a| (a.host.clone(), a.kind)).collect();
+        assert!(kinds.contains(&("10.66.6.6".to_string(), AnomalyKind::Profile)), "{out:?}");
+        assert!(kinds.iter().all(|(h, k)| *k == AnomalyKind::Profile && (h == "10.66.6.6" || h.starts_with("10.1."))));
+        assert!(kinds.len() <= 2, "{out:?}");
+    }
 
     #[test]
     fn end_to_end_without_kafka() {

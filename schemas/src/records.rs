@@ -260,7 +260,7 @@ mod tests {
 
     #[test]
     fn anomaly_kinds_follow_the_avro_symbols_and_name_themselves_in_snake_case() {
-        let schema: serde_json::Value = serde_json::from_str(crate::avsc::ANOMALY_V1).unwrap();
+        let schema: serde_json::Value = serde_json::from_str(include_str!("../avro/anomaly.v1.avsc")).unwrap();
         let kind = schema["fields"].as_array().unwrap().iter().find(|f| f["name"] == "kind").unwrap();
         let names: Vec<String> = AnomalyKind::ALL.iter().map(|k| k.as_str().to_uppercase()).collect();
         assert_eq!(kind["type"]["symbols"], serde_json::json!(names));
