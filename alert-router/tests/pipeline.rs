@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use netanom_alert_router::format::OCSF_VERSION;
 use netanom_alert_router::webhook::{decode_secret, verify};
 use netanom_alert_router::{
-    AlertFormat, RetryConfig, RouterConfig, Secret, SyslogConfig, Transport, WebhookConfig, run,
+    AlertFormat, RetryConfig, RouterConfig, RouterReport, Secret, SyslogConfig, Transport, WebhookConfig, run,
 };
 use netanom_handles::RoleHandles;
 use netanom_schemas::{
@@ -194,6 +194,19 @@ async fn committed(bootstrap: &str, group: &str, topic: &str) -> Offset {
     tpl.find_partition(topic, 0).unwrap().offset()
 }
 
+/// Runs the router until it has drained the anomalies present now (the drain fires at once).
+async fn run_drained(config: &RouterConfig) -> RouterReport {
+    let drain = CancellationToken::new();
+    drain.cancel();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        run(config.clone(), CancellationToken::new(), RoleHandles::draining(drain)),
+    )
+    .await
+    .expect("drain finished within 60 s")
+    .expect("router ran")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_collapses_repeats_delivers_signed_webhooks_and_dead_letters_failures() {
     let (rx, base) = start_receiver().await;
@@ -223,15 +236,7 @@ async fn drain_collapses_repeats_delivers_signed_webhooks_and_dead_letters_failu
     records.push(encoded(&anomaly(b, AnomalyKind::Victim, 100, f64::NAN)));
     produce(&f.bootstrap, &f.config.anomalies_topic, &records).await;
 
-    let drain = CancellationToken::new();
-    drain.cancel();
-    let report = tokio::time::timeout(
-        Duration::from_secs(60),
-        run(f.config.clone(), CancellationToken::new(), RoleHandles::draining(drain)),
-    )
-    .await
-    .expect("drain finished within 60 s")
-    .expect("router ran");
+    let report = run_drained(&f.config).await;
 
     assert_eq!(report.anomalies_consumed, 8);
     assert_eq!(report.alerts_emitted, 4);
@@ -399,15 +404,7 @@ async fn each_output_gets_its_format_and_syslog_failures_are_dead_lettered() {
         encoded(&anomaly("10.0.0.2", AnomalyKind::Fanout, 0, 50.0)),
     ];
     produce(&f.bootstrap, &f.config.anomalies_topic, &records).await;
-    let drain = CancellationToken::new();
-    drain.cancel();
-    let report = tokio::time::timeout(
-        Duration::from_secs(60),
-        run(f.config.clone(), CancellationToken::new(), RoleHandles::draining(drain)),
-    )
-    .await
-    .expect("drain finished within 60 s")
-    .expect("router ran");
+    let report = run_drained(&f.config).await;
     assert_eq!(report.alerts_emitted, 2);
     assert_eq!((report.webhook_delivered, report.webhook_failed), (6, 0));
     assert_eq!((report.syslog_delivered, report.syslog_failed), (0, 2));
