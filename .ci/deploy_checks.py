@@ -28,6 +28,8 @@ INT32 = (-(2**31), 2**31 - 1)
 # Custom-resource groups the manifests use; their kinds must match a vendored CRD schema exactly.
 CRD_GROUPS = {"kafka.strimzi.io", "keda.sh"}
 # Ports and images the roles are run with.
+# Default of lifecycle.shutdown_grace (src/config.rs): a role stops within it after SIGTERM.
+SHUTDOWN_GRACE_S = 20
 TELEMETRY_PORT = {"netanom-producer": 9110, "netanom-detector": 9100, "netanom-alert-router": 9100}
 CAPTURE_BINARY = "netanom-capture"
 
@@ -254,6 +256,10 @@ def cmd_invariants(src, target):
         need(psc.get("runAsNonRoot") is True and psc.get("runAsUser", 0) != 0,
              f"{w['kind']}/{name}: must run as non-root (runAsNonRoot and a non-zero runAsUser)")
         volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        grace = pod.get("terminationGracePeriodSeconds", 30)
+        need(SHUTDOWN_GRACE_S + 5 <= grace <= 30,
+             f"{w['kind']}/{name}: terminationGracePeriodSeconds must leave lifecycle.shutdown_grace "
+             f"({SHUTDOWN_GRACE_S} s) 5 s of margin and stay at most 30 s, is {grace}")
         for c in pod["containers"]:
             where = f"{w['kind']}/{name} container {c['name']}"
             for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):

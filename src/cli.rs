@@ -5,8 +5,10 @@
 //! [`crate::report::ReportArgs`], [`crate::replay::ReplayArgs`], [`crate::train::TrainArgs`]).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use netanom_handles::Grace;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Override, Roles};
@@ -310,17 +312,57 @@ pub async fn dispatch(
     let stop = CancellationToken::new();
     let hard = CancellationToken::new();
     on_signals(stop.clone(), hard.clone());
+    let role = |role: Role, cfg: Config| {
+        let grace = Grace::new(cfg.lifecycle.shutdown_grace);
+        let (stop, hard, ready, model_feed) = (stop.clone(), hard.clone(), ready.clone(), model_feed.clone());
+        async move {
+            let work = crate::roles::command(role, cfg, stop.clone(), &grace, &ready, model_feed);
+            within_grace(work, &stop, &hard, &grace).await
+        }
+    };
     match command {
         Command::Run(_) => crate::run::command(cfg, stop, hard, &ready, model_feed).await,
-        Command::Producer(_) => crate::roles::command(Role::Producer, cfg, stop, &ready, model_feed).await,
-        Command::Detector(_) => crate::roles::command(Role::Detector, cfg, stop, &ready, model_feed).await,
-        Command::AlertRouter(_) => crate::roles::command(Role::AlertRouter, cfg, stop, &ready, model_feed).await,
+        Command::Producer(_) => role(Role::Producer, cfg).await,
+        Command::Detector(_) => role(Role::Detector, cfg).await,
+        Command::AlertRouter(_) => role(Role::AlertRouter, cfg).await,
         Command::Synth(args) => crate::synth::command(&args),
         Command::Eval(args) => crate::eval::command(&args, cfg, stop, hard).await,
         Command::Report(args) => crate::report::command(&args, cfg, stop, hard).await,
         Command::Replay(args) => crate::replay::command(args, cfg).await,
         Command::Train(args) => crate::train::command(args, cfg).await,
         Command::Config { .. } => Ok(()),
+    }
+}
+
+/// How long after the end of the grace a role that has not returned is left before the process gives up on it
+/// (the role's own steps end with the grace; this covers its last log lines).
+const GRACE_MARGIN: Duration = Duration::from_secs(1);
+
+/// Runs `work` (a role) to its end; once `stop` fires (the first signal), starts `grace` and gives up on `work`
+/// at the second signal (`hard`) or when the grace and [`GRACE_MARGIN`] have passed, with an error saying so.
+async fn within_grace(
+    work: impl Future<Output = anyhow::Result<()>>,
+    stop: &CancellationToken,
+    hard: &CancellationToken,
+    grace: &Grace,
+) -> anyhow::Result<()> {
+    tokio::pin!(work);
+    tokio::select! {
+        r = &mut work => return r,
+        () = stop.cancelled() => {}
+    }
+    grace.start();
+    tracing::info!(grace = ?grace.length(), "shutdown requested: stopping within the grace (a second signal exits at once)");
+    tokio::select! {
+        r = &mut work => r,
+        () = hard.cancelled() => {
+            anyhow::bail!("a second signal: exiting at once, without the last flush and offset commit")
+        }
+        () = tokio::time::sleep(grace.length() + GRACE_MARGIN) => anyhow::bail!(
+            "the shutdown grace (lifecycle.shutdown_grace = {:?}) ran out before the role stopped; exiting without \
+             waiting for it",
+            grace.length()
+        ),
     }
 }
 

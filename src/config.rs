@@ -181,6 +181,49 @@ impl Telemetry {
     }
 }
 
+/// `[lifecycle]`: how a role's probes judge it and how long it may take to stop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Lifecycle {
+    /// How long a role has to stop after the first SIGTERM or Ctrl-C: its last flush and offset commit get what
+    /// is left of it, and what they could not finish is logged; the process exits when it ends, whatever is
+    /// left. Keep it below the pod's `terminationGracePeriodSeconds` (30 s by default). A second signal exits at
+    /// once. Default `20s`.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// `/healthz` answers 503 once the role's main loop has not gone round for this long (it goes round at least
+    /// once a second when idle). Default `60s`.
+    #[serde(with = "humantime_serde")]
+    pub stall_after: Duration,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self { shutdown_grace: netanom_handles::DEFAULT_SHUTDOWN_GRACE, stall_after: Duration::from_secs(60) }
+    }
+}
+
+impl Lifecycle {
+    /// Every problem of this section, each naming its key.
+    pub fn problems(&self) -> Vec<ConfigError> {
+        let show = |d: Duration| humantime_serde::re::humantime::format_duration(d).to_string();
+        let mut errors = Vec::new();
+        if self.shutdown_grace < Duration::from_secs(1) {
+            errors.push(ConfigError::Invalid(format!(
+                "lifecycle.shutdown_grace must be >= 1s, got {}",
+                show(self.shutdown_grace)
+            )));
+        }
+        if self.stall_after < Duration::from_secs(5) {
+            errors.push(ConfigError::Invalid(format!(
+                "lifecycle.stall_after must be >= 5s (an idle loop goes round once a second), got {}",
+                show(self.stall_after)
+            )));
+        }
+        errors
+    }
+}
+
 /// The whole configuration: one table per role plus the shared sections.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -195,6 +238,8 @@ pub struct Config {
     pub log: Log,
     /// Metrics, health endpoints and traces (`[telemetry]`).
     pub telemetry: Telemetry,
+    /// Probes' stall limit and the shutdown grace (`[lifecycle]`).
+    pub lifecycle: Lifecycle,
     /// The producer role.
     pub producer: netanom_producer::ProducerConfig,
     /// The detector role.
@@ -432,6 +477,7 @@ impl Config {
             )));
         }
         errors.extend(self.telemetry.problems());
+        errors.extend(self.lifecycle.problems());
         let t = &self.topics;
         for (key, name) in [
             ("packets", &t.packets),
@@ -703,5 +749,18 @@ mod tests {
             Telemetry { service_name: Some("x".into()), ..Telemetry::default() }.service_name_for("detector"),
             "x"
         );
+    }
+
+    #[test]
+    fn lifecycle_defaults_stay_below_the_kubernetes_grace_and_problems_name_their_keys() {
+        let l = Lifecycle::default();
+        assert!(l.problems().is_empty());
+        assert!(l.shutdown_grace < Duration::from_secs(30), "default grace {:?}", l.shutdown_grace);
+        let parsed: Lifecycle = toml::from_str("shutdown_grace = \"12s\"").unwrap();
+        assert_eq!(parsed.shutdown_grace, Duration::from_secs(12));
+        let bad = Lifecycle { shutdown_grace: Duration::from_millis(200), stall_after: Duration::from_secs(1) };
+        let p: Vec<String> = bad.problems().iter().map(ToString::to_string).collect();
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].contains("lifecycle.shutdown_grace") && p[1].contains("lifecycle.stall_after"), "{p:?}");
     }
 }

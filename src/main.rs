@@ -57,7 +57,11 @@ fn main() -> ExitCode {
             None
         }
         Some(role) => {
-            let readiness = netanom::telemetry::Readiness::of_roles(ready.of(role));
+            let mut readiness =
+                netanom::telemetry::Readiness::of_roles(ready.of(role)).with_stall_limit(cfg.lifecycle.stall_after);
+            if role == "detector" && cfg.detector.forest.enabled && cfg.detector.forest.model_path.is_some() {
+                readiness = readiness.needing_model(model_feed.clone());
+            }
             let routes = netanom::telemetry::role_routes(role, &cfg.detector, model_feed.clone());
             match runtime.block_on(netanom::telemetry::init(&cfg.telemetry, &cfg.log, role, readiness, routes)) {
                 Ok(guard) => Some(guard),
@@ -73,6 +77,9 @@ fn main() -> ExitCode {
     if let Some(guard) = telemetry {
         guard.shutdown();
     }
+    // A role stopped by its shutdown grace may leave a blocking Kafka call (a commit to an unreachable broker)
+    // behind: do not wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

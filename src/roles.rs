@@ -4,7 +4,7 @@
 //! `[topics]` and `[schemas]` sections copied into each role's own section.
 
 use anyhow::Context;
-use netanom_handles::{ReadyFlag, RoleHandles};
+use netanom_handles::{Grace, ReadyFlag, RoleHandles};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -45,30 +45,37 @@ pub struct ReadyFlags {
 }
 
 impl ReadyFlags {
-    /// The flags `/readyz` of the role named `role` waits for: its own, or for `run` all three.
-    pub fn of(&self, role: &str) -> Vec<ReadyFlag> {
+    /// The flags (named) the probes of the role named `role` watch: its own, or for `run` all three.
+    pub fn of(&self, role: &str) -> Vec<(&'static str, ReadyFlag)> {
+        let (p, d, r) = (
+            ("producer", self.producer.clone()),
+            ("detector", self.detector.clone()),
+            ("alert-router", self.alert_router.clone()),
+        );
         match role {
-            "producer" => vec![self.producer.clone()],
-            "detector" => vec![self.detector.clone()],
-            "alert-router" => vec![self.alert_router.clone()],
-            _ => vec![self.producer.clone(), self.detector.clone(), self.alert_router.clone()],
+            "producer" => vec![p],
+            "detector" => vec![d],
+            "alert-router" => vec![r],
+            _ => vec![p, d, r],
         }
     }
 }
 
 /// Runs `role` against `kafka.brokers` until its input ends or `stop`, then prints its summary. The role sets
-/// its flag of `ready`.
+/// its flag of `ready` and takes the timeouts of its last flush and commit from `grace` once `stop` fires.
 /// A detector publishes its model to `model_feed`.
 pub async fn command(
     role: Role,
     mut cfg: Config,
     stop: CancellationToken,
+    grace: &Grace,
     ready: &ReadyFlags,
     model_feed: netanom_detector::ModelFeed,
 ) -> anyhow::Result<()> {
     let brokers = need_brokers(&cfg, role.name())?;
     prepare(&mut cfg, &brokers).await?;
-    let handles = |ready: &ReadyFlag| RoleHandles { ready: ready.clone(), ..RoleHandles::default() };
+    let handles =
+        |ready: &ReadyFlag| RoleHandles { ready: ready.clone(), grace: grace.clone(), ..RoleHandles::default() };
     let line = match role {
         Role::Producer => summary::producer(
             &netanom_producer::run(cfg.producer, stop, handles(&ready.producer)).await.context("producer failed")?,

@@ -11,6 +11,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::extract::State;
@@ -29,12 +30,15 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::config::{Log, Telemetry};
 
-/// Whether this process is ready for traffic: its own flag, or every role flag it watches (each role sets the
-/// [`ReadyFlag`] it was handed once its consumer is assigned or its producer is created).
+/// What the probes of this process answer. `/readyz`: its own flag, or every role it watches ready
+/// ([`ReadyFlag::status`]: the role started and each of its Kafka clients reaching a broker), plus a model in
+/// force when the scoring API needs one. `/healthz`: no role's main loop stalled for longer than the limit.
 #[derive(Debug, Clone, Default)]
 pub struct Readiness {
     flag: Arc<AtomicBool>,
-    roles: Arc<Vec<ReadyFlag>>,
+    roles: Arc<Vec<(&'static str, ReadyFlag)>>,
+    stall_after: Option<Duration>,
+    model: Option<netanom_detector::ModelFeed>,
 }
 
 impl Readiness {
@@ -43,9 +47,21 @@ impl Readiness {
         Self::default()
     }
 
-    /// Ready once every one of `roles` is (or [`Readiness::set_ready`] was called).
-    pub fn of_roles(roles: Vec<ReadyFlag>) -> Self {
-        Self { flag: Arc::default(), roles: Arc::new(roles) }
+    /// Ready once every one of `roles` (named) is (or [`Readiness::set_ready`] was called).
+    pub fn of_roles(roles: Vec<(&'static str, ReadyFlag)>) -> Self {
+        Self { roles: Arc::new(roles), ..Self::default() }
+    }
+
+    /// `/healthz` fails once a role's main loop has not gone round for `limit`.
+    pub fn with_stall_limit(mut self, limit: Duration) -> Self {
+        self.stall_after = Some(limit);
+        self
+    }
+
+    /// `/readyz` also needs a model published to `feed` (a scoring API configured to load one).
+    pub fn needing_model(mut self, feed: netanom_detector::ModelFeed) -> Self {
+        self.model = Some(feed);
+        self
     }
 
     /// Marks the process ready.
@@ -55,7 +71,39 @@ impl Readiness {
 
     /// Whether `/readyz` answers 200.
     pub fn is_ready(&self) -> bool {
-        self.flag.load(Ordering::Acquire) || (!self.roles.is_empty() && self.roles.iter().all(ReadyFlag::is_set))
+        self.ready().is_ok()
+    }
+
+    /// `Ok` when ready for traffic, else every reason why not.
+    pub fn ready(&self) -> Result<(), String> {
+        if self.flag.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if self.roles.is_empty() {
+            return Err("not ready".into());
+        }
+        let mut why: Vec<String> =
+            self.roles.iter().filter_map(|(name, r)| r.status().err().map(|e| format!("{name}: {e}"))).collect();
+        if let Some(feed) = &self.model
+            && feed.current().is_none()
+        {
+            why.push("scoring API: no model in force yet (detector.forest.model_path is loading)".into());
+        }
+        if why.is_empty() { Ok(()) } else { Err(why.join("; ")) }
+    }
+
+    /// `Ok` while no role's main loop has stalled past the limit, else which and for how long.
+    pub fn live(&self) -> Result<(), String> {
+        let Some(limit) = self.stall_after else { return Ok(()) };
+        let stalled: Vec<String> = self
+            .roles
+            .iter()
+            .filter_map(|(name, r)| r.since_beat().filter(|s| *s > limit).map(|s| (name, s)))
+            .map(|(name, s)| {
+                format!("{name}: main loop stalled for {:.1} s (limit {} s)", s.as_secs_f64(), limit.as_secs())
+            })
+            .collect();
+        if stalled.is_empty() { Ok(()) } else { Err(stalled.join("; ")) }
     }
 }
 
@@ -190,11 +238,11 @@ fn init_subscriber(log: &Log, tracer: Option<&SdkTracerProvider>) {
     let _ = if log.format == "json" { registry.with(fmt.json()).try_init() } else { registry.with(fmt).try_init() };
 }
 
-/// The HTTP routes: `/healthz` (200 while the process runs), `/readyz` (200 once ready, else 503) and
-/// `/metrics` (the Prometheus registry in text format).
+/// The HTTP routes: `/healthz` (200 `ok` while no main loop is stalled, else 503 naming it), `/readyz` (200
+/// `ready` when ready, else 503 `not ready: <why>`) and `/metrics` (the Prometheus registry in text format).
 pub fn routes(registry: prometheus::Registry, readiness: Readiness) -> axum::Router {
     axum::Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state((registry, readiness))
@@ -203,7 +251,17 @@ pub fn routes(registry: prometheus::Registry, readiness: Readiness) -> axum::Rou
 type HttpState = (prometheus::Registry, Readiness);
 
 async fn readyz(State((_, readiness)): State<HttpState>) -> impl IntoResponse {
-    if readiness.is_ready() { (StatusCode::OK, "ready\n") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready\n") }
+    match readiness.ready() {
+        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+    }
+}
+
+async fn healthz(State((_, readiness)): State<HttpState>) -> impl IntoResponse {
+    match readiness.live() {
+        Ok(()) => (StatusCode::OK, "ok\n".to_string()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("stalled: {why}\n")),
+    }
 }
 
 async fn metrics(State((registry, _)): State<HttpState>) -> impl IntoResponse {

@@ -72,6 +72,48 @@ fn run_readiness_needs_every_role() {
     assert!(!detector.is_ready() && !r.is_ready());
 }
 
+/// The probes say why: `/readyz` names the role and the Kafka client that is not connected (or the model the
+/// scoring API lacks), `/healthz` the role whose main loop stalled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_name_what_is_not_ready_and_which_loop_stalled() {
+    let flags = netanom::roles::ReadyFlags::default();
+    let readiness = Readiness::of_roles(flags.of("detector")).with_stall_limit(Duration::from_millis(300));
+    let with_model = readiness.clone().needing_model(netanom_detector::ModelFeed::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(serve(listener, routes(prometheus::Registry::new(), readiness), stop.clone()));
+
+    let (status, body) = get(&format!("{base}/readyz")).await;
+    assert_eq!((status, body.as_str()), (503, "not ready: detector: not started, or no partitions assigned\n"));
+    flags.detector.set(true);
+    let consumer = flags.detector.kafka_link("consumer");
+    let (status, body) = get(&format!("{base}/readyz")).await;
+    assert_eq!(status, 503);
+    assert!(body.contains("detector: Kafka consumer: not connected to a broker yet"), "{body}");
+    consumer.up();
+    assert_eq!(get(&format!("{base}/readyz")).await, (200, "ready\n".to_string()));
+    let why = with_model.ready().expect_err("no model is in force");
+    assert!(why.contains("scoring API: no model in force"), "{why}");
+    consumer.down("all brokers down (1/1 brokers are down)");
+    let (status, body) = get(&format!("{base}/readyz")).await;
+    assert_eq!(status, 503);
+    assert!(body.contains("Kafka consumer: all brokers down"), "{body}");
+
+    assert_eq!(get(&format!("{base}/healthz")).await, (200, "ok\n".to_string()), "no loop beats yet");
+    flags.detector.beat();
+    assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (status, body) = get(&format!("{base}/healthz")).await;
+    assert_eq!(status, 503);
+    assert!(body.starts_with("stalled: detector: main loop stalled for"), "{body}");
+    flags.detector.beat();
+    assert_eq!(get(&format!("{base}/healthz")).await.0, 200, "a beat makes it live again");
+
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), server).await.expect("server stops").unwrap();
+}
+
 /// Everything the collector received.
 #[derive(Default)]
 struct Received {

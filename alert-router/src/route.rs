@@ -22,7 +22,7 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use netanom_handles::{ReadyFlag, RoleHandles};
+use netanom_handles::{Grace, KafkaLink, ReadyFlag, RoleHandles};
 use netanom_schemas::{Alert, Anomaly, format_rfc3339, topics};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -82,7 +82,7 @@ pub async fn run(
     handles: RoleHandles,
 ) -> Result<RouterReport, RouterError> {
     config.validate().map_err(RouterError::Config)?;
-    let RoleHandles { drain, ready, teardown } = handles;
+    let RoleHandles { drain, ready, teardown, grace } = handles;
     let consumer = Arc::new(create_consumer(&config, &ready)?);
     if config.static_assignment {
         let (c, topic) = (consumer.clone(), config.anomalies_topic.clone());
@@ -134,8 +134,9 @@ pub async fn run(
         webhooks = router.shared.webhooks.len(), alerts_format = %router.config.alerts_format,
         syslog = router.shared.syslog.as_ref().map(SyslogSender::target), "alert router started");
 
-    let result = router.main_loop(&shutdown, drain.unwrap_or_default()).await;
-    router.finish().await;
+    let result = router.main_loop(&shutdown, drain.unwrap_or_default(), &ready, &grace).await;
+    ready.stop_beating();
+    router.finish(shutdown.is_cancelled().then_some(&grace)).await;
     ready.set(false);
     let Router { report, consumer, shared, .. } = router;
     // Committed and flushed (`finish`): the clients' teardown need not delay the report.
@@ -158,13 +159,22 @@ struct Router {
 }
 
 impl Router {
-    async fn main_loop(&mut self, shutdown: &CancellationToken, drain: CancellationToken) -> Result<(), RouterError> {
+    async fn main_loop(
+        &mut self,
+        shutdown: &CancellationToken,
+        drain: CancellationToken,
+        ready: &ReadyFlag,
+        grace: &Grace,
+    ) -> Result<(), RouterError> {
         // Per partition: the next offset to consume, as far as this router knows.
         let mut consumed_next: HashMap<i32, i64> = HashMap::new();
         // Per partition: the high watermark to reach before a drain completes.
         let mut drain_targets: Option<HashMap<i32, i64>> = None;
         let mut recheck = tokio::time::interval(Duration::from_millis(200));
+        // The loop goes round (and beats) at least this often while the input is idle.
+        let mut beat = tokio::time::interval(Duration::from_secs(1));
         loop {
+            ready.beat();
             if drain_targets.as_ref().is_some_and(|t| self.drain_reached(t, &consumed_next)) {
                 tracing::info!("drain: input consumed up to the high watermarks; flushing open groups");
                 for emitted in self.suppressor.drain() {
@@ -181,7 +191,8 @@ impl Router {
                     for emitted in self.suppressor.drain() {
                         self.spawn_delivery(emitted);
                     }
-                    let grace = tokio::time::sleep(self.config.shutdown_grace);
+                    // Half of what is left of the process's grace at most: the commit and the flush follow.
+                    let grace = tokio::time::sleep(self.config.shutdown_grace.min(grace.share(0.5)));
                     return self.finish_deliveries(grace, "shutdown grace elapsed").await;
                 }
                 Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => self.complete(joined)?,
@@ -200,6 +211,7 @@ impl Router {
                     drain_targets = Some(targets);
                 }
                 _ = recheck.tick(), if drain_targets.is_some() => {}
+                _ = beat.tick() => {}
                 message = self.consumer.recv(), if can_consume => match message {
                     Ok(message) => {
                         let message = message.detach();
@@ -451,23 +463,43 @@ impl Router {
         }
     }
 
-    /// Commits stored offsets and flushes the producer.
-    async fn finish(&mut self) {
+    /// Commits stored offsets and flushes the producer; after a shutdown (`grace`), within what is left of the
+    /// grace, logging what could not be committed or flushed.
+    async fn finish(&mut self, grace: Option<&Grace>) {
         self.tasks.abort_all();
+        let bound = |share: f64| grace.map_or(FLUSH_TIMEOUT, |g| g.share(share));
         let consumer = self.consumer.clone();
+        let commit_timeout = bound(0.5);
+        let commit = tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync));
+        let failure = match tokio::time::timeout(commit_timeout, commit).await {
+            Ok(Ok(Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)))) => None,
+            Ok(Ok(Err(e))) => Some(e.to_string()),
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!("no answer within {commit_timeout:?}")),
+        };
+        if let Some(failure) = failure {
+            let mut partitions: Vec<String> = self
+                .consumer
+                .position()
+                .map(|tpl| {
+                    tpl.elements().iter().map(|e| format!("{}/{}@{:?}", e.topic(), e.partition(), e.offset())).collect()
+                })
+                .unwrap_or_default();
+            partitions.sort();
+            tracing::error!(error = %failure,
+                "shutdown: final offset commit failed ({failure}); offsets of partitions not committed since the \
+                 last auto-commit: [{}]; their anomalies are consumed again", partitions.join(", "));
+        }
         let shared = self.shared.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            match consumer.commit_consumer_state(CommitMode::Sync) {
-                Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-                Err(e) => tracing::warn!(error = %e, "committing offsets failed"),
-            }
-            if let Err(e) = shared.producer.flush(FLUSH_TIMEOUT) {
-                tracing::warn!(error = %e, "flushing the producer failed");
-            }
-        })
-        .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "final commit task failed");
+        let flush_timeout = bound(0.9);
+        let flushed = tokio::task::spawn_blocking(move || shared.producer.flush(flush_timeout)).await;
+        if !matches!(flushed, Ok(Ok(()))) {
+            let unflushed = self.shared.producer.in_flight_count();
+            tracing::error!(
+                unflushed,
+                "shutdown: {unflushed} records unflushed (alerts or dead letters not \
+                acknowledged by Kafka within {flush_timeout:?})"
+            );
         }
         tracing::info!(report = ?self.report, "alert router stopped");
     }
@@ -607,10 +639,17 @@ fn every_partition(
 pub struct RouterContext {
     /// Set once partitions are assigned.
     ready: ReadyFlag,
+    /// Whether the consumer reaches a broker (for `/readyz`).
+    link: KafkaLink,
 }
 
 impl rdkafka::ClientContext for RouterContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.link.observe_stats(&statistics);
+    }
+
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.link.observe_error(&error, reason);
         if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF) {
             tracing::debug!("librdkafka: {reason}");
         } else {
@@ -635,13 +674,14 @@ fn create_consumer(config: &RouterConfig, ready: &ReadyFlag) -> Result<StreamCon
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "true")
         .set("enable.partition.eof", "true")
+        .set("statistics.interval.ms", netanom_handles::STATS_INTERVAL_MS)
         .set("fetch.wait.max.ms", config.fetch_wait.as_millis().to_string());
     for (k, v) in &config.kafka_properties {
         c.set(k, v);
     }
     // Not overridable: offsets are stored only after delivery.
     c.set("enable.auto.offset.store", "false");
-    c.create_with_context(RouterContext { ready: ready.clone() })
+    c.create_with_context(RouterContext { ready: ready.clone(), link: ready.kafka_link("consumer") })
         .map_err(redacted)
         .map_err(|source| RouterError::Kafka { what: "creating the consumer".into(), source: Box::new(source) })
 }

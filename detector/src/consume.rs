@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use netanom_handles::{ReadyFlag, RoleHandles};
+use netanom_handles::{Grace, KafkaLink, ReadyFlag, RoleHandles};
 use netanom_schemas::{Anomaly, AnomalyKind, DestinationStats, PacketBatch, SchemaIds, topics};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
@@ -37,6 +37,8 @@ struct DetectorContext {
     ownership: Arc<Mutex<Ownership>>,
     rebuild_records: i64,
     ready: ReadyFlag,
+    /// Whether the consumer reaches a broker (for `/readyz`).
+    link: KafkaLink,
 }
 
 fn lock(ownership: &Mutex<Ownership>) -> MutexGuard<'_, Ownership> {
@@ -47,7 +49,16 @@ fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
     tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()
 }
 
-impl ClientContext for DetectorContext {}
+impl ClientContext for DetectorContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.link.observe_stats(&statistics);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.link.observe_error(&error, reason);
+        tracing::error!("librdkafka: {error}: {reason}");
+    }
+}
 
 impl ConsumerContext for DetectorContext {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
@@ -210,7 +221,7 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
     role: RoleHandles,
 ) -> Result<DetectorReport, DetectorError> {
-    let RoleHandles { drain, ready, teardown } = role;
+    let RoleHandles { drain, ready, teardown, grace } = role;
     config.validate().map_err(DetectorError::Config)?;
     let model = match config.forest.model_path.clone() {
         Some(path) if config.forest.enabled => {
@@ -232,12 +243,14 @@ pub(crate) async fn run(
     cc.set("group.id", &config.group_id)
         .set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest");
+        .set("auto.offset.reset", "earliest")
+        .set("statistics.interval.ms", netanom_handles::STATS_INTERVAL_MS);
     let consumer: Arc<DetectorConsumer> = Arc::new(
         cc.create_with_context(DetectorContext {
             ownership: ownership.clone(),
             rebuild_records: i64::try_from(config.state.rebuild_records).unwrap_or(i64::MAX),
             ready: ready.clone(),
+            link: ready.kafka_link("consumer"),
         })
         .map_err(redacted)
         .map_err(kafka("creating the consumer"))?,
@@ -285,6 +298,7 @@ pub(crate) async fn run(
     let never = CancellationToken::new();
 
     let result = loop {
+        ready.beat();
         if shutdown.is_cancelled() {
             break Ok(());
         }
@@ -373,10 +387,11 @@ pub(crate) async fn run(
             }
         } else {
             let drain_signal = if drain.is_cancelled() { &never } else { &drain };
+            // Bounded, so the loop beats while the input is idle.
             tokio::select! {
                 _ = shutdown.cancelled() => continue,
                 _ = drain_signal.cancelled() => continue,
-                r = consumer.recv() => Some(r),
+                r = tokio::time::timeout(IDLE_BEAT, consumer.recv()) => r.ok(),
             }
         };
         discard_revoked(&mut chunk);
@@ -441,9 +456,15 @@ pub(crate) async fn run(
             publish_model(out.model.as_ref(), p, &meters);
         }
 
-        // Produce and await every acknowledgement, then store the chunk's offsets.
-        if let Err(e) = produce_all(&producer, out.records).await {
-            break Err(e);
+        // Produce and await every acknowledgement, then store the chunk's offsets. A shutdown does not wait for
+        // the acknowledgements (Kafka may be gone): the chunk's offsets are not stored, so it is consumed again.
+        tokio::select! {
+            r = produce_all(&producer, out.records) => if let Err(e) = r { break Err(e) },
+            () = shutdown.cancelled() => {
+                tracing::warn!(records = positions.len(),
+                    "shutdown: the output of the last chunk is not acknowledged; its offsets are not stored");
+                break Ok(());
+            }
         }
         report.records += positions.len() as u64;
         meters.chunk_latency.record(chunk_started.elapsed().as_secs_f64(), &[]);
@@ -497,7 +518,10 @@ pub(crate) async fn run(
 
     // Shut down: report the destination deltas still held (the offsets of the records they count are stored,
     // and the next owner of those partitions rebuilds them as reported), flush the producer, commit the stored
-    // offsets.
+    // offsets; after a shutdown, each step within its share of what is left of the grace.
+    ready.stop_beating();
+    let stopping = shutdown.is_cancelled();
+    let bound = |share: f64| if stopping { grace.share(share) } else { FINAL_STEP_TIMEOUT };
     if result.is_ok() {
         let held = match engine.lock() {
             Ok(mut e) => e.flush_destination_stats(),
@@ -505,18 +529,28 @@ pub(crate) async fn run(
         };
         report.destination_stats_produced += held.len() as u64;
         let records = held.iter().map(|d| destination_record(&config, d, None)).collect();
-        if let Err(e) = produce_all(&producer, records).await {
-            tracing::warn!(error = %e, "could not report the destination statistics held at shutdown");
+        match tokio::time::timeout(bound(0.25), produce_all(&producer, records)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not report the destination statistics held at shutdown"),
+            Err(_) => tracing::error!(
+                records = held.len(),
+                "shutdown: {} destination statistics held were not acknowledged in time; the next owner of their \
+                 partitions rebuilds them",
+                held.len()
+            ),
         }
     }
     let flush_producer = producer.clone();
-    let _ = tokio::task::spawn_blocking(move || flush_producer.flush(Timeout::After(Duration::from_secs(10)))).await;
-    let commit_consumer = consumer.clone();
-    match tokio::task::spawn_blocking(move || commit_consumer.commit_consumer_state(CommitMode::Sync)).await {
-        Ok(Ok(())) | Ok(Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "final offset commit failed"),
-        Err(e) => tracing::warn!(error = %e, "final offset commit failed"),
+    let flush_timeout = bound(0.5);
+    let _ = tokio::task::spawn_blocking(move || flush_producer.flush(Timeout::After(flush_timeout))).await;
+    if producer.in_flight_count() > 0 {
+        tracing::error!(
+            unflushed = producer.in_flight_count(),
+            "shutdown: {} records unflushed (anomalies, destination statistics, dead letters not acknowledged)",
+            producer.in_flight_count()
+        );
     }
+    commit_final(&consumer, &next_offsets, bound(0.9), &grace).await;
     consumer.unsubscribe();
     ready.set(false);
     if let Ok(e) = engine.lock() {
@@ -536,6 +570,37 @@ pub(crate) async fn run(
     // Flushed and committed: the clients' teardown need not delay the report.
     teardown.drop_in_background((consumer, producer));
     result.map(|()| report)
+}
+
+/// How long the receive of an idle loop waits before the loop goes round (and beats) again.
+const IDLE_BEAT: Duration = Duration::from_secs(1);
+/// How long each final step (held statistics, flush) may take at the end of a drain.
+const FINAL_STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Commits the stored offsets within `timeout`; when that fails or times out, logs the offsets (`next`, by
+/// partition) that may not be committed: the next owner of those partitions consumes them again.
+async fn commit_final(
+    consumer: &Arc<DetectorConsumer>,
+    next: &HashMap<(String, i32), i64>,
+    timeout: Duration,
+    grace: &Grace,
+) {
+    let commit_consumer = consumer.clone();
+    let commit = tokio::task::spawn_blocking(move || commit_consumer.commit_consumer_state(CommitMode::Sync));
+    let failure = match tokio::time::timeout(timeout, commit).await {
+        Ok(Ok(Ok(()))) | Ok(Ok(Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)))) => return,
+        Ok(Ok(Err(e))) => e.to_string(),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {timeout:?} of a {:?} shutdown grace", grace.length()),
+    };
+    let mut offsets: Vec<String> = next.iter().map(|((t, p), o)| format!("{t}/{p}@{o}")).collect();
+    offsets.sort();
+    tracing::error!(
+        error = %failure,
+        "shutdown: final offset commit failed ({failure}); offsets of partitions not committed since the last \
+         auto-commit: [{}]; records after the group's committed offsets are consumed again",
+        offsets.join(", ")
+    );
 }
 
 /// Decodes and processes one chunk (on a blocking thread): first drops the state of the partitions in `drops`,

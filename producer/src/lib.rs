@@ -24,7 +24,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use netanom_handles::{ReadyFlag, RoleHandles, Teardown};
+use netanom_handles::{Grace, ReadyFlag, RoleHandles, Teardown};
 use netanom_schemas::{PacketBatch, SchemaIds};
 use tokio_util::sync::CancellationToken;
 
@@ -259,11 +259,11 @@ pub async fn run(
     let stop = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let thread_stop = stop.clone();
-    let RoleHandles { drain, ready, teardown } = handles;
+    let RoleHandles { drain, ready, teardown, grace } = handles;
     std::thread::Builder::new()
         .name("netanom-capture".into())
         .spawn(move || {
-            let _ = tx.send(run_blocking(&config, &thread_stop, &ready, &teardown));
+            let _ = tx.send(run_blocking(&config, &thread_stop, &ready, &teardown, &grace));
         })
         .map_err(|e| ProducerError::Thread(e.to_string()))?;
     let drain = drain.unwrap_or_default();
@@ -283,6 +283,7 @@ fn run_blocking(
     stop: &CancellationToken,
     ready: &ReadyFlag,
     teardown: &Teardown,
+    grace: &Grace,
 ) -> Result<ProducerReport, ProducerError> {
     let started = Instant::now();
     let mut source = match (&config.pcap, &config.interface) {
@@ -297,6 +298,7 @@ fn run_blocking(
         }
     };
     let publisher = Publisher::new(&config.brokers, &config.kafka_properties, &config.compression, &config.topic)?;
+    publisher.watch(ready.kafka_link("producer"));
     let metrics = metrics::Metrics::new();
     let mut synced = metrics::CountSync::default();
     ready.set(true);
@@ -328,6 +330,7 @@ fn run_blocking(
     let mut n = 0u64;
     let mut input_error = None;
     let result: Result<(), ProducerError> = loop {
+        ready.beat();
         n += 1;
         if n % 1024 == 0 {
             let c = counts(&pipeline, &source);
@@ -365,6 +368,7 @@ fn run_blocking(
             break Ok(());
         }
     };
+    ready.stop_beating();
     pipeline.finish(&mut |b: &PacketBatch| out.emit(b));
     ready.set(false);
     let counts = counts(&pipeline, &source);
@@ -374,8 +378,20 @@ fn run_blocking(
     }
     let kernel_dropped = source.kernel_drops().unwrap_or(0);
     drop(source);
-    // Flush what was enqueued whatever happened, so acknowledged counts are final.
-    let flushed = publisher.flush(config.flush_timeout);
+    // Flush what was enqueued whatever happened, so acknowledged counts are final; after a shutdown, within what
+    // is left of the grace.
+    let flush_timeout =
+        if stop.is_cancelled() { config.flush_timeout.min(grace.remaining()) } else { config.flush_timeout };
+    let flushed = publisher.flush(flush_timeout);
+    if flushed.is_err() && publisher.unacknowledged() > 0 {
+        tracing::error!(
+            unflushed = publisher.unacknowledged(),
+            topic = %config.topic,
+            timeout = ?flush_timeout,
+            "shutdown: {} records unflushed (not acknowledged by Kafka); their packets are lost",
+            publisher.unacknowledged()
+        );
+    }
     result?;
     if let Some(e) = out.error {
         return Err(e.into());

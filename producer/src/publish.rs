@@ -4,10 +4,11 @@
 //! local queue is full. It knows nothing of packets beyond the counts it is given.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use netanom_handles::KafkaLink;
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -90,9 +91,24 @@ pub struct DeliveryCounter {
     failed_records: AtomicU64,
     failed_packets: AtomicU64,
     first_error: Mutex<Option<String>>,
+    /// Where broker reachability is reported (for `/readyz`), once [`Publisher::watch`] is called.
+    link: OnceLock<KafkaLink>,
 }
 
-impl ClientContext for DeliveryCounter {}
+impl ClientContext for DeliveryCounter {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        if let Some(link) = self.link.get() {
+            link.observe_stats(&statistics);
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if let Some(link) = self.link.get() {
+            link.observe_error(&error, reason);
+        }
+        tracing::error!("librdkafka: {error}: {reason}");
+    }
+}
 
 impl ProducerContext for DeliveryCounter {
     type DeliveryOpaque = usize;
@@ -171,6 +187,7 @@ pub fn base_properties(brokers: &str, compression: &str) -> BTreeMap<String, Str
         ("queue.buffering.max.messages", "1000000"),
         ("queue.buffering.max.kbytes", "1048576"),
         ("message.timeout.ms", "60000"),
+        ("statistics.interval.ms", netanom_handles::STATS_INTERVAL_MS),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -199,6 +216,16 @@ impl Publisher {
             .map_err(redacted)
             .map_err(|source| PublishError::Create { topic: topic.to_string(), source: Box::new(source) })?;
         Ok(Self { producer, topic: topic.to_string(), enqueued: AtomicU64::new(0) })
+    }
+
+    /// Reports whether the producer reaches a broker to `link` from now on (its statistics and errors).
+    pub fn watch(&self, link: KafkaLink) {
+        let _ = self.producer.context().link.set(link);
+    }
+
+    /// Records enqueued and not yet acknowledged or failed.
+    pub fn unacknowledged(&self) -> i32 {
+        self.producer.in_flight_count()
     }
 
     /// The topic.

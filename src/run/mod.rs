@@ -60,7 +60,12 @@ impl Handles {
 
     /// The handles of one role, with its ready flag and, for a role that drains, its drain signal.
     fn role(&self, ready: &ReadyFlag, drain: Option<&CancellationToken>) -> RoleHandles {
-        RoleHandles { drain: drain.cloned(), ready: ready.clone(), teardown: self.teardown.clone() }
+        RoleHandles {
+            drain: drain.cloned(),
+            ready: ready.clone(),
+            teardown: self.teardown.clone(),
+            ..RoleHandles::default()
+        }
     }
 
     /// Waits, off the reactor, until the roles' clients handed to the teardown are gone.

@@ -153,6 +153,32 @@ impl Service {
         }
     }
 
+    /// Sends SIGTERM without waiting.
+    pub fn terminate(&self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit (killing it past that): its exit status (`None` when it
+    /// had to be killed) and everything it printed.
+    pub fn wait_exit(mut self, timeout: Duration) -> (Option<std::process::ExitStatus>, String) {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                std::thread::sleep(Duration::from_millis(100)); // let the reader threads catch up
+                return (Some(status), self.output());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return (None, self.output());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGTERM and asserts a clean exit within `timeout`.
     pub fn stop(mut self, timeout: Duration) -> String {
         let child = self.child.as_ref().expect("running");
