@@ -22,6 +22,7 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use netanom_handles::kafka_log::KafkaLog;
 use netanom_handles::{ReadyFlag, RoleHandles};
 use netanom_schemas::{Alert, Anomaly, format_rfc3339, topics};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
@@ -63,7 +64,7 @@ struct Finished {
 
 /// Everything a delivery task needs.
 struct Shared {
-    producer: FutureProducer,
+    producer: FutureProducer<KafkaLog>,
     webhooks: WebhookSender,
     syslog: Option<SyslogSender>,
     alerts_topic: String,
@@ -602,20 +603,23 @@ fn every_partition(
 }
 
 /// The consumer's client context: librdkafka reports reaching the end of a partition through the error callback
-/// when `enable.partition.eof` is on (drain needs it); that is not an error, so it is not logged as one. It
+/// when `enable.partition.eof` is on (drain needs it); that is not an error, so [`KafkaLog`] writes it at debug
+/// level (every other librdkafka line and error goes through it, rate-limited). It
 /// also sets the router's ready flag once partitions are assigned.
 pub struct RouterContext {
     /// Set once partitions are assigned.
     ready: ReadyFlag,
+    /// librdkafka's log lines and errors, rate-limited.
+    log: KafkaLog,
 }
 
 impl rdkafka::ClientContext for RouterContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.log.log_line(level, fac, log_message);
+    }
+
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF) {
-            tracing::debug!("librdkafka: {reason}");
-        } else {
-            tracing::error!("librdkafka: {error}: {reason}");
-        }
+        self.log.error_line(&error, reason);
     }
 }
 
@@ -641,18 +645,18 @@ fn create_consumer(config: &RouterConfig, ready: &ReadyFlag) -> Result<StreamCon
     }
     // Not overridable: offsets are stored only after delivery.
     c.set("enable.auto.offset.store", "false");
-    c.create_with_context(RouterContext { ready: ready.clone() })
+    c.create_with_context(RouterContext { ready: ready.clone(), log: KafkaLog::default() })
         .map_err(redacted)
         .map_err(|source| RouterError::Kafka { what: "creating the consumer".into(), source: Box::new(source) })
 }
 
-fn create_producer(config: &RouterConfig) -> Result<FutureProducer, RouterError> {
+fn create_producer(config: &RouterConfig) -> Result<FutureProducer<KafkaLog>, RouterError> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.brokers);
     for (k, v) in &config.kafka_properties {
         c.set(k, v);
     }
-    c.create()
+    c.create_with_context(KafkaLog::default())
         .map_err(redacted)
         .map_err(|source| RouterError::Kafka { what: "creating the producer".into(), source: Box::new(source) })
 }

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use netanom_handles::kafka_log::KafkaLog;
 use netanom_handles::{ReadyFlag, RoleHandles};
 use netanom_schemas::{Anomaly, AnomalyKind, DestinationStats, PacketBatch, SchemaIds, topics};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
@@ -37,6 +38,7 @@ struct DetectorContext {
     ownership: Arc<Mutex<Ownership>>,
     rebuild_records: i64,
     ready: ReadyFlag,
+    log: KafkaLog,
 }
 
 fn lock(ownership: &Mutex<Ownership>) -> MutexGuard<'_, Ownership> {
@@ -47,7 +49,15 @@ fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
     tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()
 }
 
-impl ClientContext for DetectorContext {}
+impl ClientContext for DetectorContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.log.log_line(level, fac, log_message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.log.error_line(&error, reason);
+    }
+}
 
 impl ConsumerContext for DetectorContext {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
@@ -238,13 +248,14 @@ pub(crate) async fn run(
             ownership: ownership.clone(),
             rebuild_records: i64::try_from(config.state.rebuild_records).unwrap_or(i64::MAX),
             ready: ready.clone(),
+            log: KafkaLog::default(),
         })
         .map_err(redacted)
         .map_err(kafka("creating the consumer"))?,
     );
-    let producer: FutureProducer = client_config(&config, &[])
+    let producer: FutureProducer<KafkaLog> = client_config(&config, &[])
         .set("linger.ms", "5")
-        .create()
+        .create_with_context(KafkaLog::default())
         .map_err(redacted)
         .map_err(kafka("creating the producer"))?;
     let topics = [config.packets_topic.as_str(), config.destinations_topic.as_str()];
@@ -696,7 +707,7 @@ struct LagSampler {
 impl LagSampler {
     const EVERY: Duration = Duration::from_secs(5);
 
-    fn maybe_sample(&self, consumer: &Arc<DetectorConsumer>, producer: &FutureProducer, meters: &Metrics) {
+    fn maybe_sample(&self, consumer: &Arc<DetectorConsumer>, producer: &FutureProducer<KafkaLog>, meters: &Metrics) {
         use std::sync::atomic::Ordering;
         let Ok(mut last) = self.last.lock() else { return };
         if last.is_some_and(|t| t.elapsed() < Self::EVERY) || self.busy.swap(true, Ordering::AcqRel) {
@@ -732,7 +743,7 @@ enum Record {
 }
 
 /// Enqueues every record (waiting while the producer queue is full) and awaits every acknowledgement.
-async fn produce_all(producer: &FutureProducer, records: Vec<Outgoing>) -> Result<(), DetectorError> {
+async fn produce_all(producer: &FutureProducer<KafkaLog>, records: Vec<Outgoing>) -> Result<(), DetectorError> {
     let mut pending: Vec<(String, Vec<u8>, DeliveryFuture)> = Vec::with_capacity(records.len());
     for r in &records {
         let mut record = FutureRecord::to(&r.topic).key(&r.key[..]).payload(&r.payload[..]);
@@ -796,7 +807,7 @@ fn every_partition(
 /// long-polls, behind which each request would wait up to `fetch.wait.max.ms`.
 async fn high_watermarks(
     consumer: &Arc<DetectorConsumer>,
-    producer: &FutureProducer,
+    producer: &FutureProducer<KafkaLog>,
     topic: &str,
     share: Option<&Share>,
 ) -> Result<BTreeMap<i32, i64>, DetectorError> {

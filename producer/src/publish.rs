@@ -90,9 +90,18 @@ pub struct DeliveryCounter {
     failed_records: AtomicU64,
     failed_packets: AtomicU64,
     first_error: Mutex<Option<String>>,
+    log: netanom_handles::kafka_log::KafkaLog,
 }
 
-impl ClientContext for DeliveryCounter {}
+impl ClientContext for DeliveryCounter {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.log.log_line(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.log.error_line(&error, reason);
+    }
+}
 
 impl ProducerContext for DeliveryCounter {
     type DeliveryOpaque = usize;
