@@ -56,6 +56,46 @@ async fn http_server_reports_health_readiness_flip_and_counter() {
     tokio::time::timeout(Duration::from_secs(5), server).await.expect("server stops").unwrap();
 }
 
+/// The process's CPU time and resident memory are served on `/metrics` with plausible values, and the CPU time
+/// grows with work done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_carry_process_cpu_time_and_resident_memory() {
+    let registry = prometheus::Registry::new();
+    let exporter = opentelemetry_prometheus::exporter().with_registry(registry.clone()).build().unwrap();
+    let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder().with_reader(exporter).build();
+    netanom::process_metrics::register(&provider.meter("netanom"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(serve(listener, routes(registry, Readiness::new()), stop.clone()));
+
+    let sample = |text: &str, prefix: &str| -> f64 {
+        let line = text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix} in:\n{text}"));
+        line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no value in {line}"))
+    };
+    let user_cpu = "process_cpu_time_seconds_total{cpu_mode=\"user\"";
+    let (status, before) = get(&format!("{base}/metrics")).await;
+    assert_eq!(status, 200);
+    let rss = sample(&before, "process_memory_usage_bytes");
+    assert!((1e6..1e12).contains(&rss), "resident memory of {rss} bytes");
+    let system = sample(&before, "process_cpu_time_seconds_total{cpu_mode=\"system\"");
+    assert!((0.0..1e6).contains(&system), "{system} s of system CPU");
+    let user = sample(&before, user_cpu);
+    assert!(before.contains("# TYPE process_cpu_time_seconds_total counter"), "{before}");
+    // Burn ~0.3 s of CPU: the counter follows.
+    let spin = std::time::Instant::now();
+    let mut x = 0u64;
+    while spin.elapsed() < Duration::from_millis(300) {
+        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+    }
+    let (_, after) = get(&format!("{base}/metrics")).await;
+    let grown = sample(&after, user_cpu) - user;
+    assert!(grown >= 0.1, "user CPU grew by {grown} s after 0.3 s of work");
+
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), server).await.expect("server stops").unwrap();
+}
+
 /// Role readiness: `run` is ready only when all three role flags are.
 #[test]
 fn run_readiness_needs_every_role() {

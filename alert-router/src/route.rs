@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use netanom_handles::kafka_log::KafkaLog;
-use netanom_handles::{ReadyFlag, RoleHandles};
+use netanom_handles::{ReadyFlag, RoleHandles, messaging};
 use netanom_schemas::{Alert, Anomaly, format_rfc3339, topics};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -385,12 +385,22 @@ impl Router {
         } else {
             opentelemetry::Context::new().with_remote_span_context(parents.remove(0))
         };
+        // CONSUMER: it processes consumed anomaly records (the first one's partition and offset named).
+        let process = messaging::Operation::Process;
+        let mut attributes = messaging::attributes(process, &self.config.anomalies_topic);
+        if let Some(first) = emitted.origins.first() {
+            attributes.extend(messaging::record(first.partition, first.offset));
+        }
+        attributes.extend([
+            opentelemetry::KeyValue::new(messaging::GROUP, self.config.group_id.clone()),
+            opentelemetry::KeyValue::new(messaging::MESSAGE_COUNT, emitted.origins.len() as i64),
+            opentelemetry::KeyValue::new("netanom.kind", emitted.alert.kind.to_string()),
+            opentelemetry::KeyValue::new("netanom.anomalies", emitted.origins.len() as i64),
+        ]);
         let span = tracer
             .span_builder(metrics::ALERT_SPAN)
-            .with_attributes([
-                opentelemetry::KeyValue::new("netanom.kind", emitted.alert.kind.to_string()),
-                opentelemetry::KeyValue::new("netanom.anomalies", emitted.origins.len() as i64),
-            ])
+            .with_kind(process.span_kind())
+            .with_attributes(attributes)
             .with_links(parents.into_iter().take(128).map(opentelemetry::trace::Link::with_context).collect())
             .start_with_context(&tracer, &parent);
         let cx = parent.with_span(span);

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use netanom_handles::kafka_log::KafkaLog;
-use netanom_handles::{ReadyFlag, RoleHandles};
+use netanom_handles::{ReadyFlag, RoleHandles, messaging};
 use netanom_schemas::{Anomaly, AnomalyKind, DestinationStats, PacketBatch, SchemaIds, topics};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
@@ -626,19 +626,38 @@ fn process_chunk(
         .take(128)
         .map(|cx| opentelemetry::trace::Link::with_context(cx.span().span_context().clone()))
         .collect();
+    // The chunk's span: CONSUMER, `process`, naming its topic when all its records come from one.
+    let process = messaging::Operation::Process;
+    let mut topics = chunk.iter().map(|m| m.topic());
+    let first_topic = topics.next().unwrap_or(config.packets_topic.as_str());
+    let mut attributes = if topics.all(|t| t == first_topic) {
+        messaging::attributes(process, first_topic)
+    } else {
+        messaging::attributes(process, "").into_iter().filter(|kv| kv.key.as_str() != messaging::DESTINATION).collect()
+    };
+    attributes.extend([
+        opentelemetry::KeyValue::new(messaging::GROUP, config.group_id.clone()),
+        opentelemetry::KeyValue::new(messaging::MESSAGE_COUNT, chunk.len() as i64),
+        opentelemetry::KeyValue::new("netanom.records", chunk.len() as i64),
+    ]);
     let mut chunk_span = tracer
         .span_builder(metrics::CHUNK_SPAN)
+        .with_kind(process.span_kind())
         .with_links(links)
-        .with_attributes([opentelemetry::KeyValue::new("netanom.records", chunk.len() as i64)])
+        .with_attributes(attributes)
         .start(&tracer);
     let chunk_cx = opentelemetry::Context::current().with_remote_span_context(chunk_span.span_context().clone());
     for (a, origin) in anomalies.iter().zip(&anomaly_origin) {
         tracing::info!(kind = %a.kind, host = %a.host, score = a.score, reason = %a.reason, "anomaly");
         meters.anomalies.add(1, &[opentelemetry::KeyValue::new("kind", a.kind.as_str())]);
         let parent = record_cx.get(*origin).cloned().flatten().unwrap_or_else(|| chunk_cx.clone());
+        // PRODUCER: it publishes the anomaly record.
+        let mut attributes = messaging::attributes(messaging::Operation::Publish, &config.anomalies_topic);
+        attributes.push(opentelemetry::KeyValue::new("netanom.kind", a.kind.as_str()));
         let mut span = tracer
             .span_builder(metrics::ANOMALY_SPAN)
-            .with_attributes([opentelemetry::KeyValue::new("netanom.kind", a.kind.as_str())])
+            .with_kind(messaging::Operation::Publish.span_kind())
+            .with_attributes(attributes)
             .with_links(vec![opentelemetry::trace::Link::with_context(chunk_span.span_context().clone())])
             .start_with_context(&tracer, &parent);
         let cx = parent.with_remote_span_context(span.span_context().clone());
