@@ -120,7 +120,7 @@ impl Default for Log {
 pub const OTLP_ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
 /// `[telemetry]`: where metrics, health and traces go (used by [`crate::telemetry`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Telemetry {
     /// Address of the HTTP server with `/healthz`, `/readyz` and `/metrics` (Prometheus text), and for
@@ -136,11 +136,25 @@ pub struct Telemetry {
     /// How often metrics are exported over OTLP. Default `10s`.
     #[serde(with = "humantime_serde")]
     pub metrics_interval: Duration,
+    /// Share of traces recorded, from 0.0 (none) to 1.0 (all): a trace that starts here (a producer's record) is
+    /// kept with this probability, decided by its trace id; a span whose parent came in a record header follows
+    /// its parent's decision, so a trace is kept or dropped whole across the roles. Default `1.0`.
+    pub trace_sample_ratio: f64,
+    /// Most finished spans waiting for export; past it, spans are dropped (the OTLP exporter sends up to 2,048
+    /// per request, as soon as that many wait). Default `65536` (one span per Kafka record, not per packet).
+    pub span_queue: usize,
 }
 
 impl Default for Telemetry {
     fn default() -> Self {
-        Self { listen: None, otlp_endpoint: None, service_name: None, metrics_interval: Duration::from_secs(10) }
+        Self {
+            listen: None,
+            otlp_endpoint: None,
+            service_name: None,
+            metrics_interval: Duration::from_secs(10),
+            trace_sample_ratio: 1.0,
+            span_queue: 65_536,
+        }
     }
 }
 
@@ -163,6 +177,18 @@ impl Telemetry {
         }
         if matches!(&self.service_name, Some(n) if n.trim().is_empty()) {
             errors.push(ConfigError::Invalid("telemetry.service_name must not be empty when set".into()));
+        }
+        if !(0.0..=1.0).contains(&self.trace_sample_ratio) {
+            errors.push(ConfigError::Invalid(format!(
+                "telemetry.trace_sample_ratio must be between 0.0 and 1.0, got {}",
+                self.trace_sample_ratio
+            )));
+        }
+        if !(512..=1_048_576).contains(&self.span_queue) {
+            errors.push(ConfigError::Invalid(format!(
+                "telemetry.span_queue must be between 512 and 1048576, got {}",
+                self.span_queue
+            )));
         }
         errors
     }
@@ -727,7 +753,10 @@ mod tests {
         assert_eq!(t.listen, Some("0.0.0.0:9100".parse().unwrap()));
         assert_eq!(t.metrics_interval, Duration::from_secs(2));
         assert_eq!(t.otlp_endpoint, None);
+        assert_eq!((t.trace_sample_ratio, t.span_queue), (1.0, 65_536));
         assert!(t.problems().is_empty());
+        let sampled: Telemetry = toml::from_str("trace_sample_ratio = 0.25").unwrap();
+        assert!(sampled.problems().is_empty() && sampled.trace_sample_ratio == 0.25);
         let err = toml::from_str::<Telemetry>("listen_addr = \"x\"").unwrap_err().to_string();
         assert!(err.contains("listen_addr"), "{err}");
     }
@@ -738,11 +767,19 @@ mod tests {
             otlp_endpoint: Some("collector:4317".into()),
             service_name: Some(" ".into()),
             metrics_interval: Duration::from_millis(10),
-            ..Telemetry::default()
+            trace_sample_ratio: f64::NAN,
+            span_queue: 10,
+            listen: None,
         };
         let p: Vec<String> = t.problems().iter().map(ToString::to_string).collect();
-        assert_eq!(p.len(), 3, "{p:?}");
-        for key in ["telemetry.metrics_interval", "telemetry.otlp_endpoint", "telemetry.service_name"] {
+        assert_eq!(p.len(), 5, "{p:?}");
+        for key in [
+            "telemetry.metrics_interval",
+            "telemetry.otlp_endpoint",
+            "telemetry.service_name",
+            "telemetry.trace_sample_ratio",
+            "telemetry.span_queue",
+        ] {
             assert!(p.iter().any(|e| e.contains(key)), "{key} missing from {p:?}");
         }
         assert_eq!(

@@ -8,6 +8,7 @@
 //! | [`cli`] | flags of every command, the configuration keys they set, signals, dispatch |
 //! | [`config`] | the configuration: sections, layering (defaults, file, environment, flags), validation |
 //! | [`telemetry`] | logging (the one place it is set up), OpenTelemetry export, `/healthz` `/readyz` `/metrics` |
+//! | [`process_metrics`] | the process's CPU time and resident memory as metrics |
 //! | [`roles`] | one role against a real cluster; preparing every role's configuration |
 //! | [`run`] | `netanom run`: the whole pipeline in one process; [`run::embedded_broker`] |
 //! | [`offline`] | one capture through netanom: the producer's batches, or the whole pipeline's alerts |
@@ -22,6 +23,7 @@ pub mod config;
 pub mod eval;
 pub mod labels;
 pub mod offline;
+pub mod process_metrics;
 pub mod registry;
 pub mod replay;
 pub mod report;

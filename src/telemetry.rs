@@ -6,7 +6,8 @@
 //! which adds an OpenTelemetry layer next to it). The `[telemetry]` section itself is
 //! [`crate::config::Telemetry`]; this module knows nothing of the command line. The service crates
 //! only use the `opentelemetry` API (`global::meter("netanom")`, `global::tracer("netanom")`); everything that
-//! exports lives here.
+//! exports lives here, with the sampling policy (`[telemetry] trace_sample_ratio`, parent-based) and the size of
+//! the span queue (`span_queue`), and the process metrics of [`crate::process_metrics`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,12 +24,15 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::config::{Log, Telemetry};
+
+/// Most spans in one OTLP export request; an export starts as soon as that many wait.
+const EXPORT_BATCH: usize = 2048;
 
 /// What the probes of this process answer. `/readyz`: its own flag, or every role it watches ready
 /// ([`ReadyFlag::status`]: the role started and each of its Kafka clients reaching a broker), plus a model in
@@ -194,12 +198,21 @@ pub async fn init(
             .with_endpoint(endpoint.clone())
             .build()
             .with_context(|| format!("cannot create the OTLP span exporter for {endpoint}"))?;
-        let provider = SdkTracerProvider::builder().with_resource(resource).with_batch_exporter(spans).build();
+        let batch = BatchConfigBuilder::default()
+            .with_max_queue_size(cfg.span_queue)
+            .with_max_export_batch_size(cfg.span_queue.min(EXPORT_BATCH))
+            .build();
+        let provider = SdkTracerProvider::builder()
+            .with_resource(resource)
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(cfg.trace_sample_ratio))))
+            .with_span_processor(BatchSpanProcessor::builder(spans).with_batch_config(batch).build())
+            .build();
         opentelemetry::global::set_tracer_provider(provider.clone());
         tracer = Some(provider);
     }
     let meter = meter.build();
     opentelemetry::global::set_meter_provider(meter.clone());
+    crate::process_metrics::register(&opentelemetry::metrics::MeterProvider::meter(&meter, "netanom"));
 
     init_subscriber(log, tracer.as_ref());
 

@@ -56,6 +56,46 @@ async fn http_server_reports_health_readiness_flip_and_counter() {
     tokio::time::timeout(Duration::from_secs(5), server).await.expect("server stops").unwrap();
 }
 
+/// The process's CPU time and resident memory are served on `/metrics` with plausible values, and the CPU time
+/// grows with work done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_carry_process_cpu_time_and_resident_memory() {
+    let registry = prometheus::Registry::new();
+    let exporter = opentelemetry_prometheus::exporter().with_registry(registry.clone()).build().unwrap();
+    let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder().with_reader(exporter).build();
+    netanom::process_metrics::register(&provider.meter("netanom"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(serve(listener, routes(registry, Readiness::new()), stop.clone()));
+
+    let sample = |text: &str, prefix: &str| -> f64 {
+        let line = text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix} in:\n{text}"));
+        line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no value in {line}"))
+    };
+    let user_cpu = "process_cpu_time_seconds_total{cpu_mode=\"user\"";
+    let (status, before) = get(&format!("{base}/metrics")).await;
+    assert_eq!(status, 200);
+    let rss = sample(&before, "process_memory_usage_bytes");
+    assert!((1e6..1e12).contains(&rss), "resident memory of {rss} bytes");
+    let system = sample(&before, "process_cpu_time_seconds_total{cpu_mode=\"system\"");
+    assert!((0.0..1e6).contains(&system), "{system} s of system CPU");
+    let user = sample(&before, user_cpu);
+    assert!(before.contains("# TYPE process_cpu_time_seconds_total counter"), "{before}");
+    // Burn ~0.3 s of CPU: the counter follows.
+    let spin = std::time::Instant::now();
+    let mut x = 0u64;
+    while spin.elapsed() < Duration::from_millis(300) {
+        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+    }
+    let (_, after) = get(&format!("{base}/metrics")).await;
+    let grown = sample(&after, user_cpu) - user;
+    assert!(grown >= 0.1, "user CPU grew by {grown} s after 0.3 s of work");
+
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), server).await.expect("server stops").unwrap();
+}
+
 /// Role readiness: `run` is ready only when all three role flags are.
 #[test]
 fn run_readiness_needs_every_role() {
@@ -165,22 +205,29 @@ fn summary_anomalies(stdout: &str) -> BTreeMap<String, i64> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_exports_linked_spans_and_metrics_over_otlp() {
-    let mut collector = FakeCollectorServer::start().await.expect("collector starts");
-    let dir = tempfile::tempdir().unwrap();
-    let pcap = dir.path().join("synth.pcap");
-    let written = netanom_producer::synth::write_pcap(&netanom_producer::synth::Scenario::default(), &pcap).unwrap();
+/// What a `netanom run` exporting to the collector left behind.
+struct Run {
+    got: Received,
+    stdout: String,
+    stderr: String,
+    /// `/metrics` as scraped while the run went on.
+    scraped: String,
+    elapsed: Duration,
+}
+
+/// Runs `netanom run` over `pcap`, exporting over OTLP to `collector` with the default span queue and
+/// sampling, draining the collector while it runs; asserts it succeeds and serves `/metrics` meanwhile.
+async fn run_exporting(collector: &mut FakeCollectorServer, pcap: &std::path::Path) -> Run {
     let listen = format!("127.0.0.1:{}", free_port());
+    let started = Instant::now();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_netanom"))
         .args(["run", "--quiet", "--pcap"])
-        .arg(&pcap)
+        .arg(pcap)
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
         .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         .env_remove("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
         .env_remove("OTEL_SERVICE_NAME")
-        // One span per packet batch: keep them all for the assertion below.
-        .env("OTEL_BSP_MAX_QUEUE_SIZE", "65536")
+        .env_remove("OTEL_BSP_MAX_QUEUE_SIZE")
         .env("NETANOM_TELEMETRY__LISTEN", &listen)
         .env("NETANOM_TELEMETRY__METRICS_INTERVAL", "500ms")
         .stdout(Stdio::piped())
@@ -198,24 +245,53 @@ async fn run_exports_linked_spans_and_metrics_over_otlp() {
 
     // The collector's channels are small: drain them while the run goes on.
     let mut got = Received::default();
-    let mut healthy = false;
-    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut scraped = String::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
     let status = loop {
         if let Ok(Some(s)) = child.try_wait() {
             break s;
         }
-        assert!(Instant::now() < deadline, "netanom run did not finish within 180 s");
-        got.poll(&mut collector).await;
-        if !healthy && let Ok(r) = reqwest::get(format!("http://{listen}/healthz")).await {
-            healthy = r.status().as_u16() == 200;
+        assert!(Instant::now() < deadline, "netanom run did not finish within 300 s");
+        got.poll(collector).await;
+        if scraped.is_empty()
+            && let Ok(r) = reqwest::get(format!("http://{listen}/metrics")).await
+            && r.status().as_u16() == 200
+        {
+            scraped = r.text().await.unwrap_or_default();
         }
     };
+    let elapsed = started.elapsed();
     let (stdout, stderr) = out_task.await.unwrap();
     assert!(status.success(), "netanom run failed: {status}\n{stderr}");
     for _ in 0..10 {
-        got.poll(&mut collector).await;
+        got.poll(collector).await;
     }
-    assert!(healthy, "/healthz on {listen} never answered 200 while the run went on\n{stderr}");
+    assert!(!scraped.is_empty(), "/metrics on {listen} never answered 200 while the run went on\n{stderr}");
+    Run { got, stdout, stderr, scraped, elapsed }
+}
+
+/// A string attribute of a span as the collector renders it (`Some(AnyValue { … StringValue("x") … })`), or
+/// an integer's digits.
+fn span_attr(s: &ExportedSpan, key: &str) -> String {
+    let raw = s.attributes.get(key).map(String::as_str).unwrap_or_default();
+    for tag in ["StringValue(\"", "IntValue("] {
+        if let Some((_, rest)) = raw.split_once(tag) {
+            return rest.split(['"', ')']).next().unwrap_or_default().to_string();
+        }
+    }
+    raw.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_exports_linked_spans_and_metrics_over_otlp() {
+    let mut collector = FakeCollectorServer::start().await.expect("collector starts");
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("synth.pcap");
+    let written = netanom_producer::synth::write_pcap(&netanom_producer::synth::Scenario::default(), &pcap).unwrap();
+    let Run { got, stdout, stderr, scraped, .. } = run_exporting(&mut collector, &pcap).await;
+    for name in ["process_cpu_time_seconds_total{", "process_memory_usage_bytes"] {
+        assert!(scraped.lines().any(|l| l.starts_with(name)), "{name} missing from /metrics:\n{scraped}");
+    }
 
     // (a) spans of every role.
     let by_name = |n: &str| got.spans.iter().filter(|s| s.name == n).collect::<Vec<_>>();
@@ -265,4 +341,58 @@ async fn run_exports_linked_spans_and_metrics_over_otlp() {
         .map(Received::value)
         .sum();
     assert_eq!(topic_ok, alerts.len() as i64, "alerts to the topic over OTLP vs router.alert spans");
+}
+
+/// At benchmark scale (a capture of over 100 k packets read at full speed), with the default span queue and
+/// sampling, the exporter drops nothing: one PRODUCER span per record published arrives, with the messaging
+/// attributes; the consuming side's spans are CONSUMER spans naming their partition and offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_record_span_arrives_at_benchmark_rate_with_messaging_conventions() {
+    let mut collector = FakeCollectorServer::start().await.expect("collector starts");
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("big.pcap");
+    let scenario = netanom_producer::synth::Scenario {
+        duration: Duration::from_secs(120),
+        benign_hosts: 50,
+        sessions_per_sec: 200.0,
+        ..netanom_producer::synth::Scenario::default()
+    };
+    let written = netanom_producer::synth::write_pcap(&scenario, &pcap).unwrap();
+    assert!(written.packets >= 100_000, "{} packets", written.packets);
+    let Run { got, stderr, elapsed, .. } = run_exporting(&mut collector, &pcap).await;
+
+    let published: i64 = got.last_points("netanom.producer.batches.published").iter().map(Received::value).sum();
+    let batches: Vec<&ExportedSpan> = got.spans.iter().filter(|s| s.name == "producer.batch").collect();
+    eprintln!(
+        "{} packets, {published} records published, {} producer spans received in {elapsed:?}",
+        written.packets,
+        batches.len()
+    );
+    assert!(published > 1000, "{published} records published\n{stderr}");
+    assert_eq!(batches.len() as i64, published, "producer spans received vs records published\n{stderr}");
+    assert!(!stderr.contains("dropped"), "the span processor reports drops:\n{stderr}");
+
+    let packets_topic = netanom_schemas::topics::PACKETS;
+    for s in &batches {
+        assert_eq!(s.kind, "SPAN_KIND_PRODUCER", "{s:?}");
+        assert_eq!(span_attr(s, "messaging.system"), "kafka", "{s:?}");
+        assert_eq!(span_attr(s, "messaging.destination.name"), packets_topic, "{s:?}");
+        assert_eq!(span_attr(s, "messaging.operation.type"), "publish", "{s:?}");
+        assert!(!s.attributes.contains_key("messaging.kafka.message.key"), "no source address: {s:?}");
+    }
+    let spans = &got.spans;
+    let of = |name: &'static str| spans.iter().filter(move |s| s.name == name);
+    assert!(of("detector.chunk").all(|s| s.kind == "SPAN_KIND_CONSUMER"
+        && span_attr(s, "messaging.operation.type") == "process"
+        && span_attr(s, "messaging.consumer.group.name") == "netanom-detector"));
+    assert!(of("detector.anomaly").all(|s| s.kind == "SPAN_KIND_PRODUCER"
+        && span_attr(s, "messaging.destination.name") == netanom_schemas::topics::ANOMALIES));
+    let alerts: Vec<&ExportedSpan> = of("router.alert").collect();
+    assert!(!alerts.is_empty(), "the capture raises alerts");
+    for s in alerts {
+        assert_eq!(s.kind, "SPAN_KIND_CONSUMER", "{s:?}");
+        assert_eq!(span_attr(s, "messaging.destination.name"), netanom_schemas::topics::ANOMALIES, "{s:?}");
+        assert!(span_attr(s, "messaging.destination.partition.id").parse::<i32>().is_ok(), "{s:?}");
+        assert!(span_attr(s, "messaging.kafka.offset").parse::<i64>().is_ok(), "{s:?}");
+    }
 }

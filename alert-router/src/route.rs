@@ -22,7 +22,8 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use netanom_handles::{Grace, KafkaLink, ReadyFlag, RoleHandles};
+use netanom_handles::kafka_log::KafkaLog;
+use netanom_handles::{Grace, KafkaLink, ReadyFlag, RoleHandles, messaging};
 use netanom_schemas::{Alert, Anomaly, format_rfc3339, topics};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -63,7 +64,7 @@ struct Finished {
 
 /// Everything a delivery task needs.
 struct Shared {
-    producer: FutureProducer,
+    producer: FutureProducer<KafkaLog>,
     webhooks: WebhookSender,
     syslog: Option<SyslogSender>,
     alerts_topic: String,
@@ -396,12 +397,22 @@ impl Router {
         } else {
             opentelemetry::Context::new().with_remote_span_context(parents.remove(0))
         };
+        // CONSUMER: it processes consumed anomaly records (the first one's partition and offset named).
+        let process = messaging::Operation::Process;
+        let mut attributes = messaging::attributes(process, &self.config.anomalies_topic);
+        if let Some(first) = emitted.origins.first() {
+            attributes.extend(messaging::record(first.partition, first.offset));
+        }
+        attributes.extend([
+            opentelemetry::KeyValue::new(messaging::GROUP, self.config.group_id.clone()),
+            opentelemetry::KeyValue::new(messaging::MESSAGE_COUNT, emitted.origins.len() as i64),
+            opentelemetry::KeyValue::new("netanom.kind", emitted.alert.kind.to_string()),
+            opentelemetry::KeyValue::new("netanom.anomalies", emitted.origins.len() as i64),
+        ]);
         let span = tracer
             .span_builder(metrics::ALERT_SPAN)
-            .with_attributes([
-                opentelemetry::KeyValue::new("netanom.kind", emitted.alert.kind.to_string()),
-                opentelemetry::KeyValue::new("netanom.anomalies", emitted.origins.len() as i64),
-            ])
+            .with_kind(process.span_kind())
+            .with_attributes(attributes)
             .with_links(parents.into_iter().take(128).map(opentelemetry::trace::Link::with_context).collect())
             .start_with_context(&tracer, &parent);
         let cx = parent.with_span(span);
@@ -634,13 +645,16 @@ fn every_partition(
 }
 
 /// The consumer's client context: librdkafka reports reaching the end of a partition through the error callback
-/// when `enable.partition.eof` is on (drain needs it); that is not an error, so it is not logged as one. It
+/// when `enable.partition.eof` is on (drain needs it); that is not an error, so [`KafkaLog`] writes it at debug
+/// level (every other librdkafka line and error goes through it, rate-limited). It
 /// also sets the router's ready flag once partitions are assigned.
 pub struct RouterContext {
     /// Set once partitions are assigned.
     ready: ReadyFlag,
     /// Whether the consumer reaches a broker (for `/readyz`).
     link: KafkaLink,
+    /// librdkafka's log lines and errors, rate-limited.
+    log: KafkaLog,
 }
 
 impl rdkafka::ClientContext for RouterContext {
@@ -648,13 +662,13 @@ impl rdkafka::ClientContext for RouterContext {
         self.link.observe_stats(&statistics);
     }
 
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.log.log_line(level, fac, log_message);
+    }
+
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         self.link.observe_error(&error, reason);
-        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF) {
-            tracing::debug!("librdkafka: {reason}");
-        } else {
-            tracing::error!("librdkafka: {error}: {reason}");
-        }
+        self.log.error_line(&error, reason);
     }
 }
 
@@ -681,18 +695,18 @@ fn create_consumer(config: &RouterConfig, ready: &ReadyFlag) -> Result<StreamCon
     }
     // Not overridable: offsets are stored only after delivery.
     c.set("enable.auto.offset.store", "false");
-    c.create_with_context(RouterContext { ready: ready.clone(), link: ready.kafka_link("consumer") })
+    c.create_with_context(RouterContext { ready: ready.clone(), link: ready.kafka_link("consumer"), log: KafkaLog::default() })
         .map_err(redacted)
         .map_err(|source| RouterError::Kafka { what: "creating the consumer".into(), source: Box::new(source) })
 }
 
-fn create_producer(config: &RouterConfig) -> Result<FutureProducer, RouterError> {
+fn create_producer(config: &RouterConfig) -> Result<FutureProducer<KafkaLog>, RouterError> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.brokers);
     for (k, v) in &config.kafka_properties {
         c.set(k, v);
     }
-    c.create()
+    c.create_with_context(KafkaLog::default())
         .map_err(redacted)
         .map_err(|source| RouterError::Kafka { what: "creating the producer".into(), source: Box::new(source) })
 }

@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use netanom_handles::{Grace, KafkaLink, ReadyFlag, RoleHandles};
+use netanom_handles::kafka_log::KafkaLog;
+use netanom_handles::{Grace, KafkaLink, ReadyFlag, RoleHandles, messaging};
 use netanom_schemas::{Anomaly, AnomalyKind, DestinationStats, PacketBatch, SchemaIds, topics};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
@@ -39,6 +40,7 @@ struct DetectorContext {
     ready: ReadyFlag,
     /// Whether the consumer reaches a broker (for `/readyz`).
     link: KafkaLink,
+    log: KafkaLog,
 }
 
 fn lock(ownership: &Mutex<Ownership>) -> MutexGuard<'_, Ownership> {
@@ -54,9 +56,13 @@ impl ClientContext for DetectorContext {
         self.link.observe_stats(&statistics);
     }
 
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.log.log_line(level, fac, log_message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         self.link.observe_error(&error, reason);
-        tracing::error!("librdkafka: {error}: {reason}");
+        self.log.error_line(&error, reason);
     }
 }
 
@@ -251,13 +257,14 @@ pub(crate) async fn run(
             rebuild_records: i64::try_from(config.state.rebuild_records).unwrap_or(i64::MAX),
             ready: ready.clone(),
             link: ready.kafka_link("consumer"),
+            log: KafkaLog::default(),
         })
         .map_err(redacted)
         .map_err(kafka("creating the consumer"))?,
     );
-    let producer: FutureProducer = client_config(&config, &[])
+    let producer: FutureProducer<KafkaLog> = client_config(&config, &[])
         .set("linger.ms", "5")
-        .create()
+        .create_with_context(KafkaLog::default())
         .map_err(redacted)
         .map_err(kafka("creating the producer"))?;
     let topics = [config.packets_topic.as_str(), config.destinations_topic.as_str()];
@@ -680,19 +687,38 @@ fn process_chunk(
         .take(128)
         .map(|cx| opentelemetry::trace::Link::with_context(cx.span().span_context().clone()))
         .collect();
+    // The chunk's span: CONSUMER, `process`, naming its topic when all its records come from one.
+    let process = messaging::Operation::Process;
+    let mut topics = chunk.iter().map(|m| m.topic());
+    let first_topic = topics.next().unwrap_or(config.packets_topic.as_str());
+    let mut attributes = if topics.all(|t| t == first_topic) {
+        messaging::attributes(process, first_topic)
+    } else {
+        messaging::attributes(process, "").into_iter().filter(|kv| kv.key.as_str() != messaging::DESTINATION).collect()
+    };
+    attributes.extend([
+        opentelemetry::KeyValue::new(messaging::GROUP, config.group_id.clone()),
+        opentelemetry::KeyValue::new(messaging::MESSAGE_COUNT, chunk.len() as i64),
+        opentelemetry::KeyValue::new("netanom.records", chunk.len() as i64),
+    ]);
     let mut chunk_span = tracer
         .span_builder(metrics::CHUNK_SPAN)
+        .with_kind(process.span_kind())
         .with_links(links)
-        .with_attributes([opentelemetry::KeyValue::new("netanom.records", chunk.len() as i64)])
+        .with_attributes(attributes)
         .start(&tracer);
     let chunk_cx = opentelemetry::Context::current().with_remote_span_context(chunk_span.span_context().clone());
     for (a, origin) in anomalies.iter().zip(&anomaly_origin) {
         tracing::info!(kind = %a.kind, host = %a.host, score = a.score, reason = %a.reason, "anomaly");
         meters.anomalies.add(1, &[opentelemetry::KeyValue::new("kind", a.kind.as_str())]);
         let parent = record_cx.get(*origin).cloned().flatten().unwrap_or_else(|| chunk_cx.clone());
+        // PRODUCER: it publishes the anomaly record.
+        let mut attributes = messaging::attributes(messaging::Operation::Publish, &config.anomalies_topic);
+        attributes.push(opentelemetry::KeyValue::new("netanom.kind", a.kind.as_str()));
         let mut span = tracer
             .span_builder(metrics::ANOMALY_SPAN)
-            .with_attributes([opentelemetry::KeyValue::new("netanom.kind", a.kind.as_str())])
+            .with_kind(messaging::Operation::Publish.span_kind())
+            .with_attributes(attributes)
             .with_links(vec![opentelemetry::trace::Link::with_context(chunk_span.span_context().clone())])
             .start_with_context(&tracer, &parent);
         let cx = parent.with_remote_span_context(span.span_context().clone());
@@ -761,7 +787,7 @@ struct LagSampler {
 impl LagSampler {
     const EVERY: Duration = Duration::from_secs(5);
 
-    fn maybe_sample(&self, consumer: &Arc<DetectorConsumer>, producer: &FutureProducer, meters: &Metrics) {
+    fn maybe_sample(&self, consumer: &Arc<DetectorConsumer>, producer: &FutureProducer<KafkaLog>, meters: &Metrics) {
         use std::sync::atomic::Ordering;
         let Ok(mut last) = self.last.lock() else { return };
         if last.is_some_and(|t| t.elapsed() < Self::EVERY) || self.busy.swap(true, Ordering::AcqRel) {
@@ -797,7 +823,7 @@ enum Record {
 }
 
 /// Enqueues every record (waiting while the producer queue is full) and awaits every acknowledgement.
-async fn produce_all(producer: &FutureProducer, records: Vec<Outgoing>) -> Result<(), DetectorError> {
+async fn produce_all(producer: &FutureProducer<KafkaLog>, records: Vec<Outgoing>) -> Result<(), DetectorError> {
     let mut pending: Vec<(String, Vec<u8>, DeliveryFuture)> = Vec::with_capacity(records.len());
     for r in &records {
         let mut record = FutureRecord::to(&r.topic).key(&r.key[..]).payload(&r.payload[..]);
@@ -861,7 +887,7 @@ fn every_partition(
 /// long-polls, behind which each request would wait up to `fetch.wait.max.ms`.
 async fn high_watermarks(
     consumer: &Arc<DetectorConsumer>,
-    producer: &FutureProducer,
+    producer: &FutureProducer<KafkaLog>,
     topic: &str,
     share: Option<&Share>,
 ) -> Result<BTreeMap<i32, i64>, DetectorError> {

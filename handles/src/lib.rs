@@ -3,6 +3,11 @@
 //! ([`RoleHandles::drain`]), where to say it is ready for traffic ([`ReadyFlag`], read by `/readyz`), and where
 //! to hand Kafka clients whose teardown must not delay its report ([`Teardown`], waited for by whoever owns the
 //! broker they talk to), and how long it has to shut down ([`Grace`]). The defaults are private to the role: a flag nobody reads, a teardown nobody waits for.
+//! Besides: [`kafka_log`], the librdkafka log every role's Kafka clients write through, rate-limited, and
+//! [`messaging`], the OpenTelemetry messaging conventions of every role's spans.
+
+pub mod kafka_log;
+pub mod messaging;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};

@@ -24,7 +24,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use netanom_handles::{Grace, ReadyFlag, RoleHandles, Teardown};
+use netanom_handles::{Grace, ReadyFlag, RoleHandles, Teardown, messaging};
 use netanom_schemas::{PacketBatch, SchemaIds};
 use tokio_util::sync::CancellationToken;
 
@@ -457,12 +457,21 @@ impl Emitter<'_> {
         self.key.clear();
         let _ = write!(self.key, "{}", batch.source);
         let ts_ms = batch.packets.first().map_or(0, |p| p.ts_ns.div_euclid(1_000_000));
-        // One span per batch; its context travels in the record's `traceparent` header (none when no tracer
-        // provider is installed: the span context is then invalid and nothing is injected).
+        // One PRODUCER span per record (a batch of packets, not one per packet); its context travels in the
+        // record's `traceparent` header, with the sampling decision, which the downstream roles follow (none when
+        // no tracer provider is installed: the span context is then invalid). The partition is chosen
+        // by librdkafka after the span ends, and the key (a source address) is not recorded.
         use opentelemetry::trace::{Span as _, TraceContextExt as _, Tracer as _};
-        let mut span = self.tracer.start(metrics::BATCH_SPAN);
+        let op = messaging::Operation::Publish;
+        let mut attributes = messaging::attributes(op, self.publisher.topic());
+        attributes.push(opentelemetry::KeyValue::new("netanom.packets", batch.packets.len() as i64));
+        let mut span = self
+            .tracer
+            .span_builder(metrics::BATCH_SPAN)
+            .with_kind(op.span_kind())
+            .with_attributes(attributes)
+            .start(&self.tracer);
         let headers = if span.span_context().is_valid() {
-            span.set_attribute(opentelemetry::KeyValue::new("netanom.packets", batch.packets.len() as i64));
             let cx = opentelemetry::Context::current().with_remote_span_context(span.span_context().clone());
             let mut carrier = std::collections::HashMap::new();
             opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));

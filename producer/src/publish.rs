@@ -93,6 +93,7 @@ pub struct DeliveryCounter {
     first_error: Mutex<Option<String>>,
     /// Where broker reachability is reported (for `/readyz`), once [`Publisher::watch`] is called.
     link: OnceLock<KafkaLink>,
+    log: netanom_handles::kafka_log::KafkaLog,
 }
 
 impl ClientContext for DeliveryCounter {
@@ -102,11 +103,15 @@ impl ClientContext for DeliveryCounter {
         }
     }
 
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.log.log_line(level, fac, log_message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         if let Some(link) = self.link.get() {
             link.observe_error(&error, reason);
         }
-        tracing::error!("librdkafka: {error}: {reason}");
+        self.log.error_line(&error, reason);
     }
 }
 
