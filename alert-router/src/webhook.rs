@@ -541,6 +541,45 @@ mod tests {
         }
     }
 
+    /// A webhook request carries the W3C `traceparent` of the alert being delivered, so the receiver's trace
+    /// continues the packet's.
+    #[tokio::test]
+    async fn a_webhook_request_carries_the_alerts_traceparent() {
+        use opentelemetry::context::FutureExt as _;
+        use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState};
+        opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+            let log = log.clone();
+            async move {
+                let tp = headers.get("traceparent").and_then(|v| v.to_str().ok()).unwrap_or("none").to_string();
+                log.lock().unwrap().push(tp);
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let hooks = [WebhookConfig {
+            url: format!("http://127.0.0.1:{port}/"),
+            allow_private: true,
+            ..WebhookConfig::default()
+        }];
+        let sender = WebhookSender::new(&hooks, one_attempt(), 2).unwrap();
+        let trace = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+        let span = SpanId::from_hex("00f067aa0ba902b7").unwrap();
+        let sc = SpanContext::new(trace, span, TraceFlags::SAMPLED, true, TraceState::default());
+        let cx = opentelemetry::Context::new().with_remote_span_context(sc);
+        let out = sender.deliver("id", b"{}").with_context(cx).await;
+        assert!(matches!(out[0].outcome, Outcome::Delivered { .. }), "{out:?}");
+        // Without a trace context, no header.
+        sender.deliver("id2", b"{}").await;
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec!["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string(), "none".to_string()]
+        );
+    }
+
     /// A receiver on 127.0.0.1 counting requests per path; `/moved` redirects to `/target`.
     async fn receiver() -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
