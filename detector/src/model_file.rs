@@ -5,7 +5,36 @@
 //! happens to lack, and then checks the feature list against this build's feature table
 //! ([`crate::features`]), so a model trained on other features is refused with the differences named.
 
+use std::path::PathBuf;
+
 use serde::Deserialize;
+
+/// Why a model file could not be read or written as a model of its kind.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", match problem {
+    Problem::Io(e) => format!("model file {}: {e}", path.display()),
+    Problem::Format(what) => format!("model file {}: {what}", path.display()),
+    Problem::Kind(what) | Problem::Features(what) => format!("{} {what}", path.display()),
+})]
+pub struct FileError {
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub problem: Problem,
+}
+
+/// What is wrong with a model file.
+#[derive(Debug)]
+pub enum Problem {
+    /// Reading or writing it failed.
+    Io(std::io::Error),
+    /// It is of another kind or another format version ([`check_kind`]).
+    Kind(String),
+    /// It was trained on other features than this build's ([`check_features`]).
+    Features(String),
+    /// It is not a valid model of its kind.
+    Format(String),
+}
 
 /// The kinds of model file the detector loads, one file each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumIter)]

@@ -85,7 +85,10 @@ mod tests {
         // The forest's file given as the profile model.
         config.profile.model_path = Some(forest_path.clone());
         let e = Models::load(&config).unwrap_err();
-        assert!(matches!(e, ModelError::Profiles(ProfileError::Kind { .. })), "{e:?}");
+        assert!(
+            matches!(&e, ModelError::Profiles(ProfileError::File(f)) if matches!(f.problem, crate::model_file::Problem::Kind(_))),
+            "{e:?}"
+        );
         assert!(e.to_string().contains("is an isolation-forest model"), "{e}");
         // A detector that is off does not read its file.
         config.profile.enabled = false;

@@ -63,7 +63,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::anomaly::{AnomalyParts, seconds};
 use crate::features::{PROFILE, PROFILE_FEATURES, PROFILE_NAMES, Profile, ProfileVector, Scale};
-use crate::model_file::{ModelKind, check_features, check_kind};
+use crate::model_file::{FileError, ModelKind, Problem, check_features, check_kind};
 use crate::time::ns;
 use crate::validation::{ConfigError, Problems};
 use std::path::{Path, PathBuf};
@@ -234,39 +234,9 @@ pub enum ProfileError {
     /// The thread k-means runs on could not be started.
     #[error("cannot start the k-means thread: {0}")]
     Worker(#[source] rayon::ThreadPoolBuildError),
-    /// Reading or writing a model file failed.
-    #[error("model file {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A model file is of another kind (an isolation forest, a supervised model) or another format version.
-    #[error("{} {what}", path.display())]
-    Kind {
-        /// The file.
-        path: PathBuf,
-        /// What it is instead.
-        what: String,
-    },
-    /// A model file was trained on other features than this build's profile table.
-    #[error("{} {what}", path.display())]
-    Features {
-        /// The file.
-        path: PathBuf,
-        /// The differences.
-        what: String,
-    },
-    /// A model file is not a valid profile model.
-    #[error("model file {path}: {what}")]
-    Format {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        what: String,
-    },
+    /// A model file could not be read or written, is of another kind, or was trained on other features.
+    #[error(transparent)]
+    File(#[from] FileError),
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -857,20 +827,19 @@ impl ProfileModel {
 
     /// Writes the model (JSON) to `path`.
     pub fn save(&self, path: &Path) -> Result<(), ProfileError> {
-        let text = serde_json::to_vec(self)
-            .map_err(|e| ProfileError::Format { path: path.to_path_buf(), what: e.to_string() })?;
-        std::fs::write(path, text).map_err(|source| ProfileError::Io { path: path.to_path_buf(), source })
+        let fail = |problem| FileError { path: path.to_path_buf(), problem };
+        let text = serde_json::to_vec(self).map_err(|e| fail(Problem::Format(e.to_string())))?;
+        Ok(std::fs::write(path, text).map_err(|e| fail(Problem::Io(e)))?)
     }
 
     /// Reads a model written by [`ProfileModel::save`], checking its kind, format, feature list and values.
     pub fn load(path: &Path) -> Result<Self, ProfileError> {
-        let text = std::fs::read(path).map_err(|source| ProfileError::Io { path: path.to_path_buf(), source })?;
-        check_kind(&text, ModelKind::Profiles).map_err(|what| ProfileError::Kind { path: path.to_path_buf(), what })?;
-        let format = |what: String| ProfileError::Format { path: path.to_path_buf(), what };
-        let model: ProfileModel = serde_json::from_slice(&text).map_err(|e| format(e.to_string()))?;
-        check_features(&model.features, &PROFILE_NAMES)
-            .map_err(|what| ProfileError::Features { path: path.to_path_buf(), what })?;
-        model.checked().map_err(format)
+        let fail = |problem| FileError { path: path.to_path_buf(), problem };
+        let text = std::fs::read(path).map_err(|e| fail(Problem::Io(e)))?;
+        check_kind(&text, ModelKind::Profiles).map_err(|what| fail(Problem::Kind(what)))?;
+        let model: ProfileModel = serde_json::from_slice(&text).map_err(|e| fail(Problem::Format(e.to_string())))?;
+        check_features(&model.features, &PROFILE_NAMES).map_err(|what| fail(Problem::Features(what)))?;
+        Ok(model.checked().map_err(|what| fail(Problem::Format(what)))?)
     }
 
     /// Checks the values of a deserialised model and sets its version.
