@@ -59,10 +59,10 @@ pub enum Command {
     /// Re-run detection over a range of a historical packets topic (fresh consumer group, nothing committed) and
     /// write the anomalies to a file, stdout or a topic; `--diff` compares two models.
     Replay(ReplayArgs),
-    /// Train an isolation model from captures (--pcap) or a range of a packets topic (--from, read as `replay`
-    /// reads it), seeded and reproducible, and save it for `forest.model_path` or `replay --model`; with
-    /// --supervised, a random forest on labelled captures for `supervised.model_path`, printing cross-validated
-    /// and held-out accuracy, precision, recall and F1.
+    /// Train the isolation forest and the host-profile model from captures (--pcap) or a range of a packets
+    /// topic (--from, read as `replay` reads it), seeded and reproducible, each saved to its own file (--out for
+    /// `--model`, --profile-out for `--profile-model`); with --supervised, a random forest on labelled captures
+    /// for `--supervised-model`, printing cross-validated and held-out accuracy, precision, recall and F1.
     Train(TrainArgs),
     /// Print the default configuration as TOML, or check a configuration.
     Config {
@@ -100,14 +100,18 @@ pub struct ServiceArgs {
     pub brokers: Option<String>,
 }
 
-/// Model files for the detector (keys `detector.forest.model_path`, `detector.supervised.model_path`).
+/// Model files for the detector, one per model kind (keys `detector.forest.model_path`,
+/// `detector.profile.model_path`, `detector.supervised.model_path`).
 #[derive(Debug, Args)]
 pub struct ModelArgs {
-    /// Start from this model file (written by `netanom train` or `forest.save_path`: the isolation forest and,
-    /// when present, the host-profile model) instead of training on the warm-up sample (key
-    /// `detector.forest.model_path`).
+    /// Start from this isolation-forest model file (written by `netanom train --out` or `forest.save_path`)
+    /// instead of training on the warm-up sample (key `detector.forest.model_path`).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Start from this host-profile model file (written by `netanom train --profile-out`) instead of training on
+    /// the first warm-up profiles (key `detector.profile.model_path`).
+    #[arg(long)]
+    pub profile_model: Option<PathBuf>,
     /// Run the supervised detector with this model file, written by `netanom train --supervised` (key
     /// `detector.supervised.model_path`).
     #[arg(long)]
@@ -248,6 +252,9 @@ impl Cli {
         let model = |o: &mut Vec<Override>, m: Option<&PathBuf>| {
             set(o, "detector.forest.model_path", m.map(PathBuf::as_path).map(path_text).as_deref());
         };
+        let profiles = |o: &mut Vec<Override>, m: Option<&PathBuf>| {
+            set(o, "detector.profile.model_path", m.map(PathBuf::as_path).map(path_text).as_deref());
+        };
         let supervised = |o: &mut Vec<Override>, m: Option<&PathBuf>| {
             set(o, "detector.supervised.model_path", m.map(PathBuf::as_path).map(path_text).as_deref());
         };
@@ -271,6 +278,7 @@ impl Cli {
                 service(&mut o, &r.service);
                 router(&mut o, &r.output);
                 model(&mut o, r.model.model.as_ref());
+                profiles(&mut o, r.model.profile_model.as_ref());
                 supervised(&mut o, r.model.supervised_model.as_ref());
                 o.push(("alert_router.stdout".into(), toml::Value::Boolean(!r.quiet)));
             }
@@ -281,14 +289,16 @@ impl Cli {
             Command::Detector(d) => {
                 service(&mut o, &d.service);
                 model(&mut o, d.model.model.as_ref());
+                profiles(&mut o, d.model.profile_model.as_ref());
                 supervised(&mut o, d.model.supervised_model.as_ref());
             }
             Command::AlertRouter(r) => {
                 service(&mut o, &r.service);
                 router(&mut o, &r.output);
             }
-            Command::Eval(EvalArgs { pcap, model: m, .. }) => {
+            Command::Eval(EvalArgs { pcap, model: m, profile_model, .. }) => {
                 model(&mut o, m.as_ref());
+                profiles(&mut o, profile_model.as_ref());
                 offline(&mut o, pcap);
             }
             Command::Report(ReportArgs { pcap, .. }) => offline(&mut o, pcap),

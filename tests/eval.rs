@@ -141,6 +141,15 @@ fn a_model_trained_saved_and_loaded_with_model_evaluates_a_synth_capture() {
     ]);
     let out = netanom(&["train".as_ref(), "--pcap".as_ref(), train.as_os_str(), "--out".as_ref(), model.as_os_str()]);
     let line = String::from_utf8(out.stdout).unwrap();
+    // Each model in a file of its own, each naming its kind.
+    let profiles = path("model.profiles.json");
+    assert!(line.contains(&format!("wrote {} (--model)", model.display())), "{line}");
+    assert!(line.contains(&format!("wrote {} (--profile-model)", profiles.display())), "{line}");
+    let format = |p: &std::path::Path| {
+        serde_json::from_slice::<serde_json::Value>(&std::fs::read(p).unwrap()).unwrap()["format"].clone()
+    };
+    assert_eq!(format(&model), "netanom-eif-v1");
+    assert_eq!(format(&profiles), "netanom-profile-kmeans-v1");
     let version = line
         .split_whitespace()
         .nth(1)
@@ -166,6 +175,8 @@ fn a_model_trained_saved_and_loaded_with_model_evaluates_a_synth_capture() {
         labels.as_os_str(),
         "--model".as_ref(),
         model.as_os_str(),
+        "--profile-model".as_ref(),
+        profiles.as_os_str(),
         "--json".as_ref(),
     ]);
     let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -180,6 +191,8 @@ fn a_model_trained_saved_and_loaded_with_model_evaluates_a_synth_capture() {
         test.as_os_str(),
         "--model".as_ref(),
         model.as_os_str(),
+        "--profile-model".as_ref(),
+        profiles.as_os_str(),
     ]);
     let summary = String::from_utf8(out.stdout).unwrap();
     let detection = summary.lines().find(|l| l.starts_with("detection:")).unwrap_or_else(|| panic!("{summary}"));
@@ -197,4 +210,23 @@ fn a_model_trained_saved_and_loaded_with_model_evaluates_a_synth_capture() {
     assert!(!missing.status.success());
     let err = String::from_utf8_lossy(&missing.stderr);
     assert!(err.contains("model_path") && err.contains("absent.json"), "{err}");
+    // Model files swapped: the error names the kind each file is.
+    let swapped = Command::new(env!("CARGO_BIN_EXE_netanom"))
+        .args(["run", "--quiet", "--pcap"])
+        .arg(&test)
+        .arg("--model")
+        .arg(&profiles)
+        .arg("--profile-model")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(!swapped.status.success());
+    let err = String::from_utf8_lossy(&swapped.stderr);
+    assert!(
+        err.contains(&format!(
+            "{} is a host-profile (k-means) model (format netanom-profile-kmeans-v1), expected an isolation-forest model",
+            profiles.display()
+        )),
+        "{err}"
+    );
 }

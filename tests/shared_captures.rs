@@ -69,8 +69,8 @@ fn benign_captures_raise_no_alert_and_the_syn_scan_names_the_scanner() {
     assert!(scan.iter().any(|a| a["host"] == scanner.as_str()), "no alert names the scanner {scanner}: {scan:#?}");
 }
 
-/// `netanom train` on the benign captures writes the host-profile model beside the forest, `netanom run` loads
-/// it from `forest.model_path`, and the small ICMP sweep (1.6 s: its one window is scored when the drained
+/// `netanom train` on the benign captures writes the host-profile model to a file of its own beside the
+/// forest's, `netanom run` loads both (`--model`, `--profile-model`), and the small ICMP sweep (1.6 s: its one window is scored when the drained
 /// capture ends) is named by `profile`, a sweep the rate and fan-out rules miss.
 #[test]
 fn a_model_of_the_benign_captures_names_a_small_icmp_sweep_by_its_profile() {
@@ -90,7 +90,10 @@ fn a_model_of_the_benign_captures_names_a_small_icmp_sweep_by_its_profile() {
         .output()
         .expect("netanom train runs");
     assert!(trained.status.success(), "train: {}", String::from_utf8_lossy(&trained.stderr));
-    assert!(String::from_utf8_lossy(&trained.stdout).contains("profile model km-"), "no profile model written");
+    let stdout = String::from_utf8_lossy(&trained.stdout);
+    let profiles = tmp.path().join("model.profiles.json");
+    assert!(stdout.contains("profile model km-"), "no profile model written: {stdout}");
+    assert!(stdout.contains(&format!("wrote {} (--profile-model)", profiles.display())), "{stdout}");
 
     let out = tmp.path().join("alerts.jsonl");
     let result = Command::new(env!("CARGO_BIN_EXE_netanom"))
@@ -98,7 +101,10 @@ fn a_model_of_the_benign_captures_names_a_small_icmp_sweep_by_its_profile() {
         .arg(dir.join("stratosphere-slips/test12-icmp-portscan.pcap"))
         .arg("--alerts-out")
         .arg(&out)
-        .env("NETANOM_DETECTOR__FOREST__MODEL_PATH", &model)
+        .arg("--model")
+        .arg(&model)
+        .arg("--profile-model")
+        .arg(&profiles)
         .output()
         .expect("netanom runs");
     assert!(result.status.success(), "run: {}", String::from_utf8_lossy(&result.stderr));

@@ -12,7 +12,7 @@ use netanom_detector::features::{FeatureScratch, FeatureVector, batch_features, 
 use netanom_detector::fixtures::{T0, benign_batch, scan_batch, spoofed_flood, syn_flood};
 use netanom_detector::forest::{TrainOptions, train};
 use netanom_detector::profile::{ProfileCollector, ProfileModel};
-use netanom_detector::{DetectorConfig, Engine, TrainedForest};
+use netanom_detector::{DetectorConfig, Engine, Models, TrainedForest};
 use netanom_schemas::{PacketBatch, SchemaIds};
 
 fn workload() -> (Vec<Vec<u8>>, u64) {
@@ -47,7 +47,7 @@ fn model(trees: usize) -> TrainedForest {
         .collect();
     let mut config = DetectorConfig::default().forest;
     config.trees = trees;
-    train(&data, &TrainOptions::from(&config)).unwrap().with_profile(Some(profile_model()))
+    train(&data, &TrainOptions::from(&config)).unwrap()
 }
 
 /// The host-profile model of the same benign traffic, so that the bench measures scoring, not the warm-up.
@@ -84,7 +84,14 @@ fn detector_path(c: &mut Criterion) {
         config.forest.trees = trees.unwrap_or(100);
         group.bench_function(format!("{name}_{packets}_packets"), |b| {
             b.iter_batched(
-                || Engine::new(&config, Some(model(config.forest.trees))),
+                || {
+                    let models = Models {
+                        forest: Some(model(config.forest.trees)),
+                        profiles: Some(profile_model()),
+                        supervised: None,
+                    };
+                    Engine::new(&config, models)
+                },
                 |mut engine| {
                     let mut out = Vec::new();
                     for (k, p) in payloads.iter().enumerate() {

@@ -11,7 +11,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use netanom_detector::features::{FeatureScratch, FeatureVector, batch_features};
 use netanom_detector::fixtures::{benign_batch, scan_batch};
 use netanom_detector::supervised::{Grid, Settings, SupervisedDetector, SupervisedModel, train::train};
-use netanom_detector::{DetectorConfig, Engine, SupervisedConfig};
+use netanom_detector::{DetectorConfig, Engine, Models, SupervisedConfig};
 use netanom_schemas::PacketBatch;
 
 fn model() -> SupervisedModel {
@@ -62,7 +62,7 @@ fn supervised(c: &mut Criterion) {
             b.iter_batched(
                 || {
                     let d = on.then(|| SupervisedDetector::new(&SupervisedConfig::default(), m.clone()));
-                    Engine::new(&config, None).with_supervised(d)
+                    Engine::new(&config, Models { supervised: d, ..Models::default() })
                 },
                 |mut engine| {
                     let mut out = Vec::new();

@@ -25,9 +25,9 @@ use crate::engine::Engine;
 use crate::forest::{ModelPublisher, TrainedForest};
 use crate::handles::{Handles, Share};
 use crate::metrics::{self, Metrics};
+use crate::models::Models;
 use crate::outcome::{DetectorError, DetectorReport};
 use crate::ownership::{Ownership, Start, TopicPartition};
-use crate::supervised::SupervisedDetector;
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -229,18 +229,8 @@ pub(crate) async fn run(
 ) -> Result<DetectorReport, DetectorError> {
     let RoleHandles { drain, ready, teardown, grace } = role;
     config.validate().map_err(DetectorError::Config)?;
-    let model = match config.forest.model_path.clone() {
-        Some(path) if config.forest.enabled => {
-            let m = tokio::task::spawn_blocking(move || TrainedForest::load(&path))
-                .await
-                .map_err(|e| DetectorError::Worker(e.to_string()))??;
-            tracing::info!(model_version = m.version(), threshold = m.threshold(), "isolation model loaded");
-            Some(m)
-        }
-        _ => None,
-    };
-    let supervised_config = config.supervised.clone();
-    let supervised = tokio::task::spawn_blocking(move || SupervisedDetector::load(&supervised_config))
+    let models_config = config.clone();
+    let models = tokio::task::spawn_blocking(move || Models::load(&models_config))
         .await
         .map_err(|e| DetectorError::Worker(e.to_string()))??;
 
@@ -287,7 +277,7 @@ pub(crate) async fn run(
         "detector started"
     );
 
-    let engine = Arc::new(Mutex::new(Engine::new(&config, model).with_supervised(supervised)));
+    let engine = Arc::new(Mutex::new(Engine::new(&config, models)));
     let meters = Metrics::new();
     // The scoring API serves the model of one detector per process: the first to start.
     let publisher = handles.model_feed.claim();

@@ -15,6 +15,7 @@ use crate::fanout::{FanoutRule, fanout_anomaly};
 use crate::features::{FeatureScratch, batch_features};
 use crate::forest::{IsolationDetector, Retrainer, TrainedForest, isolation_anomaly};
 use crate::misuse::MisuseRules;
+use crate::models::Models;
 use crate::profile::{ProfileDetector, ProfileModel};
 use crate::rate::{RateRule, rate_anomaly};
 use crate::state::HostMap;
@@ -59,9 +60,10 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// An engine for `config`; `model` (a loaded forest) replaces the warm-up when given.
-    pub fn new(config: &DetectorConfig, mut model: Option<TrainedForest>) -> Self {
-        let profile_model = model.as_mut().and_then(TrainedForest::take_profile);
+    /// An engine for `config`, starting from `models` (loaded by [`Models::load`]): a loaded forest or profile
+    /// model replaces its detector's warm-up, a supervised detector is run when given.
+    pub fn new(config: &DetectorConfig, models: Models) -> Self {
+        let Models { forest: model, profiles: profile_model, supervised } = models;
         Self {
             hosts: HostMap::new(&config.state),
             rate: config.rate.enabled.then(|| RateRule::from(&config.rate)),
@@ -78,16 +80,10 @@ impl Engine {
             profile: config.profile.enabled.then(|| ProfileDetector::new(&config.profile, profile_model)),
             source_side: config.victim.enabled.then(|| SourceSide::new(&config.victim)),
             destination_side: config.victim.enabled.then(|| DestinationSide::new(&config.victim)),
-            supervised: None,
+            supervised,
             scratch: FeatureScratch::default(),
             stats: EngineStats::default(),
         }
-    }
-
-    /// Adds the supervised detector (a model loaded by [`SupervisedDetector::load`]); `None` leaves it off.
-    pub fn with_supervised(mut self, detector: Option<SupervisedDetector>) -> Self {
-        self.supervised = detector;
-        self
     }
 
     /// Processes one packet batch read from packets-topic partition `partition`, appending anomalies to `out`.
@@ -283,7 +279,7 @@ mod tests {
         cfg.forest.enabled = false;
         cfg.beacon.enabled = false;
 
-        let mut e = Engine::new(&cfg, None);
+        let mut e = Engine::new(&cfg, Models::default());
         let mut out = Vec::new();
         let mut i = 0;
         while e.profile_model().is_none() && i < 5_000 {
@@ -318,7 +314,7 @@ mod tests {
     #[test]
     fn end_to_end_without_kafka() {
         let cfg = DetectorConfig::default();
-        let mut e = Engine::new(&cfg, None);
+        let mut e = Engine::new(&cfg, Models::default());
         let mut out = vec![];
         // 512 benign batches (of >= 8 packets) train the forest, 2,000 more are scored.
         let mut i = 0;
@@ -378,7 +374,7 @@ mod tests {
             cfg.forest.min_packets = 1;
             cfg.forest.trees = 2;
             cfg.victim.min_sources = 2;
-            let mut e = Engine::new(&cfg, None);
+            let mut e = Engine::new(&cfg, Models::default());
             let mut out = vec![];
             for i in 0..300u32 {
                 let mut b = benign_batch(u64::from(i));

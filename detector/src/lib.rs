@@ -8,7 +8,7 @@
 //! - [`victim`]: many sources converging on one destination, aggregated across detectors through the
 //!   destinations topic (kind `victim`).
 //! - [`profile`]: k-means over per-host behaviour profiles (rates, fan-out, protocol mix, flags, sizes per 10 s
-//!   window), a calibrated distance threshold, per-host thresholds, persisted with the forest (kind `profile`).
+//!   window), a calibrated distance threshold, per-host thresholds, persisted in a file of its own (kind `profile`).
 //! - [`beacon`]: connections to one destination at a fixed period, like C2 check-ins (kind `beacon`).
 //! - [`supervised`]: a random forest trained offline on labelled traffic (`netanom train --supervised`), loaded
 //!   from `[detector.supervised] model_path` (kind `supervised`).
@@ -17,7 +17,8 @@
 //!
 //! Each kind's module holds its `[detector.<kind>]` configuration section with its validation, its per-host
 //! state and its tests; [`config`] gathers the sections with the consumer settings. [`features`] defines the
-//! named feature vectors the models use, [`state`] holds the bounded per-host map, [`engine`] ties the
+//! named feature vectors the models use, [`model_file`] tells model files apart and [`models`] loads the ones
+//! a detector starts from, [`state`] holds the bounded per-host map, [`engine`] ties the
 //! detectors together without Kafka, [`anomaly`] builds the records, [`api`] serves the model in force over HTTP
 //! (`POST /api/v1/analyze`) and `consume` is the Kafka loop behind [`run`]. Detectors scale horizontally as one
 //! consumer group: each owns the hosts of its packets partitions and the victims of its destinations
@@ -37,6 +38,7 @@ pub mod handles;
 pub mod metrics;
 pub mod misuse;
 pub mod model_file;
+pub mod models;
 mod outcome;
 mod ownership;
 pub mod profile;
@@ -54,6 +56,7 @@ pub use engine::{Engine, EngineStats};
 pub use fanout::FanoutConfig;
 pub use forest::{ForestConfig, ForestError, ModelFeed, TrainedForest};
 pub use handles::{Handles, Share};
+pub use models::{ModelError, Models};
 pub use outcome::{DetectorError, DetectorReport};
 pub use profile::ProfileConfig;
 pub use rate::RateConfig;

@@ -4,8 +4,7 @@ use std::collections::BTreeMap;
 
 use netanom_schemas::AnomalyKind;
 
-use crate::forest::ForestError;
-use crate::supervised::SupervisedError;
+use crate::models::ModelError;
 use crate::validation::ConfigError;
 
 /// Why the detector stopped with an error.
@@ -14,12 +13,9 @@ pub enum DetectorError {
     /// The configuration is invalid; every problem is listed.
     #[error("invalid detector configuration: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Config(Vec<ConfigError>),
-    /// The persisted isolation model could not be loaded.
+    /// A model file could not be loaded.
     #[error(transparent)]
-    Model(#[from] ForestError),
-    /// The supervised model could not be loaded.
-    #[error(transparent)]
-    Supervised(#[from] SupervisedError),
+    Model(#[from] ModelError),
     /// A Kafka client operation failed.
     #[error("kafka: {what}: {source}")]
     Kafka {

@@ -256,7 +256,8 @@ mod tests {
         // R: the records of the 10 s before the hand-over (the longest window).
         let r = k - stream.iter().position(|b| b.packets[0].ts_ns >= hand_over - 10 * SEC).unwrap();
 
-        let owner = || Owner { engine: Engine::new(&cfg, None), dest_next: 0, anomalies: Vec::new() };
+        let owner =
+            || Owner { engine: Engine::new(&cfg, crate::Models::default()), dest_next: 0, anomalies: Vec::new() };
         let mut single = owner();
         single.process(&stream, &mut Vec::new());
         let mut expected = single.anomalies.clone();

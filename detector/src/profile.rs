@@ -63,8 +63,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::anomaly::{AnomalyParts, seconds};
 use crate::features::{PROFILE, PROFILE_FEATURES, PROFILE_NAMES, Profile, ProfileVector, Scale};
+use crate::model_file::{FileError, ModelKind, Problem, check_features, check_kind};
 use crate::time::ns;
 use crate::validation::{ConfigError, Problems};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// `[detector.profile]`: k-means over per-host behaviour profiles (see [`crate::profile`] for the features and
@@ -75,12 +77,12 @@ pub struct ProfileConfig {
     /// Whether the detector runs. Default true.
     pub enabled: bool,
     /// Tumbling window of packet time a profile aggregates (aligned to multiples of its length); rates are per
-    /// second of it. A model loaded from `forest.model_path` brings its own window. Default 10 s.
+    /// second of it. A model loaded from `model_path` brings its own window. Default 10 s.
     #[serde(with = "humantime_serde")]
     pub window: Duration,
     /// Profiles of fewer packets are neither trained on nor scored: a host's handful of packets (a DNS lookup,
     /// a keep-alive) says little about its behaviour and makes noisy outliers. A model loaded from
-    /// `forest.model_path` brings its own. Default 20 (2 packets/s over 10 s; 10 and 5 let one benign capture
+    /// `model_path` brings its own. Default 20 (2 packets/s over 10 s; 10 and 5 let one benign capture
     /// of the 17 alert in the leave-one-out calibration, see the crate README).
     pub min_packets: u32,
     /// Profiles (of at least `min_packets`) used for training: the first ones this detector closes. Default 512.
@@ -110,6 +112,9 @@ pub struct ProfileConfig {
     /// reported: a server's backscatter to a scan or a flood (RSTs, SYN-ACKs) is the initiator's anomaly, which
     /// the rules report, not the server's. In (0, 1]; 1 reports every window. Default 0.9.
     pub max_reply_fraction: f64,
+    /// Start from this profile model file (written by `netanom train --profile-out`) instead of training on the
+    /// first `warmup_profiles` profiles. Default none.
+    pub model_path: Option<PathBuf>,
 }
 
 impl Default for ProfileConfig {
@@ -127,6 +132,7 @@ impl Default for ProfileConfig {
             per_host_min_history: 30,
             per_host_sigmas: 3.0,
             max_reply_fraction: 0.9,
+            model_path: None,
         }
     }
 }
@@ -172,6 +178,11 @@ impl ProfileConfig {
         p.check(self.max_reply_fraction > 0.0 && self.max_reply_fraction <= 1.0, "max_reply_fraction", || {
             format!("must be in (0, 1], got {}", self.max_reply_fraction)
         });
+        if let Some(path) = &self.model_path
+            && self.enabled
+        {
+            p.check(path.is_file(), "model_path", || format!("{} is not a file", path.display()));
+        }
         p.into_vec()
     }
 }
@@ -186,7 +197,7 @@ fn min_scale(scale: Scale) -> f64 {
 }
 
 /// Format tag of a persisted model.
-const FORMAT: &str = "netanom-profile-kmeans-v1";
+const FORMAT: &str = ModelKind::Profiles.format();
 
 /// Profiles the silhouette rule looks at, at most.
 const SILHOUETTE_SAMPLE: usize = 1_000;
@@ -223,9 +234,9 @@ pub enum ProfileError {
     /// The thread k-means runs on could not be started.
     #[error("cannot start the k-means thread: {0}")]
     Worker(#[source] rayon::ThreadPoolBuildError),
-    /// A persisted model is inconsistent.
-    #[error("invalid profile model: {0}")]
-    Invalid(String),
+    /// A model file could not be read or written, is of another kind, or was trained on other features.
+    #[error(transparent)]
+    File(#[from] FileError),
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -480,8 +491,8 @@ impl From<&ProfileConfig> for TrainOptions {
     }
 }
 
-/// A trained profile model: standardisation, centroids and threshold. Persisted as JSON inside the model file
-/// (see [`crate::forest::TrainedForest`]).
+/// A trained profile model: standardisation, centroids and threshold. Persisted as a JSON model file of its own
+/// (format `netanom-profile-kmeans-v1`, see [`crate::model_file`]).
 #[derive(Clone, Serialize, Deserialize)]
 pub struct ProfileModel {
     format: String,
@@ -814,15 +825,26 @@ impl ProfileModel {
             .collect()
     }
 
-    /// Checks a deserialised model (from a file) and sets its version.
-    pub fn checked(mut self) -> Result<Self, ProfileError> {
-        let bad = |what: String| Err(ProfileError::Invalid(what));
-        if self.format != FORMAT {
-            return bad(format!("format {:?}, expected {FORMAT:?}", self.format));
-        }
-        if self.features != PROFILE_NAMES {
-            return bad(format!("features {:?} differ from this build's {:?}", self.features, PROFILE_NAMES));
-        }
+    /// Writes the model (JSON) to `path`.
+    pub fn save(&self, path: &Path) -> Result<(), ProfileError> {
+        let fail = |problem| FileError { path: path.to_path_buf(), problem };
+        let text = serde_json::to_vec(self).map_err(|e| fail(Problem::Format(e.to_string())))?;
+        Ok(std::fs::write(path, text).map_err(|e| fail(Problem::Io(e)))?)
+    }
+
+    /// Reads a model written by [`ProfileModel::save`], checking its kind, format, feature list and values.
+    pub fn load(path: &Path) -> Result<Self, ProfileError> {
+        let fail = |problem| FileError { path: path.to_path_buf(), problem };
+        let text = std::fs::read(path).map_err(|e| fail(Problem::Io(e)))?;
+        check_kind(&text, ModelKind::Profiles).map_err(|what| fail(Problem::Kind(what)))?;
+        let model: ProfileModel = serde_json::from_slice(&text).map_err(|e| fail(Problem::Format(e.to_string())))?;
+        check_features(&model.features, &PROFILE_NAMES).map_err(|what| fail(Problem::Features(what)))?;
+        Ok(model.checked().map_err(|what| fail(Problem::Format(what)))?)
+    }
+
+    /// Checks the values of a deserialised model and sets its version.
+    fn checked(mut self) -> Result<Self, String> {
+        let bad = Err;
         if self.mean.len() != FEATURES || self.scale.len() != FEATURES {
             return bad(format!(
                 "mean and scale have lengths {} and {}, expected {FEATURES}",
@@ -1381,27 +1403,45 @@ mod tests {
         assert_eq!(a.version(), b.version());
         assert!(a.version().starts_with("km-"));
         assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
-        // Persisted beside a forest in the model file.
+        // Persisted in a file of its own.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.profiles.json");
+        a.save(&path).unwrap();
+        let c = ProfileModel::load(&path).unwrap();
+        assert_eq!(c.version(), a.version());
+        for v in data.iter().take(50).chain([&scan_profile()]) {
+            assert_eq!(a.score(v).1.to_bits(), c.score(v).1.to_bits());
+        }
+        // A file listing other features is refused with the differences named.
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replacen("\"rst_fraction\"", "\"urg_fraction\"", 1)).unwrap();
+        let err = ProfileModel::load(&path).unwrap_err().to_string();
+        assert!(
+            err.ends_with(
+                "model.profiles.json was trained on other features than this build: not in this build \
+                 [\"urg_fraction\"]; missing from the file [\"rst_fraction\"]"
+            ),
+            "{err}"
+        );
+        // A damaged file is refused with the file named.
+        std::fs::write(&path, text.replace("\"threshold\":", "\"threshold\":-")).unwrap();
+        let err = ProfileModel::load(&path).unwrap_err().to_string();
+        assert!(err.contains("model.profiles.json") && err.contains("threshold"), "{err}");
+        // A file of another kind is named.
         let mut s = crate::features::FeatureScratch::default();
         let vectors: Vec<_> =
             (0..300).map(|i| crate::features::batch_features(&benign_batch(i).packets, &mut s)).collect();
         let forest_opts =
             crate::forest::TrainOptions::from(&crate::forest::ForestConfig { trees: 10, ..Default::default() });
-        let forest = crate::forest::train(&vectors, &forest_opts).unwrap().with_profile(Some(a.clone()));
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("model.json");
-        forest.save(&path).unwrap();
-        let mut loaded = crate::forest::TrainedForest::load(&path).unwrap();
-        let c = loaded.take_profile().expect("the profile model is in the file");
-        assert_eq!(c.version(), a.version());
-        for v in data.iter().take(50).chain([&scan_profile()]) {
-            assert_eq!(a.score(v).1.to_bits(), c.score(v).1.to_bits());
-        }
-        // A file whose profile section is damaged is refused with the file named.
-        let text = std::fs::read_to_string(&path).unwrap().replace("\"threshold\":", "\"threshold\":-");
-        std::fs::write(&path, text).unwrap();
-        let err = crate::forest::TrainedForest::load(&path).unwrap_err().to_string();
-        assert!(err.contains("model.json") && err.contains("threshold"), "{err}");
+        crate::forest::train(&vectors, &forest_opts).unwrap().save(&path).unwrap();
+        let err = ProfileModel::load(&path).unwrap_err().to_string();
+        assert!(
+            err.ends_with(
+                "model.profiles.json is an isolation-forest model (format netanom-eif-v1), expected a host-profile \
+                 (k-means) model"
+            ),
+            "{err}"
+        );
     }
 
     /// A profile on the line from `near` to `far` whose distance is about `target`.

@@ -29,10 +29,14 @@ pub struct EvalArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Start from this model file (written by `netanom train` or `forest.save_path`) instead of training on the
-    /// warm-up sample (key `detector.forest.model_path`).
+    /// Start from this isolation-forest model file (written by `netanom train --out` or `forest.save_path`)
+    /// instead of training on the warm-up sample (key `detector.forest.model_path`).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Start from this host-profile model file (written by `netanom train --profile-out`) instead of training
+    /// on the first warm-up profiles (key `detector.profile.model_path`).
+    #[arg(long)]
+    pub profile_model: Option<PathBuf>,
 }
 
 /// `netanom eval`.

@@ -1,7 +1,7 @@
 //! One detection pass of `netanom replay`: the detector's Kafka-free [`Engine`] over the records of a range in
 //! the replay order, with the destination aggregation done in this process.
 
-use netanom_detector::{DetectorConfig, Engine, TrainedForest};
+use netanom_detector::{DetectorConfig, Engine, Models, TrainedForest};
 use netanom_schemas::{Anomaly, SchemaIds};
 
 use crate::topic_range::{ReplayRecord, replay_order};
@@ -27,7 +27,7 @@ pub fn detect(
     config: &DetectorConfig,
     model: Option<TrainedForest>,
 ) -> Detection {
-    detect_with(records, ids, config, Engine::new(config, model))
+    detect_with(records, ids, config, Engine::new(config, Models { forest: model, ..Models::default() }))
 }
 
 /// [`detect`] with an engine built by the caller (e.g. with the supervised detector).

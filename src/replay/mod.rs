@@ -14,10 +14,10 @@
 //! aggregation in this process over the one global order: after every `detector.chunk_records` records the
 //! engine's destination-statistics deltas are applied to its own destination side instead of going through
 //! the destinations topic. The isolation model is either loaded (`--model`) or trained with its seed on the
-//! first warm-up vectors of that same order, and so is the host-profile model (the `profile` section of the
-//! same file, or trained on the first warm-up profiles; the windows still open at the end of the range are
-//! scored there); the supervised model, when `detector.supervised.model_path` is set, is loaded as the
-//! detector loads it. So two replays of the same range with the same model and
+//! first warm-up vectors of that same order, and so is the host-profile model (`--profile-model`, or trained on
+//! the first warm-up profiles; the windows still open at the end of the range are scored there); the
+//! supervised model, when `detector.supervised.model_path` is set, is loaded as the detector loads it
+//! ([`netanom_detector::Models`]). So two replays of the same range with the same model and
 //! configuration write byte-identical output. (A live detector group may differ from a replay in victim
 //! anomalies near chunk boundaries: it sees the destination deltas as they arrive.)
 //!
@@ -33,8 +33,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use netanom_detector::supervised::SupervisedDetector;
-use netanom_detector::{Engine, TrainedForest};
+use netanom_detector::{Engine, Models, TrainedForest};
 
 use crate::config::Config;
 use crate::topic_range::{Position, ReadSpec, read_range};
@@ -60,17 +59,22 @@ pub struct ReplayArgs {
     /// End of the range, exclusive: an offset or an RFC 3339 time; default the high watermark at start.
     #[arg(long)]
     pub to: Option<Position>,
-    /// Isolation model to use (JSON written by `forest.save_path` or `netanom train`); default: the detector's
-    /// `forest.model_path`, else trained with the configured seed on the first warm-up vectors of the replay.
+    /// Isolation model to use (JSON written by `forest.save_path` or `netanom train --out`); default: the
+    /// detector's `forest.model_path`, else trained with the configured seed on the first warm-up vectors of the
+    /// replay.
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Host-profile model to use (JSON written by `netanom train --profile-out`); default: the detector's
+    /// `profile.model_path`, else trained on the first warm-up profiles of the replay.
+    #[arg(long)]
+    pub profile_model: Option<PathBuf>,
     /// Produce the anomalies (Avro, key = host) to this topic.
     #[arg(long, conflicts_with = "out")]
     pub output_topic: Option<String>,
     /// Write the anomalies as JSON lines to this file (default: stdout, unless --output-topic).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Also run with this model and print the anomalies gained and lost, by (host, kind, window start), as
+    /// Also run with this isolation model (the other models as for the first run) and print the anomalies gained and lost, by (host, kind, window start), as
     /// JSON lines on stdout.
     #[arg(long)]
     pub diff: Option<PathBuf>,
@@ -103,19 +107,23 @@ pub async fn command(args: ReplayArgs, mut cfg: Config) -> anyhow::Result<()> {
         &cfg,
     )?;
     let brokers = spec.brokers.clone();
-    let detector = cfg.detector.clone();
+    let mut detector = cfg.detector.clone();
+    if args.model.is_some() {
+        detector.forest.model_path.clone_from(&args.model);
+    }
+    if args.profile_model.is_some() {
+        detector.profile.model_path.clone_from(&args.profile_model);
+    }
     let ids = cfg.schemas.ids;
-    let model_path = args.model.clone().or_else(|| detector.forest.model_path.clone());
     let diff_path = args.diff.clone();
     let (ranges, base, other) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let (ranges, records) = read_range(&spec)?;
-        let model = model_path.as_deref().map(load_model).transpose()?;
-        let engine = |m| -> anyhow::Result<Engine> {
-            Ok(Engine::new(&detector, m).with_supervised(SupervisedDetector::load(&detector.supervised)?))
-        };
-        let base = detect_with(&records, &ids, &detector, engine(model)?);
+        let base = detect_with(&records, &ids, &detector, Engine::new(&detector, Models::load(&detector)?));
         let other = match diff_path {
-            Some(p) => Some(detect_with(&records, &ids, &detector, engine(Some(load_model(&p)?))?)),
+            Some(p) => {
+                let models = Models { forest: Some(load_model(&p)?), ..Models::load(&detector)? };
+                Some(detect_with(&records, &ids, &detector, Engine::new(&detector, models)))
+            }
             None => None,
         };
         Ok((ranges, base, other))

@@ -32,11 +32,16 @@ pub struct TrainArgs {
     /// With --from: most records held in memory for ordering.
     #[arg(long, default_value_t = 5_000_000, requires = "from", conflicts_with = "pcap")]
     pub max_records: usize,
-    /// Where to write the model (JSON): loadable by `forest.model_path` and `replay --model`, or with
-    /// --supervised by `supervised.model_path`.
+    /// Where to write the isolation-forest model (JSON), loaded by `--model` (key `forest.model_path`); with
+    /// --supervised, the supervised model, loaded by `--supervised-model` (key `supervised.model_path`).
     #[arg(long)]
     pub out: PathBuf,
-    /// Training seed of both models (default: `detector.forest.seed` for the forest, `detector.profile.seed` for
+    /// Where to write the host-profile model (JSON), loaded by `--profile-model` (key `profile.model_path`).
+    /// Default: beside --out, its name with `.profiles.json` for the extension (`model.json` gives
+    /// `model.profiles.json`). Not written when `detector.profile.enabled` is false.
+    #[arg(long, conflicts_with = "supervised")]
+    pub profile_out: Option<PathBuf>,
+    /// Training seed of the forest and the host-profile model (default: `detector.forest.seed` for the forest, `detector.profile.seed` for
     /// the host-profile model).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -69,6 +74,16 @@ pub struct TrainArgs {
     pub json: bool,
 }
 
+impl TrainArgs {
+    /// Where the host-profile model goes: `--profile-out`, else `--out` with `.profiles.json` for its extension.
+    pub fn profile_out(&self) -> PathBuf {
+        self.profile_out.clone().unwrap_or_else(|| {
+            let stem = self.out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            self.out.with_file_name(format!("{stem}.profiles.json"))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -95,6 +110,13 @@ mod tests {
         let a = parse("--from 2024-01-01T00:00:00Z --to 10 --brokers b:9092 --out m.json").unwrap();
         assert_eq!((a.from, a.to), (Some(Position::Time(1_704_067_200_000)), Some(Position::Offset(10))));
         assert!(a.pcap.is_empty());
+        assert_eq!(a.profile_out(), PathBuf::from("m.profiles.json"));
+        let a = parse("--pcap a.pcap --out dir/forest --profile-out p.json").unwrap();
+        assert_eq!(a.profile_out(), PathBuf::from("p.json"));
+        assert_eq!(
+            parse("--pcap a.pcap --out dir/forest").unwrap().profile_out(),
+            PathBuf::from("dir/forest.profiles.json")
+        );
         for wrong in [
             "--out m.json",
             "--pcap a.pcap --from 0 --out m.json",
@@ -119,6 +141,7 @@ mod tests {
             "--supervised --labels l.csv --from 0 --out m.json",
             "--test-pcap t.pcap --pcap a.pcap --out m.json",
             "--supervised --labels l.csv --pcap a.pcap --samples 10 --out m.json",
+            "--supervised --labels l.csv --pcap a.pcap --profile-out p.json --out m.json",
         ] {
             assert!(parse(wrong).is_err(), "{wrong} was accepted");
         }

@@ -1,4 +1,4 @@
-//! `netanom train` of the isolation model (and the host-profile model saved with it), from captures or from a
+//! `netanom train` of the isolation model and the host-profile model, each to its own file, from captures or from a
 //! topic range. Captures go through [`crate::offline::batches`], a topic range is read by
 //! [`crate::topic_range`] in the replay order, and either becomes a [`TrainingSet`]: the vectors the detector
 //! would take for its warm-up, and the host profiles it would aggregate. Training is seeded: the same inputs
@@ -126,44 +126,42 @@ fn topic_training_set(args: &TrainArgs, from: Position, cfg: &Config, max: usize
     Ok(set)
 }
 
-/// Trains the isolation model (and, when profiles are given, the host-profile model) with the seed and saves
-/// them to `--out`, printing what was trained.
+/// Trains the isolation model and, when profiles are given, the host-profile model with the seed, saves them to
+/// `--out` and [`TrainArgs::profile_out`], and prints what was trained and where.
 fn train_and_save(set: &TrainingSet, args: &TrainArgs, cfg: &Config) -> anyhow::Result<()> {
     let forest = &cfg.detector.forest;
     let vectors = &set.vectors;
     let model = train_vectors(vectors, forest, args.seed.unwrap_or(forest.seed))?;
     let p = &cfg.detector.profile;
     let mut profile_note = String::new();
-    let profile = if let Some(profiles) = &set.profiles {
+    if let Some(profiles) = &set.profiles {
         let opts = netanom_detector::profile::TrainOptions {
             seed: args.seed.unwrap_or(p.seed),
             ..netanom_detector::profile::TrainOptions::from(p)
         };
         match netanom_detector::profile::train(profiles, &opts) {
             Ok(m) => {
+                let path = args.profile_out();
+                m.save(&path)?;
                 profile_note = format!(
-                    "; profile model {} (k = {}, threshold {:.2}) on {} host profiles",
+                    "; profile model {} (k = {}, threshold {:.2}) on {} host profiles, wrote {} (--profile-model)",
                     m.version(),
                     m.k(),
                     m.threshold(),
-                    profiles.len()
+                    profiles.len(),
+                    path.display()
                 );
-                Some(m)
             }
             // Too little traffic for profiles is not fatal: the detector then trains them on its warm-up.
             Err(e @ netanom_detector::profile::ProfileError::TooFewProfiles { .. }) => {
                 eprintln!("note: no profile model written ({e}); the detector will train one on its warm-up");
-                None
             }
             Err(e) => return Err(TrainError::from(e).into()),
         }
-    } else {
-        None
-    };
-    let model = model.with_profile(profile);
+    }
     model.save(&args.out)?;
     println!(
-        "trained {} on {} batch vectors (threshold {:.3}){profile_note}; wrote {}",
+        "trained {} on {} batch vectors (threshold {:.3}), wrote {} (--model){profile_note}",
         model.version(),
         vectors.len(),
         model.threshold(),

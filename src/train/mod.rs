@@ -1,6 +1,6 @@
-//! `netanom train`: learns a model offline and saves it for the detector. Without `--supervised`, the isolation
-//! model (with the host-profile model) from normal traffic, in captures or a range of a packets topic
-//! ([`isolation`]); with `--supervised`, the random forest from labelled captures ([`random_forest`]; not to be
+//! `netanom train`: learns models offline and saves each to a file of its own kind for the detector. Without
+//! `--supervised`, the isolation model (`--out`) and the host-profile model (`--profile-out`) from normal
+//! traffic, in captures or a range of a packets topic ([`isolation`]); with `--supervised`, the random forest from labelled captures ([`random_forest`]; not to be
 //! confused with the detector's own `supervised` module, which scores with that model). The flags are
 //! [`args`].
 

@@ -593,7 +593,7 @@ mod tests {
         let run = |rules: bool| {
             let mut cfg = retraining(60);
             cfg.fanout.enabled = rules;
-            let mut e = Engine::new(&cfg, None);
+            let mut e = Engine::new(&cfg, crate::Models::default());
             let mut out = Vec::new();
             let mut s = FeatureScratch::default();
             let probe = batch_features(&shape.packets, &mut s);
@@ -645,7 +645,7 @@ mod tests {
         let run = |seed: u64| {
             let mut cfg = retraining(60);
             cfg.forest.seed = seed;
-            let mut e = Engine::new(&cfg, None);
+            let mut e = Engine::new(&cfg, crate::Models::default());
             let mut out = Vec::new();
             let mut switches = Vec::new();
             for b in &traffic {

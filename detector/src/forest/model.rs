@@ -17,8 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::config::ForestConfig;
 use super::flat::{FlatForest, ForestRepr, InRepr, NodeRepr, TreeRepr};
 use crate::features::{FEATURE_NAMES, FEATURES, FeatureVector, model_input};
-use crate::model_file::{ModelKind, check_kind};
-use crate::profile::ProfileModel;
+use crate::model_file::{ModelKind, check_features, check_kind};
 
 /// Why a model could not be trained, loaded or saved.
 #[derive(Debug, thiserror::Error)]
@@ -46,12 +45,20 @@ pub enum ForestError {
     /// The forest could not be copied into its flat scoring form.
     #[error("flattening the forest failed")]
     Flatten(#[source] super::flat::FlattenError),
-    /// A model file is of another kind (a supervised model) or another format version.
+    /// A model file is of another kind (a supervised or profile model) or another format version.
     #[error("{} {what}", path.display())]
     Kind {
         /// The file.
         path: PathBuf,
         /// What it is instead.
+        what: String,
+    },
+    /// A model file was trained on other features than this build's feature table.
+    #[error("{} {what}", path.display())]
+    Features {
+        /// The file.
+        path: PathBuf,
+        /// The differences.
         what: String,
     },
     /// A model file is not a valid model.
@@ -116,10 +123,10 @@ pub struct TrainedForest {
     model_mean: Vec<f64>,
     model_std: Vec<f64>,
     forest: Forest<f64, FEATURES>,
-    /// The host-profile model `netanom train` writes beside the forest ([`crate::profile`]); a file without
-    /// one loads, and the profile detector then trains on its warm-up.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    profile: Option<ProfileModel>,
+    /// A host-profile model that older isolation-forest files carried inside: read only to warn that it
+    /// is not used (the profile model has its own file, `profile.model_path`).
+    #[serde(default, rename = "profile", skip_serializing)]
+    embedded_profile: Option<serde::de::IgnoredAny>,
     #[serde(skip)]
     version: String,
     /// The hot-path copy of `forest` (same scores, see [`crate::forest::flat`]).
@@ -299,7 +306,7 @@ pub fn train_generation(
         model_mean,
         model_std,
         forest,
-        profile: None,
+        embedded_profile: None,
         version,
         flat,
     })
@@ -372,16 +379,15 @@ impl TrainedForest {
         std::io::Write::flush(&mut w).map_err(io)
     }
 
-    /// Reads a model written by [`TrainedForest::save`], checking its format and feature list.
+    /// Reads a model written by [`TrainedForest::save`], checking its kind, format and feature list.
     pub fn load(path: &Path) -> Result<Self, ForestError> {
         let text = std::fs::read(path).map_err(|source| ForestError::Io { path: path.to_path_buf(), source })?;
         check_kind(&text, ModelKind::IsolationForest)
             .map_err(|what| ForestError::Kind { path: path.to_path_buf(), what })?;
         let format = |what: String| ForestError::Format { path: path.to_path_buf(), what };
         let mut model: TrainedForest = serde_json::from_slice(&text).map_err(|e| format(e.to_string()))?;
-        if model.features != FEATURE_NAMES {
-            return Err(format(format!("features {:?} differ from this build's {:?}", model.features, FEATURE_NAMES)));
-        }
+        check_features(&model.features, &FEATURE_NAMES)
+            .map_err(|what| ForestError::Features { path: path.to_path_buf(), what })?;
         let lens = [model.baseline_mean.len(), model.model_mean.len(), model.model_std.len()];
         if lens.iter().any(|l| *l != FEATURES) {
             return Err(format(format!("baseline vectors have lengths {lens:?}, expected {FEATURES}")));
@@ -395,26 +401,14 @@ impl TrainedForest {
         let text = serde_json::to_vec(&model.forest).map_err(|e| format(e.to_string()))?;
         model.version = forest_version(&text, model.generation);
         model.flat = FlatForest::new(&model.forest).map_err(|e| format(e.to_string()))?;
-        if let Some(p) = model.profile.take() {
-            model.profile = Some(p.checked().map_err(|e| format(e.to_string()))?);
+        if model.embedded_profile.take().is_some() {
+            tracing::warn!(
+                path = %path.display(),
+                "the model file also holds a host-profile model, which is not used: profile models have their own \
+                 file (detector.profile.model_path, written by netanom train --profile-out)"
+            );
         }
         Ok(model)
-    }
-
-    /// The same model with `profile` as its host-profile model (written with it by [`TrainedForest::save`]).
-    pub fn with_profile(mut self, profile: Option<ProfileModel>) -> Self {
-        self.profile = profile;
-        self
-    }
-
-    /// The host-profile model stored with the forest, if any.
-    pub fn profile(&self) -> Option<&ProfileModel> {
-        self.profile.as_ref()
-    }
-
-    /// Takes the host-profile model out (the engine hands it to the profile detector).
-    pub fn take_profile(&mut self) -> Option<ProfileModel> {
-        self.profile.take()
     }
 }
 
@@ -465,6 +459,30 @@ mod tests {
     }
 
     #[test]
+    fn a_forest_of_other_features_is_refused_naming_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.json");
+        let m = train(&training_set(300), &TrainOptions { trees: 5, ..opts() }).unwrap();
+        m.save(&path).unwrap();
+        // An older file with a host-profile model inside loads as the same forest (the profile part unused).
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replacen('{', r#"{"profile": {"format": "netanom-profile-kmeans-v1"},"#, 1))
+            .unwrap();
+        assert_eq!(TrainedForest::load(&path).unwrap().version(), m.version());
+        let text = std::fs::read_to_string(&path).unwrap().replacen("\"syn_fraction\"", "\"ack_fraction\"", 1);
+        std::fs::write(&path, text).unwrap();
+        let e = TrainedForest::load(&path).unwrap_err();
+        assert!(matches!(e, ForestError::Features { .. }), "{e:?}");
+        assert!(
+            e.to_string().ends_with(
+                "model.json was trained on other features than this build: not in this build [\"ack_fraction\"]; \
+                 missing from the file [\"syn_fraction\"]"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn load_rejects_other_files() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.json");
@@ -478,6 +496,9 @@ mod tests {
             e.ends_with("x.json is a supervised model (format netanom-rf-v1), expected an isolation-forest model"),
             "{e}"
         );
+        std::fs::write(&path, r#"{"format": "netanom-profile-kmeans-v1", "centroids": []}"#).unwrap();
+        let e = TrainedForest::load(&path).unwrap_err().to_string();
+        assert!(e.ends_with("is a host-profile (k-means) model (format netanom-profile-kmeans-v1), expected an isolation-forest model"), "{e}");
         assert!(matches!(TrainedForest::load(&dir.path().join("missing")), Err(ForestError::Io { .. })));
     }
 

@@ -221,8 +221,8 @@ mod tests {
         let mut config = crate::DetectorConfig::default();
         config.forest.enabled = false;
         let d = SupervisedDetector::new(&config.supervised, trained());
-        let mut on = crate::Engine::new(&config, None).with_supervised(Some(d));
-        let mut off = crate::Engine::new(&config, None);
+        let mut on = crate::Engine::new(&config, crate::Models { supervised: Some(d), ..Default::default() });
+        let mut off = crate::Engine::new(&config, crate::Models::default());
         let scan = scan_batch(0);
         let shifted = |s: i64| {
             let mut b = scan.clone();

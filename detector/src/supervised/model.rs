@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::confusion::Confusion;
 use crate::features::{FEATURE_NAMES, FEATURES, FeatureVector, USED_FEATURES};
-use crate::model_file::{ModelKind, check_kind};
+use crate::model_file::{ModelKind, check_features, check_kind};
 
 /// Why a supervised model could not be trained, loaded or saved.
 #[derive(Debug, thiserror::Error)]
@@ -22,12 +22,20 @@ pub enum SupervisedError {
         #[source]
         source: std::io::Error,
     },
-    /// A model file is of another kind (an isolation forest) or another format version.
+    /// A model file is of another kind (an isolation forest, a profile model) or another format version.
     #[error("{} {what}", path.display())]
     Kind {
         /// The file.
         path: PathBuf,
         /// What it is instead.
+        what: String,
+    },
+    /// A model file was trained on other features than this build's feature table.
+    #[error("{} {what}", path.display())]
+    Features {
+        /// The file.
+        path: PathBuf,
+        /// The differences.
         what: String,
     },
     /// A model file is not a valid model.
@@ -349,6 +357,8 @@ impl SupervisedModel {
             .map_err(|what| SupervisedError::Kind { path: path.to_path_buf(), what })?;
         let format = |what: String| SupervisedError::Format { path: path.to_path_buf(), what };
         let mut model: SupervisedModel = serde_json::from_slice(&text).map_err(|e| format(e.to_string()))?;
+        check_features(&model.features, &FEATURE_NAMES)
+            .map_err(|what| SupervisedError::Features { path: path.to_path_buf(), what })?;
         model.check().map_err(format)?;
         model.version = model.compute_version();
         Ok(model)
@@ -357,9 +367,6 @@ impl SupervisedModel {
     fn check(&self) -> Result<(), String> {
         if self.format != FORMAT {
             return Err(format!("format {:?}, expected {FORMAT:?}", self.format));
-        }
-        if self.features != FEATURE_NAMES {
-            return Err(format!("features {:?} differ from this build's {:?}", self.features, FEATURE_NAMES));
         }
         if let Some(f) = self.used_features.iter().find(|f| !FEATURE_NAMES.contains(&f.as_str())) {
             return Err(format!("used feature {f:?} is not a feature of this build"));
@@ -504,6 +511,18 @@ mod tests {
             let e = SupervisedModel::load(&path).unwrap_err();
             assert!(matches!(e, SupervisedError::Format { .. } | SupervisedError::Kind { .. }), "{key} = {value}: {e}");
         }
+        let mut v = good.clone();
+        v["features"] = serde_json::json!(FEATURE_NAMES[..FEATURES - 1]);
+        std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+        let e = SupervisedModel::load(&path).unwrap_err();
+        let last = FEATURE_NAMES[FEATURES - 1];
+        assert!(matches!(e, SupervisedError::Features { .. }), "{e:?}");
+        assert!(
+            e.to_string().ends_with(&format!(
+                "m.json was trained on other features than this build: missing from the file [{last:?}]"
+            )),
+            "{e}"
+        );
         let mut v = good.clone();
         v["surprise"] = serde_json::json!(1);
         std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
