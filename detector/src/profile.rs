@@ -63,7 +63,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::anomaly::{AnomalyParts, seconds};
 use crate::features::{PROFILE, PROFILE_FEATURES, PROFILE_NAMES, Profile, ProfileVector, Scale};
-use crate::time::ns;
+use crate::time::{ns, window_start_ns};
 use crate::validation::{ConfigError, Problems};
 use std::time::Duration;
 
@@ -411,7 +411,7 @@ impl HostProfile {
     pub fn observe(&mut self, p: &PacketFeatures, window_ns: i64) -> Option<ClosedProfile> {
         let closed = if self.acc.packets > 0 && p.ts_ns >= self.acc.end_ns { self.close(window_ns) } else { None };
         if self.acc.packets == 0 {
-            let aligned = p.ts_ns.div_euclid(window_ns).saturating_mul(window_ns);
+            let aligned = window_start_ns(p.ts_ns, window_ns);
             let start = self.closed_until_ns.map_or(aligned, |c| aligned.max(c));
             self.acc.start_ns = start;
             self.acc.end_ns = start.saturating_add(window_ns);
@@ -862,7 +862,8 @@ pub struct ProfileDetector {
     warmup: Vec<ProfileVector>,
     /// Training failed once; do not retry on every profile.
     failed: bool,
-    last_sweep_ns: Option<i64>,
+    /// Packet time of the last sweep, per packets-topic partition.
+    last_sweep_ns: std::collections::HashMap<i32, i64>,
 }
 
 impl ProfileDetector {
@@ -880,7 +881,7 @@ impl ProfileDetector {
             model,
             warmup: Vec::new(),
             failed: false,
-            last_sweep_ns: None,
+            last_sweep_ns: std::collections::HashMap::new(),
         }
     }
 
@@ -907,19 +908,22 @@ impl ProfileDetector {
         }
     }
 
-    /// Closes the windows of quiet hosts: at most once per window of packet time, every window that ended a
-    /// full window before `clock_ns` (the host map's packet clock). `hosts` are the profiles of every host.
-    /// Anomalies are appended in (window start, host) order.
+    /// Closes the windows of quiet hosts of one packets-topic partition: at most once per window of that
+    /// partition's packet time, every window that ended a full window before `clock_ns` (the partition's packet
+    /// clock, so how partitions interleave never splits a host's window). `hosts` are the profiles of every host
+    /// of the partition. Anomalies are appended in (window start, host) order.
     pub fn sweep<'a>(
         &mut self,
+        partition: i32,
         clock_ns: i64,
         hosts: impl Iterator<Item = (IpAddr, &'a mut HostProfile)>,
         out: &mut Vec<Anomaly>,
     ) {
-        if self.last_sweep_ns.is_some_and(|t| clock_ns.saturating_sub(t) < self.window_ns) {
-            return;
-        }
-        self.last_sweep_ns = Some(clock_ns);
+        // A clock that moved back (a partition that left and came back) sweeps at once.
+        match self.last_sweep_ns.get(&partition) {
+            Some(t) if (0..self.window_ns).contains(&clock_ns.saturating_sub(*t)) => return,
+            _ => self.last_sweep_ns.insert(partition, clock_ns),
+        };
         let (before, w) = (clock_ns.saturating_sub(self.window_ns), self.window_ns);
         self.close_all(hosts, out, |p| p.close_ended(before, w));
     }
@@ -1317,12 +1321,12 @@ mod tests {
         let burst = |t0: i64| (0..25).map(|k| syn(t0 + k * 1_000_000, ip(5, 5), 443)).collect::<Vec<_>>();
         let s = hosts.entry(a, 0, T0 + W / 2);
         det.observe_batch(a, &burst(T0), &mut s.profile, &mut out);
-        det.sweep(hosts.clock_ns(), hosts.profiles(), &mut out);
+        det.sweep(0, hosts.clock_ns(0), hosts.profiles_of(0), &mut out);
         assert!(det.warmup.is_empty(), "a's window is still open");
         // b's packets move the clock 2.5 windows on: a's window ended more than a window ago.
         let s = hosts.entry(b, 0, T0 + 25 * W / 10);
         det.observe_batch(b, &burst(T0 + 25 * W / 10), &mut s.profile, &mut out);
-        det.sweep(hosts.clock_ns(), hosts.profiles(), &mut out);
+        det.sweep(0, hosts.clock_ns(0), hosts.profiles_of(0), &mut out);
         assert_eq!(det.warmup.len(), 1, "the sweep closed a's window");
         // A late packet of a's closed window opens the next one, never the closed window again.
         let s = hosts.entry(a, 0, T0 + 1);

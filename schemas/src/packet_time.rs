@@ -52,19 +52,27 @@ impl Default for SkewConfig {
 }
 
 impl SkewConfig {
-    /// Every problem of the settings, each naming its key under `prefix` (e.g. `detector.time`).
-    pub fn validate(&self, prefix: &str) -> Vec<String> {
+    /// Every problem of the settings, as (key, problem), e.g. `("max_ahead", "must be > 0")`.
+    pub fn validate(&self) -> Vec<(&'static str, String)> {
         let mut errors = Vec::new();
         if self.max_ahead.is_zero() {
-            errors.push(format!("{prefix}.max_ahead must be > 0"));
+            errors.push(("max_ahead", "must be > 0".to_string()));
         }
         if self.max_behind.is_zero() {
-            errors.push(format!("{prefix}.max_behind must be > 0"));
+            errors.push(("max_behind", "must be > 0".to_string()));
         }
         if !(1..=1_000_000).contains(&self.resync_records) {
-            errors.push(format!("{prefix}.resync_records must be in 1..=1000000, got {}", self.resync_records));
+            errors.push(("resync_records", format!("must be in 1..=1000000, got {}", self.resync_records)));
         }
         errors
+    }
+}
+
+impl SkewConfig {
+    /// Whether a record whose packets span `earliest_ns..=latest_ns` lies within the skew around `now_ns` (a
+    /// reference clock such as the wall clock of a live capture).
+    pub fn check(&self, now_ns: i64, earliest_ns: i64, latest_ns: i64) -> Result<(), TimeRejection> {
+        within(now_ns, earliest_ns, latest_ns, duration_ns(self.max_ahead), duration_ns(self.max_behind))
     }
 }
 
@@ -256,6 +264,9 @@ mod tests {
         assert_eq!(c.admit(&rule(), i64::MIN, i64::MIN), Admission::Accepted);
         assert_eq!(c.admit(&rule(), i64::MIN, i64::MIN + S), Admission::Accepted);
         assert!(matches!(c.admit(&rule(), i64::MAX, i64::MAX), Admission::Rejected(_)));
+        assert!(rule().check(T, T - 600 * S, T + 300 * S).is_ok());
+        assert_eq!(rule().check(T, T - 601 * S, T).map_err(|r| r.skew), Err(Skew::Behind));
+        assert_eq!(rule().check(T, T, T + 301 * S).map_err(|r| r.skew), Err(Skew::Ahead));
     }
 
     #[test]
@@ -272,9 +283,8 @@ mod tests {
     #[test]
     fn settings_are_validated_with_their_keys() {
         let bad = SkewConfig { max_ahead: Duration::ZERO, max_behind: Duration::ZERO, resync_records: 0 };
-        let errors = bad.validate("detector.time");
-        assert_eq!(errors.len(), 3, "{errors:?}");
-        assert!(errors[0].starts_with("detector.time.max_ahead"));
-        assert!(SkewConfig::default().validate("x").is_empty());
+        let keys: Vec<&str> = bad.validate().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["max_ahead", "max_behind", "resync_records"]);
+        assert!(SkewConfig::default().validate().is_empty());
     }
 }
