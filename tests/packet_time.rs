@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn scan_capture() -> Option<PathBuf> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/evilfingers-nmap/TCP_SYN_SCAN.pcap");
@@ -50,20 +49,6 @@ impl Pcap {
     }
 }
 
-/// `netanom run --pcap capture`: the alerts and the summary printed on stdout.
-fn run(capture: &Path, out: &Path) -> (Vec<serde_json::Value>, String) {
-    let _ = std::fs::remove_file(out);
-    let result = Command::new(env!("CARGO_BIN_EXE_netanom"))
-        .args(["run", "--quiet", "--pcap"])
-        .arg(capture)
-        .arg("--alerts-out")
-        .arg(out)
-        .output()
-        .expect("netanom runs");
-    assert!(result.status.success(), "netanom run failed: {}", String::from_utf8_lossy(&result.stderr));
-    (common::read_alerts(out), String::from_utf8_lossy(&result.stdout).into_owned())
-}
-
 fn summary_line<'a>(summary: &'a str, prefix: &str) -> &'a str {
     summary.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix} line in {summary}"))
 }
@@ -76,7 +61,7 @@ fn a_far_future_and_a_1970_timestamp_are_dead_lettered_and_change_no_alert() {
     };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("alerts.jsonl");
-    let (clean, clean_summary) = run(&scan, &out);
+    let (clean, clean_summary) = common::run_capture(&scan, &out);
     assert!(!clean.is_empty(), "the scan is alerted");
     assert!(summary_line(&clean_summary, "detection:").contains("dead-lettered 0;"), "{clean_summary}");
 
@@ -89,7 +74,7 @@ fn a_far_future_and_a_1970_timestamp_are_dead_lettered_and_change_no_alert() {
     pcap.records.insert(k + 2, (1, 0, rest));
     let dirty_path = dir.path().join("skewed.pcap");
     pcap.write(&dirty_path);
-    let (dirty, summary) = run(&dirty_path, &out);
+    let (dirty, summary) = common::run_capture(&dirty_path, &out);
 
     assert_eq!(dirty, clean, "alerts changed by two bad timestamps");
     assert!(summary_line(&summary, "detection:").contains("dead-lettered 2;"), "{summary}");
@@ -104,7 +89,7 @@ fn a_capture_starting_at_the_epoch_raises_the_alerts_of_the_same_capture_at_a_mo
     };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("alerts.jsonl");
-    let (modern, _) = run(&scan, &out);
+    let (modern, _) = common::run_capture(&scan, &out);
     assert!(!modern.is_empty(), "the scan is alerted");
 
     let mut pcap = Pcap::read(&scan);
@@ -114,7 +99,7 @@ fn a_capture_starting_at_the_epoch_raises_the_alerts_of_the_same_capture_at_a_mo
     }
     let epoch_path = dir.path().join("epoch.pcap");
     pcap.write(&epoch_path);
-    let (epoch, _) = run(&epoch_path, &out);
+    let (epoch, _) = common::run_capture(&epoch_path, &out);
 
     let shift_ns = i128::from(start) * 1_000_000_000;
     // Everything but the times (and the id, which names the window) is equal; the times are shifted.

@@ -63,8 +63,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::anomaly::{AnomalyParts, seconds};
 use crate::features::{PROFILE, PROFILE_FEATURES, PROFILE_NAMES, Profile, ProfileVector, Scale};
-use crate::time::{ns, window_start_ns};
+use crate::time::{Admission, SkewConfig, ns, window_start_ns};
 use crate::validation::{ConfigError, Problems};
+use netanom_schemas::packet_time::PacketClock;
 use std::time::Duration;
 
 /// `[detector.profile]`: k-means over per-host behaviour profiles (see [`crate::profile`] for the features and
@@ -1097,7 +1098,8 @@ fn phrase(i: usize, v: f64) -> String {
 /// The profiles of a stream of packet batches, closed as the detector closes them (a host's next window, the
 /// sweep one window after the packet clock passed) plus every host's last window at the end: the training set
 /// `netanom train` builds from captures. Bounded: at most `max_hosts` hosts with an open window (packets of
-/// further hosts are skipped) and `max_profiles` profiles.
+/// further hosts are skipped) and `max_profiles` profiles. Batches outside the default packet-time skew of the
+/// stream (`crate::time`) are skipped, as the detector dead-letters them.
 #[derive(Debug)]
 pub struct ProfileCollector {
     window_ns: i64,
@@ -1107,6 +1109,7 @@ pub struct ProfileCollector {
     hosts: std::collections::BTreeMap<IpAddr, HostProfile>,
     clock_ns: i64,
     last_sweep_ns: i64,
+    time: PacketClock,
     profiles: Vec<ProfileVector>,
 }
 
@@ -1121,6 +1124,7 @@ impl ProfileCollector {
             hosts: std::collections::BTreeMap::new(),
             clock_ns: i64::MIN,
             last_sweep_ns: i64::MIN,
+            time: PacketClock::default(),
             profiles: Vec::new(),
         }
     }
@@ -1133,6 +1137,14 @@ impl ProfileCollector {
 
     /// Adds one batch.
     pub fn push(&mut self, batch: &PacketBatch) {
+        let (Some(first), Some(last)) =
+            (batch.packets.iter().map(|p| p.ts_ns).min(), batch.packets.iter().map(|p| p.ts_ns).max())
+        else {
+            return;
+        };
+        if matches!(self.time.admit(&SkewConfig::default(), first, last), Admission::Rejected(_)) {
+            return;
+        }
         if !self.hosts.contains_key(&batch.source) && self.hosts.len() >= self.max_hosts {
             return;
         }
