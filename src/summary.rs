@@ -21,6 +21,9 @@ pub fn producer(r: &ProducerReport) -> String {
     if !reasons.is_empty() {
         let _ = write!(s, " ({})", reasons.join(", "));
     }
+    if r.packets_time_skewed > 0 {
+        let _ = write!(s, "; outside the packet-time skew {}", r.packets_time_skewed);
+    }
     if r.kernel_dropped > 0 {
         let _ = write!(s, "; dropped by the kernel {}", r.kernel_dropped);
     }

@@ -25,22 +25,7 @@ fn labels(dir: &Path) -> Vec<(String, String, String)> {
 
 /// Runs `netanom run --pcap capture` and returns the alerts it wrote.
 fn run(capture: &Path, out: &Path) -> Vec<serde_json::Value> {
-    let _ = std::fs::remove_file(out);
-    let result = Command::new(env!("CARGO_BIN_EXE_netanom"))
-        .args(["run", "--quiet", "--pcap"])
-        .arg(capture)
-        .arg("--alerts-out")
-        .arg(out)
-        .output()
-        .expect("netanom runs");
-    assert!(
-        result.status.success(),
-        "netanom run --pcap {} failed: {}\n{}",
-        capture.display(),
-        result.status,
-        String::from_utf8_lossy(&result.stderr)
-    );
-    common::read_alerts(out)
+    common::run_capture(capture, out).0
 }
 
 #[test]

@@ -197,6 +197,9 @@ impl RouterConfig {
         if self.suppression.max_groups == 0 {
             err("suppression.max_groups", "must be >= 1, got 0".into());
         }
+        for (key, problem) in self.suppression.time.validate() {
+            err(&format!("suppression.time.{key}"), problem);
+        }
         for (i, hook) in self.webhooks.iter().enumerate() {
             if let Ok(url) = reqwest::Url::parse(&hook.url)
                 && let Err(refused) = outbound::check_url(&url, hook.allow_private)

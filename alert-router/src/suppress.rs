@@ -5,7 +5,10 @@
 //! A *window* of one (host, kind) opens at the `window_start_ns` of its first anomaly and lasts
 //! [`SuppressionConfig::window`] of packet time. Anomalies starting inside it are absorbed into the window's
 //! pending *group*. The pending group is emitted as an alert when
-//! - the watermark (the latest `window_end_ns` this router has seen) reaches the window's end: the window closes;
+//! - the watermark (the latest accepted `window_end_ns` this router has seen) reaches the window's end: the window
+//!   closes. An anomaly whose `window_end_ns` is outside the packet-time skew of the watermark
+//!   ([`SuppressionConfig::time`], the rule of [`netanom_schemas::packet_time`]) is still absorbed but does not move
+//!   the watermark, so one bad timestamp cannot close every window;
 //! - [`SuppressionConfig::flush_after`] of wall time passed since the group opened (the window stays open; later
 //!   repeats form a *continuation* group, emitted the same way with its own count);
 //! - an anomaly starting after the window's end arrives (the window closes and a new one opens);
@@ -19,6 +22,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
+use netanom_schemas::packet_time::{Admission, PacketClock, SkewConfig};
 use netanom_schemas::{Alert, Anomaly, AnomalyKind, format_rfc3339_ns, time_from_ns};
 use serde::Deserialize;
 use tokio::time::Instant;
@@ -37,11 +41,19 @@ pub struct SuppressionConfig {
     /// Maximum number of open (host, kind) windows; beyond it the window closing soonest is emitted early.
     /// Default 100000.
     pub max_groups: usize,
+    /// Packet-time skew of the watermark (`[alert_router.suppression.time]`): how far an anomaly's window end may
+    /// be ahead of (default 5 min) or behind (10 min) the watermark and still move it.
+    pub time: SkewConfig,
 }
 
 impl Default for SuppressionConfig {
     fn default() -> Self {
-        Self { window: Duration::from_secs(60), flush_after: Duration::from_secs(5), max_groups: 100_000 }
+        Self {
+            window: Duration::from_secs(60),
+            flush_after: Duration::from_secs(5),
+            max_groups: 100_000,
+            time: SkewConfig::default(),
+        }
     }
 }
 
@@ -119,6 +131,7 @@ pub struct Suppressor {
     by_end: BTreeMap<(i64, u64), Key>,
     /// Pending groups by opening time (non-decreasing), with their generation; stale entries are skipped.
     flush_queue: VecDeque<(Instant, Key, u64)>,
+    clock: PacketClock,
     watermark_ns: i64,
     sequence: u64,
     evicted: u64,
@@ -134,6 +147,7 @@ impl Suppressor {
             windows: HashMap::new(),
             by_end: BTreeMap::new(),
             flush_queue: VecDeque::new(),
+            clock: PacketClock::default(),
             watermark_ns: i64::MIN,
             sequence: 0,
             evicted: 0,
@@ -159,7 +173,10 @@ impl Suppressor {
     /// watermark passed, a superseded window, evictions). Non-finite scores must be rejected by the caller.
     pub fn offer(&mut self, anomaly: Anomaly, origin: Origin, now: Instant) -> Vec<Emitted> {
         let mut out = Vec::new();
-        self.watermark_ns = self.watermark_ns.max(anomaly.window_end_ns);
+        let end = anomaly.window_end_ns;
+        if !matches!(self.clock.admit(&self.config.time, end, end), Admission::Rejected(_)) {
+            self.watermark_ns = self.clock.now_ns().unwrap_or(i64::MIN);
+        }
         let key: Key = (anomaly.host.clone(), anomaly.kind);
         let inside = self.windows.get(&key).map(|w| anomaly.window_start_ns < w.end.0);
         match inside {
@@ -329,6 +346,24 @@ mod tests {
 
     fn cfg() -> SuppressionConfig {
         SuppressionConfig::default()
+    }
+
+    #[test]
+    fn a_far_future_or_1970_window_end_moves_no_watermark() {
+        let now = Instant::now();
+        let mut s = Suppressor::new(cfg());
+        assert!(s.offer(anomaly("10.0.0.1", AnomalyKind::Rate, 0, 11.0), origin(0), now).is_empty());
+        let watermark = s.watermark_ns();
+        for (i, start_s) in [10 * 365 * 86_400, -T0 / S, i64::MAX / S - T0 / S - 1].into_iter().enumerate() {
+            let out = s.offer(anomaly("10.9.9.9", AnomalyKind::Fanout, start_s, 11.0), origin(1 + i as i64), now);
+            assert!(out.is_empty(), "a bad time closed a window: {out:?}");
+            assert_eq!(s.watermark_ns(), watermark);
+        }
+        // Repeats of the first host are still collapsed into one group.
+        assert!(s.offer(anomaly("10.0.0.1", AnomalyKind::Rate, 10, 12.0), origin(5), now).is_empty());
+        let out = s.offer(anomaly("10.0.0.2", AnomalyKind::Rate, 60, 11.0), origin(6), now);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].alert.count, 2);
     }
 
     #[test]

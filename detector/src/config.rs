@@ -17,7 +17,7 @@ use crate::profile::ProfileConfig;
 use crate::rate::RateConfig;
 use crate::state::StateConfig;
 use crate::supervised::SupervisedConfig;
-use crate::time::human;
+use crate::time::{SkewConfig, human};
 pub use crate::validation::ConfigError;
 use crate::validation::Problems;
 use crate::victim::VictimConfig;
@@ -74,6 +74,8 @@ pub struct DetectorConfig {
     pub static_assignment: bool,
     /// Per-host state bounds.
     pub state: StateConfig,
+    /// Packet-time skew rule per packets-topic partition (`crate::time`).
+    pub time: SkewConfig,
     /// Arrival rate of new connections (kind `rate`).
     pub rate: RateConfig,
     /// Scans and sweeps (kind `fanout`).
@@ -112,6 +114,7 @@ impl Default for DetectorConfig {
             fetch_wait: Duration::from_millis(500),
             static_assignment: false,
             state: StateConfig::default(),
+            time: SkewConfig::default(),
             rate: RateConfig::default(),
             fanout: FanoutConfig::default(),
             forest: ForestConfig::default(),
@@ -143,6 +146,7 @@ impl std::fmt::Debug for DetectorConfig {
             .field("fetch_wait", &self.fetch_wait)
             .field("static_assignment", &self.static_assignment)
             .field("state", &self.state)
+            .field("time", &self.time)
             .field("rate", &self.rate)
             .field("fanout", &self.fanout)
             .field("forest", &self.forest)
@@ -183,6 +187,7 @@ impl DetectorConfig {
         });
         let mut errs = p.into_vec();
         errs.extend(self.state.validate());
+        errs.extend(crate::time::validate(&self.time));
         errs.extend(self.rate.validate());
         errs.extend(self.fanout.validate());
         errs.extend(self.forest.validate());

@@ -649,24 +649,28 @@ fn process_chunk(
             }
             continue;
         }
-        match decoded {
-            Ok(Record::Batch(b)) => engine.process_batch(&b, origin.partition, &mut anomalies),
-            Ok(Record::Stats(s)) => engine.process_destination_stats(&s, origin.partition, &mut anomalies),
-            // Dead-lettered records raise no anomaly.
-            Err(reason) => {
-                let origin_text = format!("{}/{}/{}", origin.topic, origin.partition, origin.offset);
-                tracing::warn!(origin = %origin_text, %reason, "poison record sent to the dead-letter topic");
-                let headers = OwnedHeaders::new()
-                    .insert(Header { key: topics::DLQ_REASON_HEADER, value: Some(reason.as_str()) })
-                    .insert(Header { key: topics::DLQ_ORIGIN_HEADER, value: Some(origin_text.as_str()) });
-                out.records.push(Outgoing {
-                    topic: config.dead_letter_topic.clone(),
-                    key: m.key().unwrap_or_default().to_vec(),
-                    payload: payload.to_vec(),
-                    headers: Some(headers),
-                });
-                out.dead_lettered += 1;
+        let rejected = match decoded {
+            Ok(Record::Batch(b)) => engine.process_batch(&b, origin.partition, &mut anomalies).map(|r| r.to_string()),
+            Ok(Record::Stats(s)) => {
+                engine.process_destination_stats(&s, origin.partition, &mut anomalies);
+                None
             }
+            Err(reason) => Some(reason),
+        };
+        // Dead-lettered records (undecodable, or outside the packet-time skew) raise no anomaly.
+        if let Some(reason) = rejected {
+            let origin_text = format!("{}/{}/{}", origin.topic, origin.partition, origin.offset);
+            tracing::warn!(origin = %origin_text, %reason, "poison record sent to the dead-letter topic");
+            let headers = OwnedHeaders::new()
+                .insert(Header { key: topics::DLQ_REASON_HEADER, value: Some(reason.as_str()) })
+                .insert(Header { key: topics::DLQ_ORIGIN_HEADER, value: Some(origin_text.as_str()) });
+            out.records.push(Outgoing {
+                topic: config.dead_letter_topic.clone(),
+                key: m.key().unwrap_or_default().to_vec(),
+                payload: payload.to_vec(),
+                headers: Some(headers),
+            });
+            out.dead_lettered += 1;
         }
         anomaly_origin.resize(anomalies.len(), record_cx.len() - 1);
     }

@@ -20,7 +20,7 @@ use crate::profile::{ProfileDetector, ProfileModel};
 use crate::rate::{RateRule, rate_anomaly};
 use crate::state::HostMap;
 use crate::supervised::{SupervisedDetector, supervised_anomaly};
-use crate::time::ns;
+use crate::time::{Admission, PartitionClocks, TimeRejection, ns};
 use crate::victim::{DestinationSide, SourceSide};
 
 /// Counters of the engine.
@@ -36,12 +36,15 @@ pub struct EngineStats {
     pub anomalies: BTreeMap<AnomalyKind, u64>,
     /// Destinations dropped from full per-host beacon tables.
     pub beacon_destinations_evicted: u64,
+    /// Packet batches rejected by the packet-time skew rule (`[detector.time]`), not processed.
+    pub time_rejected: u64,
 }
 
 /// Every detector and its state.
 #[derive(Debug)]
 pub struct Engine {
     hosts: HostMap,
+    clocks: PartitionClocks,
     rate: Option<RateRule>,
     fanout: Option<FanoutRule>,
     beacon: Option<BeaconRule>,
@@ -66,6 +69,7 @@ impl Engine {
         let Models { forest: model, profiles: profile_model, supervised } = models;
         Self {
             hosts: HostMap::new(&config.state),
+            clocks: PartitionClocks::new(&config.time),
             rate: config.rate.enabled.then(|| RateRule::from(&config.rate)),
             fanout: config.fanout.enabled.then(|| FanoutRule::from(&config.fanout)),
             beacon: config.beacon.enabled.then(|| BeaconRule::from(&config.beacon)),
@@ -87,10 +91,30 @@ impl Engine {
     }
 
     /// Processes one packet batch read from packets-topic partition `partition`, appending anomalies to `out`.
-    pub fn process_batch(&mut self, batch: &PacketBatch, partition: i32, out: &mut Vec<Anomaly>) {
-        let Some(last) = batch.packets.iter().map(|p| p.ts_ns).max() else {
-            return;
+    /// A batch outside the packet-time skew of its partition (`[detector.time]`, see `crate::time`) is not
+    /// processed and changes no state: the reason is returned, for the dead-letter topic.
+    pub fn process_batch(
+        &mut self,
+        batch: &PacketBatch,
+        partition: i32,
+        out: &mut Vec<Anomaly>,
+    ) -> Option<TimeRejection> {
+        let (Some(first), Some(last)) =
+            (batch.packets.iter().map(|p| p.ts_ns).min(), batch.packets.iter().map(|p| p.ts_ns).max())
+        else {
+            return None;
         };
+        match self.clocks.admit(partition, first, last) {
+            Admission::Rejected(r) => {
+                self.stats.time_rejected += 1;
+                return Some(r);
+            }
+            // Time went back for good (another capture replayed into the partition): its hosts start cold.
+            Admission::Resynced { backwards: true } => {
+                self.hosts.revoke_partitions(&[partition]);
+            }
+            Admission::Resynced { backwards: false } | Admission::Accepted => {}
+        }
         let host = batch.source;
         self.stats.batches += 1;
         self.stats.packets += batch.packets.len() as u64;
@@ -148,7 +172,7 @@ impl Engine {
         }
         if let Some(det) = &mut self.profile {
             det.observe_batch(host, &batch.packets, &mut state.profile, out);
-            det.sweep(self.hosts.clock_ns(), self.hosts.profiles(), out);
+            det.sweep(partition, self.hosts.clock_ns(partition), self.hosts.profiles_of(partition), out);
         }
         for a in &out[before..] {
             *self.stats.anomalies.entry(a.kind).or_default() += 1;
@@ -156,6 +180,7 @@ impl Engine {
                 iso.note_anomaly(a);
             }
         }
+        None
     }
 
     /// Applies one destination-statistics delta read from destinations-topic partition `partition`.
@@ -182,7 +207,7 @@ impl Engine {
         if let Some(side) = &mut self.source_side {
             side.set_silent(true);
         }
-        self.process_batch(batch, partition, &mut Vec::new());
+        let _ = self.process_batch(batch, partition, &mut Vec::new());
         if let Some(side) = &mut self.source_side {
             side.set_silent(false);
         }
@@ -212,6 +237,7 @@ impl Engine {
     /// Drops the state that came from revoked partitions of the packets topic (hosts) and of the destinations
     /// topic (victim aggregates). Returns (hosts, destination windows) dropped.
     pub fn revoke(&mut self, packets_partitions: &[i32], destinations_partitions: &[i32]) -> (usize, usize) {
+        self.clocks.forget(packets_partitions);
         let h = if packets_partitions.is_empty() { 0 } else { self.hosts.revoke_partitions(packets_partitions) };
         let d = match &mut self.destination_side {
             Some(side) if !destinations_partitions.is_empty() => side.revoke_partitions(destinations_partitions),
@@ -355,6 +381,57 @@ mod tests {
         assert!(!out.iter().any(|a| a.host.starts_with("100.")));
         let s = e.stats();
         assert_eq!(s.anomalies.values().sum::<u64>(), out.len() as u64);
+    }
+
+    /// The scenario of [`end_to_end_without_kafka`] with the rules only, each batch on the partition of its host;
+    /// `bogus` batches (one packet of the flooder at the given time) are inserted after the flood's second batch.
+    fn anomalies_with(bogus: &[i64]) -> (Vec<Anomaly>, usize, EngineStats) {
+        let mut cfg = DetectorConfig::default();
+        cfg.forest.enabled = false;
+        cfg.profile.enabled = false;
+        let mut e = Engine::new(&cfg, None);
+        let (mut out, mut rejected) = (vec![], 0);
+        let flooder: IpAddr = "10.9.9.9".parse().unwrap();
+        for i in 0..600 {
+            let _ = e.process_batch(&benign_batch(i), 0, &mut out);
+        }
+        for (i, b) in
+            syn_flood(flooder, "10.0.0.80".parse().unwrap(), T0 + 700_000_000_000, 3_000, 1_000).into_iter().enumerate()
+        {
+            let _ = e.process_batch(&b, 1, &mut out);
+            if i == 1 {
+                for t in bogus {
+                    let p = syn(*t, "10.0.0.80".parse().unwrap(), 80);
+                    let batch = PacketBatch { source: flooder, sequence: 0, packets: vec![p] };
+                    rejected += usize::from(e.process_batch(&batch, 1, &mut out).is_some());
+                }
+            }
+        }
+        let _ = e.process_batch(&scan_batch(3), 2, &mut out);
+        for b in spoofed_flood("10.0.0.5".parse().unwrap(), T0 + 800_000_000_000, 2_000, 3_000_000_000, 9) {
+            let _ = e.process_batch(&b, 3, &mut out);
+        }
+        let deltas = e.flush_destination_stats();
+        for d in &deltas {
+            e.process_destination_stats(d, 0, &mut out);
+        }
+        (out, rejected, e.stats().clone())
+    }
+
+    #[test]
+    fn batches_outside_the_packet_time_skew_change_nothing() {
+        let (clean, rejected, clean_stats) = anomalies_with(&[]);
+        assert_eq!(rejected, 0);
+        assert!(
+            clean.iter().any(|a| a.kind == AnomalyKind::Rate) && clean.iter().any(|a| a.kind == AnomalyKind::Victim)
+        );
+        let ten_years = 10 * 365 * 86_400 * 1_000_000_000i64;
+        let bogus = [T0 + ten_years, 1_000_000_000, -1, i64::MIN, i64::MAX];
+        let (dirty, rejected, dirty_stats) = anomalies_with(&bogus);
+        assert_eq!(rejected, bogus.len());
+        assert_eq!(dirty, clean, "a rejected batch moved a clock or a window");
+        assert_eq!(dirty_stats.time_rejected, bogus.len() as u64);
+        assert_eq!(EngineStats { time_rejected: 0, ..dirty_stats }, clean_stats, "rejected batches are not processed");
     }
 
     proptest::proptest! {

@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use netanom_schemas::{AnomalyKind, Contribution, PacketFeatures};
 
 use crate::anomaly::{AnomalyParts, RULES_VERSION, seconds, thousands};
-use crate::time::ns;
+use crate::time::{ns, window_start_ns};
 use crate::validation::{ConfigError, Problems};
 use serde::Deserialize;
 use std::time::Duration;
@@ -210,7 +210,7 @@ pub enum FanoutHit {
 impl FanoutWindow {
     /// Records one connection-opening packet; returns a hit the first time a threshold is crossed in the window.
     pub fn observe(&mut self, p: &PacketFeatures, rule: &FanoutRule) -> Option<FanoutHit> {
-        let start = p.ts_ns.saturating_sub(p.ts_ns.rem_euclid(rule.window_ns));
+        let start = window_start_ns(p.ts_ns, rule.window_ns);
         if start > self.window_start_ns {
             self.window_start_ns = start;
             self.fired = false;

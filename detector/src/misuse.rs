@@ -38,7 +38,7 @@ use std::net::IpAddr;
 use netanom_schemas::{AnomalyKind, Contribution, Direction, PacketFeatures, records::tcp_flags};
 
 use crate::anomaly::{AnomalyParts, RULES_VERSION, seconds, thousands};
-use crate::time::ns;
+use crate::time::{ns, window_start_ns};
 use crate::validation::{ConfigError, Problems};
 use serde::Deserialize;
 use std::time::Duration;
@@ -179,7 +179,7 @@ impl SlidingCount {
     /// Counts one event at `ts_ns`; returns the estimated count over the last `window_ns` (rounded to a whole
     /// count), and whether the rule may still fire in this tumbling window.
     fn add(&mut self, ts_ns: i64, window_ns: i64) -> (f64, bool) {
-        let start = ts_ns.saturating_sub(ts_ns.rem_euclid(window_ns));
+        let start = window_start_ns(ts_ns, window_ns);
         if start > self.start_ns {
             let adjacent = start.checked_sub(self.start_ns) == Some(window_ns);
             self.previous = if adjacent { self.current } else { 0 };

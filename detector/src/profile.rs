@@ -64,8 +64,9 @@ use serde::{Deserialize, Serialize};
 use crate::anomaly::{AnomalyParts, seconds};
 use crate::features::{PROFILE, PROFILE_FEATURES, PROFILE_NAMES, Profile, ProfileVector, Scale};
 use crate::model_file::{FileError, ModelKind, Problem, check_features, check_kind};
-use crate::time::ns;
+use crate::time::{Admission, SkewConfig, ns, window_start_ns};
 use crate::validation::{ConfigError, Problems};
+use netanom_schemas::packet_time::PacketClock;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -422,7 +423,7 @@ impl HostProfile {
     pub fn observe(&mut self, p: &PacketFeatures, window_ns: i64) -> Option<ClosedProfile> {
         let closed = if self.acc.packets > 0 && p.ts_ns >= self.acc.end_ns { self.close(window_ns) } else { None };
         if self.acc.packets == 0 {
-            let aligned = p.ts_ns.div_euclid(window_ns).saturating_mul(window_ns);
+            let aligned = window_start_ns(p.ts_ns, window_ns);
             let start = self.closed_until_ns.map_or(aligned, |c| aligned.max(c));
             self.acc.start_ns = start;
             self.acc.end_ns = start.saturating_add(window_ns);
@@ -884,7 +885,8 @@ pub struct ProfileDetector {
     warmup: Vec<ProfileVector>,
     /// Training failed once; do not retry on every profile.
     failed: bool,
-    last_sweep_ns: Option<i64>,
+    /// Packet time of the last sweep, per packets-topic partition.
+    last_sweep_ns: std::collections::HashMap<i32, i64>,
 }
 
 impl ProfileDetector {
@@ -902,7 +904,7 @@ impl ProfileDetector {
             model,
             warmup: Vec::new(),
             failed: false,
-            last_sweep_ns: None,
+            last_sweep_ns: std::collections::HashMap::new(),
         }
     }
 
@@ -929,19 +931,22 @@ impl ProfileDetector {
         }
     }
 
-    /// Closes the windows of quiet hosts: at most once per window of packet time, every window that ended a
-    /// full window before `clock_ns` (the host map's packet clock). `hosts` are the profiles of every host.
-    /// Anomalies are appended in (window start, host) order.
+    /// Closes the windows of quiet hosts of one packets-topic partition: at most once per window of that
+    /// partition's packet time, every window that ended a full window before `clock_ns` (the partition's packet
+    /// clock, so how partitions interleave never splits a host's window). `hosts` are the profiles of every host
+    /// of the partition. Anomalies are appended in (window start, host) order.
     pub fn sweep<'a>(
         &mut self,
+        partition: i32,
         clock_ns: i64,
         hosts: impl Iterator<Item = (IpAddr, &'a mut HostProfile)>,
         out: &mut Vec<Anomaly>,
     ) {
-        if self.last_sweep_ns.is_some_and(|t| clock_ns.saturating_sub(t) < self.window_ns) {
-            return;
-        }
-        self.last_sweep_ns = Some(clock_ns);
+        // A clock that moved back (a partition that left and came back) sweeps at once.
+        match self.last_sweep_ns.get(&partition) {
+            Some(t) if (0..self.window_ns).contains(&clock_ns.saturating_sub(*t)) => return,
+            _ => self.last_sweep_ns.insert(partition, clock_ns),
+        };
         let (before, w) = (clock_ns.saturating_sub(self.window_ns), self.window_ns);
         self.close_all(hosts, out, |p| p.close_ended(before, w));
     }
@@ -1115,7 +1120,8 @@ fn phrase(i: usize, v: f64) -> String {
 /// The profiles of a stream of packet batches, closed as the detector closes them (a host's next window, the
 /// sweep one window after the packet clock passed) plus every host's last window at the end: the training set
 /// `netanom train` builds from captures. Bounded: at most `max_hosts` hosts with an open window (packets of
-/// further hosts are skipped) and `max_profiles` profiles.
+/// further hosts are skipped) and `max_profiles` profiles. Batches outside the default packet-time skew of the
+/// stream (`crate::time`) are skipped, as the detector dead-letters them.
 #[derive(Debug)]
 pub struct ProfileCollector {
     window_ns: i64,
@@ -1125,6 +1131,7 @@ pub struct ProfileCollector {
     hosts: std::collections::BTreeMap<IpAddr, HostProfile>,
     clock_ns: i64,
     last_sweep_ns: i64,
+    time: PacketClock,
     profiles: Vec<ProfileVector>,
 }
 
@@ -1139,6 +1146,7 @@ impl ProfileCollector {
             hosts: std::collections::BTreeMap::new(),
             clock_ns: i64::MIN,
             last_sweep_ns: i64::MIN,
+            time: PacketClock::default(),
             profiles: Vec::new(),
         }
     }
@@ -1151,6 +1159,14 @@ impl ProfileCollector {
 
     /// Adds one batch.
     pub fn push(&mut self, batch: &PacketBatch) {
+        let (Some(first), Some(last)) =
+            (batch.packets.iter().map(|p| p.ts_ns).min(), batch.packets.iter().map(|p| p.ts_ns).max())
+        else {
+            return;
+        };
+        if matches!(self.time.admit(&SkewConfig::default(), first, last), Admission::Rejected(_)) {
+            return;
+        }
         if !self.hosts.contains_key(&batch.source) && self.hosts.len() >= self.max_hosts {
             return;
         }
@@ -1339,12 +1355,12 @@ mod tests {
         let burst = |t0: i64| (0..25).map(|k| syn(t0 + k * 1_000_000, ip(5, 5), 443)).collect::<Vec<_>>();
         let s = hosts.entry(a, 0, T0 + W / 2);
         det.observe_batch(a, &burst(T0), &mut s.profile, &mut out);
-        det.sweep(hosts.clock_ns(), hosts.profiles(), &mut out);
+        det.sweep(0, hosts.clock_ns(0), hosts.profiles_of(0), &mut out);
         assert!(det.warmup.is_empty(), "a's window is still open");
         // b's packets move the clock 2.5 windows on: a's window ended more than a window ago.
         let s = hosts.entry(b, 0, T0 + 25 * W / 10);
         det.observe_batch(b, &burst(T0 + 25 * W / 10), &mut s.profile, &mut out);
-        det.sweep(hosts.clock_ns(), hosts.profiles(), &mut out);
+        det.sweep(0, hosts.clock_ns(0), hosts.profiles_of(0), &mut out);
         assert_eq!(det.warmup.len(), 1, "the sweep closed a's window");
         // A late packet of a's closed window opens the next one, never the closed window again.
         let s = hosts.entry(a, 0, T0 + 1);

@@ -96,8 +96,8 @@ pub struct HostMap {
     hosts: HashMap<IpAddr, HostState>,
     max_hosts: usize,
     idle_ns: i64,
-    clock_ns: i64,
-    last_sweep_ns: i64,
+    /// Per packets-topic partition: (packet clock, packet time of the last idle sweep).
+    clocks: HashMap<i32, (i64, i64)>,
     evictions: u64,
 }
 
@@ -108,16 +108,17 @@ impl HostMap {
             hosts: HashMap::default(),
             max_hosts: config.max_hosts.max(1),
             idle_ns: ns(config.idle_timeout).max(1),
-            clock_ns: i64::MIN,
-            last_sweep_ns: i64::MIN,
+            clocks: HashMap::default(),
             evictions: 0,
         }
     }
 
     /// The state of `host`, created if new (evicting idle or, if none is idle, the least recently seen hosts
-    /// when the map is full). Advances the packet clock to `ts_ns`.
+    /// when the map is full). Advances the packet clock of `partition` to `ts_ns`: pass only accepted packet time
+    /// (see `crate::time`).
     pub fn entry(&mut self, host: IpAddr, partition: i32, ts_ns: i64) -> &mut HostState {
-        self.clock_ns = self.clock_ns.max(ts_ns);
+        let clock = self.clocks.entry(partition).or_insert((ts_ns, i64::MIN));
+        clock.0 = clock.0.max(ts_ns);
         if !self.hosts.contains_key(&host) && self.hosts.len() >= self.max_hosts {
             self.sweep_idle();
             if self.hosts.len() >= self.max_hosts {
@@ -150,25 +151,37 @@ impl HostMap {
         self.hosts.iter_mut().map(|(h, s)| (*h, &mut s.profile))
     }
 
-    /// The packet clock: the latest packet time seen from any host, ns (`i64::MIN` before the first).
-    pub fn clock_ns(&self) -> i64 {
-        self.clock_ns
+    /// The packet clock of `partition`: the latest packet time seen from its hosts, ns (`i64::MIN` before the
+    /// first). Each partition has its own, so how partitions interleave never changes a host's result.
+    pub fn clock_ns(&self, partition: i32) -> i64 {
+        self.clocks.get(&partition).map_or(i64::MIN, |c| c.0)
     }
 
-    /// Evicts hosts idle for longer than the idle timeout, at most once per quarter of it of packet time.
-    /// Returns how many were evicted.
+    /// The profiles of the hosts of one partition, in no particular order.
+    pub fn profiles_of(&mut self, partition: i32) -> impl Iterator<Item = (IpAddr, &mut HostProfile)> {
+        self.hosts.iter_mut().filter(move |(_, s)| s.partition == partition).map(|(h, s)| (*h, &mut s.profile))
+    }
+
+    /// Evicts hosts idle for longer than the idle timeout in their partition's packet time, when some partition's
+    /// clock moved a quarter of it since its last sweep. Returns how many were evicted.
     pub fn maybe_sweep(&mut self) -> usize {
-        if self.clock_ns.saturating_sub(self.last_sweep_ns) < self.idle_ns / 4 {
+        let quarter = self.idle_ns / 4;
+        if !self.clocks.values().any(|(now, last)| now.saturating_sub(*last) >= quarter) {
             return 0;
         }
         self.sweep_idle()
     }
 
     fn sweep_idle(&mut self) -> usize {
-        self.last_sweep_ns = self.clock_ns;
-        let cutoff = self.clock_ns.saturating_sub(self.idle_ns);
+        for c in self.clocks.values_mut() {
+            c.1 = c.0;
+        }
+        let (clocks, idle_ns) = (&self.clocks, self.idle_ns);
         let before = self.hosts.len();
-        self.hosts.retain(|_, s| s.last_seen_ns >= cutoff);
+        self.hosts.retain(|_, s| {
+            let now = clocks.get(&s.partition).map_or(i64::MIN, |c| c.0);
+            s.last_seen_ns >= now.saturating_sub(idle_ns)
+        });
         let n = before - self.hosts.len();
         self.count_evictions(n, "idle");
         n
@@ -208,6 +221,7 @@ impl HostMap {
     pub fn revoke_partitions(&mut self, partitions: &[i32]) -> usize {
         let before = self.hosts.len();
         self.hosts.retain(|_, s| !partitions.contains(&s.partition));
+        self.clocks.retain(|p, _| !partitions.contains(p));
         before - self.hosts.len()
     }
 
@@ -270,6 +284,22 @@ mod tests {
         assert!(m.get(&ip(1)).is_none());
         assert!(m.get(&ip(2)).is_some());
         assert_eq!(m.evictions(), 1);
+    }
+
+    #[test]
+    fn each_partition_evicts_on_its_own_packet_time() {
+        let sec = 1_000_000_000i64;
+        let mut m = HostMap::new(&StateConfig::default());
+        m.entry(ip(1), 0, 0);
+        // Partition 1 is consumed an hour ahead: partition 0's quiet host is not idle in its own time.
+        m.entry(ip(2), 1, 3_600 * sec);
+        m.entry(ip(3), 1, 4_000 * sec);
+        m.maybe_sweep();
+        assert!(m.get(&ip(1)).is_some() && m.get(&ip(2)).is_none(), "idle in partition 1's time only");
+        assert_eq!((m.clock_ns(0), m.clock_ns(1), m.clock_ns(7)), (0, 4_000 * sec, i64::MIN));
+        m.entry(ip(4), 0, 301 * sec);
+        m.maybe_sweep();
+        assert!(m.get(&ip(1)).is_none() && m.get(&ip(4)).is_some());
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::net::IpAddr;
 use netanom_schemas::{AnomalyKind, Contribution, DestinationStats, PacketFeatures};
 
 use crate::anomaly::{AnomalyParts, RULES_VERSION, seconds, thousands};
-use crate::time::ns;
+use crate::time::{ns, window_start_ns};
 use crate::validation::{ConfigError, Problems};
 use serde::Deserialize;
 use std::time::Duration;
@@ -153,7 +153,7 @@ impl SourceSide {
 
     /// Counts one packet from `source` (only remembers the source while silent).
     pub fn observe(&mut self, source: IpAddr, p: &PacketFeatures) {
-        let window = p.ts_ns - p.ts_ns.rem_euclid(self.window_ns);
+        let window = window_start_ns(p.ts_ns, self.window_ns);
         self.newest_window_ns = self.newest_window_ns.max(window);
         self.newest_ts_ns = self.newest_ts_ns.max(p.ts_ns);
         let key = (p.destination, window);

@@ -75,6 +75,8 @@ pub struct BatchStats {
     pub closed_capacity: u64,
     /// Closed by [`Batcher::flush_all`] (end of input or shutdown).
     pub closed_flush: u64,
+    /// Batches of one packet outside the packet-time skew ([`Batcher::emit_alone`]).
+    pub alone: u64,
     /// Sequence counters dropped because `max_sources` was exceeded.
     pub sources_forgotten: u64,
 }
@@ -202,6 +204,22 @@ impl Batcher {
         if full {
             self.close(source, Reason::Full, emit);
         }
+    }
+
+    /// Emits one packet as a batch of its own, numbered in its source's sequence, leaving the open batches and the
+    /// batcher's packet time alone: for a packet outside the packet-time skew, which the detector dead-letters.
+    pub fn emit_alone(&mut self, source: IpAddr, features: PacketFeatures, emit: &mut impl FnMut(&PacketBatch)) {
+        if self.slots.len() >= self.max_sources && !self.slots.contains_key(&source) {
+            self.forget_idle_sources();
+        }
+        let floor = self.sequence_floor;
+        let slot = self.slots.entry(source).or_insert(Slot { next_sequence: floor, open: None });
+        let sequence = slot.next_sequence;
+        slot.next_sequence += 1;
+        self.stats.batches += 1;
+        self.stats.packets += 1;
+        self.stats.alone += 1;
+        emit(&PacketBatch { source, sequence, packets: vec![features] });
     }
 
     /// Closes every batch whose first packet is `max_interval` or more before `now_ns` (packet time). Call it

@@ -1,16 +1,18 @@
 //! Packet sources: pcap/pcapng files ([`crate::file`]) and live interfaces through libpcap (`pcap` crate), with
-//! an optional BPF filter, and pacing of file replays by packet timestamps ([`Speed`]). It yields borrowed
+//! an optional BPF filter, and pacing of file replays by packet timestamps ([`Speed`], [`crate::pace`]). It yields borrowed
 //! [`Frame`]s (no copy, no allocation per packet) and knows nothing of what the bytes mean.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use netanom_schemas::packet_time::SkewConfig;
 use pcap::{Active, Capture};
 
 use crate::file::{CaptureFile, Failure, FileError};
 use crate::frame::Frame;
+use crate::pace::{Pacer, SystemClock};
 use crate::parse::Skip;
 
 /// How fast a file is replayed.
@@ -152,7 +154,7 @@ pub struct PacketSource {
     handle: Handle,
     target: String,
     link_type: u32,
-    pace: Option<(f64, Option<(i64, Instant)>)>,
+    pace: Option<Pacer>,
     packets: u64,
     file_len: Option<u64>,
 }
@@ -184,7 +186,7 @@ impl PacketSource {
             handle: Handle::File { file: Box::new(file), path: path.to_path_buf(), filter: filter.map(str::to_string) },
             target,
             link_type,
-            pace: speed.factor().map(|f| (f, None)),
+            pace: speed.factor().map(|f| Pacer::new(f, &SkewConfig::default(), SystemClock)),
             packets: 0,
             file_len: std::fs::metadata(path).ok().map(|m| m.len()),
         })
@@ -224,6 +226,14 @@ impl PacketSource {
             packets: 0,
             file_len: None,
         })
+    }
+
+    /// Paces with the packet-time skew rule `time` ([`crate::pace`]; the default rule otherwise).
+    pub fn with_time(mut self, time: &SkewConfig) -> Self {
+        if let Some(p) = &mut self.pace {
+            p.set_time(time);
+        }
+        self
     }
 
     /// The capture's link type.
@@ -313,20 +323,10 @@ impl PacketSource {
             },
         };
         self.packets += 1;
-        if let Some((factor, origin)) = &mut self.pace {
-            let (first_ts, start) = *origin.get_or_insert((frame.ts_ns, Instant::now()));
-            let offset_ns = (frame.ts_ns.saturating_sub(first_ts).max(0) as f64 / *factor) as u64;
-            let due = start + Duration::from_nanos(offset_ns);
-            loop {
-                let now = Instant::now();
-                if now >= due {
-                    break;
-                }
-                if stop() {
-                    return Ok(Next::End);
-                }
-                std::thread::sleep((due - now).min(Duration::from_millis(50)));
-            }
+        if let Some(pacer) = &mut self.pace
+            && !pacer.wait(frame.ts_ns, stop)
+        {
+            return Ok(Next::End);
         }
         Ok(Next::Frame(frame))
     }

@@ -13,6 +13,7 @@ pub mod file;
 pub mod flow;
 pub mod frame;
 pub mod metrics;
+pub mod pace;
 pub mod parse;
 pub mod pipeline;
 pub mod publish;
@@ -25,6 +26,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use netanom_handles::{Grace, ReadyFlag, RoleHandles, Teardown, messaging};
+use netanom_schemas::packet_time::SkewConfig;
 use netanom_schemas::{PacketBatch, SchemaIds};
 use tokio_util::sync::CancellationToken;
 
@@ -60,6 +62,9 @@ pub struct ProducerConfig {
     pub batch: BatchConfig,
     /// Flow table.
     pub flow: FlowConfig,
+    /// Packet-time skew rule (see [`Pipeline`]): a file's frames are checked against the capture's packet clock,
+    /// a live capture's against the wall clock.
+    pub time: SkewConfig,
     /// Kafka bootstrap servers. Not a key of `[producer]`: the root binary sets it from `kafka.brokers`.
     #[serde(skip)]
     pub brokers: String,
@@ -94,6 +99,7 @@ impl Default for ProducerConfig {
             topic: netanom_schemas::topics::PACKETS.to_string(),
             batch: BatchConfig::default(),
             flow: FlowConfig::default(),
+            time: SkewConfig::default(),
             brokers: "localhost:9092".to_string(),
             kafka_properties: BTreeMap::new(),
             compression: "lz4".to_string(),
@@ -117,6 +123,7 @@ impl std::fmt::Debug for ProducerConfig {
             .field("topic", &self.topic)
             .field("batch", &self.batch)
             .field("flow", &self.flow)
+            .field("time", &self.time)
             .field("brokers", &self.brokers)
             .field("kafka_properties", &netanom_schemas::redact::masked(&self.kafka_properties))
             .field("compression", &self.compression)
@@ -181,6 +188,7 @@ impl ProducerConfig {
         }
         e.extend(self.batch.validate("producer.batch"));
         e.extend(self.flow.validate("producer.flow"));
+        e.extend(self.time.validate().into_iter().map(|(key, problem)| format!("producer.time.{key} {problem}")));
         if e.is_empty() { Ok(()) } else { Err(e.into_iter().map(ConfigError).collect()) }
     }
 }
@@ -208,6 +216,8 @@ pub struct ProducerReport {
     pub flows_evicted_full: u64,
     /// Batches closed early because `batch.max_open_batches` was exceeded.
     pub batches_closed_early: u64,
+    /// Packets outside the packet-time skew (`producer.time`), published alone for the detector to dead-letter.
+    pub packets_time_skewed: u64,
     /// Packets the kernel or interface dropped (live capture only).
     pub kernel_dropped: u64,
     /// Why a capture file could not be read to its end (a truncated or corrupt tail that cannot be skipped):
@@ -287,7 +297,9 @@ fn run_blocking(
 ) -> Result<ProducerReport, ProducerError> {
     let started = Instant::now();
     let mut source = match (&config.pcap, &config.interface) {
-        (Some(path), _) => PacketSource::open_file(path, config.filter.as_deref(), config.speed)?,
+        (Some(path), _) => {
+            PacketSource::open_file(path, config.filter.as_deref(), config.speed)?.with_time(&config.time)
+        }
         (None, Some(iface)) => {
             PacketSource::open_live(iface, config.filter.as_deref(), config.snaplen, config.promiscuous)?
         }
@@ -318,7 +330,7 @@ fn run_blocking(
         );
         bar
     });
-    let mut pipeline = Pipeline::new(&config.flow, &config.batch);
+    let mut pipeline = Pipeline::new(&config.flow, &config.batch).with_time(&config.time);
     let mut out = Emitter {
         publisher: &publisher,
         ids: config.schema_ids,
@@ -347,7 +359,9 @@ fn run_blocking(
         }
         match source.next(&is_stopped) {
             Ok(capture::Next::Frame(frame)) => {
-                let _ = pipeline.push(&frame, &mut |b: &PacketBatch| out.emit(b));
+                let emit = &mut |b: &PacketBatch| out.emit(b);
+                let _ =
+                    if live { pipeline.push_live(&frame, wall_clock_ns(), emit) } else { pipeline.push(&frame, emit) };
             }
             Ok(capture::Next::Idle) => {
                 if is_stopped() {
@@ -411,6 +425,7 @@ fn run_blocking(
         flows_evicted_idle: flows.evicted_idle,
         flows_evicted_full: flows.evicted_full,
         batches_closed_early: pipeline.batch_stats().closed_capacity,
+        packets_time_skewed: counts.time_skewed,
         kernel_dropped,
         input_error,
         duration: started.elapsed(),

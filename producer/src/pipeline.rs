@@ -5,12 +5,13 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use netanom_schemas::{PacketBatch, PacketFeatures};
+use netanom_schemas::packet_time::{Admission, PacketClock, SkewConfig};
+use netanom_schemas::{Direction, PacketBatch, PacketFeatures};
 
 use crate::batch::{BatchConfig, BatchStats, Batcher};
-use crate::flow::{FlowConfig, FlowStats, FlowTable};
+use crate::flow::{FlowConfig, FlowInfo, FlowStats, FlowTable};
 use crate::frame::Frame;
-use crate::parse::{Skip, parse};
+use crate::parse::{Parsed, Skip, parse};
 
 /// Turns frames into packet features: parsing plus the flow table.
 #[derive(Debug)]
@@ -29,35 +30,48 @@ impl FeatureExtractor {
         let p = parse(frame.link_type, frame.data, frame.wire_len)?;
         let wire_len = frame.wire_len.max(frame.data.len() as u32);
         let flow = self.flows.observe(&p, frame.ts_ns, wire_len);
-        Ok((
-            p.source,
-            PacketFeatures {
-                ts_ns: frame.ts_ns,
-                network: p.network,
-                destination: p.destination,
-                src_port: p.src_port,
-                dst_port: p.dst_port,
-                ip_proto: p.ip_proto,
-                wire_len,
-                cap_len: frame.data.len() as u32,
-                payload_len: p.payload_len,
-                tcp_flags: p.tcp_flags,
-                ttl: p.ttl,
-                vlan: p.vlan,
-                icmp_type: p.icmp_type,
-                icmp_code: p.icmp_code,
-                flow_duration_ns: flow.duration_ns,
-                flow_packets: flow.packets,
-                flow_bytes: flow.bytes,
-                direction: flow.direction,
-            },
-        ))
+        Ok(features(frame, &p, wire_len, flow))
+    }
+
+    /// The features of a frame outside the packet-time skew: parsed, but kept out of the flow table (its time
+    /// must not expire or age any flow), so its flow state is that of a flow's first packet.
+    pub fn extract_alone(&mut self, frame: &Frame<'_>) -> Result<(IpAddr, PacketFeatures), Skip> {
+        let p = parse(frame.link_type, frame.data, frame.wire_len)?;
+        let wire_len = frame.wire_len.max(frame.data.len() as u32);
+        let flow = FlowInfo { duration_ns: 0, packets: 1, bytes: u64::from(wire_len), direction: Direction::Forward };
+        Ok(features(frame, &p, wire_len, flow))
     }
 
     /// Flow table counters.
     pub fn flow_stats(&self) -> FlowStats {
         self.flows.stats()
     }
+}
+
+fn features(frame: &Frame<'_>, p: &Parsed, wire_len: u32, flow: FlowInfo) -> (IpAddr, PacketFeatures) {
+    (
+        p.source,
+        PacketFeatures {
+            ts_ns: frame.ts_ns,
+            network: p.network,
+            destination: p.destination,
+            src_port: p.src_port,
+            dst_port: p.dst_port,
+            ip_proto: p.ip_proto,
+            wire_len,
+            cap_len: frame.data.len() as u32,
+            payload_len: p.payload_len,
+            tcp_flags: p.tcp_flags,
+            ttl: p.ttl,
+            vlan: p.vlan,
+            icmp_type: p.icmp_type,
+            icmp_code: p.icmp_code,
+            flow_duration_ns: flow.duration_ns,
+            flow_packets: flow.packets,
+            flow_bytes: flow.bytes,
+            direction: flow.direction,
+        },
+    )
 }
 
 /// Frame counters of a [`Pipeline`].
@@ -67,39 +81,88 @@ pub struct PipelineCounts {
     pub read: u64,
     /// Frames turned into features (and handed to the batcher).
     pub parsed: u64,
+    /// Of the parsed frames, those outside the packet-time skew, published alone (see [`Pipeline`]).
+    pub time_skewed: u64,
     /// Frames skipped, by reason ([`Skip::as_str`]); reasons with no skip are absent.
     pub skipped: BTreeMap<&'static str, u64>,
 }
 
 /// The whole pure path: features plus batching.
+///
+/// # Packet time
+///
+/// Every frame's time is checked by the skew rule (`[producer.time]`, [`netanom_schemas::packet_time`]): against
+/// the capture's own packet clock for a file, against the wall clock for a live capture ([`Pipeline::push_live`]).
+/// A frame outside it is counted ([`PipelineCounts::time_skewed`]) and published as a batch of its own without
+/// touching the flow table or the open batches, so it expires no flow and closes no batch; the detector, which
+/// applies the same rule per partition, dead-letters it with the reason.
 #[derive(Debug)]
 pub struct Pipeline {
     extractor: FeatureExtractor,
     batcher: Batcher,
+    time: SkewConfig,
+    clock: PacketClock,
     read: u64,
     parsed: u64,
+    time_skewed: u64,
     skipped: [u64; Skip::ALL.len()],
 }
 
 impl Pipeline {
-    /// A new pipeline.
+    /// A new pipeline, with the default skew rule.
     pub fn new(flow: &FlowConfig, batch: &BatchConfig) -> Self {
         Self {
             extractor: FeatureExtractor::new(flow),
             batcher: Batcher::new(batch),
+            time: SkewConfig::default(),
+            clock: PacketClock::default(),
             read: 0,
             parsed: 0,
+            time_skewed: 0,
             skipped: [0; Skip::ALL.len()],
         }
     }
 
-    /// Processes one frame; batches it closes are lent to `emit`.
+    /// The pipeline with the skew rule `time`.
+    pub fn with_time(mut self, time: &SkewConfig) -> Self {
+        self.time = time.clone();
+        self
+    }
+
+    /// Processes one frame of a file; batches it closes are lent to `emit`.
     pub fn push(&mut self, frame: &Frame<'_>, emit: &mut impl FnMut(&PacketBatch)) -> Result<(), Skip> {
+        let on_time = !matches!(self.clock.admit(&self.time, frame.ts_ns, frame.ts_ns), Admission::Rejected(_));
+        self.push_checked(frame, on_time, emit)
+    }
+
+    /// Processes one frame of a live capture read at wall time `now_ns`; batches it closes are lent to `emit`.
+    pub fn push_live(
+        &mut self,
+        frame: &Frame<'_>,
+        now_ns: i64,
+        emit: &mut impl FnMut(&PacketBatch),
+    ) -> Result<(), Skip> {
+        let on_time = self.time.check(now_ns, frame.ts_ns, frame.ts_ns).is_ok();
+        self.push_checked(frame, on_time, emit)
+    }
+
+    fn push_checked(
+        &mut self,
+        frame: &Frame<'_>,
+        on_time: bool,
+        emit: &mut impl FnMut(&PacketBatch),
+    ) -> Result<(), Skip> {
         self.read += 1;
-        match self.extractor.extract(frame) {
+        let extracted = if on_time { self.extractor.extract(frame) } else { self.extractor.extract_alone(frame) };
+        match extracted {
             Ok((source, features)) => {
                 self.parsed += 1;
-                self.batcher.push(source, features, emit);
+                if on_time {
+                    self.batcher.push(source, features, emit);
+                } else {
+                    self.time_skewed += 1;
+                    self.batcher.emit_alone(source, features, emit);
+                }
                 Ok(())
             }
             Err(skip) => {
@@ -126,7 +189,7 @@ impl Pipeline {
             .filter(|s| self.skipped[**s as usize] > 0)
             .map(|s| (s.as_str(), self.skipped[*s as usize]))
             .collect();
-        PipelineCounts { read: self.read, parsed: self.parsed, skipped }
+        PipelineCounts { read: self.read, parsed: self.parsed, time_skewed: self.time_skewed, skipped }
     }
 
     /// Flow table counters.

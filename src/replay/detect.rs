@@ -15,6 +15,8 @@ pub struct Detection {
     pub batches: u64,
     /// Records that could not be decoded (skipped).
     pub poison: u64,
+    /// Packet batches outside the packet-time skew of their partition (`[detector.time]`; skipped).
+    pub out_of_time: u64,
     /// Version of the isolation model used (loaded or trained), if any.
     pub model_version: Option<String>,
 }
@@ -43,7 +45,9 @@ pub fn detect_with(
         for r in chunk {
             if let Some(b) = r.batch(ids, &mut d.poison) {
                 d.batches += 1;
-                engine.process_batch(&b, r.partition, &mut d.anomalies);
+                if engine.process_batch(&b, r.partition, &mut d.anomalies).is_some() {
+                    d.out_of_time += 1;
+                }
             }
         }
         for delta in engine.end_chunk() {

@@ -135,10 +135,11 @@ pub async fn command(args: ReplayArgs, mut cfg: Config) -> anyhow::Result<()> {
     }
     let records: i64 = ranges.iter().map(|r| r.end - r.start).sum();
     eprintln!(
-        "replayed {records} offsets over {} partitions: {} batches, {} undecodable, {} anomalies (model {})",
+        "replayed {records} offsets over {} partitions: {} batches, {} undecodable, {} outside the packet-time skew, {} anomalies (model {})",
         ranges.len(),
         base.batches,
         base.poison,
+        base.out_of_time,
         base.anomalies.len(),
         base.model_version.as_deref().unwrap_or("none")
     );

@@ -311,3 +311,23 @@ pub fn read_alerts(path: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("alert line is not JSON ({e}): {l}")))
         .collect()
 }
+
+/// `netanom run --quiet --pcap capture --alerts-out out`: the alerts it wrote and the summary it printed.
+pub fn run_capture(capture: &Path, out: &Path) -> (Vec<serde_json::Value>, String) {
+    let _ = std::fs::remove_file(out);
+    let result = Command::new(env!("CARGO_BIN_EXE_netanom"))
+        .args(["run", "--quiet", "--pcap"])
+        .arg(capture)
+        .arg("--alerts-out")
+        .arg(out)
+        .output()
+        .expect("netanom runs");
+    assert!(
+        result.status.success(),
+        "netanom run --pcap {} failed: {}\n{}",
+        capture.display(),
+        result.status,
+        String::from_utf8_lossy(&result.stderr)
+    );
+    (read_alerts(out), String::from_utf8_lossy(&result.stdout).into_owned())
+}
