@@ -389,7 +389,7 @@ mod tests {
         let mut cfg = DetectorConfig::default();
         cfg.forest.enabled = false;
         cfg.profile.enabled = false;
-        let mut e = Engine::new(&cfg, None);
+        let mut e = Engine::new(&cfg, Models::default());
         let (mut out, mut rejected) = (vec![], 0);
         let flooder: IpAddr = "10.9.9.9".parse().unwrap();
         for i in 0..600 {
