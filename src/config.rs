@@ -1,7 +1,9 @@
 //! Configuration layering for every role: built-in defaults, then a TOML file (`--config`), then `NETANOM_*`
-//! environment variables, then command-line flags. All layers are merged as TOML trees before anything is
-//! deserialised, so an unknown key or a bad value is reported with its key path whatever layer it came from,
-//! and every semantic problem of every section is reported at once.
+//! environment variables (an empty one is unset), then command-line flags. All layers are merged as TOML trees
+//! before anything is deserialised; every syntax error of the file, then every unknown key, value of the wrong
+//! type and malformed value of the merged tree ([`shape`]) is reported at once with its key path and where it
+//! was set ([`sources`]: `file:line`, the variable, or the command line), and every semantic problem of every
+//! section at once ([`Config::validate`]). [`Config::template`] is the file `netanom config` prints.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -327,11 +329,20 @@ pub fn load(
         Ok(config) if errors.is_empty() => Ok(config),
         Ok(_) => Err(errors),
         Err(problems) => {
-            errors.extend(problems.into_iter().map(|p| ConfigError::Shape {
-                origin: sources.origin(&p.path).unwrap_or_else(|| "configuration".into()),
-                key: sources::display(&p.path),
-                message: p.message,
-            }));
+            let mut shape: Vec<(Option<usize>, ConfigError)> = problems
+                .into_iter()
+                .map(|p| {
+                    let error = ConfigError::Shape {
+                        origin: sources.origin(&p.path).unwrap_or_else(|| "configuration".into()),
+                        key: sources::display(&p.path),
+                        message: p.message,
+                    };
+                    (sources.line(&p.path), error)
+                })
+                .collect();
+            // The file's problems in line order, then those of the environment and the flags.
+            shape.sort_by_key(|(line, _)| line.unwrap_or(usize::MAX));
+            errors.extend(shape.into_iter().map(|(_, e)| e));
             Err(errors)
         }
     }
@@ -618,6 +629,8 @@ mod tests {
             assert!(text.contains(&want), "`{want}` missing from:\n{text}");
         }
         assert_eq!(errors.len(), 5, "{text}");
+        let pos = |line: usize| text.find(&format!("{}: key", at(line))).unwrap();
+        assert!(pos(2) < pos(3) && pos(3) < pos(5), "the file's problems in line order:\n{text}");
     }
 
     #[test]

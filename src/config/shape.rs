@@ -174,7 +174,8 @@ mod tests {
     #[test]
     fn every_problem_is_found_with_indices_as_written() {
         let p = problems(
-            "count = \"x\"\nextra = 1\nhooks = [\"not a table\", { url = \"a\", timeout = \"soon\" }, 3,              { url = 4, wrong = 1 }]\n[more]\nx = 1\n",
+            "count = \"x\"\nextra = 1\nhooks = [\"not a table\", { url = \"a\", timeout = \"soon\" }, 3, \
+             { url = 4, wrong = 1 }]\n[more]\nx = 1\n",
         );
         let paths: Vec<&str> = p.iter().map(|l| l.split(':').next().unwrap()).collect();
         for want in

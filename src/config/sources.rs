@@ -62,8 +62,18 @@ impl Sources {
         if let Some((_, origin)) = self.overrides.iter().rev().find(|(set, _)| path.starts_with(set)) {
             return Some(origin.clone());
         }
-        let (file, lines) = self.file.as_ref()?;
-        (0..=path.len()).rev().find_map(|n| lines.get(&path[..n])).map(|line| format!("{}:{line}", file.display()))
+        let (file, _) = self.file.as_ref()?;
+        self.line(path).map(|line| format!("{}:{line}", file.display()))
+    }
+
+    /// The file's line of the value at `path` (or of the nearest table above it that the file names), when the
+    /// file is where the value came from.
+    pub fn line(&self, path: &[Step]) -> Option<usize> {
+        if self.overrides.iter().any(|(set, _)| path.starts_with(set)) {
+            return None;
+        }
+        let (_, lines) = self.file.as_ref()?;
+        (0..=path.len()).rev().find_map(|n| lines.get(&path[..n])).copied()
     }
 }
 
