@@ -1,7 +1,9 @@
 //! Configuration layering for every role: built-in defaults, then a TOML file (`--config`), then `NETANOM_*`
-//! environment variables, then command-line flags. All layers are merged as TOML trees before anything is
-//! deserialised, so an unknown key or a bad value is reported with its key path whatever layer it came from,
-//! and every semantic problem of every section is reported at once.
+//! environment variables (an empty one is unset), then command-line flags. All layers are merged as TOML trees
+//! before anything is deserialised; every syntax error of the file, then every unknown key, value of the wrong
+//! type and malformed value of the merged tree ([`shape`]) is reported at once with its key path and where it
+//! was set ([`sources`]: `file:line`, the variable, or the command line), and every semantic problem of every
+//! section at once ([`Config::validate`]). [`Config::template`] is the file `netanom config` prints.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -9,6 +11,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use self::sources::Sources;
+
+mod shape;
+mod sources;
+mod template;
 
 /// Topic names shared by all roles.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,7 +136,8 @@ pub struct Telemetry {
     /// Default: none (no server).
     pub listen: Option<SocketAddr>,
     /// OTLP/gRPC endpoint for traces and metrics, e.g. `"http://otel-collector:4317"`. Default: the
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT` environment variable when set, else none (nothing is exported over OTLP).
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` environment variable when set and not empty, else none (nothing is exported
+    /// over OTLP). An empty value is the same as none.
     pub otlp_endpoint: Option<String>,
     /// `service.name` of the exported telemetry. Default: `OTEL_SERVICE_NAME` when set, else `netanom-<role>`
     /// (`netanom-producer`, `netanom-detector`, `netanom-alert-router`, `netanom-run`).
@@ -168,7 +177,7 @@ impl Telemetry {
                 humantime_serde::re::humantime::format_duration(self.metrics_interval)
             )));
         }
-        if let Some(e) = &self.otlp_endpoint
+        if let Some(e) = self.otlp_endpoint.as_ref().filter(|e| !e.is_empty())
             && !(e.starts_with("http://") || e.starts_with("https://"))
         {
             errors.push(ConfigError::Invalid(format!(
@@ -193,9 +202,13 @@ impl Telemetry {
         errors
     }
 
-    /// The endpoint in force: the configured one, else `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    /// The endpoint in force: the configured one, else `OTEL_EXPORTER_OTLP_ENDPOINT`; an empty value is no
+    /// value (an empty variable turns OTLP export off, as the OpenTelemetry convention has it).
     pub fn endpoint(&self) -> Option<String> {
-        self.otlp_endpoint.clone().or_else(|| std::env::var(OTLP_ENDPOINT_ENV).ok().filter(|v| !v.trim().is_empty()))
+        self.otlp_endpoint
+            .clone()
+            .filter(|e| !e.trim().is_empty())
+            .or_else(|| std::env::var(OTLP_ENDPOINT_ENV).ok().filter(|v| !v.trim().is_empty()))
     }
 
     /// The service name in force for `role`.
@@ -285,30 +298,47 @@ pub enum ConfigError {
         /// Why.
         message: String,
     },
-    /// The file is not valid TOML.
-    #[error("config file {path} is not valid TOML: {message}")]
+    /// The file is not valid TOML (every syntax error of the file is reported).
+    #[error("{}: not valid TOML: {message}", at(path, *line))]
     Syntax {
         /// The file.
         path: PathBuf,
+        /// The line (1-based) when known.
+        line: Option<usize>,
         /// The parser's message.
         message: String,
     },
     /// An environment variable or flag names a key that cannot hold a value.
     #[error("{origin}: key `{key}` {message}")]
     Override {
-        /// `NETANOM_…` variable or `--flag`.
+        /// `NETANOM_…` variable or `command line`.
         origin: String,
         /// Dotted key path.
         key: String,
         /// What was wrong.
         message: String,
     },
-    /// Unknown key or a value of the wrong type.
-    #[error("configuration: {0}")]
-    Shape(String),
+    /// An unknown key, a value of the wrong type or a malformed value (a duration, an address, a name).
+    #[error("{origin}: key `{key}`: {message}")]
+    Shape {
+        /// Where the value was set: `file:line`, the `NETANOM_…` variable, `command line`, or `configuration`
+        /// when no layer names the key.
+        origin: String,
+        /// Key path, with array indices: `alert_router.webhooks[0].timeout`.
+        key: String,
+        /// The deserialiser's message.
+        message: String,
+    },
     /// A value that is well-formed but not allowed.
     #[error("configuration: {0}")]
     Invalid(String),
+}
+
+fn at(path: &Path, line: Option<usize>) -> String {
+    match line {
+        Some(l) => format!("{}:{l}", path.display()),
+        None => path.display().to_string(),
+    }
 }
 
 /// One value set by a flag: dotted key and TOML value.
@@ -323,39 +353,70 @@ pub fn load(
 ) -> Result<Config, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let mut tree = toml::Table::new();
+    let mut sources = Sources::default();
     if let Some(path) = file {
         match std::fs::read_to_string(path) {
             Err(e) => errors.push(ConfigError::Read { path: path.to_owned(), message: e.to_string() }),
             Ok(text) => match text.parse::<toml::Table>() {
-                Ok(t) => tree = t,
-                Err(e) => errors.push(ConfigError::Syntax { path: path.to_owned(), message: e.message().to_string() }),
+                Ok(t) => {
+                    tree = t;
+                    sources.file(path, &text);
+                }
+                Err(_) => errors.extend(toml::de::DeTable::parse_recoverable(&text).1.into_iter().map(|e| {
+                    ConfigError::Syntax {
+                        path: path.to_owned(),
+                        line: e.span().map(|s| sources::line_of(&text, s.start)),
+                        message: e.message().trim().to_string(),
+                    }
+                })),
             },
         }
     }
     for (name, value) in env {
         // Only `NETANOM_<SECTION>__<KEY>` names configuration keys; other NETANOM_ variables (NETANOM_CONFIG,
-        // tools' own) are not configuration.
+        // tools' own) are not configuration. An empty value is no value: the key keeps what the layers below
+        // set, as for any unset variable.
         let Some(rest) = name.strip_prefix("NETANOM_") else { continue };
-        if !rest.contains("__") {
+        if !rest.contains("__") || value.is_empty() {
             continue;
         }
         let (path, value) = env_path(rest, &value);
         let key = path.join(".");
-        if let Err(message) = set_path(&mut tree, &path, value) {
-            errors.push(ConfigError::Override { origin: name.clone(), key, message });
+        match set_path(&mut tree, &path, value) {
+            Ok(()) => sources.set(&path, &name),
+            Err(message) => errors.push(ConfigError::Override { origin: name.clone(), key, message }),
         }
     }
     for (key, value) in flags {
-        if let Err(message) = set(&mut tree, key, value.clone()) {
-            errors.push(ConfigError::Override { origin: "flag".into(), key: key.clone(), message });
+        match set(&mut tree, key, value.clone()) {
+            Ok(()) => sources.set(&key.split('.').map(str::to_string).collect::<Vec<_>>(), "command line"),
+            Err(message) => {
+                errors.push(ConfigError::Override { origin: "command line".into(), key: key.clone(), message })
+            }
         }
     }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
     stringify_properties(&mut tree);
-    let text = toml::to_string(&tree).map_err(|e| vec![ConfigError::Shape(e.to_string())])?;
-    toml::from_str(&text).map_err(|e| vec![ConfigError::Shape(describe(&e, &text))])
+    match shape::deserialize::<Config>(&tree) {
+        Ok(config) if errors.is_empty() => Ok(config),
+        Ok(_) => Err(errors),
+        Err(problems) => {
+            let mut shape: Vec<(Option<usize>, ConfigError)> = problems
+                .into_iter()
+                .map(|p| {
+                    let error = ConfigError::Shape {
+                        origin: sources.origin(&p.path).unwrap_or_else(|| "configuration".into()),
+                        key: sources::display(&p.path),
+                        message: p.message,
+                    };
+                    (sources.line(&p.path), error)
+                })
+                .collect();
+            // The file's problems in line order, then those of the environment and the flags.
+            shape.sort_by_key(|(line, _)| line.unwrap_or(usize::MAX));
+            errors.extend(shape.into_iter().map(|(_, e)| e));
+            Err(errors)
+        }
+    }
 }
 
 /// librdkafka properties are strings: `"linger.ms" = 5` or `"enable.ssl.certificate.verification" = false` in
@@ -398,34 +459,6 @@ impl Roles {
     pub const ALL: Roles = Roles { producer: true, detector: true, alert_router: true };
     /// No role (`netanom synth`).
     pub const NONE: Roles = Roles { producer: false, detector: false, alert_router: false };
-}
-
-/// Names the key of a deserialisation error: toml reports a span in the merged document; the line there is
-/// either `key = value` under a `[table]` header or, for a problem with a whole table (an unknown table key, a
-/// table where a value belongs), the `[table]` or `[[array]]` header itself, so the dotted key is recovered from
-/// the text.
-fn describe(e: &toml::de::Error, text: &str) -> String {
-    fn header(line: &str) -> Option<&str> {
-        let l = line.trim();
-        l.starts_with('[').then(|| l.trim_start_matches('[').trim_end_matches(']').trim())
-    }
-    let Some(span) = e.span() else { return e.message().to_string() };
-    let before = &text[..span.start.min(text.len())];
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let line = text[line_start..].lines().next().unwrap_or("");
-    let path = if let Some(h) = header(line) {
-        h.to_string()
-    } else {
-        let table = text[..line_start].lines().rev().find_map(header);
-        let key = line.split('=').next().unwrap_or("").trim();
-        match (table, key.is_empty()) {
-            (Some(t), false) => format!("{t}.{key}"),
-            (Some(t), true) => t.to_string(),
-            (None, false) => key.to_string(),
-            (None, true) => String::new(),
-        }
-    };
-    if path.is_empty() { e.message().to_string() } else { format!("key `{path}`: {}", e.message()) }
 }
 
 /// Interprets an environment value as a TOML value when it is one (`300`, `true`, `[1, 2]`, `"x"`), else as a
@@ -484,6 +517,22 @@ fn set_path(tree: &mut toml::Table, parts: &[String], value: toml::Value) -> Res
 }
 
 impl Config {
+    /// The configuration file `netanom config` prints: every key with its default, every key without one
+    /// commented out with an example and its meaning.
+    pub fn template() -> Result<String, toml::ser::Error> {
+        Ok(template::render(&toml::to_string_pretty(&Config::default())?))
+    }
+
+    /// Settings of the sections of `roles` that are valid but probably not meant (a webhook that would go
+    /// unsigned), one line each naming the key; printed as warnings before the roles start.
+    pub fn warnings(&self, roles: Roles) -> Vec<String> {
+        if roles.alert_router {
+            self.alert_router.warnings().iter().map(ToString::to_string).collect()
+        } else {
+            Vec::new()
+        }
+    }
+
     /// Checks the shared sections and those of `roles`, and reports every problem at once.
     pub fn validate(&self, roles: Roles) -> Result<(), Vec<ConfigError>> {
         let mut errors = Vec::new();
@@ -616,7 +665,7 @@ mod tests {
             ("[detector.rate]\nwindow_packets = \"many\"\n", "detector.rate.window_packets"),
             (
                 "[[alert_router.webhooks]]\nurl = \"http://127.0.0.1:9/x\"\nmethod = \"PUT\"\n",
-                "alert_router.webhooks.method",
+                "alert_router.webhooks[0].method",
             ),
             ("detector = { rate = { window_packets = \"many\" } }\n", "window_packets"),
         ] {
@@ -631,6 +680,79 @@ mod tests {
             let errors = load_errors(None, &[(name, "big")]);
             assert!(errors.contains(key), "{key} missing from {errors}");
         }
+    }
+
+    /// Every unknown key, wrong type and malformed value of every layer in one report, each with where it was
+    /// set; a problem in one layer does not hide those of the others.
+    #[test]
+    fn every_shape_problem_of_every_layer_is_reported_with_its_origin() {
+        let f = file("[detector.rate]\nthresold = 3\ncooldown = \"10 parsecs\"\n[producer]\nsnaplen = \"big\"\n");
+        let flags: Vec<Override> = vec![("telemetry.listen".into(), toml::Value::String("not an address".into()))];
+        let errors = load(Some(f.path()), env(&[("NETANOM_LOG__COLOUR", "yes")]), &flags).unwrap_err();
+        let text = texts(&errors).join("\n");
+        let at = |line: usize| format!("{}:{line}", f.path().display());
+        for want in [
+            format!("{}: key `detector.rate.thresold`: unknown field `thresold`", at(2)),
+            format!("{}: key `detector.rate.cooldown`: ", at(3)),
+            format!("{}: key `producer.snaplen`: invalid type: string \"big\"", at(5)),
+            "NETANOM_LOG__COLOUR: key `log.colour`: unknown field".to_string(),
+            "command line: key `telemetry.listen`: ".to_string(),
+        ] {
+            assert!(text.contains(&want), "`{want}` missing from:\n{text}");
+        }
+        assert_eq!(errors.len(), 5, "{text}");
+        let pos = |line: usize| text.find(&format!("{}: key", at(line))).unwrap();
+        assert!(pos(2) < pos(3) && pos(3) < pos(5), "the file's problems in line order:\n{text}");
+    }
+
+    #[test]
+    fn an_empty_environment_value_is_unset() {
+        let f = file("[producer]\nfilter = \"tcp\"\n");
+        let e = env(&[
+            ("NETANOM_PRODUCER__FILTER", ""),
+            ("NETANOM_TELEMETRY__LISTEN", ""),
+            ("NETANOM_DETECTOR__RATE__COOLDOWN", ""),
+            ("NETANOM_TELEMETRY__OTLP_ENDPOINT", ""),
+        ]);
+        let cfg = load(Some(f.path()), e, &[]).unwrap();
+        assert_eq!(cfg.producer.filter.as_deref(), Some("tcp"), "the file's value stays");
+        assert_eq!(cfg.telemetry, Telemetry::default());
+        assert_eq!(cfg.detector.rate.cooldown, Config::default().detector.rate.cooldown);
+        let off = Telemetry { otlp_endpoint: Some(String::new()), ..Telemetry::default() };
+        assert!(off.problems().is_empty(), "an empty endpoint is no endpoint");
+    }
+
+    /// `netanom config` prints the defaults; uncommenting every example gives a file that loads with every
+    /// optional key set.
+    #[test]
+    fn the_template_parses_back_and_its_commented_examples_load() {
+        let shown = Config::template().unwrap();
+        let f = file(&shown);
+        let back = load(Some(f.path()), Vec::new(), &[]).unwrap();
+        assert_eq!(toml::to_string(&back).unwrap(), toml::to_string(&Config::default()).unwrap());
+        let examples: String = shown
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest.starts_with('[') || rest.parse::<toml::Table>().is_ok() => rest,
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let f = file(&examples);
+        let all = load(Some(f.path()), Vec::new(), &[]).unwrap_or_else(|e| panic!("{e:?}\n{examples}"));
+        assert_eq!(all.kafka.properties.get("security.protocol").map(String::as_str), Some("SASL_SSL"));
+        assert!(all.schemas.registry_url.is_some());
+        let t = &all.telemetry;
+        assert!(t.listen.is_some() && t.otlp_endpoint.is_some() && t.service_name.is_some());
+        let p = &all.producer;
+        assert!(p.pcap.is_some() && p.interface.is_some() && p.filter.is_some());
+        let d = &all.detector;
+        assert!(d.forest.model_path.is_some() && d.forest.save_path.is_some() && d.forest.retrain_every.is_some());
+        assert!(d.supervised.model_path.is_some() && d.supervised.threshold.is_some());
+        let r = &all.alert_router;
+        assert!(r.webhook_secret.is_some() && r.alerts_out.is_some() && r.webhooks.len() == 1);
+        assert!(r.webhooks[0].secret.is_some());
+        assert!(r.syslog.as_ref().is_some_and(|s| s.hostname.is_some()), "{examples}");
     }
 
     #[test]

@@ -15,10 +15,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let loaded = cli.command.roles().map_err(|e| vec![config::ConfigError::Invalid(e)]).and_then(|roles| {
         let cfg = config::load(cli.config.as_deref(), std::env::vars(), &cli.overrides())?;
-        cfg.validate(roles).map(|()| cfg)
+        cfg.validate(roles).map(|()| (cfg, roles))
     });
     let cfg = match loaded {
-        Ok(c) => c,
+        Ok((c, roles)) => {
+            for w in c.warnings(roles) {
+                eprintln!("warning: {w}");
+            }
+            c
+        }
         Err(errors) => {
             for e in &errors {
                 eprintln!("error: {e}");
@@ -28,8 +33,8 @@ fn main() -> ExitCode {
         }
     };
     if let Command::Config { check, .. } = &cli.command {
-        let shown = if *check { cfg } else { config::Config::default() };
-        match toml::to_string_pretty(&shown) {
+        let shown = if *check { toml::to_string_pretty(&cfg) } else { config::Config::template() };
+        match shown {
             Ok(t) => {
                 print!("{t}");
                 return ExitCode::SUCCESS;

@@ -1,6 +1,7 @@
 //! Human-readable summaries of what each role did, printed when a role or `netanom run` finishes.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use netanom_alert_router::RouterReport;
 use netanom_detector::DetectorReport;
@@ -70,4 +71,36 @@ pub fn router(r: &RouterReport) -> String {
         r.dead_lettered_alerts,
         r.groups_evicted
     )
+}
+
+/// Shortest run whose end-to-end packets/s is printed: below it, start-up and drain dominate the figure.
+pub const RATE_MIN_DURATION: Duration = Duration::from_secs(1);
+/// Fewest packets for which the end-to-end packets/s is printed.
+pub const RATE_MIN_PACKETS: u64 = 1_000;
+
+/// `duration: N s, N packets/s end to end`; the rate only for a run of at least [`RATE_MIN_DURATION`] and
+/// [`RATE_MIN_PACKETS`], since a shorter one measures start-up rather than throughput.
+pub fn duration(elapsed: Duration, packets: u64) -> String {
+    let secs = elapsed.as_secs_f64();
+    if elapsed >= RATE_MIN_DURATION && packets >= RATE_MIN_PACKETS {
+        format!("duration: {secs:.3} s, {:.0} packets/s end to end", packets as f64 / secs)
+    } else {
+        format!("duration: {secs:.3} s (no packets/s figure for a run under 1 s or 1,000 packets)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packets_per_second_only_for_runs_long_and_large_enough() {
+        assert_eq!(duration(Duration::from_secs(2), 10_000), "duration: 2.000 s, 5000 packets/s end to end");
+        for (elapsed, packets) in
+            [(Duration::from_millis(400), 50_000), (Duration::from_secs(5), 12), (Duration::ZERO, 0)]
+        {
+            let line = duration(elapsed, packets);
+            assert!(!line.contains("packets/s end to end") && line.contains("no packets/s figure"), "{line}");
+        }
+    }
 }

@@ -24,9 +24,9 @@ pub struct SynthArgs {
     /// (the benchmark capture, e.g. 1000000).
     #[arg(long)]
     pub packets: Option<usize>,
-    /// Attacks of the labelled scenario: `all` or a comma-separated list of syn-flood, port-scan,
-    /// spoofed-syn-flood, host-sweep, brute-force, dns-tunnel, slow-exfiltration, beaconing. The order given does
-    /// not matter.
+    /// Attacks of the labelled scenario: `all`, `none` (benign traffic only) or a comma-separated list of
+    /// syn-flood, port-scan, spoofed-syn-flood, host-sweep, brute-force, dns-tunnel, slow-exfiltration, beaconing.
+    /// The order given does not matter.
     #[arg(long, conflicts_with = "packets", default_value_t = synth::AttackList::default())]
     pub attacks: synth::AttackList,
 }

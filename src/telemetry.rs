@@ -247,8 +247,15 @@ fn init_subscriber(log: &Log, tracer: Option<&SdkTracerProvider>) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let otel = tracer.map(|t| tracing_opentelemetry::layer().with_tracer(t.tracer("netanom")));
     let registry = tracing_subscriber::registry().with(filter).with(otel);
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(colour_on_stderr());
     let _ = if log.format == "json" { registry.with(fmt.json()).try_init() } else { registry.with(fmt).try_init() };
+}
+
+/// Whether text logs carry ANSI colour codes: only when stderr is a terminal and `NO_COLOR` is unset or empty
+/// (<https://no-color.org>), so files, pipes and log collectors get plain text.
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// The HTTP routes: `/healthz` (200 `ok` while no main loop is stalled, else 503 naming it), `/readyz` (200

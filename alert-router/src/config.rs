@@ -163,6 +163,24 @@ impl RouterConfig {
         hooks
     }
 
+    /// Settings that are valid but probably not meant, one message each with its key: a webhook that would
+    /// be sent unsigned (no `secret` of its own and no `webhook_secret`), so its receiver cannot tell an alert
+    /// from a forgery.
+    pub fn warnings(&self) -> Vec<ConfigError> {
+        self.effective_webhooks()
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.secret.is_none())
+            .map(|(i, h)| ConfigError {
+                key: format!("alert_router.webhooks[{i}]"),
+                message: format!(
+                    "({}) has no secret and alert_router.webhook_secret is unset: its requests will not be signed",
+                    h.url
+                ),
+            })
+            .collect()
+    }
+
     /// Checks every setting and reports all problems at once.
     pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
         let mut errors = Vec::new();
@@ -287,6 +305,25 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         RouterConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn a_webhook_without_any_secret_is_warned_about() {
+        let hook = |url: &str, secret: Option<&str>| WebhookConfig {
+            url: url.into(),
+            secret: secret.map(Secret::new),
+            ..WebhookConfig::default()
+        };
+        let mut config = RouterConfig {
+            webhooks: vec![hook("http://a.example/x", Some("whsec_c2VjcmV0")), hook("http://b.example/x", None)],
+            ..RouterConfig::default()
+        };
+        let w: Vec<String> = config.warnings().iter().map(ToString::to_string).collect();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("alert_router.webhooks[1] (http://b.example/x)") && w[0].contains("not be signed"));
+        config.webhook_secret = Some(Secret::new("whsec_c2VjcmV0"));
+        assert!(config.warnings().is_empty());
+        assert!(RouterConfig::default().warnings().is_empty(), "no webhook, nothing unsigned");
     }
 
     #[test]

@@ -159,7 +159,7 @@ pub enum AttackName {
 
 /// An attack name that [`AttackName`] does not know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown attack {name:?}: expected all or a comma-separated list of {}", AttackName::known())]
+#[error("unknown attack {name:?}: expected all, none or a comma-separated list of {}", AttackName::known())]
 pub struct UnknownAttack {
     /// The name given.
     pub name: String,
@@ -294,7 +294,8 @@ impl FromStr for AttackName {
     }
 }
 
-/// A set of attacks as `netanom synth --attacks` takes it: `all`, or names separated by commas. Kept in
+/// A set of attacks as `netanom synth --attacks` takes it: `all`, `none` (benign traffic only), or names
+/// separated by commas. Kept in
 /// [`AttackName::ALL`] order without repeats, so the order given does not change the bytes written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttackList(pub Vec<AttackName>);
@@ -313,7 +314,7 @@ impl FromStr for AttackList {
         for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             if name == "all" {
                 chosen.extend(AttackName::ALL);
-            } else {
+            } else if name != "none" {
                 chosen.insert(name.parse::<AttackName>()?);
             }
         }
@@ -323,6 +324,9 @@ impl FromStr for AttackList {
 
 impl fmt::Display for AttackList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("none");
+        }
         f.write_str(&self.0.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(","))
     }
 }
@@ -934,6 +938,20 @@ mod tests {
         assert_eq!(Scenario::with_attacks(42, &AttackList::default()), Scenario::default());
         let reordered: AttackList = "host-sweep,spoofed-syn-flood,port-scan,syn-flood".parse().unwrap();
         assert_eq!(Scenario::with_attacks(42, &reordered), Scenario::default());
+    }
+
+    #[test]
+    fn no_attacks_is_a_benign_only_scenario() {
+        let none: AttackList = "none".parse().unwrap();
+        assert!(none.0.is_empty());
+        assert_eq!(none.to_string(), "none");
+        assert_eq!(none.to_string().parse::<AttackList>().unwrap(), none, "printed as it is parsed");
+        let (packets, summary) = generate(&Scenario::with_attacks(42, &none));
+        assert!(
+            summary.attackers.is_empty() && summary.victims.is_empty() && summary.spoofed_sources == 0,
+            "{summary:?}"
+        );
+        assert!(!packets.is_empty() && !summary.benign.is_empty(), "the benign traffic stays");
     }
 
     #[test]

@@ -46,10 +46,11 @@ pub struct Evaluation {
     pub true_negatives: u64,
     /// TP / (TP + FP).
     pub precision: f64,
-    /// TP / (TP + FN).
-    pub recall: f64,
-    /// F1.
-    pub f1: f64,
+    /// TP / (TP + FN); null when there is nothing to find (no attacker in the labels, no victim alerted), where
+    /// a recall of 1 would say the detector found what was not there.
+    pub recall: Option<f64>,
+    /// F1; null when `recall` is.
+    pub f1: Option<f64>,
     /// (TP + TN) / hosts.
     pub accuracy: f64,
     /// ROC-AUC of hosts ranked by max(score / threshold); null when a class is empty.
@@ -118,8 +119,8 @@ pub fn evaluate(capture: &str, traffic: &Traffic, labels: &Labels, alerts: &[Ale
         false_negatives: confusion.false_negatives,
         true_negatives: confusion.true_negatives,
         precision: confusion.precision(),
-        recall: confusion.recall(),
-        f1: confusion.f1(),
+        recall: (!positive.is_empty()).then(|| confusion.recall()),
+        f1: (!positive.is_empty()).then(|| confusion.f1()),
         accuracy: confusion.accuracy(),
         roc_auc: roc_auc(&scores, &positive),
         median_time_to_detect_s: median(&mut ttd_values),
@@ -173,6 +174,17 @@ mod tests {
         assert_eq!(e.victims_alerted, 1);
         assert_eq!(e.time_to_detect_s.get("10.0.0.1"), Some(&3.0), "the earliest detected_at counts");
         assert_eq!(e.roc_auc, Some(1.0), "both positives outrank both negatives");
+    }
+
+    #[test]
+    fn labels_without_attackers_give_no_recall_and_no_f1() {
+        let t = traffic(&[("10.0.0.1", 0), ("10.0.0.2", 0)]);
+        let quiet = evaluate("c", &t, &Labels::default(), &[]);
+        assert_eq!((quiet.attackers, quiet.recall, quiet.f1), (0, None, None));
+        assert_eq!((quiet.precision, quiet.true_negatives), (1.0, 2));
+        let noisy = evaluate("c", &t, &Labels::default(), &[alert("10.0.0.1", "rate", 2.0, "1970-01-01T00:00:00Z")]);
+        assert_eq!((noisy.recall, noisy.f1, noisy.precision), (None, None, 0.0));
+        assert_eq!(noisy.false_positive_hosts, vec!["10.0.0.1".to_string()]);
     }
 
     #[test]

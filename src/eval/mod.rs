@@ -54,11 +54,21 @@ pub async fn command(
         println!("{}", serde_json::to_string(&e).context("cannot print the evaluation")?);
         return Ok(());
     }
+    print!("{}", text(&e));
+    Ok(())
+}
+
+/// The evaluation as `netanom eval` prints it. Labels without any attacker have nothing to find: recall and F1
+/// are not defined, and the confusion line says so instead of reporting them.
+pub fn text(e: &Evaluation) -> String {
+    use std::fmt::Write as _;
     let opt = |v: Option<f64>, unit: &str| v.map_or("n/a".to_string(), |v| format!("{v:.3}{unit}"));
-    println!("capture:    {} ({})", e.capture, e.class);
-    println!("hosts:      {} ({} attackers, {} victims labelled)", e.hosts, e.attackers, e.victims);
-    println!("alerts:     {:?}", e.alerts);
-    println!(
+    let mut s = String::new();
+    let _ = writeln!(s, "capture:    {} ({})", e.capture, e.class);
+    let _ = writeln!(s, "hosts:      {} ({} attackers, {} victims labelled)", e.hosts, e.attackers, e.victims);
+    let _ = writeln!(s, "alerts:     {:?}", e.alerts);
+    let _ = writeln!(
+        s,
         "attackers alerted {}/{}, victims alerted {}/{}, false-positive hosts {} {:?}",
         e.attackers_alerted,
         e.attackers,
@@ -67,21 +77,37 @@ pub async fn command(
         e.false_positive_hosts.len(),
         e.false_positive_hosts
     );
-    println!(
-        "TP {} FP {} FN {} TN {}: precision {:.3}, recall {:.3}, F1 {:.3}, accuracy {:.3}, ROC-AUC {}",
-        e.true_positives,
-        e.false_positives,
-        e.false_negatives,
-        e.true_negatives,
-        e.precision,
-        e.recall,
-        e.f1,
-        e.accuracy,
-        opt(e.roc_auc, "")
+    let _ = write!(
+        s,
+        "TP {} FP {} FN {} TN {}: precision {:.3}, ",
+        e.true_positives, e.false_positives, e.false_negatives, e.true_negatives, e.precision
     );
-    for (h, s) in &e.time_to_detect_s {
-        println!("time to detect {h}: {s:.3} s of packet time from its first packet");
+    match (e.recall, e.f1) {
+        (Some(r), Some(f1)) => {
+            let _ = write!(s, "recall {r:.3}, F1 {f1:.3}");
+        }
+        _ => s.push_str("no attackers in the labels (recall and F1 not defined)"),
     }
-    println!("median time to detect: {}", opt(e.median_time_to_detect_s, " s"));
-    Ok(())
+    let _ = writeln!(s, ", accuracy {:.3}, ROC-AUC {}", e.accuracy, opt(e.roc_auc, ""));
+    for (h, t) in &e.time_to_detect_s {
+        let _ = writeln!(s, "time to detect {h}: {t:.3} s of packet time from its first packet");
+    }
+    let _ = writeln!(s, "median time to detect: {}", opt(e.median_time_to_detect_s, " s"));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_without_attackers_are_said_so_instead_of_a_perfect_recall() {
+        let traffic = crate::traffic::Traffic::default();
+        let quiet = evaluate("benign.pcap", &traffic, &crate::labels::Labels::default(), &[]);
+        let t = text(&quiet);
+        assert!(t.contains("no attackers in the labels"), "{t}");
+        assert!(!t.contains("recall 1.000") && !t.contains("F1 1.000"), "{t}");
+        let found = Evaluation { recall: Some(0.5), f1: Some(0.667), ..quiet };
+        assert!(text(&found).contains("recall 0.500, F1 0.667, accuracy"), "{}", text(&found));
+    }
 }

@@ -99,8 +99,7 @@ pub async fn command(
     println!("{}", summary::producer(&o.producer));
     println!("{}", summary::detector(&o.detector));
     println!("{}", summary::router(&o.router));
-    let secs = o.elapsed.as_secs_f64().max(1e-9);
-    println!("duration: {secs:.3} s, {:.0} packets/s end to end", o.producer.packets_read as f64 / secs);
+    println!("{}", summary::duration(o.elapsed, o.producer.packets_read));
     Ok(())
 }
 
