@@ -49,14 +49,9 @@ fn every_service_turns_unready_when_the_broker_dies_and_stops_within_its_grace()
         .expect("the live capture is written");
 
     let broker = Broker::start();
-    for (topic, partitions) in [
-        ("netanom.packets", 2),
-        ("netanom.destinations", 2),
-        ("netanom.anomalies", 1),
-        ("netanom.alerts", 1),
-        ("netanom.dead-letter", 1),
-    ] {
-        broker.create_topic(topic, partitions);
+    let topics = ["packets", "destinations", "anomalies", "alerts", "dead-letter"];
+    for (topic, partitions) in topics.into_iter().zip([2, 2, 1, 1, 1]) {
+        broker.create_topic(&format!("netanom.{topic}"), partitions);
     }
     let alerts_out = tmp.path().join("alerts.jsonl");
     let config = tmp.path().join("netanom.toml");
