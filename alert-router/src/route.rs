@@ -695,9 +695,13 @@ fn create_consumer(config: &RouterConfig, ready: &ReadyFlag) -> Result<StreamCon
     }
     // Not overridable: offsets are stored only after delivery.
     c.set("enable.auto.offset.store", "false");
-    c.create_with_context(RouterContext { ready: ready.clone(), link: ready.kafka_link("consumer"), log: KafkaLog::default() })
-        .map_err(redacted)
-        .map_err(|source| RouterError::Kafka { what: "creating the consumer".into(), source: Box::new(source) })
+    c.create_with_context(RouterContext {
+        ready: ready.clone(),
+        link: ready.kafka_link("consumer"),
+        log: KafkaLog::default(),
+    })
+    .map_err(redacted)
+    .map_err(|source| RouterError::Kafka { what: "creating the consumer".into(), source: Box::new(source) })
 }
 
 fn create_producer(config: &RouterConfig) -> Result<FutureProducer<KafkaLog>, RouterError> {
