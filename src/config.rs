@@ -1,8 +1,8 @@
 //! Configuration layering for every role: built-in defaults, then a TOML file (`--config`), then `NETANOM_*`
 //! environment variables (an empty one is unset), then command-line flags. All layers are merged as TOML trees
 //! before anything is deserialised; every syntax error of the file, then every unknown key, value of the wrong
-//! type and malformed value of the merged tree ([`shape`]) is reported at once with its key path and where it
-//! was set ([`sources`]: `file:line`, the variable, or the command line), and every semantic problem of every
+//! type and malformed value of the merged tree (the `shape` module) is reported at once with its key path and where it
+//! was set (the `sources` module: `file:line`, the variable, or the command line), and every semantic problem of every
 //! section at once ([`Config::validate`]). [`Config::template`] is the file `netanom config` prints.
 
 use std::collections::BTreeMap;

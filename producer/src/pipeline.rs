@@ -1,4 +1,4 @@
-//! The pure producer path without I/O: frame → [`Parsed`](crate::parse::Parsed) → flow state →
+//! The pure producer path without I/O: frame → [`Parsed`] → flow state →
 //! [`PacketFeatures`] ([`FeatureExtractor`]) → per-source [`PacketBatch`]es ([`Pipeline`]), with the counters
 //! of what was read, parsed and skipped. Benchmarks and other crates use it without Kafka or libpcap.
 
