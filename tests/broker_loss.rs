@@ -49,10 +49,7 @@ fn every_service_turns_unready_when_the_broker_dies_and_stops_within_its_grace()
         .expect("the live capture is written");
 
     let broker = Broker::start();
-    let topics = ["packets", "destinations", "anomalies", "alerts", "dead-letter"];
-    for (topic, partitions) in topics.into_iter().zip([2, 2, 1, 1, 1]) {
-        broker.create_topic(&format!("netanom.{topic}"), partitions);
-    }
+    broker.create_pipeline_topics(2, 2, 1);
     let alerts_out = tmp.path().join("alerts.jsonl");
     let config = tmp.path().join("netanom.toml");
     // Offsets are committed only at shutdown, so each consumer has some to commit when the broker is gone.

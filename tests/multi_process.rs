@@ -21,15 +21,7 @@ fn services_as_processes_alert_on_every_attacker_and_no_benign_host() {
     let summary = write_pcap(&Scenario::default(), &capture).expect("the scenario is written");
 
     let broker = Broker::start();
-    for (topic, partitions) in [
-        ("netanom.packets", 4),
-        ("netanom.destinations", 4),
-        ("netanom.anomalies", 2),
-        ("netanom.alerts", 1),
-        ("netanom.dead-letter", 1),
-    ] {
-        broker.create_topic(topic, partitions);
-    }
+    broker.create_pipeline_topics(4, 4, 2);
     let hook = WebhookReceiver::start(SECRET);
     let alerts_out = tmp.path().join("alerts.jsonl");
     let config = tmp.path().join("netanom.toml");

@@ -266,15 +266,7 @@ fn detectors_scaled_1_3_2_mid_stream_alert_like_one_detector() {
 
     // The scaled run.
     let broker = Broker::start();
-    for (topic, partitions) in [
-        ("netanom.packets", PARTITIONS),
-        ("netanom.destinations", PARTITIONS),
-        ("netanom.anomalies", 2),
-        ("netanom.alerts", 1),
-        ("netanom.dead-letter", 1),
-    ] {
-        broker.create_topic(topic, partitions as u32);
-    }
+    broker.create_pipeline_topics(PARTITIONS as u32, PARTITIONS as u32, 2);
     let alerts_out = tmp.path().join("alerts.jsonl");
     let config = tmp.path().join("netanom.toml");
     write_config(&config, Some(&broker.bootstrap), &model, &alerts_out);

@@ -76,6 +76,21 @@ impl Broker {
             .expect("tansu topic create runs");
         assert!(status.success(), "tansu topic create {name} failed: {status}");
     }
+
+    /// Creates the pipeline's topics under their default names: packets, destinations and anomalies with the
+    /// given partition counts, alerts and dead-letter with one partition each.
+    pub fn create_pipeline_topics(&self, packets: u32, destinations: u32, anomalies: u32) {
+        use netanom_schemas::topics;
+        for (topic, partitions) in [
+            (topics::PACKETS, packets),
+            (topics::DESTINATIONS, destinations),
+            (topics::ANOMALIES, anomalies),
+            (topics::ALERTS, 1),
+            (topics::DEAD_LETTER, 1),
+        ] {
+            self.create_topic(topic, partitions);
+        }
+    }
 }
 
 impl Drop for Broker {
