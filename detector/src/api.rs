@@ -9,18 +9,24 @@
 //! [`PacketFeatures`] (docs/operations.md, "Scoring API", lists them); the packets are one batch of one host and are
 //! scored exactly as the detector scores a packet batch from Kafka.
 //!
+//! With `[detector.api] token` set, a request must carry `Authorization: Bearer <token>` (compared in constant
+//! time). The body must arrive within `[detector.api] request_timeout`; at most `[detector.api] queue` requests
+//! wait for one of the [`MAX_CONCURRENT`] scoring slots, more are refused at once.
+//!
 //! Answers: 200 `{"anomaly_score", "is_anomaly", "model_version", "threshold", "packets", "reason"}`; 400 the
-//! body is not JSON; 413 the body is too large; 415 the content type is not JSON; 422 valid JSON that is not a
-//! valid request, the message naming the field (`packets[3].ttl: missing field`); 503 no model yet (with
-//! `Retry-After`) or the forest is disabled. Every error is `{"error": "<message>"}`.
+//! body is not JSON; 401 the token is missing or wrong (with `WWW-Authenticate: Bearer`); 408 the body did not
+//! arrive in time; 413 the body is too large; 415 the content type is not JSON; 422 valid JSON that is not a
+//! valid request, the message naming the field (`packets[3].ttl: missing field`); 503 no model yet or the queue
+//! is full (both with `Retry-After`), or the forest is disabled. Every error is `{"error": "<message>"}`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -28,11 +34,14 @@ use netanom_schemas::{Direction, Network, PacketFeatures};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::Semaphore;
+use subtle::ConstantTimeEq;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::DetectorConfig;
 use crate::features::{FeatureScratch, batch_features};
 use crate::forest::{ModelFeed, TrainedForest, isolation_reason};
+use crate::time::human;
+use crate::validation::{ConfigError, Problems};
 
 /// Path of the scoring endpoint.
 pub const ANALYZE_PATH: &str = "/api/v1/analyze";
@@ -44,6 +53,82 @@ pub const MAX_PACKETS: usize = 4096;
 pub const MAX_CONCURRENT: usize = 2;
 /// `Retry-After` while no model is trained yet, in seconds.
 const RETRY_AFTER_SECS: &str = "10";
+/// `Retry-After` when the queue is full, in seconds.
+const BUSY_RETRY_AFTER_SECS: &str = "1";
+
+/// The scoring API's settings (`[detector.api]`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Bearer token every request must carry (`Authorization: Bearer <token>`); best set from the environment
+    /// (`NETANOM_DETECTOR__API__TOKEN`) or a Kubernetes Secret. Prints as `***`. Default: none, the API is open.
+    pub token: Option<Token>,
+    /// Longest time from the request's arrival to the end of its body; a slower client gets 408. At most
+    /// 300 s. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Requests that may wait for a scoring slot while [`MAX_CONCURRENT`] are scored; more get 503 with
+    /// `Retry-After`. At most 100000. Default 64.
+    pub queue: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self { token: None, request_timeout: Duration::from_secs(10), queue: 64 }
+    }
+}
+
+impl ApiConfig {
+    /// Every problem of `[detector.api]`.
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut p = Problems::new("api");
+        if let Some(t) = &self.token {
+            p.check(t.0.len() >= 16, "token", || "must be at least 16 characters".into());
+            p.check(t.0.bytes().all(|b| b.is_ascii_graphic()), "token", || {
+                "must be printable ASCII without spaces (it travels in an HTTP header)".into()
+            });
+        }
+        p.check(
+            !self.request_timeout.is_zero() && self.request_timeout <= Duration::from_secs(300),
+            "request_timeout",
+            || format!("must be in (0, 300s], got {}", human(self.request_timeout)),
+        );
+        p.check(self.queue <= 100_000, "queue", || format!("must be at most 100000, got {}", self.queue));
+        p.into_vec()
+    }
+}
+
+/// A bearer token: prints and serialises as `***`.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Token(String);
+
+impl Token {
+    /// Wraps `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// `Authorization: Bearer <this token>`, compared in constant time.
+    fn admits(&self, headers: &HeaderMap) -> bool {
+        let presented =
+            headers.get(header::AUTHORIZATION).and_then(|v| v.as_bytes().strip_prefix(b"Bearer ")).unwrap_or_default();
+        bool::from(presented.ct_eq(self.0.as_bytes()))
+    }
+}
+
+/// Serialises as `***`: printing a configuration never reveals the token.
+impl Serialize for Token {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(***)")
+    }
+}
 
 /// The answer to a valid request.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -68,12 +153,12 @@ pub struct Verdict {
 struct ApiError {
     status: StatusCode,
     message: String,
-    retry_after: bool,
+    retry_after: Option<&'static str>,
 }
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), retry_after: false }
+        Self { status, message: message.into(), retry_after: None }
     }
 
     fn unprocessable(message: impl Into<String>) -> Self {
@@ -84,8 +169,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut r = (self.status, Json(serde_json::json!({ "error": self.message }))).into_response();
-        if self.retry_after {
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+        if let Some(secs) = self.retry_after {
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(secs));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         r
     }
@@ -98,49 +186,79 @@ struct Api {
     enabled: bool,
     warmup_samples: usize,
     min_packets: usize,
+    token: Option<Token>,
+    request_timeout: Duration,
+    queue: usize,
     permits: Arc<Semaphore>,
+    /// Requests waiting for a permit.
+    waiting: Arc<AtomicUsize>,
 }
 
 /// The scoring API's routes for the detector of `config`, answered from the model it publishes to `feed` (the
 /// [`crate::Handles::model_feed`] given to [`crate::run`]); the root binary merges them into the
 /// `[telemetry] listen` server.
 pub fn router(config: &DetectorConfig, feed: ModelFeed) -> axum::Router {
-    let api = Api {
+    app(Api {
         feed,
         enabled: config.forest.enabled,
         warmup_samples: config.forest.warmup_samples,
         min_packets: config.forest.min_packets.max(1),
+        token: config.api.token.clone(),
+        request_timeout: config.api.request_timeout,
+        queue: config.api.queue,
         permits: Arc::new(Semaphore::new(MAX_CONCURRENT)),
-    };
+        waiting: Arc::new(AtomicUsize::new(0)),
+    })
+}
+
+fn app(api: Api) -> axum::Router {
     axum::Router::new().route(ANALYZE_PATH, post(analyze)).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).with_state(api)
 }
 
-async fn analyze(State(api): State<Api>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
-    match judge_request(api, &headers, body).await {
+async fn analyze(State(api): State<Api>, request: axum::extract::Request) -> Response {
+    match judge_request(api, request).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-async fn judge_request(
-    api: Api,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Verdict, ApiError> {
-    check_content_type(headers)?;
-    let body = body.map_err(|r| match r.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than {MAX_BODY_BYTES} bytes"))
-        }
-        status => ApiError::new(status, r.body_text()),
-    })?;
-    let _permit =
-        api.permits.clone().acquire_owned().await.map_err(|_| {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the scoring API is shutting down".to_string())
+async fn judge_request(api: Api, request: axum::extract::Request) -> Result<Verdict, ApiError> {
+    if let Some(token) = &api.token
+        && !token.admits(request.headers())
+    {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token: send Authorization: Bearer <detector.api.token>",
+        ));
+    }
+    check_content_type(request.headers())?;
+    let body = tokio::time::timeout(api.request_timeout, Bytes::from_request(request, &()))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the body did not arrive within {} (detector.api.request_timeout)", human(api.request_timeout)),
+            )
+        })?
+        .map_err(|r| match r.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than {MAX_BODY_BYTES} bytes"))
+            }
+            status => ApiError::new(status, r.body_text()),
         })?;
+    let _permit = api.permit().await?;
     tokio::task::spawn_blocking(move || api.judge(&body))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("scoring failed: {e}")))?
+}
+
+/// Leaves the queue when dropped.
+struct Waiting(Arc<AtomicUsize>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// `application/json`, parameters (`; charset=utf-8`) allowed.
@@ -159,6 +277,29 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 impl Api {
+    /// A scoring slot: at once if one is free, else after waiting in the queue; 503 when the queue is full.
+    async fn permit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        let closed = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the scoring API is shutting down");
+        match self.permits.clone().try_acquire_owned() {
+            Ok(p) => return Ok(p),
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(closed()),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {}
+        }
+        let queue = self.queue;
+        if self.waiting.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < queue).then_some(n + 1)).is_err() {
+            return Err(ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: format!(
+                    "busy: {MAX_CONCURRENT} requests are being scored and {queue} are waiting \
+                     (detector.api.queue); retry later"
+                ),
+                retry_after: Some(BUSY_RETRY_AFTER_SECS),
+            });
+        }
+        let _waiting = Waiting(self.waiting.clone());
+        self.permits.clone().acquire_owned().await.map_err(|_| closed())
+    }
+
     /// Validates and scores one body (blocking: JSON parsing and scoring).
     fn judge(&self, body: &[u8]) -> Result<Verdict, ApiError> {
         let request = parse(body)?;
@@ -209,7 +350,7 @@ impl Api {
                  detector.forest.model_path; retry later",
                 self.warmup_samples, self.min_packets
             ),
-            retry_after: true,
+            retry_after: Some(RETRY_AFTER_SECS),
         })
     }
 }
@@ -456,6 +597,121 @@ mod tests {
             assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
             assert!(text.contains(expected), "{expected:?} not in {text:?}");
         }
+    }
+
+    const TOKEN: &str = "s3cret-token-0123456789";
+
+    /// The API (no model yet) on loopback, next to a `/healthz`; returns its address and the API's state.
+    async fn serve(token: Option<&str>, request_timeout: Duration, queue: usize) -> (std::net::SocketAddr, Api) {
+        let api = Api {
+            feed: ModelFeed::default(),
+            enabled: true,
+            warmup_samples: 64,
+            min_packets: 1,
+            token: token.map(Token::new),
+            request_timeout,
+            queue,
+            permits: Arc::new(Semaphore::new(MAX_CONCURRENT)),
+            waiting: Arc::new(AtomicUsize::new(0)),
+        };
+        let app = app(api.clone()).route("/healthz", axum::routing::get(|| async { "ok" }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (addr, api)
+    }
+
+    async fn post(addr: std::net::SocketAddr, auth: Option<&str>) -> reqwest::Response {
+        let mut r = reqwest::Client::new()
+            .post(format!("http://{addr}{ANALYZE_PATH}"))
+            .header("content-type", "application/json")
+            .body(PACKET);
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        r.timeout(Duration::from_secs(10)).send().await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_configured_token_is_required() {
+        let (addr, _) = serve(Some(TOKEN), Duration::from_secs(10), 4).await;
+        for auth in [None, Some("Bearer wrong-token-0123456789"), Some(TOKEN), Some("Basic czNjcmV0")] {
+            let r = post(addr, auth).await;
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{auth:?}");
+            assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer");
+            let v: Value = r.json().await.unwrap();
+            assert!(v["error"].as_str().unwrap().contains("bearer token"), "{v}");
+        }
+        let r = post(addr, Some(&format!("Bearer {TOKEN}"))).await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "authorised, and no model yet");
+        let v: Value = r.json().await.unwrap();
+        assert!(v["error"].as_str().unwrap().starts_with("no isolation model yet"), "{v}");
+        let (open, _) = serve(None, Duration::from_secs(10), 4).await;
+        assert_eq!(post(open, None).await.status(), StatusCode::SERVICE_UNAVAILABLE, "no token configured: open");
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_gets_408_while_the_probes_answer() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let timeout = Duration::from_millis(300);
+        let (addr, _) = serve(None, timeout, 4).await;
+        let started = std::time::Instant::now();
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST {ANALYZE_PATH} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 200\r\n\r\n"
+        );
+        slow.write_all(head.as_bytes()).await.unwrap();
+        slow.write_all(&PACKET.as_bytes()[..50]).await.unwrap();
+        // Meanwhile the server answers others.
+        let health = reqwest::get(format!("http://{addr}/healthz")).await.unwrap();
+        assert_eq!(health.status(), StatusCode::OK);
+        let mut answer = vec![0; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut answer)).await.expect("an answer").unwrap();
+        let elapsed = started.elapsed();
+        let text = String::from_utf8_lossy(&answer[..n]);
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(text.contains("detector.api.request_timeout"), "{text}");
+        assert!(elapsed >= timeout && elapsed < Duration::from_secs(3), "{elapsed:?}");
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_answers_503_with_retry_after() {
+        let (addr, api) = serve(None, Duration::from_secs(10), 1).await;
+        let held = api.permits.clone().acquire_many_owned(MAX_CONCURRENT as u32).await.unwrap();
+        // One request waits in the queue of 1 ...
+        let waiting = tokio::spawn(async move { post(addr, None).await.status() });
+        while api.waiting.load(Ordering::Acquire) < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // ... so the next is refused at once.
+        let r = post(addr, None).await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], BUSY_RETRY_AFTER_SECS);
+        let v: Value = r.json().await.unwrap();
+        assert!(v["error"].as_str().unwrap().starts_with("busy:"), "{v}");
+        // Freed slots serve the waiting request (no model yet: the usual 503) and empty the queue.
+        drop(held);
+        assert_eq!(waiting.await.unwrap(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(api.waiting.load(Ordering::Acquire), 0);
+        let r = post(addr, None).await;
+        let v: Value = r.json().await.unwrap();
+        assert!(v["error"].as_str().unwrap().starts_with("no isolation model yet"), "{v}");
+    }
+
+    #[test]
+    fn the_token_is_masked_and_validated() {
+        let mut c = ApiConfig { token: Some(Token::new(TOKEN)), ..ApiConfig::default() };
+        assert!(!format!("{c:?}").contains(TOKEN));
+        assert!(serde_json::to_string(&c).unwrap().contains(r#""token":"***""#));
+        assert!(c.validate().is_empty());
+        c.token = Some(Token::new("short token"));
+        c.request_timeout = Duration::ZERO;
+        c.queue = 1_000_000;
+        let keys: Vec<String> = c.validate().into_iter().map(|e| e.key).collect();
+        assert_eq!(
+            keys,
+            ["detector.api.token", "detector.api.token", "detector.api.request_timeout", "detector.api.queue"]
+        );
     }
 
     #[test]

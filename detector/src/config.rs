@@ -9,6 +9,7 @@ use std::time::Duration;
 use netanom_schemas::{SchemaIds, topics};
 use serde::Deserialize;
 
+use crate::api::ApiConfig;
 use crate::beacon::BeaconConfig;
 use crate::fanout::FanoutConfig;
 use crate::forest::ForestConfig;
@@ -96,6 +97,8 @@ pub struct DetectorConfig {
     pub brute_force: BruteForceConfig,
     /// Sustained long DNS queries (kind `dns_tunnel`).
     pub dns_tunnel: DnsTunnelConfig,
+    /// The scoring API (`POST /api/v1/analyze`): token, request timeout, queue.
+    pub api: ApiConfig,
 }
 
 impl Default for DetectorConfig {
@@ -125,6 +128,7 @@ impl Default for DetectorConfig {
             probe: ProbeConfig::default(),
             brute_force: BruteForceConfig::default(),
             dns_tunnel: DnsTunnelConfig::default(),
+            api: ApiConfig::default(),
         }
     }
 }
@@ -157,6 +161,7 @@ impl std::fmt::Debug for DetectorConfig {
             .field("probe", &self.probe)
             .field("brute_force", &self.brute_force)
             .field("dns_tunnel", &self.dns_tunnel)
+            .field("api", &self.api)
             .finish()
     }
 }
@@ -197,6 +202,7 @@ impl DetectorConfig {
         errs.extend(self.probe.validate());
         errs.extend(self.brute_force.validate());
         errs.extend(self.dns_tunnel.validate());
+        errs.extend(self.api.validate());
         errs.extend(self.profile.validate(self.state.idle_timeout));
         if errs.is_empty() { Ok(()) } else { Err(errs) }
     }

@@ -78,6 +78,12 @@ const OPTIONAL: &[Optional] = &[
     ),
     opt("detector.supervised", "threshold", "0.8", "P(attack) at which a batch is an anomaly; unset: the model's own"),
     opt(
+        "detector.api",
+        "token",
+        "\"Zk8vQm2xR7pL4tWn9cYb\"",
+        "bearer token the scoring API requires (Authorization: Bearer ...); prints as ***; unset: no token needed",
+    ),
+    opt(
         "alert_router",
         "webhook_secret",
         "\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"",
