@@ -37,9 +37,8 @@ use serde_json::Value;
 use subtle::ConstantTimeEq;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::config::DetectorConfig;
 use crate::features::{FeatureScratch, batch_features};
-use crate::forest::{ModelFeed, TrainedForest, isolation_reason};
+use crate::forest::{ForestConfig, ModelFeed, TrainedForest, isolation_reason};
 use crate::time::human;
 use crate::validation::{ConfigError, Problems};
 
@@ -194,18 +193,18 @@ struct Api {
     waiting: Arc<AtomicUsize>,
 }
 
-/// The scoring API's routes for the detector of `config`, answered from the model it publishes to `feed` (the
-/// [`crate::Handles::model_feed`] given to [`crate::run`]); the root binary merges them into the
-/// `[telemetry] listen` server.
-pub fn router(config: &DetectorConfig, feed: ModelFeed) -> axum::Router {
+/// The scoring API's routes (`[detector.api]` settings `config`) for the detector whose forest is configured by
+/// `forest`, answered from the model it publishes to `feed` (the [`crate::Handles::model_feed`] given to
+/// [`crate::run`]); the root binary merges them into the `[telemetry] listen` server.
+pub fn router(config: &ApiConfig, forest: &ForestConfig, feed: ModelFeed) -> axum::Router {
     app(Api {
         feed,
-        enabled: config.forest.enabled,
-        warmup_samples: config.forest.warmup_samples,
-        min_packets: config.forest.min_packets.max(1),
-        token: config.api.token.clone(),
-        request_timeout: config.api.request_timeout,
-        queue: config.api.queue,
+        enabled: forest.enabled,
+        warmup_samples: forest.warmup_samples,
+        min_packets: forest.min_packets.max(1),
+        token: config.token.clone(),
+        request_timeout: config.request_timeout,
+        queue: config.queue,
         permits: Arc::new(Semaphore::new(MAX_CONCURRENT)),
         waiting: Arc::new(AtomicUsize::new(0)),
     })

@@ -150,7 +150,10 @@ pub fn api_body(data: &[u8]) {
     static API: OnceLock<(tokio::runtime::Runtime, axum::Router)> = OnceLock::new();
     let (runtime, router) = API.get_or_init(|| {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
-        (runtime, netanom_detector::api::router(&DetectorConfig::default(), netanom_detector::ModelFeed::default()))
+        (runtime, {
+            let config = DetectorConfig::default();
+            netanom_detector::api::router(&config.api, &config.forest, netanom_detector::ModelFeed::default())
+        })
     });
     let request = axum::http::Request::post(ANALYZE_PATH)
         .header("content-type", "application/json")
