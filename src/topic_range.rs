@@ -6,8 +6,11 @@
 //!
 //! Times are resolved once with `offsets_for_times`; the broker's answer is checked against the records on
 //! either side of it, and when it does not hold (brokers that do not implement the lookup), the partition is
-//! scanned for the first record at or after the time. Without `--to`, a partition ends at its high watermark
-//! at start.
+//! scanned for the first record at or after the time. Without `--to`, each partition is read to its end (the
+//! consumer's end-of-partition event), not to the high watermark the broker reported at start: a broker whose
+//! watermark does not count records (the test broker counts produce batches) would otherwise cut the range
+//! short without a word. The records read are then checked against that watermark, and a disagreement is
+//! logged with the numbers ([`PartitionRange::watermark_disagreement`]).
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -130,7 +133,7 @@ pub struct ReadSpec {
     pub topic: String,
     /// Start of every partition's range (inclusive).
     pub from: Position,
-    /// End of every partition's range (exclusive); `None`: the high watermark at start.
+    /// End of every partition's range (exclusive); `None`: the end of each partition (end-of-partition event).
     pub to: Option<Position>,
     /// Give up when nothing arrives for this long while a partition is short of its end.
     pub idle_timeout: Duration,
@@ -172,8 +175,36 @@ pub struct PartitionRange {
     pub partition: i32,
     /// First offset read.
     pub start: i64,
-    /// First offset not read.
+    /// First offset not read: the end asked for (`--to`), or, for a range read to the end of its partition,
+    /// one past the last record read (the high watermark at start until the range is read).
     pub end: i64,
+    /// The partition's high watermark when the range was resolved.
+    pub watermark: i64,
+    /// True when the range runs to the end of the partition (no `--to`).
+    pub to_end: bool,
+    /// Records read in the range.
+    pub read: u64,
+}
+
+impl PartitionRange {
+    /// For a range read to the end of its partition: why the records read disagree with the high watermark the
+    /// broker reported at start, with the numbers; `None` when they agree (or the range had an explicit end).
+    /// Records past the watermark mean the broker's watermark does not count records, or records arrived while
+    /// the range was read; a range ending before the watermark means records were missing.
+    pub fn watermark_disagreement(&self) -> Option<String> {
+        if !self.to_end || self.end == self.watermark.max(self.start) {
+            return None;
+        }
+        let why = if self.end > self.watermark {
+            "the broker's watermark does not count records, or records arrived while reading"
+        } else {
+            "records below the watermark were not delivered"
+        };
+        Some(format!(
+            "partition {} read to its end at offset {} ({} records from offset {}), but its high watermark at start was {}: {why}",
+            self.partition, self.end, self.read, self.start, self.watermark
+        ))
+    }
 }
 
 /// One record of the range.
@@ -372,30 +403,36 @@ pub fn ranges(consumer: &BaseConsumer, spec: &ReadSpec) -> Result<Vec<PartitionR
         Some(to) => resolve(consumer, topic, to, &bounds, timeout)?,
         None => bounds.iter().map(|(p, (_, hi))| (*p, *hi)).collect(),
     };
-    Ok(partition_ranges(&start, &end))
+    let mut ranges = partition_ranges(&start, &end);
+    for r in &mut ranges {
+        r.watermark = bounds.get(&r.partition).map_or(r.end, |(_, hi)| *hi);
+        r.to_end = spec.to.is_none();
+    }
+    Ok(ranges)
 }
 
-/// Reads every record of the range (blocking; run it on a blocking thread). Returns the ranges and the
-/// records in (timestamp, partition, offset) order.
+/// Reads every record of the range (blocking; run it on a blocking thread). Returns the ranges (their ends and
+/// counts as read) and the records in (timestamp, partition, offset) order. A range read to the end of its
+/// partition that disagrees with the partition's high watermark is logged as a warning with the numbers.
 pub fn read_range(spec: &ReadSpec) -> Result<(Vec<PartitionRange>, Vec<ReplayRecord>), RangeError> {
     let consumer = consumer(spec)?;
-    let ranges = ranges(&consumer, spec)?;
+    let mut ranges = ranges(&consumer, spec)?;
     let topic = &spec.topic;
-    let mut pending: BTreeMap<i32, i64> = BTreeMap::new();
-    let mut starts: BTreeMap<i32, i64> = BTreeMap::new();
+    // The end of each partition still being read: an offset, or `None` for "until end of partition".
+    let mut pending: BTreeMap<i32, Option<i64>> = BTreeMap::new();
     let mut tpl = TopicPartitionList::new();
-    for r in ranges.iter().filter(|r| r.end > r.start) {
+    for r in ranges.iter().filter(|r| r.to_end || r.end > r.start) {
         tpl.add_partition_offset(topic, r.partition, Offset::Offset(r.start))
             .map_err(kafka(format!("{topic}/{}", r.partition)))?;
-        pending.insert(r.partition, r.end);
-        starts.insert(r.partition, r.start);
+        pending.insert(r.partition, (!r.to_end).then_some(r.end));
     }
     let mut records = Vec::new();
-    if pending.is_empty() {
-        return Ok((ranges, records));
+    if !pending.is_empty() {
+        consumer.assign(&tpl).map_err(kafka(format!("assigning {topic}")))?;
     }
-    consumer.assign(&tpl).map_err(kafka(format!("assigning {topic}")))?;
     let mut last_progress = Instant::now();
+    let mut next: BTreeMap<i32, i64> = ranges.iter().map(|r| (r.partition, r.start)).collect();
+    let mut read: BTreeMap<i32, u64> = BTreeMap::new();
     while !pending.is_empty() {
         let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
             if last_progress.elapsed() > spec.idle_timeout {
@@ -410,17 +447,18 @@ pub fn read_range(spec: &ReadSpec) -> Result<(Vec<PartitionRange>, Vec<ReplayRec
         last_progress = Instant::now();
         let (partition, offset) = match msg {
             Err(KafkaError::PartitionEOF(p)) => {
-                // At the high watermark: whatever the end offset, nothing more is there now.
+                // Nothing more is there now, whatever the end asked for.
                 pending.remove(&p);
                 continue;
             }
             Err(e) => return Err(kafka(format!("consuming {topic}"))(e)),
             Ok(m) => {
                 let (p, o) = (m.partition(), m.offset());
-                if starts.get(&p).is_some_and(|start| o < *start) {
-                    continue;
-                }
-                if pending.get(&p).is_some_and(|end| o < *end) {
+                let in_range = match pending.get(&p) {
+                    Some(end) => next.get(&p).is_some_and(|n| o >= *n) && end.is_none_or(|end| o < end),
+                    None => false,
+                };
+                if in_range {
                     if records.len() >= spec.max_records {
                         return Err(RangeError::TooManyRecords { topic: topic.clone(), max: spec.max_records });
                     }
@@ -430,15 +468,26 @@ pub fn read_range(spec: &ReadSpec) -> Result<(Vec<PartitionRange>, Vec<ReplayRec
                         timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
                         payload: m.payload().unwrap_or_default().to_vec(),
                     });
+                    next.insert(p, o + 1);
+                    *read.entry(p).or_default() += 1;
                 }
                 (p, o)
             }
         };
-        if pending.get(&partition).is_some_and(|end| offset + 1 >= *end) {
+        if pending.get(&partition).is_some_and(|end| end.is_some_and(|end| offset + 1 >= end)) {
             pending.remove(&partition);
             let mut done = TopicPartitionList::new();
             done.add_partition(topic, partition);
             let _ = consumer.pause(&done);
+        }
+    }
+    for r in &mut ranges {
+        r.read = read.get(&r.partition).copied().unwrap_or(0);
+        if r.to_end {
+            r.end = next.get(&r.partition).copied().unwrap_or(r.start);
+        }
+        if let Some(why) = r.watermark_disagreement() {
+            tracing::warn!(topic = %topic, "{why}");
         }
     }
     records.sort_by_key(ReplayRecord::order_key);
@@ -455,7 +504,10 @@ pub fn clamp_offset(o: i64, bounds: &BTreeMap<i32, (i64, i64)>) -> BTreeMap<i32,
 pub fn partition_ranges(start: &BTreeMap<i32, i64>, end: &BTreeMap<i32, i64>) -> Vec<PartitionRange> {
     start
         .iter()
-        .map(|(p, s)| PartitionRange { partition: *p, start: *s, end: end.get(p).copied().unwrap_or(*s).max(*s) })
+        .map(|(p, s)| {
+            let end = end.get(p).copied().unwrap_or(*s).max(*s);
+            PartitionRange { partition: *p, start: *s, end, watermark: end, to_end: false, read: 0 }
+        })
         .collect()
 }
 
@@ -500,11 +552,28 @@ mod tests {
         assert_eq!(
             r,
             vec![
-                PartitionRange { partition: 0, start: 10, end: 30 },
-                PartitionRange { partition: 1, start: 20, end: 20 },
-                PartitionRange { partition: 2, start: 5, end: 5 },
+                PartitionRange { partition: 0, start: 10, end: 30, watermark: 30, to_end: false, read: 0 },
+                PartitionRange { partition: 1, start: 20, end: 20, watermark: 20, to_end: false, read: 0 },
+                PartitionRange { partition: 2, start: 5, end: 5, watermark: 5, to_end: false, read: 0 },
             ]
         );
+    }
+
+    #[test]
+    fn a_range_read_to_its_end_is_checked_against_the_watermark() {
+        let read = |end, watermark, to_end| PartitionRange { partition: 3, start: 0, end, watermark, to_end, read: 0 };
+        assert_eq!(read(1_055, 1_055, true).watermark_disagreement(), None);
+        assert_eq!(read(1_055, 1, false).watermark_disagreement(), None, "an explicit end is not checked");
+        let more = PartitionRange { read: 1_055, ..read(1_055, 1, true) }.watermark_disagreement().unwrap();
+        assert_eq!(
+            more,
+            "partition 3 read to its end at offset 1055 (1055 records from offset 0), but its high watermark at \
+             start was 1: the broker's watermark does not count records, or records arrived while reading"
+        );
+        let fewer = read(10, 20, true).watermark_disagreement().unwrap();
+        assert!(fewer.ends_with("records below the watermark were not delivered"), "{fewer}");
+        let empty = PartitionRange { start: 7, ..read(7, 0, true) };
+        assert_eq!(empty.watermark_disagreement(), None, "an empty range past a smaller watermark agrees");
     }
 
     #[test]

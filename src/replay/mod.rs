@@ -56,7 +56,7 @@ pub struct ReplayArgs {
     /// Start of the range in every partition: an offset (`0`) or an RFC 3339 time (`2024-05-01T12:00:00Z`).
     #[arg(long)]
     pub from: Position,
-    /// End of the range, exclusive: an offset or an RFC 3339 time; default the high watermark at start.
+    /// End of the range, exclusive: an offset or an RFC 3339 time; default the end of each partition.
     #[arg(long)]
     pub to: Option<Position>,
     /// Isolation model to use (JSON written by `forest.save_path` or `netanom train --out`); default: the
@@ -131,11 +131,11 @@ pub async fn command(args: ReplayArgs, mut cfg: Config) -> anyhow::Result<()> {
     .await
     .context("replay worker panicked")??;
     for r in &ranges {
-        tracing::info!(partition = r.partition, start = r.start, end = r.end, "replayed range");
+        tracing::info!(partition = r.partition, start = r.start, end = r.end, records = r.read, "replayed range");
     }
-    let records: i64 = ranges.iter().map(|r| r.end - r.start).sum();
+    let records: u64 = ranges.iter().map(|r| r.read).sum();
     eprintln!(
-        "replayed {records} offsets over {} partitions: {} batches, {} undecodable, {} outside the packet-time skew, {} anomalies (model {})",
+        "replayed {records} records over {} partitions: {} batches, {} undecodable, {} outside the packet-time skew, {} anomalies (model {})",
         ranges.len(),
         base.batches,
         base.poison,

@@ -19,8 +19,7 @@ pub struct TrainArgs {
     /// ordered as `netanom replay` orders them.
     #[arg(long, conflicts_with = "supervised")]
     pub from: Option<Position>,
-    /// With --from: end of the range, exclusive: an offset or an RFC 3339 time; default the high watermark at
-    /// start.
+    /// With --from: end of the range, exclusive: an offset or an RFC 3339 time; default the end of each partition.
     #[arg(long, requires = "from", conflicts_with = "pcap")]
     pub to: Option<Position>,
     /// With --from: Kafka bootstrap servers (key `kafka.brokers`).

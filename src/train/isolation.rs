@@ -102,12 +102,12 @@ fn topic_training_set(args: &TrainArgs, from: Position, cfg: &Config, max: usize
     )?;
     let (ranges, records) = read_range(&spec)?;
     for r in &ranges {
-        tracing::info!(partition = r.partition, start = r.start, end = r.end, "training range");
+        tracing::info!(partition = r.partition, start = r.start, end = r.end, records = r.read, "training range");
     }
     let set = range_training_set(&records, &cfg.schemas.ids, &cfg.detector, max);
-    let offsets: i64 = ranges.iter().map(|r| r.end - r.start).sum();
     eprintln!(
-        "read {offsets} offsets of {} over {} partitions: {} batches, {} undecodable",
+        "read {} records of {} over {} partitions: {} batches, {} undecodable",
+        records.len(),
         spec.topic,
         ranges.len(),
         set.batches,
