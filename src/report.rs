@@ -1,9 +1,12 @@
 //! `netanom report`: runs the pipeline over a capture and writes one self-contained HTML file (inline SVG, no
-//! script, no external asset): packet sizes with the packets of alerted hosts marked, new connections per second
-//! of the top alerted hosts against the rate threshold with alert markers, the distribution of alert scores
-//! (score ÷ threshold), top talkers and top alerted hosts. It draws what [`crate::traffic`] and the alerts of
-//! [`crate::offline::alerts`] say;
-//! it computes no metric (that is `netanom eval`).
+//! script, no external asset): packet sizes over time with the anomalous packets marked (the packets of a host
+//! inside one of its alerts' windows), one timeline of the alerts (each from its first to its last evidence
+//! packet, ◆ where it was detected), alert scores over time against their thresholds, new connections per second
+//! of the top alerted hosts against the rate threshold, packet sizes of alerted and other hosts, top alerted
+//! hosts and top talkers. Every mark is drawn inside its chart's plot area (values outside it are clamped to
+//! its edge), and a capture with no packet or no alert says so instead of drawing empty charts. It draws what
+//! [`crate::traffic`] and the alerts of [`crate::offline::alerts`] say; it computes no metric (that is
+//! `netanom eval`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -17,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::labels::Labels;
-use crate::traffic::{SIZE_BIN, SIZE_BINS, Traffic};
+use crate::traffic::{SIZE_BIN, SIZE_BINS, SizeTimeGrid, TIME_COLUMNS, Traffic};
 
 const W: f64 = 1000.0;
 const H: f64 = 260.0;
@@ -25,6 +28,8 @@ const PAD_L: f64 = 60.0;
 const PAD_R: f64 = 20.0;
 const PAD_T: f64 = 20.0;
 const PAD_B: f64 = 40.0;
+/// Hosts drawn in the alert timeline (the earliest alerted first).
+const TIMELINE_ROWS: usize = 16;
 /// Colours of the timeline series.
 const SERIES: [&str; 4] = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd"];
 
@@ -40,6 +45,9 @@ pub struct ReportArgs {
     /// The HTML file to write.
     #[arg(long)]
     pub out: PathBuf,
+    /// Also write the alerts the report draws, as JSON lines (the alert format of `--alerts-out` elsewhere).
+    #[arg(long)]
+    pub alerts_out: Option<PathBuf>,
 }
 
 /// Runs `netanom report`.
@@ -55,9 +63,23 @@ pub async fn command(
     };
     let traffic = crate::traffic::scan(&args.pcap, &cfg.producer.flow)?;
     let threshold = cfg.detector.rate.threshold_per_sec;
+    let flow = cfg.producer.flow.clone();
     let (_, alerts) = crate::offline::alerts(cfg, &args.pcap, stop, hard).await?;
-    let html = render(&args.pcap.display().to_string(), &traffic, &alerts, labels.as_ref(), threshold);
+    let mut windows: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
+    for a in &alerts {
+        windows.entry(a.host.clone()).or_default().push((ns_of(a.first_seen), ns_of(a.last_seen)));
+    }
+    let grid = crate::traffic::size_time_grid(&args.pcap, &flow, capture_span(&traffic), &windows)?;
+    let html = render(&args.pcap.display().to_string(), &traffic, &grid, &alerts, labels.as_ref(), threshold);
     std::fs::write(&args.out, html).with_context(|| format!("cannot write {}", args.out.display()))?;
+    if let Some(path) = &args.alerts_out {
+        let mut lines = String::new();
+        for a in &alerts {
+            lines.push_str(&serde_json::to_string(a).context("cannot encode an alert")?);
+            lines.push('\n');
+        }
+        std::fs::write(path, lines).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     println!("wrote {} ({} hosts, {} alerts)", args.out.display(), traffic.hosts.len(), alerts.len());
     Ok(())
 }
@@ -67,25 +89,218 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-fn svg_open(out: &mut String, title: &str) {
+/// Packet time of `t`, ns since the epoch (saturating at the ends of the range).
+fn ns_of(t: time::OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos()).unwrap_or(if t.unix_timestamp() < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// First and last packet time of the capture (0, 0 when it holds none).
+fn capture_span(traffic: &Traffic) -> (i64, i64) {
+    let start = traffic.hosts.values().map(|h| h.first_ns).min().unwrap_or(0);
+    let end = traffic.hosts.values().map(|h| h.last_ns).max().unwrap_or(0);
+    (start, end)
+}
+
+/// Opens chart `id`: its title, the SVG, and the plot area (`class="plot-area"`) that every mark stays in.
+fn svg_open(out: &mut String, id: &str, title: &str) {
     let _ = write!(
         out,
-        "<h2>{}</h2><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" \
-         font-family=\"sans-serif\" font-size=\"11\"><rect width=\"{W}\" height=\"{H}\" fill=\"#fff\"/>",
-        esc(title)
+        "<h2>{}</h2><svg id=\"{id}\" class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" \
+         viewBox=\"0 0 {W} {H}\" font-family=\"sans-serif\" font-size=\"11\"><rect width=\"{W}\" height=\"{H}\" \
+         fill=\"#fff\"/><rect class=\"plot-area\" x=\"{PAD_L}\" y=\"{PAD_T}\" width=\"{}\" height=\"{}\" fill=\"none\"/>",
+        esc(title),
+        W - PAD_L - PAD_R,
+        H - PAD_T - PAD_B
     );
 }
 
-/// Axes with a y label, x label, and y ticks at 0 and `y_max`.
+/// The x of a value on a linear scale `lo..hi` over the plot area, clamped to it.
+fn plot_x(v: f64, lo: f64, hi: f64) -> f64 {
+    let f = if hi > lo { ((v - lo) / (hi - lo)).clamp(0.0, 1.0) } else { 0.0 };
+    PAD_L + f * (W - PAD_L - PAD_R)
+}
+
+/// The y of a value on a linear scale `0..max` over the plot area, clamped to it.
+fn plot_y(v: f64, max: f64) -> f64 {
+    let f = if max > 0.0 { (v / max).clamp(0.0, 1.0) } else { 0.0 };
+    H - PAD_B - f * (H - PAD_T - PAD_B)
+}
+
+/// X ticks for seconds since `start_ns` over `start_ns..end_ns`.
+fn time_ticks(out: &mut String, (start_ns, end_ns): (i64, i64)) {
+    let span = (end_ns.saturating_sub(start_ns) as f64 / 1e9).max(1.0);
+    for i in 0..=4 {
+        let s = span * f64::from(i) / 4.0;
+        x_tick(out, plot_x(s, 0.0, span), &format!("{s:.1}"));
+    }
+}
+
+/// Seconds from `start_ns` to `ns`.
+fn secs_since(ns: i64, start_ns: i64) -> f64 {
+    ns.saturating_sub(start_ns) as f64 / 1e9
+}
+
+/// The prototype's figure: packet sizes over time, normal packets in grey (darker for more packets), anomalous
+/// packets (inside an alert window of their host) as red marks.
+fn size_time(out: &mut String, grid: &SizeTimeGrid) {
+    svg_open(
+        out,
+        "sizes-over-time",
+        "Packet sizes over time: anomalous packets (inside an alert window of their host) in red, the others in grey",
+    );
+    axes(out, "seconds since the first packet", "packet size (bytes)", &format!("{}", SIZE_BINS as u32 * SIZE_BIN));
+    let span = ((grid.end_ns - grid.start_ns) as f64 / 1e9).max(1.0);
+    time_ticks(out, (grid.start_ns, grid.end_ns));
+    let cw = (W - PAD_L - PAD_R) / TIME_COLUMNS as f64;
+    let bh = (H - PAD_T - PAD_B) / SIZE_BINS as f64;
+    let peak = grid.normal.iter().flat_map(|c| c.iter()).copied().max().unwrap_or(0).max(1);
+    out.push_str("<g class=\"plot\">");
+    for (c, (normal, anomalous)) in grid.normal.iter().zip(&grid.anomalous).enumerate() {
+        let x = PAD_L + c as f64 * cw;
+        let secs = c as f64 / TIME_COLUMNS as f64 * span;
+        for bin in 0..SIZE_BINS {
+            let y = H - PAD_B - (bin + 1) as f64 * bh;
+            let lo = bin as u32 * SIZE_BIN;
+            if normal[bin] > 0 {
+                let shade = 0.25 + 0.75 * (1.0 + f64::from(normal[bin])).ln() / (1.0 + f64::from(peak)).ln();
+                let _ = write!(
+                    out,
+                    "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{cw:.2}\" height=\"{bh:.2}\" fill=\"#5f6b7a\" \
+                     fill-opacity=\"{shade:.2}\"><title>{secs:.1} s, {lo}+ B: {} packets</title></rect>",
+                    normal[bin]
+                );
+            }
+            if anomalous[bin] > 0 {
+                let _ = write!(
+                    out,
+                    "<circle class=\"anomalous\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"{:.1}\" fill=\"#d62728\">\
+                     <title>{secs:.1} s, {lo}+ B: {} anomalous packets</title></circle>",
+                    x + cw / 2.0,
+                    y + bh / 2.0,
+                    (bh / 2.0).min(cw.max(2.0)),
+                    anomalous[bin]
+                );
+            }
+        }
+    }
+    out.push_str("</g></svg>");
+}
+
+/// One row per alerted host (the first `rows` by earliest alert): each alert a bar from its first to its last
+/// evidence packet, ◆ at the packet that crossed a threshold. Every bar carries its alert's id.
+fn incident_timeline(out: &mut String, alerts: &[Alert], span_ns: (i64, i64), rows: &[&str]) {
+    svg_open(
+        out,
+        "incidents",
+        "Alerts over time, one row per host: a bar from the first to the last evidence packet, ◆ where it was detected",
+    );
+    axes(out, "seconds since the first packet", "", "");
+    let span = (span_ns.1.saturating_sub(span_ns.0) as f64 / 1e9).max(1.0);
+    time_ticks(out, span_ns);
+    let row_h = (H - PAD_T - PAD_B) / rows.len().max(1) as f64;
+    out.push_str("<g class=\"plot\">");
+    for (i, host) in rows.iter().enumerate() {
+        let y = PAD_T + i as f64 * row_h;
+        let colour = SERIES[i % SERIES.len()];
+        for a in alerts.iter().filter(|a| a.host == *host) {
+            let x0 = plot_x(secs_since(ns_of(a.first_seen), span_ns.0), 0.0, span);
+            let x1 = plot_x(secs_since(ns_of(a.last_seen), span_ns.0), 0.0, span).max(x0 + 2.0).min(W - PAD_R);
+            let _ = write!(
+                out,
+                "<rect data-alert=\"{}\" x=\"{x0:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{colour}\" \
+                 fill-opacity=\"0.6\"><title>{} on {}: {} anomalies, {} to {}</title></rect>",
+                esc(&a.id),
+                y + row_h * 0.2,
+                (x1 - x0).max(0.0),
+                row_h * 0.6,
+                esc(a.kind.as_str()),
+                esc(host),
+                a.count,
+                format_rfc3339(a.first_seen),
+                format_rfc3339(a.last_seen)
+            );
+            if let Some(at) = a.detected_at {
+                let dx = plot_x(secs_since(ns_of(at), span_ns.0), 0.0, span);
+                let r = (row_h * 0.3).min(5.0);
+                let cy = y + row_h / 2.0;
+                let _ = write!(
+                    out,
+                    "<path d=\"M{dx:.1} {:.1} l{r:.1} {r:.1} l-{r:.1} {r:.1} l-{r:.1} -{r:.1} z\" fill=\"#222\"/>",
+                    cy - r
+                );
+            }
+        }
+    }
+    out.push_str("</g>");
+    for (i, host) in rows.iter().enumerate() {
+        let _ = write!(
+            out,
+            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\" font-size=\"9\">{}</text>",
+            PAD_L - 2.0,
+            PAD_T + (i as f64 + 0.6) * row_h,
+            esc(host)
+        );
+    }
+    out.push_str("</svg>");
+}
+
+/// Each alert's score ÷ threshold at the time it was detected (its first_seen when that is unknown), coloured
+/// by kind, against the threshold (1, dashed).
+fn scores_over_time(out: &mut String, alerts: &[Alert], span_ns: (i64, i64)) {
+    svg_open(out, "scores", "Alert scores over time (score ÷ threshold; dashed: the threshold)");
+    let ratio = |a: &Alert| if a.threshold > 0.0 { a.score / a.threshold } else { a.score };
+    let y_max = alerts.iter().map(ratio).fold(1.0_f64, f64::max).min(1e6) * 1.1;
+    axes(out, "seconds since the first packet", "score ÷ threshold", &format!("{y_max:.1}"));
+    let span = (span_ns.1.saturating_sub(span_ns.0) as f64 / 1e9).max(1.0);
+    time_ticks(out, span_ns);
+    let _ = write!(
+        out,
+        "<g class=\"plot\"><line x1=\"{PAD_L}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#d62728\" \
+         stroke-dasharray=\"6 4\"/>",
+        W - PAD_R,
+        y = plot_y(1.0, y_max)
+    );
+    let kinds: Vec<&str> = alerts.iter().map(|a| a.kind.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
+    for a in alerts {
+        let at = a.detected_at.unwrap_or(a.first_seen);
+        let colour = SERIES[kinds.iter().position(|k| *k == a.kind.as_str()).unwrap_or(0) % SERIES.len()];
+        let _ = write!(
+            out,
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"{colour}\"><title>{} on {}: {:.2}</title></circle>",
+            plot_x(secs_since(ns_of(at), span_ns.0), 0.0, span),
+            plot_y(ratio(a), y_max),
+            esc(a.kind.as_str()),
+            esc(&a.host),
+            ratio(a)
+        );
+    }
+    out.push_str("</g>");
+    for (i, k) in kinds.iter().enumerate() {
+        let _ = write!(
+            out,
+            "<circle cx=\"{}\" cy=\"{}\" r=\"4\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{}</text>",
+            W - PAD_R - 110.0,
+            PAD_T + 6.0 + 14.0 * i as f64,
+            SERIES[i % SERIES.len()],
+            W - PAD_R - 100.0,
+            PAD_T + 10.0 + 14.0 * i as f64,
+            esc(k)
+        );
+    }
+    out.push_str("</svg>");
+}
+
+/// Axes with a y label, x label, and y ticks at 0 and `y_max` (none when `y_max` is empty).
 fn axes(out: &mut String, x_label: &str, y_label: &str, y_max: &str) {
     let (x0, y0, x1, y1) = (PAD_L, H - PAD_B, W - PAD_R, PAD_T);
+    let zero = if y_max.is_empty() { "" } else { "0" };
     let _ = write!(
         out,
         "<line x1=\"{x0}\" y1=\"{y0}\" x2=\"{x1}\" y2=\"{y0}\" stroke=\"#333\"/>\
          <line x1=\"{x0}\" y1=\"{y0}\" x2=\"{x0}\" y2=\"{y1}\" stroke=\"#333\"/>\
          <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\
          <text x=\"14\" y=\"{}\" transform=\"rotate(-90 14 {})\" text-anchor=\"middle\">{}</text>\
-         <text x=\"{}\" y=\"{}\" text-anchor=\"end\">0</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
+         <text x=\"{}\" y=\"{}\" text-anchor=\"end\">{zero}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
         (x0 + x1) / 2.0,
         H - 8.0,
         esc(x_label),
@@ -124,8 +339,9 @@ fn size_histogram(out: &mut String, traffic: &Traffic, alerted: &BTreeSet<String
     }
     let max = flagged.iter().chain(&other).copied().max().unwrap_or(0).max(1);
     let scale = |n: u64| (1.0 + n as f64).log10() / (1.0 + max as f64).log10() * (H - PAD_T - PAD_B);
-    svg_open(out, "Packet sizes: packets of alerted hosts (red) and of all other hosts (grey)");
+    svg_open(out, "sizes", "Packet sizes: packets of alerted hosts (red) and of all other hosts (grey)");
     axes(out, "packet size on the wire (bytes)", "packets (log scale)", &max.to_string());
+    out.push_str("<g class=\"plot\">");
     let bw = (W - PAD_L - PAD_R) / SIZE_BINS as f64;
     let y0 = H - PAD_B;
     for i in 0..SIZE_BINS {
@@ -144,22 +360,19 @@ fn size_histogram(out: &mut String, traffic: &Traffic, alerted: &BTreeSet<String
                 bw / 2.0 - 1.0
             );
         }
-        if i % 4 == 0 {
-            x_tick(out, x, &(i as u32 * SIZE_BIN).to_string());
-        }
+    }
+    out.push_str("</g>");
+    for i in (0..SIZE_BINS).step_by(4) {
+        x_tick(out, PAD_L + i as f64 * bw, &(i as u32 * SIZE_BIN).to_string());
     }
     out.push_str("</svg>");
 }
 
-/// New connections per second of the top alerted hosts, with the rate threshold and alert markers.
-fn timelines(out: &mut String, traffic: &Traffic, alerts: &[Alert], top: &[String], threshold: f64) {
-    svg_open(
-        out,
-        "New connections per second of the top alerted hosts (dashed: rate threshold; ▼ first_seen of each alert)",
-    );
-    let start_ns = traffic.hosts.values().map(|h| h.first_ns).min().unwrap_or(0);
-    let end_ns = traffic.hosts.values().map(|h| h.last_ns).max().unwrap_or(0);
-    let span = ((end_ns - start_ns) as f64 / 1e9).max(1.0);
+/// New connections per second of the top alerted hosts, with the rate threshold.
+fn timelines(out: &mut String, traffic: &Traffic, top: &[String], threshold: f64) {
+    svg_open(out, "rates", "New connections per second of the top alerted hosts (dashed: rate threshold)");
+    let (start_ns, end_ns) = capture_span(traffic);
+    let span = (end_ns.saturating_sub(start_ns) as f64 / 1e9).max(1.0);
     let peak = top
         .iter()
         .filter_map(|h| traffic.hosts.get(h))
@@ -169,60 +382,50 @@ fn timelines(out: &mut String, traffic: &Traffic, alerts: &[Alert], top: &[Strin
         .unwrap_or(0) as f64;
     let y_max = peak.max(threshold) * 1.1;
     axes(out, "seconds since the first packet", "new connections / s", &format!("{y_max:.0}"));
-    let x = |secs: f64| PAD_L + secs / span * (W - PAD_L - PAD_R);
-    let y = |v: f64| H - PAD_B - v / y_max * (H - PAD_T - PAD_B);
-    for i in 0..=4 {
-        let s = span * f64::from(i) / 4.0;
-        x_tick(out, x(s), &format!("{s:.1}"));
-    }
+    time_ticks(out, (start_ns, end_ns));
+    let y = plot_y(threshold, y_max);
     let _ = write!(
         out,
-        "<line x1=\"{PAD_L}\" x2=\"{}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#d62728\" stroke-dasharray=\"6 4\"/>\
-         <text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"#d62728\">threshold {threshold}/s</text>",
-        W - PAD_R,
-        y(threshold),
-        y(threshold),
-        W - PAD_R,
-        y(threshold) - 4.0
+        "<g class=\"plot\"><line x1=\"{PAD_L}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#d62728\" \
+         stroke-dasharray=\"6 4\"/>",
+        W - PAD_R
     );
+    let start_s = start_ns.div_euclid(1_000_000_000);
     for (i, host) in top.iter().enumerate() {
         let colour = SERIES[i % SERIES.len()];
-        if let Some(t) = traffic.hosts.get(host) {
-            let start_s = start_ns.div_euclid(1_000_000_000);
-            let pts: Vec<String> = t
-                .opens_per_sec
-                .iter()
-                .map(|(sec, n)| format!("{:.1},{:.1}", x((sec - start_s) as f64 + 0.5), y(f64::from(*n))))
-                .collect();
-            if pts.len() == 1 {
-                let _ = write!(out, "<circle cx=\"{}\" r=\"3\" fill=\"{colour}\"/>", pts[0].replace(',', "\" cy=\""));
-            } else if !pts.is_empty() {
-                let _ = write!(
-                    out,
-                    "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>",
-                    pts.join(" ")
-                );
-            }
+        let Some(t) = traffic.hosts.get(host) else { continue };
+        let pts: Vec<String> = t
+            .opens_per_sec
+            .iter()
+            .map(|(sec, n)| {
+                let secs = sec.saturating_sub(start_s) as f64 + 0.5;
+                format!("{:.1},{:.1}", plot_x(secs, 0.0, span), plot_y(f64::from(*n), y_max))
+            })
+            .collect();
+        if pts.len() == 1 {
+            let _ = write!(out, "<circle cx=\"{}\" r=\"3\" fill=\"{colour}\"/>", pts[0].replace(',', "\" cy=\""));
+        } else if !pts.is_empty() {
+            let _ = write!(
+                out,
+                "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>",
+                pts.join(" ")
+            );
         }
-        for a in alerts.iter().filter(|a| &a.host == host) {
-            if let Ok(ns) = i64::try_from(a.first_seen.unix_timestamp_nanos()) {
-                let ax = x((ns - start_ns) as f64 / 1e9);
-                let _ = write!(
-                    out,
-                    "<path d=\"M{:.1} {PAD_T} l-5 -9 h10 z\" transform=\"translate(0 9)\" fill=\"{colour}\">\
-                     <title>{} alert on {}</title></path>",
-                    ax,
-                    esc(a.kind.as_str()),
-                    esc(host)
-                );
-            }
-        }
+    }
+    out.push_str("</g>");
+    let _ = write!(
+        out,
+        "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"#d62728\">threshold {threshold}/s</text>",
+        W - PAD_R,
+        (y - 4.0).max(PAD_T + 10.0)
+    );
+    for (i, host) in top.iter().enumerate() {
         let _ = write!(
             out,
-            "<rect x=\"{}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{colour}\"/>\
-             <text x=\"{}\" y=\"{}\">{}</text>",
+            "<rect x=\"{}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{}</text>",
             PAD_L + 10.0,
             PAD_T + 8.0 + 14.0 * i as f64,
+            SERIES[i % SERIES.len()],
             PAD_L + 24.0,
             PAD_T + 17.0 + 14.0 * i as f64,
             esc(host)
@@ -240,9 +443,10 @@ fn score_distribution(out: &mut String, alerts: &[Alert]) {
         counts[((r.max(0.0) / 0.25) as usize).min(BINS - 1)] += 1;
     }
     let max = counts.iter().copied().max().unwrap_or(0).max(1);
-    svg_open(out, "Alert scores (score ÷ threshold; 1 = at the threshold)");
+    svg_open(out, "score-distribution", "Alert scores (score ÷ threshold; 1 = at the threshold)");
     axes(out, "score ÷ threshold (last bar: 5 and above)", "alerts", &max.to_string());
     let bw = (W - PAD_L - PAD_R) / BINS as f64;
+    out.push_str("<g class=\"plot\">");
     for (i, n) in counts.iter().enumerate() {
         let h = *n as f64 / max as f64 * (H - PAD_T - PAD_B);
         let x = PAD_L + i as f64 * bw;
@@ -253,9 +457,10 @@ fn score_distribution(out: &mut String, alerts: &[Alert]) {
             H - PAD_B - h,
             bw - 2.0
         );
-        if i % 4 == 0 {
-            x_tick(out, x, &format!("{:.0}", i as f64 * 0.25));
-        }
+    }
+    out.push_str("</g>");
+    for i in (0..BINS).step_by(4) {
+        x_tick(out, PAD_L + i as f64 * bw, &format!("{:.0}", i as f64 * 0.25));
     }
     out.push_str("</svg>");
 }
@@ -277,7 +482,14 @@ fn time_text(ns: i64) -> String {
 type HostAlerts<'a> = (f64, u64, BTreeSet<&'a str>, String);
 
 /// The whole HTML document.
-pub fn render(capture: &str, traffic: &Traffic, alerts: &[Alert], labels: Option<&Labels>, threshold: f64) -> String {
+pub fn render(
+    capture: &str,
+    traffic: &Traffic,
+    grid: &SizeTimeGrid,
+    alerts: &[Alert],
+    labels: Option<&Labels>,
+    threshold: f64,
+) -> String {
     let mut by_host: BTreeMap<&str, HostAlerts<'_>> = BTreeMap::new();
     for a in alerts {
         let r = if a.threshold > 0.0 { a.score / a.threshold } else { a.score };
@@ -312,9 +524,33 @@ pub fn render(capture: &str, traffic: &Traffic, alerts: &[Alert], labels: Option
         alerts = alerts.len(),
         ah = by_host.len()
     );
+    if packets == 0 {
+        out.push_str(
+            "<p class=\"empty\">The capture holds no packet netanom could read: there is nothing to draw.</p>\
+             <p>Made by <code>netanom report</code>.</p></body></html>\n",
+        );
+        return out;
+    }
+    size_time(&mut out, grid);
+    if alerts.is_empty() {
+        out.push_str("<p class=\"no-alert\">No alert: netanom raised no alert on this capture.</p>");
+    } else {
+        let mut rows: Vec<(&str, &HostAlerts<'_>)> = by_host.iter().map(|(h, v)| (*h, v)).collect();
+        rows.sort_by(|a, b| a.1.3.cmp(&b.1.3).then(a.0.cmp(b.0)));
+        let drawn: Vec<&str> = rows.iter().take(TIMELINE_ROWS).map(|(h, _)| *h).collect();
+        incident_timeline(&mut out, alerts, capture_span(traffic), &drawn);
+        if rows.len() > TIMELINE_ROWS {
+            let _ = write!(
+                out,
+                "<p>The timeline shows the first {TIMELINE_ROWS} of {} alerted hosts; the tables list them all.</p>",
+                rows.len()
+            );
+        }
+        scores_over_time(&mut out, alerts, capture_span(traffic));
+        timelines(&mut out, traffic, &top_hosts, threshold);
+        score_distribution(&mut out, alerts);
+    }
     size_histogram(&mut out, traffic, &alerted);
-    timelines(&mut out, traffic, alerts, &top_hosts, threshold);
-    score_distribution(&mut out, alerts);
 
     out.push_str(
         "<h2>Top alerted hosts</h2><table><tr><th>host</th><th>label</th><th>kinds</th><th>alerts</th>\
@@ -373,13 +609,33 @@ mod tests {
         h.opens_per_sec.insert(0, 2);
         h.opens_per_sec.insert(1, 1);
         t.hosts.insert("10.0.0.1".into(), h);
-        let alert = crate::test_alerts::alert("10.0.0.1", "rate", 400.0, 200.0, "1970-01-01T00:00:01Z");
-        let html = render("<a&b>.pcap", &t, &[alert], None, 200.0);
+        let mut grid = SizeTimeGrid::new(0, 2_000_000_000);
+        grid.add(0, 60, false);
+        grid.add(1_000_000_000, 60, true);
+        // An alert whose window starts before the capture: its bar starts at the chart's left edge.
+        let mut alert = crate::test_alerts::alert("10.0.0.1", "rate", 400.0, 200.0, "1970-01-01T00:00:01Z");
+        alert.first_seen = time::OffsetDateTime::UNIX_EPOCH - time::Duration::seconds(60);
+        let html = render("<a&b>.pcap", &t, &grid, &[alert], None, 200.0);
         assert!(html.contains("&lt;a&amp;b&gt;.pcap") && !html.contains("<a&b>"));
         assert!(html.contains("50-100 B: 3 packets from alerted hosts"), "the alerted host's packets are marked");
         assert!(html.contains("50-100 B: 0 packets from other hosts"));
-        assert!(html.contains("<polyline") && html.contains("rate alert on 10.0.0.1"));
-        assert!(!html.contains("http://") || html.matches("http://").count() == 3, "only SVG namespaces");
+        assert!(html.contains("1.0 s, 50+ B: 1 anomalous packets") && html.contains("0.0 s, 50+ B: 1 packets"));
+        assert!(html.contains("<polyline") && html.contains("rate on 10.0.0.1: 1 anomalies"));
+        assert!(html.contains(&format!("data-alert=\"10.0.0.1-rate\" x=\"{PAD_L:.1}\"")), "clamped to the plot area");
+        assert!(!html.contains("http://") || html.matches("http://").count() == 6, "only SVG namespaces");
         assert!(html.contains("<td>2.00</td>"));
+        assert_eq!(html.matches("class=\"chart\"").count(), 6);
+    }
+
+    #[test]
+    fn an_empty_capture_and_a_capture_without_alerts_say_so() {
+        let grid = SizeTimeGrid::new(0, 0);
+        let html = render("empty.pcap", &Traffic::default(), &grid, &[], None, 200.0);
+        assert!(html.contains("holds no packet netanom could read") && !html.contains("<svg"), "{html}");
+        let mut t = Traffic::default();
+        t.hosts.insert("10.0.0.1".into(), HostTraffic { packets: 1, ..Default::default() });
+        let html = render("quiet.pcap", &t, &grid, &[], None, 200.0);
+        assert!(html.contains("No alert: netanom raised no alert on this capture."));
+        assert_eq!(html.matches("class=\"chart\"").count(), 2, "packet sizes over time and the size histogram");
     }
 }

@@ -51,23 +51,37 @@ pub fn size_bin(len: u32) -> usize {
     ((len / SIZE_BIN) as usize).min(SIZE_BINS - 1)
 }
 
-/// Reads `path` to its end.
-pub fn scan(path: &Path, flow: &FlowConfig) -> anyhow::Result<Traffic> {
+/// Reads `path` to its end through the producer's parsing, handing every packet's source and features to
+/// `each`; returns (frames read, frames that could not be used).
+fn for_each_packet(
+    path: &Path,
+    flow: &FlowConfig,
+    mut each: impl FnMut(std::net::IpAddr, &netanom_schemas::PacketFeatures),
+) -> anyhow::Result<(u64, u64)> {
     let mut source = PacketSource::open_file(path, None, Speed::Max)
         .with_context(|| format!("cannot open capture {}", path.display()))?;
     let mut extractor = FeatureExtractor::new(flow);
-    let mut t = Traffic::default();
+    let (mut frames, mut skipped) = (0, 0);
     loop {
         let frame = match source.next(&|| false).with_context(|| format!("cannot read {}", path.display()))? {
             Next::Frame(f) => f,
             Next::Idle => continue,
             Next::End => break,
         };
-        t.frames += 1;
-        let Ok((src, f)) = extractor.extract(&frame) else {
-            t.skipped += 1;
-            continue;
-        };
+        frames += 1;
+        match extractor.extract(&frame) {
+            Ok((src, f)) => each(src, &f),
+            Err(_) => skipped += 1,
+        }
+    }
+    Ok((frames, skipped))
+}
+
+/// Reads `path` to its end.
+pub fn scan(path: &Path, flow: &FlowConfig) -> anyhow::Result<Traffic> {
+    let mut t = Traffic::default();
+    let mut seconds_dropped = 0;
+    let (frames, skipped) = for_each_packet(path, flow, |src, f| {
         let h = t.hosts.entry(src.to_string()).or_insert_with(|| HostTraffic {
             first_ns: f.ts_ns,
             last_ns: f.ts_ns,
@@ -83,9 +97,99 @@ pub fn scan(path: &Path, flow: &FlowConfig) -> anyhow::Result<Traffic> {
             if h.opens_per_sec.len() < MAX_SECONDS_PER_HOST || h.opens_per_sec.contains_key(&sec) {
                 *h.opens_per_sec.entry(sec).or_default() += 1;
             } else {
-                t.seconds_dropped += 1;
+                seconds_dropped += 1;
             }
         }
-    }
+    })?;
+    t.frames = frames;
+    t.skipped = skipped;
+    t.seconds_dropped = seconds_dropped;
     Ok(t)
+}
+
+/// Columns of time in a [`SizeTimeGrid`].
+pub const TIME_COLUMNS: usize = 200;
+
+/// Packet sizes over time, bounded whatever the capture's length: packets per (time column, size bin), the
+/// packets of a host inside one of its alerts' windows (first_seen..=last_seen) counted apart as anomalous.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SizeTimeGrid {
+    /// Time of the first column's start, ns since the epoch.
+    pub start_ns: i64,
+    /// Time of the last column's end, ns since the epoch (at least 1 s after `start_ns`).
+    pub end_ns: i64,
+    /// Packets outside any alert window, per column and size bin.
+    pub normal: Vec<[u32; SIZE_BINS]>,
+    /// Packets inside an alert window of their host, per column and size bin.
+    pub anomalous: Vec<[u32; SIZE_BINS]>,
+}
+
+impl SizeTimeGrid {
+    /// An empty grid over `start_ns..end_ns` (widened to 1 s when shorter).
+    pub fn new(start_ns: i64, end_ns: i64) -> Self {
+        let end_ns = end_ns.max(start_ns.saturating_add(1_000_000_000));
+        Self {
+            start_ns,
+            end_ns,
+            normal: vec![[0; SIZE_BINS]; TIME_COLUMNS],
+            anomalous: vec![[0; SIZE_BINS]; TIME_COLUMNS],
+        }
+    }
+
+    /// The column of packet time `ts_ns`, clamped to the grid.
+    pub fn column(&self, ts_ns: i64) -> usize {
+        let span = (self.end_ns - self.start_ns) as f64;
+        let at = ts_ns.saturating_sub(self.start_ns) as f64 / span * TIME_COLUMNS as f64;
+        (at.max(0.0) as usize).min(TIME_COLUMNS - 1)
+    }
+
+    /// Counts one packet.
+    pub fn add(&mut self, ts_ns: i64, wire_len: u32, anomalous: bool) {
+        let c = self.column(ts_ns);
+        let cell = if anomalous { &mut self.anomalous[c] } else { &mut self.normal[c] };
+        let bin = &mut cell[size_bin(wire_len)];
+        *bin = bin.saturating_add(1);
+    }
+}
+
+/// Reads `path` again and counts its packets in a [`SizeTimeGrid`] over `start_ns..end_ns`; a packet is
+/// anomalous when its source host has a window in `windows` (ns, inclusive) that holds its time.
+pub fn size_time_grid(
+    path: &Path,
+    flow: &FlowConfig,
+    (start_ns, end_ns): (i64, i64),
+    windows: &BTreeMap<String, Vec<(i64, i64)>>,
+) -> anyhow::Result<SizeTimeGrid> {
+    let mut grid = SizeTimeGrid::new(start_ns, end_ns);
+    let mut host = String::new();
+    for_each_packet(path, flow, |src, f| {
+        host.clear();
+        let _ = std::fmt::Write::write_fmt(&mut host, format_args!("{src}"));
+        let anomalous = windows.get(&host).is_some_and(|w| w.iter().any(|(from, to)| (*from..=*to).contains(&f.ts_ns)));
+        grid.add(f.ts_ns, f.wire_len, anomalous);
+    })?;
+    Ok(grid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_grid_clamps_time_and_size_and_counts_anomalous_packets_apart() {
+        const S: i64 = 1_000_000_000;
+        let mut g = SizeTimeGrid::new(10 * S, 10 * S);
+        assert_eq!(g.end_ns, 11 * S, "widened to one second");
+        assert_eq!(g.column(9 * S), 0);
+        assert_eq!(g.column(11 * S), TIME_COLUMNS - 1);
+        assert_eq!(g.column(10 * S + S / 2), TIME_COLUMNS / 2);
+        g.add(10 * S, 60, false);
+        g.add(10 * S, 60, true);
+        g.add(99 * S, 100_000, true);
+        assert_eq!(g.normal[0][1], 1);
+        assert_eq!(g.anomalous[0][1], 1);
+        assert_eq!(g.anomalous[TIME_COLUMNS - 1][SIZE_BINS - 1], 1);
+        let total: u32 = g.normal.iter().chain(&g.anomalous).flat_map(|c| c.iter()).sum();
+        assert_eq!(total, 3);
+    }
 }

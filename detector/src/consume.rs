@@ -703,7 +703,7 @@ fn process_chunk(
         .start(&tracer);
     let chunk_cx = opentelemetry::Context::current().with_remote_span_context(chunk_span.span_context().clone());
     for (a, origin) in anomalies.iter().zip(&anomaly_origin) {
-        tracing::info!(kind = %a.kind, host = %a.host, score = a.score, reason = %a.reason, "anomaly");
+        tracing::info!(id = %a.id, kind = %a.kind, host = %a.host, score = a.score, reason = %a.reason, "anomaly");
         meters.anomalies.add(1, &[opentelemetry::KeyValue::new("kind", a.kind.as_str())]);
         let parent = record_cx.get(*origin).cloned().flatten().unwrap_or_else(|| chunk_cx.clone());
         // PRODUCER: it publishes the anomaly record.
@@ -747,11 +747,10 @@ fn publish_model(model: Option<&Arc<TrainedForest>>, publisher: &ModelPublisher,
     }
 }
 
-/// The destinations-topic record of one delta, keyed by destination.
 /// The anomalies-topic record of an anomaly raised outside a chunk (the profile windows flushed at the end of
 /// the input), logged and counted like the chunk's.
 fn anomaly_record(config: &DetectorConfig, meters: &Metrics, a: &Anomaly) -> Outgoing {
-    tracing::info!(kind = %a.kind, host = %a.host, score = a.score, reason = %a.reason, "anomaly");
+    tracing::info!(id = %a.id, kind = %a.kind, host = %a.host, score = a.score, reason = %a.reason, "anomaly");
     meters.anomalies.add(1, &[opentelemetry::KeyValue::new("kind", a.kind.as_str())]);
     Outgoing {
         topic: config.anomalies_topic.clone(),
@@ -761,6 +760,7 @@ fn anomaly_record(config: &DetectorConfig, meters: &Metrics, a: &Anomaly) -> Out
     }
 }
 
+/// The destinations-topic record of one delta, keyed by destination.
 fn destination_record(config: &DetectorConfig, d: &DestinationStats, cx: Option<&opentelemetry::Context>) -> Outgoing {
     Outgoing {
         topic: config.destinations_topic.clone(),
