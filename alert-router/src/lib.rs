@@ -27,4 +27,5 @@ pub use report::{RouterError, RouterReport};
 pub use route::run;
 pub use suppress::SuppressionConfig;
 pub use syslog::{SyslogConfig, SyslogFormat, TcpFraming, Transport};
-pub use webhook::{RetryConfig, Secret, WebhookConfig};
+pub use netanom_schemas::redact::Secret;
+pub use webhook::{RetryConfig, WebhookConfig};
