@@ -104,10 +104,11 @@ mod tests {
         use netanom_detector::{DetectorReport, ModelInForce, ModelKind};
         let mut r = DetectorReport::default();
         assert!(detector(&r).ends_with("; models none (warm-up not reached)"), "{}", detector(&r));
-        r.models = [(ModelKind::IsolationForest, "eif-1"), (ModelKind::Profiles, "km-2"), (ModelKind::Supervised, "rf-3")]
-            .into_iter()
-            .map(|(kind, v)| ModelInForce { kind, version: v.into() })
-            .collect();
+        r.models =
+            [(ModelKind::IsolationForest, "eif-1"), (ModelKind::Profiles, "km-2"), (ModelKind::Supervised, "rf-3")]
+                .into_iter()
+                .map(|(kind, v)| ModelInForce { kind, version: v.into() })
+                .collect();
         assert!(
             detector(&r).ends_with(
                 "; models isolation forest eif-1 (netanom-eif-v1), host profiles km-2 (netanom-profile-kmeans-v1), \

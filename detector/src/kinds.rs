@@ -4,7 +4,7 @@
 //! sections in the configuration (and in `netanom config`'s template) and the order in which the engine calls
 //! each phase's hooks.
 //!
-//! [`for_each_kind!`] hands the list to a macro: `crate::config` builds `DetectorConfig` from it,
+//! `for_each_kind!` hands the list to a macro: `crate::config` builds `DetectorConfig` from it,
 //! `crate::state` the per-host `HostState` and `crate::engine` the engine's kinds.
 
 /// Calls `$then! { <the list> }` with the registered kinds: `/// doc` lines, then `section: Type,`, per kind.
@@ -53,8 +53,11 @@ mod tests {
     #[test]
     fn every_anomaly_kind_is_produced_by_exactly_one_registered_kind() {
         for kind in AnomalyKind::ALL {
-            let by: Vec<&str> =
-                REGISTERED.iter().filter(|(_, produces)| produces.contains(kind)).map(|(section, _)| *section).collect();
+            let by: Vec<&str> = REGISTERED
+                .iter()
+                .filter(|(_, produces)| produces.contains(kind))
+                .map(|(section, _)| *section)
+                .collect();
             assert_eq!(by.len(), 1, "anomaly kind {kind} is produced by {by:?}: register the kind that produces it");
         }
     }

@@ -16,7 +16,9 @@
 //!   `brute_force`, `dns_tunnel`).
 //!
 //! Each kind's module holds its `[detector.<kind>]` configuration section with its validation, its per-host
-//! state and its tests; [`config`] gathers the sections with the consumer settings. [`features`] defines the
+//! state, its implementation of [`kind::DetectorKind`] and its tests; [`kinds`] registers each kind on one line,
+//! and from that list [`config`] gathers the sections with the consumer settings, [`state`] the per-host state
+//! and [`engine`] the calls of each kind's hooks. [`features`] defines the
 //! named feature vectors the models use, [`model_file`] tells model files apart and [`models`] loads the ones
 //! a detector starts from, [`state`] holds the bounded per-host map, [`engine`] ties the
 //! detectors together without Kafka, [`anomaly`] builds the records, [`api`] serves the model in force over HTTP

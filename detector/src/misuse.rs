@@ -374,7 +374,13 @@ impl DetectorKind for BruteForce {
         })
     }
 
-    fn observe_packet(&mut self, host: IpAddr, p: &PacketFeatures, state: &mut BruteForceState, out: &mut Vec<Anomaly>) {
+    fn observe_packet(
+        &mut self,
+        host: IpAddr,
+        p: &PacketFeatures,
+        state: &mut BruteForceState,
+        out: &mut Vec<Anomaly>,
+    ) {
         out.extend(state.observe(host, p, self).map(AnomalyParts::build));
     }
 }

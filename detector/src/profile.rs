@@ -62,8 +62,8 @@ use netanom_schemas::{Anomaly, AnomalyKind, Contribution, PacketBatch, PacketFea
 use serde::{Deserialize, Serialize};
 
 use crate::anomaly::{AnomalyParts, seconds};
-use crate::kind::{Context, DetectorKind, Setup};
 use crate::features::{PROFILE, PROFILE_FEATURES, PROFILE_NAMES, Profile, ProfileVector, Scale};
+use crate::kind::{Context, DetectorKind, Setup};
 use crate::model_file::{FileError, ModelKind, Problem, check_features, check_kind};
 use crate::time::{Admission, SkewConfig, ns, window_start_ns};
 use crate::validation::{ConfigError, Problems};
@@ -1044,7 +1044,13 @@ impl DetectorKind for ProfileDetector {
         config.enabled.then(|| Self::new(config, model))
     }
 
-    fn observe_windows(&mut self, host: IpAddr, batch: &PacketBatch, profile: &mut HostProfile, out: &mut Vec<Anomaly>) {
+    fn observe_windows(
+        &mut self,
+        host: IpAddr,
+        batch: &PacketBatch,
+        profile: &mut HostProfile,
+        out: &mut Vec<Anomaly>,
+    ) {
         self.observe_batch(host, &batch.packets, profile, out);
     }
 

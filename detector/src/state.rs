@@ -140,7 +140,6 @@ impl HostMap {
         self.hosts.iter_mut()
     }
 
-
     /// The packet clock of `partition`: the latest packet time seen from its hosts, ns (`i64::MIN` before the
     /// first). Each partition has its own, so how partitions interleave never changes a host's result.
     pub fn clock_ns(&self, partition: i32) -> i64 {
