@@ -143,7 +143,7 @@ impl Engine {
                 out.extend(self.misuse_out.drain(..).map(AnomalyParts::build));
             }
             if let Some(side) = &mut self.source_side {
-                side.observe(host, p);
+                side.observe(host, p, partition);
             }
         }
         if let Some(iso) = &mut self.isolation
@@ -200,16 +200,17 @@ impl Engine {
 
     /// Rebuilds state from one packet batch that the previous owner of its partition already processed (after a
     /// rebalance, see `detector.state.rebuild_records`): every detector's state is updated as by
-    /// [`Engine::process_batch`], but its anomalies are discarded, its sources are only remembered by the
-    /// destination side (no statistics delta) and the counters do not change.
+    /// [`Engine::process_batch`], but its anomalies are discarded, its packets are counted by the destination
+    /// side without being reported (the next report of their entries carries the rebuilt cumulative counts) and
+    /// the counters do not change.
     pub fn rebuild_batch(&mut self, batch: &PacketBatch, partition: i32) {
         let stats = self.stats.clone();
         if let Some(side) = &mut self.source_side {
-            side.set_silent(true);
+            side.set_rebuilding(true);
         }
         let _ = self.process_batch(batch, partition, &mut Vec::new());
         if let Some(side) = &mut self.source_side {
-            side.set_silent(false);
+            side.set_rebuilding(false);
         }
         self.stats = stats;
     }
@@ -239,6 +240,11 @@ impl Engine {
     pub fn revoke(&mut self, packets_partitions: &[i32], destinations_partitions: &[i32]) -> (usize, usize) {
         self.clocks.forget(packets_partitions);
         let h = if packets_partitions.is_empty() { 0 } else { self.hosts.revoke_partitions(packets_partitions) };
+        if let Some(side) = &mut self.source_side
+            && !packets_partitions.is_empty()
+        {
+            side.revoke_partitions(packets_partitions);
+        }
         let d = match &mut self.destination_side {
             Some(side) if !destinations_partitions.is_empty() => side.revoke_partitions(destinations_partitions),
             _ => 0,
@@ -468,7 +474,7 @@ mod tests {
             let deltas = e.end_chunk();
             for mut d in deltas {
                 d.window_ns = window;
-                d.new_sources = count;
+                d.sources = count;
                 d.packets = count;
                 d.window_start_ns = ts;
                 e.process_destination_stats(&d, 1, &mut out);
