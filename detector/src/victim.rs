@@ -49,7 +49,8 @@ pub struct VictimConfig {
     /// Highest average packets per source for a victim (floods send few packets per spoofed source; a popular
     /// server's clients send many). Default 5.
     pub max_packets_per_source: f64,
-    /// Most (destination, window) entries kept on each side; older windows are evicted first. Default 100000.
+    /// Most (destination, window) entries kept on each side (on the producing side, one per packets partition
+    /// that sent to the destination); older windows are evicted first. Default 100000.
     pub max_destinations: usize,
     /// Most distinct sources remembered per (destination, window) on the producing side. Default 65536.
     pub max_sources_per_destination: usize,
