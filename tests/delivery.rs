@@ -186,7 +186,10 @@ fn detectors_and_router_killed_mid_stream_alert_like_a_fault_free_run() {
     let expected = alert_keys(&read_alerts(&reference_out));
     let hosts: BTreeSet<&str> = expected.iter().map(|k| k.0.as_str()).collect();
     for attacker in &summary.attackers {
-        assert!(hosts.contains(attacker.to_string().as_str()), "{attacker} not alerted by the reference: {expected:#?}");
+        assert!(
+            hosts.contains(attacker.to_string().as_str()),
+            "{attacker} not alerted by the reference: {expected:#?}"
+        );
     }
 
     let broker = Broker::start();

@@ -245,7 +245,10 @@ mod tests {
         let starts = o.assign(&[(0, Some(30)), (2, Some(900))], true, 100);
         assert_eq!(
             starts,
-            vec![(0, Start::At { offset: 50, ids_only_until: 50 }), (2, Start::At { offset: 800, ids_only_until: 900 })]
+            vec![
+                (0, Start::At { offset: 50, ids_only_until: 50 }),
+                (2, Start::At { offset: 800, ids_only_until: 900 })
+            ]
         );
         assert_eq!(o.take_lost(), vec![1]);
         // Back after another member went further: stale, forgotten and rebuilt.

@@ -344,7 +344,11 @@ impl Router {
             self.tracker.forget(p);
             self.seen.forget(p);
             self.trace_parents.retain(|(partition, _), _| *partition != p);
-            tracing::info!(partition = p, pending_anomalies_dropped = dropped, "partition revoked: its work is forgotten");
+            tracing::info!(
+                partition = p,
+                pending_anomalies_dropped = dropped,
+                "partition revoked: its work is forgotten"
+            );
         }
     }
 
@@ -743,7 +747,12 @@ fn partitions_of(tpl: &TopicPartitionList) -> Vec<i32> {
 impl ConsumerContext for RouterContext {
     /// Applies rebalances itself so that an assigned partition starts where [`crate::dedup`] says (resuming, or
     /// reading ids back below the committed offset), and records lost partitions for the main loop.
-    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: rdkafka::types::RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
         use rdkafka::types::RDKafkaRespErr as E;
         let eager = !matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
         let applied: KafkaResult<()> = match err {
@@ -798,7 +807,8 @@ impl RouterContext {
                 HashMap::new()
             }
         };
-        let topic_of: HashMap<i32, String> = tpl.elements().iter().map(|e| (e.partition(), e.topic().to_string())).collect();
+        let topic_of: HashMap<i32, String> =
+            tpl.elements().iter().map(|e| (e.partition(), e.topic().to_string())).collect();
         let assignment: Vec<(i32, Option<i64>)> =
             partitions_of(tpl).into_iter().map(|p| (p, committed.get(&p).copied())).collect();
         let starts = lock(&self.ownership).assign(&assignment, eager, self.rebuild_records);

@@ -190,14 +190,16 @@ impl Suppressor {
             self.sequence += 1;
             let end = (anomaly.window_start_ns.saturating_add(self.window_ns), self.sequence);
             self.by_end.insert(end, key.clone());
-            self.windows
-                .insert(key.clone(), Window {
+            self.windows.insert(
+                key.clone(),
+                Window {
                     end,
                     partition: origin.partition,
                     first_seen_ns: anomaly.window_start_ns,
                     emitted: 0,
                     pending: None,
-                });
+                },
+            );
         }
         self.absorb(&key, anomaly, origin, now);
 
@@ -312,7 +314,8 @@ impl Suppressor {
     /// Forgets every window of `partition` without emitting it (the partition was revoked: its new owner accounts
     /// for the anomalies after the committed offset). Returns the pending anomalies dropped.
     pub fn forget_partition(&mut self, partition: i32) -> u64 {
-        let keys: Vec<Key> = self.windows.iter().filter(|(_, w)| w.partition == partition).map(|(k, _)| k.clone()).collect();
+        let keys: Vec<Key> =
+            self.windows.iter().filter(|(_, w)| w.partition == partition).map(|(k, _)| k.clone()).collect();
         let mut dropped = 0;
         for key in keys {
             if let Some(window) = self.windows.remove(&key) {

@@ -481,8 +481,12 @@ async fn copies_of_an_anomaly_count_once_also_after_a_restart() {
 
     // After a restart: copies of two anomalies accounted for, and a new one.
     let later = anomaly(a, AnomalyKind::Rate, 30, 20.0);
-    produce(&f.bootstrap, &f.config.anomalies_topic, &[encoded(&originals[2]), encoded(&originals[0]), encoded(&later)])
-        .await;
+    produce(
+        &f.bootstrap,
+        &f.config.anomalies_topic,
+        &[encoded(&originals[2]), encoded(&originals[0]), encoded(&later)],
+    )
+    .await;
     let report = run_drained(&f.config).await;
     assert_eq!(report.anomalies_rebuilt, 5, "the records below the committed offset put their ids back");
     assert_eq!((report.anomalies_consumed, report.duplicates_dropped, report.alerts_emitted), (3, 2, 1));

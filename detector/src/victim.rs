@@ -462,12 +462,8 @@ mod tests {
         // Every record twice, then all of them again in reverse order (a detector that produced its last chunk
         // again, a next owner replaying older counts): the same single anomaly, nothing counted twice.
         let mut again = DestinationSide::new(&cfg);
-        let replayed: Vec<AnomalyParts> = deltas
-            .iter()
-            .flat_map(|d| [d, d])
-            .chain(deltas.iter().rev())
-            .filter_map(|d| again.apply(d, 0))
-            .collect();
+        let replayed: Vec<AnomalyParts> =
+            deltas.iter().flat_map(|d| [d, d]).chain(deltas.iter().rev()).filter_map(|d| again.apply(d, 0)).collect();
         assert_eq!(replayed.len(), 1);
         assert_eq!(replayed[0].score, f.score, "fires at the same counts");
         let key = (victim, f.window_start_ns);
