@@ -27,12 +27,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Broker, Service, WebhookReceiver, free_port, http_get, read_alerts, wait_for};
+use common::{
+    AlertKey, Broker, Offsets, Service, WebhookReceiver, alert_keys, counter, free_port, http_get, read_alerts,
+    wait_for,
+};
 use netanom_producer::synth::{AttackName, Scenario, write_pcap};
 use netanom_schemas::{Anomaly, SchemaIds, topics};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 /// Partitions of the packets and destinations topics; the anomalies topic has 2.
@@ -85,86 +88,24 @@ flush_after = "1h"
     .unwrap();
 }
 
-/// (host, kind, first_seen, count) of every alert, sorted.
-type AlertKey = (String, String, String, u64);
-
-fn alert_keys(alerts: &[serde_json::Value]) -> Vec<AlertKey> {
-    let mut keys: Vec<AlertKey> = alerts
-        .iter()
-        .map(|a| {
-            let s = |k: &str| a[k].as_str().unwrap_or_default().to_string();
-            (s("host"), s("kind"), s("first_seen"), a["count"].as_u64().unwrap_or_default())
-        })
-        .collect();
-    keys.sort();
-    keys
-}
-
-/// A client of the broker: committed offsets of a group, high watermarks, and the records of a topic.
-struct Client {
-    consumer: BaseConsumer,
-}
-
-impl Client {
-    fn new(bootstrap: &str, group: &str) -> Self {
-        let consumer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("a client of the broker");
-        Self { consumer }
+/// The ids of every anomaly record on the anomalies topic (2 partitions), copies included.
+fn anomaly_ids(offsets: &Offsets) -> Vec<String> {
+    let high = offsets.high(topics::ANOMALIES, 2);
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..2 {
+        tpl.add_partition_offset(topics::ANOMALIES, p, Offset::Beginning).unwrap();
     }
-
-    fn high(&self, topic: &str, partitions: i32) -> Vec<i64> {
-        (0..partitions)
-            .map(|p| self.consumer.fetch_watermarks(topic, p, Duration::from_secs(5)).map(|(_, h)| h).unwrap_or(-1))
-            .collect()
+    offsets.client.assign(&tpl).unwrap();
+    let mut next = [0i64; 2];
+    let mut ids = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while next.iter().zip(&high).any(|(n, h)| n < h) && Instant::now() < deadline {
+        let Some(Ok(m)) = offsets.client.poll(Duration::from_millis(200)) else { continue };
+        next[m.partition() as usize] = m.offset() + 1;
+        let a = Anomaly::decode(m.payload().unwrap_or_default(), &SchemaIds::BUILT_IN).expect("an anomaly");
+        ids.push(a.id);
     }
-
-    fn committed(&self, topic: &str, partitions: i32) -> Vec<i64> {
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition(topic, p);
-        }
-        let got = self.consumer.committed_offsets(tpl, Duration::from_secs(5)).unwrap_or_default();
-        (0..partitions)
-            .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) => o,
-                _ => 0,
-            })
-            .collect()
-    }
-
-    /// The ids of every anomaly record on the anomalies topic (2 partitions), copies included.
-    fn anomaly_ids(&self) -> Vec<String> {
-        let high = self.high(topics::ANOMALIES, 2);
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..2 {
-            tpl.add_partition_offset(topics::ANOMALIES, p, Offset::Beginning).unwrap();
-        }
-        self.consumer.assign(&tpl).unwrap();
-        let mut next = [0i64; 2];
-        let mut ids = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while next.iter().zip(&high).any(|(n, h)| n < h) && Instant::now() < deadline {
-            let Some(Ok(m)) = self.consumer.poll(Duration::from_millis(200)) else { continue };
-            next[m.partition() as usize] = m.offset() + 1;
-            let a = Anomaly::decode(m.payload().unwrap_or_default(), &SchemaIds::BUILT_IN).expect("an anomaly");
-            ids.push(a.id);
-        }
-        ids
-    }
-}
-
-/// The value of a Prometheus counter in a `/metrics` page (summed over its series).
-fn counter(page: &str, name: &str) -> Option<f64> {
-    let values: Vec<f64> = page
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .collect();
-    (!values.is_empty()).then(|| values.iter().sum())
+    ids
 }
 
 #[test]
@@ -237,7 +178,7 @@ fn detectors_and_router_killed_mid_stream_alert_like_a_fault_free_run() {
         .lines()
         .find_map(|l| l.strip_prefix("packets: read")?.split(" in ").nth(1)?.split(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("no batch count in the producer's summary:\n{produced}"));
-    let offsets = Client::new(&broker.bootstrap, "netanom-detector");
+    let offsets = Offsets::new(&broker.bootstrap, "netanom-detector");
     let mut destinations: (Vec<i64>, Instant) = (Vec::new(), Instant::now());
     let caught_up = wait_for(Duration::from_secs(90), || {
         let packets: i64 = offsets.committed(topics::PACKETS, PARTITIONS).iter().sum();
@@ -260,7 +201,7 @@ fn detectors_and_router_killed_mid_stream_alert_like_a_fault_free_run() {
     d2.stop(Duration::from_secs(30));
 
     // Every anomaly record consumed by the (restarted) router, then its alerts emitted as it stops.
-    let records = Client::new(&broker.bootstrap, "netanom-delivery-test").anomaly_ids();
+    let records = anomaly_ids(&Offsets::new(&broker.bootstrap, "netanom-delivery-test"));
     let distinct: BTreeSet<&String> = records.iter().collect();
     let consumed = wait_for(Duration::from_secs(60), || {
         let page = http_get(&router_listen, "/metrics")?.1;
