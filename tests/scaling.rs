@@ -29,10 +29,8 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Broker, Service, free_port, http_get, read_alerts, wait_for};
+use common::{AlertKey, Broker, Offsets, Service, alert_keys, counter, free_port, http_get, read_alerts, wait_for};
 use netanom_producer::synth::{Attack, AttackKind, SERVERS, Scenario, write_pcap};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// Partitions of the packets and destinations topics.
 const PARTITIONS: i32 = 6;
@@ -91,21 +89,6 @@ fn scenario() -> Scenario {
     }
 }
 
-/// (host, kind, first_seen, count) of every alert, sorted.
-type AlertKey = (String, String, String, u64);
-
-fn alert_keys(alerts: &[serde_json::Value]) -> Vec<AlertKey> {
-    let mut keys: Vec<AlertKey> = alerts
-        .iter()
-        .map(|a| {
-            let s = |k: &str| a[k].as_str().unwrap_or_default().to_string();
-            (s("host"), s("kind"), s("first_seen"), a["count"].as_u64().unwrap_or_default())
-        })
-        .collect();
-    keys.sort();
-    keys
-}
-
 /// The JSON log lines of a service (`NETANOM_LOG__FORMAT=json`) whose message is `message`.
 fn events(service: &Service, message: &str) -> Vec<serde_json::Value> {
     service
@@ -143,53 +126,6 @@ fn wait_settled(members: &[&Service], what: &str) {
         "the group did not settle at {what} within 60 s:\n{}",
         members.iter().map(|d| format!("--- {}\n{}", d.name, d.output())).collect::<String>()
     );
-}
-
-/// A client of the broker for offsets: the detector group's committed offsets and the topics' high watermarks.
-struct Offsets {
-    client: BaseConsumer,
-}
-
-impl Offsets {
-    fn new(bootstrap: &str, group: &str) -> Self {
-        let client = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("offsets client");
-        Self { client }
-    }
-
-    fn high(&self, topic: &str, partitions: i32) -> Vec<i64> {
-        (0..partitions)
-            .map(|p| self.client.fetch_watermarks(topic, p, Duration::from_secs(5)).map(|(_, h)| h).unwrap_or(-1))
-            .collect()
-    }
-
-    fn committed(&self, topic: &str, partitions: i32) -> Vec<i64> {
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition(topic, p);
-        }
-        let got = self.client.committed_offsets(tpl, Duration::from_secs(5)).unwrap_or_default();
-        (0..partitions)
-            .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) => o,
-                _ => 0,
-            })
-            .collect()
-    }
-}
-
-/// The value of a Prometheus counter in a `/metrics` page (summed over its series).
-fn counter(page: &str, name: &str) -> Option<f64> {
-    let values: Vec<f64> = page
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .collect();
-    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 fn write_config(path: &Path, brokers: Option<&str>, model: &Path, alerts_out: &Path) {

@@ -71,6 +71,11 @@ pub struct RouterConfig {
     pub max_concurrency: usize,
     /// Alerts being delivered at most; consumption pauses while this many are in flight. Default 1024.
     pub max_in_flight_alerts: usize,
+    /// Anomaly ids remembered per partition of the anomalies topic: an anomaly whose id is among them (a
+    /// detector that crashed or lost a partition produced it again) is dropped. When a partition arrives, this
+    /// many records below its committed offset are read back to remember their ids (see [`crate::dedup`]).
+    /// About 32 bytes per id; 0 turns deduplication off. At most 10,000,000. Default 65536.
+    pub dedup_ids: usize,
     /// On shutdown, open groups are emitted and deliveries in flight get this long to finish; the rest are
     /// abandoned (their anomalies' offsets are not stored, so they are consumed again). Default 10 s.
     #[serde(with = "humantime_serde")]
@@ -104,6 +109,7 @@ impl Default for RouterConfig {
             retry: RetryConfig::default(),
             max_concurrency: 16,
             max_in_flight_alerts: 1024,
+            dedup_ids: 65_536,
             shutdown_grace: Duration::from_secs(10),
             alerts_out: None,
             alerts_out_format: AlertFormat::Netanom,
@@ -133,6 +139,7 @@ impl std::fmt::Debug for RouterConfig {
             .field("retry", &self.retry)
             .field("max_concurrency", &self.max_concurrency)
             .field("max_in_flight_alerts", &self.max_in_flight_alerts)
+            .field("dedup_ids", &self.dedup_ids)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("alerts_out", &self.alerts_out)
             .field("alerts_out_format", &self.alerts_out_format)
@@ -288,6 +295,9 @@ impl RouterConfig {
         }
         if self.max_in_flight_alerts == 0 {
             err("max_in_flight_alerts", "must be >= 1, got 0".into());
+        }
+        if self.dedup_ids > 10_000_000 {
+            err("dedup_ids", format!("must be at most 10000000, got {}", self.dedup_ids));
         }
         if let Some(syslog) = self.syslog.as_ref().filter(|s| s.enabled) {
             for (key, message) in syslog.problems() {

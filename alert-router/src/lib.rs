@@ -11,6 +11,7 @@
 
 pub mod cef;
 pub mod config;
+pub mod dedup;
 pub mod format;
 pub mod metrics;
 pub mod offsets;

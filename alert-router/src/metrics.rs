@@ -31,6 +31,8 @@ pub struct Metrics {
     /// `netanom.router.alerts{sink,outcome}`: alert deliveries by sink (topic, webhook, syslog, file) and
     /// outcome (ok, failed).
     pub alerts: Counter<u64>,
+    /// `netanom.router.anomalies.duplicate`: anomalies dropped because their id was already accounted for.
+    pub duplicates: Counter<u64>,
     /// `netanom.router.dead_lettered`: records sent to the dead-letter topic (poison anomalies, refused alerts).
     pub dead_lettered: Counter<u64>,
     /// `netanom.router.delivery.duration` (s): time to deliver one alert to every sink.
@@ -49,6 +51,10 @@ impl Metrics {
             alerts: m
                 .u64_counter("netanom.router.alerts")
                 .with_description("Alert deliveries by sink and outcome")
+                .build(),
+            duplicates: m
+                .u64_counter("netanom.router.anomalies.duplicate")
+                .with_description("Anomalies dropped because their id was already accounted for")
                 .build(),
             dead_lettered: m
                 .u64_counter("netanom.router.dead_lettered")

@@ -8,8 +8,12 @@ use crate::webhook;
 /// What a run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouterReport {
-    /// Records consumed from the anomalies topic (poison included).
+    /// Records consumed from the anomalies topic (poison and duplicates included, ids-only records not).
     pub anomalies_consumed: u64,
+    /// Anomalies dropped because their id was already accounted for (a detector produced them again).
+    pub duplicates_dropped: u64,
+    /// Records read back below the committed offset of a partition that arrived, only to remember their ids.
+    pub anomalies_rebuilt: u64,
     /// Alerts produced to the alerts topic.
     pub alerts_emitted: u64,
     /// (alert, webhook) deliveries that got a 2xx.

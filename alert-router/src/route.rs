@@ -19,14 +19,14 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use netanom_handles::kafka_log::KafkaLog;
 use netanom_handles::{Grace, KafkaLink, ReadyFlag, RoleHandles, messaging};
 use netanom_schemas::{Alert, Anomaly, format_rfc3339, topics};
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -34,6 +34,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::dedup::{Ownership, SeenIds, Start};
 use crate::format::{AlertFormat, Rendered};
 use crate::metrics::{self, Metrics};
 use crate::offsets::OffsetTracker;
@@ -84,12 +85,17 @@ pub async fn run(
 ) -> Result<RouterReport, RouterError> {
     config.validate().map_err(RouterError::Config)?;
     let RoleHandles { drain, ready, teardown, grace } = handles;
-    let consumer = Arc::new(create_consumer(&config, &ready)?);
+    let ownership = Arc::new(Mutex::new(Ownership::default()));
+    let consumer = Arc::new(create_consumer(&config, &ready, &ownership)?);
     if config.static_assignment {
         let (c, topic) = (consumer.clone(), config.anomalies_topic.clone());
-        let tpl = tokio::task::spawn_blocking(move || every_partition(&c, &topic))
-            .await
-            .map_err(|e| RouterError::Task(e.to_string()))??;
+        let tpl = tokio::task::spawn_blocking(move || {
+            let mut tpl = every_partition(&c, &topic)?;
+            c.context().plan_starts(c.as_ref(), &mut tpl, true);
+            Ok::<_, RouterError>(tpl)
+        })
+        .await
+        .map_err(|e| RouterError::Task(e.to_string()))??;
         consumer.assign(&tpl).map_err(|source| RouterError::Kafka {
             what: format!("assigning every partition of {}", config.anomalies_topic),
             source: Box::new(source),
@@ -123,6 +129,8 @@ pub async fn run(
             None => None,
         },
         suppressor: Suppressor::new(config.suppression.clone()),
+        seen: SeenIds::new(config.dedup_ids),
+        ownership,
         tracker: OffsetTracker::new(),
         trace_parents: HashMap::new(),
         report: RouterReport::default(),
@@ -150,6 +158,10 @@ struct Router {
     consumer: Arc<StreamConsumer<RouterContext>>,
     shared: Arc<Shared>,
     suppressor: Suppressor,
+    /// Anomaly ids accounted for, per partition ([`crate::dedup`]).
+    seen: SeenIds,
+    /// Partitions worked on, shared with the rebalance callback.
+    ownership: Arc<Mutex<Ownership>>,
     tracker: OffsetTracker,
     /// Trace context (`traceparent` header) of each anomaly waiting in a suppression group, by (partition,
     /// offset); bounded by [`MAX_TRACE_PARENTS`].
@@ -216,6 +228,7 @@ impl Router {
                 message = self.consumer.recv(), if can_consume => match message {
                     Ok(message) => {
                         let message = message.detach();
+                        self.forget_lost();
                         consumed_next.insert(message.partition(), message.offset() + 1);
                         self.handle(message).await?;
                     }
@@ -321,11 +334,44 @@ impl Router {
         })
     }
 
-    /// Decodes one anomaly record and feeds it to the suppressor; dead-letters it if it cannot be decoded.
+    /// Forgets the work of the partitions lost in rebalances since the last call: their pending groups (never
+    /// emitted), in-flight offsets, ids and trace contexts. Their new owner accounts for the records after the
+    /// committed offset.
+    fn forget_lost(&mut self) {
+        let lost = lock(&self.ownership).take_lost();
+        for p in lost {
+            let dropped = self.suppressor.forget_partition(p);
+            self.tracker.forget(p);
+            self.seen.forget(p);
+            self.trace_parents.retain(|(partition, _), _| *partition != p);
+            tracing::info!(
+                partition = p,
+                pending_anomalies_dropped = dropped,
+                "partition revoked: its work is forgotten"
+            );
+        }
+    }
+
+    /// Decodes one anomaly record and feeds it to the suppressor; dead-letters it if it cannot be decoded, drops
+    /// it if its id was already accounted for, and only records its id while the partition is rebuilt.
     async fn handle(&mut self, message: rdkafka::message::OwnedMessage) -> Result<(), RouterError> {
+        let origin = Origin { partition: message.partition(), offset: message.offset() };
+        let ids_only = {
+            let mut o = lock(&self.ownership);
+            let ids_only = o.ids_only(origin.partition, origin.offset);
+            o.consumed(origin.partition, origin.offset);
+            ids_only
+        };
+        if ids_only {
+            // Accounted for by an alert delivered before the committed offset: only its id is remembered.
+            if let Some(a) = message.payload().and_then(|p| Anomaly::decode(p, &self.config.schema_ids).ok()) {
+                self.seen.insert(origin.partition, &a.id);
+            }
+            self.report.anomalies_rebuilt += 1;
+            return Ok(());
+        }
         self.report.anomalies_consumed += 1;
         self.shared.metrics.anomalies_consumed.add(1, &[]);
-        let origin = Origin { partition: message.partition(), offset: message.offset() };
         if self.trace_parents.len() < MAX_TRACE_PARENTS
             && let Some(sc) = metrics::extract(message.headers())
         {
@@ -339,6 +385,14 @@ impl Router {
                 .and_then(|a| check_finite(&a).map(|()| a)),
         };
         match decoded {
+            Ok(anomaly) if !self.seen.insert(origin.partition, &anomaly.id) => {
+                tracing::debug!(id = %anomaly.id, partition = origin.partition, offset = origin.offset,
+                    "duplicate anomaly dropped");
+                self.report.duplicates_dropped += 1;
+                self.shared.metrics.duplicates.add(1, &[]);
+                self.trace_parents.remove(&(origin.partition, origin.offset));
+                self.mark_done(&[origin]);
+            }
             Ok(anomaly) => {
                 let evicted_before = self.suppressor.evicted();
                 let emitted = self.suppressor.offer(anomaly, origin, Instant::now());
@@ -469,8 +523,14 @@ impl Router {
             }
         }
         // Partitions revoked meanwhile refuse the store; their records are consumed again by the new owner.
-        if let Err(e) = self.consumer.store_offsets(&tpl) {
-            tracing::warn!(error = %e, "storing offsets failed");
+        // Committed at once (not at the next auto-commit): a restart or a new owner repeats as little as possible.
+        match self.consumer.store_offsets(&tpl) {
+            Ok(()) => {
+                if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Async) {
+                    tracing::debug!(error = %e, "offset commit not started");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "storing offsets failed"),
         }
     }
 
@@ -651,6 +711,10 @@ fn every_partition(
 pub struct RouterContext {
     /// Set once partitions are assigned.
     ready: ReadyFlag,
+    /// Partitions worked on; where an assigned partition starts ([`crate::dedup`]).
+    ownership: Arc<Mutex<Ownership>>,
+    /// Records read back ids-only below the committed offset of a partition that arrives.
+    rebuild_records: i64,
     /// Whether the consumer reaches a broker (for `/readyz`).
     link: KafkaLink,
     /// librdkafka's log lines and errors, rate-limited.
@@ -672,16 +736,102 @@ impl rdkafka::ClientContext for RouterContext {
     }
 }
 
+fn lock(ownership: &Mutex<Ownership>) -> MutexGuard<'_, Ownership> {
+    ownership.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<i32> {
+    tpl.elements().iter().map(|e| e.partition()).collect()
+}
+
 impl ConsumerContext for RouterContext {
-    fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
-        if let rdkafka::consumer::Rebalance::Assign(tpl) = rebalance {
-            self.ready.set(true);
-            tracing::info!(partitions = tpl.count(), "partitions assigned");
+    /// Applies rebalances itself so that an assigned partition starts where [`crate::dedup`] says (resuming, or
+    /// reading ids back below the committed offset), and records lost partitions for the main loop.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        use rdkafka::types::RDKafkaRespErr as E;
+        let eager = !matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let applied: KafkaResult<()> = match err {
+            E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.plan_starts(consumer, tpl, eager);
+                let r = if eager { consumer.assign(tpl) } else { consumer.incremental_assign(tpl) };
+                if r.is_ok() {
+                    self.ready.set(true);
+                    tracing::info!(partitions = tpl.count(), "partitions assigned");
+                }
+                r
+            }
+            E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                lock(&self.ownership).revoke(partitions_of(tpl), eager);
+                tracing::info!(partitions = tpl.count(), "partitions revoked");
+                if eager { consumer.unassign() } else { consumer.incremental_unassign(tpl) }
+            }
+            other => {
+                tracing::error!(error = %rdkafka::types::RDKafkaErrorCode::from(other),
+                    "rebalance failed; giving up the assignment");
+                let all = consumer.assignment().map(|a| partitions_of(&a)).unwrap_or_default();
+                lock(&self.ownership).revoke(all, false);
+                if eager { consumer.unassign() } else { consumer.incremental_unassign(tpl) }
+            }
+        };
+        if let Err(e) = applied {
+            tracing::error!(error = %e, "applying a rebalance failed");
         }
     }
 }
 
-fn create_consumer(config: &RouterConfig, ready: &ReadyFlag) -> Result<StreamConsumer<RouterContext>, RouterError> {
+impl RouterContext {
+    /// Sets the start offset of every partition in the assignment `tpl` from the group's committed offsets and
+    /// what this router holds (see [`crate::dedup`]).
+    fn plan_starts<C: Consumer<Self>>(&self, consumer: &C, tpl: &mut TopicPartitionList, eager: bool) {
+        let mut query = TopicPartitionList::with_capacity(tpl.count());
+        for e in tpl.elements() {
+            query.add_partition(e.topic(), e.partition());
+        }
+        let committed: HashMap<i32, i64> = match consumer.committed_offsets(query, METADATA_TIMEOUT) {
+            Ok(c) => c
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) if o >= 0 => Some((e.partition(), o)),
+                    _ => None,
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "committed offsets unavailable: partitions start at the group's position \
+                    without reading back the ids accounted for");
+                HashMap::new()
+            }
+        };
+        let topic_of: HashMap<i32, String> =
+            tpl.elements().iter().map(|e| (e.partition(), e.topic().to_string())).collect();
+        let assignment: Vec<(i32, Option<i64>)> =
+            partitions_of(tpl).into_iter().map(|p| (p, committed.get(&p).copied())).collect();
+        let starts = lock(&self.ownership).assign(&assignment, eager, self.rebuild_records);
+        for (p, start) in starts {
+            let Start::At { offset, ids_only_until } = start else { continue };
+            let Some(topic) = topic_of.get(&p) else { continue };
+            let from = if offset <= 0 { Offset::Beginning } else { Offset::Offset(offset) };
+            if let Err(e) = tpl.set_partition_offset(topic, p, from) {
+                tracing::warn!(%topic, partition = p, error = %e, "could not set the start offset");
+            }
+            if ids_only_until > offset {
+                tracing::info!(%topic, partition = p, from = offset, until = ids_only_until,
+                    "reading back the anomaly ids accounted for before the committed offset");
+            }
+        }
+    }
+}
+
+fn create_consumer(
+    config: &RouterConfig,
+    ready: &ReadyFlag,
+    ownership: &Arc<Mutex<Ownership>>,
+) -> Result<StreamConsumer<RouterContext>, RouterError> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.brokers)
         .set("group.id", &config.group_id)
@@ -697,6 +847,8 @@ fn create_consumer(config: &RouterConfig, ready: &ReadyFlag) -> Result<StreamCon
     c.set("enable.auto.offset.store", "false");
     c.create_with_context(RouterContext {
         ready: ready.clone(),
+        ownership: ownership.clone(),
+        rebuild_records: i64::try_from(config.dedup_ids).unwrap_or(i64::MAX),
         link: ready.kafka_link("consumer"),
         log: KafkaLog::default(),
     })
@@ -706,7 +858,8 @@ fn create_consumer(config: &RouterConfig, ready: &ReadyFlag) -> Result<StreamCon
 
 fn create_producer(config: &RouterConfig) -> Result<FutureProducer<KafkaLog>, RouterError> {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &config.brokers);
+    // Idempotent: a retried produce request never writes an alert or a dead letter twice.
+    c.set("bootstrap.servers", &config.brokers).set("enable.idempotence", "true");
     for (k, v) in &config.kafka_properties {
         c.set(k, v);
     }

@@ -115,6 +115,8 @@ struct Group {
 struct Window {
     /// Index key in `by_end`: (end_ns, sequence).
     end: (i64, u64),
+    /// Anomalies-topic partition of the window's anomalies (the topic is keyed by host).
+    partition: i32,
     first_seen_ns: i64,
     /// Alerts emitted for this window so far.
     emitted: u32,
@@ -188,8 +190,16 @@ impl Suppressor {
             self.sequence += 1;
             let end = (anomaly.window_start_ns.saturating_add(self.window_ns), self.sequence);
             self.by_end.insert(end, key.clone());
-            self.windows
-                .insert(key.clone(), Window { end, first_seen_ns: anomaly.window_start_ns, emitted: 0, pending: None });
+            self.windows.insert(
+                key.clone(),
+                Window {
+                    end,
+                    partition: origin.partition,
+                    first_seen_ns: anomaly.window_start_ns,
+                    emitted: 0,
+                    pending: None,
+                },
+            );
         }
         self.absorb(&key, anomaly, origin, now);
 
@@ -299,6 +309,21 @@ impl Suppressor {
             }
         }
         out
+    }
+
+    /// Forgets every window of `partition` without emitting it (the partition was revoked: its new owner accounts
+    /// for the anomalies after the committed offset). Returns the pending anomalies dropped.
+    pub fn forget_partition(&mut self, partition: i32) -> u64 {
+        let keys: Vec<Key> =
+            self.windows.iter().filter(|(_, w)| w.partition == partition).map(|(k, _)| k.clone()).collect();
+        let mut dropped = 0;
+        for key in keys {
+            if let Some(window) = self.windows.remove(&key) {
+                self.by_end.remove(&window.end);
+                dropped += window.pending.map_or(0, |g| g.count);
+            }
+        }
+        dropped
     }
 
     /// Emits every pending group and forgets all windows (drain and shutdown), in packet-time order.
@@ -490,6 +515,22 @@ mod tests {
         assert_eq!(s.open_windows(), 2);
         let total: usize = s.drain().iter().map(|e| e.origins.len()).sum::<usize>() + out[0].origins.len();
         assert_eq!(total, 3, "every anomaly is accounted for");
+    }
+
+    #[test]
+    fn a_forgotten_partition_is_never_emitted() {
+        let t = Instant::now();
+        let mut s = Suppressor::new(cfg());
+        let on = |p: i32, o: i64| Origin { partition: p, offset: o };
+        assert!(s.offer(anomaly("a", AnomalyKind::Rate, 0, 20.0), on(0, 1), t).is_empty());
+        assert!(s.offer(anomaly("a", AnomalyKind::Rate, 1, 20.0), on(0, 2), t).is_empty());
+        assert!(s.offer(anomaly("b", AnomalyKind::Rate, 0, 20.0), on(1, 1), t).is_empty());
+        assert_eq!(s.forget_partition(0), 2, "both pending anomalies of partition 0 dropped");
+        assert_eq!(s.forget_partition(0), 0);
+        let left: Vec<Emitted> = s.drain();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].alert.host, "b");
+        assert!(s.poll(t + Duration::from_secs(3600)).is_empty(), "stale flush entries are skipped");
     }
 
     #[test]

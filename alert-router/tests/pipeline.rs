@@ -461,3 +461,46 @@ async fn each_output_gets_its_format_and_syslog_failures_are_dead_lettered() {
     assert_eq!(dead, ["10.0.0.1", "10.0.0.2"]);
     assert_eq!(committed(&f.bootstrap, &f.config.group_id, &f.config.anomalies_topic).await, Offset::Offset(2));
 }
+
+/// Copies of an anomaly (a detector that crashed before committing produces its last chunk again) are counted
+/// once, also by a router that restarts after the originals were accounted for: it reads the ids below its
+/// committed offset back before consuming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_of_an_anomaly_count_once_also_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("alerts.jsonl");
+    let f = fixture(vec![], Some(out_path.clone()));
+    let a = "10.0.0.1";
+    let originals: Vec<Anomaly> = [0, 10, 20].iter().map(|s| anomaly(a, AnomalyKind::Rate, *s, 20.0)).collect();
+    let mut records: Vec<(String, Vec<u8>)> = originals.iter().map(encoded).collect();
+    records.extend([encoded(&originals[0]), encoded(&originals[1])]);
+    produce(&f.bootstrap, &f.config.anomalies_topic, &records).await;
+    let report = run_drained(&f.config).await;
+    assert_eq!((report.anomalies_consumed, report.duplicates_dropped, report.alerts_emitted), (5, 2, 1));
+    assert_eq!(committed(&f.bootstrap, &f.config.group_id, &f.config.anomalies_topic).await, Offset::Offset(5));
+
+    // After a restart: copies of two anomalies accounted for, and a new one.
+    let later = anomaly(a, AnomalyKind::Rate, 30, 20.0);
+    produce(
+        &f.bootstrap,
+        &f.config.anomalies_topic,
+        &[encoded(&originals[2]), encoded(&originals[0]), encoded(&later)],
+    )
+    .await;
+    let report = run_drained(&f.config).await;
+    assert_eq!(report.anomalies_rebuilt, 5, "the records below the committed offset put their ids back");
+    assert_eq!((report.anomalies_consumed, report.duplicates_dropped, report.alerts_emitted), (3, 2, 1));
+    let counts: Vec<u64> = std::fs::read_to_string(&out_path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Alert>(l).unwrap().count)
+        .collect();
+    assert_eq!(counts, [3, 1], "every distinct anomaly counted once");
+
+    // Deduplication off: the copies inflate the count.
+    let g = fixture(vec![], None);
+    let config = RouterConfig { dedup_ids: 0, ..g.config.clone() };
+    produce(&g.bootstrap, &config.anomalies_topic, &records).await;
+    let report = run_drained(&config).await;
+    assert_eq!((report.anomalies_consumed, report.duplicates_dropped), (5, 0));
+}

@@ -252,7 +252,8 @@ pub(crate) async fn run(
         .map_err(redacted)
         .map_err(kafka("creating the consumer"))?,
     );
-    let producer: FutureProducer<KafkaLog> = client_config(&config, &[])
+    // Idempotent: a retried produce request never writes an anomaly, a delta or a dead letter twice.
+    let producer: FutureProducer<KafkaLog> = client_config(&config, &[("enable.idempotence", "true".to_string())])
         .set("linger.ms", "5")
         .create_with_context(KafkaLog::default())
         .map_err(redacted)
@@ -505,11 +506,18 @@ pub(crate) async fn run(
             let next = next_offsets.entry((topic, partition)).or_insert(offset + 1);
             *next = (*next).max(offset + 1);
         }
-        if tpl.count() > 0
-            && let Err(e) = consumer.store_offsets(&tpl)
-        {
-            // A partition revoked meanwhile: its new owner reprocesses from the last committed offset.
-            tracing::warn!(error = %e, "could not store offsets");
+        if tpl.count() > 0 {
+            match consumer.store_offsets(&tpl) {
+                // Committed at once (not at the next auto-commit): a restart or a new owner repeats one chunk at
+                // most.
+                Ok(()) => {
+                    if let Err(e) = consumer.commit_consumer_state(CommitMode::Async) {
+                        tracing::debug!(error = %e, "offset commit not started");
+                    }
+                }
+                // A partition revoked meanwhile: its new owner reprocesses from the last committed offset.
+                Err(e) => tracing::warn!(error = %e, "could not store offsets"),
+            }
         }
     };
 

@@ -58,6 +58,9 @@ macro_rules! engine_kinds {
                 out: &mut Vec<Anomaly>,
             ) {
                 let state: &mut HostState = hosts.entry(host, partition, batch.last_ns);
+                $( if let Some(k) = &mut self.$section {
+                    k.begin_batch(partition);
+                } )*
                 for p in &batch.batch.packets {
                     $( if let Some(k) = &mut self.$section {
                         k.observe_packet(host, p, &mut state.$section, out);
@@ -105,6 +108,12 @@ macro_rules! engine_kinds {
                     deltas.extend(k.destination_deltas(all));
                 } )*
                 deltas
+            }
+
+            fn revoke_packets_partitions(&mut self, partitions: &[i32]) {
+                $( if let Some(k) = &mut self.$section {
+                    k.revoke_packets_partitions(partitions);
+                } )*
             }
 
             fn revoke_destination_partitions(&mut self, partitions: &[i32]) -> usize {
@@ -195,8 +204,9 @@ impl Engine {
 
     /// Rebuilds state from one packet batch that the previous owner of its partition already processed (after a
     /// rebalance, see `detector.state.rebuild_records`): every detector's state is updated as by
-    /// [`Engine::process_batch`], but its anomalies are discarded, its sources are only remembered by the
-    /// destination side (no statistics delta) and the counters do not change.
+    /// [`Engine::process_batch`], but its anomalies are discarded, its packets are counted by the destination
+    /// side without being reported (the next report of their entries carries the rebuilt cumulative counts) and
+    /// the counters do not change.
     pub fn rebuild_batch(&mut self, batch: &PacketBatch, partition: i32) {
         let stats = self.stats.clone();
         self.kinds.set_rebuilding(true);
@@ -228,6 +238,9 @@ impl Engine {
     pub fn revoke(&mut self, packets_partitions: &[i32], destinations_partitions: &[i32]) -> (usize, usize) {
         self.clocks.forget(packets_partitions);
         let h = if packets_partitions.is_empty() { 0 } else { self.hosts.revoke_partitions(packets_partitions) };
+        if !packets_partitions.is_empty() {
+            self.kinds.revoke_packets_partitions(packets_partitions);
+        }
         let d = if destinations_partitions.is_empty() {
             0
         } else {
@@ -466,7 +479,7 @@ mod tests {
             let deltas = e.end_chunk();
             for mut d in deltas {
                 d.window_ns = window;
-                d.new_sources = count;
+                d.sources = count;
                 d.packets = count;
                 d.window_start_ns = ts;
                 e.process_destination_stats(&d, 1, &mut out);

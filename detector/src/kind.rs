@@ -4,7 +4,8 @@
 //! and registering it there (see docs/detectors.md, "How to add a detector kind").
 //!
 //! The engine calls the hooks of every kind that is on, in registration order, phase by phase:
-//! 1. for each packet of a batch, [`DetectorKind::observe_packet`];
+//! 1. [`DetectorKind::begin_batch`] with the batch's packets-topic partition, then for each packet of the batch
+//!    [`DetectorKind::observe_packet`];
 //! 2. once per batch, [`DetectorKind::judge_batch`] (models scoring the batch's feature vector);
 //! 3. once per batch, [`DetectorKind::observe_windows`] with the host's state, then
 //!    [`DetectorKind::close_windows`] with every host of the batch's partition (windowed models);
@@ -118,6 +119,11 @@ pub trait DetectorKind: Sized + std::fmt::Debug {
     /// The kind as configured, or `None` when it is off.
     fn build(config: &Self::Config, setup: &mut Setup<'_>) -> Option<Self>;
 
+    /// Before the packets of a batch read from packets-topic `partition`.
+    fn begin_batch(&mut self, partition: i32) {
+        let _ = partition;
+    }
+
     /// One packet of `host`.
     fn observe_packet(&mut self, host: IpAddr, p: &PacketFeatures, state: &mut Self::State, out: &mut Vec<Anomaly>) {
         let _ = (host, p, state, out);
@@ -176,6 +182,11 @@ pub trait DetectorKind: Sized + std::fmt::Debug {
     fn destination_deltas(&mut self, all: bool) -> Vec<DestinationStats> {
         let _ = all;
         Vec::new()
+    }
+
+    /// Drops what came from revoked packets-topic partitions (their new owner accounts for them).
+    fn revoke_packets_partitions(&mut self, partitions: &[i32]) {
+        let _ = partitions;
     }
 
     /// Drops what came from revoked destinations-topic partitions; returns how many entries.

@@ -116,11 +116,12 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         destination: v4,
         window_start_ns: 1_700_000_000_000_000_000,
         window_ns: 10_000_000_000,
-        new_sources: 2,
+        sources: 2,
         packets: 900,
         syn_packets: 850,
         sample_sources: vec![IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)), v6],
         last_ts_ns: 1_700_000_009_000_000_000,
+        origin_partition: 3,
     };
     let mut out = Vec::new();
     for (target, bytes) in [

@@ -408,7 +408,7 @@ impl DestinationStats {
         put_ip(&mut out, self.destination);
         put_long(&mut out, self.window_start_ns);
         put_long(&mut out, self.window_ns);
-        put_long(&mut out, self.new_sources as i64);
+        put_long(&mut out, self.sources as i64);
         put_long(&mut out, self.packets as i64);
         put_long(&mut out, self.syn_packets as i64);
         if !self.sample_sources.is_empty() {
@@ -419,6 +419,7 @@ impl DestinationStats {
         }
         put_long(&mut out, 0);
         put_long(&mut out, self.last_ts_ns);
+        put_long(&mut out, i64::from(self.origin_partition));
         out
     }
 
@@ -429,7 +430,7 @@ impl DestinationStats {
         let destination = r.ip("destination")?;
         let window_start_ns = r.long("window_start_ns")?;
         let window_ns = r.long("window_ns")?;
-        let new_sources = r.int_in("new_sources")?;
+        let sources = r.int_in("sources")?;
         let packets = r.int_in("packets")?;
         let syn_packets = r.int_in("syn_packets")?;
         let mut sample_sources = Vec::new();
@@ -438,15 +439,17 @@ impl DestinationStats {
             Ok(())
         })?;
         let last_ts_ns = r.long("last_ts_ns")?;
+        let origin_partition = r.int_in("origin_partition")?;
         r.finish(DestinationStats {
             destination,
             window_start_ns,
             window_ns,
-            new_sources,
+            sources,
             packets,
             syn_packets,
             sample_sources,
             last_ts_ns,
+            origin_partition,
         })
     }
 }

@@ -259,7 +259,9 @@ pub struct Anomaly {
     pub model_version: String,
 }
 
-/// A detector's partial view of one destination in one packet-time window.
+/// One packets partition's view of one destination in one packet-time window, cumulative: a later record of the
+/// same (destination, window, origin partition) supersedes an earlier one, so applying one twice, or out of
+/// order, changes nothing (readers keep the highest counts and sum over origin partitions).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DestinationStats {
     /// The destination.
@@ -268,16 +270,26 @@ pub struct DestinationStats {
     pub window_start_ns: i64,
     /// Window length, ns.
     pub window_ns: i64,
-    /// Sources not reported before for this destination and window by this detector.
-    pub new_sources: u64,
-    /// Packets since the previous report.
+    /// Distinct sources of the origin partition seen so far.
+    pub sources: u64,
+    /// Packets of the origin partition so far.
     pub packets: u64,
-    /// TCP SYN-without-ACK packets since the previous report.
+    /// TCP SYN-without-ACK packets among them.
     pub syn_packets: u64,
-    /// Up to 8 of the new sources.
+    /// Up to 8 of the sources.
     pub sample_sources: Vec<IpAddr>,
-    /// Latest packet time in this report, ns.
+    /// Latest packet time counted, ns.
     pub last_ts_ns: i64,
+    /// The packets-topic partition whose packets are counted (-1: unknown).
+    pub origin_partition: i32,
+}
+
+impl DestinationStats {
+    /// The record's deterministic id, `{destination}/{window_start_ns}/{origin_partition}/{packets}`: the same
+    /// counts of the same packets give the same id, whichever detector (re)computes them.
+    pub fn id(&self) -> String {
+        format!("{}/{}/{}/{}", self.destination, self.window_start_ns, self.origin_partition, self.packets)
+    }
 }
 
 #[cfg(test)]

@@ -73,11 +73,12 @@ prop_compose! {
 prop_compose! {
     fn destination_stats()(
         destination in ip(), w in any::<(i64, i64, i64)>(), counts in any::<(u32, u32, u32)>(),
-        sample_sources in proptest::collection::vec(ip(), 0..8),
+        sample_sources in proptest::collection::vec(ip(), 0..8), origin_partition in any::<i32>(),
     ) -> DestinationStats {
         DestinationStats {
-            destination, window_start_ns: w.0, window_ns: w.1, new_sources: counts.0.into(),
+            destination, window_start_ns: w.0, window_ns: w.1, sources: counts.0.into(),
             packets: counts.1.into(), syn_packets: counts.2.into(), sample_sources, last_ts_ns: w.2,
+            origin_partition,
         }
     }
 }

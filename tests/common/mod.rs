@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
+use rdkafka::consumer::Consumer as _;
 use sha2::Sha256;
 
 /// Path of the tansu binary: `NETANOM_TANSU`, else the one `.ci/setup` installed in `.venv`.
@@ -360,4 +361,70 @@ pub fn run_capture(capture: &Path, out: &Path) -> (Vec<serde_json::Value>, Strin
         String::from_utf8_lossy(&result.stderr)
     );
     (read_alerts(out), String::from_utf8_lossy(&result.stdout).into_owned())
+}
+
+/// (host, kind, first_seen, count) of every alert, sorted.
+pub type AlertKey = (String, String, String, u64);
+
+pub fn alert_keys(alerts: &[serde_json::Value]) -> Vec<AlertKey> {
+    let mut keys: Vec<AlertKey> = alerts
+        .iter()
+        .map(|a| {
+            let s = |k: &str| a[k].as_str().unwrap_or_default().to_string();
+            (s("host"), s("kind"), s("first_seen"), a["count"].as_u64().unwrap_or_default())
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// A client of the broker for offsets: a group's committed offsets and the topics' high watermarks.
+pub struct Offsets {
+    /// The client.
+    pub client: rdkafka::consumer::BaseConsumer,
+}
+
+impl Offsets {
+    /// A client in consumer group `group` (never committing).
+    pub fn new(bootstrap: &str, group: &str) -> Self {
+        let client = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("offsets client");
+        Self { client }
+    }
+
+    /// High watermarks of partitions `0..partitions` of `topic` (-1 where unknown).
+    pub fn high(&self, topic: &str, partitions: i32) -> Vec<i64> {
+        (0..partitions)
+            .map(|p| self.client.fetch_watermarks(topic, p, Duration::from_secs(5)).map(|(_, h)| h).unwrap_or(-1))
+            .collect()
+    }
+
+    /// Committed offsets of the group in partitions `0..partitions` of `topic` (0 where none).
+    pub fn committed(&self, topic: &str, partitions: i32) -> Vec<i64> {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(topic, p);
+        }
+        let got = self.client.committed_offsets(tpl, Duration::from_secs(5)).unwrap_or_default();
+        (0..partitions)
+            .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
+                Some(rdkafka::Offset::Offset(o)) => o,
+                _ => 0,
+            })
+            .collect()
+    }
+}
+
+/// The value of a Prometheus counter in a `/metrics` page (summed over its series).
+pub fn counter(page: &str, name: &str) -> Option<f64> {
+    let values: Vec<f64> = page
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }
