@@ -120,12 +120,7 @@ fn run(capture: &Path, brokers: &str, alerts: &Path, env: &[(&str, &str)]) -> Ou
         .envs(env.iter().copied())
         .output()
         .expect("netanom runs");
-    assert!(
-        out.status.success(),
-        "netanom run failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "netanom run failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     out
 }
 
@@ -216,7 +211,10 @@ fn marked_packets(marker: &[u8]) -> Vec<netanom_producer::synth::SynthPacket> {
     let (mac_a, mac_b) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
     let mut packets = Vec::new();
     let mut push = |ts_ns: i64, data: Vec<u8>| packets.push(netanom_producer::synth::SynthPacket { ts_ns, data });
-    let (a6, b6) = ([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7], [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    let (a6, b6) = (
+        [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7],
+        [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+    );
     for port in 1..=600u16 {
         let ts = t0 + i64::from(port) * 2_000_000;
         let mut data = Vec::new();
@@ -254,7 +252,8 @@ fn no_payload_byte_reaches_any_topic_log_or_alert() {
     // A part of the marker too, in case a payload were cut: its first 12 bytes.
     let head = &marker[..12];
     let contains_head = |hay: &[u8]| hay.windows(head.len()).any(|w| w == head);
-    for (name, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr), ("alerts file", &alerts_text.into_bytes())] {
+    for (name, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr), ("alerts file", &alerts_text.into_bytes())]
+    {
         assert!(!contains(bytes) && !contains_head(bytes), "payload bytes in {name}");
     }
     for r in &records {

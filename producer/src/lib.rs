@@ -285,6 +285,8 @@ pub enum ProducerError {
 pub struct OpenedCapture {
     source: PacketSource,
     dropped: Option<Dropped>,
+    /// Loaded before the drop: the key file may be readable by the starting user only.
+    pseudonyms: Option<netanom_schemas::pseudonym::Pseudonymizer>,
 }
 
 /// Opens the configured input. A live interface is opened, its BPF filter attached, and then the privileges are
@@ -293,9 +295,10 @@ pub struct OpenedCapture {
 /// in the process holds a capability.
 pub fn open_capture(config: &ProducerConfig) -> Result<OpenedCapture, ProducerError> {
     config.validate().map_err(ProducerError::Config)?;
+    let pseudonyms = config.pseudonymize.pseudonymizer()?;
     let source = open_source(config)?;
     let dropped = if source.is_live() { Some(privilege::drop_privileges(&config.capture)?) } else { None };
-    Ok(OpenedCapture { source, dropped })
+    Ok(OpenedCapture { source, dropped, pseudonyms })
 }
 
 fn open_source(config: &ProducerConfig) -> Result<PacketSource, ProducerError> {
@@ -368,17 +371,17 @@ fn run_blocking(
     grace: &Grace,
 ) -> Result<ProducerReport, ProducerError> {
     let started = Instant::now();
-    let OpenedCapture { mut source, dropped } = match capture {
+    let OpenedCapture { mut source, dropped, pseudonyms } = match capture {
         Some(opened) => opened,
         None => {
+            let pseudonyms = config.pseudonymize.pseudonymizer()?;
             let source = open_source(config)?;
             let dropped = (source.is_live() && config.capture.user.is_some())
                 .then(|| privilege::drop_privileges(&config.capture))
                 .transpose()?;
-            OpenedCapture { source, dropped }
+            OpenedCapture { source, dropped, pseudonyms }
         }
     };
-    let pseudonyms = config.pseudonymize.pseudonymizer()?;
     let publisher = Publisher::new(&config.brokers, &config.kafka_properties, &config.compression, &config.topic)?;
     publisher.watch(ready.kafka_link("producer"));
     let metrics = metrics::Metrics::new();
@@ -409,8 +412,7 @@ fn run_blocking(
         );
         bar
     });
-    let mut pipeline =
-        Pipeline::new(&config.flow, &config.batch).with_time(&config.time).with_pseudonyms(pseudonyms);
+    let mut pipeline = Pipeline::new(&config.flow, &config.batch).with_time(&config.time).with_pseudonyms(pseudonyms);
     let mut out = Emitter {
         publisher: &publisher,
         ids: config.schema_ids,

@@ -7,9 +7,9 @@
 //!
 //! Capability sets belong to threads, while the user and group belong to the whole process (the C library
 //! applies a change to every thread). So the binary opens a live interface and drops before it starts any other
-//! thread ([`crate::open_capture`]); a process that drops later is still fully unprivileged when it started as
-//! root and names a user, because the kernel clears every thread's capabilities when its uids all leave 0. The
-//! final check refuses to go on otherwise.
+//! thread (`open_capture` of this crate); a process that drops later is still fully unprivileged when it started
+//! as root and names a user, because the kernel clears every thread's capabilities when its uids all leave 0.
+//! The final check refuses to go on otherwise.
 
 use std::path::Path;
 
@@ -73,7 +73,7 @@ pub enum PrivilegeError {
     #[error("producer.capture.group: no group {0:?} on this system")]
     UnknownGroup(String),
     /// A numeric user id with no entry of its own and no `group`.
-    #[error("producer.capture.user: uid {0} has no user entry to take a primary group from: set producer.capture.group")]
+    #[error("producer.capture.user: uid {0} has no user entry to take a primary group from: set the group")]
     NoPrimaryGroup(u32),
     /// The target user is root.
     #[error("producer.capture.user: {0:?} is uid 0 (root): name an unprivileged user such as `nobody`")]
@@ -117,7 +117,9 @@ pub enum PrivilegeError {
 /// checks every thread of the process.
 pub fn drop_privileges(config: &CaptureConfig) -> Result<Dropped, PrivilegeError> {
     let target = config.user.as_deref().map(|user| resolve(user, config.group.as_deref())).transpose()?;
-    let cap_error = |set: &'static str| move |e: caps::errors::CapsError| PrivilegeError::Capabilities { set, message: e.to_string() };
+    let cap_error = |set: &'static str| {
+        move |e: caps::errors::CapsError| PrivilegeError::Capabilities { set, message: e.to_string() }
+    };
     // The bounding set first: dropping from it needs CAP_SETPCAP, which the user switch clears.
     if caps::has_cap(None, CapSet::Effective, caps::Capability::CAP_SETPCAP).map_err(cap_error("effective"))? {
         caps::clear(None, CapSet::Bounding).map_err(cap_error("bounding"))?;
@@ -221,10 +223,9 @@ mod tests {
                      CapAmb:\t0000000000000000\n";
         assert_eq!(privileges_kept(clean, Some(65534)), None);
         assert_eq!(privileges_kept(clean, None), None);
-        let root = clean.replace("65534\t65534\t65534\t65534", "0\t0\t0\t0").replace(
-            "CapEff:\t0000000000000000",
-            "CapEff:\t0000000000002000",
-        );
+        let root = clean
+            .replace("65534\t65534\t65534\t65534", "0\t0\t0\t0")
+            .replace("CapEff:\t0000000000000000", "CapEff:\t0000000000002000");
         let why = privileges_kept(&root, Some(65534)).unwrap();
         assert!(why.contains("CapEff 0000000000002000") && why.contains("Uid 0"), "{why}");
         assert!(privileges_kept("Name:\tx\n", None).unwrap().contains("no CapPrm"));

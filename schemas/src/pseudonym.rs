@@ -97,7 +97,6 @@ impl std::fmt::Debug for Cipher {
 }
 
 /// Pseudonymizes addresses on the producer path, remembering up to [`CACHE_ENTRIES`] of them.
-#[derive(Debug)]
 pub struct Pseudonymizer {
     cipher: Cipher,
     cache: HashMap<IpAddr, IpAddr>,
@@ -120,6 +119,13 @@ impl Pseudonymizer {
         let p = self.cipher.pseudonym(ip);
         self.cache.insert(ip, p);
         p
+    }
+}
+
+/// Shows how many pseudonyms are cached, never an address or the key.
+impl std::fmt::Debug for Pseudonymizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pseudonymizer").field("cached", &self.cache.len()).finish_non_exhaustive()
     }
 }
 
@@ -252,6 +258,9 @@ mod tests {
         assert_eq!(key, IpKey::parse(SPEC_KEY).unwrap());
         assert_eq!(format!("{key:?}"), "IpKey(***)");
         assert!(!format!("{:?}", Cipher::new(&key)).contains("0123"));
+        let mut p = Pseudonymizer::new(&key);
+        p.pseudonym(ip("10.0.0.1"));
+        assert_eq!(format!("{p:?}"), "Pseudonymizer { cached: 1, .. }");
         assert_eq!(IpKey::parse("abc"), Err(KeyError::Format(3)));
         assert_eq!(IpKey::parse(&"g".repeat(64)), Err(KeyError::Format(64)));
         assert_eq!(IpKey::parse(&"ab".repeat(32)), Err(KeyError::EqualHalves));

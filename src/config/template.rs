@@ -64,7 +64,12 @@ const OPTIONAL: &[Optional] = &[
         "after opening the live interface, switch to this unprivileged user (needs root at start); capabilities are \
          cleared either way",
     ),
-    opt("producer.capture", "group", "\"nogroup\"", "the one group kept after the switch; unset: the user's primary group"),
+    opt(
+        "producer.capture",
+        "group",
+        "\"nogroup\"",
+        "the one group kept after the switch; unset: the user's primary group",
+    ),
     opt(
         "producer.pseudonymize",
         "key_file",
