@@ -364,7 +364,9 @@ fn ocsf_analytic_type(kind: AnomalyKind) -> (u8, &'static str) {
         | AnomalyKind::Victim
         | AnomalyKind::Probe
         | AnomalyKind::BruteForce
-        | AnomalyKind::DnsTunnel => (1, "Rule"),
+        | AnomalyKind::DnsTunnel
+        | AnomalyKind::IcmpTunnel
+        | AnomalyKind::Flood => (1, "Rule"),
     }
 }
 

@@ -397,6 +397,8 @@ struct PacketJson {
     #[serde(default)]
     flow_bytes: Option<u64>,
     direction: DirectionJson,
+    #[serde(default)]
+    payload_entropy: Option<f32>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -461,6 +463,7 @@ impl PacketJson {
                 DirectionJson::Forward => Direction::Forward,
                 DirectionJson::Reverse => Direction::Reverse,
             },
+            payload_entropy: self.payload_entropy,
         })
     }
 }

@@ -12,7 +12,9 @@ use serde::Deserialize;
 use crate::api::ApiConfig;
 use crate::beacon::BeaconConfig;
 use crate::fanout::FanoutConfig;
+use crate::flood::FloodConfig;
 use crate::forest::ForestConfig;
+use crate::icmp_tunnel::IcmpTunnelConfig;
 use crate::misuse::{BruteForceConfig, DnsTunnelConfig, ProbeConfig};
 use crate::profile::ProfileConfig;
 use crate::rate::RateConfig;
@@ -97,6 +99,10 @@ pub struct DetectorConfig {
     pub brute_force: BruteForceConfig,
     /// Sustained long DNS queries (kind `dns_tunnel`).
     pub dns_tunnel: DnsTunnelConfig,
+    /// Echo requests carrying data unlike ping's pad (kind `icmp_tunnel`).
+    pub icmp_tunnel: IcmpTunnelConfig,
+    /// UDP, ICMP and other non-TCP packets at flood rate (kind `flood`).
+    pub flood: FloodConfig,
     /// The scoring API (`POST /api/v1/analyze`): token, request timeout, queue.
     pub api: ApiConfig,
 }
@@ -128,6 +134,8 @@ impl Default for DetectorConfig {
             probe: ProbeConfig::default(),
             brute_force: BruteForceConfig::default(),
             dns_tunnel: DnsTunnelConfig::default(),
+            icmp_tunnel: IcmpTunnelConfig::default(),
+            flood: FloodConfig::default(),
             api: ApiConfig::default(),
         }
     }
@@ -161,6 +169,8 @@ impl std::fmt::Debug for DetectorConfig {
             .field("probe", &self.probe)
             .field("brute_force", &self.brute_force)
             .field("dns_tunnel", &self.dns_tunnel)
+            .field("icmp_tunnel", &self.icmp_tunnel)
+            .field("flood", &self.flood)
             .field("api", &self.api)
             .finish()
     }
@@ -202,6 +212,8 @@ impl DetectorConfig {
         errs.extend(self.probe.validate());
         errs.extend(self.brute_force.validate());
         errs.extend(self.dns_tunnel.validate());
+        errs.extend(self.icmp_tunnel.validate());
+        errs.extend(self.flood.validate());
         errs.extend(self.api.validate());
         errs.extend(self.profile.validate(self.state.idle_timeout));
         if errs.is_empty() { Ok(()) } else { Err(errs) }

@@ -13,7 +13,9 @@ use crate::beacon::{BeaconRule, beacon_anomaly};
 use crate::config::DetectorConfig;
 use crate::fanout::{FanoutRule, fanout_anomaly};
 use crate::features::{FeatureScratch, batch_features};
+use crate::flood::FloodRule;
 use crate::forest::{IsolationDetector, Retrainer, TrainedForest, isolation_anomaly};
+use crate::icmp_tunnel::IcmpTunnelRule;
 use crate::misuse::MisuseRules;
 use crate::models::Models;
 use crate::profile::{ProfileDetector, ProfileModel};
@@ -49,6 +51,8 @@ pub struct Engine {
     fanout: Option<FanoutRule>,
     beacon: Option<BeaconRule>,
     misuse: Option<MisuseRules>,
+    icmp_tunnel: Option<IcmpTunnelRule>,
+    flood: Option<FloodRule>,
     /// Scratch for the misuse rules' findings.
     misuse_out: Vec<AnomalyParts>,
     isolation: Option<IsolationDetector>,
@@ -75,6 +79,8 @@ impl Engine {
             beacon: config.beacon.enabled.then(|| BeaconRule::from(&config.beacon)),
             misuse: MisuseRules::new(&config.probe, &config.brute_force, &config.dns_tunnel),
             misuse_out: Vec::new(),
+            icmp_tunnel: config.icmp_tunnel.enabled.then(|| IcmpTunnelRule::from(&config.icmp_tunnel)),
+            flood: config.flood.enabled.then(|| FloodRule::from(&config.flood)),
             isolation: config.forest.enabled.then(|| {
                 let retrain = Retrainer::new(&config.forest, config.state.max_hosts);
                 IsolationDetector::new(&config.forest, model, retrain)
@@ -132,7 +138,9 @@ impl Engine {
                 {
                     out.push(fanout_anomaly(host, rule, hit, p).build());
                 }
+                // Connections to a login service are the brute-force rule's evidence, never a beacon.
                 if let Some(rule) = &self.beacon
+                    && !self.misuse.as_ref().is_some_and(|m| m.login_service(p.dst_port))
                     && let Some(hit) = state.beacon.observe(p, rule, &mut self.stats.beacon_destinations_evicted)
                 {
                     out.push(beacon_anomaly(host, rule, &hit, p).build());
@@ -141,6 +149,16 @@ impl Engine {
             if let Some(rules) = &self.misuse {
                 state.misuse.observe(host, p, rules, &mut self.misuse_out);
                 out.extend(self.misuse_out.drain(..).map(AnomalyParts::build));
+            }
+            if let Some(rule) = &self.icmp_tunnel
+                && let Some(a) = state.echo.observe(host, p, rule)
+            {
+                out.push(a.build());
+            }
+            if let Some(rule) = &self.flood
+                && let Some(a) = state.flood.observe(host, p, rule)
+            {
+                out.push(a.build());
             }
             if let Some(side) = &mut self.source_side {
                 side.observe(host, p);

@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use crate::beacon::BeaconTable;
 use crate::fanout::FanoutWindow;
+use crate::flood::FloodWindow;
+use crate::icmp_tunnel::EchoWindow;
 use crate::misuse::MisuseState;
 use crate::profile::HostProfile;
 use crate::rate::RateWindow;
@@ -88,6 +90,10 @@ pub struct HostState {
     pub profile: HostProfile,
     /// Probe, brute-force and DNS-tunnel counts.
     pub misuse: MisuseState,
+    /// ICMP tunnel detector: echo requests of the current window.
+    pub echo: EchoWindow,
+    /// Flood detector: non-TCP packet counts.
+    pub flood: FloodWindow,
 }
 
 /// The bounded host map.
