@@ -580,7 +580,15 @@ mod tests {
         linux.extend(0x10u8..0x38);
         let windows = b"abcdefghijklmnopqrstuvwabcdefghi";
         let shell = b"uid=0(root) gid=0(root) groups=0(root)\n/root\nLinux victim 6.1.0 x86_64 GNU/Linux\n";
-        let random: Vec<u8> = (0u32..200).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let mut x = 0x2545_f491u32;
+        let random: Vec<u8> = (0..200)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (x >> 24) as u8
+            })
+            .collect();
         assert!(echo(&linux, true).unwrap() < 2.0, "{:?}", echo(&linux, true));
         assert!(echo(windows, false).unwrap() < 2.0, "{:?}", echo(windows, false));
         assert!(echo(shell, true).unwrap() > 3.0, "{:?}", echo(shell, true));
