@@ -66,9 +66,10 @@
 
 use std::net::IpAddr;
 
-use netanom_schemas::{AnomalyKind, Contribution, PacketFeatures};
+use netanom_schemas::{Anomaly, AnomalyKind, Contribution, PacketFeatures};
 
 use crate::anomaly::{AnomalyParts, RULES_VERSION};
+use crate::kind::{Context, DetectorKind, Setup};
 use crate::time::human;
 use crate::time::ns;
 use crate::validation::{ConfigError, Problems};
@@ -121,6 +122,10 @@ pub struct BeaconConfig {
     /// of several seconds (60 s ± 10 s: by the 13th contact in 99.6 % of simulated series). In (0, 1). Default
     /// 0.25.
     pub slow_max_jitter: f64,
+    /// Destination ports whose connections are never judged. Default: the login services' ports (the default
+    /// of `detector.brute_force.ports`): a password-guessing tool throttled to a steady pace is the
+    /// `brute_force` kind's (over its `slow_window`), not a beacon.
+    pub excluded_ports: Vec<u16>,
 }
 
 impl Default for BeaconConfig {
@@ -138,6 +143,7 @@ impl Default for BeaconConfig {
             cooldown: Duration::from_secs(600),
             slow_min_period: Duration::from_secs(30),
             slow_max_jitter: 0.25,
+            excluded_ports: crate::misuse::LOGIN_PORTS.to_vec(),
         }
     }
 }
@@ -230,6 +236,53 @@ impl From<&BeaconConfig> for BeaconRule {
             cooldown_ns: ns(c.cooldown),
             slow_min_period_ms: c.slow_min_period.as_secs_f64() * 1e3,
             slow_max_jitter: c.slow_max_jitter,
+        }
+    }
+}
+
+/// The beacon kind: the rule, the ports it leaves alone and a count of the destinations dropped from full
+/// per-host tables.
+#[derive(Debug)]
+pub struct Beacon {
+    rule: BeaconRule,
+    /// Sorted `excluded_ports`.
+    excluded_ports: Vec<u16>,
+    /// Destinations dropped from full per-host tables (`max_destinations`).
+    destinations_evicted: u64,
+}
+
+impl Beacon {
+    /// Destinations dropped from full per-host tables so far.
+    pub fn destinations_evicted(&self) -> u64 {
+        self.destinations_evicted
+    }
+}
+
+impl DetectorKind for Beacon {
+    type Config = BeaconConfig;
+    type State = BeaconTable;
+    const PRODUCES: &'static [AnomalyKind] = &[AnomalyKind::Beacon];
+
+    fn validate(config: &BeaconConfig, _: &Context) -> Vec<ConfigError> {
+        config.validate()
+    }
+
+    fn build(config: &BeaconConfig, _: &mut Setup<'_>) -> Option<Self> {
+        config.enabled.then(|| {
+            let mut excluded_ports = config.excluded_ports.clone();
+            excluded_ports.sort_unstable();
+            excluded_ports.dedup();
+            Self { rule: BeaconRule::from(config), excluded_ports, destinations_evicted: 0 }
+        })
+    }
+
+    fn observe_packet(&mut self, host: IpAddr, p: &PacketFeatures, table: &mut BeaconTable, out: &mut Vec<Anomaly>) {
+        // Connections to a login service are the brute-force kind's evidence, never a beacon.
+        if p.opens_flow()
+            && self.excluded_ports.binary_search(&p.dst_port).is_err()
+            && let Some(hit) = table.observe(p, &self.rule, &mut self.destinations_evicted)
+        {
+            out.push(beacon_anomaly(host, &self.rule, &hit, p).build());
         }
     }
 }
@@ -496,6 +549,21 @@ mod tests {
     fn feed(t: &mut BeaconTable, r: &BeaconRule, dst: IpAddr, times: &[i64]) -> Vec<BeaconHit> {
         let mut ev = 0;
         times.iter().filter_map(|&ts| t.observe(&syn(ts, dst, 443), r, &mut ev)).collect()
+    }
+
+    #[test]
+    fn excluded_ports_are_never_judged() {
+        let mut models = crate::models::Models::default();
+        let mut kind = Beacon::build(&BeaconConfig::default(), &mut Setup::new(1, &mut models)).unwrap();
+        let dst = ip("203.0.113.22");
+        let host = ip("10.0.0.7");
+        for (port, expected) in [(22, 0), (443, 1)] {
+            let (mut table, mut out) = (BeaconTable::default(), Vec::new());
+            for ts in schedule(1, 20, 10.0, 0.0) {
+                kind.observe_packet(host, &syn(ts, dst, port), &mut table, &mut out);
+            }
+            assert_eq!(out.len(), expected, "port {port}: {out:?}");
+        }
     }
 
     /// `n` contact times from T0, each wait `period` × (1 ± `jitter`) uniform.

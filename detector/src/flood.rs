@@ -26,10 +26,11 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use netanom_schemas::{AnomalyKind, Contribution, Direction, PacketFeatures};
+use netanom_schemas::{Anomaly, AnomalyKind, Contribution, Direction, PacketFeatures};
 use serde::Deserialize;
 
-use crate::anomaly::{AnomalyParts, RULES_VERSION, seconds, thousands};
+use crate::anomaly::{AnomalyParts, seconds, thousands};
+use crate::kind::{Context, DetectorKind, Setup};
 use crate::time::{ns, window_start_ns};
 use crate::validation::{ConfigError, Problems};
 
@@ -77,6 +78,24 @@ pub struct FloodRule {
 impl From<&FloodConfig> for FloodRule {
     fn from(c: &FloodConfig) -> Self {
         Self { window_ns: ns(c.window).max(1), min_packets: c.min_packets, cooldown_ns: ns(c.cooldown) }
+    }
+}
+
+impl DetectorKind for FloodRule {
+    type Config = FloodConfig;
+    type State = FloodWindow;
+    const PRODUCES: &'static [AnomalyKind] = &[AnomalyKind::Flood];
+
+    fn validate(config: &FloodConfig, _: &Context) -> Vec<ConfigError> {
+        config.validate()
+    }
+
+    fn build(config: &FloodConfig, _: &mut Setup<'_>) -> Option<Self> {
+        config.enabled.then(|| Self::from(config))
+    }
+
+    fn observe_packet(&mut self, host: IpAddr, p: &PacketFeatures, window: &mut FloodWindow, out: &mut Vec<Anomaly>) {
+        out.extend(window.observe(host, p, self).map(AnomalyParts::build));
     }
 }
 
@@ -165,19 +184,8 @@ impl FloodWindow {
             value: f64::from(*n),
             baseline: None,
         }));
-        AnomalyParts {
-            host,
-            kind: AnomalyKind::Flood,
-            window_start_ns: self.run_start_ns.min(p.ts_ns),
-            window_end_ns: p.ts_ns,
-            score: estimate,
-            threshold: f64::from(rule.min_packets),
-            target: Some(p.destination),
-            reason,
-            features,
-            sample: p.summary(host),
-            model_version: RULES_VERSION.into(),
-        }
+        let threshold = f64::from(rule.min_packets);
+        AnomalyParts::rule(host, AnomalyKind::Flood, p, self.run_start_ns, (estimate, threshold), reason, features)
     }
 }
 

@@ -28,10 +28,11 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use netanom_schemas::{AnomalyKind, Contribution, PacketFeatures};
+use netanom_schemas::{Anomaly, AnomalyKind, Contribution, PacketFeatures};
 use serde::Deserialize;
 
-use crate::anomaly::{AnomalyParts, RULES_VERSION, seconds, thousands};
+use crate::anomaly::{AnomalyParts, seconds, thousands};
+use crate::kind::{Context, DetectorKind, Setup};
 use crate::time::{ns, window_start_ns};
 use crate::validation::{ConfigError, Problems};
 
@@ -96,6 +97,24 @@ impl From<&IcmpTunnelConfig> for IcmpTunnelRule {
             min_packets: c.min_packets,
             min_sizes: c.min_sizes.clamp(2, MAX_SIZES),
         }
+    }
+}
+
+impl DetectorKind for IcmpTunnelRule {
+    type Config = IcmpTunnelConfig;
+    type State = EchoWindow;
+    const PRODUCES: &'static [AnomalyKind] = &[AnomalyKind::IcmpTunnel];
+
+    fn validate(config: &IcmpTunnelConfig, _: &Context) -> Vec<ConfigError> {
+        config.validate()
+    }
+
+    fn build(config: &IcmpTunnelConfig, _: &mut Setup<'_>) -> Option<Self> {
+        config.enabled.then(|| Self::from(config))
+    }
+
+    fn observe_packet(&mut self, host: IpAddr, p: &PacketFeatures, window: &mut EchoWindow, out: &mut Vec<Anomaly>) {
+        out.extend(window.observe(host, p, self).map(AnomalyParts::build));
     }
 }
 
@@ -188,20 +207,13 @@ impl EchoWindow {
             },
             Contribution { name: "echo_payload_bytes_mean".into(), value: mean, baseline: None },
         ];
-        let by_count = self.data_carrying >= rule.min_packets;
-        AnomalyParts {
-            host,
-            kind: AnomalyKind::IcmpTunnel,
-            window_start_ns: self.first_evidence_ns.unwrap_or(self.start_ns).min(p.ts_ns),
-            window_end_ns: p.ts_ns,
-            score: if by_count { f64::from(self.data_carrying) } else { self.sizes.len() as f64 },
-            threshold: if by_count { f64::from(rule.min_packets) } else { rule.min_sizes as f64 },
-            target: Some(p.destination),
-            reason,
-            features,
-            sample: p.summary(host),
-            model_version: RULES_VERSION.into(),
-        }
+        let crossed = if self.data_carrying >= rule.min_packets {
+            (f64::from(self.data_carrying), f64::from(rule.min_packets))
+        } else {
+            (self.sizes.len() as f64, rule.min_sizes as f64)
+        };
+        let start_ns = self.first_evidence_ns.unwrap_or(self.start_ns);
+        AnomalyParts::rule(host, AnomalyKind::IcmpTunnel, p, start_ns, crossed, reason, features)
     }
 }
 
