@@ -1,6 +1,7 @@
 //! Delivery guarantees under crashes, against a tansu broker process: two detectors and a router run as
-//! processes over a capture with seven synthetic attackers (`netanom synth --attacks all` but the slow
-//! exfiltration, which only the host-profile detector sees); one
+//! processes over a capture with seven synthetic attackers of one minute (the attacks of `netanom synth` that
+//! fit in it and that a rule sees: not the slow exfiltration, which only the host-profile detector sees, nor
+//! the attacks of several minutes, which replayed at the test's speed would outlast it); one
 //! detector is SIGKILLed three times and the router once while the capture is replayed, each restarted at once.
 //! The alerts (host, kind, first seen, count) must equal those of a fault-free run (`netanom run`, one detector,
 //! the same capture and configuration): nothing lost, nothing extra, no count inflated by an anomaly that a
@@ -113,8 +114,16 @@ fn detectors_and_router_killed_mid_stream_alert_like_a_fault_free_run() {
     let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let capture = tmp.path().join("attacks.pcap");
-    let attacks = AttackName::ALL.into_iter().filter(|a| *a != AttackName::SlowExfiltration);
-    let scenario = Scenario { attacks: attacks.map(AttackName::attack).collect(), ..Scenario::default() };
+    let attacks = [
+        AttackName::SynFlood,
+        AttackName::PortScan,
+        AttackName::SpoofedSynFlood,
+        AttackName::HostSweep,
+        AttackName::BruteForce,
+        AttackName::DnsTunnel,
+        AttackName::Beaconing,
+    ];
+    let scenario = Scenario { attacks: attacks.map(AttackName::attack).to_vec(), ..Scenario::default() };
     let summary = write_pcap(&scenario, &capture).expect("the scenario is written");
 
     // The fault-free reference: `netanom run` (embedded broker, one detector) over the same capture.
