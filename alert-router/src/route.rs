@@ -135,8 +135,8 @@ pub async fn run(
         trace_parents: HashMap::new(),
         report: RouterReport::default(),
         tasks: JoinSet::new(),
-        consumer: consumer.clone(),
-        shared: shared.clone(),
+        consumer,
+        shared,
         config,
     };
     tracing::info!(topic = %router.config.anomalies_topic, group = %router.config.group_id,
