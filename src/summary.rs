@@ -41,19 +41,25 @@ pub fn producer(r: &ProducerReport) -> String {
     s
 }
 
-/// `detection: N packets in N batches; anomalies N (rate N, …); hosts N tracked, N evicted; …`.
+/// `detection: N packets in N batches; anomalies N (rate N, …); hosts N tracked, N evicted; dead-lettered N;
+/// models isolation forest eif-… (netanom-eif-v1), …`: every model in force with its version and file format.
 pub fn detector(r: &DetectorReport) -> String {
     let total: u64 = r.anomalies.values().sum();
     let kinds: Vec<String> = r.anomalies.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    let models = if r.models.is_empty() {
+        "none (warm-up not reached)".to_string()
+    } else {
+        r.models.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    };
     format!(
-        "detection: {} packets in {} batches; anomalies {total} ({}); hosts {} tracked, {} evicted; dead-lettered {}; model {}",
+        "detection: {} packets in {} batches; anomalies {total} ({}); hosts {} tracked, {} evicted; dead-lettered {}; models {}",
         r.packets,
         r.batches,
         kinds.join(", "),
         r.hosts_tracked,
         r.hosts_evicted,
         r.dead_lettered,
-        r.model_version.as_deref().unwrap_or("none (warm-up not reached)")
+        models
     )
 }
 
@@ -92,6 +98,26 @@ pub fn duration(elapsed: Duration, packets: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_detection_line_names_every_model_in_force_with_its_format() {
+        use netanom_detector::{DetectorReport, ModelInForce, ModelKind};
+        let mut r = DetectorReport::default();
+        assert!(detector(&r).ends_with("; models none (warm-up not reached)"), "{}", detector(&r));
+        r.models =
+            [(ModelKind::IsolationForest, "eif-1"), (ModelKind::Profiles, "km-2"), (ModelKind::Supervised, "rf-3")]
+                .into_iter()
+                .map(|(kind, v)| ModelInForce { kind, version: v.into() })
+                .collect();
+        assert!(
+            detector(&r).ends_with(
+                "; models isolation forest eif-1 (netanom-eif-v1), host profiles km-2 (netanom-profile-kmeans-v1), \
+                 supervised forest rf-3 (netanom-rf-v1)"
+            ),
+            "{}",
+            detector(&r)
+        );
+    }
 
     #[test]
     fn packets_per_second_only_for_runs_long_and_large_enough() {

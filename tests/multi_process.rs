@@ -25,30 +25,12 @@ fn services_as_processes_alert_on_every_attacker_and_no_benign_host() {
     let hook = WebhookReceiver::start(SECRET);
     let alerts_out = tmp.path().join("alerts.jsonl");
     let config = tmp.path().join("netanom.toml");
-    std::fs::write(
+    broker.write_config(
         &config,
-        format!(
-            r#"
-[kafka]
-brokers = "{brokers}"
-
-[alert_router]
-alerts_out = "{out}"
-
-[alert_router.suppression]
-flush_after = "1s"
-
-[[alert_router.webhooks]]
-url = "{url}"
-secret = "{SECRET}"
-allow_private = true
-"#,
-            brokers = broker.bootstrap,
-            out = alerts_out.display(),
-            url = hook.url,
-        ),
-    )
-    .unwrap();
+        "",
+        &alerts_out,
+        &format!("\n[[alert_router.webhooks]]\nurl = \"{}\"\nsecret = \"{SECRET}\"\nallow_private = true\n", hook.url),
+    );
 
     let detectors =
         [Service::start("detector-1", &config, &["detector"]), Service::start("detector-2", &config, &["detector"])];

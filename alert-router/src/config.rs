@@ -12,7 +12,8 @@ use crate::format::AlertFormat;
 use crate::outbound;
 use crate::suppress::SuppressionConfig;
 use crate::syslog::SyslogConfig;
-use crate::webhook::{self, RetryConfig, Secret, WebhookConfig};
+use crate::webhook::{self, RetryConfig, WebhookConfig};
+use netanom_schemas::redact::Secret;
 
 /// Configuration of the alert router (`[alert_router]`).
 #[derive(Clone, PartialEq, Deserialize, serde::Serialize)]

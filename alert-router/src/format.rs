@@ -35,7 +35,7 @@
 
 use std::net::IpAddr;
 
-use netanom_schemas::{Alert, AnomalyKind, format_rfc3339};
+use netanom_schemas::{Alert, Analytic, AnomalyKind, format_rfc3339};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -356,15 +356,10 @@ fn ocsf_endpoint(addr: &str) -> Value {
 /// periodicity test of `beacon`, Learning (ML/DL) for the isolation forest, the k-means profiles and the
 /// supervised forest.
 fn ocsf_analytic_type(kind: AnomalyKind) -> (u8, &'static str) {
-    match kind {
-        AnomalyKind::Isolation | AnomalyKind::Profile | AnomalyKind::Supervised => (4, "Learning (ML/DL)"),
-        AnomalyKind::Beacon => (3, "Statistical"),
-        AnomalyKind::Rate
-        | AnomalyKind::Fanout
-        | AnomalyKind::Victim
-        | AnomalyKind::Probe
-        | AnomalyKind::BruteForce
-        | AnomalyKind::DnsTunnel => (1, "Rule"),
+    match kind.analytic() {
+        Analytic::Learning => (4, "Learning (ML/DL)"),
+        Analytic::Statistical => (3, "Statistical"),
+        Analytic::Rule => (1, "Rule"),
     }
 }
 

@@ -23,8 +23,9 @@ pub mod webhook;
 
 pub use config::{ConfigError, RouterConfig};
 pub use format::AlertFormat;
+pub use netanom_schemas::redact::Secret;
 pub use report::{RouterError, RouterReport};
 pub use route::run;
 pub use suppress::SuppressionConfig;
 pub use syslog::{SyslogConfig, SyslogFormat, TcpFraming, Transport};
-pub use webhook::{RetryConfig, Secret, WebhookConfig};
+pub use webhook::{RetryConfig, WebhookConfig};

@@ -30,6 +30,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use netanom_schemas::redact::Secret;
 use netanom_schemas::{Direction, Network, PacketFeatures};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -61,7 +62,7 @@ const BUSY_RETRY_AFTER_SECS: &str = "1";
 pub struct ApiConfig {
     /// Bearer token every request must carry (`Authorization: Bearer <token>`); best set from the environment
     /// (`NETANOM_DETECTOR__API__TOKEN`) or a Kubernetes Secret. Prints as `***`. Default: none, the API is open.
-    pub token: Option<Token>,
+    pub token: Option<Secret>,
     /// Longest time from the request's arrival to the end of its body; a slower client gets 408. At most
     /// 300 s. Default 10 s.
     #[serde(with = "humantime_serde")]
@@ -82,8 +83,8 @@ impl ApiConfig {
     pub fn validate(&self) -> Vec<ConfigError> {
         let mut p = Problems::new("api");
         if let Some(t) = &self.token {
-            p.check(t.0.len() >= 16, "token", || "must be at least 16 characters".into());
-            p.check(t.0.bytes().all(|b| b.is_ascii_graphic()), "token", || {
+            p.check(t.expose().len() >= 16, "token", || "must be at least 16 characters".into());
+            p.check(t.expose().bytes().all(|b| b.is_ascii_graphic()), "token", || {
                 "must be printable ASCII without spaces (it travels in an HTTP header)".into()
             });
         }
@@ -97,36 +98,11 @@ impl ApiConfig {
     }
 }
 
-/// A bearer token: prints and serialises as `***`.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
-pub struct Token(String);
-
-impl Token {
-    /// Wraps `value`.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// `Authorization: Bearer <this token>`, compared in constant time.
-    fn admits(&self, headers: &HeaderMap) -> bool {
-        let presented =
-            headers.get(header::AUTHORIZATION).and_then(|v| v.as_bytes().strip_prefix(b"Bearer ")).unwrap_or_default();
-        bool::from(presented.ct_eq(self.0.as_bytes()))
-    }
-}
-
-/// Serialises as `***`: printing a configuration never reveals the token.
-impl Serialize for Token {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("***")
-    }
-}
-
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Token(***)")
-    }
+/// `Authorization: Bearer <token>`, compared in constant time.
+fn admits(token: &Secret, headers: &HeaderMap) -> bool {
+    let presented =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.as_bytes().strip_prefix(b"Bearer ")).unwrap_or_default();
+    bool::from(presented.ct_eq(token.expose().as_bytes()))
 }
 
 /// The answer to a valid request.
@@ -185,7 +161,7 @@ struct Api {
     enabled: bool,
     warmup_samples: usize,
     min_packets: usize,
-    token: Option<Token>,
+    token: Option<Secret>,
     request_timeout: Duration,
     queue: usize,
     permits: Arc<Semaphore>,
@@ -223,7 +199,7 @@ async fn analyze(State(api): State<Api>, request: axum::extract::Request) -> Res
 
 async fn judge_request(api: Api, request: axum::extract::Request) -> Result<Verdict, ApiError> {
     if let Some(token) = &api.token
-        && !token.admits(request.headers())
+        && !admits(token, request.headers())
     {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -607,7 +583,7 @@ mod tests {
             enabled: true,
             warmup_samples: 64,
             min_packets: 1,
-            token: token.map(Token::new),
+            token: token.map(Secret::new),
             request_timeout,
             queue,
             permits: Arc::new(Semaphore::new(MAX_CONCURRENT)),
@@ -699,11 +675,11 @@ mod tests {
 
     #[test]
     fn the_token_is_masked_and_validated() {
-        let mut c = ApiConfig { token: Some(Token::new(TOKEN)), ..ApiConfig::default() };
+        let mut c = ApiConfig { token: Some(Secret::new(TOKEN)), ..ApiConfig::default() };
         assert!(!format!("{c:?}").contains(TOKEN));
         assert!(serde_json::to_string(&c).unwrap().contains(r#""token":"***""#));
         assert!(c.validate().is_empty());
-        c.token = Some(Token::new("short token"));
+        c.token = Some(Secret::new("short token"));
         c.request_timeout = Duration::ZERO;
         c.queue = 1_000_000;
         let keys: Vec<String> = c.validate().into_iter().map(|e| e.key).collect();

@@ -53,9 +53,10 @@
 
 use std::net::IpAddr;
 
-use netanom_schemas::{AnomalyKind, Contribution, PacketFeatures};
+use netanom_schemas::{Anomaly, AnomalyKind, Contribution, PacketFeatures};
 
 use crate::anomaly::{AnomalyParts, RULES_VERSION};
+use crate::kind::{Context, DetectorKind, Setup};
 use crate::time::human;
 use crate::time::ns;
 use crate::validation::{ConfigError, Problems};
@@ -197,6 +198,43 @@ impl From<&BeaconConfig> for BeaconRule {
             burst_gap_ns: ns(c.burst_gap),
             max_destinations: c.max_destinations.max(1),
             cooldown_ns: ns(c.cooldown),
+        }
+    }
+}
+
+/// The beacon kind: the rule and a count of the destinations dropped from full per-host tables.
+#[derive(Debug)]
+pub struct Beacon {
+    rule: BeaconRule,
+    /// Destinations dropped from full per-host tables (`max_destinations`).
+    destinations_evicted: u64,
+}
+
+impl Beacon {
+    /// Destinations dropped from full per-host tables so far.
+    pub fn destinations_evicted(&self) -> u64 {
+        self.destinations_evicted
+    }
+}
+
+impl DetectorKind for Beacon {
+    type Config = BeaconConfig;
+    type State = BeaconTable;
+    const PRODUCES: &'static [AnomalyKind] = &[AnomalyKind::Beacon];
+
+    fn validate(config: &BeaconConfig, _: &Context) -> Vec<ConfigError> {
+        config.validate()
+    }
+
+    fn build(config: &BeaconConfig, _: &mut Setup<'_>) -> Option<Self> {
+        config.enabled.then(|| Self { rule: BeaconRule::from(config), destinations_evicted: 0 })
+    }
+
+    fn observe_packet(&mut self, host: IpAddr, p: &PacketFeatures, table: &mut BeaconTable, out: &mut Vec<Anomaly>) {
+        if p.opens_flow()
+            && let Some(hit) = table.observe(p, &self.rule, &mut self.destinations_evicted)
+        {
+            out.push(beacon_anomaly(host, &self.rule, &hit, p).build());
         }
     }
 }

@@ -10,203 +10,158 @@ use netanom_schemas::{SchemaIds, topics};
 use serde::Deserialize;
 
 use crate::api::ApiConfig;
-use crate::beacon::BeaconConfig;
-use crate::fanout::FanoutConfig;
-use crate::forest::ForestConfig;
-use crate::misuse::{BruteForceConfig, DnsTunnelConfig, ProbeConfig};
-use crate::profile::ProfileConfig;
-use crate::rate::RateConfig;
+use crate::kind::{Context, DetectorKind};
+use crate::kinds::for_each_kind;
 use crate::state::StateConfig;
-use crate::supervised::SupervisedConfig;
 use crate::time::{SkewConfig, human};
 pub use crate::validation::ConfigError;
 use crate::validation::Problems;
-use crate::victim::VictimConfig;
 
-/// Configuration of `netanom detector` (the `[detector]` table).
-#[derive(Clone, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DetectorConfig {
-    /// Kafka bootstrap servers, `host:port[,host:port]`. Not a key of `[detector]`: the root binary sets it from
-    /// `kafka.brokers`. Default `localhost:9092`.
-    #[serde(skip)]
-    pub brokers: String,
-    /// Extra librdkafka properties (security, tuning) applied to the consumer and the producer. Values of secret
-    /// keys (password, secret, key, token) print as `***` in `Debug`. Not a key of `[detector]`: the root
-    /// binary sets it from `kafka.properties`. Default empty.
-    #[serde(skip)]
-    pub kafka_properties: BTreeMap<String, String>,
-    /// Consumer group id. Every detector of one deployment uses the same group; partitions (and so hosts) are
-    /// divided among them. Default `netanom-detector`.
-    pub group_id: String,
-    /// Topic of packet batches (input). Default `netanom.packets`. Set by the root binary from `topics.packets`
-    /// (like the other topics and the schema ids: these are not keys of `[detector]`).
-    #[serde(skip)]
-    pub packets_topic: String,
-    /// Topic of destination partial aggregates (produced and consumed). Default `netanom.destinations`. Set from
-    /// `topics.destinations`.
-    #[serde(skip)]
-    pub destinations_topic: String,
-    /// Topic of anomalies (output). Default `netanom.anomalies`. Set from `topics.anomalies`.
-    #[serde(skip)]
-    pub anomalies_topic: String,
-    /// Topic for records that cannot be decoded. Default `netanom.dead-letter`. Set from `topics.dead_letter`.
-    #[serde(skip)]
-    pub dead_letter_topic: String,
-    /// Schema ids of the Confluent framing. Default: the built-in table (1, 2, 3). Set from `[schemas]` (or the
-    /// schema registry).
-    #[serde(skip)]
-    pub schema_ids: SchemaIds,
-    /// Records processed per chunk at most; offsets are stored per chunk after its output is acknowledged.
-    /// Default 512.
-    pub chunk_records: usize,
-    /// Longest wait for a chunk to fill before it is processed anyway. Default 50 ms.
-    #[serde(with = "humantime_serde")]
-    pub chunk_linger: Duration,
-    /// Longest time the broker may hold a fetch that finds no new records (librdkafka `fetch.wait.max.ms`).
-    /// A Kafka broker answers as soon as records arrive, so this only bounds idle polling; librdkafka's mock
-    /// broker (the embedded one of `netanom run`) holds such a fetch for the whole wait, so `netanom run` caps
-    /// it at 10 ms there. At most 300 s. Default 500 ms.
-    #[serde(with = "humantime_serde")]
-    pub fetch_wait: Duration,
-    /// Consume every partition of both input topics without joining the consumer group (offsets are still
-    /// committed under `group_id`). For a single detector that must own everything at once, as in `netanom run`;
-    /// a scaled deployment leaves it off. Default false.
-    pub static_assignment: bool,
-    /// Per-host state bounds.
-    pub state: StateConfig,
-    /// Packet-time skew rule per packets-topic partition (`crate::time`).
-    pub time: SkewConfig,
-    /// Arrival rate of new connections (kind `rate`).
-    pub rate: RateConfig,
-    /// Scans and sweeps (kind `fanout`).
-    pub fanout: FanoutConfig,
-    /// Extended isolation forest (kind `isolation`).
-    pub forest: ForestConfig,
-    /// Destination side, spoofed-source floods (kind `victim`).
-    pub victim: VictimConfig,
-    /// k-means over per-host behaviour profiles (kind `profile`).
-    pub profile: ProfileConfig,
-    /// Periodic check-ins to one destination (kind `beacon`).
-    pub beacon: BeaconConfig,
-    /// Random forest trained on labelled traffic (kind `supervised`).
-    pub supervised: SupervisedConfig,
-    /// Packets no standard TCP/IP stack sends: stealth scans, OS fingerprinting (kind `probe`).
-    pub probe: ProbeConfig,
-    /// Repeated connection attempts to one login service (kind `brute_force`).
-    pub brute_force: BruteForceConfig,
-    /// Sustained long DNS queries (kind `dns_tunnel`).
-    pub dns_tunnel: DnsTunnelConfig,
-    /// The scoring API (`POST /api/v1/analyze`): token, request timeout, queue.
-    pub api: ApiConfig,
-}
+/// Generates [`DetectorConfig`] with one section per registered kind ([`crate::kinds`]), in registration order.
+macro_rules! detector_config {
+    ($( $(#[$doc:meta])* $section:ident: $kind:ty, )*) => {
+    /// Configuration of `netanom detector` (the `[detector]` table).
+    #[derive(Clone, Deserialize, serde::Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct DetectorConfig {
+        /// Kafka bootstrap servers, `host:port[,host:port]`. Not a key of `[detector]`: the root binary sets it from
+        /// `kafka.brokers`. Default `localhost:9092`.
+        #[serde(skip)]
+        pub brokers: String,
+        /// Extra librdkafka properties (security, tuning) applied to the consumer and the producer. Values of secret
+        /// keys (password, secret, key, token) print as `***` in `Debug`. Not a key of `[detector]`: the root
+        /// binary sets it from `kafka.properties`. Default empty.
+        #[serde(skip)]
+        pub kafka_properties: BTreeMap<String, String>,
+        /// Consumer group id. Every detector of one deployment uses the same group; partitions (and so hosts) are
+        /// divided among them. Default `netanom-detector`.
+        pub group_id: String,
+        /// Topic of packet batches (input). Default `netanom.packets`. Set by the root binary from `topics.packets`
+        /// (like the other topics and the schema ids: these are not keys of `[detector]`).
+        #[serde(skip)]
+        pub packets_topic: String,
+        /// Topic of destination partial aggregates (produced and consumed). Default `netanom.destinations`. Set from
+        /// `topics.destinations`.
+        #[serde(skip)]
+        pub destinations_topic: String,
+        /// Topic of anomalies (output). Default `netanom.anomalies`. Set from `topics.anomalies`.
+        #[serde(skip)]
+        pub anomalies_topic: String,
+        /// Topic for records that cannot be decoded. Default `netanom.dead-letter`. Set from `topics.dead_letter`.
+        #[serde(skip)]
+        pub dead_letter_topic: String,
+        /// Schema ids of the Confluent framing. Default: the built-in table (1, 2, 3). Set from `[schemas]` (or the
+        /// schema registry).
+        #[serde(skip)]
+        pub schema_ids: SchemaIds,
+        /// Records processed per chunk at most; offsets are stored per chunk after its output is acknowledged.
+        /// Default 512.
+        pub chunk_records: usize,
+        /// Longest wait for a chunk to fill before it is processed anyway. Default 50 ms.
+        #[serde(with = "humantime_serde")]
+        pub chunk_linger: Duration,
+        /// Longest time the broker may hold a fetch that finds no new records (librdkafka `fetch.wait.max.ms`).
+        /// A Kafka broker answers as soon as records arrive, so this only bounds idle polling; librdkafka's mock
+        /// broker (the embedded one of `netanom run`) holds such a fetch for the whole wait, so `netanom run` caps
+        /// it at 10 ms there. At most 300 s. Default 500 ms.
+        #[serde(with = "humantime_serde")]
+        pub fetch_wait: Duration,
+        /// Consume every partition of both input topics without joining the consumer group (offsets are still
+        /// committed under `group_id`). For a single detector that must own everything at once, as in `netanom run`;
+        /// a scaled deployment leaves it off. Default false.
+        pub static_assignment: bool,
+        /// Per-host state bounds.
+        pub state: StateConfig,
+        /// Packet-time skew rule per packets-topic partition (`crate::time`).
+        pub time: SkewConfig,
+        $( $(#[$doc])* pub $section: <$kind as DetectorKind>::Config, )*
+        /// The scoring API (`POST /api/v1/analyze`): token, request timeout, queue.
+        pub api: ApiConfig,
+    }
 
-impl Default for DetectorConfig {
-    fn default() -> Self {
-        Self {
-            brokers: "localhost:9092".to_string(),
-            kafka_properties: BTreeMap::new(),
-            group_id: "netanom-detector".to_string(),
-            packets_topic: topics::PACKETS.to_string(),
-            destinations_topic: topics::DESTINATIONS.to_string(),
-            anomalies_topic: topics::ANOMALIES.to_string(),
-            dead_letter_topic: topics::DEAD_LETTER.to_string(),
-            schema_ids: SchemaIds::BUILT_IN,
-            chunk_records: 512,
-            chunk_linger: Duration::from_millis(50),
-            fetch_wait: Duration::from_millis(500),
-            static_assignment: false,
-            state: StateConfig::default(),
-            time: SkewConfig::default(),
-            rate: RateConfig::default(),
-            fanout: FanoutConfig::default(),
-            forest: ForestConfig::default(),
-            victim: VictimConfig::default(),
-            profile: ProfileConfig::default(),
-            beacon: BeaconConfig::default(),
-            supervised: SupervisedConfig::default(),
-            probe: ProbeConfig::default(),
-            brute_force: BruteForceConfig::default(),
-            dns_tunnel: DnsTunnelConfig::default(),
-            api: ApiConfig::default(),
+    impl Default for DetectorConfig {
+        fn default() -> Self {
+            Self {
+                brokers: "localhost:9092".to_string(),
+                kafka_properties: BTreeMap::new(),
+                group_id: "netanom-detector".to_string(),
+                packets_topic: topics::PACKETS.to_string(),
+                destinations_topic: topics::DESTINATIONS.to_string(),
+                anomalies_topic: topics::ANOMALIES.to_string(),
+                dead_letter_topic: topics::DEAD_LETTER.to_string(),
+                schema_ids: SchemaIds::BUILT_IN,
+                chunk_records: 512,
+                chunk_linger: Duration::from_millis(50),
+                fetch_wait: Duration::from_millis(500),
+                static_assignment: false,
+                state: StateConfig::default(),
+                time: SkewConfig::default(),
+                $( $section: Default::default(), )*
+                api: ApiConfig::default(),
+            }
         }
     }
-}
 
-/// Written out so that secret Kafka properties print masked.
-impl std::fmt::Debug for DetectorConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DetectorConfig")
-            .field("brokers", &self.brokers)
-            .field("kafka_properties", &netanom_schemas::redact::masked(&self.kafka_properties))
-            .field("group_id", &self.group_id)
-            .field("packets_topic", &self.packets_topic)
-            .field("destinations_topic", &self.destinations_topic)
-            .field("anomalies_topic", &self.anomalies_topic)
-            .field("dead_letter_topic", &self.dead_letter_topic)
-            .field("schema_ids", &self.schema_ids)
-            .field("chunk_records", &self.chunk_records)
-            .field("chunk_linger", &self.chunk_linger)
-            .field("fetch_wait", &self.fetch_wait)
-            .field("static_assignment", &self.static_assignment)
-            .field("state", &self.state)
-            .field("time", &self.time)
-            .field("rate", &self.rate)
-            .field("fanout", &self.fanout)
-            .field("forest", &self.forest)
-            .field("victim", &self.victim)
-            .field("profile", &self.profile)
-            .field("beacon", &self.beacon)
-            .field("supervised", &self.supervised)
-            .field("probe", &self.probe)
-            .field("brute_force", &self.brute_force)
-            .field("dns_tunnel", &self.dns_tunnel)
-            .field("api", &self.api)
-            .finish()
-    }
-}
-
-impl DetectorConfig {
-    /// Checks every value, the consumer settings and each detector's section, and reports every problem at once.
-    pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
-        let mut p = Problems::new("");
-        p.check(!self.brokers.trim().is_empty(), "brokers", || "must not be empty".into());
-        p.check(!self.group_id.trim().is_empty(), "group_id", || "must not be empty".into());
-        for (key, v) in [
-            ("packets_topic", &self.packets_topic),
-            ("destinations_topic", &self.destinations_topic),
-            ("anomalies_topic", &self.anomalies_topic),
-            ("dead_letter_topic", &self.dead_letter_topic),
-        ] {
-            p.check(!v.trim().is_empty(), key, || "must not be empty".into());
+    /// Written out so that secret Kafka properties print masked.
+    impl std::fmt::Debug for DetectorConfig {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("DetectorConfig")
+                .field("brokers", &self.brokers)
+                .field("kafka_properties", &netanom_schemas::redact::masked(&self.kafka_properties))
+                .field("group_id", &self.group_id)
+                .field("packets_topic", &self.packets_topic)
+                .field("destinations_topic", &self.destinations_topic)
+                .field("anomalies_topic", &self.anomalies_topic)
+                .field("dead_letter_topic", &self.dead_letter_topic)
+                .field("schema_ids", &self.schema_ids)
+                .field("chunk_records", &self.chunk_records)
+                .field("chunk_linger", &self.chunk_linger)
+                .field("fetch_wait", &self.fetch_wait)
+                .field("static_assignment", &self.static_assignment)
+                .field("state", &self.state)
+                .field("time", &self.time)
+                $( .field(stringify!($section), &self.$section) )*
+                .field("api", &self.api)
+                .finish()
         }
-        p.check(self.packets_topic != self.destinations_topic, "destinations_topic", || {
-            format!("must differ from detector.packets_topic, both are {:?}", self.packets_topic)
-        });
-        p.check((1..=100_000).contains(&self.chunk_records), "chunk_records", || {
-            format!("must be in 1..=100000, got {}", self.chunk_records)
-        });
-        p.check(!self.chunk_linger.is_zero(), "chunk_linger", || "must be > 0".into());
-        p.check(self.fetch_wait <= Duration::from_secs(300), "fetch_wait", || {
-            format!("must be at most 300s, got {}", human(self.fetch_wait))
-        });
-        let mut errs = p.into_vec();
-        errs.extend(self.state.validate());
-        errs.extend(crate::time::validate(&self.time));
-        errs.extend(self.rate.validate());
-        errs.extend(self.fanout.validate());
-        errs.extend(self.forest.validate());
-        errs.extend(self.victim.validate());
-        errs.extend(self.supervised.validate());
-        errs.extend(self.beacon.validate());
-        errs.extend(self.probe.validate());
-        errs.extend(self.brute_force.validate());
-        errs.extend(self.dns_tunnel.validate());
-        errs.extend(self.api.validate());
-        errs.extend(self.profile.validate(self.state.idle_timeout));
-        if errs.is_empty() { Ok(()) } else { Err(errs) }
     }
+
+    impl DetectorConfig {
+        /// Checks every value, the consumer settings and each detector's section, and reports every problem at once.
+        pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
+            let mut p = Problems::new("");
+            p.check(!self.brokers.trim().is_empty(), "brokers", || "must not be empty".into());
+            p.check(!self.group_id.trim().is_empty(), "group_id", || "must not be empty".into());
+            for (key, v) in [
+                ("packets_topic", &self.packets_topic),
+                ("destinations_topic", &self.destinations_topic),
+                ("anomalies_topic", &self.anomalies_topic),
+                ("dead_letter_topic", &self.dead_letter_topic),
+            ] {
+                p.check(!v.trim().is_empty(), key, || "must not be empty".into());
+            }
+            p.check(self.packets_topic != self.destinations_topic, "destinations_topic", || {
+                format!("must differ from detector.packets_topic, both are {:?}", self.packets_topic)
+            });
+            p.check((1..=100_000).contains(&self.chunk_records), "chunk_records", || {
+                format!("must be in 1..=100000, got {}", self.chunk_records)
+            });
+            p.check(!self.chunk_linger.is_zero(), "chunk_linger", || "must be > 0".into());
+            p.check(self.fetch_wait <= Duration::from_secs(300), "fetch_wait", || {
+                format!("must be at most 300s, got {}", human(self.fetch_wait))
+            });
+            let mut errs = p.into_vec();
+            errs.extend(self.state.validate());
+            errs.extend(crate::time::validate(&self.time));
+            let cx = Context { idle_timeout: self.state.idle_timeout };
+            $( errs.extend(<$kind as DetectorKind>::validate(&self.$section, &cx)); )*
+            errs.extend(self.api.validate());
+            if errs.is_empty() { Ok(()) } else { Err(errs) }
+        }
+    }
+    };
 }
+for_each_kind!(detector_config);
 
 #[cfg(test)]
 mod tests {

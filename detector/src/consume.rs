@@ -558,7 +558,7 @@ pub(crate) async fn run(
         report.anomalies = s.anomalies.clone();
         report.hosts_tracked = e.hosts_tracked();
         report.hosts_evicted = e.hosts_evicted();
-        report.model_version = e.model().map(|m| m.version().to_string());
+        report.models = e.models_in_force();
     }
     for &k in AnomalyKind::ALL {
         report.anomalies.entry(k).or_default();

@@ -4,24 +4,21 @@
 //! drive it directly.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use netanom_schemas::{Anomaly, AnomalyKind, DestinationStats, PacketBatch};
 
-use crate::anomaly::AnomalyParts;
-use crate::beacon::{BeaconRule, beacon_anomaly};
 use crate::config::DetectorConfig;
-use crate::fanout::{FanoutRule, fanout_anomaly};
-use crate::features::{FeatureScratch, batch_features};
-use crate::forest::{IsolationDetector, Retrainer, TrainedForest, isolation_anomaly};
-use crate::misuse::MisuseRules;
-use crate::models::Models;
+use crate::features::FeatureScratch;
+use crate::forest::{IsolationDetector, TrainedForest};
+use crate::kind::{Batch, DetectorKind, Setup};
+use crate::kinds::for_each_kind;
+use crate::model_file::ModelKind;
+use crate::models::{ModelInForce, Models};
 use crate::profile::{ProfileDetector, ProfileModel};
-use crate::rate::{RateRule, rate_anomaly};
-use crate::state::HostMap;
-use crate::supervised::{SupervisedDetector, supervised_anomaly};
-use crate::time::{Admission, PartitionClocks, TimeRejection, ns};
-use crate::victim::{DestinationSide, SourceSide};
+use crate::state::{HostMap, HostState};
+use crate::time::{Admission, PartitionClocks, TimeRejection};
 
 /// Counters of the engine.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -34,30 +31,100 @@ pub struct EngineStats {
     pub destination_stats: u64,
     /// Anomalies emitted, by kind.
     pub anomalies: BTreeMap<AnomalyKind, u64>,
-    /// Destinations dropped from full per-host beacon tables.
-    pub beacon_destinations_evicted: u64,
     /// Packet batches rejected by the packet-time skew rule (`[detector.time]`), not processed.
     pub time_rejected: u64,
 }
+
+/// Generates [`Kinds`], the engine's registered kinds ([`crate::kinds`]), and its calls of each phase's hooks.
+macro_rules! engine_kinds {
+    ($( $(#[$doc:meta])* $section:ident: $kind:ty, )*) => {
+        /// Every registered kind, `None` while off, by section.
+        #[derive(Debug)]
+        struct Kinds {
+            $( $section: Option<$kind>, )*
+        }
+
+        impl Kinds {
+            fn new(config: &DetectorConfig, setup: &mut Setup<'_>) -> Self {
+                Self { $( $section: <$kind as DetectorKind>::build(&config.$section, setup), )* }
+            }
+
+            /// Every phase of one batch of `host` (see `crate::kind`), its state in `hosts`.
+            fn process_batch(
+                &mut self,
+                hosts: &mut HostMap,
+                (host, partition): (IpAddr, i32),
+                batch: &mut Batch<'_>,
+                out: &mut Vec<Anomaly>,
+            ) {
+                let state: &mut HostState = hosts.entry(host, partition, batch.last_ns);
+                for p in &batch.batch.packets {
+                    $( if let Some(k) = &mut self.$section {
+                        k.observe_packet(host, p, &mut state.$section, out);
+                    } )*
+                }
+                $( if let Some(k) = &mut self.$section {
+                    k.judge_batch(host, batch, &mut state.$section, out);
+                } )*
+                $( if let Some(k) = &mut self.$section {
+                    k.observe_windows(host, batch.batch, &mut state.$section, out);
+                } )*
+                let clock_ns = hosts.clock_ns(partition);
+                $( if let Some(k) = &mut self.$section {
+                    k.close_windows(partition, clock_ns, hosts.hosts_of(partition).map(|(h, s)| (h, &mut s.$section)), out);
+                } )*
+            }
+
+            fn flush(&mut self, hosts: &mut HostMap, out: &mut Vec<Anomaly>) {
+                $( if let Some(k) = &mut self.$section {
+                    k.flush(hosts.iter_mut().map(|(h, s)| (*h, &mut s.$section)), out);
+                } )*
+            }
+
+            fn note_anomaly(&mut self, a: &Anomaly) {
+                $( if let Some(k) = &mut self.$section {
+                    k.note_anomaly(a);
+                } )*
+            }
+
+            fn set_rebuilding(&mut self, rebuilding: bool) {
+                $( if let Some(k) = &mut self.$section {
+                    k.set_rebuilding(rebuilding);
+                } )*
+            }
+
+            fn observe_destination_stats(&mut self, d: &DestinationStats, partition: i32, out: &mut Vec<Anomaly>) {
+                $( if let Some(k) = &mut self.$section {
+                    out.extend(k.observe_destination_stats(d, partition));
+                } )*
+            }
+
+            fn destination_deltas(&mut self, all: bool) -> Vec<DestinationStats> {
+                let mut deltas = Vec::new();
+                $( if let Some(k) = &mut self.$section {
+                    deltas.extend(k.destination_deltas(all));
+                } )*
+                deltas
+            }
+
+            fn revoke_destination_partitions(&mut self, partitions: &[i32]) -> usize {
+                let mut dropped = 0;
+                $( if let Some(k) = &mut self.$section {
+                    dropped += k.revoke_destination_partitions(partitions);
+                } )*
+                dropped
+            }
+        }
+    };
+}
+for_each_kind!(engine_kinds);
 
 /// Every detector and its state.
 #[derive(Debug)]
 pub struct Engine {
     hosts: HostMap,
     clocks: PartitionClocks,
-    rate: Option<RateRule>,
-    fanout: Option<FanoutRule>,
-    beacon: Option<BeaconRule>,
-    misuse: Option<MisuseRules>,
-    /// Scratch for the misuse rules' findings.
-    misuse_out: Vec<AnomalyParts>,
-    isolation: Option<IsolationDetector>,
-    isolation_cooldown_ns: i64,
-    isolation_min_packets: usize,
-    profile: Option<ProfileDetector>,
-    source_side: Option<SourceSide>,
-    destination_side: Option<DestinationSide>,
-    supervised: Option<SupervisedDetector>,
+    kinds: Kinds,
     scratch: FeatureScratch,
     stats: EngineStats,
 }
@@ -65,26 +132,12 @@ pub struct Engine {
 impl Engine {
     /// An engine for `config`, starting from `models` (loaded by [`Models::load`]): a loaded forest or profile
     /// model replaces its detector's warm-up, a supervised detector is run when given.
-    pub fn new(config: &DetectorConfig, models: Models) -> Self {
-        let Models { forest: model, profiles: profile_model, supervised } = models;
+    pub fn new(config: &DetectorConfig, mut models: Models) -> Self {
+        let mut setup = Setup::new(config.state.max_hosts, &mut models);
         Self {
             hosts: HostMap::new(&config.state),
             clocks: PartitionClocks::new(&config.time),
-            rate: config.rate.enabled.then(|| RateRule::from(&config.rate)),
-            fanout: config.fanout.enabled.then(|| FanoutRule::from(&config.fanout)),
-            beacon: config.beacon.enabled.then(|| BeaconRule::from(&config.beacon)),
-            misuse: MisuseRules::new(&config.probe, &config.brute_force, &config.dns_tunnel),
-            misuse_out: Vec::new(),
-            isolation: config.forest.enabled.then(|| {
-                let retrain = Retrainer::new(&config.forest, config.state.max_hosts);
-                IsolationDetector::new(&config.forest, model, retrain)
-            }),
-            isolation_cooldown_ns: ns(config.forest.cooldown),
-            isolation_min_packets: config.forest.min_packets.max(1),
-            profile: config.profile.enabled.then(|| ProfileDetector::new(&config.profile, profile_model)),
-            source_side: config.victim.enabled.then(|| SourceSide::new(&config.victim)),
-            destination_side: config.victim.enabled.then(|| DestinationSide::new(&config.victim)),
-            supervised,
+            kinds: Kinds::new(config, &mut setup),
             scratch: FeatureScratch::default(),
             stats: EngineStats::default(),
         }
@@ -115,87 +168,29 @@ impl Engine {
             }
             Admission::Resynced { backwards: false } | Admission::Accepted => {}
         }
-        let host = batch.source;
         self.stats.batches += 1;
         self.stats.packets += batch.packets.len() as u64;
         let before = out.len();
-        let state = self.hosts.entry(host, partition, last);
-        for p in &batch.packets {
-            if p.opens_flow() {
-                if let Some(rule) = &self.rate
-                    && let Some(hit) = state.rate.observe(p.ts_ns, rule)
-                {
-                    out.push(rate_anomaly(host, rule, hit, p).build());
-                }
-                if let Some(rule) = &self.fanout
-                    && let Some(hit) = state.fanout.observe(p, rule)
-                {
-                    out.push(fanout_anomaly(host, rule, hit, p).build());
-                }
-                if let Some(rule) = &self.beacon
-                    && let Some(hit) = state.beacon.observe(p, rule, &mut self.stats.beacon_destinations_evicted)
-                {
-                    out.push(beacon_anomaly(host, rule, &hit, p).build());
-                }
-            }
-            if let Some(rules) = &self.misuse {
-                state.misuse.observe(host, p, rules, &mut self.misuse_out);
-                out.extend(self.misuse_out.drain(..).map(AnomalyParts::build));
-            }
-            if let Some(side) = &mut self.source_side {
-                side.observe(host, p);
-            }
-        }
-        if let Some(iso) = &mut self.isolation
-            && batch.packets.len() >= self.isolation_min_packets
-        {
-            let v = batch_features(&batch.packets, &mut self.scratch);
-            if let Some(score) = iso.observe(host, last, &v)
-                && let Some(model) = iso.model()
-                && score > model.threshold()
-                && state.last_isolation_ns.is_none_or(|t| last.saturating_sub(t) >= self.isolation_cooldown_ns)
-            {
-                state.last_isolation_ns = Some(last);
-                out.push(isolation_anomaly(host, model, score, &v, batch).build());
-            }
-        }
-        if let Some(sup) = &self.supervised
-            && batch.packets.len() >= sup.min_packets()
-        {
-            let v = batch_features(&batch.packets, &mut self.scratch);
-            if let Some(p) = sup.detect(&v)
-                && state.last_supervised_ns.is_none_or(|t| last.saturating_sub(t) >= sup.cooldown_ns())
-            {
-                state.last_supervised_ns = Some(last);
-                out.push(supervised_anomaly(host, sup, p, &v, batch).build());
-            }
-        }
-        if let Some(det) = &mut self.profile {
-            det.observe_batch(host, &batch.packets, &mut state.profile, out);
-            det.sweep(partition, self.hosts.clock_ns(partition), self.hosts.profiles_of(partition), out);
-        }
-        for a in &out[before..] {
-            *self.stats.anomalies.entry(a.kind).or_default() += 1;
-            if let Some(iso) = &mut self.isolation {
-                iso.note_anomaly(a);
-            }
-        }
+        let mut view = Batch::new(batch, last, &mut self.scratch);
+        self.kinds.process_batch(&mut self.hosts, (batch.source, partition), &mut view, out);
+        self.tally(&out[before..]);
         None
+    }
+
+    /// Counts anomalies just found and shows them to every kind.
+    fn tally(&mut self, found: &[Anomaly]) {
+        for a in found {
+            *self.stats.anomalies.entry(a.kind).or_default() += 1;
+            self.kinds.note_anomaly(a);
+        }
     }
 
     /// Applies one destination-statistics delta read from destinations-topic partition `partition`.
     pub fn process_destination_stats(&mut self, d: &DestinationStats, partition: i32, out: &mut Vec<Anomaly>) {
         self.stats.destination_stats += 1;
-        if let Some(side) = &mut self.destination_side
-            && let Some(a) = side.apply(d, partition)
-        {
-            *self.stats.anomalies.entry(AnomalyKind::Victim).or_default() += 1;
-            let a = a.build();
-            if let Some(iso) = &mut self.isolation {
-                iso.note_anomaly(&a);
-            }
-            out.push(a);
-        }
+        let before = out.len();
+        self.kinds.observe_destination_stats(d, partition, out);
+        self.tally(&out[before..]);
     }
 
     /// Rebuilds state from one packet batch that the previous owner of its partition already processed (after a
@@ -204,34 +199,28 @@ impl Engine {
     /// destination side (no statistics delta) and the counters do not change.
     pub fn rebuild_batch(&mut self, batch: &PacketBatch, partition: i32) {
         let stats = self.stats.clone();
-        if let Some(side) = &mut self.source_side {
-            side.set_silent(true);
-        }
+        self.kinds.set_rebuilding(true);
         let _ = self.process_batch(batch, partition, &mut Vec::new());
-        if let Some(side) = &mut self.source_side {
-            side.set_silent(false);
-        }
+        self.kinds.set_rebuilding(false);
         self.stats = stats;
     }
 
     /// Rebuilds the victim aggregates from one destination-statistics delta that the previous owner of its
     /// partition already applied: sums and fired windows are restored, no anomaly is emitted.
     pub fn rebuild_destination_stats(&mut self, d: &DestinationStats, partition: i32) {
-        if let Some(side) = &mut self.destination_side {
-            let _ = side.apply(d, partition);
-        }
+        self.kinds.observe_destination_stats(d, partition, &mut Vec::new());
     }
 
     /// Destination-statistics deltas to be produced when a report is due (every `victim.report_every` of
     /// packet time), and periodic idle-host eviction. Call after every chunk.
     pub fn end_chunk(&mut self) -> Vec<DestinationStats> {
         self.hosts.maybe_sweep();
-        self.source_side.as_mut().map(|s| s.drain(false)).unwrap_or_default()
+        self.kinds.destination_deltas(false)
     }
 
     /// Every destination-statistics delta not yet reported, due or not: at the end of the input.
     pub fn flush_destination_stats(&mut self) -> Vec<DestinationStats> {
-        self.source_side.as_mut().map(|s| s.drain(true)).unwrap_or_default()
+        self.kinds.destination_deltas(true)
     }
 
     /// Drops the state that came from revoked partitions of the packets topic (hosts) and of the destinations
@@ -239,9 +228,10 @@ impl Engine {
     pub fn revoke(&mut self, packets_partitions: &[i32], destinations_partitions: &[i32]) -> (usize, usize) {
         self.clocks.forget(packets_partitions);
         let h = if packets_partitions.is_empty() { 0 } else { self.hosts.revoke_partitions(packets_partitions) };
-        let d = match &mut self.destination_side {
-            Some(side) if !destinations_partitions.is_empty() => side.revoke_partitions(destinations_partitions),
-            _ => 0,
+        let d = if destinations_partitions.is_empty() {
+            0
+        } else {
+            self.kinds.revoke_destination_partitions(destinations_partitions)
         };
         (h, d)
     }
@@ -263,7 +253,7 @@ impl Engine {
 
     /// The isolation model in force, once trained or loaded.
     pub fn model(&self) -> Option<&TrainedForest> {
-        self.isolation.as_ref().and_then(IsolationDetector::model)
+        self.kinds.forest.as_ref().and_then(IsolationDetector::model)
     }
 
     /// Closes and scores every open host-profile window, appending the anomalies to `out`: call when the input
@@ -271,25 +261,31 @@ impl Engine {
     /// packets show it is over.
     pub fn flush_profiles(&mut self, out: &mut Vec<Anomaly>) {
         let before = out.len();
-        if let Some(det) = &mut self.profile {
-            det.flush(self.hosts.profiles(), out);
-        }
-        for a in &out[before..] {
-            *self.stats.anomalies.entry(a.kind).or_default() += 1;
-            if let Some(iso) = &mut self.isolation {
-                iso.note_anomaly(a);
-            }
-        }
+        self.kinds.flush(&mut self.hosts, out);
+        self.tally(&out[before..]);
     }
 
     /// The profile model, once trained or loaded.
     pub fn profile_model(&self) -> Option<&ProfileModel> {
-        self.profile.as_ref().and_then(ProfileDetector::model)
+        self.kinds.profile.as_ref().and_then(ProfileDetector::model)
+    }
+
+    /// Every model in force: the isolation forest, the host-profile model and the supervised forest, those
+    /// loaded or trained so far.
+    pub fn models_in_force(&self) -> Vec<ModelInForce> {
+        let forest = self.model().map(|m| (ModelKind::IsolationForest, m.version()));
+        let profiles = self.profile_model().map(|m| (ModelKind::Profiles, m.version()));
+        let supervised = self.kinds.supervised.as_ref().map(|d| (ModelKind::Supervised, d.version()));
+        [forest, profiles, supervised]
+            .into_iter()
+            .flatten()
+            .map(|(kind, version)| ModelInForce { kind, version: version.to_string() })
+            .collect()
     }
 
     /// The isolation model in force, shared (for [`crate::forest::ModelFeed`]).
     pub fn shared_model(&self) -> Option<&Arc<TrainedForest>> {
-        self.isolation.as_ref().and_then(IsolationDetector::shared_model)
+        self.kinds.forest.as_ref().and_then(IsolationDetector::shared_model)
     }
 }
 
@@ -297,7 +293,6 @@ impl Engine {
 mod tests {
     use super::*;
     use crate::fixtures::{T0, benign_batch, scan_batch, spoofed_flood, syn, syn_flood};
-    use std::net::IpAddr;
 
     #[test]
     fn the_engine_flags_a_slow_scan_the_rules_miss() {
@@ -313,6 +308,8 @@ mod tests {
             i += 1;
         }
         assert!(e.profile_model().is_some(), "trained after the warm-up profiles");
+        let in_force: Vec<_> = e.models_in_force().into_iter().map(|m| m.kind).collect();
+        assert_eq!(in_force, [ModelKind::Profiles], "the forest is off");
         for j in i..i + 1_000 {
             e.process_batch(&benign_batch(j), 0, &mut out);
         }
@@ -348,6 +345,7 @@ mod tests {
             e.process_batch(&benign_batch(i), 0, &mut out);
             i += 1;
         }
+        assert_eq!(e.models_in_force()[0].kind, ModelKind::IsolationForest);
         for j in i..i + 2_000 {
             e.process_batch(&benign_batch(j), 0, &mut out);
         }

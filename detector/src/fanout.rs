@@ -16,9 +16,10 @@
 use foldhash::{HashMap, HashSet};
 use std::net::IpAddr;
 
-use netanom_schemas::{AnomalyKind, Contribution, PacketFeatures};
+use netanom_schemas::{Anomaly, AnomalyKind, Contribution, PacketFeatures};
 
 use crate::anomaly::{AnomalyParts, RULES_VERSION, seconds, thousands};
+use crate::kind::{Context, DetectorKind, Setup};
 use crate::time::{ns, window_start_ns};
 use crate::validation::{ConfigError, Problems};
 use serde::Deserialize;
@@ -127,6 +128,28 @@ impl From<&FanoutConfig> for FanoutRule {
             slow_window_ns: ns(c.slow_window).max(1),
             slow_host_threshold: c.slow_host_threshold,
             icmp_host_threshold: c.icmp_host_threshold,
+        }
+    }
+}
+
+impl DetectorKind for FanoutRule {
+    type Config = FanoutConfig;
+    type State = FanoutWindow;
+    const PRODUCES: &'static [AnomalyKind] = &[AnomalyKind::Fanout];
+
+    fn validate(config: &FanoutConfig, _: &Context) -> Vec<ConfigError> {
+        config.validate()
+    }
+
+    fn build(config: &FanoutConfig, _: &mut Setup<'_>) -> Option<Self> {
+        config.enabled.then(|| Self::from(config))
+    }
+
+    fn observe_packet(&mut self, host: IpAddr, p: &PacketFeatures, window: &mut FanoutWindow, out: &mut Vec<Anomaly>) {
+        if p.opens_flow()
+            && let Some(hit) = window.observe(p, self)
+        {
+            out.push(fanout_anomaly(host, self, hit, p).build());
         }
     }
 }

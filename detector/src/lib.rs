@@ -16,7 +16,9 @@
 //!   `brute_force`, `dns_tunnel`).
 //!
 //! Each kind's module holds its `[detector.<kind>]` configuration section with its validation, its per-host
-//! state and its tests; [`config`] gathers the sections with the consumer settings. [`features`] defines the
+//! state, its implementation of [`kind::DetectorKind`] and its tests; [`kinds`] registers each kind on one line,
+//! and from that list [`config`] gathers the sections with the consumer settings, [`state`] the per-host state
+//! and [`engine`] the calls of each kind's hooks. [`features`] defines the
 //! named feature vectors the models use, [`model_file`] tells model files apart and [`models`] loads the ones
 //! a detector starts from, [`state`] holds the bounded per-host map, [`engine`] ties the
 //! detectors together without Kafka, [`anomaly`] builds the records, [`api`] serves the model in force over HTTP
@@ -35,6 +37,8 @@ pub mod features;
 pub mod fixtures;
 pub mod forest;
 pub mod handles;
+pub mod kind;
+pub mod kinds;
 pub mod metrics;
 pub mod misuse;
 pub mod model_file;
@@ -56,7 +60,8 @@ pub use engine::{Engine, EngineStats};
 pub use fanout::FanoutConfig;
 pub use forest::{ForestConfig, ForestError, ModelFeed, TrainedForest};
 pub use handles::{Handles, Share};
-pub use models::{ModelError, Models};
+pub use model_file::ModelKind;
+pub use models::{ModelError, ModelInForce, Models};
 pub use outcome::{DetectorError, DetectorReport};
 pub use profile::ProfileConfig;
 pub use rate::RateConfig;

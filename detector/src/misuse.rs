@@ -35,9 +35,10 @@
 
 use std::net::IpAddr;
 
-use netanom_schemas::{AnomalyKind, Contribution, Direction, PacketFeatures, records::tcp_flags};
+use netanom_schemas::{Anomaly, AnomalyKind, Contribution, Direction, PacketFeatures, records::tcp_flags};
 
 use crate::anomaly::{AnomalyParts, RULES_VERSION, seconds, thousands};
+use crate::kind::{Context, DetectorKind, Setup};
 use crate::time::{ns, window_start_ns};
 use crate::validation::{ConfigError, Problems};
 use serde::Deserialize;
@@ -250,16 +251,60 @@ fn long_dns_query(p: &PacketFeatures, min_bytes: u32) -> bool {
     p.dst_port == 53 && matches!(p.ip_proto, 6 | 17) && p.direction == Direction::Forward && p.payload_len >= min_bytes
 }
 
-/// Rule parameters in hot-path units.
+/// The probe kind in hot-path units.
 #[derive(Debug, Clone)]
-pub struct MisuseRules {
-    probe: Option<(i64, u32)>,
-    brute_force: Option<BruteForceRule>,
-    dns_tunnel: Option<(i64, u32, u32)>,
+pub struct Probe {
+    window_ns: i64,
+    min_packets: u32,
 }
 
+/// One host's probe packets.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeState {
+    count: SlidingCount,
+    classes: ProbeCounts,
+    classes_start_ns: i64,
+}
+
+impl ProbeState {
+    /// Counts `p` if it is a probe packet; the anomaly when the count crossed the threshold.
+    pub fn observe(&mut self, host: IpAddr, p: &PacketFeatures, rule: &Probe) -> Option<AnomalyParts> {
+        let class = probe_class(p)?;
+        let (count, may_fire) = self.count.add(p.ts_ns, rule.window_ns);
+        if self.classes_start_ns != self.count.start_ns {
+            self.classes = ProbeCounts::default();
+            self.classes_start_ns = self.count.start_ns;
+        }
+        self.classes[class] = self.classes[class].saturating_add(1);
+        if !(may_fire && count >= f64::from(rule.min_packets)) {
+            return None;
+        }
+        self.count.fire();
+        Some(probe_anomaly(host, rule.window_ns, rule.min_packets, count, &self.classes, p))
+    }
+}
+
+impl DetectorKind for Probe {
+    type Config = ProbeConfig;
+    type State = ProbeState;
+    const PRODUCES: &'static [AnomalyKind] = &[AnomalyKind::Probe];
+
+    fn validate(config: &ProbeConfig, _: &Context) -> Vec<ConfigError> {
+        config.validate()
+    }
+
+    fn build(config: &ProbeConfig, _: &mut Setup<'_>) -> Option<Self> {
+        config.enabled.then(|| Self { window_ns: ns(config.window).max(1), min_packets: config.min_packets })
+    }
+
+    fn observe_packet(&mut self, host: IpAddr, p: &PacketFeatures, state: &mut ProbeState, out: &mut Vec<Anomaly>) {
+        out.extend(state.observe(host, p, self).map(AnomalyParts::build));
+    }
+}
+
+/// The brute-force kind in hot-path units.
 #[derive(Debug, Clone)]
-struct BruteForceRule {
+pub struct BruteForce {
     window_ns: i64,
     min_connections: u32,
     /// Sorted login ports.
@@ -267,80 +312,29 @@ struct BruteForceRule {
     max_services: usize,
 }
 
-impl MisuseRules {
-    /// The rules enabled in the three sections; `None` when all are off.
-    pub fn new(probe: &ProbeConfig, brute_force: &BruteForceConfig, dns: &DnsTunnelConfig) -> Option<Self> {
-        let rules = Self {
-            probe: probe.enabled.then(|| (ns(probe.window).max(1), probe.min_packets)),
-            brute_force: brute_force.enabled.then(|| {
-                let mut ports = brute_force.ports.clone();
-                ports.sort_unstable();
-                ports.dedup();
-                BruteForceRule {
-                    window_ns: ns(brute_force.window).max(1),
-                    min_connections: brute_force.min_connections,
-                    ports,
-                    max_services: brute_force.max_services,
-                }
-            }),
-            dns_tunnel: dns.enabled.then(|| (ns(dns.window).max(1), dns.min_queries, dns.long_query_bytes)),
-        };
-        (rules.probe.is_some() || rules.brute_force.is_some() || rules.dns_tunnel.is_some()).then_some(rules)
-    }
-}
-
-/// One host's counts.
+/// One host's connection attempts per login service (destination, port); at most `max_services`.
 #[derive(Debug, Clone, Default)]
-pub struct MisuseState {
-    probe: SlidingCount,
-    probe_classes: ProbeCounts,
-    probe_classes_start_ns: i64,
-    dns: SlidingCount,
-    /// Connection attempts per login service (destination, port); at most `max_services`.
+pub struct BruteForceState {
     services: Vec<(IpAddr, u16, SlidingCount)>,
 }
 
-impl MisuseState {
-    /// Counts one packet of `host`; appends what crossed a threshold to `out`.
-    pub fn observe(&mut self, host: IpAddr, p: &PacketFeatures, rules: &MisuseRules, out: &mut Vec<AnomalyParts>) {
-        if let Some((window_ns, min)) = rules.probe
-            && let Some(class) = probe_class(p)
-        {
-            let (count, may_fire) = self.probe.add(p.ts_ns, window_ns);
-            if self.probe_classes_start_ns != self.probe.start_ns {
-                self.probe_classes = ProbeCounts::default();
-                self.probe_classes_start_ns = self.probe.start_ns;
-            }
-            self.probe_classes[class] = self.probe_classes[class].saturating_add(1);
-            if may_fire && count >= f64::from(min) {
-                self.probe.fire();
-                out.push(probe_anomaly(host, window_ns, min, count, &self.probe_classes, p));
-            }
+impl BruteForceState {
+    /// Counts `p` if it is a SYN to a login service; the anomaly when the count crossed the threshold.
+    pub fn observe(&mut self, host: IpAddr, p: &PacketFeatures, rule: &BruteForce) -> Option<AnomalyParts> {
+        if !(p.is_syn() && rule.ports.binary_search(&p.dst_port).is_ok()) {
+            return None;
         }
-        if let Some((window_ns, min, bytes)) = rules.dns_tunnel
-            && long_dns_query(p, bytes)
-        {
-            let (count, may_fire) = self.dns.add(p.ts_ns, window_ns);
-            if may_fire && count >= f64::from(min) {
-                self.dns.fire();
-                out.push(dns_tunnel_anomaly(host, window_ns, min, bytes, count, p));
-            }
+        let count = self.service(p, rule)?;
+        let (estimate, may_fire) = count.add(p.ts_ns, rule.window_ns);
+        if !(may_fire && estimate >= f64::from(rule.min_connections)) {
+            return None;
         }
-        if let Some(rule) = &rules.brute_force
-            && p.is_syn()
-            && rule.ports.binary_search(&p.dst_port).is_ok()
-            && let Some(count) = self.service(p, rule)
-        {
-            let (estimate, may_fire) = count.add(p.ts_ns, rule.window_ns);
-            if may_fire && estimate >= f64::from(rule.min_connections) {
-                count.fire();
-                out.push(brute_force_anomaly(host, rule, estimate, p));
-            }
-        }
+        count.fire();
+        Some(brute_force_anomaly(host, rule, estimate, p))
     }
 
     /// The count of `p`'s service, added when there is room (or a stale entry to reuse).
-    fn service(&mut self, p: &PacketFeatures, rule: &BruteForceRule) -> Option<&mut SlidingCount> {
+    fn service(&mut self, p: &PacketFeatures, rule: &BruteForce) -> Option<&mut SlidingCount> {
         let i = match self.services.iter().position(|(d, port, _)| *d == p.destination && *port == p.dst_port) {
             Some(i) => i,
             None if self.services.len() < rule.max_services => {
@@ -354,6 +348,91 @@ impl MisuseState {
             }
         };
         Some(&mut self.services[i].2)
+    }
+}
+
+impl DetectorKind for BruteForce {
+    type Config = BruteForceConfig;
+    type State = BruteForceState;
+    const PRODUCES: &'static [AnomalyKind] = &[AnomalyKind::BruteForce];
+
+    fn validate(config: &BruteForceConfig, _: &Context) -> Vec<ConfigError> {
+        config.validate()
+    }
+
+    fn build(config: &BruteForceConfig, _: &mut Setup<'_>) -> Option<Self> {
+        config.enabled.then(|| {
+            let mut ports = config.ports.clone();
+            ports.sort_unstable();
+            ports.dedup();
+            Self {
+                window_ns: ns(config.window).max(1),
+                min_connections: config.min_connections,
+                ports,
+                max_services: config.max_services,
+            }
+        })
+    }
+
+    fn observe_packet(
+        &mut self,
+        host: IpAddr,
+        p: &PacketFeatures,
+        state: &mut BruteForceState,
+        out: &mut Vec<Anomaly>,
+    ) {
+        out.extend(state.observe(host, p, self).map(AnomalyParts::build));
+    }
+}
+
+/// The DNS-tunnel kind in hot-path units.
+#[derive(Debug, Clone)]
+pub struct DnsTunnel {
+    window_ns: i64,
+    min_queries: u32,
+    long_query_bytes: u32,
+}
+
+/// One host's long DNS queries.
+#[derive(Debug, Clone, Default)]
+pub struct DnsTunnelState {
+    count: SlidingCount,
+}
+
+impl DnsTunnelState {
+    /// Counts `p` if it is a long DNS query; the anomaly when the count crossed the threshold.
+    pub fn observe(&mut self, host: IpAddr, p: &PacketFeatures, rule: &DnsTunnel) -> Option<AnomalyParts> {
+        if !long_dns_query(p, rule.long_query_bytes) {
+            return None;
+        }
+        let (count, may_fire) = self.count.add(p.ts_ns, rule.window_ns);
+        if !(may_fire && count >= f64::from(rule.min_queries)) {
+            return None;
+        }
+        self.count.fire();
+        Some(dns_tunnel_anomaly(host, rule, count, p))
+    }
+}
+
+impl DetectorKind for DnsTunnel {
+    type Config = DnsTunnelConfig;
+    type State = DnsTunnelState;
+    const PRODUCES: &'static [AnomalyKind] = &[AnomalyKind::DnsTunnel];
+
+    fn validate(config: &DnsTunnelConfig, _: &Context) -> Vec<ConfigError> {
+        config.validate()
+    }
+
+    fn build(config: &DnsTunnelConfig, _: &mut Setup<'_>) -> Option<Self> {
+        config.enabled.then(|| Self {
+            window_ns: ns(config.window).max(1),
+            min_queries: config.min_queries,
+            long_query_bytes: config.long_query_bytes,
+        })
+    }
+
+    fn observe_packet(&mut self, host: IpAddr, p: &PacketFeatures, state: &mut DnsTunnelState, out: &mut Vec<Anomaly>) {
+        out.extend(state.observe(host, p, self).map(AnomalyParts::build));
     }
 }
 
@@ -411,14 +490,8 @@ fn probe_anomaly(
     rule_anomaly(host, AnomalyKind::Probe, p, window_ns, (count, min), reason, features)
 }
 
-fn dns_tunnel_anomaly(
-    host: IpAddr,
-    window_ns: i64,
-    min: u32,
-    bytes: u32,
-    count: f64,
-    p: &PacketFeatures,
-) -> AnomalyParts {
+fn dns_tunnel_anomaly(host: IpAddr, rule: &DnsTunnel, count: f64, p: &PacketFeatures) -> AnomalyParts {
+    let (window_ns, min, bytes) = (rule.window_ns, rule.min_queries, rule.long_query_bytes);
     let reason = format!(
         "{host} sent {} DNS queries of at least {bytes} bytes within {} to {} (the last {} bytes): data carried in \
          query names, as DNS tunnels and exfiltration do (threshold {min}; ordinary lookups stay under 70 bytes)",
@@ -438,7 +511,7 @@ fn dns_tunnel_anomaly(
     rule_anomaly(host, AnomalyKind::DnsTunnel, p, window_ns, (count, min), reason, features)
 }
 
-fn brute_force_anomaly(host: IpAddr, rule: &BruteForceRule, count: f64, p: &PacketFeatures) -> AnomalyParts {
+fn brute_force_anomaly(host: IpAddr, rule: &BruteForce, count: f64, p: &PacketFeatures) -> AnomalyParts {
     let min = rule.min_connections;
     let reason = format!(
         "{host} opened {} connections to the login service {}:{} within {} (password guessing; threshold {min})",
@@ -463,8 +536,26 @@ mod tests {
 
     const HOST: [u8; 4] = [10, 0, 0, 7];
 
-    fn rules() -> MisuseRules {
-        MisuseRules::new(&ProbeConfig::default(), &BruteForceConfig::default(), &DnsTunnelConfig::default()).unwrap()
+    /// The three kinds with their defaults, and one host's state of each.
+    #[derive(Default)]
+    struct Host(ProbeState, BruteForceState, DnsTunnelState);
+
+    fn rules() -> (Probe, BruteForce, DnsTunnel) {
+        let mut models = crate::models::Models::default();
+        let setup = &mut Setup::new(1, &mut models);
+        let probe = Probe::build(&ProbeConfig::default(), setup).unwrap();
+        let brute_force = BruteForce::build(&BruteForceConfig::default(), setup).unwrap();
+        (probe, brute_force, DnsTunnel::build(&DnsTunnelConfig::default(), setup).unwrap())
+    }
+
+    impl Host {
+        /// One packet through the three kinds, in registration order.
+        fn observe(&mut self, p: &PacketFeatures, rules: &(Probe, BruteForce, DnsTunnel), out: &mut Vec<AnomalyParts>) {
+            let host = IpAddr::from(HOST);
+            out.extend(self.0.observe(host, p, &rules.0));
+            out.extend(self.1.observe(host, p, &rules.1));
+            out.extend(self.2.observe(host, p, &rules.2));
+        }
     }
 
     fn tcp(ts: i64, flags: u8) -> PacketFeatures {
@@ -485,9 +576,9 @@ mod tests {
     }
 
     fn run(packets: &[PacketFeatures]) -> Vec<AnomalyParts> {
-        let (r, mut s, mut out) = (rules(), MisuseState::default(), Vec::new());
+        let (r, mut s, mut out) = (rules(), Host::default(), Vec::new());
         for p in packets {
-            s.observe(IpAddr::from(HOST), p, &r, &mut out);
+            s.observe(p, &r, &mut out);
         }
         out
     }
@@ -591,18 +682,18 @@ mod tests {
     #[test]
     fn service_table_is_bounded_and_reuses_stale_entries() {
         let mut rules = rules();
-        rules.brute_force.as_mut().unwrap().max_services = 4;
-        let mut state = MisuseState::default();
+        rules.1.max_services = 4;
+        let mut state = Host::default();
         let mut out = Vec::new();
         for i in 0..100u8 {
-            state.observe(IpAddr::from(HOST), &syn(T0, IpAddr::from([10, 1, 0, i]), 22), &rules, &mut out);
+            state.observe(&syn(T0, IpAddr::from([10, 1, 0, i]), 22), &rules, &mut out);
         }
-        assert_eq!(state.services.len(), 4);
+        assert_eq!(state.1.services.len(), 4);
         // Three minutes later every entry is stale: a new service takes one over.
         let later = T0 + 180_000_000_000;
-        state.observe(IpAddr::from(HOST), &syn(later, IpAddr::from([10, 2, 0, 1]), 22), &rules, &mut out);
-        assert!(state.services.iter().any(|(d, _, _)| *d == IpAddr::from([10, 2, 0, 1])));
-        assert_eq!(state.services.len(), 4);
+        state.observe(&syn(later, IpAddr::from([10, 2, 0, 1]), 22), &rules, &mut out);
+        assert!(state.1.services.iter().any(|(d, _, _)| *d == IpAddr::from([10, 2, 0, 1])));
+        assert_eq!(state.1.services.len(), 4);
     }
 
     proptest::proptest! {

@@ -57,6 +57,15 @@ impl ModelKind {
         }
     }
 
+    /// The kind as a run's summary names it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ModelKind::IsolationForest => "isolation forest",
+            ModelKind::Profiles => "host profiles",
+            ModelKind::Supervised => "supervised forest",
+        }
+    }
+
     /// The kind, with its article, as messages name it.
     pub const fn described(self) -> &'static str {
         match self {

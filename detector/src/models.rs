@@ -3,8 +3,12 @@
 //! random forest (`supervised.model_path`). The file of a detector that is off is not read; a detector whose
 //! file is not set trains on its warm-up (isolation, profile) or stays off (supervised).
 
+use std::any::{Any, TypeId};
+
 use crate::config::DetectorConfig;
 use crate::forest::{ForestError, TrainedForest};
+use crate::kind::ModelStore;
+use crate::model_file::ModelKind;
 use crate::profile::{ProfileError, ProfileModel};
 use crate::supervised::{SupervisedDetector, SupervisedError};
 
@@ -18,6 +22,22 @@ pub struct Models {
     pub profiles: Option<ProfileModel>,
     /// The supervised detector with its model; `None` leaves it off.
     pub supervised: Option<SupervisedDetector>,
+}
+
+/// A model in force (loaded, trained at warm-up or retrained): its kind and version. Displays as
+/// `isolation forest eif-… (netanom-eif-v1)`: the kind, the model's version and the format of its kind's file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInForce {
+    /// Its kind.
+    pub kind: ModelKind,
+    /// Its version (`eif-…`, `km-…`, `rf-…`).
+    pub version: String,
+}
+
+impl std::fmt::Display for ModelInForce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} ({})", self.kind.name(), self.version, self.kind.format())
+    }
 }
 
 /// Why a model file could not be loaded.
@@ -56,6 +76,24 @@ impl Models {
             _ => None,
         };
         Ok(Self { forest, profiles, supervised: SupervisedDetector::load(&config.supervised)? })
+    }
+}
+
+/// Each kind takes its model when the engine builds it ([`crate::kind::Setup::take_model`]).
+impl ModelStore for Models {
+    fn take(&mut self, kind: TypeId) -> Option<Box<dyn Any>> {
+        fn boxed<T: Any>(model: &mut Option<T>) -> Option<Box<dyn Any>> {
+            model.take().map(|m| Box::new(m) as Box<dyn Any>)
+        }
+        if kind == TypeId::of::<TrainedForest>() {
+            boxed(&mut self.forest)
+        } else if kind == TypeId::of::<ProfileModel>() {
+            boxed(&mut self.profiles)
+        } else if kind == TypeId::of::<SupervisedDetector>() {
+            boxed(&mut self.supervised)
+        } else {
+            None
+        }
     }
 }
 

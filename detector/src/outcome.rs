@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use netanom_schemas::AnomalyKind;
 
-use crate::models::ModelError;
+use crate::models::{ModelError, ModelInForce};
 use crate::validation::ConfigError;
 
 /// Why the detector stopped with an error.
@@ -62,6 +62,7 @@ pub struct DetectorReport {
     pub hosts_tracked: usize,
     /// Hosts evicted (idle or capacity).
     pub hosts_evicted: u64,
-    /// Version of the isolation model, if one was trained or loaded.
-    pub model_version: Option<String>,
+    /// The models in force at the end (isolation forest, host profiles, supervised forest), those loaded or
+    /// trained.
+    pub models: Vec<ModelInForce>,
 }

@@ -63,6 +63,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::anomaly::{AnomalyParts, seconds};
 use crate::features::{PROFILE, PROFILE_FEATURES, PROFILE_NAMES, Profile, ProfileVector, Scale};
+use crate::kind::{Context, DetectorKind, Setup};
 use crate::model_file::{FileError, ModelKind, Problem, check_features, check_kind};
 use crate::time::{Admission, SkewConfig, ns, window_start_ns};
 use crate::validation::{ConfigError, Problems};
@@ -951,13 +952,6 @@ impl ProfileDetector {
         self.close_all(hosts, out, |p| p.close_ended(before, w));
     }
 
-    /// Closes every open window of `hosts`, whatever its end: the input ends here (a drained capture, the end
-    /// of a replay range). Anomalies are appended in (window start, host) order.
-    pub fn flush<'a>(&mut self, hosts: impl Iterator<Item = (IpAddr, &'a mut HostProfile)>, out: &mut Vec<Anomaly>) {
-        let w = self.window_ns;
-        self.close_all(hosts, out, |p| p.flush(w));
-    }
-
     fn close_all<'a>(
         &mut self,
         hosts: impl Iterator<Item = (IpAddr, &'a mut HostProfile)>,
@@ -1033,6 +1027,48 @@ impl ProfileDetector {
             }
         }
         self.warmup = Vec::new();
+    }
+}
+
+impl DetectorKind for ProfileDetector {
+    type Config = ProfileConfig;
+    type State = HostProfile;
+    const PRODUCES: &'static [AnomalyKind] = &[AnomalyKind::Profile];
+
+    fn validate(config: &ProfileConfig, cx: &Context) -> Vec<ConfigError> {
+        config.validate(cx.idle_timeout)
+    }
+
+    fn build(config: &ProfileConfig, setup: &mut Setup<'_>) -> Option<Self> {
+        let model = setup.take_model::<ProfileModel>();
+        config.enabled.then(|| Self::new(config, model))
+    }
+
+    fn observe_windows(
+        &mut self,
+        host: IpAddr,
+        batch: &PacketBatch,
+        profile: &mut HostProfile,
+        out: &mut Vec<Anomaly>,
+    ) {
+        self.observe_batch(host, &batch.packets, profile, out);
+    }
+
+    fn close_windows<'a>(
+        &mut self,
+        partition: i32,
+        clock_ns: i64,
+        hosts: impl Iterator<Item = (IpAddr, &'a mut HostProfile)>,
+        out: &mut Vec<Anomaly>,
+    ) {
+        self.sweep(partition, clock_ns, hosts, out);
+    }
+
+    /// Closes every open window of `hosts`, whatever its end: the input ends here (a drained capture, the end
+    /// of a replay range). Anomalies are appended in (window start, host) order.
+    fn flush<'a>(&mut self, hosts: impl Iterator<Item = (IpAddr, &'a mut HostProfile)>, out: &mut Vec<Anomaly>) {
+        let w = self.window_ns;
+        self.close_all(hosts, out, |p| p.flush(w));
     }
 }
 
@@ -1355,12 +1391,12 @@ mod tests {
         let burst = |t0: i64| (0..25).map(|k| syn(t0 + k * 1_000_000, ip(5, 5), 443)).collect::<Vec<_>>();
         let s = hosts.entry(a, 0, T0 + W / 2);
         det.observe_batch(a, &burst(T0), &mut s.profile, &mut out);
-        det.sweep(0, hosts.clock_ns(0), hosts.profiles_of(0), &mut out);
+        det.sweep(0, hosts.clock_ns(0), hosts.hosts_of(0).map(|(h, s)| (h, &mut s.profile)), &mut out);
         assert!(det.warmup.is_empty(), "a's window is still open");
         // b's packets move the clock 2.5 windows on: a's window ended more than a window ago.
         let s = hosts.entry(b, 0, T0 + 25 * W / 10);
         det.observe_batch(b, &burst(T0 + 25 * W / 10), &mut s.profile, &mut out);
-        det.sweep(0, hosts.clock_ns(0), hosts.profiles_of(0), &mut out);
+        det.sweep(0, hosts.clock_ns(0), hosts.hosts_of(0).map(|(h, s)| (h, &mut s.profile)), &mut out);
         assert_eq!(det.warmup.len(), 1, "the sweep closed a's window");
         // A late packet of a's closed window opens the next one, never the closed window again.
         let s = hosts.entry(a, 0, T0 + 1);

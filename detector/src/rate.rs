@@ -17,9 +17,10 @@
 
 use std::net::IpAddr;
 
-use netanom_schemas::{AnomalyKind, Contribution, PacketFeatures};
+use netanom_schemas::{Anomaly, AnomalyKind, Contribution, PacketFeatures};
 
 use crate::anomaly::{AnomalyParts, RULES_VERSION, seconds, thousands};
+use crate::kind::{Context, DetectorKind, Setup};
 use crate::time::ns;
 use crate::validation::{ConfigError, Problems};
 use serde::Deserialize;
@@ -85,6 +86,28 @@ pub struct RateRule {
 impl From<&RateConfig> for RateRule {
     fn from(c: &RateConfig) -> Self {
         Self { window_packets: c.window_packets, threshold_per_sec: c.threshold_per_sec, cooldown_ns: ns(c.cooldown) }
+    }
+}
+
+impl DetectorKind for RateRule {
+    type Config = RateConfig;
+    type State = RateWindow;
+    const PRODUCES: &'static [AnomalyKind] = &[AnomalyKind::Rate];
+
+    fn validate(config: &RateConfig, _: &Context) -> Vec<ConfigError> {
+        config.validate()
+    }
+
+    fn build(config: &RateConfig, _: &mut Setup<'_>) -> Option<Self> {
+        config.enabled.then(|| Self::from(config))
+    }
+
+    fn observe_packet(&mut self, host: IpAddr, p: &PacketFeatures, ring: &mut RateWindow, out: &mut Vec<Anomaly>) {
+        if p.opens_flow()
+            && let Some(hit) = ring.observe(p.ts_ns, self)
+        {
+            out.push(rate_anomaly(host, self, hit, p).build());
+        }
     }
 }
 

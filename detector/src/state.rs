@@ -17,11 +17,8 @@ use foldhash::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::beacon::BeaconTable;
-use crate::fanout::FanoutWindow;
-use crate::misuse::MisuseState;
-use crate::profile::HostProfile;
-use crate::rate::RateWindow;
+use crate::kind::DetectorKind;
+use crate::kinds::for_each_kind;
 use crate::time::ns;
 use crate::validation::{ConfigError, Problems};
 use serde::Deserialize;
@@ -67,28 +64,25 @@ impl StateConfig {
     }
 }
 
-/// What the source-side detectors remember about one host.
-#[derive(Debug, Clone, Default)]
-pub struct HostState {
-    /// Packets-topic partition the host's batches come from.
-    pub partition: i32,
-    /// Latest packet time seen from the host, ns.
-    pub last_seen_ns: i64,
-    /// Rate detector ring.
-    pub rate: RateWindow,
-    /// Fanout detector window.
-    pub fanout: FanoutWindow,
-    /// Beacon detector contacts per destination.
-    pub beacon: BeaconTable,
-    /// Packet time of the last isolation anomaly.
-    pub last_isolation_ns: Option<i64>,
-    /// Packet time of the last supervised anomaly.
-    pub last_supervised_ns: Option<i64>,
-    /// Profile detector: the open window and the history of scored profiles.
-    pub profile: HostProfile,
-    /// Probe, brute-force and DNS-tunnel counts.
-    pub misuse: MisuseState,
+/// Generates [`HostState`] with the per-host state of every registered kind ([`crate::kinds`]).
+macro_rules! host_state {
+    ($( $(#[$doc:meta])* $section:ident: $kind:ty, )*) => {
+        /// What the source-side detectors remember about one host: a field per registered kind, named after
+        /// its section.
+        #[derive(Debug, Clone, Default)]
+        pub struct HostState {
+            /// Packets-topic partition the host's batches come from.
+            pub partition: i32,
+            /// Latest packet time seen from the host, ns.
+            pub last_seen_ns: i64,
+            $(
+                #[doc = concat!("State of the kind of `[detector.", stringify!($section), "]`.")]
+                pub $section: <$kind as DetectorKind>::State,
+            )*
+        }
+    };
 }
+for_each_kind!(host_state);
 
 /// The bounded host map.
 #[derive(Debug)]
@@ -146,20 +140,15 @@ impl HostMap {
         self.hosts.iter_mut()
     }
 
-    /// The host-profile state of every host, in no particular order.
-    pub fn profiles(&mut self) -> impl Iterator<Item = (IpAddr, &mut HostProfile)> {
-        self.hosts.iter_mut().map(|(h, s)| (*h, &mut s.profile))
-    }
-
     /// The packet clock of `partition`: the latest packet time seen from its hosts, ns (`i64::MIN` before the
     /// first). Each partition has its own, so how partitions interleave never changes a host's result.
     pub fn clock_ns(&self, partition: i32) -> i64 {
         self.clocks.get(&partition).map_or(i64::MIN, |c| c.0)
     }
 
-    /// The profiles of the hosts of one partition, in no particular order.
-    pub fn profiles_of(&mut self, partition: i32) -> impl Iterator<Item = (IpAddr, &mut HostProfile)> {
-        self.hosts.iter_mut().filter(move |(_, s)| s.partition == partition).map(|(h, s)| (*h, &mut s.profile))
+    /// The hosts of one partition, in no particular order.
+    pub fn hosts_of(&mut self, partition: i32) -> impl Iterator<Item = (IpAddr, &mut HostState)> {
+        self.hosts.iter_mut().filter(move |(_, s)| s.partition == partition).map(|(h, s)| (*h, s))
     }
 
     /// Evicts hosts idle for longer than the idle timeout in their partition's packet time, when some partition's
@@ -307,7 +296,7 @@ mod tests {
         let mut m = HostMap::new(&StateConfig::default());
         for i in 0..30u32 {
             let s = m.entry(ip(i), (i % 3) as i32, 1);
-            s.last_isolation_ns = Some(1);
+            s.forest.fire(1, 0);
         }
         assert_eq!(m.revoke_partitions(&[1, 2]), 20);
         assert_eq!(m.len(), 10);
@@ -315,6 +304,6 @@ mod tests {
         assert_eq!(m.evictions(), 0, "revocation is not eviction");
         // A moved host that comes back starts cold.
         let s = m.entry(ip(1), 1, 2);
-        assert!(s.rate.is_empty() && s.last_isolation_ns.is_none());
+        assert!(s.rate.is_empty() && s.forest.is_clear());
     }
 }

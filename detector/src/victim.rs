@@ -21,9 +21,10 @@
 use foldhash::{HashMap, HashSet};
 use std::net::IpAddr;
 
-use netanom_schemas::{AnomalyKind, Contribution, DestinationStats, PacketFeatures};
+use netanom_schemas::{Anomaly, AnomalyKind, Contribution, DestinationStats, PacketFeatures};
 
 use crate::anomaly::{AnomalyParts, RULES_VERSION, seconds, thousands};
+use crate::kind::{Context, DetectorKind, Setup};
 use crate::time::{ns, window_start_ns};
 use crate::validation::{ConfigError, Problems};
 use serde::Deserialize;
@@ -106,6 +107,47 @@ struct SourceEntry {
     samples: Vec<IpAddr>,
     last_ts_ns: i64,
     dirty: bool,
+}
+
+/// The victim kind: both halves. It keeps no per-host state: its source side is keyed by destination.
+#[derive(Debug)]
+pub struct Victim {
+    source: SourceSide,
+    destination: DestinationSide,
+}
+
+impl DetectorKind for Victim {
+    type Config = VictimConfig;
+    type State = ();
+    const PRODUCES: &'static [AnomalyKind] = &[AnomalyKind::Victim];
+
+    fn validate(config: &VictimConfig, _: &Context) -> Vec<ConfigError> {
+        config.validate()
+    }
+
+    fn build(config: &VictimConfig, _: &mut Setup<'_>) -> Option<Self> {
+        config.enabled.then(|| Self { source: SourceSide::new(config), destination: DestinationSide::new(config) })
+    }
+
+    fn observe_packet(&mut self, host: IpAddr, p: &PacketFeatures, _: &mut (), _: &mut Vec<Anomaly>) {
+        self.source.observe(host, p);
+    }
+
+    fn set_rebuilding(&mut self, rebuilding: bool) {
+        self.source.set_silent(rebuilding);
+    }
+
+    fn observe_destination_stats(&mut self, d: &DestinationStats, partition: i32) -> Option<Anomaly> {
+        self.destination.apply(d, partition).map(AnomalyParts::build)
+    }
+
+    fn destination_deltas(&mut self, all: bool) -> Vec<DestinationStats> {
+        self.source.drain(all)
+    }
+
+    fn revoke_destination_partitions(&mut self, partitions: &[i32]) -> usize {
+        self.destination.revoke_partitions(partitions)
+    }
 }
 
 /// The producing half: partial aggregates of the packets this detector owns.

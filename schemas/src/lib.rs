@@ -20,7 +20,7 @@ pub mod topics;
 pub use alert::{Alert, format_rfc3339, format_rfc3339_ns, time_from_ns};
 pub use frame::{FrameError, SchemaIds};
 pub use records::{
-    Anomaly, AnomalyKind, Contribution, DestinationStats, Direction, Network, PacketBatch, PacketFeatures,
+    Analytic, Anomaly, AnomalyKind, Contribution, DestinationStats, Direction, Network, PacketBatch, PacketFeatures,
 };
 
 /// The `.avsc` source of each schema, embedded at build time.

@@ -145,7 +145,8 @@ pub struct PacketBatch {
 
 /// Which detector produced an anomaly. The declaration order is the order of the Avro enum's symbols (the wire
 /// encoding is the position), and each kind's name (`as_str`, `Display`) is its snake-case variant name; both
-/// tables are derived, so a new kind needs only its variant here and its symbol in `anomaly.v1.avsc`.
+/// tables are derived, so a new kind needs only its variant here (with its [`Analytic`] in
+/// [`AnomalyKind::analytic`]) and its symbol in `anomaly.v1.avsc`.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, strum::VariantArray, strum::IntoStaticStr, strum::Display,
 )]
@@ -182,6 +183,20 @@ impl AnomalyKind {
         self.into()
     }
 
+    /// How the kind's detector decides.
+    pub const fn analytic(self) -> Analytic {
+        match self {
+            AnomalyKind::Isolation | AnomalyKind::Profile | AnomalyKind::Supervised => Analytic::Learning,
+            AnomalyKind::Beacon => Analytic::Statistical,
+            AnomalyKind::Rate
+            | AnomalyKind::Fanout
+            | AnomalyKind::Victim
+            | AnomalyKind::Probe
+            | AnomalyKind::BruteForce
+            | AnomalyKind::DnsTunnel => Analytic::Rule,
+        }
+    }
+
     /// Position of the kind's symbol in the Avro enum.
     pub fn index(self) -> usize {
         self as usize
@@ -191,6 +206,17 @@ impl AnomalyKind {
     pub fn from_index(index: usize) -> Option<Self> {
         Self::ALL.get(index).copied()
     }
+}
+
+/// How a detector decides, as SIEM formats classify analytics (OCSF `analytic.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Analytic {
+    /// A threshold on a count or a rate.
+    Rule,
+    /// A statistical test (the periodicity of `beacon`).
+    Statistical,
+    /// A learned model (isolation forest, k-means profiles, supervised forest).
+    Learning,
 }
 
 /// One feature's part in an anomaly.

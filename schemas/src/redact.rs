@@ -1,12 +1,50 @@
 //! Which configuration values are secrets and how they are printed: librdkafka properties whose name says
 //! password, secret, key, token or credential (plus `sasl.oauthbearer.config`, which may carry a client
-//! secret) print as `***` in `Debug` output and in serialised configuration (`netanom config --check`).
-//! Owns no I/O and never decides what a client receives: clients are always given the real values.
+//! secret) print as `***` in `Debug` output and in serialised configuration (`netanom config --check`), and so
+//! does a [`Secret`] (a bearer token, a signing key). Owns no I/O and never decides what a client receives:
+//! clients are always given the real values.
 
 use std::collections::BTreeMap;
 
 /// What a secret value prints as.
 pub const MASK: &str = "***";
+
+/// A secret configuration value (a bearer token, a webhook signing key): read from configuration like a string,
+/// but prints as `***` in `Debug` and `Display` and serialises as `***`, so logs and a printed configuration
+/// never reveal it. [`Secret::expose`] reads it.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(MASK)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({MASK})")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(MASK)
+    }
+}
 
 /// True for librdkafka property names whose values must never be printed, e.g. `sasl.password`,
 /// `ssl.key.password`, `ssl.keystore.password`, `sasl.oauthbearer.client.secret`, `ssl.key.pem`.
@@ -66,6 +104,14 @@ mod tests {
         serialize_properties(&props, &mut serde_json::Serializer::new(&mut out)).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(!text.contains("canary") && text.contains("SASL_SSL"), "{text}");
+    }
+
+    #[test]
+    fn a_secret_prints_and_serialises_masked_and_reads_back() {
+        let s: Secret = serde_json::from_str(r#""canary-8""#).unwrap();
+        assert_eq!(s.expose(), "canary-8");
+        assert_eq!((format!("{s}"), format!("{s:?}")), (MASK.to_string(), format!("Secret({MASK})")));
+        assert_eq!(serde_json::to_string(&Some(s)).unwrap(), format!("\"{MASK}\""));
     }
 
     #[test]

@@ -224,7 +224,6 @@ fn detectors(
             reports.push(r.map_err(|e| netanom_detector::DetectorError::Worker(e.to_string()))??);
         }
         let mut total = netanom_detector::DetectorReport::default();
-        let mut versions: Vec<String> = Vec::new();
         for r in reports {
             total.records += r.records;
             total.batches += r.batches;
@@ -237,9 +236,12 @@ fn detectors(
             total.dead_lettered += r.dead_lettered;
             total.hosts_tracked += r.hosts_tracked;
             total.hosts_evicted += r.hosts_evicted;
-            versions.extend(r.model_version.filter(|v| !versions.contains(v)));
+            for m in r.models {
+                if !total.models.contains(&m) {
+                    total.models.push(m);
+                }
+            }
         }
-        total.model_version = (!versions.is_empty()).then(|| versions.join(", "));
         Ok(total)
     }
 }

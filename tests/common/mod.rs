@@ -93,6 +93,21 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// Writes the configuration file of services on this broker: `[kafka] brokers` followed by `kafka_keys`
+    /// (more keys of `[kafka]`), alerts written to `alerts_out` and flushed from suppression after 1 s, then
+    /// `sections` (more tables, as TOML).
+    pub fn write_config(&self, path: &Path, kafka_keys: &str, alerts_out: &Path, sections: &str) {
+        let text = format!(
+            "[kafka]\nbrokers = \"{brokers}\"\n{kafka_keys}\n[alert_router]\nalerts_out = \"{out}\"\n\n\
+             [alert_router.suppression]\nflush_after = \"1s\"\n{sections}",
+            brokers = self.bootstrap,
+            out = alerts_out.display(),
+        );
+        std::fs::write(path, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    }
+}
+
 impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -11,6 +11,9 @@ use super::lifecycle::Retrainer;
 use super::model::{TrainOptions, TrainedForest, train};
 use crate::anomaly::AnomalyParts;
 use crate::features::FeatureVector;
+use crate::kind::{Batch, Context, Cooldown, DetectorKind, Setup};
+use crate::time::ns;
+use crate::validation::ConfigError;
 
 /// The isolation detector: warm-up buffer, then the trained model, retrained on schedule when `retrain` is
 /// given.
@@ -93,6 +96,41 @@ impl IsolationDetector {
             self.warmup = Vec::new();
         }
         None
+    }
+}
+
+/// The isolation kind, whose section is `[detector.forest]`: scores every batch of at least `min_packets`
+/// packets, at most one anomaly per host per `cooldown`.
+impl DetectorKind for IsolationDetector {
+    type Config = ForestConfig;
+    type State = Cooldown;
+    const PRODUCES: &'static [AnomalyKind] = &[AnomalyKind::Isolation];
+
+    fn validate(config: &ForestConfig, _: &Context) -> Vec<ConfigError> {
+        config.validate()
+    }
+
+    fn build(config: &ForestConfig, setup: &mut Setup<'_>) -> Option<Self> {
+        let model = setup.take_model::<TrainedForest>();
+        config.enabled.then(|| Self::new(config, model, Retrainer::new(config, setup.max_hosts)))
+    }
+
+    fn judge_batch(&mut self, host: IpAddr, batch: &mut Batch<'_>, cooldown: &mut Cooldown, out: &mut Vec<Anomaly>) {
+        if batch.batch.packets.len() < self.config.min_packets.max(1) {
+            return;
+        }
+        let v = batch.features();
+        if let Some(score) = self.observe(host, batch.last_ns, &v)
+            && let Some(model) = self.model()
+            && score > model.threshold()
+            && cooldown.fire(batch.last_ns, ns(self.config.cooldown))
+        {
+            out.push(isolation_anomaly(host, model, score, &v, batch.batch).build());
+        }
+    }
+
+    fn note_anomaly(&mut self, anomaly: &Anomaly) {
+        IsolationDetector::note_anomaly(self, anomaly);
     }
 }
 

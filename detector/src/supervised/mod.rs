@@ -49,7 +49,7 @@ pub mod train;
 
 use std::net::IpAddr;
 
-use netanom_schemas::{AnomalyKind, Contribution, PacketBatch};
+use netanom_schemas::{Anomaly, AnomalyKind, Contribution, PacketBatch};
 
 pub use config::SupervisedConfig;
 pub use confusion::Confusion;
@@ -59,7 +59,9 @@ pub use train::{Grid, Settings};
 
 use crate::anomaly::AnomalyParts;
 use crate::features::{FEATURE_NAMES, FeatureVector};
+use crate::kind::{Batch, Context, Cooldown, DetectorKind, Setup};
 use crate::time::ns;
+use crate::validation::ConfigError;
 
 /// The supervised detector: a loaded model, its threshold and the per-host cooldown.
 #[derive(Debug)]
@@ -89,6 +91,11 @@ impl SupervisedDetector {
         Self { model, threshold, cooldown_ns: ns(config.cooldown) }
     }
 
+    /// The model's version (`rf-…`).
+    pub fn version(&self) -> &str {
+        self.model.version()
+    }
+
     /// Smallest batch scored.
     pub fn min_packets(&self) -> usize {
         self.model.min_packets()
@@ -103,6 +110,34 @@ impl SupervisedDetector {
     pub fn detect(&self, x: &FeatureVector) -> Option<f64> {
         let p = self.model.p_attack(x);
         (p >= self.threshold).then_some(p)
+    }
+}
+
+/// The supervised kind: on when [`crate::Models`] holds a supervised detector (`supervised.model_path` set);
+/// scores every batch the model is meant for, at most one anomaly per host per `cooldown`.
+impl DetectorKind for SupervisedDetector {
+    type Config = SupervisedConfig;
+    type State = Cooldown;
+    const PRODUCES: &'static [AnomalyKind] = &[AnomalyKind::Supervised];
+
+    fn validate(config: &SupervisedConfig, _: &Context) -> Vec<ConfigError> {
+        config.validate()
+    }
+
+    fn build(_: &SupervisedConfig, setup: &mut Setup<'_>) -> Option<Self> {
+        setup.take_model::<SupervisedDetector>()
+    }
+
+    fn judge_batch(&mut self, host: IpAddr, batch: &mut Batch<'_>, cooldown: &mut Cooldown, out: &mut Vec<Anomaly>) {
+        if batch.batch.packets.len() < self.min_packets() {
+            return;
+        }
+        let v = batch.features();
+        if let Some(p) = self.detect(&v)
+            && cooldown.fire(batch.last_ns, self.cooldown_ns)
+        {
+            out.push(supervised_anomaly(host, self, p, &v, batch.batch).build());
+        }
     }
 }
 
@@ -220,7 +255,9 @@ mod tests {
     fn engine_runs_the_supervised_detector_once_per_host_per_cooldown() {
         let mut config = crate::DetectorConfig::default();
         config.forest.enabled = false;
-        let d = SupervisedDetector::new(&config.supervised, trained());
+        let model = trained();
+        let version = model.version().to_string();
+        let d = SupervisedDetector::new(&config.supervised, model);
         let mut on = crate::Engine::new(&config, crate::Models { supervised: Some(d), ..Default::default() });
         let mut off = crate::Engine::new(&config, crate::Models::default());
         let scan = scan_batch(0);
@@ -237,6 +274,9 @@ mod tests {
         }
         let supervised: Vec<_> = a.iter().filter(|x| x.kind == AnomalyKind::Supervised).collect();
         assert_eq!(supervised.len(), 2, "{supervised:?}");
+        let in_force: Vec<_> = on.models_in_force().into_iter().map(|m| (m.kind, m.version)).collect();
+        assert_eq!(in_force, [(crate::ModelKind::Supervised, version)]);
+        assert!(off.models_in_force().is_empty());
         assert!(supervised.iter().all(|x| x.host == scan.source.to_string()));
         assert_eq!(on.stats().anomalies.get(&AnomalyKind::Supervised), Some(&2));
         assert!(!b.iter().any(|x| x.kind == AnomalyKind::Supervised), "off unless a model is given");
