@@ -64,6 +64,9 @@ pub enum Command {
     /// `--model`, --profile-out for `--profile-model`); with --supervised, a random forest on labelled captures
     /// for `--supervised-model`, printing cross-validated and held-out accuracy, precision, recall and F1.
     Train(TrainArgs),
+    /// Print alerts (JSON lines, from a file or stdin) with the original addresses in place of the pseudonyms the
+    /// producer published (`[producer.pseudonymize]`), using the key from --key-file or the configuration.
+    Reveal(crate::reveal::RevealArgs),
     /// Print the default configuration as TOML, or check a configuration.
     Config {
         /// Check the layered configuration (file, environment) and print it instead of the defaults.
@@ -218,7 +221,7 @@ impl Command {
             Command::Producer(_) => only(true, false, false),
             Command::Detector(_) | Command::Replay(_) | Command::Train(_) => only(false, true, false),
             Command::AlertRouter(_) => only(false, false, true),
-            Command::Synth(_) | Command::Config { check: false, .. } => Roles::NONE,
+            Command::Synth(_) | Command::Reveal(_) | Command::Config { check: false, .. } => Roles::NONE,
             Command::Config { role: None, .. } => Roles::ALL,
             Command::Config { role: Some(r), .. } => match r.as_str() {
                 "producer" => only(true, false, false),
@@ -305,43 +308,58 @@ impl Cli {
             Command::Replay(ReplayArgs { brokers, .. }) | Command::Train(TrainArgs { brokers, .. }) => {
                 set(&mut o, "kafka.brokers", brokers.as_deref());
             }
-            Command::Config { .. } | Command::Synth(_) => {}
+            Command::Config { .. } | Command::Synth(_) | Command::Reveal(_) => {}
         }
         o
     }
 }
 
 /// Runs the command (with the configuration loaded and validated for it) until it ends or a signal stops it;
-/// the roles it runs set their flags of `ready`, and a detector it runs publishes its model to `model_feed`.
+/// the roles it runs set their flags of `ready`, and a detector it runs publishes its model to `model_feed`. A
+/// producer it runs reads `capture` when given (a live interface opened before the runtime started, see
+/// [`open_capture`]).
 pub async fn dispatch(
     command: Command,
     cfg: Config,
+    capture: Option<netanom_producer::OpenedCapture>,
     ready: ReadyFlags,
     model_feed: netanom_detector::ModelFeed,
 ) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let hard = CancellationToken::new();
     on_signals(stop.clone(), hard.clone());
-    let role = |role: Role, cfg: Config| {
+    let role = |role: Role, cfg: Config, capture: Option<netanom_producer::OpenedCapture>| {
         let grace = Grace::new(cfg.lifecycle.shutdown_grace);
         let (stop, hard, ready, model_feed) = (stop.clone(), hard.clone(), ready.clone(), model_feed.clone());
         async move {
-            let work = crate::roles::command(role, cfg, stop.clone(), &grace, &ready, model_feed);
+            let work = crate::roles::command(role, cfg, capture, stop.clone(), &grace, &ready, model_feed);
             within_grace(work, &stop, &hard, &grace).await
         }
     };
     match command {
-        Command::Run(_) => crate::run::command(cfg, stop, hard, &ready, model_feed).await,
-        Command::Producer(_) => role(Role::Producer, cfg).await,
-        Command::Detector(_) => role(Role::Detector, cfg).await,
-        Command::AlertRouter(_) => role(Role::AlertRouter, cfg).await,
+        Command::Run(_) => crate::run::command(cfg, capture, stop, hard, &ready, model_feed).await,
+        Command::Producer(_) => role(Role::Producer, cfg, capture).await,
+        Command::Detector(_) => role(Role::Detector, cfg, None).await,
+        Command::AlertRouter(_) => role(Role::AlertRouter, cfg, None).await,
         Command::Synth(args) => crate::synth::command(&args),
         Command::Eval(args) => crate::eval::command(&args, cfg, stop, hard).await,
         Command::Report(args) => crate::report::command(&args, cfg, stop, hard).await,
         Command::Replay(args) => crate::replay::command(args, cfg).await,
         Command::Train(args) => crate::train::command(args, cfg).await,
         Command::Config { .. } => Ok(()),
+        Command::Reveal(args) => crate::reveal::command(&args, &cfg),
     }
+}
+
+/// For `netanom run` and `netanom producer` on a live interface: opens it and drops the process's privileges
+/// ([`netanom_producer::open_capture`]). Call it before any other thread starts, so that no thread keeps a
+/// capability; `None` for every other command and for file input.
+pub fn open_capture(command: &Command, cfg: &Config) -> Result<Option<netanom_producer::OpenedCapture>, String> {
+    let live = matches!(command, Command::Run(_) | Command::Producer(_)) && cfg.producer.interface.is_some();
+    if !live {
+        return Ok(None);
+    }
+    netanom_producer::open_capture(&cfg.producer).map(Some).map_err(|e| crate::error_line(&anyhow::Error::new(e)))
 }
 
 /// How long after the end of the grace a role that has not returned is left before the process gives up on it

@@ -27,6 +27,7 @@ pub mod process_metrics;
 pub mod registry;
 pub mod replay;
 pub mod report;
+pub mod reveal;
 pub mod roles;
 pub mod run;
 pub mod summary;

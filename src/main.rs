@@ -45,6 +45,15 @@ fn main() -> ExitCode {
             }
         }
     }
+    // A live interface is opened, and the privileges dropped, while this is the process's only thread: capability
+    // sets belong to threads, and every thread started later inherits the cleared ones.
+    let capture = match netanom::cli::open_capture(&cli.command, &cfg) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -77,7 +86,7 @@ fn main() -> ExitCode {
             }
         }
     };
-    let result = runtime.block_on(netanom::cli::dispatch(cli.command, cfg, ready, model_feed));
+    let result = runtime.block_on(netanom::cli::dispatch(cli.command, cfg, capture, ready, model_feed));
     // Export the last spans and metrics while the runtime (which drives the exporters) still runs.
     if let Some(guard) = telemetry {
         guard.shutdown();

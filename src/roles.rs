@@ -63,10 +63,11 @@ impl ReadyFlags {
 
 /// Runs `role` against `kafka.brokers` until its input ends or `stop`, then prints its summary. The role sets
 /// its flag of `ready` and takes the timeouts of its last flush and commit from `grace` once `stop` fires.
-/// A detector publishes its model to `model_feed`.
+/// A detector publishes its model to `model_feed`; a producer reads `capture` when given (else opens its input).
 pub async fn command(
     role: Role,
     mut cfg: Config,
+    capture: Option<netanom_producer::OpenedCapture>,
     stop: CancellationToken,
     grace: &Grace,
     ready: &ReadyFlags,
@@ -78,7 +79,9 @@ pub async fn command(
         |ready: &ReadyFlag| RoleHandles { ready: ready.clone(), grace: grace.clone(), ..RoleHandles::default() };
     let line = match role {
         Role::Producer => summary::producer(
-            &netanom_producer::run(cfg.producer, stop, handles(&ready.producer)).await.context("producer failed")?,
+            &netanom_producer::run_with_capture(cfg.producer, capture, stop, handles(&ready.producer))
+                .await
+                .context("producer failed")?,
         ),
         Role::Detector => summary::detector(
             &netanom_detector::run(

@@ -122,3 +122,96 @@ fn live_capture_with_a_bpf_filter_alerts_on_a_scan_and_stops_cleanly_on_sigint()
     assert!(out.status.success(), "{stdout}\n{}", log.lock().unwrap());
     assert!(stdout.contains("packets: read 50, parsed 50, published 50"), "the filter let other packets in:\n{stdout}");
 }
+
+/// The uid of `nobody` from the user database.
+fn nobody_uid() -> Option<u32> {
+    let out = Command::new("id").args(["-u", "nobody"]).output().ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// The `/proc/<pid>/status` field `name` of every thread of `pid`, as `(tid, value)`.
+fn thread_fields(pid: u32, name: &str) -> Vec<(String, String)> {
+    let mut fields = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else { continue };
+        if let Some(v) = status.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':'))) {
+            fields.push((task.file_name().to_string_lossy().into_owned(), v.trim().to_string()));
+        }
+    }
+    fields
+}
+
+/// `tcpdump -Z` for netanom: `netanom run` capturing live on the loopback of a network namespace of its own,
+/// with `[producer.capture] user = "nobody"`, runs as nobody with no capability in any thread once the capture
+/// is open, and keeps counting the packets that arrive after that.
+#[test]
+fn a_live_capture_drops_to_nobody_with_no_capability_and_keeps_capturing() {
+    if !is_root() {
+        eprintln!("skipping: dropping privileges needs root to start with (and to create a network namespace)");
+        return;
+    }
+    let Some(nobody) = nobody_uid() else {
+        eprintln!("skipping: no user `nobody` on this system");
+        return;
+    };
+    let ns = format!("nadrop{}", std::process::id());
+    if !Command::new("ip").args(["netns", "add", &ns]).status().is_ok_and(|s| s.success()) {
+        eprintln!("skipping: network namespaces are unavailable here (`ip netns add` failed)");
+        return;
+    }
+    struct Cleanup(String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _cleanup = Cleanup(ns.clone());
+    ip(&["-n", &ns, "link", "set", "lo", "up"]);
+
+    let mut command = Command::new("ip");
+    command
+        .args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_netanom")])
+        .args(["run", "--quiet", "--interface", "lo", "--filter", "udp and port 9999"])
+        .env("NETANOM_LOG__LEVEL", "info")
+        .env("NETANOM_PRODUCER__CAPTURE__USER", "nobody")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("netanom runs in the namespace");
+    let pid = child.id(); // `ip netns exec` executes netanom in its own process
+    let log = Arc::new(Mutex::new(String::new()));
+    common::collect_lines(child.stderr.take().unwrap(), Arc::clone(&log));
+    let dropped = common::wait_for(Duration::from_secs(60), || {
+        log.lock().unwrap().contains("capture privileges dropped").then_some(())
+    });
+    assert!(dropped.is_some(), "no privilege drop logged within 60 s:\n{}", log.lock().unwrap());
+
+    // Every thread: no effective, permitted or ambient capability, and nobody's uid (real, effective, saved, fs).
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
+    let threads = thread_fields(pid, "CapEff");
+    assert!(threads.len() > 3, "netanom run has its runtime and Kafka threads: {threads:?}");
+    for set in ["CapEff", "CapPrm", "CapAmb", "CapInh"] {
+        for (tid, v) in thread_fields(pid, set) {
+            assert_eq!(v, "0000000000000000", "thread {tid} has {set} {v}");
+        }
+    }
+    for (tid, v) in thread_fields(pid, "Uid") {
+        assert!(v.split_whitespace().all(|u| u == nobody.to_string()), "thread {tid} runs as uid {v}");
+    }
+    assert!(thread_fields(pid, "NoNewPrivs").iter().all(|(_, v)| v == "1"), "no_new_privs not set");
+
+    // Traffic after the drop is still captured: 50 datagrams on the namespace's loopback.
+    let udp = "for i in $(seq 1 50); do echo x > /dev/udp/127.0.0.1/9999; done; true";
+    let status = Command::new("ip").args(["netns", "exec", &ns, "bash", "-c", udp]).status().unwrap();
+    assert!(status.success());
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = Command::new("kill").args(["-INT", &pid.to_string()]).status();
+    let out = child.wait_with_output().expect("netanom exits");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", log.lock().unwrap());
+    assert!(
+        stdout.contains("packets: read 50, parsed 50, published 50"),
+        "the capture stopped counting after the drop:\n{stdout}\n{}",
+        log.lock().unwrap()
+    );
+}

@@ -1,7 +1,8 @@
 //! netanom producer: reads packets from a pcap/pcapng file or a live interface, extracts per-packet features
 //! (headers plus flow state), groups them per source IP into `PacketBatch` records and publishes them to the
 //! packets topic. [`run`] is the service; [`pipeline`] is the same path without I/O, for benchmarks and tests;
-//! [`synth`] writes synthetic captures.
+//! [`synth`] writes synthetic captures. [`privilege`] drops the privileges of a live capture once its device is
+//! open; [`pseudonymize`] replaces every captured address by its keyed pseudonym before anything else sees it.
 //!
 //! Threads: capture, parsing, batching and encoding run on one dedicated OS thread (`netanom-capture`) that
 //! hands encoded records to librdkafka (which compresses and sends on its own threads); the async caller only
@@ -16,6 +17,8 @@ pub mod metrics;
 pub mod pace;
 pub mod parse;
 pub mod pipeline;
+pub mod privilege;
+pub mod pseudonymize;
 pub mod publish;
 pub mod synth;
 
@@ -36,6 +39,8 @@ pub use flow::{FlowConfig, FlowTable};
 pub use frame::Frame;
 pub use parse::{Parsed, Skip};
 pub use pipeline::{FeatureExtractor, Pipeline};
+pub use privilege::{CaptureConfig, Dropped, PrivilegeError};
+pub use pseudonymize::{PseudonymizeConfig, PseudonymizeError};
 pub use publish::{PublishError, Publisher};
 
 /// Producer settings (`[producer]`).
@@ -52,6 +57,10 @@ pub struct ProducerConfig {
     pub snaplen: u32,
     /// Put the live interface in promiscuous mode. Default true.
     pub promiscuous: bool,
+    /// The user and group a live capture continues as once its device is open (`[producer.capture]`).
+    pub capture: CaptureConfig,
+    /// Keyed, prefix-preserving pseudonyms of every captured address (`[producer.pseudonymize]`). Default off.
+    pub pseudonymize: PseudonymizeConfig,
     /// File replay speed: `max` (no pacing, default), `realtime`, or a factor such as `10`.
     pub speed: Speed,
     /// Topic for packet batches. Default `netanom.packets`. Not a key of `[producer]`: the root binary sets it
@@ -95,6 +104,8 @@ impl Default for ProducerConfig {
             filter: None,
             snaplen: 65_535,
             promiscuous: true,
+            capture: CaptureConfig::default(),
+            pseudonymize: PseudonymizeConfig::default(),
             speed: Speed::Max,
             topic: netanom_schemas::topics::PACKETS.to_string(),
             batch: BatchConfig::default(),
@@ -119,6 +130,8 @@ impl std::fmt::Debug for ProducerConfig {
             .field("filter", &self.filter)
             .field("snaplen", &self.snaplen)
             .field("promiscuous", &self.promiscuous)
+            .field("capture", &self.capture)
+            .field("pseudonymize", &self.pseudonymize)
             .field("speed", &self.speed)
             .field("topic", &self.topic)
             .field("batch", &self.batch)
@@ -185,6 +198,10 @@ impl ProducerConfig {
         }
         if self.flush_timeout.is_zero() {
             e.push("producer.flush_timeout must be > 0, got 0s".into());
+        }
+        e.extend(self.capture.validate(self.interface.is_some()));
+        if let Err(problem) = self.pseudonymize.load_key() {
+            e.push(problem.to_string());
         }
         e.extend(self.batch.validate("producer.batch"));
         e.extend(self.flow.validate("producer.flow"));
@@ -254,6 +271,50 @@ pub enum ProducerError {
     /// The capture thread could not be started or died.
     #[error("capture thread failed: {0}")]
     Thread(String),
+    /// The privileges of a live capture could not be dropped.
+    #[error(transparent)]
+    Privilege(#[from] PrivilegeError),
+    /// The pseudonymization key could not be loaded.
+    #[error(transparent)]
+    Pseudonymize(#[from] PseudonymizeError),
+}
+
+/// A capture opened, and for a live interface its privileges dropped, before the producer runs
+/// ([`open_capture`], [`run_with_capture`]).
+#[derive(Debug)]
+pub struct OpenedCapture {
+    source: PacketSource,
+    dropped: Option<Dropped>,
+    /// Loaded before the drop: the key file may be readable by the starting user only.
+    pseudonyms: Option<netanom_schemas::pseudonym::Pseudonymizer>,
+}
+
+/// Opens the configured input. A live interface is opened, its BPF filter attached, and then the privileges are
+/// dropped ([`privilege::drop_privileges`]): capability sets belong to threads, so a process should call this
+/// before it starts any other thread (the `netanom` binary does, before its async runtime), after which nothing
+/// in the process holds a capability.
+pub fn open_capture(config: &ProducerConfig) -> Result<OpenedCapture, ProducerError> {
+    config.validate().map_err(ProducerError::Config)?;
+    let pseudonyms = config.pseudonymize.pseudonymizer()?;
+    let source = open_source(config)?;
+    let dropped = if source.is_live() { Some(privilege::drop_privileges(&config.capture)?) } else { None };
+    Ok(OpenedCapture { source, dropped, pseudonyms })
+}
+
+fn open_source(config: &ProducerConfig) -> Result<PacketSource, ProducerError> {
+    Ok(match (&config.pcap, &config.interface) {
+        (Some(path), _) => {
+            PacketSource::open_file(path, config.filter.as_deref(), config.speed)?.with_time(&config.time)
+        }
+        (None, Some(iface)) => {
+            PacketSource::open_live(iface, config.filter.as_deref(), config.snaplen, config.promiscuous)?
+        }
+        (None, None) => {
+            return Err(ProducerError::Config(vec![ConfigError(
+                "producer.pcap or producer.interface must be set".into(),
+            )]));
+        }
+    })
 }
 
 /// Runs the producer until the file ends (after flushing) or `shutdown` is cancelled (then it closes every open
@@ -265,6 +326,19 @@ pub async fn run(
     shutdown: CancellationToken,
     handles: RoleHandles,
 ) -> Result<ProducerReport, ProducerError> {
+    run_with_capture(config, None, shutdown, handles).await
+}
+
+/// [`run`] on a capture already opened by [`open_capture`]; with `None`, the capture thread opens the input
+/// itself and, for a live interface with `[producer.capture] user` set, then drops the privileges (the user
+/// switch clears every thread's capabilities when the process started as root; without a user, other threads
+/// would keep theirs, so the drop is left to [`open_capture`]).
+pub async fn run_with_capture(
+    config: ProducerConfig,
+    capture: Option<OpenedCapture>,
+    shutdown: CancellationToken,
+    handles: RoleHandles,
+) -> Result<ProducerReport, ProducerError> {
     config.validate().map_err(ProducerError::Config)?;
     let stop = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -273,7 +347,7 @@ pub async fn run(
     std::thread::Builder::new()
         .name("netanom-capture".into())
         .spawn(move || {
-            let _ = tx.send(run_blocking(&config, &thread_stop, &ready, &teardown, &grace));
+            let _ = tx.send(run_blocking(&config, capture, &thread_stop, &ready, &teardown, &grace));
         })
         .map_err(|e| ProducerError::Thread(e.to_string()))?;
     let drain = drain.unwrap_or_default();
@@ -290,23 +364,22 @@ pub async fn run(
 /// for file input it is only set by `shutdown` (see [`run`]).
 fn run_blocking(
     config: &ProducerConfig,
+    capture: Option<OpenedCapture>,
     stop: &CancellationToken,
     ready: &ReadyFlag,
     teardown: &Teardown,
     grace: &Grace,
 ) -> Result<ProducerReport, ProducerError> {
     let started = Instant::now();
-    let mut source = match (&config.pcap, &config.interface) {
-        (Some(path), _) => {
-            PacketSource::open_file(path, config.filter.as_deref(), config.speed)?.with_time(&config.time)
-        }
-        (None, Some(iface)) => {
-            PacketSource::open_live(iface, config.filter.as_deref(), config.snaplen, config.promiscuous)?
-        }
-        (None, None) => {
-            return Err(ProducerError::Config(vec![ConfigError(
-                "producer.pcap or producer.interface must be set".into(),
-            )]));
+    let OpenedCapture { mut source, dropped, pseudonyms } = match capture {
+        Some(opened) => opened,
+        None => {
+            let pseudonyms = config.pseudonymize.pseudonymizer()?;
+            let source = open_source(config)?;
+            let dropped = (source.is_live() && config.capture.user.is_some())
+                .then(|| privilege::drop_privileges(&config.capture))
+                .transpose()?;
+            OpenedCapture { source, dropped, pseudonyms }
         }
     };
     let publisher = Publisher::new(&config.brokers, &config.kafka_properties, &config.compression, &config.topic)?;
@@ -318,8 +391,17 @@ fn run_blocking(
         input = source.target(),
         link_type = source.link_type(),
         topic = %config.topic,
+        pseudonymized = pseudonyms.is_some(),
         "producer started"
     );
+    if let Some(d) = dropped {
+        tracing::info!(
+            uid = d.uid,
+            gid = d.gid,
+            switched_user = d.switched_user,
+            "capture privileges dropped: no capability left in any thread"
+        );
+    }
     let live = source.is_live();
     let is_stopped = || stop.is_cancelled();
     let progress = (config.progress && !live && std::io::stderr().is_terminal()).then(|| {
@@ -330,7 +412,7 @@ fn run_blocking(
         );
         bar
     });
-    let mut pipeline = Pipeline::new(&config.flow, &config.batch).with_time(&config.time);
+    let mut pipeline = Pipeline::new(&config.flow, &config.batch).with_time(&config.time).with_pseudonyms(pseudonyms);
     let mut out = Emitter {
         publisher: &publisher,
         ids: config.schema_ids,

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use netanom_schemas::packet_time::{Admission, PacketClock, SkewConfig};
+use netanom_schemas::pseudonym::Pseudonymizer;
 use netanom_schemas::{Direction, PacketBatch, PacketFeatures};
 
 use crate::batch::{BatchConfig, BatchStats, Batcher};
@@ -13,21 +14,33 @@ use crate::flow::{FlowConfig, FlowInfo, FlowStats, FlowTable};
 use crate::frame::Frame;
 use crate::parse::{Parsed, Skip, parse};
 
-/// Turns frames into packet features: parsing plus the flow table.
+/// Turns frames into packet features: parsing, the address pseudonyms when configured, and the flow table.
 #[derive(Debug)]
 pub struct FeatureExtractor {
     flows: FlowTable,
+    pseudonyms: Option<Pseudonymizer>,
 }
 
 impl FeatureExtractor {
     /// A new extractor with an empty flow table.
     pub fn new(flow: &FlowConfig) -> Self {
-        Self { flows: FlowTable::new(flow) }
+        Self { flows: FlowTable::new(flow), pseudonyms: None }
+    }
+
+    /// Parses a frame and replaces its addresses by their pseudonyms when a pseudonymizer is set: nothing
+    /// after this point (flow table, batches, records) sees a captured address.
+    fn parse(&mut self, frame: &Frame<'_>) -> Result<Parsed, Skip> {
+        let mut p = parse(frame.link_type, frame.data, frame.wire_len)?;
+        if let Some(pseudonyms) = &mut self.pseudonyms {
+            p.source = pseudonyms.pseudonym(p.source);
+            p.destination = pseudonyms.pseudonym(p.destination);
+        }
+        Ok(p)
     }
 
     /// The features of one frame and its source address, or why it cannot be used.
     pub fn extract(&mut self, frame: &Frame<'_>) -> Result<(IpAddr, PacketFeatures), Skip> {
-        let p = parse(frame.link_type, frame.data, frame.wire_len)?;
+        let p = self.parse(frame)?;
         let wire_len = frame.wire_len.max(frame.data.len() as u32);
         let flow = self.flows.observe(&p, frame.ts_ns, wire_len);
         Ok(features(frame, &p, wire_len, flow))
@@ -36,7 +49,7 @@ impl FeatureExtractor {
     /// The features of a frame outside the packet-time skew: parsed, but kept out of the flow table (its time
     /// must not expire or age any flow), so its flow state is that of a flow's first packet.
     pub fn extract_alone(&mut self, frame: &Frame<'_>) -> Result<(IpAddr, PacketFeatures), Skip> {
-        let p = parse(frame.link_type, frame.data, frame.wire_len)?;
+        let p = self.parse(frame)?;
         let wire_len = frame.wire_len.max(frame.data.len() as u32);
         let flow = FlowInfo { duration_ns: 0, packets: 1, bytes: u64::from(wire_len), direction: Direction::Forward };
         Ok(features(frame, &p, wire_len, flow))
@@ -126,6 +139,12 @@ impl Pipeline {
     /// The pipeline with the skew rule `time`.
     pub fn with_time(mut self, time: &SkewConfig) -> Self {
         self.time = time.clone();
+        self
+    }
+
+    /// The pipeline publishing pseudonyms instead of addresses (`None`: the captured addresses).
+    pub fn with_pseudonyms(mut self, pseudonyms: Option<Pseudonymizer>) -> Self {
+        self.extractor.pseudonyms = pseudonyms;
         self
     }
 

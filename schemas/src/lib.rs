@@ -1,7 +1,7 @@
 //! netanom's wire contract, and nothing else: the Avro schemas (the `.avsc` files in `avro/` are the source of
 //! truth and are embedded here), the records they describe, their binary codecs with Confluent framing, the
 //! alert JSON, and the names of the topics — plus the outbound-address policy ([`outbound`]) that every client of
-//! a configured URL applies, and the packet-time contract ([`packet_time`]: the timestamps a record may carry
+//! a configured URL applies, the keyed address pseudonyms ([`pseudonym`]) of the producer and `netanom reveal`, and the packet-time contract ([`packet_time`]: the timestamps a record may carry
 //! relative to its stream, and saturating window arithmetic). This crate does no I/O and depends on neither tokio nor rdkafka.
 //!
 //! The hot-path records ([`PacketBatch`], [`Anomaly`], [`DestinationStats`]) are encoded by a small hand-written
@@ -13,6 +13,7 @@ pub mod avro;
 pub mod frame;
 pub mod outbound;
 pub mod packet_time;
+pub mod pseudonym;
 pub mod records;
 pub mod redact;
 pub mod topics;

@@ -58,6 +58,26 @@ const OPTIONAL: &[Optional] = &[
     opt("producer", "interface", "\"eth0\"", "network interface to capture from live; exactly one of pcap, interface"),
     opt("producer", "filter", "\"tcp or udp\"", "BPF filter (tcpdump syntax); unset: every packet"),
     opt(
+        "producer.capture",
+        "user",
+        "\"nobody\"",
+        "after opening the live interface, switch to this unprivileged user (needs root at start); capabilities are \
+         cleared either way",
+    ),
+    opt(
+        "producer.capture",
+        "group",
+        "\"nogroup\"",
+        "the one group kept after the switch; unset: the user's primary group",
+    ),
+    opt(
+        "producer.pseudonymize",
+        "key_file",
+        "\"/run/secrets/netanom-ip-key\"",
+        "publish keyed prefix-preserving pseudonyms (ipcrypt-pfx) instead of captured addresses; the file holds 64 \
+         hex digits (or set key, e.g. NETANOM_PRODUCER__PSEUDONYMIZE__KEY; prints as ***)",
+    ),
+    opt(
         "detector.forest",
         "model_path",
         "\"forest.json\"",

@@ -76,16 +76,17 @@ impl Handles {
 }
 
 /// Runs `netanom run` and prints its summary. The roles set their flags of `ready`; the detectors publish their
-/// model to `model_feed`.
+/// model to `model_feed`; the producer reads `capture` when given (else opens its input).
 pub async fn command(
     cfg: Config,
+    capture: Option<netanom_producer::OpenedCapture>,
     stop: CancellationToken,
     hard: CancellationToken,
     ready: &ReadyFlags,
     model_feed: netanom_detector::ModelFeed,
 ) -> anyhow::Result<()> {
     let handles = Handles::new(stop, hard, ready.clone(), model_feed);
-    let (outcome, broker) = run_keeping_broker(cfg, &handles).await;
+    let (outcome, broker) = run_keeping_broker(cfg, capture, &handles).await;
     match broker {
         // The process ends next: the clients still being dropped in the background (up to ~150 ms of joins) and
         // their in-process broker are left to the exit.
@@ -108,7 +109,7 @@ pub async fn command(
 pub async fn run_pipeline(cfg: Config, stop: CancellationToken, hard: CancellationToken) -> anyhow::Result<RunOutcome> {
     // No scoring API reads the model of this run.
     let handles = Handles::new(stop, hard, ReadyFlags::default(), netanom_detector::ModelFeed::default());
-    let (outcome, broker) = run_keeping_broker(cfg, &handles).await;
+    let (outcome, broker) = run_keeping_broker(cfg, None, &handles).await;
     // The roles drop their Kafka clients in the background: they must be gone before their broker is.
     handles.wait_for_teardown().await;
     if let Some(broker) = broker {
@@ -119,7 +120,11 @@ pub async fn run_pipeline(cfg: Config, stop: CancellationToken, hard: Cancellati
 
 /// [`run_pipeline`] without its teardown: returns the embedded broker (if any) while the roles' clients may
 /// still be being dropped in the background (on `handles.teardown`).
-async fn run_keeping_broker(cfg: Config, handles: &Handles) -> (anyhow::Result<RunOutcome>, Option<EmbeddedBroker>) {
+async fn run_keeping_broker(
+    cfg: Config,
+    capture: Option<netanom_producer::OpenedCapture>,
+    handles: &Handles,
+) -> (anyhow::Result<RunOutcome>, Option<EmbeddedBroker>) {
     let started = Instant::now();
     let broker = if cfg.kafka.brokers.is_empty() {
         match EmbeddedBroker::start(&cfg) {
@@ -130,13 +135,14 @@ async fn run_keeping_broker(cfg: Config, handles: &Handles) -> (anyhow::Result<R
         None
     };
     let brokers = broker.as_ref().map_or_else(|| cfg.kafka.brokers.clone(), EmbeddedBroker::bootstrap_servers);
-    let outcome = run_roles(cfg, &brokers, broker.is_some(), handles, started).await;
+    let outcome = run_roles(cfg, capture, &brokers, broker.is_some(), handles, started).await;
     (outcome, broker)
 }
 
 /// The body of [`run_pipeline`] once the broker is known (`embedded`: the in-process one).
 async fn run_roles(
     mut cfg: Config,
+    capture: Option<netanom_producer::OpenedCapture>,
     brokers: &str,
     embedded: bool,
     handles: &Handles,
@@ -162,7 +168,8 @@ async fn run_roles(
     let router_handles = handles.role(&ready.alert_router, Some(&router_drain));
     let mut router = tokio::spawn(netanom_alert_router::run(cfg.alert_router.clone(), hard.clone(), router_handles));
     let producer_handles = handles.role(&ready.producer, None);
-    let mut producer = tokio::spawn(netanom_producer::run(cfg.producer.clone(), stop.clone(), producer_handles));
+    let mut producer =
+        tokio::spawn(netanom_producer::run_with_capture(cfg.producer.clone(), capture, stop.clone(), producer_handles));
 
     // The producer ends at the end of the file (or on Ctrl-C); a role that fails stops the others.
     let produced = tokio::select! {
