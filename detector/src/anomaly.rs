@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use netanom_schemas::{Anomaly, AnomalyKind, Contribution};
+use netanom_schemas::{Anomaly, AnomalyKind, Contribution, PacketFeatures};
 
 /// Version string of the rule-based detectors (rate, fanout, victim, beacon, probe, brute force, DNS tunnel): v2
 /// added the last three and ends a fan-out window at the packet that crossed the threshold.
@@ -43,6 +43,33 @@ pub struct AnomalyParts {
 }
 
 impl AnomalyParts {
+    /// A rule's anomaly about `host` raised by the packet `p` that crossed its threshold: the window from
+    /// `window_start_ns` to `p`, `p`'s destination as the target and `p` as the sample, `score` against
+    /// `threshold`, the rule-set version.
+    pub fn rule(
+        host: IpAddr,
+        kind: AnomalyKind,
+        p: &PacketFeatures,
+        window_start_ns: i64,
+        (score, threshold): (f64, f64),
+        reason: String,
+        features: Vec<Contribution>,
+    ) -> Self {
+        Self {
+            host,
+            kind,
+            window_start_ns: window_start_ns.min(p.ts_ns),
+            window_end_ns: p.ts_ns,
+            score,
+            threshold,
+            target: Some(p.destination),
+            reason,
+            features,
+            sample: p.summary(host),
+            model_version: RULES_VERSION.into(),
+        }
+    }
+
     /// Builds the record.
     pub fn build(self) -> Anomaly {
         let host = self.host.to_string();

@@ -373,6 +373,8 @@ struct PacketJson {
     #[serde(default)]
     flow_bytes: Option<u64>,
     direction: DirectionJson,
+    #[serde(default)]
+    payload_entropy: Option<f32>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -437,6 +439,7 @@ impl PacketJson {
                 DirectionJson::Forward => Direction::Forward,
                 DirectionJson::Reverse => Direction::Reverse,
             },
+            payload_entropy: self.payload_entropy,
         })
     }
 }

@@ -44,6 +44,7 @@ pub fn packet(
         flow_packets,
         flow_bytes: u64::from(wire_len).saturating_mul(flow_packets),
         direction,
+        payload_entropy: None,
     }
 }
 

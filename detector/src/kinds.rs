@@ -31,6 +31,10 @@ macro_rules! for_each_kind {
             brute_force: crate::misuse::BruteForce,
             /// Sustained long DNS queries (kind `dns_tunnel`).
             dns_tunnel: crate::misuse::DnsTunnel,
+            /// Echo requests carrying data unlike ping's pad (kind `icmp_tunnel`).
+            icmp_tunnel: crate::icmp_tunnel::IcmpTunnelRule,
+            /// UDP, ICMP and other non-TCP packets at flood rate (kind `flood`).
+            flood: crate::flood::FloodRule,
         }
     };
 }

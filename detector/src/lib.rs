@@ -14,6 +14,9 @@
 //!   from `[detector.supervised] model_path` (kind `supervised`).
 //! - [`misuse`]: stealth-scan probes, brute force against login services and DNS tunnels (kinds `probe`,
 //!   `brute_force`, `dns_tunnel`).
+//! - [`icmp_tunnel`]: echo requests carrying data rather than ping's pad, by payload entropy and sizes (kind
+//!   `icmp_tunnel`).
+//! - [`flood`]: UDP, ICMP and other non-TCP packets at flood rate from one host (kind `flood`).
 //!
 //! Each kind's module holds its `[detector.<kind>]` configuration section with its validation, its per-host
 //! state, its implementation of [`kind::DetectorKind`] and its tests; [`kinds`] registers each kind on one line,
@@ -35,8 +38,10 @@ pub mod engine;
 pub mod fanout;
 pub mod features;
 pub mod fixtures;
+pub mod flood;
 pub mod forest;
 pub mod handles;
+pub mod icmp_tunnel;
 pub mod kind;
 pub mod kinds;
 pub mod metrics;

@@ -6,7 +6,9 @@
 //!   detection); ICMP echo requests with a non-zero code, and timestamp, information and address-mask requests
 //!   (ICMP OS fingerprinting).
 //! - **brute force** (kind `brute_force`): many connection attempts (TCP SYNs) from one host to one login
-//!   service (`brute_force.ports`: SSH, Telnet, FTP, mail, databases, RDP, VNC, …): password guessing.
+//!   service (`brute_force.ports`: SSH, Telnet, FTP, mail, databases, RDP, VNC, …): password guessing. Counted
+//!   twice: over `window` (seconds: a fast tool) and over `slow_window` (minutes: a tool throttled to a few
+//!   attempts a minute, which the short window misses and whose steady pace looks periodic).
 //! - **DNS tunnel** (kind `dns_tunnel`): many long DNS queries (payload of at least `long_query_bytes`) from
 //!   one host: data encoded in query names (dnscat, iodine) or DNS exfiltration.
 //!
@@ -26,8 +28,12 @@
 //!   in the two OS fingerprinting captures, 1,000 in each nmap NULL/FIN/Xmas scan. Default 3 in 60 s.
 //! - brute force: benign captures open at most 1 connection per minute to a login port (telnet, FTP); the
 //!   busiest benign service of any kind sees 33 SYNs in a minute (an HTTPS API), which is why only login ports
-//!   count. The nmap `ssh-brute` capture sends 67 SYNs in 13 s. Default 20 in 60 s (slower guessing, a few
-//!   logins a minute, is left to the beacon rule, which catches the four slow SSH tools of the captures).
+//!   count. The nmap `ssh-brute` capture sends 67 SYNs in 13 s. Default 20 in 60 s. Over 10 minutes no benign
+//!   capture opens more than 1 connection to a login port, and the four throttled SSH tools of
+//!   `trace-share-ssh-bruteforce` open 31 (hydra, 1 task: 4 a minute at most), 78, 99 and 104: default
+//!   `slow_min_connections` 20 in a `slow_window` of 10 min (an attempt every 30 s, sustained). Connections to
+//!   login ports are not judged by the beacon kind (`beacon.excluded_ports`, by default these login ports), so a
+//!   throttled brute force is labelled `brute_force`, never `beacon`.
 //! - DNS tunnel: benign DNS queries have payloads of at most 66 bytes (names of at most 48 characters); the
 //!   dnscat capture sends 89 queries of 80 bytes or more in a minute (up to 258 bytes). Default 10 queries of
 //!   at least 80 bytes in 60 s. A single long query (`ndpi-tests/dns-exf`) is below any count threshold by design:
@@ -37,7 +43,7 @@ use std::net::IpAddr;
 
 use netanom_schemas::{Anomaly, AnomalyKind, Contribution, Direction, PacketFeatures, records::tcp_flags};
 
-use crate::anomaly::{AnomalyParts, RULES_VERSION, seconds, thousands};
+use crate::anomaly::{AnomalyParts, seconds, thousands};
 use crate::kind::{Context, DetectorKind, Setup};
 use crate::time::{ns, window_start_ns};
 use crate::validation::{ConfigError, Problems};
@@ -93,10 +99,22 @@ pub struct BruteForceConfig {
     /// POP3 110/995, IMAP 143/993, LDAP 389/636, SMB 445, MSSQL 1433, Oracle 1521, MySQL 3306, RDP 3389,
     /// PostgreSQL 5432, VNC 5900, WinRM 5985/5986, VMware authd 902, Redis 6379, MongoDB 27017.
     pub ports: Vec<u16>,
-    /// Services tracked per host; a new one replaces an entry idle for two windows, else it is not counted.
-    /// Default 32.
+    /// Services tracked per host; a new one replaces an entry idle for two slow windows, else it is not
+    /// counted. Default 32.
     pub max_services: usize,
+    /// Sliding window of packet time of the slow count (throttled guessing). Default 10 min.
+    #[serde(with = "humantime_serde")]
+    pub slow_window: Duration,
+    /// Attempts to one (destination, port) within `slow_window` that make an anomaly. Default 20 (benign
+    /// captures open at most 1 in 10 min to a login port; the slowest labelled SSH tool opens 31).
+    pub slow_min_connections: u32,
 }
+
+/// The login services' ports: the default of `brute_force.ports` and of `beacon.excluded_ports`.
+pub const LOGIN_PORTS: [u16; 24] = [
+    21, 22, 23, 25, 110, 143, 389, 445, 465, 587, 636, 902, 993, 995, 1433, 1521, 3306, 3389, 5432, 5900, 5985, 5986,
+    6379, 27017,
+];
 
 impl Default for BruteForceConfig {
     fn default() -> Self {
@@ -104,11 +122,10 @@ impl Default for BruteForceConfig {
             enabled: true,
             window: Duration::from_secs(60),
             min_connections: 20,
-            ports: vec![
-                21, 22, 23, 25, 110, 143, 389, 445, 465, 587, 636, 902, 993, 995, 1433, 1521, 3306, 3389, 5432, 5900,
-                5985, 5986, 6379, 27017,
-            ],
+            ports: LOGIN_PORTS.to_vec(),
             max_services: 32,
+            slow_window: Duration::from_secs(600),
+            slow_min_connections: 20,
         }
     }
 }
@@ -121,6 +138,16 @@ impl BruteForceConfig {
         p.check(self.min_connections >= 2, "min_connections", || format!("must be >= 2, got {}", self.min_connections));
         p.check(!self.enabled || !self.ports.is_empty(), "ports", || {
             "must name at least one port when detector.brute_force.enabled".into()
+        });
+        p.check(self.slow_window > self.window, "slow_window", || {
+            format!(
+                "must be longer than detector.brute_force.window ({}), got {}",
+                crate::time::human(self.window),
+                crate::time::human(self.slow_window)
+            )
+        });
+        p.check(self.slow_min_connections >= 2, "slow_min_connections", || {
+            format!("must be >= 2, got {}", self.slow_min_connections)
         });
         p.check((1..=1024).contains(&self.max_services), "max_services", || {
             format!("must be in 1..=1024, got {}", self.max_services)
@@ -310,12 +337,38 @@ pub struct BruteForce {
     /// Sorted login ports.
     ports: Vec<u16>,
     max_services: usize,
+    slow_window_ns: i64,
+    slow_min_connections: u32,
 }
 
-/// One host's connection attempts per login service (destination, port); at most `max_services`.
+/// One host's connection attempts per login service (destination, port), over the short and the slow window;
+/// at most `max_services`.
 #[derive(Debug, Clone, Default)]
 pub struct BruteForceState {
-    services: Vec<(IpAddr, u16, SlidingCount)>,
+    services: Vec<Service>,
+}
+
+/// One login service's attempt counts.
+#[derive(Debug, Clone)]
+struct Service {
+    destination: IpAddr,
+    port: u16,
+    fast: SlidingCount,
+    slow: SlidingCount,
+    /// Packet time of the first attempt counted.
+    first_ns: i64,
+}
+
+impl Service {
+    fn new(p: &PacketFeatures) -> Self {
+        Self {
+            destination: p.destination,
+            port: p.dst_port,
+            fast: SlidingCount::default(),
+            slow: SlidingCount::default(),
+            first_ns: p.ts_ns,
+        }
+    }
 }
 
 impl BruteForceState {
@@ -324,30 +377,40 @@ impl BruteForceState {
         if !(p.is_syn() && rule.ports.binary_search(&p.dst_port).is_ok()) {
             return None;
         }
-        let count = self.service(p, rule)?;
-        let (estimate, may_fire) = count.add(p.ts_ns, rule.window_ns);
-        if !(may_fire && estimate >= f64::from(rule.min_connections)) {
-            return None;
+        let service = self.service(p, rule)?;
+        let (fast, fast_may_fire) = service.fast.add(p.ts_ns, rule.window_ns);
+        let (slow, slow_may_fire) = service.slow.add(p.ts_ns, rule.slow_window_ns);
+        if fast_may_fire && fast >= f64::from(rule.min_connections) {
+            service.fast.fire();
+            // The slow count of this stretch is the same attack: no second anomaly for it.
+            service.slow.fire();
+            Some(brute_force_anomaly(host, rule, (fast, rule.min_connections, rule.window_ns), p))
+        } else if slow_may_fire && slow >= f64::from(rule.slow_min_connections) {
+            service.slow.fire();
+            service.fast.fire();
+            let mut a = brute_force_anomaly(host, rule, (slow, rule.slow_min_connections, rule.slow_window_ns), p);
+            a.window_start_ns = a.window_start_ns.max(service.first_ns);
+            Some(a)
+        } else {
+            None
         }
-        count.fire();
-        Some(brute_force_anomaly(host, rule, estimate, p))
     }
 
-    /// The count of `p`'s service, added when there is room (or a stale entry to reuse).
-    fn service(&mut self, p: &PacketFeatures, rule: &BruteForce) -> Option<&mut SlidingCount> {
-        let i = match self.services.iter().position(|(d, port, _)| *d == p.destination && *port == p.dst_port) {
+    /// The counts of `p`'s service, added when there is room (or a stale entry to reuse).
+    fn service(&mut self, p: &PacketFeatures, rule: &BruteForce) -> Option<&mut Service> {
+        let i = match self.services.iter().position(|s| s.destination == p.destination && s.port == p.dst_port) {
             Some(i) => i,
             None if self.services.len() < rule.max_services => {
-                self.services.push((p.destination, p.dst_port, SlidingCount::default()));
+                self.services.push(Service::new(p));
                 self.services.len() - 1
             }
             None => {
-                let i = self.services.iter().position(|(_, _, c)| c.stale(p.ts_ns, rule.window_ns))?;
-                self.services[i] = (p.destination, p.dst_port, SlidingCount::default());
+                let i = self.services.iter().position(|s| s.slow.stale(p.ts_ns, rule.slow_window_ns))?;
+                self.services[i] = Service::new(p);
                 i
             }
         };
-        Some(&mut self.services[i].2)
+        Some(&mut self.services[i])
     }
 }
 
@@ -370,6 +433,8 @@ impl DetectorKind for BruteForce {
                 min_connections: config.min_connections,
                 ports,
                 max_services: config.max_services,
+                slow_window_ns: ns(config.slow_window).max(1),
+                slow_min_connections: config.slow_min_connections,
             }
         })
     }
@@ -447,19 +512,7 @@ fn rule_anomaly(
     reason: String,
     features: Vec<Contribution>,
 ) -> AnomalyParts {
-    AnomalyParts {
-        host,
-        kind,
-        window_start_ns: p.ts_ns.saturating_sub(window_ns),
-        window_end_ns: p.ts_ns,
-        score: count,
-        threshold: f64::from(min),
-        target: Some(p.destination),
-        reason,
-        features,
-        sample: p.summary(host),
-        model_version: RULES_VERSION.into(),
-    }
+    AnomalyParts::rule(host, kind, p, p.ts_ns.saturating_sub(window_ns), (count, f64::from(min)), reason, features)
 }
 
 fn probe_anomaly(
@@ -511,21 +564,28 @@ fn dns_tunnel_anomaly(host: IpAddr, rule: &DnsTunnel, count: f64, p: &PacketFeat
     rule_anomaly(host, AnomalyKind::DnsTunnel, p, window_ns, (count, min), reason, features)
 }
 
-fn brute_force_anomaly(host: IpAddr, rule: &BruteForce, count: f64, p: &PacketFeatures) -> AnomalyParts {
-    let min = rule.min_connections;
+/// A brute-force anomaly: `count` attempts against `min` over `window_ns` (the short or the slow window).
+fn brute_force_anomaly(
+    host: IpAddr,
+    rule: &BruteForce,
+    (count, min, window_ns): (f64, u32, i64),
+    p: &PacketFeatures,
+) -> AnomalyParts {
+    let pace = if window_ns == rule.window_ns { "password guessing" } else { "throttled password guessing" };
     let reason = format!(
-        "{host} opened {} connections to the login service {}:{} within {} (password guessing; threshold {min})",
+        "{host} opened {} connections to the login service {}:{} within {} ({pace}; threshold {min})",
         thousands(count as u64),
         p.destination,
         p.dst_port,
-        seconds(rule.window_ns),
+        seconds(window_ns),
     );
-    let features = vec![Contribution {
-        name: "connections_to_login_service".into(),
-        value: count,
-        baseline: Some(f64::from(min)),
-    }];
-    rule_anomaly(host, AnomalyKind::BruteForce, p, rule.window_ns, (count, min), reason, features)
+    let name = if window_ns == rule.window_ns {
+        "connections_to_login_service"
+    } else {
+        "connections_to_login_service_slow_window"
+    };
+    let features = vec![Contribution { name: name.into(), value: count, baseline: Some(f64::from(min)) }];
+    rule_anomaly(host, AnomalyKind::BruteForce, p, window_ns, (count, min), reason, features)
 }
 
 #[cfg(test)]
@@ -689,11 +749,38 @@ mod tests {
             state.observe(&syn(T0, IpAddr::from([10, 1, 0, i]), 22), &rules, &mut out);
         }
         assert_eq!(state.1.services.len(), 4);
-        // Three minutes later every entry is stale: a new service takes one over.
-        let later = T0 + 180_000_000_000;
+        // Ten minutes later the entries still count toward the slow window: a new service is not tracked.
+        let soon = T0 + 600_000_000_000;
+        state.observe(&syn(soon, IpAddr::from([10, 2, 0, 1]), 22), &rules, &mut out);
+        assert!(!state.1.services.iter().any(|s| s.destination == IpAddr::from([10, 2, 0, 1])));
+        // Twenty minutes later (two slow windows) every entry is stale: a new service takes one over.
+        let later = T0 + 1_200_000_000_000;
         state.observe(&syn(later, IpAddr::from([10, 2, 0, 1]), 22), &rules, &mut out);
-        assert!(state.1.services.iter().any(|(d, _, _)| *d == IpAddr::from([10, 2, 0, 1])));
+        assert!(state.1.services.iter().any(|s| s.destination == IpAddr::from([10, 2, 0, 1])));
         assert_eq!(state.1.services.len(), 4);
+    }
+
+    #[test]
+    fn throttled_brute_force_is_counted_over_minutes() {
+        let target = IpAddr::from([192, 168, 1, 22]);
+        let s = 1_000_000_000i64;
+        // hydra with one task: an attempt every 15 s for 20 minutes, never 20 in a minute.
+        let slow: Vec<_> = (0..80).map(|i| syn(T0 + i * 15 * s, target, 22)).collect();
+        let out = run(&slow);
+        assert_eq!(out.len(), 2, "one per slow window: {out:?}");
+        let a = &out[0];
+        assert_eq!((a.kind, a.score, a.threshold), (AnomalyKind::BruteForce, 20.0, 20.0));
+        assert_eq!((a.window_start_ns, a.window_end_ns), (T0, T0 + 19 * 15 * s), "first to crossing attempt");
+        assert!(a.reason.contains("within 600 s (throttled password guessing"), "{}", a.reason);
+        assert_eq!(a.features[0].name, "connections_to_login_service_slow_window");
+        // An administrator's SSH logins, one every two minutes for an hour: 5 in ten minutes.
+        let admin: Vec<_> = (0..30).map(|i| syn(T0 + i * 120 * s, target, 22)).collect();
+        assert!(run(&admin).is_empty());
+        // A fast brute force is reported by the short window only, once a minute.
+        let fast: Vec<_> = (0..120).map(|i| syn(T0 + i * s, target, 22)).collect();
+        let out = run(&fast);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(out.iter().all(|a| a.reason.contains("within 60 s (password guessing")), "{out:?}");
     }
 
     proptest::proptest! {

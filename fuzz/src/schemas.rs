@@ -88,6 +88,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         flow_packets: u64::from(i) + 1,
         flow_bytes: (u64::from(i) + 1) * 1514,
         direction: if i % 3 == 0 { Direction::Reverse } else { Direction::Forward },
+        payload_entropy: (i % 2 == 1).then_some(4.5),
     };
     let v4 = IpAddr::V4(Ipv4Addr::new(10, 0, 1, 3));
     let v6: IpAddr = "2001:db8::3".parse().expect("an address");

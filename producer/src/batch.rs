@@ -322,6 +322,7 @@ mod tests {
             flow_packets: 1,
             flow_bytes: 60,
             direction: Direction::Forward,
+            payload_entropy: None,
         }
     }
 

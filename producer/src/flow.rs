@@ -269,6 +269,7 @@ mod tests {
             vlan: None,
             icmp_type: None,
             icmp_code: None,
+            payload_entropy: None,
         }
     }
 

@@ -102,7 +102,7 @@ impl std::fmt::Display for Skip {
 }
 
 /// The header fields of one packet, before flow state is added.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Parsed {
     /// Source address (ARP: sender protocol address).
     pub source: IpAddr,
@@ -128,6 +128,8 @@ pub struct Parsed {
     pub icmp_type: Option<u8>,
     /// ICMP/ICMPv6 code.
     pub icmp_code: Option<u8>,
+    /// ICMP/ICMPv6 echo request or reply: [`payload_entropy`] of its captured payload.
+    pub payload_entropy: Option<f32>,
 }
 
 /// Parses one frame of link type `link_type`. `wire_len` is the frame's length on the wire (used to recover
@@ -273,6 +275,7 @@ fn from_sliced(sliced: &LaxSlicedPacket<'_>, cut: u32) -> Result<Parsed, Skip> {
                 vlan,
                 icmp_type: None,
                 icmp_code: None,
+                payload_entropy: None,
             });
         }
     };
@@ -290,6 +293,7 @@ fn from_sliced(sliced: &LaxSlicedPacket<'_>, cut: u32) -> Result<Parsed, Skip> {
         vlan,
         icmp_type: None,
         icmp_code: None,
+        payload_entropy: None,
     };
     if first_fragment {
         transport(payload.payload, &mut parsed)?;
@@ -319,6 +323,23 @@ fn ipv6_extensions_malformed(sliced: &LaxSlicedPacket<'_>) -> bool {
 /// Length of IPv4 extension headers (authentication header) between the IPv4 header and `payload`.
 fn extensions_len(ip: &etherparse::LaxIpv4Slice<'_>) -> u32 {
     ip.extensions().auth.map_or(0, |a| a.slice().len() as u32)
+}
+
+/// Shannon entropy, in bits (0 to 8), of the differences between consecutive bytes of `payload` (mod 256):
+/// what an echo payload carries, summarised without keeping any of it. A counting pad (Linux and BSD ping:
+/// 0x10, 0x11, …) or a repeating alphabet (Windows ping) has nearly one difference and scores under 2; text,
+/// compressed or encrypted data score 3 and more. `None` for fewer than 2 bytes. The bytes are only read here.
+pub fn payload_entropy(payload: &[u8]) -> Option<f32> {
+    if payload.len() < 2 {
+        return None;
+    }
+    let mut counts = [0u32; 256];
+    for w in payload.windows(2) {
+        counts[usize::from(w[1].wrapping_sub(w[0]))] += 1;
+    }
+    let n = (payload.len() - 1) as f64;
+    let bits: f64 = counts.iter().filter(|&&c| c > 0).map(|&c| f64::from(c) / n).map(|q| -q * q.log2()).sum();
+    Some(bits.max(0.0) as f32)
 }
 
 /// Reads the transport header fields from the (possibly truncated) IP payload.
@@ -353,6 +374,10 @@ fn transport(bytes: &[u8], p: &mut Parsed) -> Result<(), Skip> {
             p.icmp_type = Some(bytes[0]);
             p.icmp_code = Some(bytes[1]);
             p.payload_len = p.payload_len.saturating_sub(8);
+            let echo = if p.ip_proto == 1 { matches!(bytes[0], 0 | 8) } else { matches!(bytes[0], 128 | 129) };
+            if echo {
+                p.payload_entropy = bytes.get(8..).and_then(payload_entropy);
+            }
         }
         _ => {}
     }
@@ -537,6 +562,43 @@ mod tests {
         let p = parse(linktype::ETHERNET, &out, out.len() as u32).unwrap();
         assert_eq!((p.ip_proto, p.icmp_type, p.icmp_code, p.payload_len), (58, Some(129), Some(0), 4));
         assert_eq!(p.network, Network::Ipv6);
+    }
+
+    /// Echo payloads are summarised by the entropy of their byte differences: ping's pads score low, a shell
+    /// session's text and random bytes high; other ICMP messages and other protocols carry none.
+    #[test]
+    fn echo_payloads_get_an_entropy_summary() {
+        let echo = |payload: &[u8], request: bool| {
+            let b = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4([10, 0, 0, 1], [10, 0, 0, 9], 64);
+            let b = if request { b.icmpv4_echo_request(1, 2) } else { b.icmpv4_echo_reply(1, 2) };
+            let mut out = Vec::new();
+            b.write(&mut out, payload).unwrap();
+            parse(linktype::ETHERNET, &out, out.len() as u32).unwrap().payload_entropy
+        };
+        // Linux ping: 8 bytes of timestamp, then 0x10, 0x11, ... 0x37.
+        let mut linux: Vec<u8> = vec![0x5f, 0x3a, 0x91, 0x0c, 0x00, 0x00, 0x00, 0x00];
+        linux.extend(0x10u8..0x38);
+        let windows = b"abcdefghijklmnopqrstuvwabcdefghi";
+        let shell = b"uid=0(root) gid=0(root) groups=0(root)\n/root\nLinux victim 6.1.0 x86_64 GNU/Linux\n";
+        let mut x = 0x2545_f491u32;
+        let random: Vec<u8> = (0..200)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (x >> 24) as u8
+            })
+            .collect();
+        assert!(echo(&linux, true).unwrap() < 2.0, "{:?}", echo(&linux, true));
+        assert!(echo(windows, false).unwrap() < 2.0, "{:?}", echo(windows, false));
+        assert!(echo(shell, true).unwrap() > 3.0, "{:?}", echo(shell, true));
+        assert!(echo(&random, true).unwrap() > 6.0, "{:?}", echo(&random, true));
+        assert_eq!(echo(&[0; 32], true), Some(0.0));
+        assert_eq!(echo(&[7], true), None);
+        let b = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4([10, 0, 0, 1], [10, 0, 0, 9], 64).udp(5353, 53);
+        let mut out = Vec::new();
+        b.write(&mut out, shell).unwrap();
+        assert_eq!(parse(linktype::ETHERNET, &out, out.len() as u32).unwrap().payload_entropy, None);
     }
 
     #[test]

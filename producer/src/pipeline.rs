@@ -83,6 +83,7 @@ fn features(frame: &Frame<'_>, p: &Parsed, wire_len: u32, flow: FlowInfo) -> (Ip
             flow_packets: flow.packets,
             flow_bytes: flow.bytes,
             direction: flow.direction,
+            payload_entropy: p.payload_entropy,
         },
     )
 }

@@ -7,7 +7,10 @@
 //! flood, port scan, spoofed-source SYN flood and host sweep (the default scenario), and the session attacks
 //! brute force (short login sessions to one service port), DNS tunnel (long random-looking query names and large
 //! TXT answers), slow exfiltration (one long, low-rate upload) and beaconing (a tiny check-in to one C2 address
-//! at a fixed period with small jitter). Benign traffic is the same whichever attacks are chosen.
+//! at a fixed period with small jitter), and the attacks that test how the rules generalize: a throttled SSH
+//! brute force (an attempt every ~12 s), an interactive shell carried in ICMP echo requests, UDP and ICMP
+//! (echo and port-unreachable) floods that stay in one flow, and beaconing with a jitter of several seconds.
+//! Benign traffic is the same whichever attacks are chosen.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -133,6 +136,41 @@ pub enum AttackKind {
         /// Relative jitter of each wait, e.g. 0.05 for ±5 % (clamped to 0..=0.9).
         jitter: f64,
     },
+    /// An interactive shell carried in ICMP echo: `requests` echo requests from the compromised host, `rate_pps`
+    /// per second (each ±30 %), whose payloads are command output (printable text of 16–600 bytes, random
+    /// length), each answered by an echo reply carrying the next command (8–60 bytes).
+    IcmpTunnel {
+        /// The compromised host (sends the requests).
+        client: Ipv4Addr,
+        /// The operator's host (sends the replies).
+        server: Ipv4Addr,
+        /// Echo requests sent.
+        requests: u32,
+    },
+    /// `packets` packets from one host to one victim, `rate_pps` per second, all in one flow: UDP datagrams of
+    /// 64–512 random bytes to one port from one source port, ICMP echo requests (ping flood) or ICMP port
+    /// unreachable messages (an error flood), by `protocol`.
+    Flood {
+        /// The flooding host.
+        attacker: Ipv4Addr,
+        /// The victim.
+        victim: Ipv4Addr,
+        /// What is sent.
+        protocol: FloodProtocol,
+        /// Packets sent.
+        packets: u32,
+    },
+}
+
+/// The packets of an [`AttackKind::Flood`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FloodProtocol {
+    /// UDP datagrams to one port (the argument).
+    Udp(u16),
+    /// ICMP echo requests.
+    IcmpEcho,
+    /// ICMP destination unreachable (port unreachable) messages quoting a UDP datagram.
+    IcmpUnreachable,
 }
 
 /// The attacks of the labelled scenario by name (`netanom synth --attacks`), each with its place and time.
@@ -155,6 +193,21 @@ pub enum AttackName {
     SlowExfiltration,
     /// `beaconing`: 15 check-ins every 4 s ± 5 % from 10.0.0.77 to 203.0.113.9:443, at 1 s.
     Beaconing,
+    /// `slow-brute-force`: 60 SSH login attempts, one every 12 s ± 20 % (5 a minute), from 198.51.100.46 to
+    /// 10.0.1.1:22, at 2 s.
+    SlowBruteForce,
+    /// `icmp-tunnel`: 150 echo requests carrying shell output, 2 per second, from 10.0.0.99 to 203.0.113.44, at
+    /// 4 s.
+    IcmpTunnel,
+    /// `udp-flood`: 15,000 UDP datagrams at 5,000/s from 203.0.113.70 to 10.0.1.3:9, at 20 s.
+    UdpFlood,
+    /// `icmp-flood`: 9,000 ICMP echo requests at 3,000/s from 203.0.113.71 to 10.0.1.4, at 30 s.
+    IcmpFlood,
+    /// `icmp-error-flood`: 9,000 ICMP port-unreachable messages at 3,000/s from 203.0.113.72 to 10.0.1.2, at
+    /// 40 s.
+    IcmpErrorFlood,
+    /// `jittered-beaconing`: 20 check-ins every 60 s ± 10 s from 10.0.0.78 to 203.0.113.10:8443, at 6 s.
+    JitteredBeaconing,
 }
 
 /// An attack name that [`AttackName`] does not know.
@@ -167,7 +220,7 @@ pub struct UnknownAttack {
 
 impl AttackName {
     /// Every attack, in scenario order.
-    pub const ALL: [AttackName; 8] = [
+    pub const ALL: [AttackName; 14] = [
         Self::SynFlood,
         Self::PortScan,
         Self::SpoofedSynFlood,
@@ -176,6 +229,12 @@ impl AttackName {
         Self::DnsTunnel,
         Self::SlowExfiltration,
         Self::Beaconing,
+        Self::SlowBruteForce,
+        Self::IcmpTunnel,
+        Self::UdpFlood,
+        Self::IcmpFlood,
+        Self::IcmpErrorFlood,
+        Self::JitteredBeaconing,
     ];
     /// The attacks of [`Scenario::default`] and of `netanom synth` without `--attacks`: the four packet attacks
     /// that the rate, fan-out and victim detectors find.
@@ -192,6 +251,12 @@ impl AttackName {
             Self::DnsTunnel => "dns-tunnel",
             Self::SlowExfiltration => "slow-exfiltration",
             Self::Beaconing => "beaconing",
+            Self::SlowBruteForce => "slow-brute-force",
+            Self::IcmpTunnel => "icmp-tunnel",
+            Self::UdpFlood => "udp-flood",
+            Self::IcmpFlood => "icmp-flood",
+            Self::IcmpErrorFlood => "icmp-error-flood",
+            Self::JitteredBeaconing => "jittered-beaconing",
         }
     }
 
@@ -273,6 +338,66 @@ impl AttackName {
                     port: 443,
                     beacons: 15,
                     jitter: 0.05,
+                },
+            ),
+            Self::SlowBruteForce => at(
+                2,
+                1.0 / 12.0,
+                AttackKind::BruteForce {
+                    attacker: Ipv4Addr::new(198, 51, 100, 46),
+                    target: SERVERS[0],
+                    port: 22,
+                    attempts: 60,
+                },
+            ),
+            Self::IcmpTunnel => at(
+                4,
+                2.0,
+                AttackKind::IcmpTunnel {
+                    client: Ipv4Addr::new(10, 0, 0, 99),
+                    server: Ipv4Addr::new(203, 0, 113, 44),
+                    requests: 150,
+                },
+            ),
+            Self::UdpFlood => at(
+                20,
+                5000.0,
+                AttackKind::Flood {
+                    attacker: Ipv4Addr::new(203, 0, 113, 70),
+                    victim: SERVERS[2],
+                    protocol: FloodProtocol::Udp(9),
+                    packets: 15_000,
+                },
+            ),
+            Self::IcmpFlood => at(
+                30,
+                3000.0,
+                AttackKind::Flood {
+                    attacker: Ipv4Addr::new(203, 0, 113, 71),
+                    victim: SERVERS[3],
+                    protocol: FloodProtocol::IcmpEcho,
+                    packets: 9_000,
+                },
+            ),
+            Self::IcmpErrorFlood => at(
+                40,
+                3000.0,
+                AttackKind::Flood {
+                    attacker: Ipv4Addr::new(203, 0, 113, 72),
+                    victim: SERVERS[1],
+                    protocol: FloodProtocol::IcmpUnreachable,
+                    packets: 9_000,
+                },
+            ),
+            Self::JitteredBeaconing => at(
+                6,
+                1.0 / 60.0,
+                AttackKind::Beaconing {
+                    host: Ipv4Addr::new(10, 0, 0, 78),
+                    c2: Ipv4Addr::new(203, 0, 113, 10),
+                    port: 8443,
+                    beacons: 20,
+                    jitter: 10.0 / 60.0,
                 },
             ),
         }
@@ -569,6 +694,20 @@ impl Gen {
         self.close(t, c, c2);
     }
 
+    /// One ICMP packet from `src` to `dst` of type `icmp` with `payload`.
+    fn icmp(&mut self, ts: i64, src: Ipv4Addr, dst: Ipv4Addr, icmp: etherparse::Icmpv4Type, payload: &[u8]) {
+        let b = PacketBuilder::ethernet2(mac(src), mac(dst)).ipv4(src.octets(), dst.octets(), 64).icmpv4(icmp);
+        let mut data = Vec::with_capacity(b.size(payload.len()));
+        b.write(&mut data, payload).expect("writing to a Vec cannot fail");
+        self.out.push(SynthPacket { ts_ns: ts, data });
+    }
+
+    /// `len` bytes of printable text (what a shell prints), random.
+    fn text(&mut self, len: usize) -> Vec<u8> {
+        const TEXT: &[u8] = b"abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/.-_:=\n\t";
+        (0..len).map(|_| TEXT[self.rng.gen_range(0..TEXT.len())]).collect()
+    }
+
     fn ping(&mut self, ts: i64, src: Ipv4Addr, dst: Ipv4Addr, reply: bool, seq: u16) {
         let b = PacketBuilder::ethernet2(mac(src), mac(dst)).ipv4(src.octets(), dst.octets(), 64);
         let b = if reply { b.icmpv4_echo_reply(7, seq) } else { b.icmpv4_echo_request(7, seq) };
@@ -741,6 +880,51 @@ pub fn generate(scenario: &Scenario) -> (Vec<SynthPacket>, SynthSummary) {
                     g.tcp(t + rtt, s, c, 0x10, 0);
                 }
                 g.close(t, c, s);
+            }
+            AttackKind::IcmpTunnel { client, server, requests } => {
+                use etherparse::{IcmpEchoHeader, Icmpv4Type};
+                attackers.insert(IpAddr::V4(client));
+                victims.insert(IpAddr::V4(server));
+                for i in 0..requests {
+                    let t = (t0 + i64::from(i) * gap + g.jitter(gap, 0.3)).max(t0);
+                    let echo = IcmpEchoHeader { id: 0x4242, seq: i as u16 };
+                    let len = g.rng.gen_range(16..=600);
+                    let output = g.text(len);
+                    g.icmp(t, client, server, Icmpv4Type::EchoRequest(echo), &output);
+                    let len = g.rng.gen_range(8..=60);
+                    let command = g.text(len);
+                    let rtt = g.rtt();
+                    g.icmp(t + rtt, server, client, Icmpv4Type::EchoReply(echo), &command);
+                }
+            }
+            AttackKind::Flood { attacker, victim, protocol, packets } => {
+                use etherparse::{IcmpEchoHeader, Icmpv4Type, icmpv4::DestUnreachableHeader};
+                attackers.insert(IpAddr::V4(attacker));
+                victims.insert(IpAddr::V4(victim));
+                let sport = g.rng.gen_range(1024..65535);
+                for i in 0..i64::from(packets) {
+                    let t = t0 + i * gap;
+                    match protocol {
+                        FloodProtocol::Udp(port) => {
+                            let len = g.rng.gen_range(64..=512);
+                            let junk: Vec<u8> = (0..len).map(|_| g.rng.r#gen()).collect();
+                            g.udp_bytes(t, (attacker, sport), (victim, port), &junk);
+                        }
+                        FloodProtocol::IcmpEcho => {
+                            let echo = IcmpEchoHeader { id: 0x0101, seq: i as u16 };
+                            g.icmp(t, attacker, victim, Icmpv4Type::EchoRequest(echo), &[0u8; 56]);
+                        }
+                        FloodProtocol::IcmpUnreachable => {
+                            // The quoted datagram: an IPv4 header and the first 8 bytes of a UDP header.
+                            let mut quoted = vec![0x45, 0, 0, 36, 0, 0, 0x40, 0, 64, 17, 0, 0];
+                            quoted.extend_from_slice(&victim.octets());
+                            quoted.extend_from_slice(&attacker.octets());
+                            quoted.extend_from_slice(&[0x30, 0x39, 0, 53, 0, 16, 0, 0]);
+                            let unreachable = Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Port);
+                            g.icmp(t, attacker, victim, unreachable, &quoted);
+                        }
+                    }
+                }
             }
             AttackKind::Beaconing { host, c2, port, beacons, jitter } => {
                 attackers.insert(IpAddr::V4(host));

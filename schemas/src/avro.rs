@@ -13,7 +13,7 @@ use crate::records::{
 
 /// Smallest possible encoding of one `PacketFeatures` item (every varint one byte, 4-byte address): a decoder
 /// uses it to reject array counts that the remaining bytes cannot hold.
-const MIN_PACKET_BYTES: usize = 22;
+const MIN_PACKET_BYTES: usize = 23;
 
 // ---------------------------------------------------------------------------------------------- writing
 
@@ -40,6 +40,16 @@ fn put_ip(out: &mut Vec<u8>, ip: IpAddr) {
 
 fn put_double(out: &mut Vec<u8>, v: f64) {
     out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_opt_float(out: &mut Vec<u8>, v: Option<f32>) {
+    match v {
+        None => put_long(out, 0),
+        Some(x) => {
+            put_long(out, 1);
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+    }
 }
 
 fn put_opt_long(out: &mut Vec<u8>, v: Option<i64>) {
@@ -169,6 +179,16 @@ impl<'a> Reader<'a> {
         a.copy_from_slice(&self.buf[self.pos..self.pos + 8]);
         self.pos += 8;
         Ok(f64::from_le_bytes(a))
+    }
+
+    fn float(&mut self, field: &str) -> Result<f32, FrameError> {
+        if self.remaining() < 4 {
+            return Err(self.err(format!("{field}: truncated float")));
+        }
+        let mut a = [0u8; 4];
+        a.copy_from_slice(&self.buf[self.pos..self.pos + 4]);
+        self.pos += 4;
+        Ok(f32::from_le_bytes(a))
     }
 
     fn union_branch(&mut self, field: &str) -> Result<bool, FrameError> {
@@ -302,6 +322,7 @@ fn encode_packet(out: &mut Vec<u8>, p: &PacketFeatures) {
             Direction::Reverse => 1,
         },
     );
+    put_opt_float(out, p.payload_entropy);
 }
 
 fn decode_packet(r: &mut Reader<'_>) -> Result<PacketFeatures, FrameError> {
@@ -324,6 +345,7 @@ fn decode_packet(r: &mut Reader<'_>) -> Result<PacketFeatures, FrameError> {
         flow_packets: r.int_in("flow_packets")?,
         flow_bytes: r.int_in("flow_bytes")?,
         direction: [Direction::Forward, Direction::Reverse][r.enum_index("direction", 2)?],
+        payload_entropy: r.opt("payload_entropy", |r, f| r.float(f))?,
     })
 }
 

@@ -82,6 +82,9 @@ pub struct PacketFeatures {
     pub flow_bytes: u64,
     /// Direction within the flow.
     pub direction: Direction,
+    /// ICMP/ICMPv6 echo request and reply only: Shannon entropy, bits, of the differences between consecutive
+    /// payload bytes (a ping pad scores under 2, text and encrypted data 3 and more); `None` otherwise.
+    pub payload_entropy: Option<f32>,
 }
 
 impl PacketFeatures {
@@ -172,6 +175,10 @@ pub enum AnomalyKind {
     BruteForce,
     /// Sustained long DNS queries (DNS tunnelling, exfiltration).
     DnsTunnel,
+    /// ICMP echo requests carrying data unlike ping's pad (a shell or a tunnel in echo traffic).
+    IcmpTunnel,
+    /// A host sending UDP, ICMP or other non-TCP packets at flood rate.
+    Flood,
 }
 
 impl AnomalyKind {
@@ -193,7 +200,9 @@ impl AnomalyKind {
             | AnomalyKind::Victim
             | AnomalyKind::Probe
             | AnomalyKind::BruteForce
-            | AnomalyKind::DnsTunnel => Analytic::Rule,
+            | AnomalyKind::DnsTunnel
+            | AnomalyKind::IcmpTunnel
+            | AnomalyKind::Flood => Analytic::Rule,
         }
     }
 

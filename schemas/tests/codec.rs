@@ -42,6 +42,7 @@ prop_compose! {
             icmp_type: icmp.map(|i| i.0), icmp_code: icmp.map(|i| i.1),
             flow_duration_ns: flow.0, flow_packets: flow.1 >> 1, flow_bytes: flow.2 >> 1,
             direction: if forward { Direction::Forward } else { Direction::Reverse },
+            payload_entropy: icmp.map(|i| f32::from(i.0) / 32.0),
         }
     }
 }
@@ -136,6 +137,8 @@ proptest! {
             prop_assert_eq!(field(item, "flow_bytes"), &Value::Long(p.flow_bytes as i64));
             let dir = match p.direction { Direction::Forward => 0, Direction::Reverse => 1 };
             prop_assert!(matches!(field(item, "direction"), Value::Enum(i, _) if *i == dir));
+            let entropy = p.payload_entropy.map_or(Value::Union(0, Box::new(Value::Null)), |e| Value::Union(1, Box::new(Value::Float(e))));
+            prop_assert_eq!(field(item, "payload_entropy"), &entropy);
         }
         // And apache-avro's own encoding of what it read decodes with ours to the same batch.
         let reencoded = write(&s, v);

@@ -1,0 +1,114 @@
+//! The attacks the rules were not tuned on, end to end as separate processes: `netanom synth --attacks …`
+//! writes them over the scenario's benign sessions, `netanom eval --json` runs the whole pipeline and joins the
+//! alerts with the labels. Each attacker must be named by the kind that measures its attack (a throttled SSH
+//! brute force as `brute_force`, never `beacon`; a shell in ICMP echo as `icmp_tunnel`; a 60 s ± 10 s beacon as
+//! `beacon`; UDP, ICMP echo and ICMP error floods as `flood` within 2 s of their first packet), and no benign
+//! host may be flagged.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn netanom(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_netanom")).args(args).output().expect("netanom runs");
+    assert!(out.status.success(), "netanom {args:?} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// `netanom synth --attacks ATTACKS` in `dir`: the capture and its labels.
+fn synth(dir: &Path, attacks: &str) -> (PathBuf, PathBuf) {
+    let (pcap, labels) = (dir.join("synth.pcap"), dir.join("labels.csv"));
+    netanom(&[
+        "synth".as_ref(),
+        "--out".as_ref(),
+        pcap.as_os_str(),
+        "--labels".as_ref(),
+        labels.as_os_str(),
+        "--attacks".as_ref(),
+        attacks.as_ref(),
+    ]);
+    (pcap, labels)
+}
+
+/// `netanom eval --json` on the capture and labels.
+fn eval(pcap: &Path, labels: &Path) -> serde_json::Value {
+    let out = netanom(&[
+        "eval".as_ref(),
+        "--pcap".as_ref(),
+        pcap.as_os_str(),
+        "--labels".as_ref(),
+        labels.as_os_str(),
+        "--json".as_ref(),
+    ]);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The alerts of `netanom run` on the capture.
+fn run(dir: &Path, pcap: &Path) -> Vec<serde_json::Value> {
+    let out = dir.join("alerts.jsonl");
+    netanom(&[
+        "run".as_ref(),
+        "--quiet".as_ref(),
+        "--pcap".as_ref(),
+        pcap.as_os_str(),
+        "--alerts-out".as_ref(),
+        out.as_os_str(),
+    ]);
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// The kinds of the alerts naming `host`.
+fn kinds_of(alerts: &[serde_json::Value], host: &str) -> Vec<String> {
+    alerts.iter().filter(|a| a["host"] == host).map(|a| a["kind"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn throttled_brute_force_icmp_shell_and_jittered_beacon_are_named_by_their_kinds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pcap, labels) = synth(dir.path(), "slow-brute-force,icmp-tunnel,jittered-beaconing");
+    let alerts = run(dir.path(), &pcap);
+    let brute = kinds_of(&alerts, "198.51.100.46");
+    assert!(brute.iter().any(|k| k == "brute_force"), "slow brute force: {alerts:#?}");
+    assert!(!brute.iter().any(|k| k == "beacon"), "a brute force is not a beacon: {brute:?}");
+    let brute_alert = alerts.iter().find(|a| a["host"] == "198.51.100.46" && a["kind"] == "brute_force").unwrap();
+    assert!(brute_alert["reason"].as_str().unwrap().contains("throttled password guessing"), "{brute_alert:#}");
+    let tunnel = alerts.iter().find(|a| a["host"] == "10.0.0.99" && a["kind"] == "icmp_tunnel");
+    let tunnel = tunnel.unwrap_or_else(|| panic!("no icmp_tunnel alert: {alerts:#?}"));
+    assert_eq!(tunnel["target"], "203.0.113.44", "{tunnel:#}");
+    assert!(!kinds_of(&alerts, "203.0.113.44").iter().any(|k| k == "icmp_tunnel"), "replies are not requests");
+    let beacon = alerts.iter().find(|a| a["host"] == "10.0.0.78" && a["kind"] == "beacon");
+    let beacon = beacon.unwrap_or_else(|| panic!("no beacon alert for the 60 s ± 10 s implant: {alerts:#?}"));
+    assert_eq!(beacon["target"], "203.0.113.10", "{beacon:#}");
+
+    let e = eval(&pcap, &labels);
+    assert_eq!(e["attackers"].as_u64(), Some(3), "{e}");
+    assert_eq!(e["attackers_alerted"].as_u64(), Some(3), "{e}");
+    assert_eq!(e["false_positive_hosts"], serde_json::json!([]), "{e}");
+}
+
+#[test]
+fn udp_icmp_and_icmp_error_floods_are_reported_within_two_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pcap, labels) = synth(dir.path(), "udp-flood,icmp-flood,icmp-error-flood");
+    let alerts = run(dir.path(), &pcap);
+    for (host, victim) in [("203.0.113.70", "10.0.1.3"), ("203.0.113.71", "10.0.1.4"), ("203.0.113.72", "10.0.1.2")] {
+        let flood = alerts.iter().find(|a| a["host"] == host && a["kind"] == "flood");
+        let flood = flood.unwrap_or_else(|| panic!("no flood alert for {host}: {alerts:#?}"));
+        assert_eq!(flood["target"], victim, "{flood:#}");
+    }
+    let e = eval(&pcap, &labels);
+    assert_eq!((e["attackers"].as_u64(), e["attackers_alerted"].as_u64()), (Some(3), Some(3)), "{e}");
+    assert_eq!(e["false_positive_hosts"], serde_json::json!([]), "{e}");
+    for host in ["203.0.113.70", "203.0.113.71", "203.0.113.72"] {
+        let ttd = e["time_to_detect_s"][host].as_f64().unwrap_or_else(|| panic!("no time to detect for {host}: {e}"));
+        assert!(ttd <= 2.0, "{host} detected {ttd} s after its first packet: {e}");
+    }
+}
+
+#[test]
+fn the_benign_sessions_alone_raise_no_alert_of_the_new_kinds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pcap, _) = synth(dir.path(), "none");
+    let alerts = run(dir.path(), &pcap);
+    assert!(alerts.is_empty(), "benign synth traffic raised alerts: {alerts:#?}");
+}
