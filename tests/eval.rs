@@ -6,13 +6,11 @@
 //! brute-force,dns-tunnel`: both attackers alerted by their rules (kinds `brute_force` and `dns_tunnel`), nothing
 //! else, F1 = 1, the brute force detected ~5 s after its first attempt.
 
+mod common;
+
 use std::process::Command;
 
-fn netanom(args: &[&std::ffi::OsStr]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_netanom")).args(args).output().expect("netanom runs");
-    assert!(out.status.success(), "netanom {args:?} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
-    out
-}
+use common::{eval_json, netanom};
 
 /// A `netanom synth --attacks ATTACKS` capture with its labels, and the alerts of `netanom run` on it.
 struct SynthRun {
@@ -105,15 +103,7 @@ fn run_on_a_synth_capture_with_brute_force_and_a_dns_tunnel_names_both_and_nothi
     );
     // Detected within seconds of their first packet: the 20th attempt at 4/s comes ~5 s in; the tunnel host
     // made ordinary lookups before its 10th long query.
-    let out = netanom(&[
-        "eval".as_ref(),
-        "--pcap".as_ref(),
-        pcap.as_os_str(),
-        "--labels".as_ref(),
-        labels.as_os_str(),
-        "--json".as_ref(),
-    ]);
-    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let e = eval_json(&pcap, &labels);
     assert_eq!(
         (e["attackers"].as_u64(), e["attackers_alerted"].as_u64(), e["f1"].as_f64()),
         (Some(2), Some(2), Some(1.0)),

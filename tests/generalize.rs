@@ -5,14 +5,11 @@
 //! `beacon`; UDP, ICMP echo and ICMP error floods as `flood` within 2 s of their first packet), and no benign
 //! host may be flagged.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn netanom(args: &[&std::ffi::OsStr]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_netanom")).args(args).output().expect("netanom runs");
-    assert!(out.status.success(), "netanom {args:?} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
-    out
-}
+use std::path::{Path, PathBuf};
+
+use common::{eval_json, netanom};
 
 /// `netanom synth --attacks ATTACKS` in `dir`: the capture and its labels.
 fn synth(dir: &Path, attacks: &str) -> (PathBuf, PathBuf) {
@@ -27,19 +24,6 @@ fn synth(dir: &Path, attacks: &str) -> (PathBuf, PathBuf) {
         attacks.as_ref(),
     ]);
     (pcap, labels)
-}
-
-/// `netanom eval --json` on the capture and labels.
-fn eval(pcap: &Path, labels: &Path) -> serde_json::Value {
-    let out = netanom(&[
-        "eval".as_ref(),
-        "--pcap".as_ref(),
-        pcap.as_os_str(),
-        "--labels".as_ref(),
-        labels.as_os_str(),
-        "--json".as_ref(),
-    ]);
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 /// The alerts of `netanom run` on the capture.
@@ -80,7 +64,7 @@ fn throttled_brute_force_icmp_shell_and_jittered_beacon_are_named_by_their_kinds
     let beacon = beacon.unwrap_or_else(|| panic!("no beacon alert for the 60 s ± 10 s implant: {alerts:#?}"));
     assert_eq!(beacon["target"], "203.0.113.10", "{beacon:#}");
 
-    let e = eval(&pcap, &labels);
+    let e = eval_json(&pcap, &labels);
     assert_eq!(e["attackers"].as_u64(), Some(3), "{e}");
     assert_eq!(e["attackers_alerted"].as_u64(), Some(3), "{e}");
     assert_eq!(e["false_positive_hosts"], serde_json::json!([]), "{e}");
@@ -96,7 +80,7 @@ fn udp_icmp_and_icmp_error_floods_are_reported_within_two_seconds() {
         let flood = flood.unwrap_or_else(|| panic!("no flood alert for {host}: {alerts:#?}"));
         assert_eq!(flood["target"], victim, "{flood:#}");
     }
-    let e = eval(&pcap, &labels);
+    let e = eval_json(&pcap, &labels);
     assert_eq!((e["attackers"].as_u64(), e["attackers_alerted"].as_u64()), (Some(3), Some(3)), "{e}");
     assert_eq!(e["false_positive_hosts"], serde_json::json!([]), "{e}");
     for host in ["203.0.113.70", "203.0.113.71", "203.0.113.72"] {

@@ -428,3 +428,23 @@ pub fn counter(page: &str, name: &str) -> Option<f64> {
         .collect();
     (!values.is_empty()).then(|| values.iter().sum())
 }
+
+/// Runs the `netanom` binary with `args` to its end; fails the test, with its stderr, unless it succeeds.
+pub fn netanom(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_netanom")).args(args).output().expect("netanom runs");
+    assert!(out.status.success(), "netanom {args:?} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// `netanom eval --json` on the capture and its labels: the evaluation's JSON.
+pub fn eval_json(pcap: &Path, labels: &Path) -> serde_json::Value {
+    let out = netanom(&[
+        "eval".as_ref(),
+        "--pcap".as_ref(),
+        pcap.as_os_str(),
+        "--labels".as_ref(),
+        labels.as_os_str(),
+        "--json".as_ref(),
+    ]);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
