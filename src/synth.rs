@@ -26,7 +26,8 @@ pub struct SynthArgs {
     pub packets: Option<usize>,
     /// Attacks of the labelled scenario: `all`, `none` (benign traffic only) or a comma-separated list of
     /// syn-flood, port-scan, spoofed-syn-flood, host-sweep, brute-force, dns-tunnel, slow-exfiltration, beaconing,
-    /// slow-brute-force, icmp-tunnel, udp-flood, icmp-flood, icmp-error-flood, jittered-beaconing.
+    /// slow-brute-force, icmp-tunnel, udp-flood, icmp-flood, icmp-error-flood, jittered-beaconing,
+    /// bulk-exfiltration.
     /// The order given does not matter.
     #[arg(long, conflicts_with = "packets", default_value_t = synth::AttackList::default())]
     pub attacks: synth::AttackList,

@@ -2,8 +2,8 @@
 //! writes them over the scenario's benign sessions, `netanom eval --json` runs the whole pipeline and joins the
 //! alerts with the labels. Each attacker must be named by the kind that measures its attack (a throttled SSH
 //! brute force as `brute_force`, never `beacon`; a shell in ICMP echo as `icmp_tunnel`; a 60 s ± 10 s beacon as
-//! `beacon`; UDP, ICMP echo and ICMP error floods as `flood` within 2 s of their first packet), and no benign
-//! host may be flagged.
+//! `beacon`; UDP, ICMP echo and ICMP error floods as `flood` within 2 s of their first packet; a 2 MB upload
+//! answered only by acknowledgements as `exfiltration`), and no benign host may be flagged.
 
 mod common;
 
@@ -87,6 +87,26 @@ fn udp_icmp_and_icmp_error_floods_are_reported_within_two_seconds() {
         let ttd = e["time_to_detect_s"][host].as_f64().unwrap_or_else(|| panic!("no time to detect for {host}: {e}"));
         assert!(ttd <= 2.0, "{host} detected {ttd} s after its first packet: {e}");
     }
+}
+
+#[test]
+fn a_bulk_upload_is_exfiltration_and_the_slow_one_and_the_benign_sessions_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pcap, labels) = synth(dir.path(), "bulk-exfiltration,slow-exfiltration");
+    let alerts = run(dir.path(), &pcap);
+    let exfil: Vec<_> = alerts.iter().filter(|a| a["kind"] == "exfiltration").collect();
+    assert_eq!(exfil.len(), 1, "one exfiltration alert: {alerts:#?}");
+    let a = exfil[0];
+    assert_eq!((a["host"].as_str(), a["target"].as_str()), (Some("10.0.0.89"), Some("203.0.113.81")), "{a:#}");
+    let reason = a["reason"].as_str().unwrap();
+    assert!(reason.contains("bytes back") && reason.contains("no earlier upload"), "{reason}");
+    // 143 kB at 2.6 kB/s stays under the 1 MB floor: the slow upload is not this rule's.
+    assert!(!kinds_of(&alerts, "10.0.0.88").iter().any(|k| k == "exfiltration"), "{alerts:#?}");
+    let e = eval_json(&pcap, &labels);
+    assert_eq!(e["false_positive_hosts"], serde_json::json!([]), "{e}");
+    let ttd = e["time_to_detect_s"]["10.0.0.89"].as_f64().unwrap_or_else(|| panic!("bulk upload not detected: {e}"));
+    // 1 MB of ~1.3 kB segments at 60/s takes about 13 s.
+    assert!((10.0..=16.0).contains(&ttd), "detected {ttd} s after the first packet: {e}");
 }
 
 #[test]

@@ -35,6 +35,8 @@ macro_rules! for_each_kind {
             icmp_tunnel: crate::icmp_tunnel::IcmpTunnelRule,
             /// UDP, ICMP and other non-TCP packets at flood rate (kind `flood`).
             flood: crate::flood::FloodRule,
+            /// Bulk uploads out of proportion to replies and history (kind `exfiltration`).
+            exfiltration: crate::exfiltration::ExfiltrationRule,
         }
     };
 }

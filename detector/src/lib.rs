@@ -17,6 +17,8 @@
 //! - [`icmp_tunnel`]: echo requests carrying data rather than ping's pad, by payload entropy and sizes (kind
 //!   `icmp_tunnel`).
 //! - [`flood`]: UDP, ICMP and other non-TCP packets at flood rate from one host (kind `flood`).
+//! - [`exfiltration`]: bulk uploads to one destination out of proportion to what comes back and to the host's
+//!   history (kind `exfiltration`).
 //!
 //! Each kind's module holds its `[detector.<kind>]` configuration section with its validation, its per-host
 //! state, its implementation of [`kind::DetectorKind`] and its tests; [`kinds`] registers each kind on one line,
@@ -35,6 +37,7 @@ pub mod beacon;
 pub mod config;
 mod consume;
 pub mod engine;
+pub mod exfiltration;
 pub mod fanout;
 pub mod features;
 pub mod fixtures;

@@ -109,9 +109,9 @@ pub enum AttackKind {
         /// Queries sent.
         queries: u32,
     },
-    /// A steady, long-lived upload: one TCP connection to an external host carrying `segments` segments of
-    /// 1,200–1,400 payload bytes, `rate_pps` segments per second (each ±10 %), each acknowledged, then FIN.
-    SlowExfiltration {
+    /// A steady upload: one TCP connection to an external host carrying `segments` segments of 1,200–1,400
+    /// payload bytes, `rate_pps` segments per second (each ±10 %), each acknowledged, then FIN.
+    Upload {
         /// The uploading host.
         host: Ipv4Addr,
         /// The external host receiving the data.
@@ -208,6 +208,9 @@ pub enum AttackName {
     IcmpErrorFlood,
     /// `jittered-beaconing`: 20 check-ins every 60 s ± 10 s from 10.0.0.78 to 203.0.113.10:8443, at 6 s.
     JitteredBeaconing,
+    /// `bulk-exfiltration`: 1,500 segments of ~1.3 kB, 60 per second (~2 MB in 25 s), from 10.0.0.89 to
+    /// 203.0.113.81:443, at 8 s.
+    BulkExfiltration,
 }
 
 /// An attack name that [`AttackName`] does not know.
@@ -220,7 +223,7 @@ pub struct UnknownAttack {
 
 impl AttackName {
     /// Every attack, in scenario order.
-    pub const ALL: [AttackName; 14] = [
+    pub const ALL: [AttackName; 15] = [
         Self::SynFlood,
         Self::PortScan,
         Self::SpoofedSynFlood,
@@ -235,6 +238,7 @@ impl AttackName {
         Self::IcmpFlood,
         Self::IcmpErrorFlood,
         Self::JitteredBeaconing,
+        Self::BulkExfiltration,
     ];
     /// The attacks of [`Scenario::default`] and of `netanom synth` without `--attacks`: the four packet attacks
     /// that the rate, fan-out and victim detectors find.
@@ -257,6 +261,7 @@ impl AttackName {
             Self::IcmpFlood => "icmp-flood",
             Self::IcmpErrorFlood => "icmp-error-flood",
             Self::JitteredBeaconing => "jittered-beaconing",
+            Self::BulkExfiltration => "bulk-exfiltration",
         }
     }
 
@@ -322,7 +327,7 @@ impl AttackName {
             Self::SlowExfiltration => at(
                 3,
                 2.0,
-                AttackKind::SlowExfiltration {
+                AttackKind::Upload {
                     host: Ipv4Addr::new(10, 0, 0, 88),
                     destination: Ipv4Addr::new(203, 0, 113, 80),
                     port: 443,
@@ -398,6 +403,16 @@ impl AttackName {
                     port: 8443,
                     beacons: 20,
                     jitter: 10.0 / 60.0,
+                },
+            ),
+            Self::BulkExfiltration => at(
+                8,
+                60.0,
+                AttackKind::Upload {
+                    host: Ipv4Addr::new(10, 0, 0, 89),
+                    destination: Ipv4Addr::new(203, 0, 113, 81),
+                    port: 443,
+                    segments: 1500,
                 },
             ),
         }
@@ -866,7 +881,7 @@ pub fn generate(scenario: &Scenario) -> (Vec<SynthPacket>, SynthSummary) {
                     g.tunnel_query(t, client, resolver);
                 }
             }
-            AttackKind::SlowExfiltration { host, destination, port, segments } => {
+            AttackKind::Upload { host, destination, port, segments } => {
                 attackers.insert(IpAddr::V4(host));
                 victims.insert(IpAddr::V4(destination));
                 let c = (host, g.rng.gen_range(32768..61000));
@@ -1234,6 +1249,20 @@ mod tests {
         assert!(span > 50.0, "lasts {span} s");
         let bytes: u32 = seg.iter().map(|(_, q)| q.payload_len).sum();
         assert!(f64::from(bytes) / span < 4000.0, "{} B/s is not slow", f64::from(bytes) / span);
+    }
+
+    #[test]
+    fn bulk_exfiltration_is_two_megabytes_in_one_connection_answered_by_acknowledgements() {
+        let s = Scenario::with_attacks(42, &"bulk-exfiltration".parse().unwrap());
+        let (p, _) = generate(&s);
+        let pk = parsed(&p, s.start_ns);
+        let (host, dst) = (ip("10.0.0.89"), ip("203.0.113.81"));
+        let up: u32 =
+            pk.iter().filter(|(_, q)| q.source == host && q.destination == dst).map(|(_, q)| q.payload_len).sum();
+        let back: u32 =
+            pk.iter().filter(|(_, q)| q.source == dst && q.destination == host).map(|(_, q)| q.payload_len).sum();
+        assert!((1_800_000..=2_100_000).contains(&up), "{up} bytes uploaded");
+        assert_eq!(back, 0, "the drop server only acknowledges");
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub struct Alert {
     /// The anomalous address as text.
     pub host: String,
     /// The detector kind; on the wire its name: `rate`, `fanout`, `isolation`, `victim`, `profile`,
-    /// `supervised`, `beacon`, `probe`, `brute_force`, `dns_tunnel`, `icmp_tunnel` or `flood`.
+    /// `supervised`, `beacon`, `probe`, `brute_force`, `dns_tunnel`, `icmp_tunnel`, `flood` or `exfiltration`.
     #[serde(with = "kind_name")]
     pub kind: AnomalyKind,
     /// Highest score among the collapsed anomalies.

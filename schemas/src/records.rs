@@ -179,6 +179,8 @@ pub enum AnomalyKind {
     IcmpTunnel,
     /// A host sending UDP, ICMP or other non-TCP packets at flood rate.
     Flood,
+    /// A bulk upload to one destination, out of proportion to what comes back and to the host's history.
+    Exfiltration,
 }
 
 impl AnomalyKind {
@@ -202,7 +204,8 @@ impl AnomalyKind {
             | AnomalyKind::BruteForce
             | AnomalyKind::DnsTunnel
             | AnomalyKind::IcmpTunnel
-            | AnomalyKind::Flood => Analytic::Rule,
+            | AnomalyKind::Flood
+            | AnomalyKind::Exfiltration => Analytic::Rule,
         }
     }
 
