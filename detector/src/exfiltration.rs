@@ -295,7 +295,7 @@ fn anomaly(
         "with no earlier upload of its own to compare".to_string()
     };
     let reason = format!(
-        "{host} uploaded {} bytes to {} in {} of its own {} within {} and got {} bytes back ({ratio:.0}:1), {usual_text}: \
+        "{host} uploaded {} bytes to {} over {} {} it opened, within {}, and got {} bytes back ({ratio:.0}:1), {usual_text}: \
          a bulk upload, as data leaving the network (thresholds {} bytes, {}:1, {} times the usual)",
         thousands(t.uploaded),
         p.destination,
@@ -422,7 +422,7 @@ mod tests {
         // 4 × 280 kB to one destination: 1.12 MB.
         let out = run(&mut Uploads::default(), &packets, &config);
         assert_eq!(out.len(), 1, "{out:?}");
-        assert!(out[0].reason.contains("in 4 of its own connections"), "{}", out[0].reason);
+        assert!(out[0].reason.contains("over 4 connections it opened"), "{}", out[0].reason);
         // The same 4 × 280 kB to four destinations: none reaches 1 MB.
         let mut spread = Vec::new();
         for k in 0..4u8 {
