@@ -288,6 +288,7 @@ pub(crate) async fn run(
         let partitions = partition_count(&producer, &config.packets_topic).await;
         let setup = crate::models_topic::Setup {
             topic: config.models_topic.clone(),
+            group: config.group_id.clone(),
             partitions,
             options: TrainOptions::from(&config.forest),
             save_path: config.forest.save_path.clone(),

@@ -54,6 +54,8 @@ impl Drop for ModelsTopic {
 pub(crate) struct Setup {
     /// The models topic.
     pub topic: String,
+    /// The detectors' consumer group (the reader's client id derives from it).
+    pub group: String,
     /// Partitions of the packets topic.
     pub partitions: i32,
     /// Training parameters of the recipe this detector publishes.
@@ -72,7 +74,11 @@ impl ModelsTopic {
         shutdown: CancellationToken,
     ) -> Option<Self> {
         let mut cc = client;
-        cc.set("enable.auto.commit", "false").set("enable.auto.offset.store", "false");
+        // Assigned, never subscribed: the group id is required by the client, no group is joined and nothing is
+        // committed.
+        cc.set("group.id", format!("{}.models", setup.group))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false");
         let consumer: StreamConsumer = match cc.create() {
             Ok(c) => c,
             Err(e) => {
@@ -94,8 +100,10 @@ impl ModelsTopic {
             return None;
         }
         let mut tpl = TopicPartitionList::new();
-        if tpl.add_partition_offset(&setup.topic, 0, Offset::Beginning).is_err() || consumer.assign(&tpl).is_err() {
-            tracing::warn!(topic = %setup.topic, "models topic not assigned: the forest trains on this detector's own warm-up");
+        if let Err(e) = tpl.add_partition_offset(&setup.topic, 0, Offset::Beginning).and_then(|()| consumer.assign(&tpl))
+        {
+            tracing::warn!(topic = %setup.topic, error = %e,
+                "models topic not assigned: the forest trains on this detector's own warm-up");
             return None;
         }
         let (tx, rx) = watch::channel(GroupModel::Pending);
