@@ -450,7 +450,9 @@ mod tests {
     /// judged while the model was on its way is scored when it arrives.
     #[test]
     fn a_group_trains_one_model_from_every_partition_and_scores_what_waited() {
-        let cfg = ForestConfig { trees: 30, warmup_samples: 256, ..ForestConfig::default() };
+        // One batch a second: a window longer than the input, so every share fills.
+        let window = std::time::Duration::from_secs(3_600);
+        let cfg = ForestConfig { trees: 30, warmup_samples: 256, warmup_window: window, ..ForestConfig::default() };
         let mut dets = group(&cfg, 2, 4);
         let (mut samples, mut out) = (Vec::new(), Vec::new());
         for i in 0..2_000u64 {

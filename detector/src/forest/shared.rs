@@ -252,7 +252,7 @@ mod tests {
         let parts: Vec<WarmupSample> =
             (0..3).map(|p| WarmupSample { partition: p, partitions: 3, vectors: vectors(p as u64 * 1000, 120) }).collect();
         let mut g = Gathered::default();
-        for c in parts.iter().rev().skip(1) {
+        for c in parts.iter().skip(1).rev() {
             g.add(c.clone());
         }
         assert!(g.complete(3).is_none(), "partition 0 missing");
