@@ -84,6 +84,7 @@ async fn running_netanom_serves_503_then_the_model_it_reports() {
         // A small warm-up, so that the model exists well before the 15 s replay ends.
         .env("NETANOM_DETECTOR__FOREST__WARMUP_SAMPLES", "64")
         .env("NETANOM_DETECTOR__FOREST__SAMPLE_SIZE", "32")
+        .env("NETANOM_DETECTOR__FOREST__WARMUP_WINDOW", "5s")
         .env("NETANOM_LOG__LEVEL", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

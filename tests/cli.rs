@@ -206,7 +206,10 @@ fn the_demo_run_trains_one_forest_reproducibly_and_it_alerts_on_attackers_only()
     };
     let (version, isolated) = run(1);
     assert!(!isolated.is_empty(), "the forest contributes alerts on the demo");
-    assert!(isolated.iter().all(|h| attackers.contains(h)), "isolation alerts on {isolated:?}, attackers {attackers:?}");
+    assert!(
+        isolated.iter().all(|h| attackers.contains(h)),
+        "isolation alerts on {isolated:?}, attackers {attackers:?}"
+    );
     let (again, _) = run(2);
     assert_eq!(again, version, "the same capture and seed train the same forest");
 }

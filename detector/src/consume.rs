@@ -849,9 +849,10 @@ fn warmup_record(config: &DetectorConfig, c: &WarmupSample) -> Outgoing {
 async fn partition_count(producer: &FutureProducer<KafkaLog>, topic: &str) -> i32 {
     let (producer, name) = (producer.clone(), topic.to_string());
     let counted = tokio::task::spawn_blocking(move || {
-        producer.client().fetch_metadata(Some(&name), METADATA_TIMEOUT).map(|md| {
-            md.topics().iter().filter(|t| t.name() == name).map(|t| t.partitions().len()).sum::<usize>()
-        })
+        producer
+            .client()
+            .fetch_metadata(Some(&name), METADATA_TIMEOUT)
+            .map(|md| md.topics().iter().filter(|t| t.name() == name).map(|t| t.partitions().len()).sum::<usize>())
     })
     .await;
     match counted {

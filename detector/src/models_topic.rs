@@ -100,7 +100,8 @@ impl ModelsTopic {
             return None;
         }
         let mut tpl = TopicPartitionList::new();
-        if let Err(e) = tpl.add_partition_offset(&setup.topic, 0, Offset::Beginning).and_then(|()| consumer.assign(&tpl))
+        if let Err(e) =
+            tpl.add_partition_offset(&setup.topic, 0, Offset::Beginning).and_then(|()| consumer.assign(&tpl))
         {
             tracing::warn!(topic = %setup.topic, error = %e,
                 "models topic not assigned: the forest trains on this detector's own warm-up");
@@ -143,8 +144,7 @@ impl ModelsTopic {
     /// Waits at most `limit` for the group's model (or word that none will come); the model, once.
     pub(crate) async fn wait(&mut self, limit: Duration) -> Option<Arc<TrainedForest>> {
         let outcome: Result<Option<String>, String> = {
-            let waited =
-                tokio::time::timeout(limit, self.model.wait_for(|m| !matches!(m, GroupModel::Pending))).await;
+            let waited = tokio::time::timeout(limit, self.model.wait_for(|m| !matches!(m, GroupModel::Pending))).await;
             match waited {
                 Ok(Ok(m)) => Ok(match &*m {
                     GroupModel::None(why) => Some(why.clone()),

@@ -276,8 +276,7 @@ mod tests {
         let mut sizes: Vec<usize> = batches.iter().map(|b| own(b, &mut scratch).1).collect();
         sizes.sort_unstable();
         let forest = ForestConfig { min_packets: sizes[sizes.len() / 2], ..ForestConfig::default() };
-        let big: Vec<&PacketBatch> =
-            batches.iter().filter(|b| own(b, &mut scratch).1 >= forest.min_packets).collect();
+        let big: Vec<&PacketBatch> = batches.iter().filter(|b| own(b, &mut scratch).1 >= forest.min_packets).collect();
         assert!(big.len() > 5 && big.len() < batches.len(), "the fixture mixes small and big batches");
         let mut c = VectorCollector::new(&forest, 5);
         for b in &batches {
@@ -301,8 +300,12 @@ mod tests {
         assert_eq!((set.batches, set.poison), (6, 1));
         assert!(set.profiles.is_none(), "profiles are off");
         let mut scratch = FeatureScratch::default();
-        let want: Vec<FeatureVector> =
-            batches.iter().filter_map(|b| Some(own_features(&b.packets, &mut scratch)).filter(|(_, n)| *n >= 1)).take(4).map(|(v, _)| v).collect();
+        let want: Vec<FeatureVector> = batches
+            .iter()
+            .filter_map(|b| Some(own_features(&b.packets, &mut scratch)).filter(|(_, n)| *n >= 1))
+            .take(4)
+            .map(|(v, _)| v)
+            .collect();
         assert_eq!(set.vectors, want, "the oldest four batches, in time order");
     }
 

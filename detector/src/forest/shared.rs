@@ -167,7 +167,10 @@ impl Recipe {
         }
         let unit = |x: f64| x.is_finite() && x > 0.0 && x <= 1.0;
         if !unit(self.threshold_quantile) || !unit(self.threshold_floor) {
-            return bad(format!("threshold_quantile {} or threshold_floor {}", self.threshold_quantile, self.threshold_floor));
+            return bad(format!(
+                "threshold_quantile {} or threshold_floor {}",
+                self.threshold_quantile, self.threshold_floor
+            ));
         }
         if !(self.threshold_margin.is_finite() && (0.0..0.5).contains(&self.threshold_margin)) {
             return bad(format!("threshold_margin {}", self.threshold_margin));
@@ -210,8 +213,7 @@ impl Gathered {
 
     /// Every partition's contribution once all `partitions` partitions have contributed (under that layout).
     pub fn complete(&self, partitions: i32) -> Option<Vec<&WarmupSample>> {
-        let of_layout: Vec<&WarmupSample> =
-            self.by_partition.values().filter(|c| c.partitions == partitions).collect();
+        let of_layout: Vec<&WarmupSample> = self.by_partition.values().filter(|c| c.partitions == partitions).collect();
         (i32::try_from(of_layout.len()).ok() == Some(partitions)).then_some(of_layout)
     }
 
@@ -249,8 +251,9 @@ mod tests {
     #[test]
     fn the_recipe_is_the_same_whatever_the_arrival_order_and_trains_one_model() {
         let options = TrainOptions::from(&ForestConfig { trees: 20, ..ForestConfig::default() });
-        let parts: Vec<WarmupSample> =
-            (0..3).map(|p| WarmupSample { partition: p, partitions: 3, vectors: vectors(p as u64 * 1000, 120) }).collect();
+        let parts: Vec<WarmupSample> = (0..3)
+            .map(|p| WarmupSample { partition: p, partitions: 3, vectors: vectors(p as u64 * 1000, 120) })
+            .collect();
         let mut g = Gathered::default();
         for c in parts.iter().skip(1).rev() {
             g.add(c.clone());
