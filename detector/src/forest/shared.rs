@@ -216,16 +216,6 @@ impl Gathered {
         let of_layout: Vec<&WarmupSample> = self.by_partition.values().filter(|c| c.partitions == partitions).collect();
         (i32::try_from(of_layout.len()).ok() == Some(partitions)).then_some(of_layout)
     }
-
-    /// Partitions that have contributed.
-    pub fn len(&self) -> usize {
-        self.by_partition.len()
-    }
-
-    /// True before any contribution.
-    pub fn is_empty(&self) -> bool {
-        self.by_partition.is_empty()
-    }
 }
 
 #[cfg(test)]
