@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use netanom_detector::features::{FeatureScratch, FeatureVector, ProfileVector, own_features};
+use netanom_detector::forest::shared::MIN_TRAINING_VECTORS;
 use netanom_detector::forest::{TrainOptions, train};
 use netanom_detector::profile::ProfileCollector;
 use netanom_detector::{DetectorConfig, ForestConfig, TrainedForest};
@@ -251,9 +252,14 @@ pub fn range_training_set(
     set
 }
 
-/// Trains a forest on `vectors` with the `forest` settings and `seed` (the same inputs give the same model).
+/// Trains a forest on `vectors` with the `forest` settings and `seed` (the same inputs give the same model); with
+/// fewer vectors than `forest.sample_size` (and at least 32), each tree samples them all.
 pub fn train_vectors(vectors: &[FeatureVector], forest: &ForestConfig, seed: u64) -> Result<TrainedForest, TrainError> {
-    let opts = TrainOptions { seed, ..TrainOptions::from(forest) };
+    let mut opts = TrainOptions { seed, ..TrainOptions::from(forest) };
+    // Fewer vectors than the per-tree sample: every tree takes them all, as the group's warm-up does.
+    if (MIN_TRAINING_VECTORS..opts.sample_size).contains(&vectors.len()) {
+        opts.sample_size = vectors.len();
+    }
     Ok(train(vectors, &opts)?)
 }
 
