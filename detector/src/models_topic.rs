@@ -1,7 +1,7 @@
 //! A detector's client of the models topic ([`crate::forest::shared`] says what flows there): reads the topic
 //! from its beginning, gathers the partitions' warm-up contributions, publishes the recipe of the group's model
 //! while this detector owns packets-topic partition 0, and trains the model of the recipe it reads, off the
-//! reactor. The consume loop ([`crate::consume`]) produces the contributions and puts the model in force.
+//! reactor. The consume loop (`consume`) produces the contributions and puts the model in force.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

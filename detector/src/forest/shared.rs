@@ -1,6 +1,6 @@
 //! The group's shared warm-up: the records of the models topic (`topics.models`, compacted) and the decisions
 //! taken on them. Owns the record format, the per-partition quota, the choice of the training set and the
-//! check of a recipe read from Kafka; the Kafka clients belong to [`crate::consume`], the warm-up buffers to
+//! check of a recipe read from Kafka; the Kafka clients belong to the consume loop (`consume`), the warm-up buffers to
 //! the isolation detector.
 //!
 //! # Protocol
