@@ -17,8 +17,9 @@
 //!   count once;
 //! - the router drops an anomaly whose id it already accounted for (`alert_router.dedup_ids`).
 //!
-//! Suppression windows and `flush_after` (1 h) outlast the run, so the router emits every alert when it stops
-//! and an alert's `count` is exactly the number of distinct anomalies of its (host, kind). The host-profile
+//! Suppression windows, `flush_after`, the incident window and its hold (1 h) outlast the run, so the router emits
+//! every alert (one incident per host) when it stops and an alert's `count` is exactly the number of distinct
+//! anomalies of its host. The host-profile
 //! detector, the slow sweep counts and the isolation forest are off: their state spans partitions or is trained
 //! per detector, which a rebalance changes whatever the delivery guarantees (`tests/scaling.rs`).
 
@@ -81,6 +82,10 @@ alerts_out = "{out}"
 [alert_router.suppression]
 window = "1h"
 flush_after = "1h"
+
+[alert_router.incidents]
+window = "1h"
+hold = "1h"
 
 {hook}"#,
             out = alerts_out.display(),

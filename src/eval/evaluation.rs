@@ -1,5 +1,5 @@
 //! The joining rules of `netanom eval` (pure): every source host of the capture is a host; positives are the
-//! labelled attackers, plus labelled victims named by a `victim`-kind alert (the victim detector finds
+//! labelled attackers, plus labelled victims named by an alert with the `victim` kind (the victim detector finds
 //! destinations of distributed attacks). A host is predicted positive when any alert names it; an alert of
 //! another kind on a labelled victim is a false positive. Labelled victims that no alert names are left out of
 //! the count (single-source attacks have no victim to find), and reported as `victims_alerted` / `victims`.
@@ -60,7 +60,7 @@ pub struct Evaluation {
     pub time_to_detect_s: BTreeMap<String, f64>,
     /// Median of `time_to_detect_s`.
     pub median_time_to_detect_s: Option<f64>,
-    /// Alerts by kind.
+    /// Incidents by kind: each kind of an incident counted once, on the incident's closing revision.
     pub alerts: BTreeMap<String, u64>,
 }
 
@@ -77,7 +77,12 @@ pub fn evaluate(capture: &str, traffic: &Traffic, labels: &Labels, alerts: &[Ale
     let mut victim_hits = BTreeSet::new();
     let mut alerted = BTreeSet::new();
     for a in alerts {
-        *kinds.entry(a.kind.to_string()).or_default() += 1;
+        // An incident counts once per kind, on its closing revision.
+        if a.final_revision {
+            for kind in a.kind_list() {
+                *kinds.entry(kind.to_string()).or_default() += 1;
+            }
+        }
         let s = if a.threshold > 0.0 { a.score / a.threshold } else { a.score };
         let e = strongest.entry(a.host.clone()).or_insert(0.0);
         *e = e.max(s);
@@ -85,7 +90,7 @@ pub fn evaluate(capture: &str, traffic: &Traffic, labels: &Labels, alerts: &[Ale
             let e = detected_ns.entry(a.host.clone()).or_insert(t);
             *e = (*e).min(t);
         }
-        if a.kind == AnomalyKind::Victim && labels.victims.contains(&a.host) {
+        if a.has_kind(AnomalyKind::Victim) && labels.victims.contains(&a.host) {
             victim_hits.insert(a.host.clone());
         }
         alerted.insert(a.host.clone());
