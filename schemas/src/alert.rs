@@ -283,12 +283,30 @@ mod tests {
     }
 
     #[test]
+    fn totals_keep_the_largest_count_of_each_feature_they_know() {
+        let f = |name: &str, value: f64| Contribution { name: name.into(), value, baseline: None };
+        let mut t = IncidentTotals::default();
+        t.observe(&[f("distinct_dst_ports", 24.0), f("distinct_sources", 572.0), f("syn_fraction", 0.9)]);
+        t.observe(&[f("distinct_dst_ports", 12.0), f("distinct_destinations_slow", 64.0), f("packets", f64::NAN)]);
+        t.observe(&[f("packets_per_window", -1.0), f("distinct_destinations", 80.0)]);
+        let want = IncidentTotals { ports: Some(24), hosts: Some(80), sources: Some(572), ..IncidentTotals::default() };
+        assert_eq!(t, want);
+        let incident = Alert { revision: 3, ..alert() };
+        assert_eq!(incident.delivery_id(), "brute_force/10.0.0.1/2024-06-10T06:13:20.000000000Z#3");
+    }
+
+    #[test]
     fn old_alerts_and_other_rfc3339_spellings_are_read() {
         let mut json = serde_json::to_value(alert()).unwrap();
-        json.as_object_mut().unwrap().remove("detected_at");
+        for field in ["detected_at", "revision", "final", "kinds", "totals"] {
+            json.as_object_mut().unwrap().remove(field);
+        }
         json["first_seen"] = "2024-06-10T08:13:20+02:00".into();
         let a: Alert = serde_json::from_value(json.clone()).unwrap();
         assert_eq!((a.detected_at, a.first_seen), (None, alert().first_seen));
+        // An alert from before incidents: one revision, final, its one kind.
+        assert_eq!((a.revision, a.final_revision, a.kind_list()), (1, true, vec![AnomalyKind::BruteForce]));
+        assert_eq!(a.totals, IncidentTotals::default());
         json["detected_at"] = "".into();
         assert_eq!(serde_json::from_value::<Alert>(json.clone()).unwrap().detected_at, None);
         for (field, bad) in [("kind", "nope"), ("first_seen", "yesterday"), ("detected_at", "soon")] {
