@@ -381,6 +381,7 @@ fn merge(incident: &mut Incident, alert: Alert, origins: Vec<Origin>, now: Insta
             target: alert.target.clone(),
             sample: alert.sample.clone(),
             features: alert.features.clone(),
+            model_version: alert.model_version.clone(),
         }]
     } else {
         alert.kinds.clone()

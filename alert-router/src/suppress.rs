@@ -293,6 +293,7 @@ impl Suppressor {
             target: best.target.clone(),
             sample: best.sample.clone(),
             features: best.features.clone(),
+            model_version: best.model_version.clone(),
         };
         let totals =
             IncidentTotals { duration_s: group.last_ns.saturating_sub(group.first_ns) as f64 / 1e9, ..group.totals };

@@ -125,6 +125,8 @@ pub struct IncidentKind {
     pub sample: String,
     /// Features of the highest-scoring anomaly of this kind.
     pub features: Vec<Contribution>,
+    /// Model or rule-set version of the highest-scoring anomaly of this kind.
+    pub model_version: String,
 }
 
 /// What an incident amounts to so far. Counts are the largest any anomaly of the incident reported (a window's
