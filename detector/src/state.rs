@@ -93,7 +93,7 @@ const ACTIVITY_SPANS: usize = 8;
 
 /// When one host was active, to tell where an anomaly's evidence begins: a detector's window starts on its own
 /// grid (a tumbling window, a profile interval), the evidence at the host's first packet inside it. Remembers the
-/// host's first packet and its last [`ACTIVITY_SPANS`] spans of activity (packets less than 1 s apart); bounded.
+/// host's first packet and its last `ACTIVITY_SPANS` spans of activity (packets less than 1 s apart); bounded.
 #[derive(Debug, Clone, Default)]
 pub struct Activity {
     /// The host's first packet, ns; `None` before any.
