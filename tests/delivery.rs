@@ -254,10 +254,12 @@ fn detectors_and_router_killed_mid_stream_alert_like_a_fault_free_run() {
     };
     assert_eq!(unique, alerts.len());
     assert_eq!(*hook.rejected.lock().unwrap(), 0, "a webhook signature did not verify");
-    let by_id: BTreeMap<&str, &serde_json::Value> = alerts.iter().map(|a| (a["id"].as_str().unwrap(), a)).collect();
+    // The webhook-id names the revision: `id#revision`.
+    let delivery_id = |a: &serde_json::Value| format!("{}#{}", a["id"].as_str().unwrap(), a["revision"]);
+    let by_id: BTreeMap<String, &serde_json::Value> = alerts.iter().map(|a| (delivery_id(a), a)).collect();
     for d in hook.accepted.lock().unwrap().iter() {
-        assert_eq!(d.body["id"].as_str(), Some(d.id.as_str()), "webhook-id is the alert id");
-        assert!(by_id.contains_key(d.id.as_str()), "webhook got an alert not on the alerts file: {}", d.body);
+        assert_eq!(delivery_id(&d.body), d.id, "webhook-id is the alert id and revision");
+        assert!(by_id.contains_key(&d.id), "webhook got an alert not on the alerts file: {}", d.body);
     }
 
     eprintln!(
