@@ -21,5 +21,9 @@ pub fn alert(host: &str, kind: &str, score: f64, threshold: f64, at: &str) -> Al
         sample: String::new(),
         features: Vec::new(),
         model_version: "t".into(),
+        revision: 1,
+        final_revision: true,
+        kinds: Vec::new(),
+        totals: Default::default(),
     }
 }

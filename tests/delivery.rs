@@ -17,8 +17,9 @@
 //!   count once;
 //! - the router drops an anomaly whose id it already accounted for (`alert_router.dedup_ids`).
 //!
-//! Suppression windows and `flush_after` (1 h) outlast the run, so the router emits every alert when it stops
-//! and an alert's `count` is exactly the number of distinct anomalies of its (host, kind). The host-profile
+//! Suppression windows, `flush_after`, the incident window and its hold (1 h) outlast the run, so the router emits
+//! every alert (one incident per host) when it stops and an alert's `count` is exactly the number of distinct
+//! anomalies of its host. The host-profile
 //! detector, the slow sweep counts and the isolation forest are off: their state spans partitions or is trained
 //! per detector, which a rebalance changes whatever the delivery guarantees (`tests/scaling.rs`).
 
@@ -81,6 +82,10 @@ alerts_out = "{out}"
 [alert_router.suppression]
 window = "1h"
 flush_after = "1h"
+
+[alert_router.incidents]
+window = "1h"
+hold = "1h"
 
 {hook}"#,
             out = alerts_out.display(),
@@ -249,10 +254,12 @@ fn detectors_and_router_killed_mid_stream_alert_like_a_fault_free_run() {
     };
     assert_eq!(unique, alerts.len());
     assert_eq!(*hook.rejected.lock().unwrap(), 0, "a webhook signature did not verify");
-    let by_id: BTreeMap<&str, &serde_json::Value> = alerts.iter().map(|a| (a["id"].as_str().unwrap(), a)).collect();
+    // The webhook-id names the revision: `id#revision`.
+    let delivery_id = |a: &serde_json::Value| format!("{}#{}", a["id"].as_str().unwrap(), a["revision"]);
+    let by_id: BTreeMap<String, &serde_json::Value> = alerts.iter().map(|a| (delivery_id(a), a)).collect();
     for d in hook.accepted.lock().unwrap().iter() {
-        assert_eq!(d.body["id"].as_str(), Some(d.id.as_str()), "webhook-id is the alert id");
-        assert!(by_id.contains_key(d.id.as_str()), "webhook got an alert not on the alerts file: {}", d.body);
+        assert_eq!(delivery_id(&d.body), d.id, "webhook-id is the alert id and revision");
+        assert!(by_id.contains_key(&d.id), "webhook got an alert not on the alerts file: {}", d.body);
     }
 
     eprintln!(

@@ -10,7 +10,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{eval_json, netanom};
+use common::{by_kind, eval_json, netanom};
 
 /// A `netanom synth --attacks ATTACKS` capture with its labels, and the alerts of `netanom run` on it.
 struct SynthRun {
@@ -18,6 +18,7 @@ struct SynthRun {
     labels: std::path::PathBuf,
     /// The alerts file, as written.
     text: String,
+    /// Each kind of each incident ([`by_kind`]).
     alerts: Vec<serde_json::Value>,
 }
 
@@ -28,7 +29,8 @@ fn synth_and_run(dir: &std::path::Path, attacks: &str) -> SynthRun {
     let run = ["--quiet".as_ref(), "--pcap".as_ref(), pcap.as_os_str(), "--alerts-out".as_ref(), out.as_os_str()];
     netanom(&[&["run".as_ref()], &run[..]].concat());
     let text = std::fs::read_to_string(&out).unwrap_or_default();
-    let alerts = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let incidents: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let alerts = by_kind(&incidents);
     SynthRun { pcap, labels, text, alerts }
 }
 

@@ -38,7 +38,8 @@ fn run(dir: &Path, pcap: &Path) -> Vec<serde_json::Value> {
         out.as_os_str(),
     ]);
     let text = std::fs::read_to_string(&out).unwrap_or_default();
-    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    let incidents: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    common::by_kind(&incidents)
 }
 
 /// The kinds of the alerts naming `host`.

@@ -331,8 +331,9 @@ fn without_a_model_the_warm_up_training_is_reproducible_and_alerts_account_for_e
     assert_eq!(lines(&a), lines(&b));
 
     let suppression = netanom_alert_router::SuppressionConfig::default();
-    let alerts = suppress(&a.anomalies, &suppression);
-    let again = suppress(&b.anomalies, &suppression);
+    let incidents = netanom_alert_router::IncidentConfig::default();
+    let alerts = suppress(&a.anomalies, &suppression, &incidents);
+    let again = suppress(&b.anomalies, &suppression, &incidents);
     let mut first = Vec::new();
     write_alerts(&alerts, &mut first).unwrap();
     let mut second = Vec::new();

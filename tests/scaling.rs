@@ -18,9 +18,9 @@
 //! sliding 60 s sweep counts are off too (thresholds at `max_targets`): they remember a minute of a host, more
 //! than the 300 records rebuilt here cover, so the scaled group reported the ping sweep once where one detector
 //! reported it twice (a second report 60 s after the first).
-//! Suppression windows (1 h) and `flush_after` (1 h) outlast the run, so the router emits every alert when it
-//! stops, and an alert's `count` is exactly the number of anomalies of its (host, kind): a duplicated or lost
-//! anomaly changes it.
+//! Suppression windows, `flush_after`, the incident window and its hold (1 h) outlast the run, so the router
+//! emits every alert (one incident per host) when it stops, and an alert's `count` is exactly the number of
+//! anomalies of its host: a duplicated or lost anomaly changes it.
 
 mod common;
 
@@ -157,6 +157,10 @@ alerts_out = "{out}"
 [alert_router.suppression]
 window = "1h"
 flush_after = "1h"
+
+[alert_router.incidents]
+window = "1h"
+hold = "1h"
 "#,
             model = model.display(),
             out = alerts_out.display(),

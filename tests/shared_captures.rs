@@ -93,7 +93,7 @@ fn a_model_of_the_benign_captures_names_a_small_icmp_sweep_by_its_profile() {
         .output()
         .expect("netanom runs");
     assert!(result.status.success(), "run: {}", String::from_utf8_lossy(&result.stderr));
-    let alerts = common::read_alerts(&out);
+    let alerts = common::by_kind(&common::read_alerts(&out));
     let profile = alerts
         .iter()
         .find(|a| a["kind"] == "profile" && a["host"] == "192.168.1.109")

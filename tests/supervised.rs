@@ -115,11 +115,21 @@ fn trained_on_one_synth_capture_the_forest_alerts_the_attackers_of_another() {
         ],
         &[],
     );
-    let supervised: Vec<serde_json::Value> = std::fs::read_to_string(&alerts)
+    let incidents: Vec<serde_json::Value> = std::fs::read_to_string(&alerts)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|a| a["kind"] == "supervised")
+        .collect();
+    // The supervised kind's evidence in each incident, with the incident's host.
+    let supervised: Vec<serde_json::Value> = incidents
+        .iter()
+        .flat_map(|a| {
+            let kinds = a["kinds"].as_array().cloned().unwrap_or_default();
+            kinds.into_iter().filter(|k| k["kind"] == "supervised").map(|mut k| {
+                k["host"] = a["host"].clone();
+                k
+            })
+        })
         .collect();
     let alerted: BTreeSet<String> = supervised.iter().map(|a| a["host"].as_str().unwrap().to_string()).collect();
     let attackers = hosts_with_role(&other_labels, "attacker");

@@ -13,11 +13,14 @@
 //! | `shost` / `dhost` | a source / destination that is not an IP address | String (1023) |
 //! | `cnt` | repeats collapsed into the alert (saturated at 2^31-1) | Integer |
 //! | `start` / `end` | first and last packet time, epoch ms | Time Stamp |
-//! | `externalId` | the first 40 hex digits of SHA-256 of the alert id: stable, so a SIEM can deduplicate | String (40) |
+//! | `externalId` | the first 40 hex digits of SHA-256 of `id#revision`: stable, so a SIEM can deduplicate | String (40) |
 //! | `cat` | the detector kind | String (1023) |
 //! | `cs1` `model` | model or rule-set version | String (4000) |
 //! | `cs2` `sample` | summary of a triggering packet | String (4000) |
-//! | `cs3` `alertId` | the full alert id of the alerts topic and the webhooks | String (4000) |
+//! | `cs3` `alertId` | the full alert (incident) id of the alerts topic and the webhooks | String (4000) |
+//! | `cs4` `kinds` | every kind of the incident, comma-separated | String (4000) |
+//! | `cs5` `final` | `true` on the incident's closing revision, else `false` | String (4000) |
+//! | `cn1` `revision` | the incident's revision | Integer |
 //! | `cfp1` `score`, `cfp2` `threshold` | | Floating Point |
 //! | `msg` | the reason | String (1023) |
 //!
@@ -117,7 +120,7 @@ pub fn cef(alert: &Alert) -> String {
     ext.push(("cnt", alert.count.min(i32::MAX as u64).to_string()));
     ext.push(("start", epoch_ms(alert.first_seen).to_string()));
     ext.push(("end", epoch_ms(alert.last_seen).to_string()));
-    ext.push(("externalId", external_id(&alert.id)));
+    ext.push(("externalId", external_id(&alert.delivery_id())));
     let kind = alert.kind.to_string();
     ext.push(("cat", fit(&kind, MAX_STRING).to_string()));
     ext.push(("cs1Label", "model".into()));
@@ -126,6 +129,13 @@ pub fn cef(alert: &Alert) -> String {
     ext.push(("cs2", fit(&alert.sample, MAX_CUSTOM_STRING).to_string()));
     ext.push(("cs3Label", "alertId".into()));
     ext.push(("cs3", fit(&alert.id, MAX_CUSTOM_STRING).to_string()));
+    let kinds: Vec<&str> = alert.kind_list().into_iter().map(|k| k.as_str()).collect();
+    ext.push(("cs4Label", "kinds".into()));
+    ext.push(("cs4", fit(&kinds.join(","), MAX_CUSTOM_STRING).to_string()));
+    ext.push(("cs5Label", "final".into()));
+    ext.push(("cs5", alert.final_revision.to_string()));
+    ext.push(("cn1Label", "revision".into()));
+    ext.push(("cn1", alert.revision.min(i32::MAX as u64).to_string()));
     ext.push(("cfp1Label", "score".into()));
     ext.push(("cfp1", alert.score.to_string()));
     ext.push(("cfp2Label", "threshold".into()));

@@ -9,6 +9,7 @@ use netanom_schemas::{SchemaIds, topics};
 use serde::Deserialize;
 
 use crate::format::AlertFormat;
+use crate::incident::IncidentConfig;
 use crate::outbound;
 use crate::suppress::SuppressionConfig;
 use crate::syslog::SyslogConfig;
@@ -54,6 +55,8 @@ pub struct RouterConfig {
     pub static_assignment: bool,
     /// Suppression of repeated (host, kind) anomalies.
     pub suppression: SuppressionConfig,
+    /// Grouping of a host's alerts across kinds into incidents (`[alert_router.incidents]`).
+    pub incidents: IncidentConfig,
     /// Webhooks every alert is POSTed to (none by default).
     pub webhooks: Vec<WebhookConfig>,
     /// Signing secret (`whsec_…`) for the webhooks that have none of their own; convenient from the environment
@@ -103,6 +106,7 @@ impl Default for RouterConfig {
             schema_ids: SchemaIds::BUILT_IN,
             static_assignment: false,
             suppression: SuppressionConfig::default(),
+            incidents: IncidentConfig::default(),
             webhooks: Vec::new(),
             webhook_secret: None,
             fetch_wait: Duration::from_millis(500),
@@ -133,6 +137,7 @@ impl std::fmt::Debug for RouterConfig {
             .field("schema_ids", &self.schema_ids)
             .field("static_assignment", &self.static_assignment)
             .field("suppression", &self.suppression)
+            .field("incidents", &self.incidents)
             .field("webhooks", &self.webhooks)
             .field("webhook_secret", &self.webhook_secret)
             .field("fetch_wait", &self.fetch_wait)
@@ -225,6 +230,9 @@ impl RouterConfig {
         }
         for (key, problem) in self.suppression.time.validate() {
             err(&format!("suppression.time.{key}"), problem);
+        }
+        for (key, problem) in self.incidents.validate() {
+            err(&format!("incidents.{key}"), problem);
         }
         for (i, hook) in self.webhooks.iter().enumerate() {
             if let Ok(url) = reqwest::Url::parse(&hook.url)

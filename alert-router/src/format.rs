@@ -16,11 +16,13 @@
 //! `event.reason` and `message` (the reason), `event.id`, `event.dataset` `netanom.alert`, `source.ip` (the host
 //! for attacker kinds) or `destination.ip` (the host for `victim`; the target for attacker kinds that have one),
 //! `related.ip`, `rule.{name (kind), ruleset "netanom", version (model)}`, `observer.{vendor, product, version,
-//! type}`, `ecs.version`. ECS has no field for the repeat count, the threshold, the sample or the features: they
-//! are under `netanom.*`.
+//! type}`, `ecs.version`; `event.id` names the revision (`id#revision`). ECS has no field for the repeat count,
+//! the threshold, the sample, the features or the incident (`incident_id`, `revision`, `final`, `kinds`,
+//! `totals`): they are under `netanom.*`.
 //!
 //! OCSF mapping (OCSF [`OCSF_VERSION`], valid against 1.1 and later): `class_uid` 2004, `category_uid` 2,
-//! `activity_id` 1 (Create), `type_uid` 200401, `time` = `start_time` = first_seen (epoch ms), `end_time`,
+//! `activity_id` 1 (Create) for an incident's first revision, 2 (Update) for later ones, 3 (Close) for a later
+//! closing one, `type_uid` 200400 + `activity_id`, `time` = `start_time` = first_seen (epoch ms), `end_time`,
 //! `severity_id`, `status_id` 1 (New), `confidence_id` (Low/Medium/High as the severity is low/medium/high or
 //! above), `timezone_offset` 0 (times are UTC),
 //! `message`, `count`, `risk_score` (0–100), `metadata {version, product, uid, processed_time}`,
@@ -28,7 +30,9 @@
 //! type_id, type, version (model)}}` (analytic type Rule for the threshold detectors, Statistical for `beacon`,
 //! Learning for the forests and profiles), `evidences [{ src_endpoint, dst_endpoint }]` (an `ip` when the address
 //! parses, a `name` otherwise), `observables` (one per address: type IP Address or Hostname, named by the evidence
-//! attribute that holds it) and `unmapped` for the score, threshold, sample, features and model version.
+//! attribute that holds it) and `unmapped` for the score, threshold, sample, features, model version and the
+//! incident's revision, final flag, kinds and totals. `finding_info.uid` is the incident id (the same in every
+//! revision), `metadata.uid` the revision (`id#revision`).
 //!
 //! Every output names its format: [`AlertFormat::schema_version`] is the version of the document's schema, which
 //! the alerts topic carries in its record headers ([`netanom_schemas::topics::FORMAT_HEADER`]).
@@ -306,7 +310,7 @@ fn ecs(alert: &Alert, processed: time::OffsetDateTime) -> Value {
     put(&mut doc, "event.risk_score", json!(alert.score));
     put(&mut doc, "event.risk_score_norm", json!(f64::from(normalized_risk(alert))));
     put(&mut doc, "event.reason", json!(alert.reason));
-    put(&mut doc, "event.id", json!(alert.id));
+    put(&mut doc, "event.id", json!(alert.delivery_id()));
     put(&mut doc, "event.dataset", json!("netanom.alert"));
     put(&mut doc, "event.provider", json!(PRODUCT));
     let (src, dst) = endpoints(alert);
@@ -344,6 +348,11 @@ fn ecs(alert: &Alert, processed: time::OffsetDateTime) -> Value {
     put(&mut doc, "netanom.sample", json!(alert.sample));
     put(&mut doc, "netanom.features", features(alert));
     put(&mut doc, "netanom.model_version", json!(alert.model_version));
+    put(&mut doc, "netanom.incident_id", json!(alert.id));
+    put(&mut doc, "netanom.revision", json!(alert.revision));
+    put(&mut doc, "netanom.final", json!(alert.final_revision));
+    put(&mut doc, "netanom.kinds", json!(alert.kinds));
+    put(&mut doc, "netanom.totals", json!(alert.totals));
     Value::Object(doc)
 }
 
@@ -375,9 +384,10 @@ fn ocsf(alert: &Alert, processed: time::OffsetDateTime) -> Value {
     put(&mut doc, "class_name", json!("Detection Finding"));
     put(&mut doc, "category_uid", json!(2));
     put(&mut doc, "category_name", json!("Findings"));
-    put(&mut doc, "activity_id", json!(1));
-    put(&mut doc, "activity_name", json!("Create"));
-    put(&mut doc, "type_uid", json!(200_401));
+    let (activity_id, activity) = activity(alert);
+    put(&mut doc, "activity_id", json!(activity_id));
+    put(&mut doc, "activity_name", json!(activity));
+    put(&mut doc, "type_uid", json!(200_400 + u32::from(activity_id)));
     put(&mut doc, "type_name", json!("Detection Finding: Create"));
     put(&mut doc, "time", json!(first));
     put(&mut doc, "start_time", json!(first));
@@ -393,7 +403,7 @@ fn ocsf(alert: &Alert, processed: time::OffsetDateTime) -> Value {
     put(&mut doc, "count", json!(alert.count));
     put(&mut doc, "risk_score", json!(normalized_risk(alert)));
     put(&mut doc, "metadata.version", json!(OCSF_VERSION));
-    put(&mut doc, "metadata.uid", json!(alert.id));
+    put(&mut doc, "metadata.uid", json!(alert.delivery_id()));
     put(&mut doc, "metadata.product", json!({ "name": PRODUCT, "vendor_name": PRODUCT, "version": PRODUCT_VERSION }));
     put(&mut doc, "metadata.processed_time", json!(processed_ms));
     let mut info = Map::new();
@@ -448,9 +458,23 @@ fn ocsf(alert: &Alert, processed: time::OffsetDateTime) -> Value {
             "sample": alert.sample,
             "features": features(alert),
             "model_version": alert.model_version,
+            "revision": alert.revision,
+            "final": alert.final_revision,
+            "kinds": alert.kinds,
+            "totals": alert.totals,
         }),
     );
     Value::Object(doc)
+}
+
+/// OCSF activity of an incident's revision: Create (1) for the first, Close (3) for a later closing one, Update
+/// (2) otherwise.
+fn activity(alert: &Alert) -> (u8, &'static str) {
+    match (alert.revision, alert.final_revision) {
+        (..=1, _) => (1, "Create"),
+        (_, true) => (3, "Close"),
+        (_, false) => (2, "Update"),
+    }
 }
 
 #[cfg(test)]
@@ -531,6 +555,10 @@ mod tests {
             sample: format!("{host}:4242 > 10.9.9.9:80 TCP [S] len 60"),
             features: vec![Contribution { name: "pps".into(), value: 30.0, baseline: Some(1.0) }],
             model_version: "rules-v1".into(),
+            revision: 1,
+            final_revision: true,
+            kinds: Vec::new(),
+            totals: Default::default(),
         }
     }
 

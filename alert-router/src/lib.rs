@@ -1,5 +1,6 @@
 //! netanom alert router: consumes anomalies (Avro, `netanom.anomalies`), collapses repeats of one (host, kind)
-//! into alerts ([`suppress`]), publishes each alert as JSON on the alerts topic, POSTs it to every configured
+//! ([`suppress`]), groups them per host across kinds into incidents reported in revisions ([`incident`]),
+//! publishes each alert (one revision of an incident) as JSON on the alerts topic, POSTs it to every configured
 //! webhook signed per Standard Webhooks ([`webhook`]) behind the outbound-safety checks ([`outbound`]), sends it
 //! as CEF ([`cef`]) over syslog when configured ([`syslog`]),
 //! appends it to an optional JSON-lines file and stdout, and only then stores the offsets of the anomalies it
@@ -13,6 +14,7 @@ pub mod cef;
 pub mod config;
 pub mod dedup;
 pub mod format;
+pub mod incident;
 pub mod metrics;
 pub mod offsets;
 pub mod outbound;
@@ -24,6 +26,7 @@ pub mod webhook;
 
 pub use config::{ConfigError, RouterConfig};
 pub use format::AlertFormat;
+pub use incident::IncidentConfig;
 pub use netanom_schemas::redact::Secret;
 pub use report::{RouterError, RouterReport};
 pub use route::run;

@@ -26,6 +26,8 @@ pub struct RouterReport {
     pub dead_lettered_alerts: u64,
     /// Suppression windows emitted early because `suppression.max_groups` were open.
     pub groups_evicted: u64,
+    /// Incidents closed early because `incidents.max_incidents` were open.
+    pub incidents_evicted: u64,
     /// Alerts sent to the syslog receiver.
     pub syslog_delivered: u64,
     /// Alerts the syslog receiver could not be sent (each one is on the dead-letter topic).

@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dedup::{Ownership, SeenIds, Start};
 use crate::format::{AlertFormat, Rendered};
+use crate::incident::Incidents;
 use crate::metrics::{self, Metrics};
 use crate::offsets::OffsetTracker;
 use crate::suppress::{Emitted, Origin, Suppressor};
@@ -129,6 +130,7 @@ pub async fn run(
             None => None,
         },
         suppressor: Suppressor::new(config.suppression.clone()),
+        incidents: Incidents::new(config.incidents.clone()),
         seen: SeenIds::new(config.dedup_ids),
         ownership,
         tracker: OffsetTracker::new(),
@@ -158,6 +160,8 @@ struct Router {
     consumer: Arc<StreamConsumer<RouterContext>>,
     shared: Arc<Shared>,
     suppressor: Suppressor,
+    /// The open incidents the suppressor's groups are reported in.
+    incidents: Incidents,
     /// Anomaly ids accounted for, per partition ([`crate::dedup`]).
     seen: SeenIds,
     /// Partitions worked on, shared with the rebalance callback.
@@ -190,28 +194,30 @@ impl Router {
             ready.beat();
             if drain_targets.as_ref().is_some_and(|t| self.drain_reached(t, &consumed_next)) {
                 tracing::info!("drain: input consumed up to the high watermarks; flushing open groups");
-                for emitted in self.suppressor.drain() {
-                    self.spawn_delivery(emitted);
-                }
+                self.flush_all();
                 return self.finish_deliveries(shutdown.cancelled(), "shutdown during drain").await;
             }
-            let deadline = self.suppressor.next_deadline();
+            let deadline = match (self.suppressor.next_deadline(), self.incidents.next_deadline()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let can_consume = self.tasks.len() < self.config.max_in_flight_alerts;
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => {
                     tracing::info!("shutdown: emitting open groups, finishing deliveries in flight");
-                    for emitted in self.suppressor.drain() {
-                        self.spawn_delivery(emitted);
-                    }
+                    self.flush_all();
                     // Half of what is left of the process's grace at most: the commit and the flush follow.
                     let grace = tokio::time::sleep(self.config.shutdown_grace.min(grace.share(0.5)));
                     return self.finish_deliveries(grace, "shutdown grace elapsed").await;
                 }
                 Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => self.complete(joined)?,
                 () = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
-                    for emitted in self.suppressor.poll(Instant::now()) {
-                        self.spawn_delivery(emitted);
+                    let now = Instant::now();
+                    let groups = self.suppressor.poll(now);
+                    self.report_groups(groups, now);
+                    for revision in self.incidents.poll(now) {
+                        self.spawn_delivery(revision);
                     }
                 }
                 () = drain.cancelled(), if drain_targets.is_none() => {
@@ -340,7 +346,7 @@ impl Router {
     fn forget_lost(&mut self) {
         let lost = lock(&self.ownership).take_lost();
         for p in lost {
-            let dropped = self.suppressor.forget_partition(p);
+            let dropped = self.suppressor.forget_partition(p) + self.incidents.forget_partition(p);
             self.tracker.forget(p);
             self.seen.forget(p);
             self.trace_parents.retain(|(partition, _), _| *partition != p);
@@ -405,9 +411,7 @@ impl Router {
                         "suppression windows emitted early: too many open"
                     );
                 }
-                for e in emitted {
-                    self.spawn_delivery(e);
-                }
+                self.report_groups(emitted, Instant::now());
             }
             Err(reason) => {
                 let origin_text = format!("{}/{}/{}", message.topic(), origin.partition, origin.offset);
@@ -434,6 +438,40 @@ impl Router {
             }
         }
         Ok(())
+    }
+
+    /// Hands the suppressor's groups to the incidents and delivers the revisions that causes, then the closing
+    /// revisions of the incidents whose hosts went quiet.
+    fn report_groups(&mut self, groups: Vec<Emitted>, now: Instant) {
+        let evicted_before = self.incidents.evicted();
+        for group in groups {
+            for revision in self.incidents.absorb(group, now) {
+                self.spawn_delivery(revision);
+            }
+        }
+        let suppressor = &self.suppressor;
+        let quiet = self.incidents.close_quiet(suppressor.watermark_ns(), |host| suppressor.open_until(host));
+        for revision in quiet {
+            self.spawn_delivery(revision);
+        }
+        let evicted = self.incidents.evicted() - evicted_before;
+        if evicted > 0 {
+            self.report.incidents_evicted += evicted;
+            tracing::warn!(
+                evicted,
+                max_incidents = self.config.incidents.max_incidents,
+                "incidents closed early: too many open"
+            );
+        }
+    }
+
+    /// Emits every open group and closes every open incident (drain and shutdown).
+    fn flush_all(&mut self) {
+        let groups = self.suppressor.drain();
+        self.report_groups(groups, Instant::now());
+        for revision in self.incidents.drain() {
+            self.spawn_delivery(revision);
+        }
     }
 
     fn spawn_delivery(&mut self, emitted: Emitted) {
@@ -499,8 +537,9 @@ impl Router {
         self.report.dead_lettered_alerts += done.dead_lettered;
         self.report.syslog_delivered += done.syslog_delivered;
         self.report.syslog_failed += done.syslog_failed;
-        tracing::info!(id = %done.emitted.alert.id, kind = %done.emitted.alert.kind, count = done.emitted.alert.count,
-            cause = ?done.emitted.cause, "alert emitted");
+        let alert = &done.emitted.alert;
+        tracing::info!(id = %alert.id, revision = alert.revision, r#final = alert.final_revision, kind = %alert.kind,
+            count = alert.count, cause = ?done.emitted.cause, "alert emitted");
         self.mark_done(&done.emitted.origins);
         Ok(())
     }
@@ -604,7 +643,7 @@ async fn deliver(shared: Arc<Shared>, emitted: Emitted) -> Result<Finished, Rout
     let origin = format!("{}/{}/{}", shared.alerts_topic, delivery.partition, delivery.offset);
     let mut failures = Vec::new();
     let (mut delivered, mut failed) = (0, 0);
-    for d in shared.webhooks.deliver_with(&alert.id, |f| rendered.get(f).as_bytes()).await {
+    for d in shared.webhooks.deliver_with(&alert.delivery_id(), |f| rendered.get(f).as_bytes()).await {
         match d.outcome {
             Outcome::Delivered { .. } => delivered += 1,
             Outcome::Failed { attempts, reason } => {
@@ -664,13 +703,17 @@ fn check_finite(a: &Anomaly) -> Result<(), String> {
     Ok(())
 }
 
-/// One line for a person: host, kind, score/threshold, window, count, reason, sample.
+/// One line for a person: host, kinds, score/threshold, evidence span, count, revision, reason, sample.
 pub fn readable(a: &Alert) -> String {
     let target = a.target.as_deref().map(|t| format!(" -> {t}")).unwrap_or_default();
+    let kinds: Vec<&str> = a.kind_list().into_iter().map(|k| k.as_str()).collect();
+    let stage = if a.final_revision { " final" } else { "" };
     format!(
-        "ALERT {host}{target} {kind} score {score:.2}/{threshold:.2} {first}..{last} x{count}: {reason} [{sample}]",
+        "ALERT {host}{target} {kind} score {score:.2}/{threshold:.2} {first}..{last} x{count} rev {revision}{stage}: \
+         {reason} [{sample}]",
         host = a.host,
-        kind = a.kind,
+        kind = kinds.join("+"),
+        revision = a.revision,
         score = a.score,
         threshold = a.threshold,
         first = format_rfc3339(a.first_seen),
@@ -929,11 +972,15 @@ mod tests {
             sample: "s".into(),
             features: vec![],
             model_version: "v1".into(),
+            revision: 1,
+            final_revision: true,
+            kinds: Vec::new(),
+            totals: Default::default(),
         };
         assert_eq!(
             readable(&alert),
             "ALERT 10.0.0.1 -> 10.0.0.9 victim score 12.50/10.00 \
-             2024-01-01T00:00:00.000000000Z..2024-01-01T00:00:09.000000000Z x4: many sources [s]"
+             2024-01-01T00:00:00.000000000Z..2024-01-01T00:00:09.000000000Z x4 rev 1 final: many sources [s]"
         );
     }
 }

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
 use netanom_schemas::packet_time::{Admission, PacketClock, SkewConfig};
-use netanom_schemas::{Alert, Anomaly, AnomalyKind, format_rfc3339_ns, time_from_ns};
+use netanom_schemas::{Alert, Anomaly, AnomalyKind, IncidentKind, IncidentTotals, format_rfc3339_ns, time_from_ns};
 use serde::Deserialize;
 use tokio::time::Instant;
 
@@ -79,6 +79,10 @@ pub enum EmitCause {
     Evicted,
     /// Drain or shutdown.
     Drain,
+    /// An incident grew and [`crate::incident`] emitted a revision of it.
+    Revision,
+    /// An incident's host was quiet for the incident window: its closing revision.
+    Quiet,
 }
 
 /// An alert ready to deliver, with the anomalies it accounts for.
@@ -106,6 +110,8 @@ struct Group {
     detected_ns: i64,
     /// The highest-scoring anomaly.
     best: Anomaly,
+    /// Counts of every collapsed anomaly's features.
+    totals: IncidentTotals,
     origins: Vec<Origin>,
     /// Generation, to recognise stale flush-queue entries.
     generation: u64,
@@ -230,17 +236,21 @@ impl Suppressor {
                 group.last_ns = group.last_ns.max(anomaly.window_end_ns);
                 group.detected_ns = group.detected_ns.min(anomaly.window_end_ns);
                 group.origins.push(origin);
+                group.totals.observe(&anomaly.features);
                 if anomaly.score > group.best.score {
                     group.best = anomaly;
                 }
             }
             None => {
                 self.sequence += 1;
+                let mut totals = IncidentTotals::default();
+                totals.observe(&anomaly.features);
                 window.pending = Some(Group {
                     count: 1,
                     first_ns: anomaly.window_start_ns,
                     last_ns: anomaly.window_end_ns,
                     detected_ns: anomaly.window_end_ns,
+                    totals,
                     best: anomaly,
                     origins: vec![origin],
                     generation: self.sequence,
@@ -271,6 +281,22 @@ impl Suppressor {
             format!("{}/{}/{}", key.0, key.1, first_seen)
         };
         let best = group.best;
+        let evidence = IncidentKind {
+            kind: key.1,
+            count: group.count,
+            score: best.score,
+            threshold: best.threshold,
+            first_seen: time_from_ns(group.first_ns),
+            detected_at: time_from_ns(group.detected_ns),
+            last_seen: time_from_ns(group.last_ns),
+            reason: best.reason.clone(),
+            target: best.target.clone(),
+            sample: best.sample.clone(),
+            features: best.features.clone(),
+            model_version: best.model_version.clone(),
+        };
+        let totals =
+            IncidentTotals { duration_s: group.last_ns.saturating_sub(group.first_ns) as f64 / 1e9, ..group.totals };
         let alert = Alert {
             id,
             host: key.0.clone(),
@@ -286,8 +312,26 @@ impl Suppressor {
             sample: best.sample,
             features: best.features,
             model_version: best.model_version,
+            revision: 1,
+            final_revision: true,
+            kinds: vec![evidence],
+            totals,
         };
         Some(Emitted { alert, origins: group.origins, continuation, cause })
+    }
+
+    /// The latest packet-time end of the open windows of `host` (any kind), `None` when it has none: anomalies
+    /// of `host` may still be pending here until the watermark reaches it.
+    pub fn open_until(&self, host: &str) -> Option<i64> {
+        let mut key: Key = (host.to_string(), AnomalyKind::Rate);
+        let mut latest = None;
+        for &kind in AnomalyKind::ALL {
+            key.1 = kind;
+            if let Some(w) = self.windows.get(&key) {
+                latest = Some(latest.map_or(w.end.0, |l: i64| l.max(w.end.0)));
+            }
+        }
+        latest
     }
 
     /// When [`Suppressor::poll`] next has something to emit (possibly earlier, never later).

@@ -335,6 +335,10 @@ mod tests {
             sample: "10.0.0.1:4242 > 10.9.9.9:80 TCP [S] len 60".into(),
             features: vec![Contribution { name: "pps".into(), value: 30.0, baseline: None }],
             model_version: "rules=v1".into(),
+            revision: 1,
+            final_revision: true,
+            kinds: Vec::new(),
+            totals: Default::default(),
         }
     }
 
@@ -374,7 +378,7 @@ mod tests {
         assert_eq!(ext["cs1Label"], "model");
         assert_eq!(ext["cs1"], "rules=v1");
         assert_eq!(ext["cs3"], a.id);
-        assert_eq!(ext["externalId"], crate::cef::external_id(&a.id));
+        assert_eq!(ext["externalId"], crate::cef::external_id(&a.delivery_id()));
         let victim = Alert { kind: netanom_schemas::AnomalyKind::Victim, host: "db.internal".into(), ..a };
         let ext = parse_extension(&split_header(&cef(&victim))[7]);
         assert_eq!(ext["dhost"], "db.internal");

@@ -30,9 +30,11 @@ enum Ty {
     TimeStamp,
 }
 
-/// The type of a custom field (`cs1`–`cs6` strings, `cfp1`–`cfp4` floats, `c6a1`–`c6a4` IPv6 addresses).
+/// The type of a custom field (`cs1`–`cs6` strings, `cn1`–`cn3` numbers, `cfp1`–`cfp4` floats, `c6a1`–`c6a4`
+/// IPv6 addresses). The dictionary types `cn*` as Long; checking them as 32-bit integers is stricter.
 fn custom(key: &str) -> Option<Ty> {
-    [("cs", 6, Ty::Str(4000)), ("cfp", 4, Ty::Float), ("c6a", 4, Ty::Ipv6)].into_iter().find_map(|(prefix, max, ty)| {
+    let fields = [("cs", 6, Ty::Str(4000)), ("cn", 3, Ty::Int), ("cfp", 4, Ty::Float), ("c6a", 4, Ty::Ipv6)];
+    fields.into_iter().find_map(|(prefix, max, ty)| {
         let n = key.strip_prefix(prefix)?.parse::<u8>().ok()?;
         (1..=max).contains(&n).then_some(ty)
     })

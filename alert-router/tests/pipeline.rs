@@ -11,7 +11,8 @@ use axum::http::{HeaderMap, StatusCode};
 use netanom_alert_router::format::OCSF_VERSION;
 use netanom_alert_router::webhook::{decode_secret, verify};
 use netanom_alert_router::{
-    AlertFormat, RetryConfig, RouterConfig, RouterReport, Secret, SyslogConfig, Transport, WebhookConfig, run,
+    AlertFormat, IncidentConfig, RetryConfig, RouterConfig, RouterReport, Secret, SyslogConfig, Transport,
+    WebhookConfig, run,
 };
 use netanom_handles::RoleHandles;
 use netanom_schemas::{
@@ -166,6 +167,8 @@ fn fixture(webhooks: Vec<WebhookConfig>, alerts_out: Option<std::path::PathBuf>)
             max_attempts: 3,
         },
         alerts_out,
+        // Most tests here are about suppression and delivery: each group is its own alert.
+        incidents: IncidentConfig { enabled: false, ..IncidentConfig::default() },
         ..RouterConfig::default()
     };
     for t in [&config.anomalies_topic, &config.alerts_topic, &config.dead_letter_topic] {
@@ -280,7 +283,7 @@ async fn drain_collapses_repeats_delivers_signed_webhooks_and_dead_letters_failu
         let accepted = rx.accepted.lock().unwrap().get(name).cloned().unwrap_or_default();
         let mut got: Vec<_> = accepted.iter().map(|(id, a)| (id.clone(), a.clone())).collect();
         got.sort_by(|x, y| x.0.cmp(&y.0));
-        let mut want: Vec<_> = alerts.iter().map(|a| (a.id.clone(), a.clone())).collect();
+        let mut want: Vec<_> = alerts.iter().map(|a| (a.delivery_id(), a.clone())).collect();
         want.sort_by(|x, y| x.0.cmp(&y.0));
         assert_eq!(got, want, "webhook {name}");
     }
@@ -503,4 +506,52 @@ async fn copies_of_an_anomaly_count_once_also_after_a_restart() {
     produce(&g.bootstrap, &config.anomalies_topic, &records).await;
     let report = run_drained(&config).await;
     assert_eq!((report.anomalies_consumed, report.duplicates_dropped), (5, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kinds_of_one_host_reach_every_output_as_one_incident() {
+    let (rx, base) = start_receiver().await;
+    let hook = WebhookConfig {
+        url: format!("{base}/ok"),
+        secret: Some(Secret::new(SECRET)),
+        timeout: Duration::from_secs(5),
+        allow_private: true,
+        ..WebhookConfig::default()
+    };
+    let mut f = fixture(vec![hook], None);
+    // Held past the run: each incident is told once, by its closing revision at drain.
+    f.config.incidents = IncidentConfig { hold: Duration::from_secs(3600), ..IncidentConfig::default() };
+    let (a, b) = ("10.0.0.1", "10.0.0.2");
+    let records = [
+        encoded(&anomaly(a, AnomalyKind::Rate, 0, 11.0)),
+        encoded(&anomaly(a, AnomalyKind::Fanout, 5, 50.0)),
+        encoded(&anomaly(b, AnomalyKind::Rate, 3, 15.0)),
+        encoded(&anomaly(a, AnomalyKind::Profile, 40, 12.0)),
+        encoded(&anomaly(a, AnomalyKind::Rate, 70, 30.0)),
+    ];
+    produce(&f.bootstrap, &f.config.anomalies_topic, &records).await;
+    let report = run_drained(&f.config).await;
+    assert_eq!((report.anomalies_consumed, report.alerts_emitted), (5, 2), "one incident per host");
+
+    let alerts: Vec<Alert> = read_topic(&f.bootstrap, &f.config.alerts_topic, 2)
+        .await
+        .iter()
+        .map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap())
+        .collect();
+    let incident = alerts.iter().find(|x| x.host == a).unwrap_or_else(|| panic!("{alerts:#?}"));
+    assert_eq!(incident.id, format!("{a}/rate/{}", format_rfc3339_ns(T0)));
+    assert_eq!((incident.revision, incident.final_revision, incident.count), (1, true, 4));
+    let kinds: Vec<(AnomalyKind, u64)> = incident.kinds.iter().map(|k| (k.kind, k.count)).collect();
+    assert_eq!(kinds, [(AnomalyKind::Rate, 2), (AnomalyKind::Fanout, 1), (AnomalyKind::Profile, 1)]);
+    assert_eq!((incident.first_seen, incident.last_seen), (time_from_ns(T0), time_from_ns(T0 + 71 * S)));
+    assert_eq!(incident.reason, "fanout score 50", "the strongest kind heads the incident");
+    // The webhook got each revision under id#revision.
+    let accepted = rx.accepted.lock().unwrap().get("ok").cloned().unwrap_or_default();
+    let mut ids: Vec<String> = accepted.iter().map(|(id, _)| id.clone()).collect();
+    ids.sort();
+    let mut want: Vec<String> = alerts.iter().map(Alert::delivery_id).collect();
+    want.sort();
+    assert_eq!(ids, want);
+    assert!(ids.iter().all(|id| id.ends_with("#1")), "{ids:?}");
+    assert_eq!(committed(&f.bootstrap, &f.config.group_id, &f.config.anomalies_topic).await, Offset::Offset(5));
 }

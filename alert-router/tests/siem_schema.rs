@@ -42,6 +42,10 @@ fn alert(kind: &str, host: &str, target: Option<&str>, score: f64) -> Alert {
         sample: format!("{host}:4242 > 10.9.9.9:80 TCP [S] len 60"),
         features: vec![Contribution { name: "pps".into(), value: score, baseline: None }],
         model_version: "rules-v1".into(),
+        revision: 1,
+        final_revision: true,
+        kinds: Vec::new(),
+        totals: Default::default(),
     }
 }
 

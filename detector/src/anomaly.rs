@@ -9,10 +9,10 @@ use netanom_schemas::{Anomaly, AnomalyKind, Contribution, PacketFeatures};
 /// added the last three and ends a fan-out window at the packet that crossed the threshold.
 pub const RULES_VERSION: &str = "rules-v2";
 
-/// The deterministic anomaly id: `{kind}:{host}:{window_start_ns}`. Replays of the same input give the same
-/// ids, so downstream deduplication works across redeliveries.
-pub fn anomaly_id(kind: AnomalyKind, host: &str, window_start_ns: i64) -> String {
-    format!("{kind}:{host}:{window_start_ns}")
+/// The deterministic anomaly id: `{kind}:{host}:{start_ns}:{end_ns}`, the span of its evidence. Replays of the
+/// same input give the same ids, so downstream deduplication works across redeliveries.
+pub fn anomaly_id(kind: AnomalyKind, host: &str, start_ns: i64, end_ns: i64) -> String {
+    format!("{kind}:{host}:{start_ns}:{end_ns}")
 }
 
 /// Everything an anomaly needs except the id, which is derived.
@@ -74,7 +74,7 @@ impl AnomalyParts {
     pub fn build(self) -> Anomaly {
         let host = self.host.to_string();
         Anomaly {
-            id: anomaly_id(self.kind, &host, self.window_start_ns),
+            id: anomaly_id(self.kind, &host, self.window_start_ns, self.window_end_ns),
             host,
             kind: self.kind,
             window_start_ns: self.window_start_ns,
@@ -148,7 +148,7 @@ mod tests {
             model_version: RULES_VERSION.into(),
         }
         .build();
-        assert_eq!(a.id, "rate:10.0.0.1:42");
+        assert_eq!(a.id, "rate:10.0.0.1:42:43");
         assert!(a.score.is_finite());
         assert_eq!(seconds(1_240_000_000), "1.24 s");
         assert_eq!(seconds(35_000_000), "35 ms");

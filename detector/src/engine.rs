@@ -181,10 +181,25 @@ impl Engine {
         self.stats.batches += 1;
         self.stats.packets += batch.packets.len() as u64;
         let before = out.len();
+        self.hosts.entry(batch.source, partition, last).activity.observe(first, last);
         let mut view = Batch::new(batch, last, &mut self.scratch);
         self.kinds.process_batch(&mut self.hosts, (batch.source, partition), &mut view, out);
+        for a in &mut out[before..] {
+            self.start_at_evidence(a);
+        }
         self.tally(&out[before..]);
         None
+    }
+
+    /// Moves the start of `a`, a source-side anomaly, from its window's start to the host's first packet in the
+    /// window when that is known (see [`crate::state::Activity`]), and derives its id again.
+    fn start_at_evidence(&self, a: &mut Anomaly) {
+        let Some(state) = a.host.parse::<IpAddr>().ok().and_then(|h| self.hosts.get(&h)) else { return };
+        let start = state.activity.evidence_start(a.window_start_ns, a.window_end_ns);
+        if start != a.window_start_ns {
+            a.window_start_ns = start;
+            a.id = crate::anomaly::anomaly_id(a.kind, &a.host, a.window_start_ns, a.window_end_ns);
+        }
     }
 
     /// Counts anomalies just found and shows them to every kind.

@@ -1551,7 +1551,7 @@ mod tests {
         c.sample = Some(syn(T0, ip(3, 3), 445));
         let a = det.closed(ip(6, 6), c, &mut HostProfile::default()).expect("a scan is flagged").build();
         assert_eq!(a.kind, AnomalyKind::Profile);
-        assert_eq!(a.id, format!("profile:10.0.6.6:{T0}"));
+        assert_eq!(a.id, format!("profile:10.0.6.6:{T0}:{}", T0 + W));
         assert_eq!((a.window_start_ns, a.window_end_ns), (T0, T0 + W));
         assert!(a.score > a.threshold && a.model_version == m.version());
         assert_eq!(a.features.len(), 4);

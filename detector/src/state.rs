@@ -75,6 +75,8 @@ macro_rules! host_state {
             pub partition: i32,
             /// Latest packet time seen from the host, ns.
             pub last_seen_ns: i64,
+            /// When the host was active: where each anomaly's evidence begins.
+            pub activity: Activity,
             $(
                 #[doc = concat!("State of the kind of `[detector.", stringify!($section), "]`.")]
                 pub $section: <$kind as DetectorKind>::State,
@@ -83,6 +85,69 @@ macro_rules! host_state {
     };
 }
 for_each_kind!(host_state);
+
+/// Gap of packet time that separates two spans of a host's activity.
+const ACTIVITY_GAP_NS: i64 = 1_000_000_000;
+/// Spans of activity remembered per host.
+const ACTIVITY_SPANS: usize = 8;
+
+/// When one host was active, to tell where an anomaly's evidence begins: a detector's window starts on its own
+/// grid (a tumbling window, a profile interval), the evidence at the host's first packet inside it. Remembers the
+/// host's first packet and its last `ACTIVITY_SPANS` spans of activity (packets less than 1 s apart); bounded.
+#[derive(Debug, Clone, Default)]
+pub struct Activity {
+    /// The host's first packet, ns; `None` before any.
+    first_ns: Option<i64>,
+    /// Spans (first, last packet), oldest first.
+    spans: std::collections::VecDeque<(i64, i64)>,
+}
+
+impl Activity {
+    /// Records a batch of the host's packets from `first_ns` to `last_ns`.
+    pub fn observe(&mut self, first_ns: i64, last_ns: i64) {
+        let (first_ns, last_ns) = (first_ns.min(last_ns), first_ns.max(last_ns));
+        self.first_ns = Some(self.first_ns.map_or(first_ns, |f| f.min(first_ns)));
+        match self.spans.back_mut() {
+            Some(span) if first_ns.saturating_sub(span.1) <= ACTIVITY_GAP_NS => {
+                span.0 = span.0.min(first_ns);
+                span.1 = span.1.max(last_ns);
+            }
+            _ => {
+                if self.spans.len() == ACTIVITY_SPANS {
+                    self.spans.pop_front();
+                }
+                self.spans.push_back((first_ns, last_ns));
+            }
+        }
+    }
+
+    /// The host's first packet at or after `window_start_ns` when it is known (the window began while the host
+    /// was quiet), else `window_start_ns`: never before the window, never after `window_end_ns`.
+    pub fn evidence_start(&self, window_start_ns: i64, window_end_ns: i64) -> i64 {
+        let Some(first_ns) = self.first_ns else { return window_start_ns };
+        let start = if window_start_ns <= first_ns {
+            first_ns
+        } else {
+            let mut previous_end: Option<i64> = None;
+            let mut found = window_start_ns;
+            for &(s, e) in &self.spans {
+                if window_start_ns <= s {
+                    // The host was quiet from the previous span to `s`; unknown before the oldest span kept.
+                    if previous_end.is_some_and(|p| p < window_start_ns) || s == first_ns {
+                        found = s;
+                    }
+                    break;
+                }
+                if window_start_ns <= e {
+                    break;
+                }
+                previous_end = Some(e);
+            }
+            found
+        };
+        if start <= window_end_ns { start } else { window_start_ns }
+    }
+}
 
 /// The bounded host map.
 #[derive(Debug)]
@@ -234,6 +299,30 @@ impl HostMap {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn evidence_starts_at_the_hosts_first_packet_in_the_window() {
+        const S: i64 = 1_000_000_000;
+        let mut a = Activity::default();
+        assert_eq!(a.evidence_start(0, 60 * S), 0, "nothing known");
+        // Active 5.2..7 s and 30..31 s, then 45..50 s.
+        a.observe(5 * S + S / 5, 6 * S);
+        a.observe(6 * S + S / 2, 7 * S);
+        a.observe(30 * S, 31 * S);
+        a.observe(45 * S, 50 * S);
+        assert_eq!(a.evidence_start(0, 60 * S), 5 * S + S / 5, "a window opened before the first packet");
+        assert_eq!(a.evidence_start(10 * S, 60 * S), 30 * S, "quiet from 7 s to 30 s");
+        assert_eq!(a.evidence_start(40 * S, 60 * S), 45 * S);
+        assert_eq!(a.evidence_start(46 * S, 60 * S), 46 * S, "inside a span: the window start");
+        assert_eq!(a.evidence_start(40 * S, 44 * S), 40 * S, "never after the window's end");
+        // Older spans forgotten: before the oldest kept, nothing is known.
+        for i in 0..ACTIVITY_SPANS as i64 {
+            a.observe((100 + 10 * i) * S, (101 + 10 * i) * S);
+        }
+        assert_eq!(a.evidence_start(10 * S, 200 * S), 10 * S);
+        assert_eq!(a.evidence_start(95 * S, 200 * S), 95 * S, "the span before 100 s is forgotten");
+        assert_eq!(a.evidence_start(102 * S, 200 * S), 110 * S);
+    }
 
     fn ip(i: u32) -> IpAddr {
         IpAddr::from(i.to_be_bytes())

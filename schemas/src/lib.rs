@@ -18,7 +18,7 @@ pub mod records;
 pub mod redact;
 pub mod topics;
 
-pub use alert::{Alert, format_rfc3339, format_rfc3339_ns, time_from_ns};
+pub use alert::{Alert, IncidentKind, IncidentTotals, format_rfc3339, format_rfc3339_ns, time_from_ns};
 pub use frame::{FrameError, SchemaIds};
 pub use records::{
     Analytic, Anomaly, AnomalyKind, Contribution, DestinationStats, Direction, Network, PacketBatch, PacketFeatures,

@@ -243,6 +243,10 @@ fn alert_json_has_the_fields_of_the_avsc() {
         sample: "s".into(),
         features: vec![],
         model_version: "rules-v1".into(),
+        revision: 1,
+        final_revision: true,
+        kinds: Vec::new(),
+        totals: Default::default(),
     };
     let json = serde_json::to_value(&alert).unwrap();
     assert_eq!(json["first_seen"], "2021-02-25T15:02:10.123456789Z");

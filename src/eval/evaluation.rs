@@ -1,5 +1,5 @@
 //! The joining rules of `netanom eval` (pure): every source host of the capture is a host; positives are the
-//! labelled attackers, plus labelled victims named by a `victim`-kind alert (the victim detector finds
+//! labelled attackers, plus labelled victims named by an alert with the `victim` kind (the victim detector finds
 //! destinations of distributed attacks). A host is predicted positive when any alert names it; an alert of
 //! another kind on a labelled victim is a false positive. Labelled victims that no alert names are left out of
 //! the count (single-source attacks have no victim to find), and reported as `victims_alerted` / `victims`.
@@ -60,7 +60,14 @@ pub struct Evaluation {
     pub time_to_detect_s: BTreeMap<String, f64>,
     /// Median of `time_to_detect_s`.
     pub median_time_to_detect_s: Option<f64>,
-    /// Alerts by kind.
+    /// Alert lines naming each alerted attacker (every revision of every incident): the volume an analyst sees.
+    pub alerts_per_attacker: BTreeMap<String, u64>,
+    /// Incidents (distinct alert ids) naming each alerted attacker.
+    pub incidents_per_attacker: BTreeMap<String, u64>,
+    /// Seconds by which each alerted attacker's earliest `first_seen` precedes its first packet in the capture
+    /// (0 when its alerts start at or after it): how far an alert dates an attack before it began.
+    pub first_seen_early_s: BTreeMap<String, f64>,
+    /// Incidents by kind: each kind of an incident counted once, on the incident's closing revision.
     pub alerts: BTreeMap<String, u64>,
 }
 
@@ -75,9 +82,17 @@ pub fn evaluate(capture: &str, traffic: &Traffic, labels: &Labels, alerts: &[Ale
     let mut detected_ns: BTreeMap<String, i64> = BTreeMap::new();
     let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
     let mut victim_hits = BTreeSet::new();
+    let mut lines: BTreeMap<String, u64> = BTreeMap::new();
+    let mut ids: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
+    let mut first_seen_ns: BTreeMap<String, i64> = BTreeMap::new();
     let mut alerted = BTreeSet::new();
     for a in alerts {
-        *kinds.entry(a.kind.to_string()).or_default() += 1;
+        // An incident counts once per kind, on its closing revision.
+        if a.final_revision {
+            for kind in a.kind_list() {
+                *kinds.entry(kind.to_string()).or_default() += 1;
+            }
+        }
         let s = if a.threshold > 0.0 { a.score / a.threshold } else { a.score };
         let e = strongest.entry(a.host.clone()).or_insert(0.0);
         *e = e.max(s);
@@ -85,8 +100,14 @@ pub fn evaluate(capture: &str, traffic: &Traffic, labels: &Labels, alerts: &[Ale
             let e = detected_ns.entry(a.host.clone()).or_insert(t);
             *e = (*e).min(t);
         }
-        if a.kind == AnomalyKind::Victim && labels.victims.contains(&a.host) {
+        if a.has_kind(AnomalyKind::Victim) && labels.victims.contains(&a.host) {
             victim_hits.insert(a.host.clone());
+        }
+        *lines.entry(a.host.clone()).or_default() += 1;
+        ids.entry(a.host.clone()).or_default().insert(&a.id);
+        if let Ok(t) = i64::try_from(a.first_seen.unix_timestamp_nanos()) {
+            let e = first_seen_ns.entry(a.host.clone()).or_insert(t);
+            *e = (*e).min(t);
         }
         alerted.insert(a.host.clone());
     }
@@ -104,6 +125,17 @@ pub fn evaluate(capture: &str, traffic: &Traffic, labels: &Labels, alerts: &[Ale
         }
     }
     let mut ttd_values: Vec<f64> = ttd.values().copied().collect();
+    let alerted_attackers: Vec<&String> = attackers.intersection(&alerted).collect();
+    let per_attacker = |m: &BTreeMap<String, u64>| -> BTreeMap<String, u64> {
+        alerted_attackers.iter().map(|h| ((*h).clone(), m.get(*h).copied().unwrap_or(0))).collect()
+    };
+    let id_counts: BTreeMap<String, u64> = ids.iter().map(|(h, s)| (h.clone(), s.len() as u64)).collect();
+    let mut first_seen_early_s = BTreeMap::new();
+    for h in &alerted_attackers {
+        if let (Some(seen), Some(t)) = (first_seen_ns.get(*h), traffic.hosts.get(*h)) {
+            first_seen_early_s.insert((*h).clone(), t.first_ns.saturating_sub(*seen).max(0) as f64 / 1e9);
+        }
+    }
     Evaluation {
         capture: capture.to_string(),
         class: labels.class.clone(),
@@ -125,6 +157,9 @@ pub fn evaluate(capture: &str, traffic: &Traffic, labels: &Labels, alerts: &[Ale
         roc_auc: roc_auc(&scores, &positive),
         median_time_to_detect_s: median(&mut ttd_values),
         time_to_detect_s: ttd,
+        alerts_per_attacker: per_attacker(&lines),
+        incidents_per_attacker: per_attacker(&id_counts),
+        first_seen_early_s,
         alerts: kinds,
     }
 }
@@ -163,7 +198,12 @@ mod tests {
                 ..alert("10.0.0.1", "rate", 3.0, "1970-01-01T00:00:03.5Z")
             },
             // Raised earlier than its window start suggests; and an alert without detected_at uses last_seen.
-            Alert { detected_at: None, ..alert("10.0.0.1", "fanout", 1.0, "1970-01-01T00:00:05Z") },
+            // Its first_seen half a second before the host's first packet.
+            Alert {
+                detected_at: None,
+                first_seen: time("1970-01-01T00:00:00.5Z"),
+                ..alert("10.0.0.1", "fanout", 1.0, "1970-01-01T00:00:05Z")
+            },
             alert("10.0.0.2", "victim", 2.0, "1970-01-01T00:00:04Z"),
             alert("10.0.0.3", "isolation", 1.5, "1970-01-01T00:00:04Z"),
         ];
@@ -173,6 +213,9 @@ mod tests {
         assert_eq!(e.false_positive_hosts, vec!["10.0.0.3".to_string()]);
         assert_eq!(e.victims_alerted, 1);
         assert_eq!(e.time_to_detect_s.get("10.0.0.1"), Some(&3.0), "the earliest detected_at counts");
+        assert_eq!(e.alerts_per_attacker.get("10.0.0.1"), Some(&2));
+        assert_eq!(e.incidents_per_attacker.get("10.0.0.1"), Some(&2), "two ids");
+        assert_eq!(e.first_seen_early_s.get("10.0.0.1"), Some(&0.5), "the earliest first_seen counts");
         assert_eq!(e.roc_auc, Some(1.0), "both positives outrank both negatives");
     }
 

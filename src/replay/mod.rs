@@ -26,8 +26,8 @@
 //! Replay writes anomalies, the detector's output, by default: as JSON lines (`--out`, or stdout) each line is
 //! one anomaly object with sorted keys; on `--output-topic` each record is the Avro `Anomaly`, key = host, as the
 //! detector writes it (so `netanom alert-router` can consume it). With `--alerts` it writes alerts instead: the
-//! anomalies go through the alert router's suppression ([`output::suppress`]) in the replay's order, and each alert is the
-//! alerts topic's JSON.
+//! anomalies go through the alert router's suppression and incidents ([`output::suppress`]) in the replay's order,
+//! and each alert is the alerts topic's JSON.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -79,7 +79,7 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub diff: Option<PathBuf>,
     /// Write alerts instead of anomalies: repeats collapsed per (host, kind) by the `[alert_router.suppression]`
-    /// settings, as the alert router would (JSON, the alerts topic's format, to the file, stdout or
+    /// settings and grouped per host into incidents by `[alert_router.incidents]`, as the alert router would (JSON, the alerts topic's format, to the file, stdout or
     /// --output-topic).
     #[arg(long)]
     pub alerts: bool,
@@ -151,7 +151,7 @@ pub async fn command(args: ReplayArgs, mut cfg: Config) -> anyhow::Result<()> {
         (None, None) => Sink::Stdout,
     };
     if args.alerts {
-        let alerts = suppress(&base.anomalies, &cfg.alert_router.suppression);
+        let alerts = suppress(&base.anomalies, &cfg.alert_router.suppression, &cfg.alert_router.incidents);
         eprintln!("{} alerts after suppression", alerts.len());
         sink.write(&alerts, output::alert_json, output::alert_record).await?;
     } else {

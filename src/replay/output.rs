@@ -166,20 +166,34 @@ pub async fn produce<T>(
     producer.flush(Duration::from_secs(30)).map_err(kafka(format!("flushing {topic}")))
 }
 
-/// The alerts the alert router would send for `anomalies` (in this order) under `config`: repeats of one
-/// (host, kind) collapse per suppression window of packet time. Wall-time flushing (`flush_after`) plays no part
-/// (one instant for the whole replay), so the result is deterministic; the alerts still open at the end are
-/// emitted in (first seen, host, kind) order.
-pub fn suppress(anomalies: &[Anomaly], config: &netanom_alert_router::SuppressionConfig) -> Vec<Alert> {
+/// The alerts the alert router would send for `anomalies` (in this order) under `config` and `incidents`:
+/// repeats of one (host, kind) collapse per suppression window of packet time, and a host's groups form one
+/// incident until it is quiet for the incident window. Wall time plays no part (one instant for the whole
+/// replay: no `flush_after`, no `hold`), so each incident is one closing revision and the result is
+/// deterministic; the alerts still open at the end are emitted in (first seen, host, kind) order.
+pub fn suppress(
+    anomalies: &[Anomaly],
+    config: &netanom_alert_router::SuppressionConfig,
+    incidents: &netanom_alert_router::IncidentConfig,
+) -> Vec<Alert> {
+    use netanom_alert_router::incident::Incidents;
     use netanom_alert_router::suppress::{Origin, Suppressor};
     let mut s = Suppressor::new(config.clone());
+    let mut open = Incidents::new(incidents.clone());
     let now = tokio::time::Instant::now();
     let mut out = Vec::new();
     for (i, a) in anomalies.iter().enumerate() {
         let origin = Origin { partition: 0, offset: i as i64 };
-        out.extend(s.offer(a.clone(), origin, now).into_iter().map(|e| e.alert));
+        for group in s.offer(a.clone(), origin, now) {
+            out.extend(open.absorb(group, now).into_iter().map(|e| e.alert));
+        }
+        out.extend(open.close_quiet(s.watermark_ns(), |h| s.open_until(h)).into_iter().map(|e| e.alert));
     }
-    let mut rest: Vec<_> = s.drain().into_iter().map(|e| e.alert).collect();
+    let mut rest: Vec<_> = Vec::new();
+    for group in s.drain() {
+        rest.extend(open.absorb(group, now).into_iter().map(|e| e.alert));
+    }
+    rest.extend(open.drain().into_iter().map(|e| e.alert));
     rest.sort_by(|a, b| (&a.first_seen, &a.host, &a.kind, &a.id).cmp(&(&b.first_seen, &b.host, &b.kind, &b.id)));
     out.extend(rest);
     out
@@ -294,7 +308,8 @@ mod tests {
             anomaly("b", AnomalyKind::Rate, 11),
             anomaly("a", AnomalyKind::Fanout, 5),
         ];
-        let alerts = suppress(&anomalies, &config);
+        let off = netanom_alert_router::IncidentConfig { enabled: false, ..Default::default() };
+        let alerts = suppress(&anomalies, &config, &off);
         let got: Vec<(&str, &str, u64)> = alerts.iter().map(|a| (a.host.as_str(), a.kind.as_str(), a.count)).collect();
         assert_eq!(got, vec![("a", "fanout", 1), ("a", "rate", 1), ("b", "rate", 2)]);
         let mut out = Vec::new();
@@ -302,6 +317,13 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text.lines().count(), 3);
         assert_eq!(alert_record(&alerts[0]).payload, text.lines().next().unwrap().as_bytes());
-        assert_eq!(suppress(&anomalies, &config), alerts, "deterministic");
+        assert_eq!(suppress(&anomalies, &config, &off), alerts, "deterministic");
+        // With incidents: one per host, each one closing revision listing its kinds.
+        let incidents = suppress(&anomalies, &config, &Default::default());
+        let got: Vec<(&str, Vec<AnomalyKind>, u64, bool)> =
+            incidents.iter().map(|a| (a.host.as_str(), a.kind_list(), a.count, a.final_revision)).collect();
+        let want =
+            vec![("a", vec![AnomalyKind::Fanout, AnomalyKind::Rate], 2, true), ("b", vec![AnomalyKind::Rate], 2, true)];
+        assert_eq!(got, want);
     }
 }

@@ -449,3 +449,25 @@ pub fn eval_json(pcap: &Path, labels: &Path) -> serde_json::Value {
     ]);
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
+
+/// Each kind of each incident as an alert of its own: the kind's evidence (`kind`, `count`, `score`, `reason`,
+/// `target`, `sample`, `features`, `model_version`, times) with the incident's `host`, `id`, `revision` and `final`; for tests about
+/// one detector kind. An alert without `kinds` passes as it is.
+pub fn by_kind(alerts: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for a in alerts {
+        match a["kinds"].as_array() {
+            Some(kinds) if !kinds.is_empty() => {
+                for k in kinds {
+                    let mut view = k.clone();
+                    for field in ["host", "id", "revision", "final"] {
+                        view[field] = a[field].clone();
+                    }
+                    out.push(view);
+                }
+            }
+            _ => out.push(a.clone()),
+        }
+    }
+    out
+}
