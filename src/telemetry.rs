@@ -8,6 +8,11 @@
 //! only use the `opentelemetry` API (`global::meter("netanom")`, `global::tracer("netanom")`); everything that
 //! exports lives here, with the sampling policy (`[telemetry] trace_sample_ratio`, parent-based) and the size of
 //! the span queue (`span_queue`), and the process metrics of [`crate::process_metrics`].
+//!
+//! The HTTP server is on the network, so it bounds what a client can hold: a connection must send a request's
+//! headers within [`HEADER_READ_TIMEOUT`] (a slowloris client is disconnected, not kept), at most
+//! [`MAX_CONNECTIONS`] connections are served at once (more wait in the listen backlog), and the scoring API
+//! adds its own body timeout, token and queue (`[detector.api]`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -291,9 +296,108 @@ async fn metrics(State((registry, _)): State<HttpState>) -> impl IntoResponse {
     }
 }
 
-/// Serves `app` (the probes of [`routes`], plus any role routes) on `listener` until `stop`.
+/// Longest a client may take to send the headers of a request; then its connection is closed.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most connections served at once; more wait in the listen backlog until one closes.
+pub const MAX_CONNECTIONS: usize = 512;
+/// How long the server waits for open connections to finish their requests once stopped.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves `app` (the probes of [`routes`], plus any role routes) on `listener` until `stop`: HTTP/1.1 with
+/// [`HEADER_READ_TIMEOUT`], at most [`MAX_CONNECTIONS`] at once; once stopped, open requests get
+/// [`DRAIN_TIMEOUT`] to finish.
 pub async fn serve(listener: tokio::net::TcpListener, app: axum::Router, stop: CancellationToken) {
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
-        tracing::warn!(error = %e, "telemetry server failed");
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let graceful = GracefulShutdown::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    let builder = builder.http1_only();
+    loop {
+        let slot = tokio::select! {
+            () = stop.cancelled() => break,
+            slot = slots.clone().acquire_owned() => slot,
+        };
+        let Ok(slot) = slot else { break };
+        let stream = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match stream {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: wait instead of spinning.
+                tracing::warn!(error = %e, "telemetry server: cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(app.clone()))
+            .into_owned();
+        let watched = graceful.watcher().watch(connection);
+        tokio::spawn(async move {
+            // A client that goes away or sends garbage ends its own connection only.
+            let _ = watched.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+        tracing::warn!("telemetry server: connections still open {DRAIN_TIMEOUT:?} after the stop were dropped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::*;
+
+    async fn get_healthz(addr: SocketAddr) -> String {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: netanom\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(5), c.read_to_string(&mut answer)).await.unwrap().unwrap();
+        answer
+    }
+
+    #[tokio::test]
+    async fn clients_that_never_finish_their_headers_are_disconnected_while_others_are_served() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route("/healthz", get(|| async { "ok" }));
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, app, stop.clone()));
+
+        let started = Instant::now();
+        let mut slow = Vec::new();
+        for _ in 0..200 {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"POST /api/v1/analyze HTTP/1.1\r\nHost: netanom\r\n").await.unwrap();
+            slow.push(s);
+        }
+        let answer = get_healthz(addr).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+        for (i, s) in slow.iter_mut().enumerate() {
+            let mut rest = Vec::new();
+            let closed = tokio::time::timeout(HEADER_READ_TIMEOUT * 2, s.read_to_end(&mut rest)).await;
+            assert!(closed.is_ok(), "slow connection {i} still open {:?} after it started", started.elapsed());
+        }
+        let took = started.elapsed();
+        assert!(took >= HEADER_READ_TIMEOUT - Duration::from_secs(1), "closed after {took:?}, before the timeout");
+        assert!(get_healthz(addr).await.starts_with("HTTP/1.1 200"));
+
+        stop.cancel();
+        tokio::time::timeout(DRAIN_TIMEOUT * 2, server).await.expect("the server stops").unwrap();
+        assert!(TcpStream::connect(addr).await.is_err(), "the listener is closed");
     }
 }
