@@ -301,7 +301,7 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most connections served at once; more wait in the listen backlog until one closes.
 pub const MAX_CONNECTIONS: usize = 512;
 /// How long the server waits for open connections to finish their requests once stopped.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves `app` (the probes of [`routes`], plus any role routes) on `listener` until `stop`: HTTP/1.1 with
 /// [`HEADER_READ_TIMEOUT`], at most [`MAX_CONNECTIONS`] at once; once stopped, open requests get

@@ -61,7 +61,7 @@ pub struct Alert {
     #[serde(rename = "final", default = "closed")]
     pub final_revision: bool,
     /// Every kind that fired in the incident, in the order they first fired. Empty for alerts written before
-    /// incidents existed ([`Alert::kind_names`] then gives `kind`).
+    /// incidents existed (their one kind is `kind`).
     #[serde(default)]
     pub kinds: Vec<IncidentKind>,
     /// What the incident amounts to so far.
