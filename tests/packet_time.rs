@@ -111,7 +111,17 @@ fn a_capture_starting_at_the_epoch_raises_the_alerts_of_the_same_capture_at_a_mo
     let (epoch, _) = common::run_capture(&epoch_path, &out);
 
     let shift_ns = i128::from(start) * 1_000_000_000;
-    // Everything but the times (and the id, which names the window) is equal; the times are shifted.
+    // Everything but the times (and the id, which names the window) is equal; the times are shifted, those of
+    // the incident and those of each of its kinds.
+    fn shift_times(obj: &mut serde_json::Map<String, serde_json::Value>, shift: i128) {
+        for key in ["first_seen", "last_seen", "detected_at"] {
+            if let Some(t) = obj.get(key).and_then(|v| v.as_str()) {
+                let t = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                    .unwrap_or_else(|e| panic!("{key} {t}: {e}"));
+                obj.insert(key.into(), serde_json::json!(t.unix_timestamp_nanos() - shift));
+            }
+        }
+    }
     let comparable = |alerts: &[serde_json::Value], shift: i128| -> Vec<serde_json::Value> {
         alerts
             .iter()
@@ -119,11 +129,10 @@ fn a_capture_starting_at_the_epoch_raises_the_alerts_of_the_same_capture_at_a_mo
                 let mut a = a.clone();
                 let obj = a.as_object_mut().unwrap();
                 obj.remove("id");
-                for key in ["first_seen", "last_seen", "detected_at"] {
-                    if let Some(t) = obj.get(key).and_then(|v| v.as_str()) {
-                        let t = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
-                            .unwrap_or_else(|e| panic!("{key} {t}: {e}"));
-                        obj.insert(key.into(), serde_json::json!(t.unix_timestamp_nanos() - shift));
+                shift_times(obj, shift);
+                if let Some(kinds) = obj.get_mut("kinds").and_then(|k| k.as_array_mut()) {
+                    for k in kinds {
+                        shift_times(k.as_object_mut().unwrap(), shift);
                     }
                 }
                 a
