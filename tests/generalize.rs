@@ -9,7 +9,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{eval_json, netanom};
+use common::{eval_json, netanom, run_capture};
 
 /// `netanom synth --attacks ATTACKS` in `dir`: the capture and its labels.
 fn synth(dir: &Path, attacks: &str) -> (PathBuf, PathBuf) {
@@ -28,17 +28,7 @@ fn synth(dir: &Path, attacks: &str) -> (PathBuf, PathBuf) {
 
 /// The alerts of `netanom run` on the capture.
 fn run(dir: &Path, pcap: &Path) -> Vec<serde_json::Value> {
-    let out = dir.join("alerts.jsonl");
-    netanom(&[
-        "run".as_ref(),
-        "--quiet".as_ref(),
-        "--pcap".as_ref(),
-        pcap.as_os_str(),
-        "--alerts-out".as_ref(),
-        out.as_os_str(),
-    ]);
-    let text = std::fs::read_to_string(&out).unwrap_or_default();
-    let incidents: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let (incidents, _) = run_capture(pcap, &dir.join("alerts.jsonl"));
     common::by_kind(&incidents)
 }
 

@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::netanom;
+use common::{netanom, run_capture};
 use netanom::labels;
 use netanom::traffic;
 use serde_json::Value;
@@ -37,16 +37,8 @@ fn each_attacker_is_one_incident_that_starts_at_its_first_packet() {
         "--attacks".as_ref(),
         attacks.as_ref(),
     ]);
-    netanom(&[
-        "run".as_ref(),
-        "--quiet".as_ref(),
-        "--pcap".as_ref(),
-        pcap.as_os_str(),
-        "--alerts-out".as_ref(),
-        out.as_os_str(),
-    ]);
+    let (alerts, _) = run_capture(&pcap, &out);
     let text = std::fs::read_to_string(&out).unwrap();
-    let alerts: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let truth = labels::load(&labels_path, &pcap).unwrap();
     let packets = traffic::scan(&pcap, &netanom_producer::FlowConfig::default()).unwrap();
     assert!(truth.attackers.len() >= 4, "the scenario has an attacker per attack: {:?}", truth.attackers);
