@@ -265,11 +265,14 @@ impl Uploads {
     /// at the same level is one incident, reported once, not one per window).
     fn close_window(&mut self) {
         if !self.flows.is_empty() {
-            let mut largest = 0u64;
+            let mut per_destination: Vec<(IpAddr, u64)> = Vec::new();
             for f in &self.flows {
-                largest = largest.max(self.totals(f.destination).uploaded);
+                match per_destination.iter_mut().find(|(d, _)| *d == f.destination) {
+                    Some((_, uploaded)) => *uploaded = uploaded.saturating_add(f.uploaded),
+                    None => per_destination.push((f.destination, f.uploaded)),
+                }
             }
-            let largest = largest as f64;
+            let largest = per_destination.iter().map(|(_, uploaded)| *uploaded).max().unwrap_or(0) as f64;
             self.usual = Some(match self.usual {
                 Some(u) => HISTORY_WEIGHT * largest + (1.0 - HISTORY_WEIGHT) * u,
                 None => largest,
