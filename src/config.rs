@@ -100,11 +100,16 @@ pub struct Schemas {
     /// registry returns instead of `ids`; registering is idempotent, so every role can do it. A registry that
     /// cannot be reached or refuses a schema stops the role at startup. Default: none.
     pub registry_url: Option<String>,
+    /// Lets `registry_url` reach a loopback, private, link-local or otherwise special-purpose address (a
+    /// registry on the cluster network, say). Without it such a URL is a configuration error, and a host name
+    /// resolving to such an address is refused when the role connects (docs/security.md, "Outbound safety").
+    /// Default: false.
+    pub registry_allow_private: bool,
 }
 
 impl Default for Schemas {
     fn default() -> Self {
-        Self { ids: netanom_schemas::SchemaIds::BUILT_IN, registry_url: None }
+        Self { ids: netanom_schemas::SchemaIds::BUILT_IN, registry_url: None, registry_allow_private: false }
     }
 }
 
@@ -135,6 +140,11 @@ pub struct Telemetry {
     /// `netanom detector` and `netanom run` the scoring API `POST /api/v1/analyze`, e.g. `"0.0.0.0:9100"`.
     /// Default: none (no server).
     pub listen: Option<SocketAddr>,
+    /// A separate address for `/healthz`, `/readyz` and `/metrics`, e.g. `"0.0.0.0:9101"`: with it set, the
+    /// probes and metrics are served there only, and `listen` serves only the scoring API, so the API can be
+    /// exposed to capture clients while the probes stay on the cluster network. Default: none (everything on
+    /// `listen`).
+    pub probes_listen: Option<SocketAddr>,
     /// OTLP/gRPC endpoint for traces and metrics, e.g. `"http://otel-collector:4317"`. Default: the
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` environment variable when set and not empty, else none (nothing is exported
     /// over OTLP). An empty value is the same as none.
@@ -158,6 +168,7 @@ impl Default for Telemetry {
     fn default() -> Self {
         Self {
             listen: None,
+            probes_listen: None,
             otlp_endpoint: None,
             service_name: None,
             metrics_interval: Duration::from_secs(10),
@@ -191,6 +202,15 @@ impl Telemetry {
             errors.push(ConfigError::Invalid(format!(
                 "telemetry.trace_sample_ratio must be between 0.0 and 1.0, got {}",
                 self.trace_sample_ratio
+            )));
+        }
+        if let (Some(a), Some(p)) = (self.listen, self.probes_listen)
+            && a == p
+            && a.port() != 0
+        {
+            errors.push(ConfigError::Invalid(format!(
+                "telemetry.probes_listen must differ from telemetry.listen, both are {a} (unset probes_listen to \
+                 serve everything on listen)"
             )));
         }
         if !(512..=1_048_576).contains(&self.span_queue) {
@@ -582,10 +602,8 @@ impl Config {
             }
         }
         if let Some(url) = &self.schemas.registry_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() <= "https://".len() {
-                errors.push(ConfigError::Invalid(format!(
-                    "schemas.registry_url must be an http:// or https:// URL, got {url:?}"
-                )));
+            if let Err(e) = crate::registry::check_url(url, self.schemas.registry_allow_private) {
+                errors.push(ConfigError::Invalid(e.to_string()));
             }
         }
         let invalid = |e: &dyn std::fmt::Display| ConfigError::Invalid(e.to_string());
@@ -891,12 +909,13 @@ mod tests {
             metrics_interval: Duration::from_millis(10),
             trace_sample_ratio: f64::NAN,
             span_queue: 10,
-            listen: None,
+            listen: Some("0.0.0.0:9100".parse().unwrap()),
+            probes_listen: Some("0.0.0.0:9100".parse().unwrap()),
         };
         let p: Vec<String> = t.problems().iter().map(ToString::to_string).collect();
-        assert_eq!(p.len(), 5, "{p:?}");
+        assert_eq!(p.len(), 6, "{p:?}");
         for key in [
-            "telemetry.metrics_interval",
+            "telemetry.probes_listen",
             "telemetry.otlp_endpoint",
             "telemetry.service_name",
             "telemetry.trace_sample_ratio",

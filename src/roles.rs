@@ -144,7 +144,7 @@ pub fn apply_shared(cfg: &mut Config, brokers: &str) {
 /// the URL and the subject.
 pub async fn resolve_schemas(cfg: &mut Config) -> anyhow::Result<()> {
     if let Some(url) = &cfg.schemas.registry_url {
-        cfg.schemas.ids = crate::registry::register_all(url, &cfg.topics).await?;
+        cfg.schemas.ids = crate::registry::register_all(url, cfg.schemas.registry_allow_private, &cfg.topics).await?;
     }
     Ok(())
 }

@@ -28,6 +28,16 @@ pub fn producer(r: &ProducerReport) -> String {
     if r.kernel_dropped > 0 {
         let _ = write!(s, "; dropped by the kernel {}", r.kernel_dropped);
     }
+    let o = &r.outage;
+    if o.dropped_packets > 0 {
+        let _ = write!(s, "; dropped while Kafka was away {} ({} batches)", o.dropped_packets, o.dropped_records);
+    }
+    if o.spooled_records > 0 || o.resumed_records > 0 {
+        let _ = write!(s, "; spooled {} batches, {} from an earlier run", o.spooled_records, o.resumed_records);
+    }
+    if o.spool_left_records > 0 {
+        let _ = write!(s, "; LEFT IN THE SPOOL {} packets ({} batches)", o.spool_left_packets, o.spool_left_records);
+    }
     if let Some(e) = &r.input_error {
         let _ = write!(s, "; INPUT ENDED EARLY: {e}");
     }

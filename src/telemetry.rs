@@ -11,8 +11,10 @@
 //!
 //! The HTTP server is on the network, so it bounds what a client can hold: a connection must send a request's
 //! headers within [`HEADER_READ_TIMEOUT`] (a slowloris client is disconnected, not kept), at most
-//! [`MAX_CONNECTIONS`] connections are served at once (more wait in the listen backlog), and the scoring API
-//! adds its own body timeout, token and queue (`[detector.api]`).
+//! [`MAX_CONNECTIONS`] connections are served at once (more wait in the listen backlog), one client address
+//! holds at most [`MAX_CONNECTIONS_PER_CLIENT`] of them (its further connections are closed at once, so one
+//! client cannot take every slot), and the scoring API adds its own body timeout, token and queue
+//! (`[detector.api]`). With `[telemetry] probes_listen` set, the probes and metrics get a listener of their own.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -120,14 +122,20 @@ impl Readiness {
 pub struct Guard {
     tracer: Option<SdkTracerProvider>,
     meter: SdkMeterProvider,
-    server: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    servers: Vec<(CancellationToken, tokio::task::JoinHandle<()>)>,
     /// The address the HTTP server listens on, when it runs.
     pub local_addr: Option<SocketAddr>,
+    /// The address of the separate probes listener, when `probes_listen` is set.
+    pub probes_addr: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Guard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Guard").field("otlp", &self.tracer.is_some()).field("local_addr", &self.local_addr).finish()
+        f.debug_struct("Guard")
+            .field("otlp", &self.tracer.is_some())
+            .field("local_addr", &self.local_addr)
+            .field("probes_addr", &self.probes_addr)
+            .finish()
     }
 }
 
@@ -135,7 +143,7 @@ impl Guard {
     /// Stops the HTTP server, then flushes and shuts the providers down so the last spans and metrics are
     /// exported. Blocks up to the exporters' timeouts; call it outside the async reactor's worker threads.
     pub fn shutdown(self) {
-        if let Some((stop, _)) = &self.server {
+        for (stop, _) in &self.servers {
             stop.cancel();
         }
         if let Some(t) = &self.tracer {
@@ -221,24 +229,41 @@ pub async fn init(
 
     init_subscriber(log, tracer.as_ref());
 
-    let (server, local_addr) = match cfg.listen {
-        None => (None, None),
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on telemetry.listen = {addr}"))?;
-            let local = listener.local_addr().ok();
-            let stop = CancellationToken::new();
-            let app = routes(registry, readiness).merge(extra);
-            let handle = tokio::spawn(serve(listener, app, stop.clone()));
-            tracing::info!(listen = ?local, "telemetry server started");
-            (Some((stop, handle)), local)
-        }
+    let probes = routes(registry, readiness);
+    // With a probes listener, `listen` serves the role's routes only; otherwise everything.
+    let (main_app, probes_app) = match cfg.probes_listen {
+        Some(_) => (extra, Some(probes)),
+        None => (probes.merge(extra), None),
+    };
+    let mut servers = Vec::new();
+    let local_addr = match cfg.listen {
+        Some(addr) => Some(start_server(addr, "telemetry.listen", main_app, &mut servers).await?),
+        None => None,
+    };
+    let probes_addr = match (cfg.probes_listen, probes_app) {
+        (Some(addr), Some(app)) => Some(start_server(addr, "telemetry.probes_listen", app, &mut servers).await?),
+        _ => None,
     };
     if let Some(e) = &endpoint {
         tracing::info!(endpoint = %e, "exporting traces and metrics over OTLP");
     }
-    Ok(Guard { tracer, meter, server, local_addr })
+    Ok(Guard { tracer, meter, servers, local_addr, probes_addr })
+}
+
+/// Binds `addr` (the value of `key`) and serves `app` there until the guard stops it; returns the bound address.
+async fn start_server(
+    addr: SocketAddr,
+    key: &str,
+    app: axum::Router,
+    servers: &mut Vec<(CancellationToken, tokio::task::JoinHandle<()>)>,
+) -> anyhow::Result<SocketAddr> {
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {key} = {addr}"))?;
+    let local = listener.local_addr().with_context(|| format!("{key} = {addr}: no local address"))?;
+    let stop = CancellationToken::new();
+    servers.push((stop.clone(), tokio::spawn(serve(listener, app, stop))));
+    tracing::info!(listen = %local, key, "telemetry server started");
+    Ok(local)
 }
 
 /// Sets up `tracing` on stderr (stdout carries alerts, summaries and the tools' output), for the commands that
@@ -300,12 +325,50 @@ async fn metrics(State((registry, _)): State<HttpState>) -> impl IntoResponse {
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most connections served at once; more wait in the listen backlog until one closes.
 pub const MAX_CONNECTIONS: usize = 512;
+/// Most connections one client address holds at once; a further one is closed as soon as it is accepted.
+pub const MAX_CONNECTIONS_PER_CLIENT: usize = 32;
 /// How long the server waits for open connections to finish their requests once stopped.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Open connections per client address; an address leaves the map with its last connection, so the map holds
+/// at most [`MAX_CONNECTIONS`] entries.
+#[derive(Debug, Default)]
+struct PerClient(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+impl PerClient {
+    /// Counts a connection of `ip` unless it already holds [`MAX_CONNECTIONS_PER_CLIENT`].
+    fn admit(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<ClientSlot> {
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_default();
+        if *n >= MAX_CONNECTIONS_PER_CLIENT {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot { clients: Arc::clone(self), ip })
+    }
+}
+
+/// One counted connection; uncounted when dropped.
+struct ClientSlot {
+    clients: Arc<PerClient>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.clients.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Serves `app` (the probes of [`routes`], plus any role routes) on `listener` until `stop`: HTTP/1.1 with
-/// [`HEADER_READ_TIMEOUT`], at most [`MAX_CONNECTIONS`] at once; once stopped, open requests get
-/// [`DRAIN_TIMEOUT`] to finish.
+/// [`HEADER_READ_TIMEOUT`], at most [`MAX_CONNECTIONS`] at once and [`MAX_CONNECTIONS_PER_CLIENT`] per client
+/// address; once stopped, open requests get [`DRAIN_TIMEOUT`] to finish.
 pub async fn serve(listener: tokio::net::TcpListener, app: axum::Router, stop: CancellationToken) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
@@ -313,6 +376,8 @@ pub async fn serve(listener: tokio::net::TcpListener, app: axum::Router, stop: C
     use hyper_util::service::TowerToHyperService;
 
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let clients = Arc::new(PerClient::default());
+    let mut refused = 0u64;
     let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
@@ -327,8 +392,22 @@ pub async fn serve(listener: tokio::net::TcpListener, app: axum::Router, stop: C
             () = stop.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        let stream = match stream {
-            Ok((stream, _)) => stream,
+        let (stream, client) = match stream {
+            Ok((stream, peer)) => match clients.admit(peer.ip()) {
+                Some(client) => (stream, client),
+                None => {
+                    // Closed at once: the slot goes back to the others.
+                    refused += 1;
+                    if refused.is_power_of_two() {
+                        tracing::warn!(
+                            client = %peer.ip(),
+                            refused,
+                            "telemetry server: a client holds {MAX_CONNECTIONS_PER_CLIENT} connections, further ones are closed"
+                        );
+                    }
+                    continue;
+                }
+            },
             Err(e) => {
                 // Out of file descriptors and the like: wait instead of spinning.
                 tracing::warn!(error = %e, "telemetry server: cannot accept a connection");
@@ -343,6 +422,7 @@ pub async fn serve(listener: tokio::net::TcpListener, app: axum::Router, stop: C
         tokio::spawn(async move {
             // A client that goes away or sends garbage ends its own connection only.
             let _ = watched.await;
+            drop(client);
             drop(slot);
         });
     }
@@ -379,8 +459,9 @@ mod tests {
 
         let started = Instant::now();
         let mut slow = Vec::new();
-        for _ in 0..200 {
-            let mut s = TcpStream::connect(addr).await.unwrap();
+        for i in 0..200u8 {
+            // Spread over 25 client addresses, within each one's connection limit.
+            let mut s = connect_from(std::net::IpAddr::from([127, 0, 1, 1 + i / 8]), addr).await;
             s.write_all(b"POST /api/v1/analyze HTTP/1.1\r\nHost: netanom\r\n").await.unwrap();
             slow.push(s);
         }
@@ -399,5 +480,51 @@ mod tests {
         stop.cancel();
         tokio::time::timeout(DRAIN_TIMEOUT * 2, server).await.expect("the server stops").unwrap();
         assert!(TcpStream::connect(addr).await.is_err(), "the listener is closed");
+    }
+
+    /// A connection from `from` (a loopback address of its own, so it is another client).
+    async fn connect_from(from: std::net::IpAddr, to: SocketAddr) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(from, 0)).unwrap();
+        socket.connect(to).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_client_cannot_take_every_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route("/healthz", get(|| async { "ok" }));
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, app, stop.clone()));
+
+        let greedy: std::net::IpAddr = "127.0.0.7".parse().unwrap();
+        let mut held = Vec::new();
+        for _ in 0..MAX_CONNECTIONS_PER_CLIENT {
+            let mut s = connect_from(greedy, addr).await;
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: netanom\r\n").await.unwrap();
+            held.push(s);
+        }
+        // The next one from the same client is closed at once, unanswered.
+        let mut extra = connect_from(greedy, addr).await;
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(2), extra.read_to_end(&mut rest)).await;
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "the extra connection was kept: {closed:?} {rest:?}");
+        // Another client is served meanwhile.
+        let mut other = connect_from("127.0.0.8".parse().unwrap(), addr).await;
+        other.write_all(b"GET /healthz HTTP/1.1\r\nHost: netanom\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(5), other.read_to_string(&mut answer)).await.unwrap().unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        // Once the greedy client lets go, it is served again.
+        drop(held);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut again = connect_from(greedy, addr).await;
+        again.write_all(b"GET /healthz HTTP/1.1\r\nHost: netanom\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(5), again.read_to_string(&mut answer)).await.unwrap().unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+        stop.cancel();
+        tokio::time::timeout(DRAIN_TIMEOUT * 2, server).await.expect("the server stops").unwrap();
     }
 }

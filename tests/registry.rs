@@ -109,6 +109,8 @@ fn config(url: &str) -> Config {
     let s = |v: String| toml::Value::String(v);
     let flags = vec![
         ("schemas.registry_url".to_string(), s(url.to_string())),
+        // The test registry is on loopback, which the outbound policy refuses unless allowed.
+        ("schemas.registry_allow_private".to_string(), toml::Value::Boolean(true)),
         ("topics.packets".to_string(), s(unique("packets"))),
         ("topics.destinations".to_string(), s(unique("destinations"))),
         ("topics.anomalies".to_string(), s(unique("anomalies"))),
@@ -274,9 +276,42 @@ fn a_role_does_not_start_without_its_registry() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_netanom"))
         .args(["detector", "--brokers", "127.0.0.1:1"])
         .env("NETANOM_SCHEMAS__REGISTRY_URL", &url)
+        .env("NETANOM_SCHEMAS__REGISTRY_ALLOW_PRIVATE", "true")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains(&url) && stderr.contains("netanom.packets-value"), "{stderr}");
+}
+
+/// Without `schemas.registry_allow_private`, a registry on a loopback address is a configuration error, reported
+/// before anything starts, in every spelling of the address and with the credentials masked.
+#[test]
+fn a_registry_on_an_internal_address_is_refused_at_start() {
+    for url in ["http://127.0.0.1:8081", "http://user:hunter2@2130706433:8081/"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_netanom"))
+            .args(["detector", "--brokers", "127.0.0.1:1"])
+            .env("NETANOM_SCHEMAS__REGISTRY_URL", url)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{stderr}");
+        assert!(stderr.contains("schemas.registry_url") && stderr.contains("loopback"), "{url}: {stderr}");
+        assert!(!stderr.contains("hunter2"), "{url}: the password was shown: {stderr}");
+    }
+}
+
+/// A host *name* that resolves to loopback passes the start-time check and is refused when the role connects:
+/// the registry receives nothing.
+#[tokio::test]
+async fn a_registry_name_resolving_to_loopback_is_refused_at_connect() {
+    let (url, reg) = start_registry().await;
+    let by_name = url.replace("127.0.0.1", "localhost");
+    let mut cfg = config(&by_name);
+    cfg.schemas.registry_allow_private = false;
+    cfg.validate(netanom::config::Roles::NONE).unwrap();
+    let err = netanom::roles::prepare(&mut cfg, "127.0.0.1:1").await.unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("loopback") && text.contains(&by_name), "{text}");
+    assert_eq!(reg.lock().unwrap().requests, 0, "the registry was reached");
 }

@@ -396,3 +396,44 @@ async fn every_record_span_arrives_at_benchmark_rate_with_messaging_conventions(
         assert!(span_attr(s, "messaging.kafka.offset").parse::<i64>().is_ok(), "{s:?}");
     }
 }
+
+/// With `telemetry.probes_listen` set, the probes and metrics answer there only, and `telemetry.listen` serves
+/// the scoring API alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_can_have_a_listener_of_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("demo.pcap");
+    let synth =
+        std::process::Command::new(env!("CARGO_BIN_EXE_netanom")).args(["synth", "--out"]).arg(&pcap).output().unwrap();
+    assert!(synth.status.success(), "{}", String::from_utf8_lossy(&synth.stderr));
+    let (api, probes) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_netanom"))
+        .args(["run", "--quiet", "--speed", "10", "--pcap"])
+        .arg(&pcap)
+        .env("NETANOM_TELEMETRY__LISTEN", &api)
+        .env("NETANOM_TELEMETRY__PROBES_LISTEN", &probes)
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("netanom runs");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (healthz, metrics) = loop {
+        assert!(Instant::now() < deadline, "the probes listener {probes} never answered");
+        if let (Ok(h), Ok(m)) = (
+            reqwest::get(format!("http://{probes}/healthz")).await,
+            reqwest::get(format!("http://{probes}/metrics")).await,
+        ) {
+            break (h.status().as_u16(), m.status().as_u16());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((healthz, metrics), (200, 200));
+    assert_eq!(get(&format!("http://{api}/healthz")).await.0, 404, "the probes are not on the API listener");
+    assert_eq!(get(&format!("http://{api}/metrics")).await.0, 404);
+    let analyze = reqwest::Client::new().post(format!("http://{api}/api/v1/analyze")).body("{}").send().await.unwrap();
+    assert_ne!(analyze.status().as_u16(), 404, "the scoring API is on the API listener");
+    assert_eq!(get(&format!("http://{probes}/api/v1/analyze")).await.0, 404, "and not on the probes listener");
+    let _ = child.kill().await;
+}

@@ -14,6 +14,7 @@ pub mod file;
 pub mod flow;
 pub mod frame;
 pub mod metrics;
+pub mod outage;
 pub mod pace;
 pub mod parse;
 pub mod pipeline;
@@ -33,10 +34,14 @@ use netanom_schemas::packet_time::SkewConfig;
 use netanom_schemas::{PacketBatch, SchemaIds};
 use tokio_util::sync::CancellationToken;
 
+/// How often a live capture reports the kernel's drop count as a metric.
+const KERNEL_DROPS_EVERY: Duration = Duration::from_secs(1);
+
 pub use batch::{BatchConfig, Batcher};
 pub use capture::{CaptureError, PacketSource, Speed};
 pub use flow::{FlowConfig, FlowTable};
 pub use frame::Frame;
+pub use outage::{OnFull, OutageConfig, OutageReport};
 pub use parse::{Parsed, Skip};
 pub use pipeline::{FeatureExtractor, Pipeline};
 pub use privilege::{CaptureConfig, Dropped, PrivilegeError};
@@ -91,6 +96,9 @@ pub struct ProducerConfig {
     /// How long to wait for outstanding records to be acknowledged at the end. Default 30 s.
     #[serde(with = "humantime_serde")]
     pub flush_timeout: Duration,
+    /// The memory budget of records waiting for Kafka, and what a live capture does with records beyond it
+    /// while Kafka is away (`[producer.outage]`).
+    pub outage: OutageConfig,
     /// Show a progress bar on stderr when reading a file; drawn only when stderr is a terminal, so logs and
     /// pipes never see it. Default true.
     pub progress: bool,
@@ -116,6 +124,7 @@ impl Default for ProducerConfig {
             compression: "lz4".to_string(),
             schema_ids: SchemaIds::BUILT_IN,
             flush_timeout: Duration::from_secs(30),
+            outage: OutageConfig::default(),
             progress: true,
         }
     }
@@ -142,6 +151,7 @@ impl std::fmt::Debug for ProducerConfig {
             .field("compression", &self.compression)
             .field("schema_ids", &self.schema_ids)
             .field("flush_timeout", &self.flush_timeout)
+            .field("outage", &self.outage)
             .field("progress", &self.progress)
             .finish()
     }
@@ -200,6 +210,7 @@ impl ProducerConfig {
             e.push("producer.flush_timeout must be > 0, got 0s".into());
         }
         e.extend(self.capture.validate(self.interface.is_some()));
+        e.extend(self.outage.validate());
         if let Err(problem) = self.pseudonymize.load_key() {
             e.push(problem.to_string());
         }
@@ -211,7 +222,8 @@ impl ProducerConfig {
 }
 
 /// What a run did. Invariant once `run` returns `Ok`: `packets_read == packets_parsed + sum(skipped)` and
-/// `packets_parsed == packets_published`; file records skipped by the reader (filtered, corrupt, oversize, of an
+/// `packets_parsed + outage.resumed_packets == packets_published + outage.dropped_packets +
+/// outage.spool_left_packets` (without an outage: `packets_parsed == packets_published`); file records skipped by the reader (filtered, corrupt, oversize, of an
 /// undeclared interface) count as read and skipped.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerReport {
@@ -237,6 +249,8 @@ pub struct ProducerReport {
     pub packets_time_skewed: u64,
     /// Packets the kernel or interface dropped (live capture only).
     pub kernel_dropped: u64,
+    /// What a capture that cannot wait dropped or spooled while Kafka did not take its records.
+    pub outage: OutageReport,
     /// Why a capture file could not be read to its end (a truncated or corrupt tail that cannot be skipped):
     /// the frames before the fault were processed and published as usual. `None` when the input ended cleanly.
     pub input_error: Option<String>,
@@ -277,6 +291,9 @@ pub enum ProducerError {
     /// The pseudonymization key could not be loaded.
     #[error(transparent)]
     Pseudonymize(#[from] PseudonymizeError),
+    /// The outage spool could not be opened.
+    #[error(transparent)]
+    Spool(#[from] outage::SpoolError),
 }
 
 /// A capture opened, and for a live interface its privileges dropped, before the producer runs
@@ -382,9 +399,19 @@ fn run_blocking(
             OpenedCapture { source, dropped, pseudonyms }
         }
     };
-    let publisher = Publisher::new(&config.brokers, &config.kafka_properties, &config.compression, &config.topic)?;
+    // A live capture (or a paced replay) cannot wait for Kafka: its records wait in the queue for as long as the
+    // broker is away, and beyond the budget go to the outage handling instead of blocking the reader.
+    let cannot_wait = source.is_live() || config.speed != Speed::Max;
+    let mut properties: BTreeMap<String, String> =
+        config.outage.queue_properties().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    if cannot_wait {
+        properties.insert("message.timeout.ms".to_string(), "0".to_string());
+    }
+    properties.extend(config.kafka_properties.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let publisher = Publisher::new(&config.brokers, &properties, &config.compression, &config.topic)?;
     publisher.watch(ready.kafka_link("producer"));
     let metrics = metrics::Metrics::new();
+    let overflow = if cannot_wait { Some(outage::Overflow::new(&config.outage, metrics.clone())?) } else { None };
     let mut synced = metrics::CountSync::default();
     ready.set(true);
     tracing::info!(
@@ -420,7 +447,9 @@ fn run_blocking(
         key: String::with_capacity(48),
         error: None,
         tracer: opentelemetry::global::tracer("netanom"),
+        overflow,
     };
+    let mut kernel_checked = Instant::now();
     let mut n = 0u64;
     let mut input_error = None;
     let result: Result<(), ProducerError> = loop {
@@ -434,6 +463,15 @@ fn run_blocking(
             }
             if let Err(e) = publisher.check_failures() {
                 break Err(e.into());
+            }
+            if let Err(e) = out.pump() {
+                break Err(e.into());
+            }
+            if live && kernel_checked.elapsed() >= KERNEL_DROPS_EVERY {
+                kernel_checked = Instant::now();
+                if let Some(d) = source.kernel_drops() {
+                    metrics.kernel_dropped.record(d, &[]);
+                }
             }
             if let Some(bar) = &progress {
                 bar.set_position(source.position());
@@ -450,6 +488,9 @@ fn run_blocking(
                     break Ok(());
                 }
                 pipeline.tick(wall_clock_ns(), &mut |b: &PacketBatch| out.emit(b));
+                if let Err(e) = out.pump() {
+                    break Err(e.into());
+                }
             }
             Ok(capture::Next::End) => break Ok(()),
             // A file that cannot be read past some point: what came before is still published and reported.
@@ -475,10 +516,12 @@ fn run_blocking(
     let kernel_dropped = source.kernel_drops().unwrap_or(0);
     drop(source);
     // Flush what was enqueued whatever happened, so acknowledged counts are final; after a shutdown, within what
-    // is left of the grace.
+    // is left of the grace. A spool is drained first, within the same time.
     let flush_timeout =
         if stop.is_cancelled() { config.flush_timeout.min(grace.remaining()) } else { config.flush_timeout };
-    let flushed = publisher.flush(flush_timeout);
+    let flush_deadline = Instant::now() + flush_timeout;
+    let outage = out.overflow.take().map(|o| o.finish(&publisher, flush_deadline)).unwrap_or_default();
+    let flushed = publisher.flush(flush_deadline.saturating_duration_since(Instant::now()));
     if flushed.is_err() && publisher.unacknowledged() > 0 {
         tracing::error!(
             unflushed = publisher.unacknowledged(),
@@ -509,6 +552,7 @@ fn run_blocking(
         batches_closed_early: pipeline.batch_stats().closed_capacity,
         packets_time_skewed: counts.time_skewed,
         kernel_dropped,
+        outage,
         input_error,
         duration: started.elapsed(),
     };
@@ -542,9 +586,16 @@ struct Emitter<'a> {
     key: String,
     error: Option<PublishError>,
     tracer: opentelemetry::global::BoxedTracer,
+    /// For a capture that cannot wait: where records go when Kafka does not take them.
+    overflow: Option<outage::Overflow>,
 }
 
 impl Emitter<'_> {
+    /// Moves spooled records to Kafka while it takes them.
+    fn pump(&mut self) -> Result<(), PublishError> {
+        self.overflow.as_mut().map_or(Ok(()), |o| o.pump(self.publisher))
+    }
+
     fn emit(&mut self, batch: &PacketBatch) {
         if self.error.is_some() {
             return;
@@ -580,7 +631,11 @@ impl Emitter<'_> {
         } else {
             None
         };
-        let sent = self.publisher.send(&self.key, &self.encoded, ts_ms, batch.packets.len(), headers);
+        let packets = batch.packets.len();
+        let sent = match &mut self.overflow {
+            Some(o) => o.send(self.publisher, &self.key, &self.encoded, ts_ms, packets as u32, headers),
+            None => self.publisher.send(&self.key, &self.encoded, ts_ms, packets, headers),
+        };
         span.end();
         if let Err(e) = sent {
             self.error = Some(e);

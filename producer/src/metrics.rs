@@ -3,7 +3,7 @@
 //! Labels are low-cardinality (a skip reason), never an address.
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram};
+use opentelemetry::metrics::{Counter, Gauge, Histogram};
 
 /// Name of the trace span of one published packet batch.
 pub const BATCH_SPAN: &str = "producer.batch";
@@ -23,6 +23,15 @@ pub struct Metrics {
     pub publish_failed: Counter<u64>,
     /// `netanom.producer.publish.duration` (s): from enqueueing a record to its acknowledgement.
     pub publish_latency: Histogram<f64>,
+    /// `netanom.producer.outage.dropped{reason}`: packets of a capture that cannot wait dropped because Kafka
+    /// did not take them (`queue_full`, `spool_full`, `spool_error`).
+    pub outage_dropped: Counter<u64>,
+    /// `netanom.producer.spool.bytes`: size of the spool file.
+    pub spool_bytes: Gauge<u64>,
+    /// `netanom.producer.spool.records`: records in the spool not yet handed to Kafka.
+    pub spool_records: Gauge<u64>,
+    /// `netanom.producer.kernel.dropped`: packets the kernel or interface dropped so far (live capture).
+    pub kernel_dropped: Gauge<u64>,
 }
 
 impl Metrics {
@@ -55,6 +64,23 @@ impl Metrics {
                 .with_unit("s")
                 .with_description("Time from enqueueing a packet-batch record to its acknowledgement")
                 .with_boundaries(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+                .build(),
+            outage_dropped: m
+                .u64_counter("netanom.producer.outage.dropped")
+                .with_description("Packets dropped because Kafka did not take them, by reason")
+                .build(),
+            spool_bytes: m
+                .u64_gauge("netanom.producer.spool.bytes")
+                .with_unit("By")
+                .with_description("Size of the outage spool file")
+                .build(),
+            spool_records: m
+                .u64_gauge("netanom.producer.spool.records")
+                .with_description("Records in the outage spool not yet handed to Kafka")
+                .build(),
+            kernel_dropped: m
+                .u64_gauge("netanom.producer.kernel.dropped")
+                .with_description("Packets the kernel or interface dropped so far (live capture)")
                 .build(),
         }
     }

@@ -156,6 +156,15 @@ fn micros_since(epoch: Instant) -> u32 {
     epoch.elapsed().as_micros() as u32
 }
 
+/// Whether [`Publisher::try_send`] enqueued a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// In librdkafka's queue.
+    Queued,
+    /// The queue is full; nothing was enqueued.
+    Full,
+}
+
 /// The Kafka side of the producer.
 pub struct Publisher {
     producer: ThreadedProducer<DeliveryCounter>,
@@ -238,6 +247,24 @@ impl Publisher {
         &self.topic
     }
 
+    /// Enqueues one record without blocking: [`Sent::Full`] when librdkafka's queue is full.
+    pub fn try_send(
+        &self,
+        key: &str,
+        payload: &[u8],
+        timestamp_ms: i64,
+        packets: usize,
+        headers: Option<OwnedHeaders>,
+    ) -> Result<Sent, PublishError> {
+        self.enqueue(key, payload, timestamp_ms, packets, headers, false)
+    }
+
+    /// Serves delivery reports for up to `timeout` (the producer's own thread does this too; this lets a caller
+    /// wait for queue room).
+    pub fn poll(&self, timeout: Duration) {
+        self.producer.poll(timeout);
+    }
+
     /// Enqueues one record carrying `packets` packets (with `headers`, e.g. `traceparent`); blocks while
     /// librdkafka's queue is full.
     pub fn send(
@@ -248,6 +275,18 @@ impl Publisher {
         packets: usize,
         headers: Option<OwnedHeaders>,
     ) -> Result<(), PublishError> {
+        self.enqueue(key, payload, timestamp_ms, packets, headers, true).map(|_| ())
+    }
+
+    fn enqueue(
+        &self,
+        key: &str,
+        payload: &[u8],
+        timestamp_ms: i64,
+        packets: usize,
+        headers: Option<OwnedHeaders>,
+        wait: bool,
+    ) -> Result<Sent, PublishError> {
         let sent = self.producer.context().epoch.map_or(0, micros_since) as usize;
         let opaque = (packets & 0xFFFF_FFFF) | (sent << 32);
         let mut record =
@@ -259,8 +298,9 @@ impl Publisher {
             match self.producer.send(record) {
                 Ok(()) => {
                     self.enqueued.fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
+                    return Ok(Sent::Queued);
                 }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) if !wait => return Ok(Sent::Full),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
                     self.producer.poll(Duration::from_millis(5));

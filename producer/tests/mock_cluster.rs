@@ -228,3 +228,67 @@ async fn delivery_failure_is_an_error_naming_the_topic() {
     assert!(err.contains("unreachable-topic"), "{err}");
     assert!(err.contains("failed delivery"), "{err}");
 }
+
+/// Runs a paced replay (which cannot wait for Kafka, like a live capture) of a benign capture while the only
+/// broker is down for a while; returns the report and what reached the topic.
+async fn replay_through_an_outage(outage: netanom_producer::OutageConfig) -> (ProducerReport, Vec<Consumed>) {
+    let cluster = MockCluster::new(1).unwrap();
+    let topic = random_name("packets");
+    cluster.create_topic(&topic, 2, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("benign.pcap");
+    synth::write_pcap(&Scenario::benign(9, Duration::from_secs(20)), &path).unwrap();
+    let mut cfg = ProducerConfig { speed: Speed::Factor(5.0), outage, ..config(&path, &brokers, &topic) };
+    // A queue this small fills within the outage.
+    cfg.kafka_properties.insert("queue.buffering.max.messages".into(), "20".into());
+    let handle = tokio::spawn(run(cfg, CancellationToken::new(), RoleHandles::default()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.broker_down(1).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.broker_up(1).unwrap();
+    let report = handle.await.unwrap().expect("the producer rides out the outage");
+    println!("parsed {}, published {}: {:?}", report.packets_parsed, report.packets_published, report.outage);
+    let consumed = consume_all(&brokers, &topic, report.batches_published);
+    (report, consumed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_drops_with_exact_counts_when_the_capture_cannot_wait() {
+    let (report, consumed) = replay_through_an_outage(netanom_producer::OutageConfig::default()).await;
+    let o = report.outage;
+    assert!(o.dropped_records > 0 && o.dropped_packets > 0, "the outage dropped nothing: {report:?}");
+    assert_eq!(report.packets_parsed, report.packets_published + o.dropped_packets, "{report:?}");
+    assert_eq!(report.packets_read, report.packets_parsed + report.skipped_total());
+    assert_eq!(consumed.len() as u64, report.batches_published);
+    let on_topic: usize = consumed.iter().map(|c| c.batch.packets.len()).sum();
+    assert_eq!(on_topic as u64, report.packets_published);
+    // Records published after the outage are in capture order per source.
+    let mut last: HashMap<IpAddr, (u64, i64)> = HashMap::new();
+    for c in &consumed {
+        let b = &c.batch;
+        if let Some(&(seq, ts)) = last.get(&b.source) {
+            assert!(b.sequence > seq && b.packets[0].ts_ns >= ts, "{} out of order", b.source);
+        }
+        last.insert(b.source, (b.sequence, b.packets.last().unwrap().ts_ns));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_is_spooled_and_every_packet_arrives_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("outage.spool");
+    let outage = netanom_producer::OutageConfig {
+        on_full: netanom_producer::OnFull::Spool,
+        spool_path: Some(spool.clone()),
+        ..netanom_producer::OutageConfig::default()
+    };
+    let (report, consumed) = replay_through_an_outage(outage).await;
+    let o = report.outage;
+    assert!(o.spooled_records > 0, "nothing was spooled: {report:?}");
+    assert_eq!((o.dropped_records, o.spool_left_records), (0, 0), "{report:?}");
+    assert_eq!(report.packets_published, report.packets_parsed, "{report:?}");
+    assert_eq!(std::fs::metadata(&spool).unwrap().len(), 0, "a drained spool is emptied");
+    let (packets, _) = synth::generate(&Scenario::benign(9, Duration::from_secs(20)));
+    check_consumed(&consumed, &expected_ids(&packets));
+}

@@ -78,6 +78,13 @@ const OPTIONAL: &[Optional] = &[
          hex digits (or set key, e.g. NETANOM_PRODUCER__PSEUDONYMIZE__KEY; prints as ***)",
     ),
     opt(
+        "producer.outage",
+        "spool_path",
+        "\"outage.spool\"",
+        "with on_full = \"spool\": where a live capture keeps the batches Kafka cannot take yet (bounded by \
+         spool_max_mib)",
+    ),
+    opt(
         "detector.forest",
         "model_path",
         "\"forest.json\"",
