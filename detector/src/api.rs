@@ -625,6 +625,80 @@ mod tests {
         assert!(v["error"].as_str().unwrap().starts_with("no isolation model yet"), "{v}");
     }
 
+    /// POSTs `body` as JSON; returns the status and the JSON answer.
+    async fn post_body(addr: std::net::SocketAddr, body: String) -> (StatusCode, Value) {
+        let r = reqwest::Client::new()
+            .post(format!("http://{addr}{ANALYZE_PATH}"))
+            .header("content-type", "application/json")
+            .body(body)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.json().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_capture_clients_packets_are_judged_by_the_rules_without_a_model() {
+        let (addr, _) = serve(None, Duration::from_secs(10), 4).await;
+        let packet = |port: u16| {
+            serde_json::json!({"src_ip": "10.9.9.9", "dst_ip": "10.0.1.3", "packet_size": 60, "protocol": 6,
+                "src_port": 40000, "dst_port": port, "tcp_flags": 2, "ttl": 64,
+                "ts_ns": 1_700_000_000_000_000_000i64 + i64::from(port) * 5_000_000})
+            .to_string()
+        };
+        let (status, first) = post_body(addr, packet(1)).await;
+        assert_eq!(status, StatusCode::OK, "{first}");
+        assert_eq!(first["judged"], true, "min_packets 1: {first}");
+        assert_eq!((first["is_anomaly"].as_bool(), first["anomaly_score"].as_f64()), (Some(false), Some(0.0)));
+        assert_eq!((first["model_version"].is_null(), first["threshold"].is_null()), (true, true), "{first}");
+        assert!(first["reason"].as_str().unwrap().contains("no isolation model in force: the rules alone judge"));
+        let mut last = Value::Null;
+        for port in 2..=100 {
+            let (status, v) = post_body(addr, packet(port)).await;
+            assert_eq!(status, StatusCode::OK, "{v}");
+            last = v;
+        }
+        assert_eq!((last["is_anomaly"].as_bool(), last["anomaly_score"].as_f64()), (Some(true), Some(1.0)), "{last}");
+        assert_eq!(last["packets"], 100);
+        assert!(last["kinds"].as_array().unwrap().iter().any(|k| k["kind"] == "fanout"), "{last}");
+        assert!(last["reason"].as_str().unwrap().contains("fired for 10.9.9.9"), "{last}");
+        // The tutorial's three fields: one answer names what is missing.
+        let (status, v) = post_body(addr, r#"{"src_ip": "10.0.0.1", "packet_size": 60, "protocol": 6}"#.into()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(v["error"], "missing field `dst_ip`");
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_gets_413_with_a_length_or_chunked() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (addr, _) = serve(None, Duration::from_secs(10), 4).await;
+        let big = format!("{{\"packets\": [{}]}}", vec![PACKET; MAX_BODY_BYTES / 100].join(","));
+        assert!(big.len() > MAX_BODY_BYTES);
+        let (status, v) = post_body(addr, big.clone()).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+        assert!(v["error"].as_str().unwrap().contains("larger than 1048576 bytes"), "{v}");
+        // Chunked: no length announced, the limit applies as the chunks arrive.
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST {ANALYZE_PATH} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+             transfer-encoding: chunked\r\n\r\n"
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        for chunk in big.as_bytes().chunks(64 * 1024) {
+            let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), chunk, b"\r\n"].concat();
+            if conn.write_all(&framed).await.is_err() {
+                break; // the server may answer and close before the rest is sent
+            }
+        }
+        let _ = conn.write_all(b"0\r\n\r\n").await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut answer)).await;
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+        assert!(text.contains("larger than 1048576 bytes"), "{text}");
+    }
+
     #[test]
     fn the_token_is_masked_and_validated() {
         let mut c = ApiConfig { token: Some(Secret::new(TOKEN)), ..ApiConfig::default() };
@@ -634,10 +708,19 @@ mod tests {
         c.token = Some(Secret::new("short token"));
         c.request_timeout = Duration::ZERO;
         c.queue = 1_000_000;
+        c.max_sources = 0;
+        c.source_idle = Duration::ZERO;
         let keys: Vec<String> = c.validate().into_iter().map(|e| e.key).collect();
         assert_eq!(
             keys,
-            ["detector.api.token", "detector.api.token", "detector.api.request_timeout", "detector.api.queue"]
+            [
+                "detector.api.token",
+                "detector.api.token",
+                "detector.api.request_timeout",
+                "detector.api.queue",
+                "detector.api.max_sources",
+                "detector.api.source_idle"
+            ]
         );
     }
 
