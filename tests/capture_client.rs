@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Broker, Service, free_port, http_get, netanom, wait_for};
+use common::{Broker, Service, counter, free_port, http_get, netanom, wait_for};
 use serde_json::{Value, json};
 
 /// Builds clients/c into `out` with make and the system C compiler; returns the binary.
@@ -156,6 +156,14 @@ fn the_c_client_streams_a_capture_and_only_the_scanner_ends_up_anomalous() {
     assert!(benign.iter().all(|(_, r)| r.judged > 0), "benign hosts are judged: {benign:?}");
     let flagged: Vec<_> = benign.iter().filter(|(_, r)| r.anomalous > 0).collect();
     assert!(flagged.is_empty(), "benign hosts flagged: {flagged:?}");
+    // The scanned server's replies are replies: it is not taken for a scanner.
+    let victims: Vec<(&String, &Row)> =
+        rows.iter().filter(|(h, _)| roles.get(*h).is_some_and(|r| r == "victim")).collect();
+    assert!(!victims.is_empty() && victims.iter().all(|(_, r)| r.anomalous == 0), "{victims:?}");
+    // The service remembers every source it judged (far under `max_sources`, none forgotten).
+    let (_, page) = http_get(&addr, "/metrics").expect("/metrics answers");
+    assert_eq!(counter(&page, "netanom_api_sources_tracked"), Some(rows.len() as f64), "{page}");
+    assert_eq!(counter(&page, "netanom_api_sources_forgotten_total"), None, "{page}");
 
     // Real answers against the contract: a verdict, and each error a client can cause.
     let packet = r#"{"src_ip": "10.0.0.1", "dst_ip": "10.0.0.2", "packet_size": 60, "protocol": "tcp"}"#;
@@ -164,7 +172,10 @@ fn the_c_client_streams_a_capture_and_only_the_scanner_ends_up_anomalous() {
         answer(&url, r#"{"src_ip": "10.0.0.1", "packet_size": 60, "protocol": 6, "extra": 1}"#),
         answer(&url, r#"{"packets": [{"ts_ns": 1}]}"#),
         answer(&url, "{"),
-        answer(&url, r#"{"packets": [{"ts_ns": 1, "destination": "10.0.0.2", "dst_port": 80, "ip_proto": 6, "wire_len": 60, "payload_len": 0, "tcp_flags": 2, "ttl": 64, "flow_packets": 1, "direction": "forward"}]}"#),
+        answer(
+            &url,
+            r#"{"packets": [{"ts_ns": 1, "destination": "10.0.0.2", "dst_port": 80, "ip_proto": 6, "wire_len": 60, "payload_len": 0, "tcp_flags": 2, "ttl": 64, "flow_packets": 1, "direction": "forward"}]}"#,
+        ),
     ];
     let statuses: Vec<u64> = answers.iter().map(|a| a["status"].as_u64().unwrap()).collect();
     assert_eq!(statuses, [200, 422, 422, 400, 503], "{answers:?}");

@@ -24,8 +24,8 @@
 //! queue is full (with `Retry-After`) or, for netanom's packets only, no model yet (with `Retry-After`) or the
 //! forest is disabled. Every error is `{"error": "<message>"}`.
 
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::Json;
@@ -118,11 +118,9 @@ impl ApiConfig {
         p.check((1..=1_000_000).contains(&self.max_sources), "max_sources", || {
             format!("must be in 1..=1000000, got {}", self.max_sources)
         });
-        p.check(
-            !self.source_idle.is_zero() && self.source_idle <= Duration::from_secs(86_400),
-            "source_idle",
-            || format!("must be in (0, 24h], got {}", human(self.source_idle)),
-        );
+        p.check(!self.source_idle.is_zero() && self.source_idle <= Duration::from_secs(86_400), "source_idle", || {
+            format!("must be in (0, 24h], got {}", human(self.source_idle))
+        });
         p.into_vec()
     }
 }
@@ -293,7 +291,9 @@ struct Api {
     /// Requests waiting for a permit.
     waiting: Arc<AtomicUsize>,
     sources: Arc<Mutex<Sources>>,
-    metrics: SourceMetrics,
+    /// Made at the first capture client's packet: the router is built before the process installs its meter
+    /// provider, instruments made earlier would record nothing.
+    metrics: Arc<OnceLock<SourceMetrics>>,
 }
 
 /// The instruments of the sources' contexts.
@@ -337,7 +337,7 @@ pub fn router(config: &DetectorConfig, feed: ModelFeed) -> axum::Router {
         permits: Arc::new(Semaphore::new(MAX_CONCURRENT)),
         waiting: Arc::new(AtomicUsize::new(0)),
         sources: Arc::new(Mutex::new(Sources::new(config, api.max_sources, api.source_idle))),
-        metrics: SourceMetrics::new(),
+        metrics: Arc::new(OnceLock::new()),
     })
 }
 
@@ -451,7 +451,7 @@ impl Api {
         let mut sources = self.sources.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (evicted, expired) = (sources.evicted(), sources.expired());
         let judgement = sources.observe(packet, Instant::now(), arrival_ns, model.as_deref());
-        let m = &self.metrics;
+        let m = self.metrics.get_or_init(SourceMetrics::new);
         m.tracked.record(sources.len() as u64, &[]);
         for (reason, n) in [("capacity", sources.evicted() - evicted), ("idle", sources.expired() - expired)] {
             if n > 0 {
@@ -528,6 +528,8 @@ mod tests {
 
     /// The API (no model yet) on loopback, next to a `/healthz`; returns its address and the API's state.
     async fn serve(token: Option<&str>, request_timeout: Duration, queue: usize) -> (std::net::SocketAddr, Api) {
+        let mut config = DetectorConfig::default();
+        config.forest.min_packets = 1;
         let api = Api {
             feed: ModelFeed::default(),
             enabled: true,
@@ -538,8 +540,8 @@ mod tests {
             queue,
             permits: Arc::new(Semaphore::new(MAX_CONCURRENT)),
             waiting: Arc::new(AtomicUsize::new(0)),
-            sources: Arc::new(Mutex::new(Sources::new(&DetectorConfig::default(), 16, Duration::from_secs(60)))),
-            metrics: SourceMetrics::new(),
+            sources: Arc::new(Mutex::new(Sources::new(&config, 16, Duration::from_secs(60)))),
+            metrics: Arc::new(OnceLock::new()),
         };
         let app = app(api.clone()).route("/healthz", axum::routing::get(|| async { "ok" }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -723,6 +725,4 @@ mod tests {
             ]
         );
     }
-
-
 }

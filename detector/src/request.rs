@@ -240,12 +240,19 @@ impl<'a> Fields<'a> {
     fn finish(self) {
         let at = self.at.strip_suffix('.').map(|a| format!("{a}: ")).unwrap_or_default();
         let quoted = |names: &[&str]| names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
-        let unknown: Vec<&str> =
-            self.map.keys().map(String::as_str).filter(|k| !self.known.contains(k)).collect();
+        let unknown: Vec<&str> = self.map.keys().map(String::as_str).filter(|k| !self.known.contains(k)).collect();
         match unknown.len() {
             0 => {}
-            1 => self.problems.push(format!("{at}unknown field {}, expected one of {}", quoted(&unknown), self.known.join(", "))),
-            _ => self.problems.push(format!("{at}unknown fields {}, expected one of {}", quoted(&unknown), self.known.join(", "))),
+            1 => self.problems.push(format!(
+                "{at}unknown field {}, expected one of {}",
+                quoted(&unknown),
+                self.known.join(", ")
+            )),
+            _ => self.problems.push(format!(
+                "{at}unknown fields {}, expected one of {}",
+                quoted(&unknown),
+                self.known.join(", ")
+            )),
         }
         match self.missing.len() {
             0 => {}
@@ -629,8 +636,9 @@ mod tests {
             assert!(m.contains(part), "{part:?} not in {m:?}");
         }
         // netanom's packet and the batch: every field of every packet.
-        let m = message(&PACKET.replace(r#""ttl": 64,"#, r#""ttl": "x", "wat": 1,"#).replace(r#""dst_port": 443,"#, ""))
-            .unwrap();
+        let m =
+            message(&PACKET.replace(r#""ttl": 64,"#, r#""ttl": "x", "wat": 1,"#).replace(r#""dst_port": 443,"#, ""))
+                .unwrap();
         assert!(m.starts_with("ttl: invalid type: string \"x\", expected u8; unknown field `wat`"), "{m}");
         assert!(m.ends_with("; missing field `dst_port`"), "{m}");
         let bad = PACKET.replace(r#""ttl": 64,"#, "");

@@ -33,7 +33,7 @@ use crate::request::CapturedPacket;
 /// Packet time of a source's recent packets that the isolation model scores (a producer batch's span).
 pub const RECENT_SPAN: Duration = Duration::from_secs(1);
 /// Most recent packets of a source kept for the isolation model.
-pub const RECENT_PACKETS: usize = 256;
+pub const RECENT_PACKETS: usize = 128;
 
 /// What was found about one source: the latest finding of one kind.
 #[derive(Debug, Clone, PartialEq)]
