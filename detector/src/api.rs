@@ -38,10 +38,11 @@ use netanom_schemas::PacketFeatures;
 use netanom_schemas::redact::Secret;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Gauge};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use subtle::ConstantTimeEq;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+pub use crate::api_config::ApiConfig;
 use crate::config::DetectorConfig;
 use crate::features::{FeatureScratch, batch_features};
 use crate::forest::{ModelFeed, TrainedForest, isolation_reason};
@@ -49,7 +50,6 @@ pub use crate::request::MAX_PACKETS;
 use crate::request::{Body, BodyError, CapturedPacket};
 use crate::sources::{Judgement, Sources};
 use crate::time::human;
-use crate::validation::{ConfigError, Problems};
 
 /// Path of the scoring endpoint.
 pub const ANALYZE_PATH: &str = "/api/v1/analyze";
@@ -61,69 +61,6 @@ pub const MAX_CONCURRENT: usize = 2;
 const RETRY_AFTER_SECS: &str = "10";
 /// `Retry-After` when the queue is full, in seconds.
 const BUSY_RETRY_AFTER_SECS: &str = "1";
-
-/// The scoring API's settings (`[detector.api]`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ApiConfig {
-    /// Bearer token every request must carry (`Authorization: Bearer <token>`); best set from the environment
-    /// (`NETANOM_DETECTOR__API__TOKEN`) or a Kubernetes Secret. Prints as `***`. Default: none, the API is open.
-    pub token: Option<Secret>,
-    /// Longest time from the request's arrival to the end of its body; a slower client gets 408. At most
-    /// 300 s. Default 10 s.
-    #[serde(with = "humantime_serde")]
-    pub request_timeout: Duration,
-    /// Requests that may wait for a scoring slot while [`MAX_CONCURRENT`] are scored; more get 503 with
-    /// `Retry-After`. At most 100000. Default 64.
-    pub queue: usize,
-    /// Most sources of capture clients' packets remembered at once, each with its per-host state and its last
-    /// packets (at most `sources::RECENT_PACKETS`): about 20 KiB per busy source, so the default bounds them to
-    /// about 80 MiB. When a new source does not fit, the least recently heard eighth is forgotten (counted in
-    /// `netanom.api.sources.forgotten{reason="capacity"}`). 1..=1000000. Default 4096.
-    pub max_sources: usize,
-    /// A source not heard from for this long (wall-clock time) is forgotten with its context (counted in
-    /// `netanom.api.sources.forgotten{reason="idle"}`); its next packet starts afresh. In (0, 24h]. Default 5 min.
-    #[serde(with = "humantime_serde")]
-    pub source_idle: Duration,
-}
-
-impl Default for ApiConfig {
-    fn default() -> Self {
-        Self {
-            token: None,
-            request_timeout: Duration::from_secs(10),
-            queue: 64,
-            max_sources: 4096,
-            source_idle: Duration::from_secs(300),
-        }
-    }
-}
-
-impl ApiConfig {
-    /// Every problem of `[detector.api]`.
-    pub fn validate(&self) -> Vec<ConfigError> {
-        let mut p = Problems::new("api");
-        if let Some(t) = &self.token {
-            p.check(t.expose().len() >= 16, "token", || "must be at least 16 characters".into());
-            p.check(t.expose().bytes().all(|b| b.is_ascii_graphic()), "token", || {
-                "must be printable ASCII without spaces (it travels in an HTTP header)".into()
-            });
-        }
-        p.check(
-            !self.request_timeout.is_zero() && self.request_timeout <= Duration::from_secs(300),
-            "request_timeout",
-            || format!("must be in (0, 300s], got {}", human(self.request_timeout)),
-        );
-        p.check(self.queue <= 100_000, "queue", || format!("must be at most 100000, got {}", self.queue));
-        p.check((1..=1_000_000).contains(&self.max_sources), "max_sources", || {
-            format!("must be in 1..=1000000, got {}", self.max_sources)
-        });
-        p.check(!self.source_idle.is_zero() && self.source_idle <= Duration::from_secs(86_400), "source_idle", || {
-            format!("must be in (0, 24h], got {}", human(self.source_idle))
-        });
-        p.into_vec()
-    }
-}
 
 /// `Authorization: Bearer <token>`, compared in constant time.
 fn admits(token: &Secret, headers: &HeaderMap) -> bool {
@@ -699,30 +636,5 @@ mod tests {
         let text = String::from_utf8_lossy(&answer);
         assert!(text.starts_with("HTTP/1.1 413"), "{text}");
         assert!(text.contains("larger than 1048576 bytes"), "{text}");
-    }
-
-    #[test]
-    fn the_token_is_masked_and_validated() {
-        let mut c = ApiConfig { token: Some(Secret::new(TOKEN)), ..ApiConfig::default() };
-        assert!(!format!("{c:?}").contains(TOKEN));
-        assert!(serde_json::to_string(&c).unwrap().contains(r#""token":"***""#));
-        assert!(c.validate().is_empty());
-        c.token = Some(Secret::new("short token"));
-        c.request_timeout = Duration::ZERO;
-        c.queue = 1_000_000;
-        c.max_sources = 0;
-        c.source_idle = Duration::ZERO;
-        let keys: Vec<String> = c.validate().into_iter().map(|e| e.key).collect();
-        assert_eq!(
-            keys,
-            [
-                "detector.api.token",
-                "detector.api.token",
-                "detector.api.request_timeout",
-                "detector.api.queue",
-                "detector.api.max_sources",
-                "detector.api.source_idle"
-            ]
-        );
     }
 }

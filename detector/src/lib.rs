@@ -27,13 +27,14 @@
 //! named feature vectors the models use, [`model_file`] tells model files apart and [`models`] loads the ones
 //! a detector starts from, [`state`] holds the bounded per-host map, [`engine`] ties the
 //! detectors together without Kafka, [`anomaly`] builds the records, [`api`] serves the rules and the model in
-//! force over HTTP (`POST /api/v1/analyze`, bodies parsed by [`request`], capture clients' sources remembered by
-//! [`sources`]) and `consume` is the Kafka loop behind [`run`]. Detectors scale horizontally as one
+//! force over HTTP (`POST /api/v1/analyze`, settings in [`api_config`], bodies parsed by [`request`], capture
+//! clients' sources remembered by [`sources`]) and `consume` is the Kafka loop behind [`run`]. Detectors scale horizontally as one
 //! consumer group: each owns the hosts of its packets partitions and the victims of its destinations
 //! partitions; `ownership` decides where a partition that moves starts and which records rebuild its state.
 
 pub mod anomaly;
 pub mod api;
+pub mod api_config;
 pub mod beacon;
 pub mod config;
 mod consume;
