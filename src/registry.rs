@@ -15,8 +15,6 @@ use netanom_alert_router::outbound;
 use netanom_alert_router::webhook::redact_url_or_raw;
 use netanom_schemas::{SchemaIds, avsc};
 
-use crate::config::Topics;
-
 /// Content type of the registry's REST API.
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 /// Longest wait for one registration request.
@@ -117,6 +115,17 @@ pub fn check_url(url: &str, allow_private: bool) -> Result<(), UrlError> {
         .map_err(|refused| UrlError::Restricted { url: redact_url_or_raw(url), refused })
 }
 
+/// The topics of the three record types, whose value subjects the schemas are registered under.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordTopics<'a> {
+    /// Topic of `PacketBatch` records.
+    pub packets: &'a str,
+    /// Topic of `Anomaly` records.
+    pub anomalies: &'a str,
+    /// Topic of `DestinationStats` records.
+    pub destinations: &'a str,
+}
+
 /// The TopicNameStrategy subject of the values of `topic`.
 pub fn subject(topic: &str) -> String {
     format!("{topic}-value")
@@ -126,14 +135,18 @@ pub fn subject(topic: &str) -> String {
 /// anomalies → `Anomaly`, destinations → `DestinationStats`) and returns the ids the registry assigned.
 /// Registering a schema the subject already has returns its existing id, so every role may call this.
 /// The client goes through the outbound policy: `allow_private` lifts it for this registry only.
-pub async fn register_all(url: &str, allow_private: bool, topics: &Topics) -> Result<SchemaIds, RegistryError> {
+pub async fn register_all(
+    url: &str,
+    allow_private: bool,
+    topics: &RecordTopics<'_>,
+) -> Result<SchemaIds, RegistryError> {
     let client = outbound::client_builder(allow_private)
         .timeout(REQUEST_TIMEOUT)
         .build()
         .map_err(|e| RegistryError::Client { url: redact_url_or_raw(url), message: chain(&e) })?;
-    let packet_batch = register(&client, url, &subject(&topics.packets), avsc::PACKET_BATCH_V1).await?;
-    let anomaly = register(&client, url, &subject(&topics.anomalies), avsc::ANOMALY_V1).await?;
-    let destination_stats = register(&client, url, &subject(&topics.destinations), avsc::DESTINATION_STATS_V1).await?;
+    let packet_batch = register(&client, url, &subject(topics.packets), avsc::PACKET_BATCH_V1).await?;
+    let anomaly = register(&client, url, &subject(topics.anomalies), avsc::ANOMALY_V1).await?;
+    let destination_stats = register(&client, url, &subject(topics.destinations), avsc::DESTINATION_STATS_V1).await?;
     let ids = SchemaIds { packet_batch, anomaly, destination_stats };
     tracing::info!(registry = %redact_url_or_raw(url), ?ids, "schemas registered");
     Ok(ids)

@@ -144,7 +144,13 @@ pub fn apply_shared(cfg: &mut Config, brokers: &str) {
 /// the URL and the subject.
 pub async fn resolve_schemas(cfg: &mut Config) -> anyhow::Result<()> {
     if let Some(url) = &cfg.schemas.registry_url {
-        cfg.schemas.ids = crate::registry::register_all(url, cfg.schemas.registry_allow_private, &cfg.topics).await?;
+        let t = &cfg.topics;
+        let topics = crate::registry::RecordTopics {
+            packets: &t.packets,
+            anomalies: &t.anomalies,
+            destinations: &t.destinations,
+        };
+        cfg.schemas.ids = crate::registry::register_all(url, cfg.schemas.registry_allow_private, &topics).await?;
     }
     Ok(())
 }

@@ -172,7 +172,7 @@ pub fn role_routes(
     model_feed: netanom_detector::ModelFeed,
 ) -> axum::Router {
     match role {
-        "detector" | "run" => netanom_detector::api::router(&detector.api, &detector.forest, model_feed),
+        "detector" | "run" => netanom_detector::api::router(detector, model_feed),
         _ => axum::Router::new(),
     }
 }

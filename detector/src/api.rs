@@ -1,28 +1,32 @@
-//! The scoring API: `POST /api/v1/analyze` scores one host's packets with the isolation model the detector has
-//! in force, for capture clients outside Kafka. Owns the request format, its validation and the error
-//! statuses. The model comes from the [`ModelFeed`] the detector publishes to, so a request never waits for
-//! the detector nor the detector for a request; parsing and scoring run on the blocking pool, at most
-//! [`MAX_CONCURRENT`] requests at a time (the detector's own chunks run on that pool too).
+//! The scoring API: `POST /api/v1/analyze` judges packets for capture clients outside Kafka. Owns the request
+//! handling, the answers and the error statuses; the bodies are parsed by `crate::request` and a capture
+//! client's packets are judged in their source's context by `crate::sources`. The isolation model comes from the
+//! [`ModelFeed`] the detector publishes to, so a request never waits for the detector nor the detector for a
+//! request; parsing and scoring run on the blocking pool, at most [`MAX_CONCURRENT`] requests at a time (the
+//! detector's own chunks run on that pool too).
 //!
-//! A request is one packet object, or `{"source": …, "packets": [packet, …]}` with 1 to [`MAX_PACKETS`]
-//! packets, as `application/json` of at most [`MAX_BODY_BYTES`]. Packet fields are those of
-//! [`PacketFeatures`] (docs/operations.md, "Scoring API", lists them); the packets are one batch of one host and are
-//! scored exactly as the detector scores a packet batch from Kafka.
+//! A request is `application/json` of at most [`MAX_BODY_BYTES`], in one of three shapes (docs/openapi.yaml is
+//! the contract):
+//! - a capture client's packet, `{"src_ip", "dst_ip", "packet_size", "protocol", …}`, with ports, TCP flags, TTL
+//!   and its capture time when the client has them: judged in the context of its source's recent packets, by
+//!   the detector's rules and the isolation model in force; answered with [`PacketVerdict`];
+//! - one of netanom's own packets (the fields of [`netanom_schemas::PacketFeatures`]), or
+//!   `{"source": …, "packets": [packet, …]}` with 1 to [`MAX_PACKETS`] of them: one batch of one host, scored by
+//!   the isolation model exactly as the detector scores a packet batch from Kafka; answered with [`Verdict`].
 //!
 //! With `[detector.api] token` set, a request must carry `Authorization: Bearer <token>` (compared in constant
 //! time). The body must arrive within `[detector.api] request_timeout`; at most `[detector.api] queue` requests
 //! wait for one of the [`MAX_CONCURRENT`] scoring slots, more are refused at once.
 //!
-//! Answers: 200 `{"anomaly_score", "is_anomaly", "model_version", "threshold", "packets", "reason"}`; 400 the
-//! body is not JSON; 401 the token is missing or wrong (with `WWW-Authenticate: Bearer`); 408 the body did not
-//! arrive in time; 413 the body is too large; 415 the content type is not JSON; 422 valid JSON that is not a
-//! valid request, the message naming the field (`packets[3].ttl: missing field`); 503 no model yet or the queue
-//! is full (both with `Retry-After`), or the forest is disabled. Every error is `{"error": "<message>"}`.
+//! Errors: 400 the body is not JSON; 401 the token is missing or wrong (with `WWW-Authenticate: Bearer`); 408
+//! the body did not arrive in time; 413 the body is too large; 415 the content type is not JSON; 422 valid JSON
+//! that is not a valid request, the message naming every unknown, missing and invalid field at once; 503 the
+//! queue is full (with `Retry-After`) or, for netanom's packets only, no model yet (with `Retry-After`) or the
+//! forest is disabled. Every error is `{"error": "<message>"}`.
 
-use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Json;
 use axum::body::Bytes;
@@ -30,73 +34,33 @@ use axum::extract::{DefaultBodyLimit, FromRequest, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use netanom_schemas::PacketFeatures;
 use netanom_schemas::redact::Secret;
-use netanom_schemas::{Direction, Network, PacketFeatures};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Gauge};
+use serde::Serialize;
 use subtle::ConstantTimeEq;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+pub use crate::api_config::ApiConfig;
+use crate::config::DetectorConfig;
 use crate::features::{FeatureScratch, batch_features};
-use crate::forest::{ForestConfig, ModelFeed, TrainedForest, isolation_reason};
+use crate::forest::{ModelFeed, TrainedForest, isolation_reason};
+pub use crate::request::MAX_PACKETS;
+use crate::request::{Body, BodyError, CapturedPacket};
+use crate::sources::{Judgement, Sources};
 use crate::time::human;
-use crate::validation::{ConfigError, Problems};
 
 /// Path of the scoring endpoint.
 pub const ANALYZE_PATH: &str = "/api/v1/analyze";
 /// Largest accepted body (1 MiB; about 3,000 packets with every field).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
-/// Most packets in one request (four producer batches).
-pub const MAX_PACKETS: usize = 4096;
 /// Requests parsed and scored at once; more wait their turn.
 pub const MAX_CONCURRENT: usize = 2;
 /// `Retry-After` while no model is trained yet, in seconds.
 const RETRY_AFTER_SECS: &str = "10";
 /// `Retry-After` when the queue is full, in seconds.
 const BUSY_RETRY_AFTER_SECS: &str = "1";
-
-/// The scoring API's settings (`[detector.api]`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ApiConfig {
-    /// Bearer token every request must carry (`Authorization: Bearer <token>`); best set from the environment
-    /// (`NETANOM_DETECTOR__API__TOKEN`) or a Kubernetes Secret. Prints as `***`. Default: none, the API is open.
-    pub token: Option<Secret>,
-    /// Longest time from the request's arrival to the end of its body; a slower client gets 408. At most
-    /// 300 s. Default 10 s.
-    #[serde(with = "humantime_serde")]
-    pub request_timeout: Duration,
-    /// Requests that may wait for a scoring slot while [`MAX_CONCURRENT`] are scored; more get 503 with
-    /// `Retry-After`. At most 100000. Default 64.
-    pub queue: usize,
-}
-
-impl Default for ApiConfig {
-    fn default() -> Self {
-        Self { token: None, request_timeout: Duration::from_secs(10), queue: 64 }
-    }
-}
-
-impl ApiConfig {
-    /// Every problem of `[detector.api]`.
-    pub fn validate(&self) -> Vec<ConfigError> {
-        let mut p = Problems::new("api");
-        if let Some(t) = &self.token {
-            p.check(t.expose().len() >= 16, "token", || "must be at least 16 characters".into());
-            p.check(t.expose().bytes().all(|b| b.is_ascii_graphic()), "token", || {
-                "must be printable ASCII without spaces (it travels in an HTTP header)".into()
-            });
-        }
-        p.check(
-            !self.request_timeout.is_zero() && self.request_timeout <= Duration::from_secs(300),
-            "request_timeout",
-            || format!("must be in (0, 300s], got {}", human(self.request_timeout)),
-        );
-        p.check(self.queue <= 100_000, "queue", || format!("must be at most 100000, got {}", self.queue));
-        p.into_vec()
-    }
-}
 
 /// `Authorization: Bearer <token>`, compared in constant time.
 fn admits(token: &Secret, headers: &HeaderMap) -> bool {
@@ -121,6 +85,101 @@ pub struct Verdict {
     pub packets: usize,
     /// One sentence: what stood out, or why it is not an anomaly.
     pub reason: String,
+}
+
+/// The answer to a capture client's packet: its source's context, judged by the detector's rules and the
+/// isolation model in force.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PacketVerdict {
+    /// The packet's source (`src_ip`), whose context was judged.
+    pub source: String,
+    /// 1 once a kind fired for the source; otherwise the isolation score of its recent packets (0..1) when a
+    /// model is in force and they are enough, else 0.
+    pub anomaly_score: f64,
+    /// A kind fired for the source while the service remembers it (it stays anomalous until forgotten).
+    pub is_anomaly: bool,
+    /// The context is judged: it holds at least `detector.forest.min_packets` packets, or a kind fired. Until
+    /// then `is_anomaly` is false and says nothing.
+    pub judged: bool,
+    /// The kinds that fired for the source, each with its latest sentence, in kind order.
+    pub kinds: Vec<KindFired>,
+    /// Packets of the source in its context, this one included.
+    pub packets: u64,
+    /// The isolation model that scored its recent packets; `null` when none did.
+    pub model_version: Option<String>,
+    /// That model's threshold; `null` when no model scored.
+    pub threshold: Option<f64>,
+    /// One sentence: what fired and why, or why it is not (yet) an anomaly.
+    pub reason: String,
+}
+
+/// One kind that fired for a source.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KindFired {
+    /// The anomaly kind (`fanout`, `rate`, `isolation`, …).
+    pub kind: String,
+    /// Its sentence.
+    pub reason: String,
+}
+
+impl PacketVerdict {
+    /// The answer for `j`; `min_packets` is the size from which a context is judged, `model_in_force` whether
+    /// an isolation model was in force.
+    fn of(j: Judgement, min_packets: usize, model_in_force: bool) -> Self {
+        let source = j.source.to_string();
+        let is_anomaly = !j.findings.is_empty();
+        let isolation_score = j.isolation.as_ref().map(|i| i.score);
+        let anomaly_score = if is_anomaly { 1.0 } else { isolation_score.unwrap_or(0.0) };
+        let mut reason = if j.restarted {
+            "its packet time jumped outside the skew rule (detector.time): its context started afresh; ".to_string()
+        } else {
+            String::new()
+        };
+        if let Some(latest) = j.findings.iter().max_by_key(|f| f.at_ns) {
+            let names: Vec<&str> = j.findings.iter().map(|f| f.kind.as_str()).collect();
+            reason.push_str(&format!("{} fired for {source}: {}", names.join(", "), latest.reason));
+        } else if !j.judged {
+            reason.push_str(&format!(
+                "{} packet(s) of {source} so far: judged from {min_packets} (detector.forest.min_packets)",
+                j.packets
+            ));
+        } else {
+            reason.push_str(&format!("no rule fired for {source} over {} packets", j.packets));
+            reason.push_str(&match (&j.isolation, model_in_force) {
+                (Some(i), _) => format!(
+                    "; isolation score {:.3} <= {:.3} over its last {} packets",
+                    i.score, i.threshold, i.packets
+                ),
+                (None, true) => format!(
+                    "; fewer than {min_packets} of its packets in the last second: not scored by the isolation model"
+                ),
+                (None, false) => "; no isolation model in force: the rules alone judge".to_string(),
+            });
+        }
+        Self {
+            source,
+            anomaly_score,
+            is_anomaly,
+            judged: j.judged,
+            kinds: j
+                .findings
+                .into_iter()
+                .map(|f| KindFired { kind: f.kind.as_str().to_string(), reason: f.reason })
+                .collect(),
+            packets: j.packets,
+            model_version: j.isolation.as_ref().map(|i| i.model_version.clone()),
+            threshold: j.isolation.as_ref().map(|i| i.threshold),
+            reason,
+        }
+    }
+}
+
+/// A valid request's answer.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Answer {
+    Batch(Verdict),
+    Packet(PacketVerdict),
 }
 
 /// A refused request: status and message, answered as `{"error": message}`.
@@ -154,7 +213,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// What the handler needs: the feed and the parts of the configuration that judge a batch.
+/// What the handler needs: the feed, the parts of the configuration that judge a batch and the sources'
+/// contexts.
 #[derive(Clone)]
 struct Api {
     feed: ModelFeed,
@@ -167,22 +227,54 @@ struct Api {
     permits: Arc<Semaphore>,
     /// Requests waiting for a permit.
     waiting: Arc<AtomicUsize>,
+    sources: Arc<Mutex<Sources>>,
+    /// Made at the first capture client's packet: the router is built before the process installs its meter
+    /// provider, instruments made earlier would record nothing.
+    metrics: Arc<OnceLock<SourceMetrics>>,
 }
 
-/// The scoring API's routes (`[detector.api]` settings `config`) for the detector whose forest is configured by
-/// `forest`, answered from the model it publishes to `feed` (the [`crate::Handles::model_feed`] given to
+/// The instruments of the sources' contexts.
+#[derive(Clone)]
+struct SourceMetrics {
+    /// `netanom.api.sources.tracked`: sources remembered.
+    tracked: Gauge<u64>,
+    /// `netanom.api.sources.forgotten{reason}`: sources forgotten, `capacity` or `idle`.
+    forgotten: Counter<u64>,
+}
+
+impl SourceMetrics {
+    fn new() -> Self {
+        let m = opentelemetry::global::meter("netanom");
+        Self {
+            tracked: m
+                .u64_gauge("netanom.api.sources.tracked")
+                .with_description("Sources of capture clients' packets remembered by the scoring API")
+                .build(),
+            forgotten: m
+                .u64_counter("netanom.api.sources.forgotten")
+                .with_description("Sources the scoring API forgot: to make room (capacity) or idle")
+                .build(),
+        }
+    }
+}
+
+/// The scoring API's routes for the detector configured by `config` (`[detector.api]`, its rules and its
+/// forest), answered from the model it publishes to `feed` (the [`crate::Handles::model_feed`] given to
 /// [`crate::run`]); the root binary merges them into the `[telemetry] listen` server.
-pub fn router(config: &ApiConfig, forest: &ForestConfig, feed: ModelFeed) -> axum::Router {
+pub fn router(config: &DetectorConfig, feed: ModelFeed) -> axum::Router {
+    let (api, forest) = (&config.api, &config.forest);
     app(Api {
         feed,
         enabled: forest.enabled,
         warmup_samples: forest.warmup_samples,
         min_packets: forest.min_packets.max(1),
-        token: config.token.clone(),
-        request_timeout: config.request_timeout,
-        queue: config.queue,
+        token: api.token.clone(),
+        request_timeout: api.request_timeout,
+        queue: api.queue,
         permits: Arc::new(Semaphore::new(MAX_CONCURRENT)),
         waiting: Arc::new(AtomicUsize::new(0)),
+        sources: Arc::new(Mutex::new(Sources::new(config, api.max_sources, api.source_idle))),
+        metrics: Arc::new(OnceLock::new()),
     })
 }
 
@@ -197,7 +289,7 @@ async fn analyze(State(api): State<Api>, request: axum::extract::Request) -> Res
     }
 }
 
-async fn judge_request(api: Api, request: axum::extract::Request) -> Result<Verdict, ApiError> {
+async fn judge_request(api: Api, request: axum::extract::Request) -> Result<Answer, ApiError> {
     if let Some(token) = &api.token
         && !admits(token, request.headers())
     {
@@ -275,17 +367,48 @@ impl Api {
         self.permits.clone().acquire_owned().await.map_err(|_| closed())
     }
 
-    /// Validates and scores one body (blocking: JSON parsing and scoring).
-    fn judge(&self, body: &[u8]) -> Result<Verdict, ApiError> {
-        let request = parse(body)?;
+    /// Validates and judges one body (blocking: JSON parsing and scoring).
+    fn judge(&self, body: &[u8]) -> Result<Answer, ApiError> {
+        let body = crate::request::parse(body).map_err(|e| match e {
+            BodyError::NotJson(_) => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),
+            BodyError::Invalid(m) => ApiError::unprocessable(m),
+        })?;
+        match body {
+            Body::Packets { source, packets } => self.judge_batch(source, &packets).map(Answer::Batch),
+            Body::Captured(p) => Ok(Answer::Packet(self.judge_packet(&p))),
+        }
+    }
+
+    /// A capture client's packet, in its source's context.
+    fn judge_packet(&self, packet: &CapturedPacket) -> PacketVerdict {
+        let model = if self.enabled { self.feed.current() } else { None };
+        let arrival_ns = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        let mut sources = self.sources.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (evicted, expired) = (sources.evicted(), sources.expired());
+        let judgement = sources.observe(packet, Instant::now(), arrival_ns, model.as_deref());
+        let m = self.metrics.get_or_init(SourceMetrics::new);
+        m.tracked.record(sources.len() as u64, &[]);
+        for (reason, n) in [("capacity", sources.evicted() - evicted), ("idle", sources.expired() - expired)] {
+            if n > 0 {
+                m.forgotten.add(n, &[KeyValue::new("reason", reason)]);
+            }
+        }
+        drop(sources);
+        PacketVerdict::of(judgement, self.min_packets, model.is_some())
+    }
+
+    /// netanom's packets of one host, scored as one batch.
+    fn judge_batch(&self, source: Option<std::net::IpAddr>, packets: &[PacketFeatures]) -> Result<Verdict, ApiError> {
         let model = self.model()?;
         let mut scratch = FeatureScratch::default();
-        let raw = batch_features(&request.packets, &mut scratch);
+        let raw = batch_features(packets, &mut scratch);
         let score = model.score(&raw);
-        let (n, threshold) = (request.packets.len(), model.threshold());
+        let (n, threshold) = (packets.len(), model.threshold());
         let judged = n >= self.min_packets;
         let is_anomaly = judged && score > threshold;
-        let who = request.source.map_or_else(|| "the sender".to_string(), |s| s.to_string());
+        let who = source.map_or_else(|| "the sender".to_string(), |s| s.to_string());
         let reason = if is_anomaly {
             isolation_reason(&who, n, score, threshold, &model.explain(&raw, 4))
         } else if !judged {
@@ -330,257 +453,20 @@ impl Api {
     }
 }
 
-/// `{"source": …, "packets": […]}`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BatchJson {
-    #[serde(default)]
-    source: Option<IpAddr>,
-    packets: Vec<PacketJson>,
-}
-
-/// One packet: the fields of [`PacketFeatures`], plus the optional `source` of the batch. Fields that feed the
-/// model are required; the others have the defaults documented in docs/operations.md.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PacketJson {
-    #[serde(default)]
-    source: Option<IpAddr>,
-    ts_ns: i64,
-    #[serde(default)]
-    network: Option<NetworkJson>,
-    destination: IpAddr,
-    #[serde(default)]
-    src_port: u16,
-    dst_port: u16,
-    #[serde(alias = "protocol")]
-    ip_proto: u8,
-    wire_len: u32,
-    #[serde(default)]
-    cap_len: Option<u32>,
-    payload_len: u32,
-    tcp_flags: u8,
-    ttl: u8,
-    #[serde(default)]
-    vlan: Option<u16>,
-    #[serde(default)]
-    icmp_type: Option<u8>,
-    #[serde(default)]
-    icmp_code: Option<u8>,
-    #[serde(default)]
-    flow_duration_ns: i64,
-    flow_packets: u64,
-    #[serde(default)]
-    flow_bytes: Option<u64>,
-    direction: DirectionJson,
-    #[serde(default)]
-    payload_entropy: Option<f32>,
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "lowercase")]
-enum NetworkJson {
-    Ipv4,
-    Ipv6,
-    Arp,
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "lowercase")]
-enum DirectionJson {
-    Forward,
-    Reverse,
-}
-
-impl PacketJson {
-    /// The packet, with the checks the types cannot express; `at(field)` names a field in messages.
-    fn into_features(self, at: &dyn Fn(&str) -> String) -> Result<PacketFeatures, ApiError> {
-        if self.flow_packets == 0 {
-            return Err(ApiError::unprocessable(format!(
-                "{}: must be >= 1 (the packet itself is in its flow), got 0",
-                at("flow_packets")
-            )));
-        }
-        let network = match (self.network, self.destination) {
-            (None, IpAddr::V4(_)) | (Some(NetworkJson::Ipv4), IpAddr::V4(_)) => Network::Ipv4,
-            (None, IpAddr::V6(_)) | (Some(NetworkJson::Ipv6), IpAddr::V6(_)) => Network::Ipv6,
-            (Some(NetworkJson::Arp), IpAddr::V4(_)) => Network::Arp,
-            (Some(n), d) => {
-                let name = match n {
-                    NetworkJson::Ipv4 => "ipv4",
-                    NetworkJson::Ipv6 => "ipv6",
-                    NetworkJson::Arp => "arp",
-                };
-                return Err(ApiError::unprocessable(format!(
-                    "{}: \"{name}\" does not match destination {d}",
-                    at("network")
-                )));
-            }
-        };
-        Ok(PacketFeatures {
-            ts_ns: self.ts_ns,
-            network,
-            destination: self.destination,
-            src_port: self.src_port,
-            dst_port: self.dst_port,
-            ip_proto: self.ip_proto,
-            wire_len: self.wire_len,
-            cap_len: self.cap_len.unwrap_or(self.wire_len),
-            payload_len: self.payload_len,
-            tcp_flags: self.tcp_flags,
-            ttl: self.ttl,
-            vlan: self.vlan,
-            icmp_type: self.icmp_type,
-            icmp_code: self.icmp_code,
-            flow_duration_ns: self.flow_duration_ns,
-            flow_packets: self.flow_packets,
-            flow_bytes: self.flow_bytes.unwrap_or(u64::from(self.wire_len)),
-            direction: match self.direction {
-                DirectionJson::Forward => Direction::Forward,
-                DirectionJson::Reverse => Direction::Reverse,
-            },
-            payload_entropy: self.payload_entropy,
-        })
-    }
-}
-
-/// A valid request: one host's packets.
-#[derive(Debug)]
-struct Request {
-    source: Option<IpAddr>,
-    packets: Vec<PacketFeatures>,
-}
-
-/// Parses and validates a body: 400 when it is not JSON, 422 (naming the field) when it is not a request.
-fn parse(body: &[u8]) -> Result<Request, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("the body is not JSON: {e}")))?;
-    let batch = match &value {
-        Value::Object(m) => m.contains_key("packets"),
-        other => {
-            let kind = match other {
-                Value::Null => "null",
-                Value::Bool(_) => "a boolean",
-                Value::Number(_) => "a number",
-                Value::String(_) => "a string",
-                _ => "an array",
-            };
-            return Err(ApiError::unprocessable(format!(
-                "the body must be a JSON object: one packet, or {{\"packets\": [...]}}; got {kind}"
-            )));
-        }
-    };
-    let (mut source, packets) = if batch {
-        let b: BatchJson = typed(value)?;
-        (b.source, b.packets)
-    } else {
-        (None, vec![typed::<PacketJson>(value)?])
-    };
-    if packets.is_empty() {
-        return Err(ApiError::unprocessable(format!("packets: empty; send 1 to {MAX_PACKETS} packets")));
-    }
-    if packets.len() > MAX_PACKETS {
-        return Err(ApiError::unprocessable(format!(
-            "packets: {} packets, at most {MAX_PACKETS} per request",
-            packets.len()
-        )));
-    }
-    let mut source_field = "source".to_string();
-    let mut out = Vec::with_capacity(packets.len());
-    for (i, p) in packets.into_iter().enumerate() {
-        let at = |field: &str| if batch { format!("packets[{i}].{field}") } else { field.to_string() };
-        match (source, p.source) {
-            (Some(first), Some(this)) if first != this => {
-                return Err(ApiError::unprocessable(format!(
-                    "{}: {this} differs from {source_field} {first}; one request holds the packets of one host",
-                    at("source")
-                )));
-            }
-            (None, Some(this)) => {
-                source = Some(this);
-                source_field = at("source");
-            }
-            _ => {}
-        }
-        out.push(p.into_features(&at)?);
-    }
-    Ok(Request { source, packets: out })
-}
-
-/// `value` as a `T`; a mismatch is a 422 naming the path of the offending field.
-fn typed<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        ApiError::unprocessable(if path == "." { inner.to_string() } else { format!("{path}: {inner}") })
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::scan_batch;
-
-    fn message(body: &str) -> (StatusCode, String) {
-        let e = parse(body.as_bytes()).unwrap_err();
-        (e.status, e.message)
-    }
+    use serde_json::Value;
 
     const PACKET: &str = r#"{"ts_ns": 1, "destination": "10.0.0.2", "dst_port": 443, "ip_proto": 6,
         "wire_len": 60, "payload_len": 0, "tcp_flags": 2, "ttl": 64, "flow_packets": 1, "direction": "forward"}"#;
-
-    #[test]
-    fn one_packet_or_a_batch() {
-        let one = parse(PACKET.as_bytes()).unwrap();
-        assert_eq!(one.packets.len(), 1);
-        assert!(one.packets[0].is_syn() && one.packets[0].opens_flow());
-        assert_eq!(one.packets[0].network, Network::Ipv4);
-        assert_eq!(one.packets[0].cap_len, 60, "cap_len defaults to wire_len");
-        let many = parse(format!(r#"{{"source": "10.0.0.1", "packets": [{PACKET}, {PACKET}]}}"#).as_bytes()).unwrap();
-        assert_eq!(many.packets.len(), 2);
-        assert_eq!(many.source, Some("10.0.0.1".parse().unwrap()));
-        let alias = PACKET.replace("ip_proto", "protocol");
-        assert_eq!(parse(alias.as_bytes()).unwrap().packets[0].ip_proto, 6);
-    }
-
-    #[test]
-    fn every_malformed_body_names_its_problem() {
-        assert_eq!(message("{").0, StatusCode::BAD_REQUEST);
-        assert_eq!(message("").0, StatusCode::BAD_REQUEST);
-        let cases = [
-            ("[1]", "the body must be a JSON object"),
-            (&PACKET.replace(r#""ttl": 64,"#, ""), "missing field `ttl`"),
-            (&PACKET.replace(r#""ttl": 64"#, r#""ttl": 300"#), "ttl: invalid value: integer `300`"),
-            (&PACKET.replace(r#""10.0.0.2""#, r#""10.0.0.999""#), "destination: invalid IP address syntax"),
-            (&PACKET.replace(r#""forward""#, r#""sideways""#), "direction: unknown variant `sideways`"),
-            (&PACKET.replace(r#""flow_packets": 1"#, r#""flow_packets": 0"#), "flow_packets: must be >= 1"),
-            (&PACKET.replace(r#""ts_ns": 1"#, r#""ts_ns": 1, "ttll": 3"#), "unknown field `ttll`"),
-            (&PACKET.replace(r#""ts_ns": 1"#, r#""ts_ns": 1, "network": "ipv6""#), "network: \"ipv6\" does not match"),
-            (r#"{"packets": []}"#, "packets: empty"),
-            (
-                &format!(r#"{{"packets": [{PACKET}, {}]}}"#, PACKET.replace("\"ttl\": 64", "\"ttl\": \"x\"")),
-                "packets[1].ttl: invalid type: string \"x\"",
-            ),
-            (
-                &format!(
-                    r#"{{"source": "10.0.0.1", "packets": [{PACKET}, {}]}}"#,
-                    PACKET.replace(r#""ts_ns": 1"#, r#""ts_ns": 1, "source": "10.0.0.7""#)
-                ),
-                "packets[1].source: 10.0.0.7 differs from source 10.0.0.1",
-            ),
-            (&format!(r#"{{"packets": [{}]}}"#, vec![PACKET; MAX_PACKETS + 1].join(",")), "at most 4096"),
-        ];
-        for (body, expected) in cases {
-            let (status, text) = message(body);
-            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
-            assert!(text.contains(expected), "{expected:?} not in {text:?}");
-        }
-    }
 
     const TOKEN: &str = "s3cret-token-0123456789";
 
     /// The API (no model yet) on loopback, next to a `/healthz`; returns its address and the API's state.
     async fn serve(token: Option<&str>, request_timeout: Duration, queue: usize) -> (std::net::SocketAddr, Api) {
+        let mut config = DetectorConfig::default();
+        config.forest.min_packets = 1;
         let api = Api {
             feed: ModelFeed::default(),
             enabled: true,
@@ -591,6 +477,8 @@ mod tests {
             queue,
             permits: Arc::new(Semaphore::new(MAX_CONCURRENT)),
             waiting: Arc::new(AtomicUsize::new(0)),
+            sources: Arc::new(Mutex::new(Sources::new(&config, 16, Duration::from_secs(60)))),
+            metrics: Arc::new(OnceLock::new()),
         };
         let app = app(api.clone()).route("/healthz", axum::routing::get(|| async { "ok" }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -676,48 +564,77 @@ mod tests {
         assert!(v["error"].as_str().unwrap().starts_with("no isolation model yet"), "{v}");
     }
 
-    #[test]
-    fn the_token_is_masked_and_validated() {
-        let mut c = ApiConfig { token: Some(Secret::new(TOKEN)), ..ApiConfig::default() };
-        assert!(!format!("{c:?}").contains(TOKEN));
-        assert!(serde_json::to_string(&c).unwrap().contains(r#""token":"***""#));
-        assert!(c.validate().is_empty());
-        c.token = Some(Secret::new("short token"));
-        c.request_timeout = Duration::ZERO;
-        c.queue = 1_000_000;
-        let keys: Vec<String> = c.validate().into_iter().map(|e| e.key).collect();
-        assert_eq!(
-            keys,
-            ["detector.api.token", "detector.api.token", "detector.api.request_timeout", "detector.api.queue"]
-        );
+    /// POSTs `body` as JSON; returns the status and the JSON answer.
+    async fn post_body(addr: std::net::SocketAddr, body: String) -> (StatusCode, Value) {
+        let r = reqwest::Client::new()
+            .post(format!("http://{addr}{ANALYZE_PATH}"))
+            .header("content-type", "application/json")
+            .body(body)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.json().await.unwrap())
     }
 
-    #[test]
-    fn scan_batch_parses_to_the_same_features() {
-        let b = scan_batch(0);
-        let packets: Vec<String> = b
-            .packets
-            .iter()
-            .map(|p| {
-                format!(
-                    r#"{{"ts_ns": {}, "destination": "{}", "src_port": {}, "dst_port": {}, "ip_proto": {},
-                    "wire_len": {}, "payload_len": {}, "tcp_flags": {}, "ttl": {}, "flow_packets": {},
-                    "flow_bytes": {}, "direction": "forward"}}"#,
-                    p.ts_ns,
-                    p.destination,
-                    p.src_port,
-                    p.dst_port,
-                    p.ip_proto,
-                    p.wire_len,
-                    p.payload_len,
-                    p.tcp_flags,
-                    p.ttl,
-                    p.flow_packets,
-                    p.flow_bytes
-                )
-            })
-            .collect();
-        let r = parse(format!(r#"{{"packets": [{}]}}"#, packets.join(",")).as_bytes()).unwrap();
-        assert_eq!(r.packets, b.packets);
+    #[tokio::test]
+    async fn a_capture_clients_packets_are_judged_by_the_rules_without_a_model() {
+        let (addr, _) = serve(None, Duration::from_secs(10), 4).await;
+        let packet = |port: u16| {
+            serde_json::json!({"src_ip": "10.9.9.9", "dst_ip": "10.0.1.3", "packet_size": 60, "protocol": 6,
+                "src_port": 40000, "dst_port": port, "tcp_flags": 2, "ttl": 64,
+                "ts_ns": 1_700_000_000_000_000_000i64 + i64::from(port) * 5_000_000})
+            .to_string()
+        };
+        let (status, first) = post_body(addr, packet(1)).await;
+        assert_eq!(status, StatusCode::OK, "{first}");
+        assert_eq!(first["judged"], true, "min_packets 1: {first}");
+        assert_eq!((first["is_anomaly"].as_bool(), first["anomaly_score"].as_f64()), (Some(false), Some(0.0)));
+        assert_eq!((first["model_version"].is_null(), first["threshold"].is_null()), (true, true), "{first}");
+        assert!(first["reason"].as_str().unwrap().contains("no isolation model in force: the rules alone judge"));
+        let mut last = Value::Null;
+        for port in 2..=100 {
+            let (status, v) = post_body(addr, packet(port)).await;
+            assert_eq!(status, StatusCode::OK, "{v}");
+            last = v;
+        }
+        assert_eq!((last["is_anomaly"].as_bool(), last["anomaly_score"].as_f64()), (Some(true), Some(1.0)), "{last}");
+        assert_eq!(last["packets"], 100);
+        assert!(last["kinds"].as_array().unwrap().iter().any(|k| k["kind"] == "fanout"), "{last}");
+        assert!(last["reason"].as_str().unwrap().contains("fired for 10.9.9.9"), "{last}");
+        // The tutorial's three fields: one answer names what is missing.
+        let (status, v) = post_body(addr, r#"{"src_ip": "10.0.0.1", "packet_size": 60, "protocol": 6}"#.into()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(v["error"], "missing field `dst_ip`");
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_gets_413_with_a_length_or_chunked() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (addr, _) = serve(None, Duration::from_secs(10), 4).await;
+        let big = format!("{{\"packets\": [{}]}}", vec![PACKET; MAX_BODY_BYTES / 100].join(","));
+        assert!(big.len() > MAX_BODY_BYTES);
+        let (status, v) = post_body(addr, big.clone()).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+        assert!(v["error"].as_str().unwrap().contains("larger than 1048576 bytes"), "{v}");
+        // Chunked: no length announced, the limit applies as the chunks arrive.
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST {ANALYZE_PATH} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+             transfer-encoding: chunked\r\n\r\n"
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        for chunk in big.as_bytes().chunks(64 * 1024) {
+            let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), chunk, b"\r\n"].concat();
+            if conn.write_all(&framed).await.is_err() {
+                break; // the server may answer and close before the rest is sent
+            }
+        }
+        let _ = conn.write_all(b"0\r\n\r\n").await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut answer)).await;
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+        assert!(text.contains("larger than 1048576 bytes"), "{text}");
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use netanom_schemas::{SchemaIds, topics};
 use serde::Deserialize;
 
-use crate::api::ApiConfig;
+use crate::api_config::ApiConfig;
 use crate::kind::{Context, DetectorKind};
 use crate::kinds::for_each_kind;
 use crate::state::StateConfig;

@@ -26,13 +26,15 @@
 //! and [`engine`] the calls of each kind's hooks. [`features`] defines the
 //! named feature vectors the models use, [`model_file`] tells model files apart and [`models`] loads the ones
 //! a detector starts from, [`state`] holds the bounded per-host map, [`engine`] ties the
-//! detectors together without Kafka, [`anomaly`] builds the records, [`api`] serves the model in force over HTTP
-//! (`POST /api/v1/analyze`) and `consume` is the Kafka loop behind [`run`]. Detectors scale horizontally as one
+//! detectors together without Kafka, [`anomaly`] builds the records, [`api`] serves the rules and the model in
+//! force over HTTP (`POST /api/v1/analyze`, settings in [`api_config`], bodies parsed by [`request`], capture
+//! clients' sources remembered by [`sources`]) and `consume` is the Kafka loop behind [`run`]. Detectors scale horizontally as one
 //! consumer group: each owns the hosts of its packets partitions and the victims of its destinations
 //! partitions; `ownership` decides where a partition that moves starts and which records rebuild its state.
 
 pub mod anomaly;
 pub mod api;
+pub mod api_config;
 pub mod beacon;
 pub mod config;
 mod consume;
@@ -55,6 +57,8 @@ mod outcome;
 mod ownership;
 pub mod profile;
 pub mod rate;
+pub mod request;
+pub mod sources;
 pub mod state;
 pub mod supervised;
 pub mod time;

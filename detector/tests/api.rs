@@ -50,7 +50,7 @@ fn batch_json(b: &PacketBatch) -> Value {
 async fn serve(config: &DetectorConfig, feed: &ModelFeed) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}{ANALYZE_PATH}", listener.local_addr().unwrap());
-    let app = router(&config.api, &config.forest, feed.clone());
+    let app = router(config, feed.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
     url
 }
