@@ -38,7 +38,7 @@ use serde_json::Value;
 use subtle::ConstantTimeEq;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::features::{FeatureScratch, batch_features};
+use crate::features::{FeatureScratch, own_features};
 use crate::forest::{ForestConfig, ModelFeed, TrainedForest, isolation_reason};
 use crate::time::human;
 use crate::validation::{ConfigError, Problems};
@@ -117,7 +117,7 @@ pub struct Verdict {
     pub model_version: String,
     /// The model's threshold.
     pub threshold: f64,
-    /// Packets scored.
+    /// Packets scored: the host's own (sent on flows it opened; replies are left out).
     pub packets: usize,
     /// One sentence: what stood out, or why it is not an anomaly.
     pub reason: String,
@@ -280,9 +280,10 @@ impl Api {
         let request = parse(body)?;
         let model = self.model()?;
         let mut scratch = FeatureScratch::default();
-        let raw = batch_features(&request.packets, &mut scratch);
+        // The host's own packets, as the detector judges them: replies (`direction: reverse`) are left out.
+        let (raw, n) = own_features(&request.packets, &mut scratch);
         let score = model.score(&raw);
-        let (n, threshold) = (request.packets.len(), model.threshold());
+        let threshold = model.threshold();
         let judged = n >= self.min_packets;
         let is_anomaly = judged && score > threshold;
         let who = request.source.map_or_else(|| "the sender".to_string(), |s| s.to_string());
@@ -290,7 +291,8 @@ impl Api {
             isolation_reason(&who, n, score, threshold, &model.explain(&raw, 4))
         } else if !judged {
             format!(
-                "{n} packet(s) are fewer than the {} of a batch the detector judges (detector.forest.min_packets): \
+                "{n} packet(s) of its own are fewer than the {} of a batch the detector judges \
+                 (detector.forest.min_packets): \
                  isolation score {score:.3} reported, not judged (threshold {threshold:.3})",
                 self.min_packets
             )

@@ -304,3 +304,61 @@ async fn offsets_are_not_stored_when_anomalies_are_not_acknowledged() {
     assert!(ids.iter().any(|id| id.starts_with("fanout:10.66.0.4:")), "{ids:?}");
     assert!(ids.iter().any(|id| id.starts_with("rate:10.66.0.4:")), "{ids:?}");
 }
+
+/// Two detectors of one group (each owning half of the partitions, as in `netanom run`) share one warm-up over
+/// the models topic: both report the same isolation model, the same in a second run on the same input, and the
+/// forest names the scanners that came after the warm-up and no benign host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_of_detectors_trains_and_scores_with_one_model() {
+    let run = || async {
+        let s = setup();
+        let mut config = s.config.clone();
+        config.models_topic = unique("models");
+        config.static_assignment = true;
+        config.forest.enabled = true;
+        config.forest.warmup_window = Duration::from_secs(3600);
+        s.cluster.create_topic(&config.models_topic, 1, 1).unwrap();
+        // Scans at 1,400 s to 1,410 s of packet time, among the benign batches (one a second).
+        let batches: Vec<PacketBatch> = (0..1_500)
+            .flat_map(|i| std::iter::once(benign_batch(i)).chain((1_400..1_410).contains(&i).then(|| scan_batch(i))))
+            .collect();
+        produce(&config, &batches, &[]).await;
+
+        let drain = CancellationToken::new();
+        drain.cancel();
+        let detectors: Vec<_> = netanom_detector::Share::split(2)
+            .into_iter()
+            .map(|share| {
+                let handles = Handles { share: Some(share), ..Handles::default() };
+                let role = RoleHandles::draining(drain.clone());
+                tokio::spawn(netanom_detector::run(config.clone(), handles, CancellationToken::new(), role))
+            })
+            .collect();
+        let mut reports = Vec::new();
+        for d in detectors {
+            let r = tokio::time::timeout(Duration::from_secs(120), d).await.expect("drained in time");
+            reports.push(r.expect("detector task").expect("detector ran"));
+        }
+        let versions: Vec<String> = reports
+            .into_iter()
+            .map(|r| {
+                let forest = r.models.iter().find(|m| m.version.starts_with("eif-"));
+                forest.map(|m| m.version.clone()).unwrap_or_else(|| panic!("no forest in force: {:?}", r.models))
+            })
+            .collect();
+        let anomalies: Vec<Anomaly> = read_all(&config, &config.anomalies_topic)
+            .iter()
+            .map(|m| Anomaly::decode(m.payload().unwrap(), &SchemaIds::BUILT_IN).unwrap())
+            .collect();
+        let isolated: HashSet<String> =
+            anomalies.iter().filter(|a| a.kind == AnomalyKind::Isolation).map(|a| a.host.clone()).collect();
+        (versions, isolated)
+    };
+    let (versions, isolated) = run().await;
+    assert_eq!(versions.len(), 2);
+    assert_eq!(versions[0], versions[1], "one model for the group");
+    assert!(isolated.iter().all(|h| h.starts_with("10.66.0.")), "isolation anomalies on scanners only: {isolated:?}");
+    assert!(isolated.len() >= 5, "the forest names the scanners: {isolated:?}");
+    let (again, _) = run().await;
+    assert_eq!(again, versions, "the same input and seed give the same model");
+}

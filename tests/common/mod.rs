@@ -79,7 +79,7 @@ impl Broker {
     }
 
     /// Creates the pipeline's topics under their default names: packets, destinations and anomalies with the
-    /// given partition counts, alerts and dead-letter with one partition each.
+    /// given partition counts, alerts, dead-letter and models with one partition each.
     pub fn create_pipeline_topics(&self, packets: u32, destinations: u32, anomalies: u32) {
         use netanom_schemas::topics;
         for (topic, partitions) in [
@@ -88,6 +88,7 @@ impl Broker {
             (topics::ANOMALIES, anomalies),
             (topics::ALERTS, 1),
             (topics::DEAD_LETTER, 1),
+            (topics::MODELS, 1),
         ] {
             self.create_topic(topic, partitions);
         }

@@ -17,10 +17,18 @@ pub struct ForestConfig {
     pub enabled: bool,
     /// Batches with fewer packets are neither trained on nor scored: a handful of packets says too little about
     /// behaviour, and a spoofed flood would otherwise make every one-packet spoofed source an outlier (the
-    /// victim detector covers those). Default 8.
+    /// victim detector covers those). Counted over the host's own packets (replies left out). Default 16: below
+    /// that, ordinary hosts' short exchanges isolate as easily as attacks.
     pub min_packets: usize,
-    /// Feature vectors (one per packet batch) used for training: the first ones this detector sees. Default 512.
+    /// Feature vectors (one per packet batch) used for training. On Kafka, the group's warm-up: each
+    /// packets-topic partition contributes its first ceil(warmup_samples / partitions) (module
+    /// `crate::forest::shared`); an engine without Kafka trains on the first ones it sees. Default 512.
     pub warmup_samples: usize,
+    /// A partition whose warm-up share is not full after this much of its packet time contributes what it has
+    /// (and every partition of a detector after twice this much of the detector's packet time), so quiet
+    /// partitions do not hold the group's model back. Default 1 min.
+    #[serde(with = "humantime_serde")]
+    pub warmup_window: Duration,
     /// Trees in the forest. Default 50: scoring walks every tree and the crate's boxed nodes make that memory
     /// bound (~15 µs per vector at 50 trees, ~30 µs at 100); 50 keeps the whole path above 1M packets/s per
     /// core with batches of ~30 packets while scores stay stable to about ±0.02.
@@ -78,8 +86,9 @@ impl Default for ForestConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            min_packets: 8,
+            min_packets: 16,
             warmup_samples: 512,
+            warmup_window: Duration::from_secs(60),
             trees: 50,
             sample_size: 256,
             extension_level: 1,
@@ -110,6 +119,7 @@ impl ForestConfig {
         p.check(self.model_path.is_some() || self.warmup_samples >= self.sample_size, "warmup_samples", || {
             format!("must be >= detector.forest.sample_size ({}), got {}", self.sample_size, self.warmup_samples)
         });
+        p.check(!self.warmup_window.is_zero(), "warmup_window", || "must be > 0".into());
         p.check(self.warmup_samples <= 1_000_000, "warmup_samples", || {
             format!("must be <= 1000000, got {}", self.warmup_samples)
         });

@@ -1,6 +1,7 @@
-//! The isolation detector: warm-up, scoring with the model in force, retraining on schedule, and the anomaly
-//! record with its explanation.
+//! The isolation detector: warm-up (its own, or its share of the group's, [`crate::forest::shared`]), scoring
+//! with the model in force, retraining on schedule, and the anomaly record with its explanation.
 
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use netanom_schemas::{Anomaly, AnomalyKind, Contribution, PacketBatch};
 use super::config::ForestConfig;
 use super::lifecycle::Retrainer;
 use super::model::{TrainOptions, TrainedForest, train};
+use super::shared::{WarmupSample, quota};
 use crate::anomaly::AnomalyParts;
 use crate::features::FeatureVector;
 use crate::kind::{Batch, Context, Cooldown, DetectorKind, Setup};
@@ -25,12 +27,229 @@ pub struct IsolationDetector {
     retrain: Option<Retrainer>,
     /// Training failed once; do not retry on every batch.
     failed: bool,
+    /// The group's shared warm-up, while this detector waits for the model in force from the models topic.
+    shared: Option<SharedWarmup>,
+    /// Packets-topic partition of the batch being judged.
+    partition: i32,
+}
+
+/// Batches judged while the group's model was not yet in force that wait for it, at most this many; later ones
+/// are not scored (counted). About 200 bytes each.
+pub const BACKLOG_MAX: usize = 65_536;
+
+/// What an isolation anomaly says about its batch, kept while the batch waits for the model.
+#[derive(Debug, Clone)]
+pub struct BatchFacts {
+    /// First and last packet time of the batch.
+    pub start_ns: i64,
+    /// Last packet time.
+    pub end_ns: i64,
+    /// The host's own packets in the batch.
+    pub packets: usize,
+    /// One packet, summarised (the first that opens a flow, else the first).
+    pub sample: String,
+}
+
+impl BatchFacts {
+    /// The facts of `batch` of `host`, of which `own` packets are the host's own traffic.
+    pub fn of(host: IpAddr, batch: &PacketBatch, own: usize) -> Self {
+        let sample = batch.packets.iter().find(|p| p.opens_flow()).or(batch.packets.first());
+        Self {
+            start_ns: batch.packets.iter().map(|p| p.ts_ns).min().unwrap_or(0),
+            end_ns: batch.packets.iter().map(|p| p.ts_ns).max().unwrap_or(0),
+            packets: own,
+            sample: sample.map(|p| p.summary(host)).unwrap_or_default(),
+        }
+    }
+}
+
+/// One judged batch of the warm-up or the backlog.
+#[derive(Debug, Clone)]
+struct Seen {
+    host: IpAddr,
+    raw: FeatureVector,
+    facts: BatchFacts,
+}
+
+/// A partition's share of the warm-up.
+#[derive(Debug, Default)]
+struct PartitionWarmup {
+    first_ns: Option<i64>,
+    seen: Vec<Seen>,
+    sent: bool,
+}
+
+/// This detector's part of the group's warm-up ([`crate::forest::shared`]): per owned partition, the first
+/// quota of vectors, sent as a contribution when full, after `warmup_window` of the partition's packet time, or
+/// at the end of the input; then, until the model arrives, the backlog of batches to score with it.
+#[derive(Debug)]
+struct SharedWarmup {
+    partitions: i32,
+    quota: usize,
+    window_ns: i64,
+    parts: BTreeMap<i32, PartitionWarmup>,
+    owned: Vec<i32>,
+    /// Hosts a rule flagged: their vectors stay out of the contributions. At most `flag_capacity`.
+    flagged: HashSet<IpAddr>,
+    flag_capacity: usize,
+    /// Highest packet time and first packet time over every partition of this detector.
+    clock_ns: i64,
+    first_ns: Option<i64>,
+    outbox: Vec<WarmupSample>,
+    backlog: VecDeque<Seen>,
+    backlog_dropped: u64,
+}
+
+impl SharedWarmup {
+    fn observe(&mut self, partition: i32, ts_ns: i64, seen: Seen) {
+        self.clock_ns = self.clock_ns.max(ts_ns);
+        let first = *self.first_ns.get_or_insert(ts_ns);
+        let part = self.parts.entry(partition).or_default();
+        if part.sent {
+            if self.backlog.len() < BACKLOG_MAX {
+                self.backlog.push_back(seen);
+            } else {
+                self.backlog_dropped += 1;
+            }
+        } else {
+            let start = *part.first_ns.get_or_insert(ts_ns);
+            part.seen.push(seen);
+            if part.seen.len() >= self.quota || ts_ns.saturating_sub(start) >= self.window_ns {
+                self.send(partition);
+            }
+        }
+        // Partitions that stay quiet (or empty) while this detector's others advance contribute what they have
+        // after twice the window, so the group is not held up by them.
+        if self.clock_ns.saturating_sub(first) >= self.window_ns.saturating_mul(2) {
+            self.send_all();
+        }
+    }
+
+    /// Sends the contribution of `partition` (once): its clean vectors; those of flagged hosts go to the backlog,
+    /// to be scored by the model.
+    fn send(&mut self, partition: i32) {
+        let part = self.parts.entry(partition).or_default();
+        if part.sent {
+            return;
+        }
+        part.sent = true;
+        let (mut vectors, mut held) = (Vec::new(), Vec::new());
+        for s in std::mem::take(&mut part.seen) {
+            if self.flagged.contains(&s.host) { held.push(s) } else { vectors.push(s.raw) }
+        }
+        tracing::info!(partition, vectors = vectors.len(), flagged = held.len(), "warm-up contribution ready");
+        self.outbox.push(WarmupSample { partition, partitions: self.partitions, vectors });
+        for s in held {
+            if self.backlog.len() < BACKLOG_MAX {
+                self.backlog.push_back(s);
+            } else {
+                self.backlog_dropped += 1;
+            }
+        }
+    }
+
+    /// Sends every owned or seen partition's contribution not sent yet.
+    fn send_all(&mut self) {
+        let mut all: Vec<i32> = self.parts.keys().copied().chain(self.owned.iter().copied()).collect();
+        all.sort_unstable();
+        all.dedup();
+        for p in all {
+            if (0..self.partitions).contains(&p) && !self.parts.get(&p).is_some_and(|w| w.sent) {
+                self.send(p);
+            }
+        }
+    }
 }
 
 impl IsolationDetector {
     /// A detector that trains after warm-up, or uses `model` when given, and then retrains with `retrain`.
     pub fn new(config: &ForestConfig, model: Option<TrainedForest>, retrain: Option<Retrainer>) -> Self {
-        Self { config: config.clone(), warmup: Vec::new(), model: model.map(Arc::new), retrain, failed: false }
+        Self {
+            config: config.clone(),
+            warmup: Vec::new(),
+            model: model.map(Arc::new),
+            retrain,
+            failed: false,
+            shared: None,
+            partition: 0,
+        }
+    }
+
+    /// Switches the warm-up to the group's ([`crate::forest::shared`]) over a packets topic of `partitions`
+    /// partitions, unless a model is in force already. At most `max_flagged` flagged hosts are remembered.
+    pub fn share_warmup(&mut self, partitions: i32, max_flagged: usize) {
+        if self.model.is_some() {
+            return;
+        }
+        self.warmup = Vec::new();
+        self.shared = Some(SharedWarmup {
+            partitions: partitions.max(1),
+            quota: quota(self.config.warmup_samples, partitions),
+            window_ns: ns(self.config.warmup_window).max(1),
+            parts: BTreeMap::new(),
+            owned: Vec::new(),
+            flagged: HashSet::new(),
+            flag_capacity: max_flagged.max(1),
+            clock_ns: i64::MIN,
+            first_ns: None,
+            outbox: Vec::new(),
+            backlog: VecDeque::new(),
+            backlog_dropped: 0,
+        });
+    }
+
+    /// The packets-topic partitions this detector owns now (their contributions are sent, empty if need be,
+    /// when the window passes or the input ends).
+    pub fn set_owned_partitions(&mut self, owned: &[i32]) {
+        if let Some(s) = &mut self.shared {
+            s.owned = owned.to_vec();
+        }
+    }
+
+    /// True while the detector waits for the group's model.
+    pub fn awaiting_model(&self) -> bool {
+        self.shared.is_some() && self.model.is_none()
+    }
+
+    /// The warm-up contributions ready to be published.
+    pub fn take_contributions(&mut self) -> Vec<WarmupSample> {
+        self.shared.as_mut().map(|s| std::mem::take(&mut s.outbox)).unwrap_or_default()
+    }
+
+    /// The input ended: every owned partition contributes what it has.
+    pub fn end_warmup(&mut self) {
+        if let Some(s) = &mut self.shared {
+            s.send_all();
+        }
+    }
+
+    /// Puts the group's `model` in force, and scores the batches that waited for it, appending their anomalies
+    /// (at most one per host per `cooldown`) to `out`. A model already in force is kept.
+    pub fn install(&mut self, model: Arc<TrainedForest>, out: &mut Vec<Anomaly>) {
+        if self.model.is_some() {
+            return;
+        }
+        let Some(shared) = self.shared.take() else { return };
+        let cooldown_ns = ns(self.config.cooldown);
+        let mut last_fired: HashMap<IpAddr, i64> = HashMap::new();
+        for s in &shared.backlog {
+            let score = model.score(&s.raw);
+            if score > model.threshold()
+                && last_fired.get(&s.host).is_none_or(|t| s.facts.end_ns.saturating_sub(*t) >= cooldown_ns)
+            {
+                last_fired.insert(s.host, s.facts.end_ns);
+                out.push(isolation_anomaly(s.host, &model, score, &s.raw, &s.facts).build());
+            }
+        }
+        tracing::info!(
+            model_version = model.version(),
+            threshold = model.threshold(),
+            backlog = shared.backlog.len(),
+            backlog_dropped = shared.backlog_dropped,
+            backlog_anomalies = last_fired.len(),
+            "the group's isolation forest is in force"
+        );
+        self.model = Some(model);
     }
 
     /// The model, once trained or loaded.
@@ -45,6 +264,15 @@ impl IsolationDetector {
 
     /// Records that a detector (any kind) flagged the host of `anomaly`, for the retraining guard.
     pub fn note_anomaly(&mut self, anomaly: &Anomaly) {
+        // Flags from the packets of this detector's partitions only: the victim kind reads the destinations
+        // topic, whose timing against the packets is not reproducible, and the forest's own findings are scored.
+        if let Some(s) = &mut self.shared
+            && !matches!(anomaly.kind, AnomalyKind::Victim | AnomalyKind::Isolation)
+            && let Ok(host) = anomaly.host.parse::<IpAddr>()
+            && (s.flagged.len() < s.flag_capacity || s.flagged.contains(&host))
+        {
+            s.flagged.insert(host);
+        }
         if let Some(r) = &mut self.retrain
             && let Ok(host) = anomaly.host.parse::<IpAddr>()
         {
@@ -115,17 +343,31 @@ impl DetectorKind for IsolationDetector {
         config.enabled.then(|| Self::new(config, model, Retrainer::new(config, setup.max_hosts)))
     }
 
+    fn begin_batch(&mut self, partition: i32) {
+        self.partition = partition;
+    }
+
+    /// Judges the host's own packets of the batch ([`crate::features::own_features`]): a batch with fewer than
+    /// `min_packets` of them (a victim's replies, a server's answers) is neither trained on nor scored.
     fn judge_batch(&mut self, host: IpAddr, batch: &mut Batch<'_>, cooldown: &mut Cooldown, out: &mut Vec<Anomaly>) {
-        if batch.batch.packets.len() < self.config.min_packets.max(1) {
+        let (v, own) = batch.own_features();
+        if own < self.config.min_packets.max(1) {
             return;
         }
-        let v = batch.features();
+        if self.model.is_none()
+            && let Some(shared) = &mut self.shared
+        {
+            let facts = BatchFacts::of(host, batch.batch, own);
+            shared.observe(self.partition, batch.last_ns, Seen { host, raw: v, facts });
+            return;
+        }
         if let Some(score) = self.observe(host, batch.last_ns, &v)
             && let Some(model) = self.model()
             && score > model.threshold()
             && cooldown.fire(batch.last_ns, ns(self.config.cooldown))
         {
-            out.push(isolation_anomaly(host, model, score, &v, batch.batch).build());
+            let facts = BatchFacts::of(host, batch.batch, own);
+            out.push(isolation_anomaly(host, model, score, &v, &facts).build());
         }
     }
 
@@ -134,29 +376,26 @@ impl DetectorKind for IsolationDetector {
     }
 }
 
-/// Builds the isolation anomaly for `host` from the vector of `batch`.
+/// Builds the isolation anomaly for `host` from the vector of a batch described by `facts`.
 pub fn isolation_anomaly(
     host: IpAddr,
     model: &TrainedForest,
     score: f64,
     raw: &FeatureVector,
-    batch: &PacketBatch,
+    facts: &BatchFacts,
 ) -> AnomalyParts {
     let features = model.explain(raw, 4);
-    let start = batch.packets.iter().map(|p| p.ts_ns).min().unwrap_or(0);
-    let end = batch.packets.iter().map(|p| p.ts_ns).max().unwrap_or(0);
-    let sample = batch.packets.iter().find(|p| p.opens_flow()).or(batch.packets.first());
     AnomalyParts {
         host,
         kind: AnomalyKind::Isolation,
-        window_start_ns: start,
-        window_end_ns: end,
+        window_start_ns: facts.start_ns,
+        window_end_ns: facts.end_ns,
         score,
         threshold: model.threshold(),
         target: None,
-        reason: isolation_reason(&host.to_string(), batch.packets.len(), score, model.threshold(), &features),
+        reason: isolation_reason(&host.to_string(), facts.packets, score, model.threshold(), &features),
         features,
-        sample: sample.map(|p| p.summary(host)).unwrap_or_default(),
+        sample: facts.sample.clone(),
         model_version: model.version().to_string(),
     }
 }
@@ -183,8 +422,114 @@ fn short(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::anomaly::RULES_VERSION;
     use crate::features::{FeatureScratch, batch_features};
-    use crate::fixtures::benign_batch;
+    use crate::fixtures::{T0, benign_batch, scan_batch};
+    use crate::forest::shared::Recipe;
+
+    /// Judges `b` as a batch of partition `partition`.
+    fn judge(d: &mut IsolationDetector, partition: i32, b: &PacketBatch, out: &mut Vec<Anomaly>) {
+        let mut scratch = FeatureScratch::default();
+        let last = b.packets.iter().map(|p| p.ts_ns).max().unwrap_or(0);
+        d.begin_batch(partition);
+        d.judge_batch(b.source, &mut Batch::new(b, last, &mut scratch), &mut Cooldown::default(), out);
+    }
+
+    fn group(cfg: &ForestConfig, detectors: usize, partitions: i32) -> Vec<IsolationDetector> {
+        (0..detectors)
+            .map(|_| {
+                let mut d = IsolationDetector::new(cfg, None, None);
+                d.share_warmup(partitions, 100);
+                d
+            })
+            .collect()
+    }
+
+    /// Two detectors of one group over four partitions (detector k owns the partitions p % 2 == k): each sends
+    /// its partitions' shares, the recipe of all four trains the same model wherever it is trained, and a scan
+    /// judged while the model was on its way is scored when it arrives.
+    #[test]
+    fn a_group_trains_one_model_from_every_partition_and_scores_what_waited() {
+        // One batch a second: a window longer than the input, so every share fills.
+        let window = std::time::Duration::from_secs(3_600);
+        let cfg = ForestConfig { trees: 30, warmup_samples: 256, warmup_window: window, ..ForestConfig::default() };
+        let mut dets = group(&cfg, 2, 4);
+        let (mut samples, mut out) = (Vec::new(), Vec::new());
+        for i in 0..2_000u64 {
+            let p = (i % 4) as i32;
+            let d = &mut dets[(p % 2) as usize];
+            judge(d, p, &benign_batch(i), &mut out);
+            samples.extend(d.take_contributions());
+        }
+        assert_eq!(samples.len(), 4, "one contribution per partition");
+        assert!(samples.iter().all(|c| c.vectors.len() == 64), "quota 256 / 4");
+        let scan = scan_batch(3);
+        judge(&mut dets[1], 3, &scan, &mut out);
+        assert!(out.is_empty(), "nothing is scored before the model");
+        assert!(dets.iter().all(IsolationDetector::awaiting_model));
+
+        let options = TrainOptions::from(&cfg);
+        let recipe = Recipe::new(&options, &samples.iter().rev().collect::<Vec<_>>()).unwrap();
+        let (a, b) = (Arc::new(recipe.train().unwrap()), Arc::new(recipe.train().unwrap()));
+        assert_eq!(a.version(), b.version(), "one model for the group");
+        dets[0].install(a.clone(), &mut out);
+        assert!(out.is_empty());
+        dets[1].install(b, &mut out);
+        assert_eq!(out.len(), 1, "the scan that waited is scored: {out:?}");
+        assert_eq!((out[0].host.as_str(), out[0].kind), ("10.66.0.3", AnomalyKind::Isolation));
+        assert_eq!(out[0].model_version, a.version());
+        assert!(dets.iter().all(|d| d.model().map(TrainedForest::version) == Some(a.version())));
+    }
+
+    /// The guard of the warm-up: a host a rule flagged before its partition contributes is left out of the
+    /// contribution (and scored when the model arrives); a partition that does not fill its share contributes
+    /// what it has after `warmup_window` of its packet time, or when the input ends.
+    #[test]
+    fn flagged_hosts_stay_out_of_the_warm_up_and_quiet_partitions_contribute_in_time() {
+        let cfg = ForestConfig { trees: 10, warmup_samples: 400, ..ForestConfig::default() };
+        let mut d = group(&cfg, 1, 2).remove(0);
+        d.set_owned_partitions(&[0, 1]);
+        let mut out = Vec::new();
+        let scanner = scan_batch(1).source;
+        d.note_anomaly(
+            &AnomalyParts {
+                host: scanner,
+                kind: AnomalyKind::Fanout,
+                window_start_ns: T0,
+                window_end_ns: T0,
+                score: 30.0,
+                threshold: 24.0,
+                target: None,
+                reason: String::new(),
+                features: Vec::new(),
+                sample: String::new(),
+                model_version: RULES_VERSION.to_string(),
+            }
+            .build(),
+        );
+        for _ in 0..5 {
+            judge(&mut d, 0, &scan_batch(1), &mut out);
+        }
+        // Benign batches of partition 0 at one a second: 60 s of its packet time before the share (200) fills.
+        for i in 0..70u64 {
+            judge(&mut d, 0, &benign_batch(i), &mut out);
+        }
+        let sent = d.take_contributions();
+        assert_eq!(sent.len(), 1, "partition 0 contributed after the window");
+        assert_eq!(sent[0].partition, 0);
+        assert!(!sent[0].vectors.is_empty() && sent[0].vectors.len() < 70);
+        let mut s = FeatureScratch::default();
+        let scan_vector = own_features_of(&scan_batch(1), &mut s);
+        assert!(!sent[0].vectors.contains(&scan_vector), "the flagged scanner is left out");
+        d.end_warmup();
+        let rest = d.take_contributions();
+        assert_eq!(rest.len(), 1, "the input ended: partition 1 contributes, empty");
+        assert!(rest[0].vectors.is_empty() && rest[0].partition == 1);
+    }
+
+    fn own_features_of(b: &PacketBatch, s: &mut FeatureScratch) -> FeatureVector {
+        crate::features::own_features(&b.packets, s).0
+    }
 
     fn training_set(n: usize) -> Vec<FeatureVector> {
         let mut s = FeatureScratch::default();

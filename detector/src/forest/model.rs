@@ -61,6 +61,9 @@ pub enum ForestError {
         /// The differences.
         what: String,
     },
+    /// A recipe from the models topic was refused.
+    #[error("{0}")]
+    Recipe(String),
     /// A model file is not a valid model.
     #[error("model file {path}: {what}")]
     Format {
