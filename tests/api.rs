@@ -81,9 +81,11 @@ async fn running_netanom_serves_503_then_the_model_it_reports() {
         .args(["run", "--speed", "4", "--pcap"])
         .arg(&pcap)
         .env("NETANOM_TELEMETRY__LISTEN", format!("127.0.0.1:{port}"))
-        // A short warm-up window (20 s of the demo's 60 s of packet time, 40 s for partitions without traffic of
-        // their own), so that the group's model is in force well before the 15 s replay ends.
-        .env("NETANOM_DETECTOR__FOREST__WARMUP_WINDOW", "20s")
+        // A short warm-up (each partition's first 15 s of the demo's 60 s of packet time, judged clean after 10 s
+        // more; partitions without traffic of their own after 40 s), so that the group's model is in force well
+        // before the 15 s replay ends.
+        .env("NETANOM_DETECTOR__FOREST__WARMUP_WINDOW", "15s")
+        .env("NETANOM_DETECTOR__FOREST__WARMUP_HORIZON", "10s")
         .env("NETANOM_LOG__LEVEL", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

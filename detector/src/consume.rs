@@ -176,6 +176,8 @@ struct ChunkOutput {
     rebuilt: u64,
     /// The isolation model in force after the chunk.
     model: Option<Arc<TrainedForest>>,
+    /// The isolation detector still waits for the group's model after the chunk.
+    awaiting_model: bool,
 }
 
 /// Where a record came from.
@@ -313,6 +315,10 @@ pub(crate) async fn run(
     let lag = LagSampler::default();
     let mut report = DetectorReport::default();
     let mut next_offsets: HashMap<(String, i32), i64> = HashMap::new();
+    // Next offsets of packets-topic records judged while the isolation detector waits for the group's model:
+    // their batches wait in its backlog, and are scored when the model arrives, so their offsets are stored
+    // only once those anomalies are acknowledged (at-least-once).
+    let mut held: BTreeMap<TopicPartition, i64> = BTreeMap::new();
     let mut phase = Phase::Running;
     let drain = drain.unwrap_or_default();
     let never = CancellationToken::new();
@@ -395,6 +401,12 @@ pub(crate) async fn run(
                         if let Err(e) = produce_all(&producer, out.records).await {
                             break Err(e);
                         }
+                        release_held(&consumer, &mut held);
+                    } else if t.gave_up() {
+                        if let Ok(mut e) = engine.lock() {
+                            e.abandon_group_model();
+                        }
+                        release_held(&consumer, &mut held);
                     }
                 }
                 if let Some(share) = &handles.share {
@@ -495,7 +507,15 @@ pub(crate) async fn run(
             Some(t) => {
                 let owned = owned_partitions(&consumer, &config, handles.share.as_ref());
                 t.set_trainer(owned.contains(&0));
-                (t.take_ready(), Some(owned))
+                let install = t.take_ready();
+                if install.is_none() && t.gave_up() {
+                    match engine.lock() {
+                        Ok(mut e) => e.abandon_group_model(),
+                        Err(_) => break Err(DetectorError::Worker("engine mutex poisoned".into())),
+                    }
+                    release_held(&consumer, &mut held);
+                }
+                (install, Some(owned))
             }
             None => (None, None),
         };
@@ -571,9 +591,22 @@ pub(crate) async fn run(
         }
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), offset) in highest {
-            let _ = tpl.add_partition_offset(&topic, partition, Offset::Offset(offset + 1));
-            let next = next_offsets.entry((topic, partition)).or_insert(offset + 1);
+            let next = next_offsets.entry((topic.clone(), partition)).or_insert(offset + 1);
             *next = (*next).max(offset + 1);
+            if out.awaiting_model && topic == config.packets_topic {
+                let h = held.entry((topic, partition)).or_insert(offset + 1);
+                *h = (*h).max(offset + 1);
+            } else if held.contains_key(&(topic.clone(), partition)) {
+                // Released below, with this chunk's offset.
+                held.insert((topic, partition), offset + 1);
+            } else {
+                let _ = tpl.add_partition_offset(&topic, partition, Offset::Offset(offset + 1));
+            }
+        }
+        if !out.awaiting_model && !held.is_empty() {
+            // The model arrived with this chunk, and the anomalies of the batches that waited for it are
+            // acknowledged.
+            release_held(&consumer, &mut held);
         }
         if tpl.count() > 0 {
             match consumer.store_offsets(&tpl) {
@@ -648,6 +681,33 @@ pub(crate) async fn run(
     };
     teardown.drop_in_background((consumer, producer, models_consumer));
     result.map(|()| report)
+}
+
+/// Stores (and starts committing) the offsets `held` back while the isolation detector waited for the group's
+/// model, for the partitions still assigned (a revoked partition's next owner reads its records again).
+fn release_held(consumer: &DetectorConsumer, held: &mut BTreeMap<TopicPartition, i64>) {
+    if held.is_empty() {
+        return;
+    }
+    let assigned: Vec<TopicPartition> = consumer.assignment().map(|a| partitions_of(&a)).unwrap_or_default();
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), offset) in std::mem::take(held) {
+        if assigned.contains(&(topic.clone(), partition)) {
+            let _ = tpl.add_partition_offset(&topic, partition, Offset::Offset(offset));
+        }
+    }
+    if tpl.count() == 0 {
+        return;
+    }
+    tracing::info!(partitions = tpl.count(), "offsets held for the isolation backlog stored");
+    match consumer.store_offsets(&tpl) {
+        Ok(()) => {
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Async) {
+                tracing::debug!(error = %e, "offset commit not started");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not store offsets"),
+    }
 }
 
 /// Longest wait, at the end of the input, for the group's isolation model (published once every partition has
@@ -820,6 +880,7 @@ fn process_chunk(
         });
     }
     out.anomalies = anomalies.len() as u64;
+    out.awaiting_model = engine.awaiting_model();
     for c in engine.take_warmup_samples() {
         out.records.push(warmup_record(config, &c));
     }

@@ -356,9 +356,22 @@ impl Engine {
     pub fn install_model(&mut self, model: Arc<TrainedForest>, out: &mut Vec<Anomaly>) {
         let before = out.len();
         if let Some(f) = &mut self.kinds.forest {
-            f.install(model, out);
+            // Hosts whose batches waited continue from what the backlog left (batches above the threshold,
+            // cooldown), so a finding is not raised twice nor its confirmation started over.
+            for (host, verdicts) in f.install(model, out) {
+                if let Some(state) = self.hosts.get_mut(&host) {
+                    state.forest = verdicts;
+                }
+            }
         }
         self.tally(&out[before..]);
+    }
+
+    /// The group will have no isolation model: the batches that waited for it are dropped, unscored.
+    pub fn abandon_group_model(&mut self) {
+        if let Some(f) = &mut self.kinds.forest {
+            f.abandon_warmup();
+        }
     }
 
     /// The isolation model in force, shared (for [`crate::forest::ModelFeed`]).

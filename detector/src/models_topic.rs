@@ -141,6 +141,16 @@ impl ModelsTopic {
         }
     }
 
+    /// True, once, when the group has no model and will have none (published as untrained, or its recipe
+    /// could not be trained).
+    pub(crate) fn gave_up(&mut self) -> bool {
+        if self.installed || !matches!(*self.model.borrow(), GroupModel::None(_)) {
+            return false;
+        }
+        self.installed = true;
+        true
+    }
+
     /// Waits at most `limit` for the group's model (or word that none will come); the model, once.
     pub(crate) async fn wait(&mut self, limit: Duration) -> Option<Arc<TrainedForest>> {
         let outcome: Result<Option<String>, String> = {

@@ -31,6 +31,9 @@ pub struct IsolationDetector {
     shared: Option<SharedWarmup>,
     /// Packets-topic partition of the batch being judged.
     partition: i32,
+    /// State is being rebuilt from records another detector judged: they join neither the warm-up nor the
+    /// backlog.
+    rebuilding: bool,
 }
 
 /// Batches judged while the group's model was not yet in force that wait for it, at most this many; later ones
@@ -72,21 +75,69 @@ struct Seen {
 }
 
 /// A partition's share of the warm-up.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct PartitionWarmup {
     first_ns: Option<i64>,
-    seen: Vec<Seen>,
+    /// Latest batch time of the partition.
+    clock_ns: i64,
+    /// Candidates whose rule horizon has not passed yet, in the partition's order.
+    pending: VecDeque<Seen>,
+    /// Candidates whose horizon passed with no rule flagging their host: the partition's training vectors.
+    clean: Vec<Seen>,
     sent: bool,
 }
 
+impl Default for PartitionWarmup {
+    fn default() -> Self {
+        Self { first_ns: None, clock_ns: i64::MIN, pending: VecDeque::new(), clean: Vec::new(), sent: false }
+    }
+}
+
+/// What the isolation kind remembers of a host: the packet times of its latest batches above the threshold
+/// (at most `confirm_batches`) and its cooldown.
+#[derive(Debug, Clone, Default)]
+pub struct Verdicts {
+    above: VecDeque<i64>,
+    cooldown: Cooldown,
+}
+
+impl Verdicts {
+    /// A batch of the host ending at `now_ns` scored above the threshold: true when an anomaly is due, that
+    /// is when `config.confirm_batches` of its batches did within `config.confirm_window` and the host's
+    /// cooldown has passed.
+    pub fn above_threshold(&mut self, now_ns: i64, config: &ForestConfig) -> bool {
+        let (need, window) = (config.confirm_batches.max(1), ns(config.confirm_window));
+        while self.above.front().is_some_and(|t| now_ns.saturating_sub(*t) >= window) {
+            self.above.pop_front();
+        }
+        self.above.push_back(now_ns);
+        while self.above.len() > need {
+            self.above.pop_front();
+        }
+        self.above.len() >= need && self.cooldown.fire(now_ns, ns(config.cooldown))
+    }
+
+    /// True when no batch of the host was above the threshold (or its state was dropped since).
+    pub fn is_clear(&self) -> bool {
+        self.above.is_empty() && self.cooldown.is_clear()
+    }
+}
+
+/// Candidates a partition holds for its warm-up share, as a multiple of the share: the first batches of a
+/// partition may be an attacker's, and a rule must have flagged it before they are dropped.
+const CANDIDATES_PER_SHARE: usize = 4;
+
 /// This detector's part of the group's warm-up ([`crate::forest::shared`]): per owned partition, the first
-/// quota of vectors, sent as a contribution when full, after `warmup_window` of the partition's packet time, or
-/// at the end of the input; then, until the model arrives, the backlog of batches to score with it.
+/// quota of clean vectors (their host unflagged by any rule for `warmup_horizon` of the partition's packet time
+/// after the batch), sent as a contribution when the quota is full, after `warmup_window` plus the horizon of
+/// the partition's packet time, or at the end of the input; then, until the model arrives, the backlog of
+/// batches to score with it.
 #[derive(Debug)]
 struct SharedWarmup {
     partitions: i32,
     quota: usize,
     window_ns: i64,
+    horizon_ns: i64,
     parts: BTreeMap<i32, PartitionWarmup>,
     owned: Vec<i32>,
     /// Hosts a rule flagged: their vectors stay out of the contributions. At most `flag_capacity`.
@@ -104,59 +155,101 @@ impl SharedWarmup {
     fn observe(&mut self, partition: i32, ts_ns: i64, seen: Seen) {
         self.clock_ns = self.clock_ns.max(ts_ns);
         let first = *self.first_ns.get_or_insert(ts_ns);
+        let candidates = self.quota.saturating_mul(CANDIDATES_PER_SHARE);
         let part = self.parts.entry(partition).or_default();
         if part.sent {
-            if self.backlog.len() < BACKLOG_MAX {
-                self.backlog.push_back(seen);
-            } else {
-                self.backlog_dropped += 1;
-            }
+            self.hold(seen);
         } else {
             let start = *part.first_ns.get_or_insert(ts_ns);
-            part.seen.push(seen);
-            if part.seen.len() >= self.quota || ts_ns.saturating_sub(start) >= self.window_ns {
+            part.clock_ns = part.clock_ns.max(ts_ns);
+            if part.pending.len() + part.clean.len() < candidates {
+                part.pending.push_back(seen);
+            } else {
+                self.hold(seen);
+            }
+            let part = self.parts.entry(partition).or_default();
+            let clock = part.clock_ns;
+            self.mature(partition, clock.saturating_sub(self.horizon_ns));
+            let part = self.parts.entry(partition).or_default();
+            if part.clean.len() >= self.quota
+                || clock.saturating_sub(start) >= self.window_ns.saturating_add(self.horizon_ns)
+            {
                 self.send(partition);
             }
         }
         // Partitions that stay quiet (or empty) while this detector's others advance contribute what they have
-        // after twice the window, so the group is not held up by them.
-        if self.clock_ns.saturating_sub(first) >= self.window_ns.saturating_mul(2) {
+        // after twice the window (and the horizon), so the group is not held up by them.
+        if self.clock_ns.saturating_sub(first) >= self.window_ns.saturating_mul(2).saturating_add(self.horizon_ns) {
             self.send_all();
         }
     }
 
-    /// Sends the contribution of `partition` (once): its clean vectors; those of flagged hosts go to the backlog,
-    /// to be scored by the model.
+    /// A batch that is not a training candidate: it waits in the backlog for the model.
+    fn hold(&mut self, seen: Seen) {
+        if self.backlog.len() < BACKLOG_MAX {
+            self.backlog.push_back(seen);
+        } else {
+            self.backlog_dropped += 1;
+        }
+    }
+
+    /// Judges the candidates of `partition` whose batch ended at or before `cutoff_ns`: those of a flagged host
+    /// go to the backlog (scored by the model), the others are clean.
+    fn mature(&mut self, partition: i32, cutoff_ns: i64) {
+        let Some(part) = self.parts.get_mut(&partition) else { return };
+        let mut held = Vec::new();
+        while part.pending.front().is_some_and(|s| s.facts.end_ns <= cutoff_ns) {
+            let Some(s) = part.pending.pop_front() else { break };
+            if self.flagged.contains(&s.host) { held.push(s) } else { part.clean.push(s) }
+        }
+        for s in held {
+            self.hold(s);
+        }
+    }
+
+    /// Sends the contribution of `partition` (once): its first `quota` clean vectors. The candidates still
+    /// within their horizon, and clean ones beyond the quota, go to the backlog, to be scored by the model.
     fn send(&mut self, partition: i32) {
+        let quota = self.quota;
         let part = self.parts.entry(partition).or_default();
         if part.sent {
             return;
         }
         part.sent = true;
-        let (mut vectors, mut held) = (Vec::new(), Vec::new());
-        for s in std::mem::take(&mut part.seen) {
-            if self.flagged.contains(&s.host) { held.push(s) } else { vectors.push(s.raw) }
-        }
-        tracing::info!(partition, vectors = vectors.len(), flagged = held.len(), "warm-up contribution ready");
+        let mut clean = std::mem::take(&mut part.clean);
+        let pending = std::mem::take(&mut part.pending);
+        let rest = clean.split_off(clean.len().min(quota));
+        let vectors: Vec<FeatureVector> = clean.into_iter().map(|s| s.raw).collect();
+        tracing::info!(partition, vectors = vectors.len(), held = rest.len() + pending.len(),
+            "warm-up contribution ready");
         self.outbox.push(WarmupSample { partition, partitions: self.partitions, vectors });
-        for s in held {
-            if self.backlog.len() < BACKLOG_MAX {
-                self.backlog.push_back(s);
-            } else {
-                self.backlog_dropped += 1;
-            }
+        for s in rest.into_iter().chain(pending) {
+            self.hold(s);
         }
     }
 
     /// Sends every owned or seen partition's contribution not sent yet.
     fn send_all(&mut self) {
+        for p in self.unsent() {
+            self.send(p);
+        }
+    }
+
+    /// Owned or seen partitions whose contribution is not sent yet.
+    fn unsent(&self) -> Vec<i32> {
         let mut all: Vec<i32> = self.parts.keys().copied().chain(self.owned.iter().copied()).collect();
         all.sort_unstable();
         all.dedup();
-        for p in all {
-            if (0..self.partitions).contains(&p) && !self.parts.get(&p).is_some_and(|w| w.sent) {
-                self.send(p);
-            }
+        all.retain(|p| (0..self.partitions).contains(p) && !self.parts.get(p).is_some_and(|w| w.sent));
+        all
+    }
+
+    /// The input ended: every rule has had its say (windows flushed), so every candidate is judged now, and
+    /// every partition contributes.
+    fn end(&mut self) {
+        for p in self.unsent() {
+            self.mature(p, i64::MAX);
+            self.send(p);
         }
     }
 }
@@ -172,6 +265,7 @@ impl IsolationDetector {
             failed: false,
             shared: None,
             partition: 0,
+            rebuilding: false,
         }
     }
 
@@ -186,6 +280,7 @@ impl IsolationDetector {
             partitions: partitions.max(1),
             quota: quota(self.config.warmup_samples, partitions),
             window_ns: ns(self.config.warmup_window).max(1),
+            horizon_ns: ns(self.config.warmup_horizon),
             parts: BTreeMap::new(),
             owned: Vec::new(),
             flagged: HashSet::new(),
@@ -216,28 +311,29 @@ impl IsolationDetector {
         self.shared.as_mut().map(|s| std::mem::take(&mut s.outbox)).unwrap_or_default()
     }
 
-    /// The input ended: every owned partition contributes what it has.
+    /// The input ended (its rule windows flushed): every owned partition contributes its clean candidates.
     pub fn end_warmup(&mut self) {
         if let Some(s) = &mut self.shared {
-            s.send_all();
+            s.end();
         }
     }
 
     /// Puts the group's `model` in force, and scores the batches that waited for it, appending their anomalies
-    /// (at most one per host per `cooldown`) to `out`. A model already in force is kept.
-    pub fn install(&mut self, model: Arc<TrainedForest>, out: &mut Vec<Anomaly>) {
+    /// (by the same bar as live batches: `confirm_batches`, `cooldown`) to `out`. Returns what each host of the
+    /// backlog left in its [`Verdicts`], for the live state to continue from. A model already in force is kept.
+    pub fn install(&mut self, model: Arc<TrainedForest>, out: &mut Vec<Anomaly>) -> HashMap<IpAddr, Verdicts> {
+        let mut verdicts: HashMap<IpAddr, Verdicts> = HashMap::new();
         if self.model.is_some() {
-            return;
+            return verdicts;
         }
-        let Some(shared) = self.shared.take() else { return };
-        let cooldown_ns = ns(self.config.cooldown);
-        let mut last_fired: HashMap<IpAddr, i64> = HashMap::new();
+        let Some(shared) = self.shared.take() else { return verdicts };
+        let before = out.len();
         for s in &shared.backlog {
             let score = model.score(&s.raw);
+            trace_score(s.host, s.facts.end_ns, score, &model);
             if score > model.threshold()
-                && last_fired.get(&s.host).is_none_or(|t| s.facts.end_ns.saturating_sub(*t) >= cooldown_ns)
+                && verdicts.entry(s.host).or_default().above_threshold(s.facts.end_ns, &self.config)
             {
-                last_fired.insert(s.host, s.facts.end_ns);
                 out.push(isolation_anomaly(s.host, &model, score, &s.raw, &s.facts).build());
             }
         }
@@ -246,10 +342,20 @@ impl IsolationDetector {
             threshold = model.threshold(),
             backlog = shared.backlog.len(),
             backlog_dropped = shared.backlog_dropped,
-            backlog_anomalies = last_fired.len(),
+            backlog_anomalies = out.len() - before,
             "the group's isolation forest is in force"
         );
         self.model = Some(model);
+        verdicts
+    }
+
+    /// The group has no model and will have none (its warm-up was too small, or its recipe could not be
+    /// trained): the backlog is dropped and the detector stays without a model.
+    pub fn abandon_warmup(&mut self) {
+        if let Some(s) = self.shared.take() {
+            tracing::warn!(backlog = s.backlog.len(), "no isolation model for the group: the backlog is not scored");
+            self.failed = true;
+        }
     }
 
     /// The model, once trained or loaded.
@@ -331,7 +437,7 @@ impl IsolationDetector {
 /// packets, at most one anomaly per host per `cooldown`.
 impl DetectorKind for IsolationDetector {
     type Config = ForestConfig;
-    type State = Cooldown;
+    type State = Verdicts;
     const PRODUCES: &'static [AnomalyKind] = &[AnomalyKind::Isolation];
 
     fn validate(config: &ForestConfig, _: &Context) -> Vec<ConfigError> {
@@ -349,7 +455,7 @@ impl DetectorKind for IsolationDetector {
 
     /// Judges the host's own packets of the batch ([`crate::features::own_features`]): a batch with fewer than
     /// `min_packets` of them (a victim's replies, a server's answers) is neither trained on nor scored.
-    fn judge_batch(&mut self, host: IpAddr, batch: &mut Batch<'_>, cooldown: &mut Cooldown, out: &mut Vec<Anomaly>) {
+    fn judge_batch(&mut self, host: IpAddr, batch: &mut Batch<'_>, state: &mut Verdicts, out: &mut Vec<Anomaly>) {
         let (v, own) = batch.own_features();
         if own < self.config.min_packets.max(1) {
             return;
@@ -357,23 +463,37 @@ impl DetectorKind for IsolationDetector {
         if self.model.is_none()
             && let Some(shared) = &mut self.shared
         {
-            let facts = BatchFacts::of(host, batch.batch, own);
-            shared.observe(self.partition, batch.last_ns, Seen { host, raw: v, facts });
+            if !self.rebuilding {
+                let facts = BatchFacts::of(host, batch.batch, own);
+                shared.observe(self.partition, batch.last_ns, Seen { host, raw: v, facts });
+            }
             return;
         }
         if let Some(score) = self.observe(host, batch.last_ns, &v)
             && let Some(model) = self.model()
-            && score > model.threshold()
-            && cooldown.fire(batch.last_ns, ns(self.config.cooldown))
         {
-            let facts = BatchFacts::of(host, batch.batch, own);
-            out.push(isolation_anomaly(host, model, score, &v, &facts).build());
+            trace_score(host, batch.last_ns, score, model);
+            if score > model.threshold() && state.above_threshold(batch.last_ns, &self.config) {
+                let facts = BatchFacts::of(host, batch.batch, own);
+                out.push(isolation_anomaly(host, model, score, &v, &facts).build());
+            }
         }
+    }
+
+    fn set_rebuilding(&mut self, rebuilding: bool) {
+        self.rebuilding = rebuilding;
     }
 
     fn note_anomaly(&mut self, anomaly: &Anomaly) {
         IsolationDetector::note_anomaly(self, anomaly);
     }
+}
+
+/// Logs (at trace level, target `netanom_detector::forest::scores`) the score of one batch of `host` ending at
+/// `end_ns`: the distribution of scores is what the threshold and `confirm_batches` are calibrated on.
+fn trace_score(host: IpAddr, end_ns: i64, score: f64, model: &TrainedForest) {
+    tracing::trace!(target: "netanom_detector::forest::scores", %host, end_ns, score, threshold = model.threshold(),
+        "isolation score");
 }
 
 /// Builds the isolation anomaly for `host` from the vector of a batch described by `facts`.
@@ -424,7 +544,7 @@ mod tests {
     use super::*;
     use crate::anomaly::RULES_VERSION;
     use crate::features::{FeatureScratch, batch_features};
-    use crate::fixtures::{T0, benign_batch, scan_batch};
+    use crate::fixtures::{T0, benign_batch, scan_batch, scan_batch_at};
     use crate::forest::shared::Recipe;
 
     /// Judges `b` as a batch of partition `partition`.
@@ -432,7 +552,7 @@ mod tests {
         let mut scratch = FeatureScratch::default();
         let last = b.packets.iter().map(|p| p.ts_ns).max().unwrap_or(0);
         d.begin_batch(partition);
-        d.judge_batch(b.source, &mut Batch::new(b, last, &mut scratch), &mut Cooldown::default(), out);
+        d.judge_batch(b.source, &mut Batch::new(b, last, &mut scratch), &mut Verdicts::default(), out);
     }
 
     fn group(cfg: &ForestConfig, detectors: usize, partitions: i32) -> Vec<IsolationDetector> {
@@ -446,8 +566,9 @@ mod tests {
     }
 
     /// Two detectors of one group over four partitions (detector k owns the partitions p % 2 == k): each sends
-    /// its partitions' shares, the recipe of all four trains the same model wherever it is trained, and a scan
-    /// judged while the model was on its way is scored when it arrives.
+    /// its partitions' shares, the recipe of all four trains the same model wherever it is trained, and a
+    /// scanner judged while the model was on its way is scored when it arrives, by the live bar (three batches
+    /// above the threshold within a minute).
     #[test]
     fn a_group_trains_one_model_from_every_partition_and_scores_what_waited() {
         // One batch a second: a window longer than the input, so every share fills.
@@ -463,8 +584,10 @@ mod tests {
         }
         assert_eq!(samples.len(), 4, "one contribution per partition");
         assert!(samples.iter().all(|c| c.vectors.len() == 64), "quota 256 / 4");
-        let scan = scan_batch(3);
-        judge(&mut dets[1], 3, &scan, &mut out);
+        for at in [2_001, 2_010, 2_020] {
+            judge(&mut dets[1], 3, &scan_batch_at(3, at), &mut out);
+        }
+        judge(&mut dets[1], 1, &scan_batch_at(4, 2_001), &mut out);
         assert!(out.is_empty(), "nothing is scored before the model");
         assert!(dets.iter().all(IsolationDetector::awaiting_model));
 
@@ -474,31 +597,23 @@ mod tests {
         assert_eq!(a.version(), b.version(), "one model for the group");
         dets[0].install(a.clone(), &mut out);
         assert!(out.is_empty());
-        dets[1].install(b, &mut out);
-        assert_eq!(out.len(), 1, "the scan that waited is scored: {out:?}");
+        let left = dets[1].install(b, &mut out);
+        assert_eq!(out.len(), 1, "the scanner that kept scanning is scored, the one-batch scan is not: {out:?}");
         assert_eq!((out[0].host.as_str(), out[0].kind), ("10.66.0.3", AnomalyKind::Isolation));
         assert_eq!(out[0].model_version, a.version());
+        assert!(!left[&scan_batch(4).source].is_clear(), "the live state continues from the backlog's");
         assert!(dets.iter().all(|d| d.model().map(TrainedForest::version) == Some(a.version())));
     }
 
-    /// The guard of the warm-up: a host a rule flagged before its partition contributes is left out of the
-    /// contribution (and scored when the model arrives); a partition that does not fill its share contributes
-    /// what it has after `warmup_window` of its packet time, or when the input ends.
-    #[test]
-    fn flagged_hosts_stay_out_of_the_warm_up_and_quiet_partitions_contribute_in_time() {
-        let cfg = ForestConfig { trees: 10, warmup_samples: 400, ..ForestConfig::default() };
-        let mut d = group(&cfg, 1, 2).remove(0);
-        d.set_owned_partitions(&[0, 1]);
-        let mut out = Vec::new();
-        let scanner = scan_batch(1).source;
+    fn flag(d: &mut IsolationDetector, host: IpAddr, at_ns: i64) {
         d.note_anomaly(
             &AnomalyParts {
-                host: scanner,
-                kind: AnomalyKind::Fanout,
-                window_start_ns: T0,
-                window_end_ns: T0,
+                host,
+                kind: AnomalyKind::BruteForce,
+                window_start_ns: at_ns,
+                window_end_ns: at_ns,
                 score: 30.0,
-                threshold: 24.0,
+                threshold: 20.0,
                 target: None,
                 reason: String::new(),
                 features: Vec::new(),
@@ -507,24 +622,90 @@ mod tests {
             }
             .build(),
         );
-        for _ in 0..5 {
-            judge(&mut d, 0, &scan_batch(1), &mut out);
+    }
+
+    /// The guard of the warm-up: a vector counts only after `warmup_horizon` of its partition's packet time
+    /// with no rule flagging its host, so an attacker whose first batches came before a rule named it (a brute
+    /// force is named at its 20th attempt) gives no training vector; a partition that does not fill its share
+    /// contributes what is clean after `warmup_window` plus the horizon; the input's end judges the rest.
+    #[test]
+    fn hosts_flagged_within_the_horizon_stay_out_of_the_warm_up_and_quiet_partitions_contribute_in_time() {
+        let cfg = ForestConfig { trees: 10, warmup_samples: 400, ..ForestConfig::default() };
+        let mut d = group(&cfg, 1, 2).remove(0);
+        d.set_owned_partitions(&[0, 1]);
+        let mut out = Vec::new();
+        let attacker = scan_batch(1).source;
+        // The attacker's batches at 1-3 s, benign batches of partition 0 at one a second; a rule names the
+        // attacker at 30 s, after its batches but within their horizon.
+        for at in 1..=3 {
+            judge(&mut d, 0, &scan_batch_at(1, at), &mut out);
         }
-        // Benign batches of partition 0 at one a second: 60 s of its packet time before the share (200) fills.
-        for i in 0..70u64 {
+        for i in 0..130u64 {
+            if i == 30 {
+                flag(&mut d, attacker, T0 + 30_000_000_000);
+            }
             judge(&mut d, 0, &benign_batch(i), &mut out);
+            if i < 120 {
+                assert!(d.take_contributions().is_empty(), "nothing sent before window + horizon ({i} s)");
+            }
         }
         let sent = d.take_contributions();
-        assert_eq!(sent.len(), 1, "partition 0 contributed after the window");
+        assert_eq!(sent.len(), 1, "partition 0 contributed after window + horizon");
         assert_eq!(sent[0].partition, 0);
-        assert!(!sent[0].vectors.is_empty() && sent[0].vectors.len() < 70);
+        // Clean: the benign batches at least 60 s older than the partition's clock when it passed 120 s.
         let mut s = FeatureScratch::default();
+        let want: Vec<FeatureVector> = (0..=62u64).map(|i| own_features_of(&benign_batch(i), &mut s)).collect();
         let scan_vector = own_features_of(&scan_batch(1), &mut s);
-        assert!(!sent[0].vectors.contains(&scan_vector), "the flagged scanner is left out");
+        assert!(!sent[0].vectors.contains(&scan_vector), "the attacker flagged within its horizon is left out");
+        assert!(sent[0].vectors.iter().all(|v| want.contains(v)), "only batches past their horizon");
+        assert!(sent[0].vectors.len() >= 50, "{}", sent[0].vectors.len());
         d.end_warmup();
         let rest = d.take_contributions();
         assert_eq!(rest.len(), 1, "the input ended: partition 1 contributes, empty");
         assert!(rest[0].vectors.is_empty() && rest[0].partition == 1);
+    }
+
+    /// A capture shorter than the horizon: nothing is clean before the input ends; then every candidate is
+    /// judged at once, those of hosts a rule flagged at any time left out.
+    #[test]
+    fn the_end_of_the_input_judges_every_candidate() {
+        let cfg = ForestConfig { trees: 10, warmup_samples: 512, ..ForestConfig::default() };
+        let mut d = group(&cfg, 1, 1).remove(0);
+        d.set_owned_partitions(&[0]);
+        let mut out = Vec::new();
+        for i in 0..40u64 {
+            judge(&mut d, 0, &benign_batch(i), &mut out);
+            if i % 10 == 0 {
+                judge(&mut d, 0, &scan_batch_at(2, i), &mut out);
+            }
+        }
+        assert!(d.take_contributions().is_empty());
+        flag(&mut d, scan_batch(2).source, T0 + 39_000_000_000);
+        d.end_warmup();
+        let sent = d.take_contributions();
+        assert_eq!(sent.len(), 1);
+        let mut s = FeatureScratch::default();
+        let benign: Vec<FeatureVector> = (0..40u64)
+            .map(|i| crate::features::own_features(&benign_batch(i).packets, &mut s))
+            .filter(|(_, own)| *own >= cfg.min_packets)
+            .map(|(v, _)| v)
+            .collect();
+        assert_eq!(sent[0].vectors, benign, "every benign candidate, no scan");
+    }
+
+    /// The bar: `confirm_batches` batches above the threshold within `confirm_window`, then the cooldown.
+    #[test]
+    fn an_anomaly_needs_batches_above_the_threshold_in_a_row_of_the_window() {
+        let cfg = ForestConfig::default();
+        let s = 1_000_000_000;
+        let mut v = Verdicts::default();
+        assert!(!v.above_threshold(0, &cfg) && !v.above_threshold(61 * s, &cfg), "61 s apart: two separate ones");
+        assert!(!v.above_threshold(70 * s, &cfg), "two within the window");
+        assert!(v.above_threshold(75 * s, &cfg), "the third within a minute");
+        assert!(!v.above_threshold(80 * s, &cfg), "cooldown");
+        assert!(v.above_threshold(86 * s, &cfg), "cooldown over, still three in the window");
+        let one = ForestConfig { confirm_batches: 1, ..ForestConfig::default() };
+        assert!(Verdicts::default().above_threshold(0, &one));
     }
 
     fn own_features_of(b: &PacketBatch, s: &mut FeatureScratch) -> FeatureVector {
