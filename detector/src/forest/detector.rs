@@ -66,12 +66,20 @@ impl BatchFacts {
     }
 }
 
-/// One judged batch of the warm-up or the backlog.
+/// One judged batch of the backlog.
 #[derive(Debug, Clone)]
 struct Seen {
     host: IpAddr,
     raw: FeatureVector,
     facts: BatchFacts,
+}
+
+/// A warm-up candidate: the vector of one batch, until its host's rule horizon has passed.
+#[derive(Debug, Clone)]
+struct Candidate {
+    host: IpAddr,
+    raw: FeatureVector,
+    end_ns: i64,
 }
 
 /// A partition's share of the warm-up.
@@ -81,9 +89,9 @@ struct PartitionWarmup {
     /// Latest batch time of the partition.
     clock_ns: i64,
     /// Candidates whose rule horizon has not passed yet, in the partition's order.
-    pending: VecDeque<Seen>,
+    pending: VecDeque<Candidate>,
     /// Candidates whose horizon passed with no rule flagging their host: the partition's training vectors.
-    clean: Vec<Seen>,
+    clean: Vec<FeatureVector>,
     sent: bool,
 }
 
@@ -130,8 +138,9 @@ const CANDIDATES_PER_SHARE: usize = 4;
 /// This detector's part of the group's warm-up ([`crate::forest::shared`]): per owned partition, the first
 /// quota of clean vectors (their host unflagged by any rule for `warmup_horizon` of the partition's packet time
 /// after the batch), sent as a contribution when the quota is full, after `warmup_window` plus the horizon of
-/// the partition's packet time, or at the end of the input; then, until the model arrives, the backlog of
-/// batches to score with it.
+/// the partition's packet time, or at the end of the input; and every batch judged until the model arrives,
+/// in the backlog, to be scored with it (the training batches too: the model's threshold is a quantile of
+/// their scores, and a host that isolates among them is still named).
 #[derive(Debug)]
 struct SharedWarmup {
     partitions: i32,
@@ -156,24 +165,23 @@ impl SharedWarmup {
         self.clock_ns = self.clock_ns.max(ts_ns);
         let first = *self.first_ns.get_or_insert(ts_ns);
         let candidates = self.quota.saturating_mul(CANDIDATES_PER_SHARE);
-        let part = self.parts.entry(partition).or_default();
-        if part.sent {
-            self.hold(seen);
+        let candidate = Candidate { host: seen.host, raw: seen.raw, end_ns: seen.facts.end_ns };
+        if self.backlog.len() < BACKLOG_MAX {
+            self.backlog.push_back(seen);
         } else {
+            self.backlog_dropped += 1;
+        }
+        let part = self.parts.entry(partition).or_default();
+        if !part.sent {
             let start = *part.first_ns.get_or_insert(ts_ns);
             part.clock_ns = part.clock_ns.max(ts_ns);
             if part.pending.len() + part.clean.len() < candidates {
-                part.pending.push_back(seen);
-            } else {
-                self.hold(seen);
+                part.pending.push_back(candidate);
             }
-            let part = self.parts.entry(partition).or_default();
             let clock = part.clock_ns;
             self.mature(partition, clock.saturating_sub(self.horizon_ns));
-            let part = self.parts.entry(partition).or_default();
-            if part.clean.len() >= self.quota
-                || clock.saturating_sub(start) >= self.window_ns.saturating_add(self.horizon_ns)
-            {
+            let full = self.parts.get(&partition).is_some_and(|p| p.clean.len() >= self.quota);
+            if full || clock.saturating_sub(start) >= self.window_ns.saturating_add(self.horizon_ns) {
                 self.send(partition);
             }
         }
@@ -184,48 +192,30 @@ impl SharedWarmup {
         }
     }
 
-    /// A batch that is not a training candidate: it waits in the backlog for the model.
-    fn hold(&mut self, seen: Seen) {
-        if self.backlog.len() < BACKLOG_MAX {
-            self.backlog.push_back(seen);
-        } else {
-            self.backlog_dropped += 1;
-        }
-    }
-
-    /// Judges the candidates of `partition` whose batch ended at or before `cutoff_ns`: those of a flagged host
-    /// go to the backlog (scored by the model), the others are clean.
+    /// Judges the candidates of `partition` whose batch ended at or before `cutoff_ns`: those of a host a rule
+    /// flagged are dropped, the others are clean.
     fn mature(&mut self, partition: i32, cutoff_ns: i64) {
         let Some(part) = self.parts.get_mut(&partition) else { return };
-        let mut held = Vec::new();
-        while part.pending.front().is_some_and(|s| s.facts.end_ns <= cutoff_ns) {
-            let Some(s) = part.pending.pop_front() else { break };
-            if self.flagged.contains(&s.host) { held.push(s) } else { part.clean.push(s) }
-        }
-        for s in held {
-            self.hold(s);
+        while part.pending.front().is_some_and(|c| c.end_ns <= cutoff_ns) {
+            let Some(c) = part.pending.pop_front() else { break };
+            if !self.flagged.contains(&c.host) {
+                part.clean.push(c.raw);
+            }
         }
     }
 
-    /// Sends the contribution of `partition` (once): its first `quota` clean vectors. The candidates still
-    /// within their horizon, and clean ones beyond the quota, go to the backlog, to be scored by the model.
+    /// Sends the contribution of `partition` (once): its first `quota` clean vectors.
     fn send(&mut self, partition: i32) {
-        let quota = self.quota;
         let part = self.parts.entry(partition).or_default();
         if part.sent {
             return;
         }
         part.sent = true;
-        let mut clean = std::mem::take(&mut part.clean);
-        let pending = std::mem::take(&mut part.pending);
-        let rest = clean.split_off(clean.len().min(quota));
-        let vectors: Vec<FeatureVector> = clean.into_iter().map(|s| s.raw).collect();
-        tracing::info!(partition, vectors = vectors.len(), held = rest.len() + pending.len(),
-            "warm-up contribution ready");
+        let mut vectors = std::mem::take(&mut part.clean);
+        vectors.truncate(self.quota);
+        part.pending = VecDeque::new();
+        tracing::info!(partition, vectors = vectors.len(), "warm-up contribution ready");
         self.outbox.push(WarmupSample { partition, partitions: self.partitions, vectors });
-        for s in rest.into_iter().chain(pending) {
-            self.hold(s);
-        }
     }
 
     /// Sends every owned or seen partition's contribution not sent yet.
