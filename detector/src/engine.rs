@@ -383,7 +383,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{T0, benign_batch, scan_batch, spoofed_flood, syn, syn_flood};
+    use crate::fixtures::{T0, benign_batch, scan_batch, scan_batch_at, spoofed_flood, syn, syn_flood};
 
     #[test]
     fn the_engine_flags_a_slow_scan_the_rules_miss() {
@@ -452,7 +452,10 @@ mod tests {
         for b in syn_flood(flooder, "10.0.0.80".parse().unwrap(), T0 + 700_000_000_000, 3_000, 1_000) {
             e.process_batch(&b, 1, &mut out);
         }
-        e.process_batch(&scan_batch(3), 2, &mut out);
+        // A scanner that keeps scanning: the forest names a host whose batches isolate three times in a minute.
+        for at in [3, 10, 20] {
+            e.process_batch(&scan_batch_at(3, at), 2, &mut out);
+        }
         let victim: IpAddr = "10.0.0.5".parse().unwrap();
         let mut deltas = vec![];
         for b in spoofed_flood(victim, T0 + 800_000_000_000, 2_000, 3_000_000_000, 9) {

@@ -426,6 +426,8 @@ mod tests {
         // Every fixture batch of 8 packets or more is judged, so each second of packet time has judged batches
         // and a generation takes over on the second its schedule says.
         cfg.forest.min_packets = 8;
+        // Each scanner scans once: one batch above the threshold is a finding here (the bar is not under test).
+        cfg.forest.confirm_batches = 1;
         cfg.profile.enabled = false;
         cfg.beacon.enabled = false;
         cfg
