@@ -38,10 +38,16 @@
 //! # Warm-up
 //!
 //! A detector on Kafka trains with its group ([`shared`]): each partition contributes its first
-//! ceil(`warmup_samples` / partitions) vectors to the models topic, leaving out hosts a rule flagged; the
-//! owner of partition 0 publishes the recipe of the model in force, and every detector trains the same forest
-//! from it and hot-loads it. Batches judged while the model is on its way wait in a bounded backlog and are
-//! scored when it arrives, so a replay judges every batch after the warm-up with the one model. Without
+//! ceil(`warmup_samples` / partitions) clean vectors to the models topic (a vector is clean once
+//! `warmup_horizon` of packet time passed with no rule flagging its host); the owner of partition 0 publishes
+//! the recipe of the model in force, and every detector trains the same forest from it and hot-loads it.
+//! Batches judged while the model is on its way wait in a bounded backlog and are scored when it arrives, so a
+//! replay judges every batch with the one model.
+//!
+//! # The bar
+//!
+//! An anomaly needs `confirm_batches` (3) of a host's batches above the threshold within `confirm_window`
+//! (1 min): ordinary hosts isolate in a single batch now and then, attacks keep isolating. Without
 //! Kafka (an engine of its own), the first `warmup_samples` vectors this detector sees are the training set.
 //! A persisted model (`model_path`) skips the warm-up. With `retrain_every`, the model is replaced on
 //! schedule by generations trained on recent traffic ([`lifecycle`]).

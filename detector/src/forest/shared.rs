@@ -6,10 +6,11 @@
 //! # Protocol
 //!
 //! - Every detector collects, for each packets-topic partition it owns, the first
-//!   ceil(`warmup_samples` / partitions) vectors of that partition (hosts' own traffic, batches of at least
-//!   `min_packets` own packets). The partition's contribution is published, keyed `sample-<partition>`, when
-//!   the quota is full, when the partition's packet time passes `warmup_window` after its first batch, or
-//!   when the input ends (a drain). Vectors of hosts that a rule flagged in the meantime are left out.
+//!   ceil(`warmup_samples` / partitions) clean vectors of that partition (hosts' own traffic, batches of at
+//!   least `min_packets` own packets; clean once `warmup_horizon` of the partition's packet time passed after
+//!   the batch with no rule flagging its host). The partition's contribution is published, keyed
+//!   `sample-<partition>`, when the quota is full, when the partition's packet time passes `warmup_window` plus
+//!   the horizon after its first batch, or when the input ends (a drain, which judges every vector waiting).
 //! - The detector that owns partition 0 gathers the contributions; once every partition has contributed, it
 //!   publishes the model in force, keyed `forest`: a [`Recipe`] (the training vectors, in partition order, and
 //!   the training parameters with the seed).
