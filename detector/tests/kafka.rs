@@ -427,7 +427,10 @@ async fn offsets_of_batches_waiting_for_the_group_model_are_held_until_it_has_sc
     assert_eq!(report.batches, batches.len() as u64, "every batch judged");
     assert!(report.models.is_empty(), "no model yet: {:?}", report.models);
     for (p, (committed, high)) in committed(&config, &config.packets_topic) {
-        assert!(committed < high || high == 0, "partition {p}: offset {committed} of {high} stored before the forest scored it");
+        assert!(
+            committed < high || high == 0,
+            "partition {p}: offset {committed} of {high} stored before the forest scored it"
+        );
     }
 
     let report = run_drained(config.clone()).await;

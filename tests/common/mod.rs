@@ -475,7 +475,12 @@ pub fn by_kind(alerts: &[serde_json::Value]) -> Vec<serde_json::Value> {
 /// Seconds from `host`'s first packet to the detection of its `kind` (that kind's own `detected_at`), from the
 /// per-kind views of `by_kind` and `netanom eval --json`'s host-level `time_to_detect_s` (measured to the
 /// incident's first detection, whichever kind it was). `None` when the kind did not fire on the host.
-pub fn kind_time_to_detect(eval: &serde_json::Value, kinds: &[serde_json::Value], host: &str, kind: &str) -> Option<f64> {
+pub fn kind_time_to_detect(
+    eval: &serde_json::Value,
+    kinds: &[serde_json::Value],
+    host: &str,
+    kind: &str,
+) -> Option<f64> {
     use time::format_description::well_known::Rfc3339;
     let at = |a: &serde_json::Value| time::OffsetDateTime::parse(a["detected_at"].as_str()?, &Rfc3339).ok();
     let of_host: Vec<&serde_json::Value> = kinds.iter().filter(|a| a["host"] == host).collect();
