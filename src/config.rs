@@ -32,6 +32,9 @@ pub struct Topics {
     pub alerts: String,
     /// Records that could not be processed, with the reason in a header.
     pub dead_letter: String,
+    /// The isolation forest's shared warm-up and model in force (JSON, compacted, one partition): detectors
+    /// publish warm-up vectors here and hot-load the group's model from it.
+    pub models: String,
 }
 
 impl Default for Topics {
@@ -43,6 +46,7 @@ impl Default for Topics {
             anomalies: topics::ANOMALIES.into(),
             alerts: topics::ALERTS.into(),
             dead_letter: topics::DEAD_LETTER.into(),
+            models: topics::MODELS.into(),
         }
     }
 }
@@ -580,6 +584,7 @@ impl Config {
             ("anomalies", &t.anomalies),
             ("alerts", &t.alerts),
             ("dead_letter", &t.dead_letter),
+            ("models", &t.models),
         ] {
             if name.is_empty()
                 || name.len() > 249

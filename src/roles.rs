@@ -131,6 +131,7 @@ pub fn apply_shared(cfg: &mut Config, brokers: &str) {
     d.destinations_topic = t.destinations.clone();
     d.anomalies_topic = t.anomalies.clone();
     d.dead_letter_topic = t.dead_letter.clone();
+    d.models_topic = t.models.clone();
     let r = &mut cfg.alert_router;
     r.brokers = brokers.to_string();
     r.kafka_properties = props;

@@ -166,3 +166,51 @@ fn a_benign_only_synthetic_capture_evaluates_to_no_attackers() {
     assert!(eval.status.success(), "{}", text(&eval.stderr));
     assert!(shown.contains("no attackers in the labels") && !shown.contains("recall 1.000"), "{shown}");
 }
+
+/// The default `netanom run` on the README's demo trains the group's isolation forest from the whole stream
+/// (the detectors' shared warm-up on the models topic): the summary names a model, not "warm-up not reached",
+/// a second run trains the same version, and the forest's alerts name attackers only.
+#[test]
+fn the_demo_run_trains_one_forest_reproducibly_and_it_alerts_on_attackers_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pcap, labels) = (dir.path().join("demo.pcap"), dir.path().join("labels.csv"));
+    let synth = netanom(&["synth", "--out", path(&pcap), "--labels", path(&labels)], &[]);
+    assert!(synth.status.success(), "{}", text(&synth.stderr));
+    let attackers: Vec<String> = std::fs::read_to_string(&labels)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_suffix(",attacker").map(str::to_string))
+        .collect();
+    assert!(!attackers.is_empty());
+    let run = |n: usize| {
+        let alerts = dir.path().join(format!("alerts-{n}.jsonl"));
+        let out = netanom(
+            &["run", "--quiet", "--pcap", path(&pcap), "--alerts-out", path(&alerts)],
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "")],
+        );
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let version = stdout
+            .split_whitespace()
+            .find(|w| w.starts_with("eif-"))
+            .unwrap_or_else(|| panic!("no isolation forest in force:\n{stdout}"))
+            .to_string();
+        let isolated: Vec<String> = std::fs::read_to_string(&alerts)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            // One incident per host across kinds: those where the forest is one of them.
+            .filter(|a| a["kinds"].as_array().is_some_and(|k| k.iter().any(|k| k["kind"] == "isolation")))
+            .map(|a| a["host"].as_str().unwrap_or_default().to_string())
+            .collect();
+        (version, isolated)
+    };
+    let (version, isolated) = run(1);
+    assert!(!isolated.is_empty(), "the forest contributes alerts on the demo");
+    assert!(
+        isolated.iter().all(|h| attackers.contains(h)),
+        "isolation alerts on {isolated:?}, attackers {attackers:?}"
+    );
+    let (again, _) = run(2);
+    assert_eq!(again, version, "the same capture and seed train the same forest");
+}

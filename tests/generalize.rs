@@ -95,7 +95,9 @@ fn a_bulk_upload_is_exfiltration_and_the_slow_one_and_the_benign_sessions_are_no
     assert!(!kinds_of(&alerts, "10.0.0.88").iter().any(|k| k == "exfiltration"), "{alerts:#?}");
     let e = eval_json(&pcap, &labels);
     assert_eq!(e["false_positive_hosts"], serde_json::json!([]), "{e}");
-    let ttd = e["time_to_detect_s"]["10.0.0.89"].as_f64().unwrap_or_else(|| panic!("bulk upload not detected: {e}"));
+    // The exfiltration kind's own detection (another kind, the isolation forest, may name the host first).
+    let ttd = common::kind_time_to_detect(&e, &alerts, "10.0.0.89", "exfiltration")
+        .unwrap_or_else(|| panic!("bulk upload not detected: {e}"));
     // 1 MB of ~1.3 kB segments at 60/s takes about 13 s.
     assert!((10.0..=16.0).contains(&ttd), "detected {ttd} s after the first packet: {e}");
 }

@@ -44,7 +44,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use crate::api_config::ApiConfig;
 use crate::config::DetectorConfig;
-use crate::features::{FeatureScratch, batch_features};
+use crate::features::{FeatureScratch, own_features};
 use crate::forest::{ModelFeed, TrainedForest, isolation_reason};
 pub use crate::request::MAX_PACKETS;
 use crate::request::{Body, BodyError, CapturedPacket};
@@ -81,7 +81,7 @@ pub struct Verdict {
     pub model_version: String,
     /// The model's threshold.
     pub threshold: f64,
-    /// Packets scored.
+    /// Packets scored: the host's own (sent on flows it opened; replies are left out).
     pub packets: usize,
     /// One sentence: what stood out, or why it is not an anomaly.
     pub reason: String,
@@ -403,9 +403,10 @@ impl Api {
     fn judge_batch(&self, source: Option<std::net::IpAddr>, packets: &[PacketFeatures]) -> Result<Verdict, ApiError> {
         let model = self.model()?;
         let mut scratch = FeatureScratch::default();
-        let raw = batch_features(packets, &mut scratch);
+        // The host's own packets, as the detector judges them: replies (`direction: reverse`) are left out.
+        let (raw, n) = own_features(packets, &mut scratch);
         let score = model.score(&raw);
-        let (n, threshold) = (packets.len(), model.threshold());
+        let threshold = model.threshold();
         let judged = n >= self.min_packets;
         let is_anomaly = judged && score > threshold;
         let who = source.map_or_else(|| "the sender".to_string(), |s| s.to_string());
@@ -413,7 +414,8 @@ impl Api {
             isolation_reason(&who, n, score, threshold, &model.explain(&raw, 4))
         } else if !judged {
             format!(
-                "{n} packet(s) are fewer than the {} of a batch the detector judges (detector.forest.min_packets): \
+                "{n} packet(s) of its own are fewer than the {} of a batch the detector judges \
+                 (detector.forest.min_packets): \
                  isolation score {score:.3} reported, not judged (threshold {threshold:.3})",
                 self.min_packets
             )

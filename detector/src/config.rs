@@ -50,6 +50,10 @@ macro_rules! detector_config {
         /// Topic for records that cannot be decoded. Default `netanom.dead-letter`. Set from `topics.dead_letter`.
         #[serde(skip)]
         pub dead_letter_topic: String,
+        /// Compacted topic of the isolation forest's shared warm-up and of the model in force
+        /// (`crate::forest::shared`). Default `netanom.models`. Set from `topics.models`.
+        #[serde(skip)]
+        pub models_topic: String,
         /// Schema ids of the Confluent framing. Default: the built-in table (1, 2, 3). Set from `[schemas]` (or the
         /// schema registry).
         #[serde(skip)]
@@ -89,6 +93,7 @@ macro_rules! detector_config {
                 destinations_topic: topics::DESTINATIONS.to_string(),
                 anomalies_topic: topics::ANOMALIES.to_string(),
                 dead_letter_topic: topics::DEAD_LETTER.to_string(),
+                models_topic: topics::MODELS.to_string(),
                 schema_ids: SchemaIds::BUILT_IN,
                 chunk_records: 512,
                 chunk_linger: Duration::from_millis(50),
@@ -113,6 +118,7 @@ macro_rules! detector_config {
                 .field("destinations_topic", &self.destinations_topic)
                 .field("anomalies_topic", &self.anomalies_topic)
                 .field("dead_letter_topic", &self.dead_letter_topic)
+                .field("models_topic", &self.models_topic)
                 .field("schema_ids", &self.schema_ids)
                 .field("chunk_records", &self.chunk_records)
                 .field("chunk_linger", &self.chunk_linger)
@@ -137,6 +143,7 @@ macro_rules! detector_config {
                 ("destinations_topic", &self.destinations_topic),
                 ("anomalies_topic", &self.anomalies_topic),
                 ("dead_letter_topic", &self.dead_letter_topic),
+                ("models_topic", &self.models_topic),
             ] {
                 p.check(!v.trim().is_empty(), key, || "must not be empty".into());
             }

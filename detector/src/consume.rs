@@ -22,10 +22,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::DetectorConfig;
 use crate::engine::Engine;
+use crate::forest::model::TrainOptions;
+use crate::forest::shared::{ModelRecord, WarmupSample, sample_key};
 use crate::forest::{ModelPublisher, TrainedForest};
 use crate::handles::{Handles, Share};
 use crate::metrics::{self, Metrics};
 use crate::models::Models;
+use crate::models_topic::ModelsTopic;
 use crate::outcome::{DetectorError, DetectorReport};
 use crate::ownership::{Ownership, Start, TopicPartition};
 
@@ -173,6 +176,8 @@ struct ChunkOutput {
     rebuilt: u64,
     /// The isolation model in force after the chunk.
     model: Option<Arc<TrainedForest>>,
+    /// The isolation detector still waits for the group's model after the chunk.
+    awaiting_model: bool,
 }
 
 /// Where a record came from.
@@ -278,7 +283,26 @@ pub(crate) async fn run(
         "detector started"
     );
 
-    let engine = Arc::new(Mutex::new(Engine::new(&config, models)));
+    let mut engine = Engine::new(&config, models);
+    // The isolation forest trains with the group (`crate::forest::shared`) unless a model was loaded.
+    let mut group_model = None;
+    if engine.awaiting_model_start() {
+        let partitions = partition_count(&producer, &config.packets_topic).await;
+        let setup = crate::models_topic::Setup {
+            topic: config.models_topic.clone(),
+            group: config.group_id.clone(),
+            partitions,
+            options: TrainOptions::from(&config.forest),
+            save_path: config.forest.save_path.clone(),
+        };
+        let client = client_config(&config, &[("fetch.wait.max.ms", config.fetch_wait.as_millis().to_string())]);
+        group_model = ModelsTopic::start(client, producer.clone(), setup, shutdown.clone()).await;
+        if group_model.is_some() {
+            engine.share_warmup(partitions, config.state.max_hosts);
+            tracing::info!(topic = %config.models_topic, partitions, "isolation forest: the group's warm-up");
+        }
+    }
+    let engine = Arc::new(Mutex::new(engine));
     let meters = Metrics::new();
     // The scoring API serves the model of one detector per process: the first to start.
     let publisher = handles.model_feed.claim();
@@ -291,6 +315,10 @@ pub(crate) async fn run(
     let lag = LagSampler::default();
     let mut report = DetectorReport::default();
     let mut next_offsets: HashMap<(String, i32), i64> = HashMap::new();
+    // Next offsets of packets-topic records judged while the isolation detector waits for the group's model:
+    // their batches wait in its backlog, and are scored when the model arrives, so their offsets are stored
+    // only once those anomalies are acknowledged (at-least-once).
+    let mut held: BTreeMap<TopicPartition, i64> = BTreeMap::new();
     let mut phase = Phase::Running;
     let drain = drain.unwrap_or_default();
     let never = CancellationToken::new();
@@ -336,6 +364,50 @@ pub(crate) async fn run(
                 };
                 if let Err(e) = produce_all(&producer, flushed).await {
                     break Err(e);
+                }
+                // The group's warm-up ends with the input: contribute what is left, then score the batches that
+                // waited for the model once it arrives.
+                if let Some(t) = &mut group_model
+                    && engine.lock().is_ok_and(|e| e.awaiting_model())
+                {
+                    let samples = match engine.lock() {
+                        Ok(mut e) => {
+                            e.set_owned_partitions(&owned_partitions(&consumer, &config, handles.share.as_ref()));
+                            e.end_warmup();
+                            e.take_warmup_samples()
+                        }
+                        Err(_) => break Err(DetectorError::Worker("engine mutex poisoned".into())),
+                    };
+                    let records = samples.iter().map(|c| warmup_record(&config, c)).collect();
+                    if let Err(e) = produce_all(&producer, records).await {
+                        break Err(e);
+                    }
+                    t.set_trainer(owns_first(&consumer, &config, handles.share.as_ref()));
+                    let waited = tokio::select! {
+                        _ = shutdown.cancelled() => continue,
+                        m = t.wait(MODEL_WAIT) => m,
+                    };
+                    if let Some(model) = waited {
+                        let (engine, cfg, m) = (engine.clone(), config.clone(), meters.clone());
+                        let work = move || process_chunk(&engine, &cfg, &m, Vec::new(), &[], &[], Some(model), None);
+                        let out = match tokio::task::spawn_blocking(work).await {
+                            Ok(Ok(o)) => o,
+                            Ok(Err(e)) => break Err(e),
+                            Err(e) => break Err(DetectorError::Worker(e.to_string())),
+                        };
+                        if let Some(p) = &publisher {
+                            publish_model(out.model.as_ref(), p, &meters);
+                        }
+                        if let Err(e) = produce_all(&producer, out.records).await {
+                            break Err(e);
+                        }
+                        release_held(&consumer, &mut held);
+                    } else if t.gave_up() {
+                        if let Ok(mut e) = engine.lock() {
+                            e.abandon_group_model();
+                        }
+                        release_held(&consumer, &mut held);
+                    }
                 }
                 if let Some(share) = &handles.share {
                     tracing::info!(
@@ -430,7 +502,24 @@ pub(crate) async fn run(
             };
             (o.take_drops(), state_only)
         };
-        if chunk.is_empty() && drops.is_empty() {
+        // The group's model, put in force with this chunk; the partitions owned, for the warm-up.
+        let (install, owned) = match &mut group_model {
+            Some(t) => {
+                let owned = owned_partitions(&consumer, &config, handles.share.as_ref());
+                t.set_trainer(owned.contains(&0));
+                let install = t.take_ready();
+                if install.is_none() && t.gave_up() {
+                    match engine.lock() {
+                        Ok(mut e) => e.abandon_group_model(),
+                        Err(_) => break Err(DetectorError::Worker("engine mutex poisoned".into())),
+                    }
+                    release_held(&consumer, &mut held);
+                }
+                (install, Some(owned))
+            }
+            None => (None, None),
+        };
+        if chunk.is_empty() && drops.is_empty() && install.is_none() {
             continue;
         }
         let positions: Vec<(Origin, bool)> = chunk
@@ -443,7 +532,7 @@ pub(crate) async fn run(
             let engine = engine.clone();
             let cfg = config.clone();
             let m = meters.clone();
-            let work = move || process_chunk(&engine, &cfg, &m, chunk, &state_only, &drops);
+            let work = move || process_chunk(&engine, &cfg, &m, chunk, &state_only, &drops, install, owned);
             match tokio::task::spawn_blocking(work).await {
                 Ok(Ok(o)) => o,
                 Ok(Err(e)) => break Err(e),
@@ -502,9 +591,22 @@ pub(crate) async fn run(
         }
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), offset) in highest {
-            let _ = tpl.add_partition_offset(&topic, partition, Offset::Offset(offset + 1));
-            let next = next_offsets.entry((topic, partition)).or_insert(offset + 1);
+            let next = next_offsets.entry((topic.clone(), partition)).or_insert(offset + 1);
             *next = (*next).max(offset + 1);
+            if out.awaiting_model && topic == config.packets_topic {
+                let h = held.entry((topic, partition)).or_insert(offset + 1);
+                *h = (*h).max(offset + 1);
+            } else if held.contains_key(&(topic.clone(), partition)) {
+                // Released below, with this chunk's offset.
+                held.insert((topic, partition), offset + 1);
+            } else {
+                let _ = tpl.add_partition_offset(&topic, partition, Offset::Offset(offset + 1));
+            }
+        }
+        if !out.awaiting_model && !held.is_empty() {
+            // The model arrived with this chunk, and the anomalies of the batches that waited for it are
+            // acknowledged.
+            release_held(&consumer, &mut held);
         }
         if tpl.count() > 0 {
             match consumer.store_offsets(&tpl) {
@@ -573,10 +675,44 @@ pub(crate) async fn run(
     }
     tracing::info!(?report, "detector stopped");
     // Flushed and committed: the clients' teardown need not delay the report.
-    teardown.drop_in_background((consumer, producer));
+    let models_consumer = match group_model {
+        Some(t) => Some(t.stop().await),
+        None => None,
+    };
+    teardown.drop_in_background((consumer, producer, models_consumer));
     result.map(|()| report)
 }
 
+/// Stores (and starts committing) the offsets `held` back while the isolation detector waited for the group's
+/// model, for the partitions still assigned (a revoked partition's next owner reads its records again).
+fn release_held(consumer: &DetectorConsumer, held: &mut BTreeMap<TopicPartition, i64>) {
+    if held.is_empty() {
+        return;
+    }
+    let assigned: Vec<TopicPartition> = consumer.assignment().map(|a| partitions_of(&a)).unwrap_or_default();
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), offset) in std::mem::take(held) {
+        if assigned.contains(&(topic.clone(), partition)) {
+            let _ = tpl.add_partition_offset(&topic, partition, Offset::Offset(offset));
+        }
+    }
+    if tpl.count() == 0 {
+        return;
+    }
+    tracing::info!(partitions = tpl.count(), "offsets held for the isolation backlog stored");
+    match consumer.store_offsets(&tpl) {
+        Ok(()) => {
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Async) {
+                tracing::debug!(error = %e, "offset commit not started");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not store offsets"),
+    }
+}
+
+/// Longest wait, at the end of the input, for the group's isolation model (published once every partition has
+/// contributed its warm-up).
+const MODEL_WAIT: Duration = Duration::from_secs(60);
 /// How long the receive of an idle loop waits before the loop goes round (and beats) again.
 const IDLE_BEAT: Duration = Duration::from_secs(1);
 /// How long each final step (held statistics, flush) may take at the end of a drain.
@@ -610,6 +746,7 @@ async fn commit_final(
 
 /// Decodes and processes one chunk (on a blocking thread): first drops the state of the partitions in `drops`,
 /// then feeds every record, for state only where `state_only` says so (a rebuild).
+#[allow(clippy::too_many_arguments)]
 fn process_chunk(
     engine: &Mutex<Engine>,
     config: &DetectorConfig,
@@ -617,6 +754,8 @@ fn process_chunk(
     chunk: Vec<OwnedMessage>,
     state_only: &[bool],
     drops: &[TopicPartition],
+    install: Option<Arc<TrainedForest>>,
+    owned: Option<Vec<i32>>,
 ) -> Result<ChunkOutput, DetectorError> {
     use opentelemetry::trace::{Span as _, TraceContextExt as _, Tracer as _};
     let mut engine = engine.lock().map_err(|_| DetectorError::Worker("engine mutex poisoned".into()))?;
@@ -633,6 +772,14 @@ fn process_chunk(
     // child of the record that raised it, so a packet batch and the alert it caused share one trace.
     let mut record_cx: Vec<Option<opentelemetry::Context>> = Vec::with_capacity(chunk.len());
     let mut anomaly_origin: Vec<usize> = Vec::new();
+    if let Some(owned) = owned {
+        engine.set_owned_partitions(&owned);
+    }
+    // The group's model scores the batches that waited for it; their anomalies belong to no record of the chunk.
+    if let Some(model) = install {
+        engine.install_model(model, &mut anomalies);
+        anomaly_origin.resize(anomalies.len(), usize::MAX);
+    }
     for (i, m) in chunk.iter().enumerate() {
         let rebuild = state_only.get(i).copied().unwrap_or(false);
         record_cx.push(if rebuild { None } else { metrics::extract(m.headers()) });
@@ -680,7 +827,7 @@ fn process_chunk(
             });
             out.dead_lettered += 1;
         }
-        anomaly_origin.resize(anomalies.len(), record_cx.len() - 1);
+        anomaly_origin.resize(anomalies.len(), record_cx.len().saturating_sub(1));
     }
     let tracer = opentelemetry::global::tracer("netanom");
     let links: Vec<opentelemetry::trace::Link> = record_cx
@@ -733,6 +880,10 @@ fn process_chunk(
         });
     }
     out.anomalies = anomalies.len() as u64;
+    out.awaiting_model = engine.awaiting_model();
+    for c in engine.take_warmup_samples() {
+        out.records.push(warmup_record(config, &c));
+    }
     for d in engine.end_chunk() {
         out.records.push(destination_record(config, &d, Some(&chunk_cx)));
         out.destination_stats += 1;
@@ -743,6 +894,55 @@ fn process_chunk(
     out.hosts_tracked = engine.hosts_tracked() as u64;
     out.hosts_evicted_total = engine.hosts_evicted();
     Ok(out)
+}
+
+/// The models-topic record of one partition's warm-up contribution.
+fn warmup_record(config: &DetectorConfig, c: &WarmupSample) -> Outgoing {
+    Outgoing {
+        topic: config.models_topic.clone(),
+        key: sample_key(c.partition).into_bytes(),
+        payload: ModelRecord::Sample(c.clone()).encode(),
+        headers: None,
+    }
+}
+
+/// Partitions of `topic`, asked through the producer's connections; 1 when unknown (logged).
+async fn partition_count(producer: &FutureProducer<KafkaLog>, topic: &str) -> i32 {
+    let (producer, name) = (producer.clone(), topic.to_string());
+    let counted = tokio::task::spawn_blocking(move || {
+        producer
+            .client()
+            .fetch_metadata(Some(&name), METADATA_TIMEOUT)
+            .map(|md| md.topics().iter().filter(|t| t.name() == name).map(|t| t.partitions().len()).sum::<usize>())
+    })
+    .await;
+    match counted {
+        Ok(Ok(n)) if n > 0 => i32::try_from(n).unwrap_or(i32::MAX),
+        other => {
+            let why = match other {
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+                Ok(Ok(_)) => "no partitions".to_string(),
+            };
+            tracing::warn!(%topic, error = %why, "partition count unknown: the warm-up counts one partition");
+            1
+        }
+    }
+}
+
+/// The packets-topic partitions this detector owns now.
+fn owned_partitions(consumer: &DetectorConsumer, config: &DetectorConfig, share: Option<&Share>) -> Vec<i32> {
+    let assigned = consumer.assignment().map(|a| partitions_of(&a)).unwrap_or_default();
+    assigned
+        .into_iter()
+        .filter(|(t, p)| *t == config.packets_topic && share.is_none_or(|s| s.owns(*p)))
+        .map(|(_, p)| p)
+        .collect()
+}
+
+/// Whether this detector owns packets-topic partition 0 (and so publishes the group's model).
+fn owns_first(consumer: &DetectorConsumer, config: &DetectorConfig, share: Option<&Share>) -> bool {
+    owned_partitions(consumer, config, share).contains(&0)
 }
 
 /// Hands the model in force to the scoring API's feed when it changed (trained, retrained).

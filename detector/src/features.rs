@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 
-use netanom_schemas::PacketFeatures;
+use netanom_schemas::{Direction, PacketFeatures};
 
 /// How a model sees a feature.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -267,19 +267,37 @@ pub struct FeatureScratch {
 
 /// The per-batch vector of one batch, in original units. Never NaN or infinite.
 pub fn batch_features(packets: &[PacketFeatures], scratch: &mut FeatureScratch) -> FeatureVector {
+    features_of(packets.iter(), scratch).0
+}
+
+/// True for a packet of the host's own traffic: sent on a flow the host opened (or, for traffic without a
+/// flow direction, any packet it sends). A reply (a SYN-ACK or RST of a scanned victim, a server's answer) is
+/// traffic the other side caused.
+pub fn is_own(p: &PacketFeatures) -> bool {
+    p.direction == Direction::Forward
+}
+
+/// The per-batch vector of the host's own packets of one batch ([`is_own`]), and how many there are. The
+/// isolation forest judges a host by what it starts, so a scanned victim's replies or a server's answers do
+/// not make it an outlier: they are the scanner's or the clients' doing.
+pub fn own_features(packets: &[PacketFeatures], scratch: &mut FeatureScratch) -> (FeatureVector, usize) {
+    features_of(packets.iter().filter(|p| is_own(p)), scratch)
+}
+
+fn features_of<'a>(
+    packets: impl Iterator<Item = &'a PacketFeatures>,
+    scratch: &mut FeatureScratch,
+) -> (FeatureVector, usize) {
     let mut v = [0.0; FEATURES];
-    let n = packets.len();
-    if n == 0 {
-        return v;
-    }
-    let nf = n as f64;
     scratch.destinations.clear();
     scratch.ports.clear();
+    let mut n = 0usize;
     let (mut sum_len, mut sum_len2, mut sum_payload) = (0.0f64, 0.0f64, 0.0f64);
     let (mut syn, mut opens, mut tcp, mut udp, mut icmp) = (0u32, 0u32, 0u32, 0u32, 0u32);
     let (mut sum_flow, mut sum_ttl) = (0.0f64, 0.0f64);
     let (mut t_min, mut t_max) = (i64::MAX, i64::MIN);
     for p in packets {
+        n += 1;
         let len = f64::from(p.wire_len);
         sum_len += len;
         sum_len2 += len * len;
@@ -299,6 +317,10 @@ pub fn batch_features(packets: &[PacketFeatures], scratch: &mut FeatureScratch) 
         scratch.destinations.push(p.destination);
         scratch.ports.push(p.dst_port);
     }
+    if n == 0 {
+        return (v, 0);
+    }
+    let nf = n as f64;
     scratch.destinations.sort_unstable();
     scratch.destinations.dedup();
     scratch.ports.sort_unstable();
@@ -319,7 +341,7 @@ pub fn batch_features(packets: &[PacketFeatures], scratch: &mut FeatureScratch) 
     set(Batch::IcmpFraction, f64::from(icmp) / nf);
     set(Batch::MeanFlowPackets, sum_flow / nf);
     set(Batch::MeanTtl, sum_ttl / nf);
-    v
+    (v, n)
 }
 
 /// The vector the isolation forest sees: every coordinate scaled as [`BATCH`] says (log1p of counts and sizes,
@@ -349,6 +371,26 @@ mod tests {
         assert_eq!(v[Batch::DistinctDestinations.i()], 1.0);
         assert!(v.iter().all(|x| x.is_finite()));
         assert_eq!(batch_features(&[], &mut s), [0.0; FEATURES]);
+    }
+
+    /// A scanned victim answers a scan with SYN-ACKs and RSTs: replies, not its own traffic, so its own
+    /// vector is empty; the scanner's packets are all its own.
+    #[test]
+    fn replies_are_not_a_hosts_own_traffic() {
+        let mut s = FeatureScratch::default();
+        let scan = scan_batch(0);
+        let replies: Vec<PacketFeatures> = scan
+            .packets
+            .iter()
+            .map(|p| PacketFeatures { direction: Direction::Reverse, flow_packets: 2, ..p.clone() })
+            .collect();
+        assert_eq!(own_features(&replies, &mut s), ([0.0; FEATURES], 0));
+        assert!(batch_features(&replies, &mut s)[Batch::Packets.i()] > 0.0, "all packets count in the batch vector");
+        assert_eq!(own_features(&scan.packets, &mut s), (batch_features(&scan.packets, &mut s), scan.packets.len()));
+        let mut mixed = scan.packets[..10].to_vec();
+        mixed.extend_from_slice(&replies[..30]);
+        let (v, n) = own_features(&mixed, &mut s);
+        assert_eq!((n, v[Batch::Packets.i()]), (10, 10.0));
     }
 
     #[test]

@@ -103,6 +103,18 @@ pub fn scan_batch(i: u64) -> PacketBatch {
     PacketBatch { source, sequence: i, packets }
 }
 
+/// [`scan_batch`]`(i)`'s scan (from `10.66.0.<i>`) starting `at_s` seconds after [`T0`] instead: a scanner that
+/// keeps scanning.
+pub fn scan_batch_at(i: u64, at_s: u64) -> PacketBatch {
+    let mut b = scan_batch(i);
+    let shift = (at_s as i64 - i as i64) * 1_000_000_000;
+    for p in &mut b.packets {
+        p.ts_ns += shift;
+    }
+    b.sequence = at_s;
+    b
+}
+
 /// Batches of a SYN flood from `source` to `destination:80`: `n` SYNs from distinct source ports at `per_sec`,
 /// split into batches of at most 1 s / 1024 packets like the producer does.
 pub fn syn_flood(source: IpAddr, destination: IpAddr, t0: i64, n: u32, per_sec: u32) -> Vec<PacketBatch> {

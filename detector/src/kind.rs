@@ -22,7 +22,7 @@ use netanom_schemas::{Anomaly, AnomalyKind, DestinationStats, PacketBatch, Packe
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::features::{FeatureScratch, FeatureVector, batch_features};
+use crate::features::{FeatureScratch, FeatureVector, batch_features, own_features};
 use crate::validation::ConfigError;
 
 /// What a section's validation may compare with outside its own section.
@@ -65,18 +65,25 @@ pub struct Batch<'a> {
     /// Latest packet time of the batch, ns.
     pub last_ns: i64,
     features: Option<FeatureVector>,
+    own: Option<(FeatureVector, usize)>,
     scratch: &'a mut FeatureScratch,
 }
 
 impl<'a> Batch<'a> {
     /// A batch whose latest packet time is `last_ns`; `scratch` holds the feature extraction's buffers.
     pub fn new(batch: &'a PacketBatch, last_ns: i64, scratch: &'a mut FeatureScratch) -> Self {
-        Self { batch, last_ns, features: None, scratch }
+        Self { batch, last_ns, features: None, own: None, scratch }
     }
 
     /// The per-batch feature vector ([`crate::features::BATCH`]).
     pub fn features(&mut self) -> FeatureVector {
         *self.features.get_or_insert_with(|| batch_features(&self.batch.packets, self.scratch))
+    }
+
+    /// The per-batch feature vector of the host's own packets, and how many there are
+    /// ([`crate::features::own_features`]).
+    pub fn own_features(&mut self) -> (FeatureVector, usize) {
+        *self.own.get_or_insert_with(|| own_features(&self.batch.packets, self.scratch))
     }
 }
 

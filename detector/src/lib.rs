@@ -53,6 +53,7 @@ pub mod metrics;
 pub mod misuse;
 pub mod model_file;
 pub mod models;
+mod models_topic;
 mod outcome;
 mod ownership;
 pub mod profile;

@@ -25,7 +25,7 @@ use netanom_schemas::{AnomalyKind, PacketBatch, PacketFeatures};
 
 use crate::config::DetectorConfig;
 use crate::engine::Engine;
-use crate::features::{FeatureScratch, batch_features};
+use crate::features::{FeatureScratch, own_features};
 use crate::forest::{TrainedForest, isolation_reason};
 use crate::models::Models;
 use crate::request::CapturedPacket;
@@ -228,17 +228,22 @@ impl Sources {
             let at_ns = a.window_end_ns;
             c.findings.insert(a.kind, Finding { kind: a.kind, reason: a.reason, at_ns });
         }
-        let isolation = match model {
-            Some(m) if c.recent.len() >= self.min_packets => {
-                let raw = batch_features(c.recent.make_contiguous(), &mut self.scratch);
+        // The source's own packets, as the detector judges a host: replies it sent in flows others opened are left out.
+        let own = match model {
+            Some(_) if c.recent.len() >= self.min_packets => {
+                Some(own_features(c.recent.make_contiguous(), &mut self.scratch))
+            }
+            _ => None,
+        };
+        let isolation = match (model, own) {
+            (Some(m), Some((raw, n))) if n >= self.min_packets => {
                 let (score, threshold) = (m.score(&raw), m.threshold());
                 if score > threshold {
-                    let reason =
-                        isolation_reason(&source.to_string(), c.recent.len(), score, threshold, &m.explain(&raw, 4));
+                    let reason = isolation_reason(&source.to_string(), n, score, threshold, &m.explain(&raw, 4));
                     let finding = Finding { kind: AnomalyKind::Isolation, reason, at_ns: ts_ns };
                     c.findings.insert(AnomalyKind::Isolation, finding);
                 }
-                Some(Isolation { score, threshold, model_version: m.version().to_string(), packets: c.recent.len() })
+                Some(Isolation { score, threshold, model_version: m.version().to_string(), packets: n })
             }
             _ => None,
         };
@@ -375,10 +380,11 @@ mod tests {
         assert!(verdicts[fired..].iter().all(|j| j.judged && !j.findings.is_empty()), "stays anomalous");
         let kinds: Vec<AnomalyKind> = verdicts.last().unwrap().findings.iter().map(|f| f.kind).collect();
         assert!(kinds.contains(&AnomalyKind::Fanout), "{kinds:?}");
+        let min_packets = DetectorConfig::default().forest.min_packets as i64;
         for i in 0..200 {
             let j = s.observe(&download([10, 0, 0, 7], i), now, 0, None);
             assert!(j.findings.is_empty(), "{j:?}");
-            assert_eq!(j.judged, i + 1 >= 8, "judged from forest.min_packets");
+            assert_eq!(j.judged, i + 1 >= min_packets, "judged from forest.min_packets");
         }
         assert_eq!((s.len(), s.evicted(), s.expired()), (2, 0, 0));
     }
@@ -390,7 +396,7 @@ mod tests {
             .map(benign_batch)
             .filter(|b| b.packets.len() >= 8)
             .take(512)
-            .map(|b| batch_features(&b.packets, &mut scratch))
+            .map(|b| crate::features::batch_features(&b.packets, &mut scratch))
             .collect();
         let model = train(&data, &TrainOptions::from(&DetectorConfig::default().forest)).unwrap();
         let mut s = sources(16);

@@ -383,9 +383,10 @@ mod tests {
     #[test]
     fn revocation_drops_hosts_of_revoked_partitions_only() {
         let mut m = HostMap::new(&StateConfig::default());
+        let forest = crate::forest::ForestConfig { confirm_batches: 1, ..Default::default() };
         for i in 0..30u32 {
             let s = m.entry(ip(i), (i % 3) as i32, 1);
-            s.forest.fire(1, 0);
+            assert!(s.forest.above_threshold(1, &forest));
         }
         assert_eq!(m.revoke_partitions(&[1, 2]), 20);
         assert_eq!(m.len(), 10);

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use netanom_detector::fixtures::{T0, benign_batch, scan_batch, spoofed_flood, syn_flood};
+use netanom_detector::fixtures::{T0, benign_batch, scan_batch, scan_batch_at, spoofed_flood, syn_flood};
 use netanom_detector::{DetectorConfig, DetectorReport, Handles};
 use netanom_handles::RoleHandles;
 use netanom_schemas::{Anomaly, AnomalyKind, PacketBatch, SchemaIds, topics};
@@ -303,4 +303,149 @@ async fn offsets_are_not_stored_when_anomalies_are_not_acknowledged() {
     assert_eq!(ids.len(), 2, "{ids:?}");
     assert!(ids.iter().any(|id| id.starts_with("fanout:10.66.0.4:")), "{ids:?}");
     assert!(ids.iter().any(|id| id.starts_with("rate:10.66.0.4:")), "{ids:?}");
+}
+
+/// Two detectors of one group (each owning half of the partitions, as in `netanom run`) share one warm-up over
+/// the models topic: both report the same isolation model, the same in a second run on the same input, and the
+/// forest names the scanners that came after the warm-up and no benign host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_of_detectors_trains_and_scores_with_one_model() {
+    let run = || async {
+        let s = setup();
+        let mut config = s.config.clone();
+        config.models_topic = unique("models");
+        config.static_assignment = true;
+        config.forest.enabled = true;
+        config.forest.warmup_window = Duration::from_secs(3600);
+        s.cluster.create_topic(&config.models_topic, 1, 1).unwrap();
+        // Ten scanners from 1,400 s of packet time, among the benign batches (one a second), each scanning
+        // three times 10 s apart.
+        let scans = |i: u64| (0..10).filter(move |k| (1_400 + k..1_430 + k).step_by(10).any(|t| t == i));
+        let batches: Vec<PacketBatch> = (0..1_500)
+            .flat_map(|i| std::iter::once(benign_batch(i)).chain(scans(i).map(move |k| scan_batch_at(k, i))))
+            .collect();
+        produce(&config, &batches, &[]).await;
+
+        let drain = CancellationToken::new();
+        drain.cancel();
+        let detectors: Vec<_> = netanom_detector::Share::split(2)
+            .into_iter()
+            .map(|share| {
+                let handles = Handles { share: Some(share), ..Handles::default() };
+                let role = RoleHandles::draining(drain.clone());
+                tokio::spawn(netanom_detector::run(config.clone(), handles, CancellationToken::new(), role))
+            })
+            .collect();
+        let mut reports = Vec::new();
+        for d in detectors {
+            let r = tokio::time::timeout(Duration::from_secs(120), d).await.expect("drained in time");
+            reports.push(r.expect("detector task").expect("detector ran"));
+        }
+        let versions: Vec<String> = reports
+            .into_iter()
+            .map(|r| {
+                let forest = r.models.iter().find(|m| m.version.starts_with("eif-"));
+                forest.map(|m| m.version.clone()).unwrap_or_else(|| panic!("no forest in force: {:?}", r.models))
+            })
+            .collect();
+        let anomalies: Vec<Anomaly> = read_all(&config, &config.anomalies_topic)
+            .iter()
+            .map(|m| Anomaly::decode(m.payload().unwrap(), &SchemaIds::BUILT_IN).unwrap())
+            .collect();
+        let isolated: HashSet<String> =
+            anomalies.iter().filter(|a| a.kind == AnomalyKind::Isolation).map(|a| a.host.clone()).collect();
+        (versions, isolated)
+    };
+    let (versions, isolated) = run().await;
+    assert_eq!(versions.len(), 2);
+    assert_eq!(versions[0], versions[1], "one model for the group");
+    assert!(isolated.iter().all(|h| h.starts_with("10.66.0.")), "isolation anomalies on scanners only: {isolated:?}");
+    assert!(isolated.len() >= 5, "the forest names the scanners: {isolated:?}");
+    let (again, _) = run().await;
+    assert_eq!(again, versions, "the same input and seed give the same model");
+}
+
+/// The anomalies on `config`'s anomalies topic so far (waiting at most `limit` for one that `want` accepts).
+async fn wait_for_anomaly(config: &DetectorConfig, limit: Duration, want: impl Fn(&Anomaly) -> bool) -> bool {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .set("group.id", unique("watcher"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    c.subscribe(&[&config.anomalies_topic]).unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200))
+            && want(&Anomaly::decode(m.payload().unwrap_or_default(), &SchemaIds::BUILT_IN).unwrap())
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// At-least-once with the group's warm-up: batches judged while the isolation detector waits for the group's
+/// model wait in its backlog and are scored when the model arrives, so the offsets of their records are not
+/// stored before then: a detector stopped while waiting commits none (the rules' anomalies of those records
+/// were delivered; they are delivered again), and the next run, whose model arrives at the end of its input,
+/// scores the backlog and commits every offset once the forest's anomalies are acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_of_batches_waiting_for_the_group_model_are_held_until_it_has_scored_them() {
+    let s = setup();
+    let mut config = s.config.clone();
+    config.models_topic = unique("models");
+    config.forest.enabled = true;
+    // A share (1,000 vectors a partition) that 300 s of traffic does not fill, and a window longer than the
+    // input: the model comes only when the input ends.
+    config.forest.warmup_samples = 3_000;
+    config.forest.warmup_window = Duration::from_secs(3_600);
+    config.kafka_properties.insert("session.timeout.ms".into(), "6000".into());
+    s.cluster.create_topic(&config.models_topic, 1, 1).unwrap();
+    let scanner = scan_batch(7).source;
+    let batches: Vec<PacketBatch> =
+        (0..300).map(benign_batch).chain([200, 210, 220].map(|t| scan_batch_at(7, t))).collect();
+    produce(&config, &batches, &[]).await;
+
+    let shutdown = CancellationToken::new();
+    let live = tokio::spawn(netanom_detector::run(
+        config.clone(),
+        Handles::default(),
+        shutdown.clone(),
+        RoleHandles::default(),
+    ));
+    let host = scanner.to_string();
+    assert!(
+        wait_for_anomaly(&config, Duration::from_secs(60), |a| a.host == host && a.kind == AnomalyKind::Fanout).await,
+        "the rules' anomaly of the scanner is delivered"
+    );
+    // Several commit rounds (each chunk commits at once, auto-commit every 5 s).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    shutdown.cancel();
+    let report = tokio::time::timeout(Duration::from_secs(30), live).await.unwrap().unwrap().unwrap();
+    assert_eq!(report.batches, batches.len() as u64, "every batch judged");
+    assert!(report.models.is_empty(), "no model yet: {:?}", report.models);
+    for (p, (committed, high)) in committed(&config, &config.packets_topic) {
+        assert!(
+            committed < high || high == 0,
+            "partition {p}: offset {committed} of {high} stored before the forest scored it"
+        );
+    }
+
+    let report = run_drained(config.clone()).await;
+    assert_eq!(report.batches, batches.len() as u64, "the held records are read again");
+    assert!(report.models.iter().any(|m| m.version.starts_with("eif-")), "{:?}", report.models);
+    let isolated: Vec<Anomaly> = read_all(&config, &config.anomalies_topic)
+        .iter()
+        .map(|m| Anomaly::decode(m.payload().unwrap(), &SchemaIds::BUILT_IN).unwrap())
+        .filter(|a| a.kind == AnomalyKind::Isolation)
+        .collect();
+    assert!(isolated.iter().any(|a| a.host == host), "the backlog is scored: {isolated:?}");
+    assert!(isolated.iter().all(|a| a.host == host), "{isolated:?}");
+    for (p, (committed, high)) in committed(&config, &config.packets_topic) {
+        if high > 0 {
+            assert_eq!(committed, high, "partition {p}: committed once the backlog's anomalies are acknowledged");
+        }
+    }
 }

@@ -12,6 +12,11 @@ pub const ALERTS: &str = "netanom.alerts";
 /// Records that could not be processed, with the reason in the `netanom-dlq-reason` header.
 pub const DEAD_LETTER: &str = "netanom.dead-letter";
 
+/// The isolation forest's shared warm-up and model in force (JSON), compacted: `sample-<partition>` keys carry
+/// each packets-topic partition's warm-up vectors, the `forest` key the recipe of the model every detector
+/// trains and scores with.
+pub const MODELS: &str = "netanom.models";
+
 /// Header carrying the reason a record was dead-lettered.
 pub const DLQ_REASON_HEADER: &str = "netanom-dlq-reason";
 /// Header carrying `topic/partition/offset` of the record that was dead-lettered.

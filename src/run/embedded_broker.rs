@@ -22,7 +22,8 @@ impl std::fmt::Debug for EmbeddedBroker {
 }
 
 impl EmbeddedBroker {
-    /// Starts the broker and creates every topic with `kafka.embedded_partitions` partitions.
+    /// Starts the broker and creates every topic with `kafka.embedded_partitions` partitions (the models topic
+    /// with one).
     pub fn start(cfg: &Config) -> anyhow::Result<Self> {
         let cluster = MockCluster::new(1).context("cannot start the embedded Kafka broker")?;
         let t = &cfg.topics;
@@ -33,6 +34,10 @@ impl EmbeddedBroker {
                     .create_topic(topic, cfg.kafka.embedded_partitions, 1)
                     .with_context(|| format!("cannot create topic {topic} on the embedded broker"))?;
             }
+            // One partition: every detector reads the whole shared warm-up and the model in force.
+            cluster
+                .create_topic(&t.models, 1, 1)
+                .with_context(|| format!("cannot create topic {} on the embedded broker", t.models))?;
             Ok(Self { cluster })
         })
     }
@@ -144,5 +149,7 @@ mod tests {
             let found = metadata.topics().iter().find(|m| m.name() == topic.as_str());
             assert_eq!(found.map(|m| m.partitions().len()), Some(3), "{topic}");
         }
+        let models = metadata.topics().iter().find(|m| m.name() == t.models.as_str());
+        assert_eq!(models.map(|m| m.partitions().len()), Some(1), "the models topic has one partition");
     }
 }

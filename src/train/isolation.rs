@@ -6,7 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
-use netanom_detector::features::{FeatureScratch, FeatureVector, ProfileVector, batch_features};
+use netanom_detector::features::{FeatureScratch, FeatureVector, ProfileVector, own_features};
+use netanom_detector::forest::shared::MIN_TRAINING_VECTORS;
 use netanom_detector::forest::{TrainOptions, train};
 use netanom_detector::profile::ProfileCollector;
 use netanom_detector::{DetectorConfig, ForestConfig, TrainedForest};
@@ -198,9 +199,13 @@ impl VectorCollector {
         Self { min: forest.min_packets.max(1), max, scratch: FeatureScratch::default(), vectors: Vec::new() }
     }
 
+    /// Takes the vector of the host's own packets ([`own_features`]), as the detector does.
     fn push(&mut self, b: &PacketBatch) {
-        if b.packets.len() >= self.min && self.vectors.len() < self.max {
-            self.vectors.push(batch_features(&b.packets, &mut self.scratch));
+        if self.vectors.len() < self.max {
+            let (v, own) = own_features(&b.packets, &mut self.scratch);
+            if own >= self.min {
+                self.vectors.push(v);
+            }
         }
     }
 }
@@ -247,9 +252,14 @@ pub fn range_training_set(
     set
 }
 
-/// Trains a forest on `vectors` with the `forest` settings and `seed` (the same inputs give the same model).
+/// Trains a forest on `vectors` with the `forest` settings and `seed` (the same inputs give the same model); with
+/// fewer vectors than `forest.sample_size` (and at least 32), each tree samples them all.
 pub fn train_vectors(vectors: &[FeatureVector], forest: &ForestConfig, seed: u64) -> Result<TrainedForest, TrainError> {
-    let opts = TrainOptions { seed, ..TrainOptions::from(forest) };
+    let mut opts = TrainOptions { seed, ..TrainOptions::from(forest) };
+    // Fewer vectors than the per-tree sample: every tree takes them all, as the group's warm-up does.
+    if (MIN_TRAINING_VECTORS..opts.sample_size).contains(&vectors.len()) {
+        opts.sample_size = vectors.len();
+    }
     Ok(train(vectors, &opts)?)
 }
 
@@ -267,17 +277,18 @@ mod tests {
     #[test]
     fn the_collector_takes_the_first_batches_big_enough_up_to_the_maximum() {
         let batches: Vec<PacketBatch> = (0..40).map(benign_batch).collect();
-        let mut sizes: Vec<usize> = batches.iter().map(|b| b.packets.len()).collect();
+        let mut scratch = FeatureScratch::default();
+        let own = |b: &PacketBatch, s: &mut FeatureScratch| own_features(&b.packets, s);
+        let mut sizes: Vec<usize> = batches.iter().map(|b| own(b, &mut scratch).1).collect();
         sizes.sort_unstable();
         let forest = ForestConfig { min_packets: sizes[sizes.len() / 2], ..ForestConfig::default() };
-        let big: Vec<&PacketBatch> = batches.iter().filter(|b| b.packets.len() >= forest.min_packets).collect();
+        let big: Vec<&PacketBatch> = batches.iter().filter(|b| own(b, &mut scratch).1 >= forest.min_packets).collect();
         assert!(big.len() > 5 && big.len() < batches.len(), "the fixture mixes small and big batches");
         let mut c = VectorCollector::new(&forest, 5);
         for b in &batches {
             c.push(b);
         }
-        let mut scratch = FeatureScratch::default();
-        let want: Vec<FeatureVector> = big.iter().take(5).map(|b| batch_features(&b.packets, &mut scratch)).collect();
+        let want: Vec<FeatureVector> = big.iter().take(5).map(|b| own(b, &mut scratch).0).collect();
         assert_eq!(c.vectors, want);
     }
 
@@ -295,8 +306,12 @@ mod tests {
         assert_eq!((set.batches, set.poison), (6, 1));
         assert!(set.profiles.is_none(), "profiles are off");
         let mut scratch = FeatureScratch::default();
-        let want: Vec<FeatureVector> =
-            batches.iter().take(4).map(|b| batch_features(&b.packets, &mut scratch)).collect();
+        let want: Vec<FeatureVector> = batches
+            .iter()
+            .filter_map(|b| Some(own_features(&b.packets, &mut scratch)).filter(|(_, n)| *n >= 1))
+            .take(4)
+            .map(|(v, _)| v)
+            .collect();
         assert_eq!(set.vectors, want, "the oldest four batches, in time order");
     }
 
@@ -324,7 +339,7 @@ mod tests {
         let forest = ForestConfig { min_packets: 1, ..ForestConfig::default() };
         let mut scratch = FeatureScratch::default();
         let vectors: Vec<FeatureVector> =
-            (0..300).map(|i| batch_features(&benign_batch(i).packets, &mut scratch)).collect();
+            (0..300).map(|i| own_features(&benign_batch(i).packets, &mut scratch).0).collect();
         let a = train_vectors(&vectors, &forest, 7).unwrap();
         let b = train_vectors(&vectors, &forest, 7).unwrap();
         let c = train_vectors(&vectors, &forest, 8).unwrap();

@@ -79,7 +79,7 @@ impl Broker {
     }
 
     /// Creates the pipeline's topics under their default names: packets, destinations and anomalies with the
-    /// given partition counts, alerts and dead-letter with one partition each.
+    /// given partition counts, alerts, dead-letter and models with one partition each.
     pub fn create_pipeline_topics(&self, packets: u32, destinations: u32, anomalies: u32) {
         use netanom_schemas::topics;
         for (topic, partitions) in [
@@ -88,6 +88,7 @@ impl Broker {
             (topics::ANOMALIES, anomalies),
             (topics::ALERTS, 1),
             (topics::DEAD_LETTER, 1),
+            (topics::MODELS, 1),
         ] {
             self.create_topic(topic, partitions);
         }
@@ -469,4 +470,21 @@ pub fn by_kind(alerts: &[serde_json::Value]) -> Vec<serde_json::Value> {
         }
     }
     out
+}
+
+/// Seconds from `host`'s first packet to the detection of its `kind` (that kind's own `detected_at`), from the
+/// per-kind views of `by_kind` and `netanom eval --json`'s host-level `time_to_detect_s` (measured to the
+/// incident's first detection, whichever kind it was). `None` when the kind did not fire on the host.
+pub fn kind_time_to_detect(
+    eval: &serde_json::Value,
+    kinds: &[serde_json::Value],
+    host: &str,
+    kind: &str,
+) -> Option<f64> {
+    use time::format_description::well_known::Rfc3339;
+    let at = |a: &serde_json::Value| time::OffsetDateTime::parse(a["detected_at"].as_str()?, &Rfc3339).ok();
+    let of_host: Vec<&serde_json::Value> = kinds.iter().filter(|a| a["host"] == host).collect();
+    let first = of_host.iter().filter_map(|a| at(a)).min()?;
+    let this = of_host.iter().filter(|a| a["kind"] == kind).filter_map(|a| at(a)).min()?;
+    Some(eval["time_to_detect_s"][host].as_f64()? + (this - first).as_seconds_f64())
 }

@@ -17,10 +17,25 @@ pub struct ForestConfig {
     pub enabled: bool,
     /// Batches with fewer packets are neither trained on nor scored: a handful of packets says too little about
     /// behaviour, and a spoofed flood would otherwise make every one-packet spoofed source an outlier (the
-    /// victim detector covers those). Default 8.
+    /// victim detector covers those). Counted over the host's own packets (replies left out). Default 16: below
+    /// that, ordinary hosts' short exchanges isolate as easily as attacks.
     pub min_packets: usize,
-    /// Feature vectors (one per packet batch) used for training: the first ones this detector sees. Default 512.
+    /// Feature vectors (one per packet batch) used for training. On Kafka, the group's warm-up: each
+    /// packets-topic partition contributes its first ceil(warmup_samples / partitions) (module
+    /// `crate::forest::shared`); an engine without Kafka trains on the first ones it sees. Default 512.
     pub warmup_samples: usize,
+    /// A partition whose warm-up share is not full after this much of its packet time contributes what it has
+    /// (and every partition of a detector after twice this much of the detector's packet time), so quiet
+    /// partitions do not hold the group's model back. Default 1 min.
+    #[serde(with = "humantime_serde")]
+    pub warmup_window: Duration,
+    /// A warm-up vector counts as clean only once this much of its partition's packet time has passed after
+    /// its batch with no rule flagging its host (a brute force is named at its 20th attempt, a sweep at its
+    /// 64th address, both within 60 s); a host flagged in that time gives no training vector, and its batches
+    /// are scored once the model is in force. At the end of the input every rule has had its say and the
+    /// vectors still waiting are judged at once. Default 1 min.
+    #[serde(with = "humantime_serde")]
+    pub warmup_horizon: Duration,
     /// Trees in the forest. Default 50: scoring walks every tree and the crate's boxed nodes make that memory
     /// bound (~15 µs per vector at 50 trees, ~30 µs at 100); 50 keeps the whole path above 1M packets/s per
     /// core with batches of ~30 packets while scores stay stable to about ±0.02.
@@ -44,6 +59,13 @@ pub struct ForestConfig {
     pub threshold_margin: f64,
     /// The threshold never goes below this score (0.5 is "no evidence either way"). Default 0.62.
     pub threshold_floor: f64,
+    /// Batches of one host above the threshold, within `confirm_window` of packet time, before an isolation
+    /// anomaly is raised: an ordinary host isolates now and then in one batch (something it rarely does, done
+    /// once); an attack that the training traffic does not explain keeps isolating. Default CONFIRM.
+    pub confirm_batches: usize,
+    /// Span of packet time in which `confirm_batches` batches must isolate. Default 1 min.
+    #[serde(with = "humantime_serde")]
+    pub confirm_window: Duration,
     /// At most one isolation anomaly per host per this much packet time. Default 10 s.
     #[serde(with = "humantime_serde")]
     pub cooldown: Duration,
@@ -78,8 +100,10 @@ impl Default for ForestConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            min_packets: 8,
+            min_packets: 16,
             warmup_samples: 512,
+            warmup_window: Duration::from_secs(60),
+            warmup_horizon: Duration::from_secs(60),
             trees: 50,
             sample_size: 256,
             extension_level: 1,
@@ -87,6 +111,8 @@ impl Default for ForestConfig {
             threshold_quantile: 1.0,
             threshold_margin: 0.02,
             threshold_floor: 0.62,
+            confirm_batches: 3,
+            confirm_window: Duration::from_secs(60),
             cooldown: Duration::from_secs(10),
             model_path: None,
             save_path: None,
@@ -96,6 +122,12 @@ impl Default for ForestConfig {
         }
     }
 }
+
+/// Most `confirm_batches` accepted (each host remembers that many batch times).
+pub const MAX_CONFIRM_BATCHES: usize = 64;
+
+/// Longest accepted `warmup_horizon`: the group's model waits this long for every partition's warm-up.
+pub const MAX_WARMUP_HORIZON: Duration = Duration::from_secs(3600);
 
 /// Shortest accepted `retrain_every`: well above the retraining's swap delay
 /// ([`crate::forest::lifecycle::SWAP_DELAY`]), so at most one retraining runs at a time.
@@ -109,6 +141,14 @@ impl ForestConfig {
         p.check(self.sample_size >= 2, "sample_size", || format!("must be >= 2, got {}", self.sample_size));
         p.check(self.model_path.is_some() || self.warmup_samples >= self.sample_size, "warmup_samples", || {
             format!("must be >= detector.forest.sample_size ({}), got {}", self.sample_size, self.warmup_samples)
+        });
+        p.check(!self.warmup_window.is_zero(), "warmup_window", || "must be > 0".into());
+        p.check((1..=MAX_CONFIRM_BATCHES).contains(&self.confirm_batches), "confirm_batches", || {
+            format!("must be in 1..={MAX_CONFIRM_BATCHES}, got {}", self.confirm_batches)
+        });
+        p.check(!self.confirm_window.is_zero(), "confirm_window", || "must be > 0".into());
+        p.check(self.warmup_horizon <= MAX_WARMUP_HORIZON, "warmup_horizon", || {
+            format!("must be <= 1h, got {}", human(self.warmup_horizon))
         });
         p.check(self.warmup_samples <= 1_000_000, "warmup_samples", || {
             format!("must be <= 1000000, got {}", self.warmup_samples)

@@ -423,6 +423,11 @@ mod tests {
     fn retraining(every_s: u64) -> DetectorConfig {
         let mut cfg = DetectorConfig::default();
         cfg.forest.retrain_every = Some(Duration::from_secs(every_s));
+        // Every fixture batch of 8 packets or more is judged, so each second of packet time has judged batches
+        // and a generation takes over on the second its schedule says.
+        cfg.forest.min_packets = 8;
+        // Each scanner scans once: one batch above the threshold is a finding here (the bar is not under test).
+        cfg.forest.confirm_batches = 1;
         cfg.profile.enabled = false;
         cfg.beacon.enabled = false;
         cfg

@@ -29,20 +29,37 @@
 //! So about one ordinary batch in 2,000 isolates (the fixtures' rare all-ACK batches); the per-host cooldown
 //! and the alert router's suppression absorb that, and the rule detectors carry the known attacks.
 //!
+//! # Features: the host's own traffic
+//!
+//! The vector describes the packets a host sends on flows it opened ([`crate::features::own_features`]);
+//! replies (a scanned victim's SYN-ACKs and RSTs, a server's answers) are the other side's doing and are left
+//! out, so a batch with fewer than `min_packets` (default 16) own packets is neither trained on nor scored.
+//!
 //! # Warm-up
 //!
-//! The first `warmup_samples` vectors this detector sees are the training set; training runs on the
-//! detector's blocking worker at that point of the stream (so replays train the same forest), and nothing is
-//! scored before. A persisted model (`model_path`) skips the warm-up. With `retrain_every`, the model is
-//! replaced on schedule by generations trained on recent traffic ([`lifecycle`]).
+//! A detector on Kafka trains with its group ([`shared`]): each partition contributes its first
+//! ceil(`warmup_samples` / partitions) clean vectors to the models topic (a vector is clean once
+//! `warmup_horizon` of packet time passed with no rule flagging its host); the owner of partition 0 publishes
+//! the recipe of the model in force, and every detector trains the same forest from it and hot-loads it.
+//! Batches judged while the model is on its way wait in a bounded backlog and are scored when it arrives, so a
+//! replay judges every batch with the one model.
+//!
+//! # The bar
+//!
+//! An anomaly needs `confirm_batches` (3) of a host's batches above the threshold within `confirm_window`
+//! (1 min): ordinary hosts isolate in a single batch now and then, attacks keep isolating. Without
+//! Kafka (an engine of its own), the first `warmup_samples` vectors this detector sees are the training set.
+//! A persisted model (`model_path`) skips the warm-up. With `retrain_every`, the model is replaced on
+//! schedule by generations trained on recent traffic ([`lifecycle`]).
 
 pub mod config;
 mod detector;
 pub mod flat;
 pub mod lifecycle;
 pub mod model;
+pub mod shared;
 
 pub use config::ForestConfig;
-pub use detector::{IsolationDetector, isolation_anomaly, isolation_reason};
+pub use detector::{BatchFacts, IsolationDetector, Verdicts, isolation_anomaly, isolation_reason};
 pub use lifecycle::{ModelFeed, ModelPublisher, Retrainer};
 pub use model::{ForestError, TrainOptions, TrainedForest, generation_seed, train, train_generation};

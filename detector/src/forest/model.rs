@@ -61,6 +61,9 @@ pub enum ForestError {
         /// The differences.
         what: String,
     },
+    /// A recipe from the models topic was refused.
+    #[error("{0}")]
+    Recipe(String),
     /// A model file is not a valid model.
     #[error("model file {path}: {what}")]
     Format {
@@ -275,6 +278,9 @@ pub fn train_generation(
     scores.sort_unstable_by(f64::total_cmp);
     let idx = ((opts.threshold_quantile * scores.len() as f64).ceil() as usize).clamp(1, scores.len()) - 1;
     let threshold = (scores[idx] + opts.threshold_margin).max(opts.threshold_floor);
+    let at = |q: f64| scores[((q * scores.len() as f64).ceil() as usize).clamp(1, scores.len()) - 1];
+    tracing::debug!(target: "netanom_detector::forest::scores", vectors = scores.len(), p50 = at(0.5),
+        p90 = at(0.9), p95 = at(0.95), p98 = at(0.98), p99 = at(0.99), max = at(1.0), threshold, "training scores");
 
     let nf = raw.len() as f64;
     let mut baseline_mean = vec![0.0; FEATURES];
