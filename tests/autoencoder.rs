@@ -35,7 +35,15 @@ fn trained_on_benign_synth_traffic_the_autoencoders_find_attackers_of_another_ca
     let dir = tempfile::tempdir().unwrap();
     let benign = dir.path().join("benign.pcap");
     let s = |p: &Path| p.as_os_str().to_owned();
-    netanom(&["synth".as_ref(), "--seed".as_ref(), "1".as_ref(), "--attacks".as_ref(), "none".as_ref(), "--out".as_ref(), &s(&benign)]);
+    netanom(&[
+        "synth".as_ref(),
+        "--seed".as_ref(),
+        "1".as_ref(),
+        "--attacks".as_ref(),
+        "none".as_ref(),
+        "--out".as_ref(),
+        &s(&benign),
+    ]);
     let model = dir.path().join("ae.json");
     let text = train(&benign, &model);
     assert!(text.contains("(--autoencoder-model)") && text.contains("autoencoders over ["), "{text}");

@@ -197,10 +197,9 @@ impl AnomalyKind {
     /// How the kind's detector decides.
     pub const fn analytic(self) -> Analytic {
         match self {
-            AnomalyKind::Isolation
-            | AnomalyKind::Profile
-            | AnomalyKind::Supervised
-            | AnomalyKind::Autoencoder => Analytic::Learning,
+            AnomalyKind::Isolation | AnomalyKind::Profile | AnomalyKind::Supervised | AnomalyKind::Autoencoder => {
+                Analytic::Learning
+            }
             AnomalyKind::Beacon => Analytic::Statistical,
             AnomalyKind::Rate
             | AnomalyKind::Fanout

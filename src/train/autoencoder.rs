@@ -34,7 +34,12 @@ pub fn run(args: &TrainArgs, cfg: &Config) -> anyhow::Result<()> {
     let subsets: Vec<String> = model
         .subsets()
         .iter()
-        .map(|s| format!("[{}]", s.iter().map(|&f| netanom_detector::features::FEATURE_NAMES[f]).collect::<Vec<_>>().join(", ")))
+        .map(|s| {
+            format!(
+                "[{}]",
+                s.iter().map(|&f| netanom_detector::features::FEATURE_NAMES[f]).collect::<Vec<_>>().join(", ")
+            )
+        })
         .collect();
     println!(
         "trained {} on {} batch vectors: {} autoencoders over {} (threshold {:.4}, training max {:.4}), wrote {} \

@@ -91,7 +91,12 @@ pub(crate) fn captures_training_set(pcaps: &[PathBuf], cfg: &Config, max: usize)
 }
 
 /// The training set of the `--from`/`--to` range of the topic, read as `netanom replay` reads it.
-pub(crate) fn topic_training_set(args: &TrainArgs, from: Position, cfg: &Config, max: usize) -> anyhow::Result<TrainingSet> {
+pub(crate) fn topic_training_set(
+    args: &TrainArgs,
+    from: Position,
+    cfg: &Config,
+    max: usize,
+) -> anyhow::Result<TrainingSet> {
     let spec = ReadSpec::for_command(
         "train",
         args.brokers.as_deref(),

@@ -68,14 +68,7 @@ impl AutoencoderDetector {
     /// A detector that trains on its warm-up, or uses `model` when given; at most `max_hosts` flagged hosts are
     /// remembered during the warm-up.
     pub fn new(config: &AutoencoderConfig, model: Option<KitNet>, max_hosts: usize) -> Self {
-        Self {
-            config: config.clone(),
-            warmup: Vec::new(),
-            flagged: HashSet::new(),
-            max_hosts,
-            model,
-            failed: false,
-        }
+        Self { config: config.clone(), warmup: Vec::new(), flagged: HashSet::new(), max_hosts, model, failed: false }
     }
 
     /// The model, once trained or loaded.

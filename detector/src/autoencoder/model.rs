@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
+use rand::Rng;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::features::{FEATURE_NAMES, FEATURES, FeatureVector, model_input};
@@ -113,7 +113,9 @@ impl Autoencoder {
     fn forward(&self, x: &[f64], h: &mut Vec<f64>, z: &mut Vec<f64>) {
         h.clear();
         h.extend((0..self.hidden).map(|j| {
-            sigmoid(self.hidden_bias[j] + (0..self.visible).map(|i| x[i] * self.weights[i * self.hidden + j]).sum::<f64>())
+            sigmoid(
+                self.hidden_bias[j] + (0..self.visible).map(|i| x[i] * self.weights[i * self.hidden + j]).sum::<f64>(),
+            )
         }));
         z.clear();
         z.extend((0..self.visible).map(|i| {
@@ -163,7 +165,8 @@ impl Autoencoder {
     }
 
     fn check(&self, what: &str, visible: usize) -> Result<(), String> {
-        let lens = [self.weights.len(), self.hidden_bias.len(), self.visible_bias.len(), self.min.len(), self.span.len()];
+        let lens =
+            [self.weights.len(), self.hidden_bias.len(), self.visible_bias.len(), self.min.len(), self.span.len()];
         let want = [visible * self.hidden, self.hidden, visible, visible, visible];
         if self.visible != visible || self.hidden == 0 || lens != want {
             return Err(format!(
@@ -173,7 +176,9 @@ impl Autoencoder {
             ));
         }
         let numbers = [&self.weights, &self.hidden_bias, &self.visible_bias, &self.min];
-        if numbers.iter().any(|v| v.iter().any(|x| !x.is_finite())) || self.span.iter().any(|s| !(*s > 0.0 && s.is_finite())) {
+        if numbers.iter().any(|v| v.iter().any(|x| !x.is_finite()))
+            || self.span.iter().any(|s| !(*s > 0.0 && s.is_finite()))
+        {
             return Err(format!("{what}: a weight, bias or bound is not a finite number (or a span is not positive)"));
         }
         Ok(())
@@ -334,10 +339,7 @@ pub fn train(raw: &[FeatureVector], opts: &TrainOptions) -> Result<KitNet, Autoe
         }
         ensemble.push(ae);
     }
-    let rmses: Vec<Vec<f64>> = inputs
-        .iter()
-        .map(|x| ensemble_rmse(&subsets, &ensemble, x, &mut s))
-        .collect();
+    let rmses: Vec<Vec<f64>> = inputs.iter().map(|x| ensemble_rmse(&subsets, &ensemble, x, &mut s)).collect();
     let mut output = Autoencoder::new(&rmses, subsets.len(), opts.hidden_ratio, RMSE_SPAN_FLOOR, &mut rng);
     for _ in 0..opts.epochs {
         order.shuffle(&mut rng);
@@ -512,7 +514,10 @@ impl KitNet {
         }
         self.output.check("output autoencoder", self.subsets.len())?;
         if self.baseline_mean.len() != FEATURES || self.baseline_mean.iter().any(|x| !x.is_finite()) {
-            return Err(format!("baseline has {} values or one is not finite, expected {FEATURES}", self.baseline_mean.len()));
+            return Err(format!(
+                "baseline has {} values or one is not finite, expected {FEATURES}",
+                self.baseline_mean.len()
+            ));
         }
         if self.subset_max.iter().any(|x| !(x.is_finite() && *x >= 0.0)) || !self.training_max.is_finite() {
             return Err("a training maximum is not a finite non-negative number".to_string());
@@ -544,7 +549,10 @@ mod tests {
 
     fn benign(n: u64) -> Vec<FeatureVector> {
         let mut s = FeatureScratch::default();
-        (0..n).map(|i| batch_features(&benign_batch(i).packets, &mut s)).filter(|v| v[Batch::Packets.i()] >= 8.0).collect()
+        (0..n)
+            .map(|i| batch_features(&benign_batch(i).packets, &mut s))
+            .filter(|v| v[Batch::Packets.i()] >= 8.0)
+            .collect()
     }
 
     #[test]
@@ -616,7 +624,10 @@ mod tests {
 
         std::fs::write(&path, r#"{"format": "netanom-eif-v1", "trees": []}"#).unwrap();
         let e = KitNet::load(&path).unwrap_err().to_string();
-        assert!(e.ends_with("is an isolation-forest model (format netanom-eif-v1), expected an autoencoder (KitNET) model"), "{e}");
+        assert!(
+            e.ends_with("is an isolation-forest model (format netanom-eif-v1), expected an autoencoder (KitNET) model"),
+            "{e}"
+        );
 
         let renamed = text.replacen(r#""packets""#, r#""packets_total""#, 1);
         std::fs::write(&path, renamed).unwrap();
