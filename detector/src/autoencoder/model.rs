@@ -136,14 +136,16 @@ impl Autoencoder {
             let back: f64 = (0..self.visible).map(|i| s.dv[i] * self.weights[i * self.hidden + j]).sum();
             back * h[j] * (1.0 - h[j])
         }));
-        for i in 0..self.visible {
-            for j in 0..self.hidden {
-                self.weights[i * self.hidden + j] += lr * (x[i] * s.dh[j] + s.dv[i] * h[j]);
+        for ((row, xi), dv) in self.weights.chunks_mut(self.hidden).zip(x).zip(&s.dv) {
+            for ((w, dh), hj) in row.iter_mut().zip(&s.dh).zip(h) {
+                *w += lr * (xi * dh + dv * hj);
             }
-            self.visible_bias[i] += lr * s.dv[i];
         }
-        for j in 0..self.hidden {
-            self.hidden_bias[j] += lr * s.dh[j];
+        for (b, dv) in self.visible_bias.iter_mut().zip(&s.dv) {
+            *b += lr * dv;
+        }
+        for (b, dh) in self.hidden_bias.iter_mut().zip(&s.dh) {
+            *b += lr * dh;
         }
     }
 
