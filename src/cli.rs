@@ -62,7 +62,8 @@ pub enum Command {
     /// Train the isolation forest and the host-profile model from captures (--pcap) or a range of a packets
     /// topic (--from, read as `replay` reads it), seeded and reproducible, each saved to its own file (--out for
     /// `--model`, --profile-out for `--profile-model`); with --supervised, a random forest on labelled captures
-    /// for `--supervised-model`, printing cross-validated and held-out accuracy, precision, recall and F1.
+    /// for `--supervised-model`, printing cross-validated and held-out accuracy, precision, recall and F1; with
+    /// --autoencoder, the autoencoder ensemble (KitNET) for `--autoencoder-model`.
     Train(TrainArgs),
     /// Print alerts (JSON lines, from a file or stdin) with the original addresses in place of the pseudonyms the
     /// producer published (`[producer.pseudonymize]`), using the key from --key-file or the configuration.
@@ -104,7 +105,7 @@ pub struct ServiceArgs {
 }
 
 /// Model files for the detector, one per model kind (keys `detector.forest.model_path`,
-/// `detector.profile.model_path`, `detector.supervised.model_path`).
+/// `detector.profile.model_path`, `detector.supervised.model_path`, `detector.autoencoder.model_path`).
 #[derive(Debug, Args)]
 pub struct ModelArgs {
     /// Start from this isolation-forest model file (written by `netanom train --out` or `forest.save_path`)
@@ -119,6 +120,10 @@ pub struct ModelArgs {
     /// `detector.supervised.model_path`).
     #[arg(long)]
     pub supervised_model: Option<PathBuf>,
+    /// Run the autoencoder detector with this model file, written by `netanom train --autoencoder` (keys
+    /// `detector.autoencoder.model_path`, and `detector.autoencoder.enabled` set to true).
+    #[arg(long)]
+    pub autoencoder_model: Option<PathBuf>,
 }
 
 /// `netanom detector`.
@@ -261,6 +266,12 @@ impl Cli {
         let supervised = |o: &mut Vec<Override>, m: Option<&PathBuf>| {
             set(o, "detector.supervised.model_path", m.map(PathBuf::as_path).map(path_text).as_deref());
         };
+        let autoencoder = |o: &mut Vec<Override>, m: Option<&PathBuf>| {
+            if let Some(m) = m {
+                set(o, "detector.autoencoder.model_path", Some(path_text(m).as_str()));
+                o.push(("detector.autoencoder.enabled".into(), toml::Value::Boolean(true)));
+            }
+        };
         let router = |o: &mut Vec<Override>, AlertOutputArgs { alerts_out, webhooks: hooks }: &AlertOutputArgs| {
             set(o, "alert_router.alerts_out", alerts_out.as_deref().map(path_text).as_deref());
             if !hooks.is_empty() {
@@ -283,6 +294,7 @@ impl Cli {
                 model(&mut o, r.model.model.as_ref());
                 profiles(&mut o, r.model.profile_model.as_ref());
                 supervised(&mut o, r.model.supervised_model.as_ref());
+                autoencoder(&mut o, r.model.autoencoder_model.as_ref());
                 o.push(("alert_router.stdout".into(), toml::Value::Boolean(!r.quiet)));
             }
             Command::Producer(p) => {
@@ -294,14 +306,16 @@ impl Cli {
                 model(&mut o, d.model.model.as_ref());
                 profiles(&mut o, d.model.profile_model.as_ref());
                 supervised(&mut o, d.model.supervised_model.as_ref());
+                autoencoder(&mut o, d.model.autoencoder_model.as_ref());
             }
             Command::AlertRouter(r) => {
                 service(&mut o, &r.service);
                 router(&mut o, &r.output);
             }
-            Command::Eval(EvalArgs { pcap, model: m, profile_model, .. }) => {
+            Command::Eval(EvalArgs { pcap, model: m, profile_model, autoencoder_model, .. }) => {
                 model(&mut o, m.as_ref());
                 profiles(&mut o, profile_model.as_ref());
+                autoencoder(&mut o, autoencoder_model.as_ref());
                 offline(&mut o, pcap);
             }
             Command::Report(ReportArgs { pcap, .. }) => offline(&mut o, pcap),

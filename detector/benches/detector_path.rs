@@ -89,6 +89,7 @@ fn detector_path(c: &mut Criterion) {
                         forest: Some(model(config.forest.trees)),
                         profiles: Some(profile_model()),
                         supervised: None,
+                        autoencoder: None,
                     };
                     Engine::new(&config, models)
                 },

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use netanom_schemas::{Anomaly, AnomalyKind, DestinationStats, PacketBatch};
 
+use crate::autoencoder::AutoencoderDetector;
 use crate::config::DetectorConfig;
 use crate::features::FeatureScratch;
 use crate::forest::shared::WarmupSample;
@@ -299,13 +300,15 @@ impl Engine {
         self.kinds.profile.as_ref().and_then(ProfileDetector::model)
     }
 
-    /// Every model in force: the isolation forest, the host-profile model and the supervised forest, those
-    /// loaded or trained so far.
+    /// Every model in force: the isolation forest, the host-profile model, the supervised forest and the
+    /// autoencoder ensemble, those loaded or trained so far.
     pub fn models_in_force(&self) -> Vec<ModelInForce> {
         let forest = self.model().map(|m| (ModelKind::IsolationForest, m.version()));
         let profiles = self.profile_model().map(|m| (ModelKind::Profiles, m.version()));
         let supervised = self.kinds.supervised.as_ref().map(|d| (ModelKind::Supervised, d.version()));
-        [forest, profiles, supervised]
+        let autoencoder = self.kinds.autoencoder.as_ref().and_then(AutoencoderDetector::model);
+        let autoencoder = autoencoder.map(|m| (ModelKind::Autoencoder, m.version()));
+        [forest, profiles, supervised, autoencoder]
             .into_iter()
             .flatten()
             .map(|(kind, version)| ModelInForce { kind, version: version.to_string() })

@@ -17,6 +17,8 @@ macro_rules! for_each_kind {
             fanout: crate::fanout::FanoutRule,
             /// Extended isolation forest (kind `isolation`).
             forest: crate::forest::IsolationDetector,
+            /// Ensemble of small autoencoders over feature subsets, KitNET (kind `autoencoder`).
+            autoencoder: crate::autoencoder::AutoencoderDetector,
             /// Destination side, spoofed-source floods (kind `victim`).
             victim: crate::victim::Victim,
             /// k-means over per-host behaviour profiles (kind `profile`).

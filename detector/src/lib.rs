@@ -5,6 +5,8 @@
 //! - [`fanout`]: distinct ports / hosts contacted per window, i.e. scans and sweeps (kind `fanout`).
 //! - [`forest`]: extended isolation forest over the per-batch [`features`], seeded, persisted, retrained on
 //!   schedule and published to the scoring API (kind `isolation`).
+//! - [`autoencoder`]: an ensemble of small autoencoders over subsets of the same per-batch features, scored by
+//!   reconstruction error (KitNET), seeded, persisted in a file of its own; off by default (kind `autoencoder`).
 //! - [`victim`]: many sources converging on one destination, aggregated across detectors through the
 //!   destinations topic (kind `victim`).
 //! - [`profile`]: k-means over per-host behaviour profiles (rates, fan-out, protocol mix, flags, sizes per 10 s
@@ -35,6 +37,7 @@
 pub mod anomaly;
 pub mod api;
 pub mod api_config;
+pub mod autoencoder;
 pub mod beacon;
 pub mod config;
 mod consume;

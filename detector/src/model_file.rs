@@ -45,6 +45,8 @@ pub enum ModelKind {
     Profiles,
     /// The random forest of `netanom train --supervised` (key `supervised.model_path`).
     Supervised,
+    /// The autoencoder ensemble of `netanom train --autoencoder` (key `autoencoder.model_path`).
+    Autoencoder,
 }
 
 impl ModelKind {
@@ -54,6 +56,7 @@ impl ModelKind {
             ModelKind::IsolationForest => "netanom-eif-v1",
             ModelKind::Profiles => "netanom-profile-kmeans-v1",
             ModelKind::Supervised => "netanom-rf-v1",
+            ModelKind::Autoencoder => "netanom-kitnet-v1",
         }
     }
 
@@ -63,6 +66,7 @@ impl ModelKind {
             ModelKind::IsolationForest => "isolation forest",
             ModelKind::Profiles => "host profiles",
             ModelKind::Supervised => "supervised forest",
+            ModelKind::Autoencoder => "autoencoder ensemble",
         }
     }
 
@@ -72,6 +76,7 @@ impl ModelKind {
             ModelKind::IsolationForest => "an isolation-forest model",
             ModelKind::Profiles => "a host-profile (k-means) model",
             ModelKind::Supervised => "a supervised model",
+            ModelKind::Autoencoder => "an autoencoder (KitNET) model",
         }
     }
 }
@@ -159,6 +164,10 @@ mod tests {
         assert_eq!(
             check_kind(eif, ModelKind::Profiles).unwrap_err(),
             "is an isolation-forest model (format netanom-eif-v1), expected a host-profile (k-means) model"
+        );
+        assert_eq!(
+            check_kind(br#"{"format": "netanom-kitnet-v1"}"#, ModelKind::Supervised).unwrap_err(),
+            "is an autoencoder (KitNET) model (format netanom-kitnet-v1), expected a supervised model"
         );
         let other = check_kind(br#"{"format": "netanom-eif-v0"}"#, ModelKind::IsolationForest).unwrap_err();
         assert_eq!(other, r#"has format "netanom-eif-v0", expected an isolation-forest model (format netanom-eif-v1)"#);

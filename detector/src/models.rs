@@ -1,10 +1,11 @@
 //! The models a detector starts from, each read from a file of its own kind ([`crate::model_file`]): the
 //! isolation forest (`forest.model_path`), the host-profile model (`profile.model_path`) and the supervised
-//! random forest (`supervised.model_path`). The file of a detector that is off is not read; a detector whose
-//! file is not set trains on its warm-up (isolation, profile) or stays off (supervised).
+//! random forest (`supervised.model_path`) and the autoencoder ensemble (`autoencoder.model_path`). The file of a detector that is off is not read; a detector whose
+//! file is not set trains on its warm-up (isolation, profile, autoencoder) or stays off (supervised).
 
 use std::any::{Any, TypeId};
 
+use crate::autoencoder::{AutoencoderError, KitNet};
 use crate::config::DetectorConfig;
 use crate::forest::{ForestError, TrainedForest};
 use crate::kind::ModelStore;
@@ -22,6 +23,8 @@ pub struct Models {
     pub profiles: Option<ProfileModel>,
     /// The supervised detector with its model; `None` leaves it off.
     pub supervised: Option<SupervisedDetector>,
+    /// The autoencoder ensemble, instead of the one trained at warm-up.
+    pub autoencoder: Option<KitNet>,
 }
 
 /// A model in force (loaded, trained at warm-up or retrained): its kind and version. Displays as
@@ -30,7 +33,7 @@ pub struct Models {
 pub struct ModelInForce {
     /// Its kind.
     pub kind: ModelKind,
-    /// Its version (`eif-…`, `km-…`, `rf-…`).
+    /// Its version (`eif-…`, `km-…`, `rf-…`, `ae-…`).
     pub version: String,
 }
 
@@ -52,6 +55,9 @@ pub enum ModelError {
     /// The supervised model.
     #[error(transparent)]
     Supervised(#[from] SupervisedError),
+    /// The autoencoder ensemble.
+    #[error(transparent)]
+    Autoencoder(#[from] AutoencoderError),
 }
 
 impl Models {
@@ -75,7 +81,16 @@ impl Models {
             }
             _ => None,
         };
-        Ok(Self { forest, profiles, supervised: SupervisedDetector::load(&config.supervised)? })
+        let autoencoder = match &config.autoencoder.model_path {
+            Some(path) if config.autoencoder.enabled => {
+                let m = KitNet::load(path)?;
+                tracing::info!(model_version = m.version(), subsets = m.subsets().len(), threshold = m.threshold(),
+                    path = %path.display(), "autoencoder model loaded");
+                Some(m)
+            }
+            _ => None,
+        };
+        Ok(Self { forest, profiles, supervised: SupervisedDetector::load(&config.supervised)?, autoencoder })
     }
 }
 
@@ -91,6 +106,8 @@ impl ModelStore for Models {
             boxed(&mut self.profiles)
         } else if kind == TypeId::of::<SupervisedDetector>() {
             boxed(&mut self.supervised)
+        } else if kind == TypeId::of::<KitNet>() {
+            boxed(&mut self.autoencoder)
         } else {
             None
         }

@@ -20,8 +20,8 @@ pub struct Alert {
     /// The anomalous address as text.
     pub host: String,
     /// The first kind that fired in the incident; on the wire its name: `rate`, `fanout`, `isolation`, `victim`,
-    /// `profile`, `supervised`, `beacon`, `probe`, `brute_force`, `dns_tunnel`, `icmp_tunnel`, `flood` or
-    /// `exfiltration`.
+    /// `profile`, `supervised`, `beacon`, `probe`, `brute_force`, `dns_tunnel`, `icmp_tunnel`, `flood`,
+    /// `exfiltration` or `autoencoder`.
     #[serde(with = "kind_name")]
     pub kind: AnomalyKind,
     /// Highest score among the collapsed anomalies.

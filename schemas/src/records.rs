@@ -181,6 +181,8 @@ pub enum AnomalyKind {
     Flood,
     /// A bulk upload to one destination, out of proportion to what comes back and to the host's history.
     Exfiltration,
+    /// Ensemble of small autoencoders over feature subsets (KitNET): a batch its autoencoders reconstruct badly.
+    Autoencoder,
 }
 
 impl AnomalyKind {
@@ -195,7 +197,9 @@ impl AnomalyKind {
     /// How the kind's detector decides.
     pub const fn analytic(self) -> Analytic {
         match self {
-            AnomalyKind::Isolation | AnomalyKind::Profile | AnomalyKind::Supervised => Analytic::Learning,
+            AnomalyKind::Isolation | AnomalyKind::Profile | AnomalyKind::Supervised | AnomalyKind::Autoencoder => {
+                Analytic::Learning
+            }
             AnomalyKind::Beacon => Analytic::Statistical,
             AnomalyKind::Rate
             | AnomalyKind::Fanout

@@ -98,6 +98,13 @@ const OPTIONAL: &[Optional] = &[
     ),
     opt("detector.forest", "retrain_every", "\"6h\"", "retrain the forest every this much packet time; unset: never"),
     opt(
+        "detector.autoencoder",
+        "model_path",
+        "\"kitnet.json\"",
+        "load this model of `netanom train --autoencoder` instead of training at warm-up (with enabled = true)",
+    ),
+    opt("detector.autoencoder", "save_path", "\"kitnet.json\"", "write the model trained at warm-up here"),
+    opt(
         "detector.supervised",
         "model_path",
         "\"rf.json\"",

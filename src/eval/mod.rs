@@ -37,6 +37,10 @@ pub struct EvalArgs {
     /// on the first warm-up profiles (key `detector.profile.model_path`).
     #[arg(long)]
     pub profile_model: Option<PathBuf>,
+    /// Run the autoencoder detector with this model file, written by `netanom train --autoencoder` (keys
+    /// `detector.autoencoder.model_path`, and `detector.autoencoder.enabled` set to true).
+    #[arg(long)]
+    pub autoencoder_model: Option<PathBuf>,
 }
 
 /// `netanom eval`.

@@ -32,19 +32,21 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 5_000_000, requires = "from", conflicts_with = "pcap")]
     pub max_records: usize,
     /// Where to write the isolation-forest model (JSON), loaded by `--model` (key `forest.model_path`); with
-    /// --supervised, the supervised model, loaded by `--supervised-model` (key `supervised.model_path`).
+    /// --supervised, the supervised model, loaded by `--supervised-model` (key `supervised.model_path`); with
+    /// --autoencoder, the autoencoder model, loaded by `--autoencoder-model` (key `autoencoder.model_path`).
     #[arg(long)]
     pub out: PathBuf,
     /// Where to write the host-profile model (JSON), loaded by `--profile-model` (key `profile.model_path`).
     /// Default: beside --out, its name with `.profiles.json` for the extension (`model.json` gives
     /// `model.profiles.json`). Not written when `detector.profile.enabled` is false.
-    #[arg(long, conflicts_with = "supervised")]
+    #[arg(long, conflicts_with_all = ["supervised", "autoencoder"])]
     pub profile_out: Option<PathBuf>,
-    /// Training seed of the forest and the host-profile model (default: `detector.forest.seed` for the forest, `detector.profile.seed` for
-    /// the host-profile model).
+    /// Training seed of the forest and the host-profile model (default: `detector.forest.seed` for the forest,
+    /// `detector.profile.seed` for the host-profile model, `detector.autoencoder.seed` with --autoencoder).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Use the first this many batch vectors (default: `detector.forest.warmup_samples`, as the detector does).
+    /// Use the first this many batch vectors (default: `detector.forest.warmup_samples`, as the detector does;
+    /// `detector.autoencoder.warmup_samples` with --autoencoder).
     #[arg(long, conflicts_with = "supervised")]
     pub samples: Option<usize>,
     /// Train the supervised random forest on labelled traffic instead of the isolation forest: seeded
@@ -52,6 +54,11 @@ pub struct TrainArgs {
     /// accuracy, precision, recall, F1 and the confusion matrix on the test set.
     #[arg(long, requires = "labels")]
     pub supervised: bool,
+    /// Train the autoencoder ensemble (KitNET: one small autoencoder per subset of correlated features, an
+    /// output autoencoder over their errors) on normal traffic instead of the isolation forest, with the
+    /// `[detector.autoencoder]` settings.
+    #[arg(long, conflicts_with = "supervised")]
+    pub autoencoder: bool,
     /// With --supervised: labels, `host,role` CSV (as `netanom synth --labels` writes) or a `labels.csv`
     /// catalogue whose `file` column each capture path ends with.
     #[arg(long, requires = "supervised")]
@@ -129,6 +136,14 @@ mod tests {
     }
 
     #[test]
+    fn autoencoder_training_takes_captures_or_a_range() {
+        let a = parse("--autoencoder --pcap a.pcap --samples 100 --seed 3 --out ae.json").unwrap();
+        assert!(a.autoencoder && !a.supervised);
+        assert_eq!((a.samples, a.seed), (Some(100), Some(3)));
+        assert!(parse("--autoencoder --from 0 --out ae.json").unwrap().autoencoder);
+    }
+
+    #[test]
     fn supervised_training_needs_labels_and_captures() {
         let a = parse("--supervised --labels l.csv --pcap a.pcap --test-pcap t.pcap --folds 3 --out m.json").unwrap();
         assert!(a.supervised);
@@ -141,6 +156,8 @@ mod tests {
             "--test-pcap t.pcap --pcap a.pcap --out m.json",
             "--supervised --labels l.csv --pcap a.pcap --samples 10 --out m.json",
             "--supervised --labels l.csv --pcap a.pcap --profile-out p.json --out m.json",
+            "--autoencoder --supervised --labels l.csv --pcap a.pcap --out m.json",
+            "--autoencoder --pcap a.pcap --profile-out p.json --out m.json",
         ] {
             assert!(parse(wrong).is_err(), "{wrong} was accepted");
         }

@@ -68,7 +68,7 @@ pub fn run(args: &TrainArgs, cfg: &Config) -> anyhow::Result<()> {
 /// (`detector.profile` windows, hosts bounded by `detector.state.max_hosts`), each capture through a
 /// [`ProfileCollector`] of its own (captures are not one timeline; every host's last window is included), at
 /// most `profile.warmup_profiles` in all.
-fn captures_training_set(pcaps: &[PathBuf], cfg: &Config, max: usize) -> Result<TrainingSet, TrainError> {
+pub(crate) fn captures_training_set(pcaps: &[PathBuf], cfg: &Config, max: usize) -> Result<TrainingSet, TrainError> {
     let (detector, p) = (&cfg.detector, &cfg.detector.profile);
     let mut vectors = Vec::new();
     let mut profiles = p.enabled.then(Vec::new);
@@ -92,7 +92,12 @@ fn captures_training_set(pcaps: &[PathBuf], cfg: &Config, max: usize) -> Result<
 }
 
 /// The training set of the `--from`/`--to` range of the topic, read as `netanom replay` reads it.
-fn topic_training_set(args: &TrainArgs, from: Position, cfg: &Config, max: usize) -> anyhow::Result<TrainingSet> {
+pub(crate) fn topic_training_set(
+    args: &TrainArgs,
+    from: Position,
+    cfg: &Config,
+    max: usize,
+) -> anyhow::Result<TrainingSet> {
     let spec = ReadSpec::for_command(
         "train",
         args.brokers.as_deref(),
