@@ -127,8 +127,8 @@ impl AutoencoderDetector {
     }
 }
 
-/// The autoencoder kind: scores every batch of at least `min_packets` packets, at most one anomaly per host per
-/// `cooldown`.
+/// The autoencoder kind: scores every batch with at least `min_packets` packets of the host's own (replies left
+/// out), at most one anomaly per host per `cooldown`.
 impl DetectorKind for AutoencoderDetector {
     type Config = AutoencoderConfig;
     type State = Cooldown;
@@ -144,10 +144,12 @@ impl DetectorKind for AutoencoderDetector {
     }
 
     fn judge_batch(&mut self, host: IpAddr, batch: &mut Batch<'_>, cooldown: &mut Cooldown, out: &mut Vec<Anomaly>) {
-        if batch.batch.packets.len() < self.config.min_packets.max(1) {
+        // A host is judged by the traffic it sends in flows it opened, as the forest judges it and as
+        // `netanom train` builds the training vectors: replies are left out.
+        let (v, own) = batch.own_features();
+        if own < self.config.min_packets.max(1) {
             return;
         }
-        let v = batch.features();
         if let Some(scored) = self.observe(host, &v)
             && let Some(model) = self.model()
             && scored.score > model.threshold()
