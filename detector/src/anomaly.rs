@@ -95,6 +95,11 @@ pub fn finite(v: f64) -> f64 {
     if v.is_nan() { 0.0 } else { v.clamp(-f64::MAX, f64::MAX) }
 }
 
+/// A measured value for a `reason`: no decimals for whole numbers and from 100 on, else two.
+pub fn short(v: f64) -> String {
+    if v.abs() >= 100.0 || v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v:.2}") }
+}
+
 /// Formats an integer with thousands separators: `3412` → `3,412`.
 pub fn thousands(n: u64) -> String {
     let s = n.to_string();

@@ -230,23 +230,20 @@ impl Sources {
         }
         // The source's own packets, as the detector judges a host: replies it sent in flows others opened are left out.
         let own = match model {
-            Some(_) if c.recent.len() >= self.min_packets => {
-                Some(own_features(c.recent.make_contiguous(), &mut self.scratch))
+            Some(m) if c.recent.len() >= self.min_packets => {
+                Some((m, own_features(c.recent.make_contiguous(), &mut self.scratch)))
             }
             _ => None,
         };
-        let isolation = match (model, own) {
-            (Some(m), Some((raw, n))) if n >= self.min_packets => {
-                let (score, threshold) = (m.score(&raw), m.threshold());
-                if score > threshold {
-                    let reason = isolation_reason(&source.to_string(), n, score, threshold, &m.explain(&raw, 4));
-                    let finding = Finding { kind: AnomalyKind::Isolation, reason, at_ns: ts_ns };
-                    c.findings.insert(AnomalyKind::Isolation, finding);
-                }
-                Some(Isolation { score, threshold, model_version: m.version().to_string(), packets: n })
+        let isolation = own.filter(|(_, (_, n))| *n >= self.min_packets).map(|(m, (raw, n))| {
+            let (score, threshold) = (m.score(&raw), m.threshold());
+            if score > threshold {
+                let reason = isolation_reason(&source.to_string(), n, score, threshold, &m.explain(&raw, 4));
+                c.findings
+                    .insert(AnomalyKind::Isolation, Finding { kind: AnomalyKind::Isolation, reason, at_ns: ts_ns });
             }
-            _ => None,
-        };
+            Isolation { score, threshold, model_version: m.version().to_string(), packets: n }
+        });
         let findings: Vec<Finding> = c.findings.values().cloned().collect();
         let judgement = Judgement {
             source,

@@ -464,9 +464,6 @@ fn run_blocking(
             if let Err(e) = publisher.check_failures() {
                 break Err(e.into());
             }
-            if let Err(e) = out.pump() {
-                break Err(e.into());
-            }
             if live && kernel_checked.elapsed() >= KERNEL_DROPS_EVERY {
                 kernel_checked = Instant::now();
                 if let Some(d) = source.kernel_drops() {

@@ -44,7 +44,7 @@ use netanom_schemas::{Anomaly, AnomalyKind, Contribution, PacketBatch};
 pub use config::AutoencoderConfig;
 pub use model::{AutoencoderError, KitNet, Scored, TrainOptions, Worst, train};
 
-use crate::anomaly::AnomalyParts;
+use crate::anomaly::{AnomalyParts, short};
 use crate::features::{FEATURE_NAMES, FeatureVector};
 use crate::kind::{Batch, Context, Cooldown, DetectorKind, Setup};
 use crate::time::ns;
@@ -216,10 +216,6 @@ pub fn autoencoder_anomaly(
         sample: sample.map(|p| p.summary(host)).unwrap_or_default(),
         model_version: model.version().to_string(),
     }
-}
-
-fn short(v: f64) -> String {
-    if v.abs() >= 100.0 || v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v:.2}") }
 }
 
 #[cfg(test)]

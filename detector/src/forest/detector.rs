@@ -11,7 +11,7 @@ use super::config::ForestConfig;
 use super::lifecycle::Retrainer;
 use super::model::{TrainOptions, TrainedForest, train};
 use super::shared::{WarmupSample, quota};
-use crate::anomaly::AnomalyParts;
+use crate::anomaly::{AnomalyParts, short};
 use crate::features::FeatureVector;
 use crate::kind::{Batch, Context, Cooldown, DetectorKind, Setup};
 use crate::time::ns;
@@ -523,10 +523,6 @@ pub fn isolation_reason(who: &str, packets: usize, score: f64, threshold: f64, f
          {threshold:.3}): {}",
         detail.join(", ")
     )
-}
-
-fn short(v: f64) -> String {
-    if v.abs() >= 100.0 || v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v:.2}") }
 }
 
 #[cfg(test)]

@@ -57,7 +57,7 @@ pub use model::SupervisedModel;
 pub use model::{Params, SupervisedError};
 pub use train::{Grid, Settings};
 
-use crate::anomaly::AnomalyParts;
+use crate::anomaly::{AnomalyParts, short};
 use crate::features::{FEATURE_NAMES, FeatureVector};
 use crate::kind::{Batch, Context, Cooldown, DetectorKind, Setup};
 use crate::time::ns;
@@ -193,10 +193,6 @@ pub fn supervised_anomaly(
         sample: sample.map(|p| p.summary(host)).unwrap_or_default(),
         model_version: model.version().to_string(),
     }
-}
-
-fn short(v: f64) -> String {
-    if v.abs() >= 100.0 || v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v:.2}") }
 }
 
 #[cfg(test)]
