@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use netanom_schemas::{Anomaly, AnomalyKind, Contribution, PacketFeatures};
+use netanom_schemas::{Anomaly, AnomalyKind, Contribution, PacketBatch, PacketFeatures};
 
 /// Version string of the rule-based detectors (rate, fanout, victim, beacon, probe, brute force, DNS tunnel): v2
 /// added the last three and ends a fan-out window at the packet that crossed the threshold.
@@ -40,6 +40,33 @@ pub struct AnomalyParts {
     pub sample: String,
     /// Model or rule-set version.
     pub model_version: String,
+}
+
+/// What an anomaly of a model that judges whole batches (isolation forest, supervised forest, autoencoder)
+/// says about the batch it judged; the forest keeps it while the batch waits for the group's model.
+#[derive(Debug, Clone)]
+pub struct BatchFacts {
+    /// First and last packet time of the batch.
+    pub start_ns: i64,
+    /// Last packet time.
+    pub end_ns: i64,
+    /// The host's own packets in the batch.
+    pub packets: usize,
+    /// One packet, summarised (the first that opens a flow, else the first).
+    pub sample: String,
+}
+
+impl BatchFacts {
+    /// The facts of `batch` of `host`, of which `own` packets are the host's own traffic.
+    pub fn of(host: IpAddr, batch: &PacketBatch, own: usize) -> Self {
+        let sample = batch.packets.iter().find(|p| p.opens_flow()).or(batch.packets.first());
+        Self {
+            start_ns: batch.packets.iter().map(|p| p.ts_ns).min().unwrap_or(0),
+            end_ns: batch.packets.iter().map(|p| p.ts_ns).max().unwrap_or(0),
+            packets: own,
+            sample: sample.map(|p| p.summary(host)).unwrap_or_default(),
+        }
+    }
 }
 
 impl AnomalyParts {

@@ -4,10 +4,14 @@
 //! before it reads the rest, so a file of another kind is refused by name rather than by the first field it
 //! happens to lack, and then checks the feature list against this build's feature table
 //! ([`crate::features`]), so a model trained on other features is refused with the differences named.
+//! Every kind is written by [`save`] and read by [`load`], through its [`ModelFile`] implementation.
 
-use std::path::PathBuf;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// Why a model file could not be read or written as a model of its kind.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +83,40 @@ impl ModelKind {
             ModelKind::Autoencoder => "an autoencoder (KitNET) model",
         }
     }
+}
+
+/// A model that lives in a file of its own kind.
+pub trait ModelFile: Serialize + DeserializeOwned {
+    /// Its kind, and so its format tag.
+    const KIND: ModelKind;
+    /// This build's feature table for the kind, which the file's feature list must equal.
+    const FEATURE_NAMES: &'static [&'static str];
+    /// The feature list the file records.
+    fn features(&self) -> &[String];
+    /// Checks the values of a model just read (lengths, ranges, references between parts) and completes what
+    /// is derived rather than stored (its version, its scoring form), so that scoring can neither panic nor
+    /// loop on a damaged or hostile file. Says what is wrong otherwise.
+    fn checked(self) -> Result<Self, String>;
+}
+
+/// Writes `model` as JSON to `path`.
+pub fn save<M: ModelFile>(path: &Path, model: &M) -> Result<(), FileError> {
+    let fail = |problem| FileError { path: path.to_path_buf(), problem };
+    let file = std::fs::File::create(path).map_err(|e| fail(Problem::Io(e)))?;
+    let mut w = BufWriter::new(file);
+    serde_json::to_writer(&mut w, model).map_err(|e| fail(Problem::Format(e.to_string())))?;
+    w.flush().map_err(|e| fail(Problem::Io(e)))
+}
+
+/// Reads a model file written by [`save`]: its kind ([`check_kind`]), its JSON, its feature list
+/// ([`check_features`]) and its values ([`ModelFile::checked`]).
+pub fn load<M: ModelFile>(path: &Path) -> Result<M, FileError> {
+    let fail = |problem| FileError { path: path.to_path_buf(), problem };
+    let text = std::fs::read(path).map_err(|e| fail(Problem::Io(e)))?;
+    check_kind(&text, M::KIND).map_err(|what| fail(Problem::Kind(what)))?;
+    let model: M = serde_json::from_slice(&text).map_err(|e| fail(Problem::Format(e.to_string())))?;
+    check_features(model.features(), M::FEATURE_NAMES).map_err(|what| fail(Problem::Features(what)))?;
+    model.checked().map_err(|what| fail(Problem::Format(what)))
 }
 
 #[derive(Deserialize)]

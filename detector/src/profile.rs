@@ -64,7 +64,7 @@ use serde::{Deserialize, Serialize};
 use crate::anomaly::{AnomalyParts, seconds};
 use crate::features::{PROFILE, PROFILE_FEATURES, PROFILE_NAMES, Profile, ProfileVector, Scale};
 use crate::kind::{Context, DetectorKind, Setup};
-use crate::model_file::{FileError, ModelKind, Problem, check_features, check_kind};
+use crate::model_file::{self, FileError, ModelFile, ModelKind};
 use crate::time::{Admission, SkewConfig, ns, window_start_ns};
 use crate::validation::{ConfigError, Problems};
 use netanom_schemas::packet_time::PacketClock;
@@ -829,22 +829,23 @@ impl ProfileModel {
 
     /// Writes the model (JSON) to `path`.
     pub fn save(&self, path: &Path) -> Result<(), ProfileError> {
-        let fail = |problem| FileError { path: path.to_path_buf(), problem };
-        let text = serde_json::to_vec(self).map_err(|e| fail(Problem::Format(e.to_string())))?;
-        Ok(std::fs::write(path, text).map_err(|e| fail(Problem::Io(e)))?)
+        Ok(model_file::save(path, self)?)
     }
 
     /// Reads a model written by [`ProfileModel::save`], checking its kind, format, feature list and values.
     pub fn load(path: &Path) -> Result<Self, ProfileError> {
-        let fail = |problem| FileError { path: path.to_path_buf(), problem };
-        let text = std::fs::read(path).map_err(|e| fail(Problem::Io(e)))?;
-        check_kind(&text, ModelKind::Profiles).map_err(|what| fail(Problem::Kind(what)))?;
-        let model: ProfileModel = serde_json::from_slice(&text).map_err(|e| fail(Problem::Format(e.to_string())))?;
-        check_features(&model.features, &PROFILE_NAMES).map_err(|what| fail(Problem::Features(what)))?;
-        Ok(model.checked().map_err(|what| fail(Problem::Format(what)))?)
+        Ok(model_file::load(path)?)
+    }
+}
+
+impl ModelFile for ProfileModel {
+    const KIND: ModelKind = ModelKind::Profiles;
+    const FEATURE_NAMES: &'static [&'static str] = &PROFILE_NAMES;
+
+    fn features(&self) -> &[String] {
+        &self.features
     }
 
-    /// Checks the values of a deserialised model and sets its version.
     fn checked(mut self) -> Result<Self, String> {
         let bad = Err;
         if self.mean.len() != FEATURES || self.scale.len() != FEATURES {

@@ -44,7 +44,7 @@ use netanom_schemas::{Anomaly, AnomalyKind, Contribution, PacketBatch};
 pub use config::AutoencoderConfig;
 pub use model::{AutoencoderError, KitNet, Scored, TrainOptions, Worst, train};
 
-use crate::anomaly::{AnomalyParts, short};
+use crate::anomaly::{AnomalyParts, BatchFacts, short};
 use crate::features::{FEATURE_NAMES, FeatureVector};
 use crate::kind::{Batch, Context, Cooldown, DetectorKind, Setup};
 use crate::time::ns;
@@ -186,21 +186,19 @@ pub fn autoencoder_anomaly(
         .take(3)
         .map(|&f| format!("{} {} (usually {})", FEATURE_NAMES[f], short(raw[f]), short(usual(f))))
         .collect();
-    let start = batch.packets.iter().map(|p| p.ts_ns).min().unwrap_or(0);
-    let end = batch.packets.iter().map(|p| p.ts_ns).max().unwrap_or(0);
-    let sample = batch.packets.iter().find(|p| p.opens_flow()).or(batch.packets.first());
+    let facts = BatchFacts::of(host, batch, batch.packets.len());
     AnomalyParts {
         host,
         kind: AnomalyKind::Autoencoder,
-        window_start_ns: start,
-        window_end_ns: end,
+        window_start_ns: facts.start_ns,
+        window_end_ns: facts.end_ns,
         score: scored.score,
         threshold: model.threshold(),
         target: None,
         reason: format!(
             "{host} behaved unlike the training traffic over {} packets (reconstruction error {:.3} > {:.3}); \
              worst reconstructed: [{}] (error {:.3}, at most {:.3} in training): {}",
-            batch.packets.len(),
+            facts.packets,
             scored.score,
             model.threshold(),
             names.join(", "),
@@ -213,7 +211,7 @@ pub fn autoencoder_anomaly(
             .iter()
             .map(|&f| Contribution { name: FEATURE_NAMES[f].to_string(), value: raw[f], baseline: Some(usual(f)) })
             .collect(),
-        sample: sample.map(|p| p.summary(host)).unwrap_or_default(),
+        sample: facts.sample,
         model_version: model.version().to_string(),
     }
 }

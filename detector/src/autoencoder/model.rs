@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::features::{FEATURE_NAMES, FEATURES, FeatureVector, model_input};
-use crate::model_file::{FileError, ModelKind, Problem, check_features, check_kind};
+use crate::model_file::{self, FileError, ModelFile, ModelKind};
 
 /// The format tag of the model file.
 pub const FORMAT: &str = ModelKind::Autoencoder.format();
@@ -470,22 +470,13 @@ impl KitNet {
 
     /// Writes the model (JSON) to `path`.
     pub fn save(&self, path: &Path) -> Result<(), AutoencoderError> {
-        let fail = |problem| FileError { path: path.to_path_buf(), problem };
-        let text = serde_json::to_vec(self).map_err(|e| fail(Problem::Format(e.to_string())))?;
-        Ok(std::fs::write(path, text).map_err(|e| fail(Problem::Io(e)))?)
+        Ok(model_file::save(path, self)?)
     }
 
     /// Reads a model written by [`KitNet::save`], checking its kind, format, feature list and every array and
     /// number.
     pub fn load(path: &Path) -> Result<Self, AutoencoderError> {
-        let fail = |problem| FileError { path: path.to_path_buf(), problem };
-        let text = std::fs::read(path).map_err(|e| fail(Problem::Io(e)))?;
-        check_kind(&text, ModelKind::Autoencoder).map_err(|what| fail(Problem::Kind(what)))?;
-        let mut model: KitNet = serde_json::from_slice(&text).map_err(|e| fail(Problem::Format(e.to_string())))?;
-        check_features(&model.features, &FEATURE_NAMES).map_err(|what| fail(Problem::Features(what)))?;
-        model.check().map_err(|what| fail(Problem::Format(what)))?;
-        model.version = model.compute_version();
-        Ok(model)
+        Ok(model_file::load(path)?)
     }
 
     fn check(&self) -> Result<(), String> {
@@ -531,11 +522,27 @@ impl KitNet {
     }
 }
 
+impl ModelFile for KitNet {
+    const KIND: ModelKind = ModelKind::Autoencoder;
+    const FEATURE_NAMES: &'static [&'static str] = &FEATURE_NAMES;
+
+    fn features(&self) -> &[String] {
+        &self.features
+    }
+
+    fn checked(mut self) -> Result<Self, String> {
+        self.check()?;
+        self.version = self.compute_version();
+        Ok(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::features::{Batch, FeatureScratch, batch_features};
     use crate::fixtures::{benign_batch, scan_batch};
+    use crate::model_file::Problem;
 
     fn options() -> TrainOptions {
         TrainOptions {

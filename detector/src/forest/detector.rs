@@ -5,13 +5,13 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use netanom_schemas::{Anomaly, AnomalyKind, Contribution, PacketBatch};
+use netanom_schemas::{Anomaly, AnomalyKind, Contribution};
 
 use super::config::ForestConfig;
 use super::lifecycle::Retrainer;
 use super::model::{TrainOptions, TrainedForest, train};
 use super::shared::{WarmupSample, quota};
-use crate::anomaly::{AnomalyParts, short};
+use crate::anomaly::{AnomalyParts, BatchFacts, short};
 use crate::features::FeatureVector;
 use crate::kind::{Batch, Context, Cooldown, DetectorKind, Setup};
 use crate::time::ns;
@@ -39,32 +39,6 @@ pub struct IsolationDetector {
 /// Batches judged while the group's model was not yet in force that wait for it, at most this many; later ones
 /// are not scored (counted). About 200 bytes each.
 pub const BACKLOG_MAX: usize = 65_536;
-
-/// What an isolation anomaly says about its batch, kept while the batch waits for the model.
-#[derive(Debug, Clone)]
-pub struct BatchFacts {
-    /// First and last packet time of the batch.
-    pub start_ns: i64,
-    /// Last packet time.
-    pub end_ns: i64,
-    /// The host's own packets in the batch.
-    pub packets: usize,
-    /// One packet, summarised (the first that opens a flow, else the first).
-    pub sample: String,
-}
-
-impl BatchFacts {
-    /// The facts of `batch` of `host`, of which `own` packets are the host's own traffic.
-    pub fn of(host: IpAddr, batch: &PacketBatch, own: usize) -> Self {
-        let sample = batch.packets.iter().find(|p| p.opens_flow()).or(batch.packets.first());
-        Self {
-            start_ns: batch.packets.iter().map(|p| p.ts_ns).min().unwrap_or(0),
-            end_ns: batch.packets.iter().map(|p| p.ts_ns).max().unwrap_or(0),
-            packets: own,
-            sample: sample.map(|p| p.summary(host)).unwrap_or_default(),
-        }
-    }
-}
 
 /// One judged batch of the backlog.
 #[derive(Debug, Clone)]
@@ -532,6 +506,7 @@ mod tests {
     use crate::features::{FeatureScratch, batch_features};
     use crate::fixtures::{T0, benign_batch, scan_batch, scan_batch_at};
     use crate::forest::shared::Recipe;
+    use netanom_schemas::PacketBatch;
 
     /// Judges `b` as a batch of partition `partition`.
     fn judge(d: &mut IsolationDetector, partition: i32, b: &PacketBatch, out: &mut Vec<Anomaly>) {

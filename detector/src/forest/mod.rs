@@ -60,6 +60,6 @@ pub mod model;
 pub mod shared;
 
 pub use config::ForestConfig;
-pub use detector::{BatchFacts, IsolationDetector, Verdicts, isolation_anomaly, isolation_reason};
+pub use detector::{IsolationDetector, Verdicts, isolation_anomaly, isolation_reason};
 pub use lifecycle::{ModelFeed, ModelPublisher, Retrainer};
 pub use model::{ForestError, TrainOptions, TrainedForest, generation_seed, train, train_generation};

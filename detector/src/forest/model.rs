@@ -1,8 +1,7 @@
 //! The isolation forest model: seeded reproducible training, threshold calibration, explanations and the
 //! persisted file.
 
-use std::io::BufWriter;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use extended_isolation_forest::Forest;
 use netanom_schemas::Contribution;
@@ -17,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::config::ForestConfig;
 use super::flat::{FlatForest, ForestRepr, InRepr, NodeRepr, TreeRepr};
 use crate::features::{FEATURE_NAMES, FEATURES, FeatureVector, model_input};
-use crate::model_file::{ModelKind, check_features, check_kind};
+use crate::model_file::{self, FileError, ModelFile, ModelKind};
 
 /// Why a model could not be trained, loaded or saved.
 #[derive(Debug, thiserror::Error)]
@@ -33,49 +32,20 @@ pub enum ForestError {
     /// The generated representation was rejected by the crate.
     #[error("building the forest representation failed: {0}")]
     Representation(#[source] serde_json::Error),
-    /// Reading or writing a model file failed.
-    #[error("model file {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Cause.
-        #[source]
-        source: std::io::Error,
-    },
     /// The forest could not be copied into its flat scoring form.
     #[error("flattening the forest failed")]
     Flatten(#[source] super::flat::FlattenError),
-    /// A model file is of another kind (a supervised or profile model) or another format version.
-    #[error("{} {what}", path.display())]
-    Kind {
-        /// The file.
-        path: PathBuf,
-        /// What it is instead.
-        what: String,
-    },
-    /// A model file was trained on other features than this build's feature table.
-    #[error("{} {what}", path.display())]
-    Features {
-        /// The file.
-        path: PathBuf,
-        /// The differences.
-        what: String,
-    },
     /// A recipe from the models topic was refused.
     #[error("{0}")]
     Recipe(String),
-    /// A model file is not a valid model.
-    #[error("model file {path}: {what}")]
-    Format {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        what: String,
-    },
+    /// A model file could not be read or written, is of another kind, or was trained on other features.
+    #[error(transparent)]
+    File(#[from] FileError),
 }
 
-/// Training parameters (the relevant part of [`ForestConfig`]).
-#[derive(Debug, Clone)]
+/// Training parameters (the relevant part of [`ForestConfig`]); also the parameters of a models-topic recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TrainOptions {
     /// Trees.
     pub trees: usize,
@@ -377,36 +347,12 @@ impl TrainedForest {
 
     /// Writes the model (JSON) to `path`.
     pub fn save(&self, path: &Path) -> Result<(), ForestError> {
-        let io = |source| ForestError::Io { path: path.to_path_buf(), source };
-        let file = std::fs::File::create(path).map_err(io)?;
-        let mut w = BufWriter::new(file);
-        serde_json::to_writer(&mut w, self)
-            .map_err(|e| ForestError::Format { path: path.to_path_buf(), what: e.to_string() })?;
-        std::io::Write::flush(&mut w).map_err(io)
+        Ok(model_file::save(path, self)?)
     }
 
     /// Reads a model written by [`TrainedForest::save`], checking its kind, format and feature list.
     pub fn load(path: &Path) -> Result<Self, ForestError> {
-        let text = std::fs::read(path).map_err(|source| ForestError::Io { path: path.to_path_buf(), source })?;
-        check_kind(&text, ModelKind::IsolationForest)
-            .map_err(|what| ForestError::Kind { path: path.to_path_buf(), what })?;
-        let format = |what: String| ForestError::Format { path: path.to_path_buf(), what };
-        let mut model: TrainedForest = serde_json::from_slice(&text).map_err(|e| format(e.to_string()))?;
-        check_features(&model.features, &FEATURE_NAMES)
-            .map_err(|what| ForestError::Features { path: path.to_path_buf(), what })?;
-        let lens = [model.baseline_mean.len(), model.model_mean.len(), model.model_std.len()];
-        if lens.iter().any(|l| *l != FEATURES) {
-            return Err(format(format!("baseline vectors have lengths {lens:?}, expected {FEATURES}")));
-        }
-        if !(model.threshold.is_finite() && model.threshold > 0.0) {
-            return Err(format(format!("threshold {} is not a positive number", model.threshold)));
-        }
-        if model.generation == 0 {
-            return Err(format("generation 0: generations start at 1".to_string()));
-        }
-        let text = serde_json::to_vec(&model.forest).map_err(|e| format(e.to_string()))?;
-        model.version = forest_version(&text, model.generation);
-        model.flat = FlatForest::new(&model.forest).map_err(|e| format(e.to_string()))?;
+        let mut model: TrainedForest = model_file::load(path)?;
         if model.embedded_profile.take().is_some() {
             tracing::warn!(
                 path = %path.display(),
@@ -418,11 +364,38 @@ impl TrainedForest {
     }
 }
 
+impl ModelFile for TrainedForest {
+    const KIND: ModelKind = ModelKind::IsolationForest;
+    const FEATURE_NAMES: &'static [&'static str] = &FEATURE_NAMES;
+
+    fn features(&self) -> &[String] {
+        &self.features
+    }
+
+    fn checked(mut self) -> Result<Self, String> {
+        let lens = [self.baseline_mean.len(), self.model_mean.len(), self.model_std.len()];
+        if lens.iter().any(|l| *l != FEATURES) {
+            return Err(format!("baseline vectors have lengths {lens:?}, expected {FEATURES}"));
+        }
+        if !(self.threshold.is_finite() && self.threshold > 0.0) {
+            return Err(format!("threshold {} is not a positive number", self.threshold));
+        }
+        if self.generation == 0 {
+            return Err("generation 0: generations start at 1".to_string());
+        }
+        let text = serde_json::to_vec(&self.forest).map_err(|e| e.to_string())?;
+        self.version = forest_version(&text, self.generation);
+        self.flat = FlatForest::new(&self.forest).map_err(|e| e.to_string())?;
+        Ok(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::features::{FeatureScratch, batch_features};
     use crate::fixtures::{benign_batch, scan_batch};
+    use crate::model_file::Problem;
 
     fn training_set(n: usize) -> Vec<FeatureVector> {
         let mut s = FeatureScratch::default();
@@ -478,7 +451,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap().replacen("\"syn_fraction\"", "\"ack_fraction\"", 1);
         std::fs::write(&path, text).unwrap();
         let e = TrainedForest::load(&path).unwrap_err();
-        assert!(matches!(e, ForestError::Features { .. }), "{e:?}");
+        assert!(matches!(&e, ForestError::File(f) if matches!(f.problem, Problem::Features(_))), "{e:?}");
         assert!(
             e.to_string().ends_with(
                 "model.json was trained on other features than this build: not in this build [\"ack_fraction\"]; \
@@ -493,9 +466,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.json");
         std::fs::write(&path, r#"{"format": "x"}"#).unwrap();
-        assert!(matches!(TrainedForest::load(&path), Err(ForestError::Kind { .. })));
+        assert!(
+            matches!(TrainedForest::load(&path), Err(ForestError::File(f)) if matches!(f.problem, Problem::Kind(_)))
+        );
         std::fs::write(&path, r#"{"format": "netanom-eif-v1"}"#).unwrap();
-        assert!(matches!(TrainedForest::load(&path), Err(ForestError::Format { .. })));
+        assert!(
+            matches!(TrainedForest::load(&path), Err(ForestError::File(f)) if matches!(f.problem, Problem::Format(_)))
+        );
         std::fs::write(&path, r#"{"format": "netanom-rf-v1", "trees": []}"#).unwrap();
         let e = TrainedForest::load(&path).unwrap_err().to_string();
         assert!(
@@ -505,7 +482,10 @@ mod tests {
         std::fs::write(&path, r#"{"format": "netanom-profile-kmeans-v1", "centroids": []}"#).unwrap();
         let e = TrainedForest::load(&path).unwrap_err().to_string();
         assert!(e.ends_with("is a host-profile (k-means) model (format netanom-profile-kmeans-v1), expected an isolation-forest model"), "{e}");
-        assert!(matches!(TrainedForest::load(&dir.path().join("missing")), Err(ForestError::Io { .. })));
+        assert!(matches!(
+            TrainedForest::load(&dir.path().join("missing")),
+            Err(ForestError::File(f)) if matches!(f.problem, Problem::Io(_))
+        ));
     }
 
     #[test]

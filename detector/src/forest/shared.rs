@@ -28,7 +28,7 @@ use crate::features::{FEATURES, FeatureVector};
 pub const FOREST_KEY: &str = "forest";
 
 /// Format of a recipe record.
-pub const RECIPE_FORMAT: &str = "netanom-eif-recipe-v1";
+pub const RECIPE_FORMAT: &str = "netanom-eif-recipe-v2";
 
 /// Fewest warm-up vectors a group trains on: below this a forest says nothing (the sample per tree shrinks to
 /// the vectors there are, from `sample_size`, down to this).
@@ -85,20 +85,8 @@ pub struct WarmupSample {
 pub struct Recipe {
     /// [`RECIPE_FORMAT`].
     pub format: String,
-    /// Trees.
-    pub trees: usize,
-    /// Vectors per tree.
-    pub sample_size: usize,
-    /// Hyperplane extension level.
-    pub extension_level: usize,
-    /// Training seed.
-    pub seed: u64,
-    /// Threshold quantile of the training scores.
-    pub threshold_quantile: f64,
-    /// Added to that quantile.
-    pub threshold_margin: f64,
-    /// Lowest threshold.
-    pub threshold_floor: f64,
+    /// The training parameters; the sample per tree is at most the number of vectors.
+    pub options: TrainOptions,
     /// The training vectors, partition by partition.
     pub vectors: Vec<FeatureVector>,
 }
@@ -137,13 +125,7 @@ impl Recipe {
         let vectors: Vec<FeatureVector> = ordered.iter().flat_map(|c| c.vectors.iter().copied()).collect();
         (vectors.len() >= MIN_TRAINING_VECTORS).then(|| Self {
             format: RECIPE_FORMAT.to_string(),
-            trees: options.trees,
-            sample_size: options.sample_size.min(vectors.len()),
-            extension_level: options.extension_level,
-            seed: options.seed,
-            threshold_quantile: options.threshold_quantile,
-            threshold_margin: options.threshold_margin,
-            threshold_floor: options.threshold_floor,
+            options: TrainOptions { sample_size: options.sample_size.min(vectors.len()), ..options.clone() },
             vectors,
         })
     }
@@ -151,30 +133,31 @@ impl Recipe {
     /// Checks a recipe read from the topic: every value within what the configuration accepts.
     pub fn check(&self) -> Result<(), RecordError> {
         let bad = |what: String| Err(RecordError::Recipe(what));
+        let o = &self.options;
         if self.format != RECIPE_FORMAT {
             return bad(format!("format {:?}, expected {RECIPE_FORMAT:?}", self.format));
         }
-        if !(1..=MAX_TREES).contains(&self.trees) {
-            return bad(format!("trees {} outside 1..={MAX_TREES}", self.trees));
+        if !(1..=MAX_TREES).contains(&o.trees) {
+            return bad(format!("trees {} outside 1..={MAX_TREES}", o.trees));
         }
-        if self.vectors.len() > MAX_VECTORS || self.vectors.len() < MIN_TRAINING_VECTORS.min(self.sample_size) {
+        if self.vectors.len() > MAX_VECTORS || self.vectors.len() < MIN_TRAINING_VECTORS.min(o.sample_size) {
             return bad(format!("{} vectors", self.vectors.len()));
         }
-        if !(2..=self.vectors.len()).contains(&self.sample_size) {
-            return bad(format!("sample_size {} outside 2..={}", self.sample_size, self.vectors.len()));
+        if !(2..=self.vectors.len()).contains(&o.sample_size) {
+            return bad(format!("sample_size {} outside 2..={}", o.sample_size, self.vectors.len()));
         }
-        if self.extension_level >= FEATURES {
-            return bad(format!("extension_level {} >= {FEATURES}", self.extension_level));
+        if o.extension_level >= FEATURES {
+            return bad(format!("extension_level {} >= {FEATURES}", o.extension_level));
         }
         let unit = |x: f64| x.is_finite() && x > 0.0 && x <= 1.0;
-        if !unit(self.threshold_quantile) || !unit(self.threshold_floor) {
+        if !unit(o.threshold_quantile) || !unit(o.threshold_floor) {
             return bad(format!(
                 "threshold_quantile {} or threshold_floor {}",
-                self.threshold_quantile, self.threshold_floor
+                o.threshold_quantile, o.threshold_floor
             ));
         }
-        if !(self.threshold_margin.is_finite() && (0.0..0.5).contains(&self.threshold_margin)) {
-            return bad(format!("threshold_margin {}", self.threshold_margin));
+        if !(o.threshold_margin.is_finite() && (0.0..0.5).contains(&o.threshold_margin)) {
+            return bad(format!("threshold_margin {}", o.threshold_margin));
         }
         if self.vectors.iter().flatten().any(|x| !x.is_finite()) {
             return bad("a vector holds a value that is not a finite number".to_string());
@@ -185,16 +168,7 @@ impl Recipe {
     /// Trains the model of the recipe (checked first): the same recipe gives the same model everywhere.
     pub fn train(&self) -> Result<TrainedForest, ForestError> {
         self.check().map_err(|e| ForestError::Recipe(e.to_string()))?;
-        let options = TrainOptions {
-            trees: self.trees,
-            sample_size: self.sample_size,
-            extension_level: self.extension_level,
-            seed: self.seed,
-            threshold_quantile: self.threshold_quantile,
-            threshold_margin: self.threshold_margin,
-            threshold_floor: self.threshold_floor,
-        };
-        train(&self.vectors, &options)
+        train(&self.vectors, &self.options)
     }
 }
 
@@ -271,7 +245,7 @@ mod tests {
         let options = TrainOptions::from(&ForestConfig::default());
         let c = WarmupSample { partition: 0, partitions: 1, vectors: vectors(0, 100) };
         let r = Recipe::new(&options, &[&c]).unwrap();
-        assert_eq!(r.sample_size, 100);
+        assert_eq!(r.options.sample_size, 100);
         assert!(r.train().is_ok());
         let tiny = WarmupSample { vectors: vectors(0, MIN_TRAINING_VECTORS - 1), ..c };
         assert!(Recipe::new(&options, &[&tiny]).is_none());
@@ -285,16 +259,19 @@ mod tests {
         let mut nan = good.clone();
         nan.vectors[5][3] = f64::NAN;
         let cases = [
-            Recipe { trees: 0, ..good.clone() },
-            Recipe { trees: usize::MAX, ..good.clone() },
-            Recipe { sample_size: 301, ..good.clone() },
-            Recipe { extension_level: FEATURES, ..good.clone() },
-            Recipe { threshold_margin: f64::INFINITY, ..good.clone() },
+            Recipe { options: TrainOptions { trees: 0, ..good.options.clone() }, ..good.clone() },
+            Recipe { options: TrainOptions { trees: usize::MAX, ..good.options.clone() }, ..good.clone() },
+            Recipe { options: TrainOptions { sample_size: 301, ..good.options.clone() }, ..good.clone() },
+            Recipe { options: TrainOptions { extension_level: FEATURES, ..good.options.clone() }, ..good.clone() },
+            Recipe {
+                options: TrainOptions { threshold_margin: f64::INFINITY, ..good.options.clone() },
+                ..good.clone()
+            },
             Recipe { format: "x".into(), ..good.clone() },
             nan,
         ];
         for r in cases {
-            assert!(matches!(r.train(), Err(ForestError::Recipe(_))), "{:?}", (r.trees, r.sample_size));
+            assert!(matches!(r.train(), Err(ForestError::Recipe(_))), "{:?}", r.options);
         }
         assert!(ModelRecord::decode(b"{\"record\": \"other\"}").is_err());
         assert!(ModelRecord::decode(b"\xff").is_err());

@@ -57,7 +57,7 @@ pub use model::SupervisedModel;
 pub use model::{Params, SupervisedError};
 pub use train::{Grid, Settings};
 
-use crate::anomaly::{AnomalyParts, short};
+use crate::anomaly::{AnomalyParts, BatchFacts, short};
 use crate::features::{FEATURE_NAMES, FeatureVector};
 use crate::kind::{Batch, Context, Cooldown, DetectorKind, Setup};
 use crate::time::ns;
@@ -165,20 +165,18 @@ pub fn supervised_anomaly(
             )
         })
         .collect();
-    let start = batch.packets.iter().map(|p| p.ts_ns).min().unwrap_or(0);
-    let end = batch.packets.iter().map(|p| p.ts_ns).max().unwrap_or(0);
-    let sample = batch.packets.iter().find(|p| p.opens_flow()).or(batch.packets.first());
+    let facts = BatchFacts::of(host, batch, batch.packets.len());
     AnomalyParts {
         host,
         kind: AnomalyKind::Supervised,
-        window_start_ns: start,
-        window_end_ns: end,
+        window_start_ns: facts.start_ns,
+        window_end_ns: facts.end_ns,
         score: p,
         threshold: detector.threshold,
         target: None,
         reason: format!(
             "{host} behaved like the labelled attack traffic over {} packets (P(attack) {p:.2} >= {:.2}): {}",
-            batch.packets.len(),
+            facts.packets,
             detector.threshold,
             detail.join(", ")
         ),
@@ -190,7 +188,7 @@ pub fn supervised_anomaly(
                 baseline: Some(usual(d.feature)),
             })
             .collect(),
-        sample: sample.map(|p| p.summary(host)).unwrap_or_default(),
+        sample: facts.sample,
         model_version: model.version().to_string(),
     }
 }

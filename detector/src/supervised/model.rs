@@ -1,51 +1,20 @@
 //! The persisted supervised model: flattened decision trees whose leaves hold P(attack), scoring, path
 //! explanations and the versioned JSON file. Owns no training (see [`super::train`]).
 
-use std::io::BufWriter;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use super::confusion::Confusion;
 use crate::features::{FEATURE_NAMES, FEATURES, FeatureVector, USED_FEATURES};
-use crate::model_file::{ModelKind, check_features, check_kind};
+use crate::model_file::{self, FileError, ModelFile, ModelKind};
 
 /// Why a supervised model could not be trained, loaded or saved.
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisedError {
-    /// Reading or writing a model file failed.
-    #[error("supervised model file {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A model file is of another kind (an isolation forest, a profile model) or another format version.
-    #[error("{} {what}", path.display())]
-    Kind {
-        /// The file.
-        path: PathBuf,
-        /// What it is instead.
-        what: String,
-    },
-    /// A model file was trained on other features than this build's feature table.
-    #[error("{} {what}", path.display())]
-    Features {
-        /// The file.
-        path: PathBuf,
-        /// The differences.
-        what: String,
-    },
-    /// A model file is not a valid model.
-    #[error("supervised model file {path}: {what}")]
-    Format {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        what: String,
-    },
+    /// A model file could not be read or written, is of another kind, or was trained on other features.
+    #[error(transparent)]
+    File(#[from] FileError),
     /// The labelled data cannot be trained on.
     #[error("cannot train the supervised model: {0}")]
     Data(String),
@@ -341,27 +310,13 @@ impl SupervisedModel {
 
     /// Writes the model (JSON) to `path`.
     pub fn save(&self, path: &Path) -> Result<(), SupervisedError> {
-        let io = |source| SupervisedError::Io { path: path.to_path_buf(), source };
-        let file = std::fs::File::create(path).map_err(io)?;
-        let mut w = BufWriter::new(file);
-        serde_json::to_writer(&mut w, self)
-            .map_err(|e| SupervisedError::Format { path: path.to_path_buf(), what: e.to_string() })?;
-        std::io::Write::flush(&mut w).map_err(io)
+        Ok(model_file::save(path, self)?)
     }
 
     /// Reads a model written by [`SupervisedModel::save`] and checks every part of it, so that scoring can
     /// neither panic nor loop on a damaged or hostile file.
     pub fn load(path: &Path) -> Result<Self, SupervisedError> {
-        let text = std::fs::read(path).map_err(|source| SupervisedError::Io { path: path.to_path_buf(), source })?;
-        check_kind(&text, ModelKind::Supervised)
-            .map_err(|what| SupervisedError::Kind { path: path.to_path_buf(), what })?;
-        let format = |what: String| SupervisedError::Format { path: path.to_path_buf(), what };
-        let mut model: SupervisedModel = serde_json::from_slice(&text).map_err(|e| format(e.to_string()))?;
-        check_features(&model.features, &FEATURE_NAMES)
-            .map_err(|what| SupervisedError::Features { path: path.to_path_buf(), what })?;
-        model.check().map_err(format)?;
-        model.version = model.compute_version();
-        Ok(model)
+        Ok(model_file::load(path)?)
     }
 
     fn check(&self) -> Result<(), String> {
@@ -413,9 +368,25 @@ impl SupervisedModel {
     }
 }
 
+impl ModelFile for SupervisedModel {
+    const KIND: ModelKind = ModelKind::Supervised;
+    const FEATURE_NAMES: &'static [&'static str] = &FEATURE_NAMES;
+
+    fn features(&self) -> &[String] {
+        &self.features
+    }
+
+    fn checked(mut self) -> Result<Self, String> {
+        self.check()?;
+        self.version = self.compute_version();
+        Ok(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model_file::Problem;
 
     fn leaf(p: f64) -> Node {
         Node { feature: 0, split: 0.0, left: 0, right: 0, p }
@@ -509,14 +480,17 @@ mod tests {
             v[key] = value.clone();
             std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
             let e = SupervisedModel::load(&path).unwrap_err();
-            assert!(matches!(e, SupervisedError::Format { .. } | SupervisedError::Kind { .. }), "{key} = {value}: {e}");
+            assert!(
+                matches!(&e, SupervisedError::File(f) if matches!(f.problem, Problem::Format(_) | Problem::Kind(_))),
+                "{key} = {value}: {e}"
+            );
         }
         let mut v = good.clone();
         v["features"] = serde_json::json!(FEATURE_NAMES[..FEATURES - 1]);
         std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
         let e = SupervisedModel::load(&path).unwrap_err();
         let last = FEATURE_NAMES[FEATURES - 1];
-        assert!(matches!(e, SupervisedError::Features { .. }), "{e:?}");
+        assert!(matches!(&e, SupervisedError::File(f) if matches!(f.problem, Problem::Features(_))), "{e:?}");
         assert!(
             e.to_string().ends_with(&format!(
                 "m.json was trained on other features than this build: missing from the file [{last:?}]"
@@ -528,8 +502,13 @@ mod tests {
         std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
         assert!(SupervisedModel::load(&path).unwrap_err().to_string().contains("surprise"));
         std::fs::write(&path, b"\xff\x00not json").unwrap();
-        assert!(matches!(SupervisedModel::load(&path), Err(SupervisedError::Format { .. })));
-        assert!(matches!(SupervisedModel::load(&dir.path().join("none")), Err(SupervisedError::Io { .. })));
+        assert!(
+            matches!(SupervisedModel::load(&path), Err(SupervisedError::File(f)) if matches!(f.problem, Problem::Format(_)))
+        );
+        assert!(matches!(
+            SupervisedModel::load(&dir.path().join("none")),
+            Err(SupervisedError::File(f)) if matches!(f.problem, Problem::Io(_))
+        ));
     }
 
     #[test]
