@@ -12,9 +12,10 @@
 //!   partitions, so the sums are exact distinct-source counts. It fires once per window when the count reaches
 //!   `victim.min_sources` while the average packets per source stays at most `victim.max_packets_per_source`.
 //!   That first anomaly is timely but partial: it counts the reports that arrived so far, which depends on how
-//!   the origin partitions' reports interleave. Once the window is complete (the newest packet time reported to
-//!   this side is two windows past its end, when the producing side has forgotten it, or the input is drained),
-//!   a fired window is reported again with its exact totals: the closing update, whose id ends in `:final`.
+//!   the origin partitions' reports interleave. Once the window is complete (every origin partition that reports
+//!   to this side has reported packet time two windows past its end, when the producing side has forgotten it,
+//!   or the input is drained), a fired window is reported again with its exact totals: the closing update, whose
+//!   id ends in `:final`.
 //!
 //! The sources named in an alert are chosen deterministically among those that match the flood's profile within
 //! the window (at most `victim.max_packets_per_source` packets to the destination, and only SYNs when most of its
@@ -24,8 +25,9 @@
 //! Because the counts are cumulative per origin partition and merged by maximum, a record produced twice (a
 //! detector that crashed before committing re-processes its last chunk) or re-computed by the next owner of a
 //! packets partition (which rebuilds the partition's counts from the records before its committed offset) is
-//! applied idempotently: nothing is counted twice. Counts of a window older than two windows are forgotten by
-//! the producing side, so a packet that late starts the window's count of its partition again (never more).
+//! applied idempotently: nothing is counted twice. Counts of a window older than two windows (of its packets
+//! partition's packet time) are forgotten by the producing side, so a packet that late starts the window's count
+//! of its partition again (never more).
 //!
 //! Calibration: spoofed and reflected floods in the labelled captures reach 2,800 to 7,000 distinct sources
 //! within seconds at 1 to 3 packets each; benign captures never show more than a few sources per destination.
@@ -221,7 +223,9 @@ pub struct SourceSide {
     max_entries: usize,
     entries: HashMap<SourceKey, SourceEntry>,
     dirty: Vec<SourceKey>,
-    newest_window_ns: i64,
+    /// The newest window of each packets partition: a partition's windows are forgotten by its own packet time,
+    /// so a partition read behind the others keeps counting its windows.
+    newest_window_ns: HashMap<i32, i64>,
     newest_ts_ns: i64,
     report_ns: i64,
     last_report_ns: Option<i64>,
@@ -240,7 +244,7 @@ impl SourceSide {
             max_entries: config.max_destinations.max(1),
             entries: HashMap::default(),
             dirty: Vec::new(),
-            newest_window_ns: i64::MIN,
+            newest_window_ns: HashMap::default(),
             newest_ts_ns: i64::MIN,
             report_ns: ns(config.report_every).max(1),
             last_report_ns: None,
@@ -260,7 +264,8 @@ impl SourceSide {
     /// Counts one packet from `source`, read from packets partition `partition`.
     pub fn observe(&mut self, source: IpAddr, p: &PacketFeatures, partition: i32) {
         let window = window_start_ns(p.ts_ns, self.window_ns);
-        self.newest_window_ns = self.newest_window_ns.max(window);
+        let newest = self.newest_window_ns.entry(partition).or_insert(window);
+        *newest = (*newest).max(window);
         self.newest_ts_ns = self.newest_ts_ns.max(p.ts_ns);
         let key = (p.destination, window, partition);
         if !self.entries.contains_key(&key) && self.entries.len() >= self.max_entries {
@@ -297,12 +302,14 @@ impl SourceSide {
         let before = self.entries.len();
         self.entries.retain(|k, _| !partitions.contains(&k.2));
         self.dirty.retain(|k| !partitions.contains(&k.2));
+        self.newest_window_ns.retain(|p, _| !partitions.contains(p));
         before - self.entries.len()
     }
 
     /// The cumulative counts of every (destination, window, partition) with activity since the previous report,
     /// when a report is due (`report_every` of packet time since the previous one; the first is due at once) or `force`d; then
-    /// evicts windows older than two windows before the newest. Empty when no report is due.
+    /// evicts windows older than two windows before the newest of their packets partition. Empty when no report
+    /// is due.
     pub fn drain(&mut self, force: bool) -> Vec<DestinationStats> {
         if self.dirty.is_empty()
             || !force && self.last_report_ns.is_some_and(|t| self.newest_ts_ns < t.saturating_add(self.report_ns))
@@ -332,10 +339,11 @@ impl SourceSide {
     }
 
     fn evict_old_windows(&mut self) {
-        let keep_from = self.newest_window_ns.saturating_sub(self.window_ns.saturating_mul(2));
+        let horizon = self.window_ns.saturating_mul(2);
+        let newest = &self.newest_window_ns;
         let before = self.entries.len();
         // Dirty entries are kept until reported.
-        self.entries.retain(|k, e| k.1 >= keep_from || e.dirty);
+        self.entries.retain(|k, e| e.dirty || newest.get(&k.2).is_none_or(|n| k.1 >= n.saturating_sub(horizon)));
         self.evictions += (before - self.entries.len()) as u64;
     }
 
@@ -404,7 +412,8 @@ pub struct DestinationSide {
     /// Fired windows whose closing update is still to come.
     open: Vec<(IpAddr, i64)>,
     newest_window_ns: i64,
-    newest_ts_ns: i64,
+    /// The newest packet time reported by each origin partition (one per packets partition).
+    newest_ts_ns: HashMap<i32, i64>,
     evictions: u64,
 }
 
@@ -418,7 +427,7 @@ impl DestinationSide {
             entries: HashMap::default(),
             open: Vec::new(),
             newest_window_ns: i64::MIN,
-            newest_ts_ns: i64::MIN,
+            newest_ts_ns: HashMap::default(),
             evictions: 0,
         }
     }
@@ -430,7 +439,8 @@ impl DestinationSide {
     pub fn apply(&mut self, d: &DestinationStats, partition: i32, out: &mut Vec<Anomaly>) {
         let window_ns = d.window_ns.max(1);
         self.newest_window_ns = self.newest_window_ns.max(d.window_start_ns);
-        self.newest_ts_ns = self.newest_ts_ns.max(d.last_ts_ns);
+        let newest = self.newest_ts_ns.entry(d.origin_partition).or_insert(d.last_ts_ns);
+        *newest = (*newest).max(d.last_ts_ns);
         let key = (d.destination, d.window_start_ns);
         let admitted = self.entries.contains_key(&key) || self.entries.len() < self.max_entries || {
             let keep_from = self.newest_window_ns.saturating_sub(window_ns.saturating_mul(2));
@@ -479,11 +489,14 @@ impl DestinationSide {
         Some(self.anomaly(key, false))
     }
 
-    /// Appends the closing update of every fired window that is complete: the newest packet time reported to
-    /// this side is two windows past the window's end, so the producing side has forgotten the window and its
-    /// counts can no longer grow.
+    /// Appends the closing update of every fired window that is complete: every origin partition that reported
+    /// to this side has reported packet time two windows past the window's end, so the producing side has
+    /// forgotten the window and its counts can no longer grow.
     fn close_complete(&mut self, out: &mut Vec<Anomaly>) {
-        let newest = self.newest_ts_ns;
+        if self.open.is_empty() {
+            return;
+        }
+        let newest = self.newest_ts_ns.values().copied().min().unwrap_or(i64::MIN);
         let entries = &self.entries;
         let complete = |k: &(IpAddr, i64)| {
             entries.get(k).is_some_and(|e| newest >= k.1.saturating_add(e.window_ns.saturating_mul(3)))
@@ -776,27 +789,56 @@ mod tests {
     }
 
     #[test]
-    fn a_fired_window_closes_once_packet_time_is_two_windows_past_its_end() {
+    fn a_fired_window_closes_once_every_partition_is_two_windows_past_its_end() {
+        let cfg = VictimConfig::default();
+        let victim: IpAddr = "10.0.0.5".parse().unwrap();
+        let other: IpAddr = "10.0.0.6".parse().unwrap();
+        let (mut fast, mut slow) = (SourceSide::new(&cfg), SourceSide::new(&cfg));
+        let mut dst = DestinationSide::new(&cfg);
+        // Packets partition 1 reports early, then is read behind partition 0.
+        slow.observe("10.1.0.1".parse().unwrap(), &crate::fixtures::syn(T0, other, 80), 1);
+        assert!(apply_all(&mut dst, &slow.drain(true)).is_empty());
+        for b in spoofed_flood(victim, T0, 600, 5_000_000_000, 1) {
+            fast.observe(b.source, &b.packets[0], 0);
+        }
+        assert_eq!(apply_all(&mut dst, &fast.drain(true)).len(), 1);
+        // Later traffic to another destination moves packet time on.
+        let mut later = |side: &mut SourceSide, partition: i32, ts: i64| {
+            side.observe("10.1.0.1".parse().unwrap(), &crate::fixtures::syn(ts, other, 80), partition);
+            apply_all(&mut dst, &side.drain(true))
+        };
+        assert!(later(&mut fast, 0, T0 + 29_000_000_000).is_empty(), "partition 0 may still report the window");
+        assert!(later(&mut fast, 0, T0 + 30_000_000_000).is_empty(), "partition 1 may still report the window");
+        let closing = later(&mut slow, 1, T0 + 30_000_000_000);
+        assert_eq!(closing.len(), 1);
+        assert!(closing[0].id.ends_with(":final") && closing[0].score == 600.0, "{closing:?}");
+        assert!(later(&mut fast, 0, T0 + 40_000_000_000).is_empty(), "closed once");
+        let mut out = Vec::new();
+        dst.close_all(&mut out);
+        assert!(out.is_empty(), "closed once");
+    }
+
+    #[test]
+    fn a_partition_read_behind_the_others_keeps_counting_its_windows() {
         let cfg = VictimConfig::default();
         let victim: IpAddr = "10.0.0.5".parse().unwrap();
         let mut src = SourceSide::new(&cfg);
-        for b in spoofed_flood(victim, T0, 600, 5_000_000_000, 1) {
-            src.observe(b.source, &b.packets[0], 0);
+        let flood = spoofed_flood(victim, T0, 600, 5_000_000_000, 1);
+        let (early, late) = flood.split_at(300);
+        for b in early {
+            src.observe(b.source, &b.packets[0], 1);
         }
+        let mut reports = src.drain(true);
+        // Partition 0 is a minute ahead; partition 1's window must not be forgotten meanwhile.
+        src.observe(victim, &crate::fixtures::syn(T0 + 60_000_000_000, "10.0.0.6".parse().unwrap(), 80), 0);
+        reports.extend(src.drain(true));
+        for b in late {
+            src.observe(b.source, &b.packets[0], 1);
+        }
+        reports.extend(src.drain(true));
         let mut dst = DestinationSide::new(&cfg);
-        let fired = apply_all(&mut dst, &src.drain(true));
-        assert_eq!(fired.len(), 1);
-        // Later traffic to another destination moves packet time on.
-        let other: IpAddr = "10.0.0.6".parse().unwrap();
-        let mut later = |ts: i64| {
-            src.observe(victim, &crate::fixtures::syn(ts, other, 80), 0);
-            apply_all(&mut dst, &src.drain(true))
-        };
-        assert!(later(T0 + 29_000_000_000).is_empty(), "the producing side may still report the window");
-        let closing = later(T0 + 30_000_000_000);
-        assert_eq!(closing.len(), 1);
-        assert!(closing[0].id.ends_with(":final") && closing[0].score == 600.0, "{closing:?}");
-        assert!(later(T0 + 40_000_000_000).is_empty() && close_all(&mut dst).is_empty(), "closed once");
+        apply_all(&mut dst, &reports);
+        assert_eq!(close_all(&mut dst)[0].score, 600.0, "every source of partition 1 counted");
     }
 
     #[test]
