@@ -435,7 +435,7 @@ impl DestinationSide {
     /// Merges one record (from the destinations topic partition `partition`): the highest counts of its origin
     /// partition are kept, so a repeated or stale record changes nothing. Appends to `out` the victim anomaly the
     /// first time its window qualifies, and the closing update of every fired window this record shows complete
-    /// (see [`DestinationSide::close_complete`]).
+    /// (every origin partition two windows past its end).
     pub fn apply(&mut self, d: &DestinationStats, partition: i32, out: &mut Vec<Anomaly>) {
         let window_ns = d.window_ns.max(1);
         self.newest_window_ns = self.newest_window_ns.max(d.window_start_ns);
