@@ -40,7 +40,7 @@ use std::net::IpAddr;
 
 use netanom_schemas::{Anomaly, AnomalyKind, Contribution, DestinationStats, PacketFeatures};
 
-use crate::anomaly::{AnomalyParts, RULES_VERSION, seconds, thousands};
+use crate::anomaly::{AnomalyParts, RULES_VERSION, anomaly_id, seconds, thousands};
 use crate::kind::{Context, DetectorKind, Setup};
 use crate::time::{ns, window_start_ns};
 use crate::validation::{ConfigError, Problems};
@@ -528,8 +528,9 @@ impl DestinationSide {
         }
     }
 
-    /// The anomaly of the fired window `key`: its first (`closing` false) or its closing update, whose id is
-    /// the first's form with `:final` appended (its evidence may end where the first's did).
+    /// The anomaly of the fired window `key`: its first (`closing` false) or its closing update. Both end at the
+    /// last packet reported so far; the first's id is `victim:{destination}:{window start}:{window end}`, the
+    /// closing update's the same with `:final` appended.
     fn anomaly(&self, key: (IpAddr, i64), closing: bool) -> Anomaly {
         let e = &self.entries[&key];
         let (victim, window_start_ns) = key;
@@ -574,6 +575,10 @@ impl DestinationSide {
             model_version: RULES_VERSION.into(),
         };
         let mut anomaly = parts.build();
+        // The id names the window, not the evidence seen so far (which depends on when reports arrived), so
+        // whichever detector applies the same records raises the same ids.
+        let window_end_ns = window_start_ns.saturating_add(e.window_ns);
+        anomaly.id = anomaly_id(AnomalyKind::Victim, &anomaly.host, window_start_ns, window_end_ns);
         if closing {
             anomaly.id.push_str(":final");
         }
