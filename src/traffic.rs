@@ -53,7 +53,7 @@ pub fn size_bin(len: u32) -> usize {
 
 /// Reads `path` to its end through the producer's parsing, handing every packet's source and features to
 /// `each`; returns (frames read, frames that could not be used).
-fn for_each_packet(
+pub fn for_each_packet(
     path: &Path,
     flow: &FlowConfig,
     mut each: impl FnMut(std::net::IpAddr, &netanom_schemas::PacketFeatures),

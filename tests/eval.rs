@@ -118,6 +118,24 @@ fn run_on_a_synth_capture_with_brute_force_and_a_dns_tunnel_names_both_and_nothi
     // attempt, ~5 s in.
     assert!((4.0..6.0).contains(&ttd("198.51.100.45", "brute_force")), "{e}");
     assert!(ttd("10.0.0.66", "dns_tunnel") < 60.0, "{e}");
+    // The tunnel's evidence starts at its first long query, not at its ordinary lookups a minute before.
+    let tunneller: std::net::IpAddr = "10.0.0.66".parse().unwrap();
+    let mut first_long_query = i64::MAX;
+    netanom::traffic::for_each_packet(&pcap, &netanom_producer::FlowConfig::default(), |src, p| {
+        if src == tunneller && p.dst_port == 53 && p.payload_len >= 80 {
+            first_long_query = first_long_query.min(p.ts_ns);
+        }
+    })
+    .unwrap();
+    let first_seen = time::OffsetDateTime::parse(
+        tunnel["first_seen"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap()
+    .unix_timestamp_nanos();
+    assert!(first_long_query < i64::MAX, "the capture has long queries");
+    assert_eq!(first_seen, i128::from(first_long_query), "{tunnel:#}");
+    assert_eq!(e["first_seen_early_s"]["10.0.0.66"].as_f64(), Some(0.0), "{e}");
 }
 
 #[test]

@@ -80,3 +80,75 @@ fn each_attacker_is_one_incident_that_starts_at_its_first_packet() {
         }
     }
 }
+
+/// The flood of the default scenario, run three times: the victim's final revision states the exact totals of
+/// the window (distinct sources and packets sent to the victim within it, counted from the capture) every time,
+/// whatever the order the detector read its partitions in, and names no benign host among the flood's sources.
+#[test]
+fn victim_totals_are_exact_and_identical_from_run_to_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pcap, labels_path, out) =
+        (dir.path().join("s.pcap"), dir.path().join("labels.csv"), dir.path().join("a.jsonl"));
+    netanom(&[
+        "synth".as_ref(),
+        "--out".as_ref(),
+        pcap.as_os_str(),
+        "--labels".as_ref(),
+        labels_path.as_os_str(),
+        "--attacks".as_ref(),
+        "spoofed-syn-flood".as_ref(),
+    ]);
+    let truth = labels::load(&labels_path, &pcap).unwrap();
+    const WINDOW_NS: i64 = 10_000_000_000;
+    let mut finals = Vec::new();
+    for run in 0..3 {
+        let (alerts, _) = run_capture(&pcap, &out);
+        let victim: Vec<&Value> = alerts
+            .iter()
+            .filter(|a| a["final"] == true && a["kinds"].as_array().unwrap().iter().any(|k| k["kind"] == "victim"))
+            .collect();
+        assert_eq!(victim.len(), 1, "run {run}: one victim incident: {alerts:#?}");
+        let a = victim[0];
+        let kind = a["kinds"].as_array().unwrap().iter().find(|k| k["kind"] == "victim").unwrap();
+        let sample = kind["sample"].as_str().unwrap().to_string();
+        finals.push((
+            a["host"].as_str().unwrap().to_string(),
+            ns(kind, "first_seen").div_euclid(WINDOW_NS) * WINDOW_NS,
+            a["totals"]["sources"].as_u64(),
+            a["totals"]["packets"].as_u64(),
+            ns(kind, "last_seen"),
+            sample,
+        ));
+    }
+    assert!(finals.iter().all(|f| *f == finals[0]), "the same final figures each run: {finals:#?}");
+    let (host, start, sources, packets, last, sample) = &finals[0];
+    assert!(truth.victims.contains(host), "{host} is a labelled victim");
+
+    // The exact figures, from the capture.
+    let victim: std::net::IpAddr = host.parse().unwrap();
+    let (mut exact_sources, mut exact_packets, mut exact_last) = (BTreeMap::new(), 0u64, i64::MIN);
+    netanom::traffic::for_each_packet(&pcap, &netanom_producer::FlowConfig::default(), |src, p| {
+        if p.destination == victim && p.ts_ns.div_euclid(WINDOW_NS) * WINDOW_NS == *start {
+            let e: &mut (u64, u64) = exact_sources.entry(src).or_default();
+            e.0 += 1;
+            e.1 += u64::from(p.is_syn());
+            exact_packets += 1;
+            exact_last = exact_last.max(p.ts_ns);
+        }
+    })
+    .unwrap();
+    assert!(exact_sources.len() >= 1_000, "the flood's window: {} sources", exact_sources.len());
+    assert_eq!(*sources, Some(exact_sources.len() as u64), "distinct sources");
+    assert_eq!(*packets, Some(exact_packets), "packets");
+    assert_eq!(*last, exact_last, "last_seen is the window's last packet to the victim");
+
+    // The named sources sent to the victim within the window, only SYNs, and none is a benign host.
+    let named: Vec<&str> =
+        sample.split("sources include ").nth(1).unwrap_or_default().trim_end_matches(')').split(", ").collect();
+    assert_eq!(named.len(), 8, "{sample}");
+    for n in named {
+        assert!(!truth.benign.contains(n), "benign host {n} named as a flood source: {sample}");
+        let (sent, syns) = exact_sources[&n.parse::<std::net::IpAddr>().unwrap()];
+        assert!(sent <= 5 && syns == sent, "{n} sent {sent} packets ({syns} SYN): not the flood's profile");
+    }
+}

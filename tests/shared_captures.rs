@@ -101,4 +101,15 @@ fn a_model_of_the_benign_captures_names_a_small_icmp_sweep_by_its_profile() {
     assert_eq!(profile["features"][0]["name"], "icmp_fraction", "{profile:#?}");
     assert!(profile["model_version"].as_str().unwrap().starts_with("km-"));
     assert!(profile["reason"].as_str().unwrap().contains("100% ICMP (usually"), "{profile:#?}");
+    // Its evidence starts at the sweeper's first packet, not at the start of the profile window.
+    let capture = dir.join("stratosphere-slips/test12-icmp-portscan.pcap");
+    let traffic = netanom::traffic::scan(&capture, &netanom_producer::FlowConfig::default()).unwrap();
+    let first_packet = traffic.hosts["192.168.1.109"].first_ns;
+    let first_seen = time::OffsetDateTime::parse(
+        profile["first_seen"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap()
+    .unix_timestamp_nanos();
+    assert_eq!(first_seen, i128::from(first_packet), "{profile:#?}");
 }

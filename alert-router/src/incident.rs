@@ -394,7 +394,8 @@ fn merge(incident: &mut Incident, alert: Alert, origins: Vec<Origin>, now: Insta
                 k.detected_ns = k.detected_ns.min(d);
                 k.last_ns = k.last_ns.max(l);
                 k.evidence.count = k.evidence.count.saturating_add(part.count);
-                if part.score > k.evidence.score {
+                // On a tie the later evidence wins: it carries the newer figures (a victim's closing update).
+                if part.score >= k.evidence.score {
                     let count = k.evidence.count;
                     k.evidence = IncidentKind { count, ..part };
                 }
@@ -402,7 +403,8 @@ fn merge(incident: &mut Incident, alert: Alert, origins: Vec<Origin>, now: Insta
             None => incident.kinds.push(KindEvidence { first_ns: f, detected_ns: d, last_ns: l, evidence: part }),
         }
     }
-    if strength(&alert) > strength(&incident.headline) {
+    let (new, held) = (strength(&alert), strength(&incident.headline));
+    if new > held || new == held && alert.kind == incident.headline.kind {
         incident.headline = alert;
     }
 }

@@ -237,7 +237,8 @@ impl Suppressor {
                 group.detected_ns = group.detected_ns.min(anomaly.window_end_ns);
                 group.origins.push(origin);
                 group.totals.observe(&anomaly.features);
-                if anomaly.score > group.best.score {
+                // On a tie the later evidence wins: it carries the newer figures (a victim's closing update).
+                if anomaly.score >= group.best.score {
                     group.best = anomaly;
                 }
             }

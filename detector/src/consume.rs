@@ -432,6 +432,21 @@ pub(crate) async fn run(
                 continue;
             }
             Phase::Destinations(t) if reached(&consumer, &config.destinations_topic, t, &next_offsets) => {
+                // Every report is applied: the victim windows that fired get their exact closing update.
+                let closed = {
+                    let (engine, config, m) = (engine.clone(), config.clone(), meters.clone());
+                    let work = move || {
+                        let mut anomalies = Vec::new();
+                        if let Ok(mut e) = engine.lock() {
+                            e.flush_destinations(&mut anomalies);
+                        }
+                        anomalies.iter().map(|a| anomaly_record(&config, &m, a)).collect::<Vec<_>>()
+                    };
+                    tokio::task::spawn_blocking(work).await.unwrap_or_default()
+                };
+                if let Err(e) = produce_all(&producer, closed).await {
+                    break Err(e);
+                }
                 tracing::info!("drain complete");
                 break Ok(());
             }

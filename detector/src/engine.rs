@@ -100,7 +100,13 @@ macro_rules! engine_kinds {
 
             fn observe_destination_stats(&mut self, d: &DestinationStats, partition: i32, out: &mut Vec<Anomaly>) {
                 $( if let Some(k) = &mut self.$section {
-                    out.extend(k.observe_destination_stats(d, partition));
+                    k.observe_destination_stats(d, partition, out);
+                } )*
+            }
+
+            fn flush_destinations(&mut self, out: &mut Vec<Anomaly>) {
+                $( if let Some(k) = &mut self.$section {
+                    k.flush_destinations(out);
                 } )*
             }
 
@@ -216,6 +222,14 @@ impl Engine {
         self.stats.destination_stats += 1;
         let before = out.len();
         self.kinds.observe_destination_stats(d, partition, out);
+        self.tally(&out[before..]);
+    }
+
+    /// Closes what the destination statistics hold open (the victim windows that fired), appending the
+    /// anomalies to `out`: call when the destinations topic is drained, so every report has been applied.
+    pub fn flush_destinations(&mut self, out: &mut Vec<Anomaly>) {
+        let before = out.len();
+        self.kinds.flush_destinations(out);
         self.tally(&out[before..]);
     }
 

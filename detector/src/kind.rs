@@ -179,10 +179,15 @@ pub trait DetectorKind: Sized + std::fmt::Debug {
         let _ = rebuilding;
     }
 
-    /// One destination-statistics delta read from destinations-topic `partition`.
-    fn observe_destination_stats(&mut self, d: &DestinationStats, partition: i32) -> Option<Anomaly> {
-        let _ = (d, partition);
-        None
+    /// One destination-statistics delta read from destinations-topic `partition`: appends the anomalies it
+    /// completes to `out`.
+    fn observe_destination_stats(&mut self, d: &DestinationStats, partition: i32, out: &mut Vec<Anomaly>) {
+        let _ = (d, partition, out);
+    }
+
+    /// The destination statistics are drained (every report has been applied): close whatever is open.
+    fn flush_destinations(&mut self, out: &mut Vec<Anomaly>) {
+        let _ = out;
     }
 
     /// Destination-statistics deltas to produce: those due, or every one held when `all`.

@@ -19,8 +19,8 @@
 //! to a whole count. It costs
 //! two counters per key whatever the rate, and a burst straddling a window boundary is still counted whole
 //! (a tumbling count would split it in two halves that can both stay under the threshold). A rule fires at
-//! most once per tumbling window and key; the anomaly's window is the `window` of packet time that ends at the
-//! packet that crossed the threshold.
+//! most once per tumbling window and key; the anomaly's window ends at the packet that crossed the threshold and
+//! starts at the first packet the count includes (within the `window` of packet time before it).
 //!
 //! # Calibration (../shared/data, 66 labelled captures: `.ci/eval-shared`)
 //!
@@ -199,6 +199,9 @@ struct SlidingCount {
     start_ns: i64,
     current: u32,
     previous: u32,
+    /// Packet time of the first event counted in the current and in the previous tumbling window.
+    first_current_ns: Option<i64>,
+    first_previous_ns: Option<i64>,
     /// Start of the tumbling window in which the rule last fired.
     fired_in: Option<i64>,
 }
@@ -211,14 +214,26 @@ impl SlidingCount {
         if start > self.start_ns {
             let adjacent = start.checked_sub(self.start_ns) == Some(window_ns);
             self.previous = if adjacent { self.current } else { 0 };
+            self.first_previous_ns = if adjacent { self.first_current_ns } else { None };
             self.current = 0;
+            self.first_current_ns = None;
             self.start_ns = start;
         }
         // A packet from an earlier window (reordering) counts in the current one: never rewind.
         self.current = self.current.saturating_add(1);
+        self.first_current_ns = Some(self.first_current_ns.map_or(ts_ns, |f| f.min(ts_ns)));
         let elapsed = ts_ns.saturating_sub(self.start_ns) as f64 / window_ns as f64;
         let estimate = f64::from(self.current) + f64::from(self.previous) * (1.0 - elapsed.clamp(0.0, 1.0));
         (estimate.round(), self.fired_in != Some(self.start_ns))
+    }
+
+    /// The first event the count over the last `window_ns` before `ts_ns` includes: the first of the previous
+    /// tumbling window when part of it is still counted (not before `ts_ns - window_ns`), else the first of the
+    /// current one; `ts_ns` when nothing was counted.
+    fn evidence_start(&self, ts_ns: i64, window_ns: i64) -> i64 {
+        let from = ts_ns.saturating_sub(window_ns);
+        let first = self.first_previous_ns.filter(|_| self.previous > 0).or(self.first_current_ns);
+        first.map_or(ts_ns, |f| f.max(from).min(ts_ns))
     }
 
     /// Marks the current tumbling window as fired.
@@ -307,7 +322,9 @@ impl ProbeState {
             return None;
         }
         self.count.fire();
-        Some(probe_anomaly(host, rule.window_ns, rule.min_packets, count, &self.classes, p))
+        let mut a = probe_anomaly(host, rule.window_ns, rule.min_packets, count, &self.classes, p);
+        a.window_start_ns = self.count.evidence_start(p.ts_ns, rule.window_ns);
+        Some(a)
     }
 }
 
@@ -475,7 +492,9 @@ impl DnsTunnelState {
             return None;
         }
         self.count.fire();
-        Some(dns_tunnel_anomaly(host, rule, count, p))
+        let mut a = dns_tunnel_anomaly(host, rule, count, p);
+        a.window_start_ns = self.count.evidence_start(p.ts_ns, rule.window_ns);
+        Some(a)
     }
 }
 
@@ -673,6 +692,7 @@ mod tests {
         let a = &out[0];
         assert_eq!((a.kind, a.score, a.threshold), (AnomalyKind::Probe, 3.0, 3.0));
         assert_eq!(a.window_end_ns, T0 + 13 * s);
+        assert_eq!(a.window_start_ns, T0, "the first probe packet, not a minute before the last");
         assert!(a.reason.contains("2 tcp fin psh urg without ack, 1 tcp no flags"), "{}", a.reason);
         assert_eq!(a.features[0].name, "tcp_fin_psh_urg_without_ack");
         // Spread over three minutes, the same three packets are not a probe burst.
@@ -692,6 +712,22 @@ mod tests {
         assert_eq!(out.len(), 1, "{out:?}");
         assert_eq!(out[0].kind, AnomalyKind::DnsTunnel);
         assert_eq!(out[0].target, Some(IpAddr::from([10, 0, 0, 53])));
+    }
+
+    #[test]
+    fn rules_start_at_the_first_packet_they_count() {
+        let s = 1_000_000_000i64;
+        // Two probes late in one tumbling minute, the third early in the next: the count includes the two.
+        let out = run(&[tcp(T0 + 50 * s, FIN), tcp(T0 + 55 * s, 0), tcp(T0 + 65 * s, FIN)]);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!((out[0].window_start_ns, out[0].window_end_ns), (T0 + 50 * s, T0 + 65 * s));
+        // Ten long DNS queries a second apart, after 30 s of short ones.
+        let mut packets: Vec<PacketFeatures> = (0..30).map(|i| dns(T0 + i * s, 30)).collect();
+        packets.extend((30..40).map(|i| dns(T0 + i * s, 120)));
+        let out = run(&packets);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].kind, AnomalyKind::DnsTunnel);
+        assert_eq!((out[0].window_start_ns, out[0].window_end_ns), (T0 + 30 * s, T0 + 39 * s));
     }
 
     #[test]

@@ -287,6 +287,8 @@ fn address_key(ip: &IpAddr) -> u64 {
 struct Accumulator {
     start_ns: i64,
     end_ns: i64,
+    /// Packet time of the window's first packet.
+    first_ns: i64,
     packets: u32,
     bytes: u64,
     opens: u32,
@@ -309,6 +311,7 @@ struct Accumulator {
 impl Accumulator {
     #[inline]
     fn add(&mut self, p: &PacketFeatures) {
+        self.first_ns = if self.packets == 0 { p.ts_ns } else { self.first_ns.min(p.ts_ns) };
         self.packets = self.packets.saturating_add(1);
         self.bytes = self.bytes.saturating_add(u64::from(p.wire_len));
         let opens = p.opens_flow();
@@ -409,6 +412,8 @@ pub struct ClosedProfile {
     pub window_start_ns: i64,
     /// Window end (exclusive), ns.
     pub window_end_ns: i64,
+    /// Packet time of the window's first packet, the profile's first evidence.
+    pub first_ns: i64,
     /// Packets in the window.
     pub packets: u32,
     /// The profile, original units.
@@ -450,6 +455,7 @@ impl HostProfile {
         Some(ClosedProfile {
             window_start_ns: acc.start_ns,
             window_end_ns: acc.end_ns,
+            first_ns: acc.first_ns,
             packets: acc.packets,
             features: acc.features(window_ns),
             sample: acc.sample,
@@ -1094,7 +1100,7 @@ pub fn profile_anomaly(
     AnomalyParts {
         host,
         kind: AnomalyKind::Profile,
-        window_start_ns: c.window_start_ns,
+        window_start_ns: c.first_ns.clamp(c.window_start_ns, c.window_end_ns),
         window_end_ns: c.window_end_ns,
         score: distance,
         threshold,
@@ -1318,7 +1324,7 @@ mod tests {
     }
 
     fn closed(features: ProfileVector) -> ClosedProfile {
-        ClosedProfile { window_start_ns: T0, window_end_ns: T0 + W, packets: 100, features, sample: None }
+        ClosedProfile { window_start_ns: T0, window_end_ns: T0 + W, first_ns: T0, packets: 100, features, sample: None }
     }
 
     #[test]
@@ -1345,6 +1351,7 @@ mod tests {
         }
         let c = h.observe(&syn(t + W, ip(2, 2), 80), W).expect("a packet past the end closes the window");
         assert_eq!((c.window_start_ns, c.window_end_ns, c.packets), (T0 + 3 * W, T0 + 4 * W, 30));
+        assert_eq!(c.first_ns, t, "the window's first packet");
         let v = c.features;
         let bytes = 10.0 * 60.0 + 10.0 * 1054.0 + 5.0 * 80.0 + 5.0 * 60.0;
         assert_eq!(v[0], 3.0, "packets/s");
@@ -1555,6 +1562,10 @@ mod tests {
         assert_eq!(a.id, format!("profile:10.0.6.6:{T0}:{}", T0 + W));
         assert_eq!((a.window_start_ns, a.window_end_ns), (T0, T0 + W));
         assert!(a.score > a.threshold && a.model_version == m.version());
+        // A host whose first packet of the window came late: its evidence starts there, not at the window.
+        let late = ClosedProfile { first_ns: T0 + W / 3, ..closed(scan_profile()) };
+        let b = det.closed(ip(6, 7), late, &mut HostProfile::default()).expect("flagged").build();
+        assert_eq!((b.window_start_ns, b.window_end_ns), (T0 + W / 3, T0 + W));
         assert_eq!(a.features.len(), 4);
         let names: Vec<&str> = a.features.iter().map(|f| f.name.as_str()).collect();
         assert!(names.contains(&"syn_fraction") && names.contains(&"distinct_dst_ports"), "{names:?}");

@@ -11,12 +11,23 @@
 //!   the highest counts reported for each origin partition and sums them. Sources are disjoint between packets
 //!   partitions, so the sums are exact distinct-source counts. It fires once per window when the count reaches
 //!   `victim.min_sources` while the average packets per source stays at most `victim.max_packets_per_source`.
+//!   That first anomaly is timely but partial: it counts the reports that arrived so far, which depends on how
+//!   the origin partitions' reports interleave. Once the window is complete (every origin partition that reports
+//!   to this side has reported packet time two windows past its end, when the producing side has forgotten it,
+//!   or the input is drained), a fired window is reported again with its exact totals: the closing update, whose
+//!   id ends in `:final`.
+//!
+//! The sources named in an alert are chosen deterministically among those that match the flood's profile within
+//! the window (at most `victim.max_packets_per_source` packets to the destination, and only SYNs when most of its
+//! traffic is SYNs): the smallest addresses first. A benign client of the destination, which sends more packets
+//! or completes its handshakes, is not named.
 //!
 //! Because the counts are cumulative per origin partition and merged by maximum, a record produced twice (a
 //! detector that crashed before committing re-processes its last chunk) or re-computed by the next owner of a
 //! packets partition (which rebuilds the partition's counts from the records before its committed offset) is
-//! applied idempotently: nothing is counted twice. Counts of a window older than two windows are forgotten by
-//! the producing side, so a packet that late starts the window's count of its partition again (never more).
+//! applied idempotently: nothing is counted twice. Counts of a window older than two windows (of its packets
+//! partition's packet time) are forgotten by the producing side, so a packet that late starts the window's count
+//! of its partition again (never more).
 //!
 //! Calibration: spoofed and reflected floods in the labelled captures reach 2,800 to 7,000 distinct sources
 //! within seconds at 1 to 3 packets each; benign captures never show more than a few sources per destination.
@@ -24,12 +35,12 @@
 //! packets-per-source condition separates; a busy DNS server with 500 one-query clients in 10 s would fire,
 //! so raise `min_sources` for such destinations' networks.
 
-use foldhash::{HashMap, HashSet};
+use foldhash::HashMap;
 use std::net::IpAddr;
 
 use netanom_schemas::{Anomaly, AnomalyKind, Contribution, DestinationStats, PacketFeatures};
 
-use crate::anomaly::{AnomalyParts, RULES_VERSION, seconds, thousands};
+use crate::anomaly::{AnomalyParts, RULES_VERSION, anomaly_id, seconds, thousands};
 use crate::kind::{Context, DetectorKind, Setup};
 use crate::time::{ns, window_start_ns};
 use crate::validation::{ConfigError, Problems};
@@ -104,15 +115,41 @@ impl VictimConfig {
     }
 }
 
+/// One source's packets to a destination in a window: (packets, TCP SYNs without ACK).
+type SourceCounts = (u32, u32);
+
 #[derive(Debug, Default)]
 struct SourceEntry {
-    sources: HashSet<IpAddr>,
-    last_source: Option<IpAddr>,
+    sources: HashMap<IpAddr, SourceCounts>,
     packets: u64,
     syn_packets: u64,
-    samples: Vec<IpAddr>,
     last_ts_ns: i64,
     dirty: bool,
+}
+
+/// Sources named in an alert at most.
+const SAMPLES: usize = 8;
+
+impl SourceEntry {
+    /// The [`SAMPLES`] smallest addresses among the sources that match a flood's profile: at most
+    /// `max_packets_per_source` packets, and only SYNs when most of the entry's packets are SYNs.
+    fn samples(&self, max_packets_per_source: f64) -> Vec<IpAddr> {
+        let syn_flood = self.syn_packets.saturating_mul(2) >= self.packets && self.syn_packets > 0;
+        let mut out: Vec<IpAddr> = self
+            .sources
+            .iter()
+            .filter(|(_, (packets, syns))| {
+                f64::from(*packets) <= max_packets_per_source && (!syn_flood || syns == packets)
+            })
+            .map(|(s, _)| *s)
+            .collect();
+        if out.len() > SAMPLES {
+            out.select_nth_unstable(SAMPLES);
+            out.truncate(SAMPLES);
+        }
+        out.sort_unstable();
+        out
+    }
 }
 
 /// The victim kind: both halves. It keeps no per-host state: its source side is keyed by destination.
@@ -157,8 +194,12 @@ impl DetectorKind for Victim {
         self.source.set_rebuilding(rebuilding);
     }
 
-    fn observe_destination_stats(&mut self, d: &DestinationStats, partition: i32) -> Option<Anomaly> {
-        self.destination.apply(d, partition).map(AnomalyParts::build)
+    fn observe_destination_stats(&mut self, d: &DestinationStats, partition: i32, out: &mut Vec<Anomaly>) {
+        self.destination.apply(d, partition, out);
+    }
+
+    fn flush_destinations(&mut self, out: &mut Vec<Anomaly>) {
+        self.destination.close_all(out);
     }
 
     fn destination_deltas(&mut self, all: bool) -> Vec<DestinationStats> {
@@ -178,10 +219,13 @@ type SourceKey = (IpAddr, i64, i32);
 pub struct SourceSide {
     window_ns: i64,
     max_sources: usize,
+    max_packets_per_source: f64,
     max_entries: usize,
     entries: HashMap<SourceKey, SourceEntry>,
     dirty: Vec<SourceKey>,
-    newest_window_ns: i64,
+    /// The newest window of each packets partition: a partition's windows are forgotten by its own packet time,
+    /// so a partition read behind the others keeps counting its windows.
+    newest_window_ns: HashMap<i32, i64>,
     newest_ts_ns: i64,
     report_ns: i64,
     last_report_ns: Option<i64>,
@@ -196,10 +240,11 @@ impl SourceSide {
         Self {
             window_ns: ns(config.window).max(1),
             max_sources: config.max_sources_per_destination,
+            max_packets_per_source: config.max_packets_per_source,
             max_entries: config.max_destinations.max(1),
             entries: HashMap::default(),
             dirty: Vec::new(),
-            newest_window_ns: i64::MIN,
+            newest_window_ns: HashMap::default(),
             newest_ts_ns: i64::MIN,
             report_ns: ns(config.report_every).max(1),
             last_report_ns: None,
@@ -219,7 +264,8 @@ impl SourceSide {
     /// Counts one packet from `source`, read from packets partition `partition`.
     pub fn observe(&mut self, source: IpAddr, p: &PacketFeatures, partition: i32) {
         let window = window_start_ns(p.ts_ns, self.window_ns);
-        self.newest_window_ns = self.newest_window_ns.max(window);
+        let newest = self.newest_window_ns.entry(partition).or_insert(window);
+        *newest = (*newest).max(window);
         self.newest_ts_ns = self.newest_ts_ns.max(p.ts_ns);
         let key = (p.destination, window, partition);
         if !self.entries.contains_key(&key) && self.entries.len() >= self.max_entries {
@@ -234,14 +280,20 @@ impl SourceSide {
             e.dirty = true;
             self.dirty.push(key);
         }
+        let syn = p.is_syn();
         e.packets += 1;
-        e.syn_packets += u64::from(p.is_syn());
+        e.syn_packets += u64::from(syn);
         e.last_ts_ns = e.last_ts_ns.max(p.ts_ns);
-        if e.last_source != Some(source) {
-            e.last_source = Some(source);
-            if e.sources.len() < self.max_sources && e.sources.insert(source) && e.samples.len() < 8 {
-                e.samples.push(source);
+        let full = e.sources.len() >= self.max_sources;
+        match e.sources.get_mut(&source) {
+            Some((packets, syns)) => {
+                *packets = packets.saturating_add(1);
+                *syns = syns.saturating_add(u32::from(syn));
             }
+            None if !full => {
+                e.sources.insert(source, (1, u32::from(syn)));
+            }
+            None => {}
         }
     }
 
@@ -250,12 +302,14 @@ impl SourceSide {
         let before = self.entries.len();
         self.entries.retain(|k, _| !partitions.contains(&k.2));
         self.dirty.retain(|k| !partitions.contains(&k.2));
+        self.newest_window_ns.retain(|p, _| !partitions.contains(p));
         before - self.entries.len()
     }
 
     /// The cumulative counts of every (destination, window, partition) with activity since the previous report,
     /// when a report is due (`report_every` of packet time since the previous one; the first is due at once) or `force`d; then
-    /// evicts windows older than two windows before the newest. Empty when no report is due.
+    /// evicts windows older than two windows before the newest of their packets partition. Empty when no report
+    /// is due.
     pub fn drain(&mut self, force: bool) -> Vec<DestinationStats> {
         if self.dirty.is_empty()
             || !force && self.last_report_ns.is_some_and(|t| self.newest_ts_ns < t.saturating_add(self.report_ns))
@@ -274,7 +328,7 @@ impl SourceSide {
                     sources: e.sources.len() as u64,
                     packets: e.packets,
                     syn_packets: e.syn_packets,
-                    sample_sources: e.samples.clone(),
+                    sample_sources: e.samples(self.max_packets_per_source),
                     last_ts_ns: e.last_ts_ns,
                     origin_partition: key.2,
                 });
@@ -285,10 +339,11 @@ impl SourceSide {
     }
 
     fn evict_old_windows(&mut self) {
-        let keep_from = self.newest_window_ns.saturating_sub(self.window_ns.saturating_mul(2));
+        let horizon = self.window_ns.saturating_mul(2);
+        let newest = &self.newest_window_ns;
         let before = self.entries.len();
         // Dirty entries are kept until reported.
-        self.entries.retain(|k, e| k.1 >= keep_from || e.dirty);
+        self.entries.retain(|k, e| e.dirty || newest.get(&k.2).is_none_or(|n| k.1 >= n.saturating_sub(horizon)));
         self.evictions += (before - self.entries.len()) as u64;
     }
 
@@ -308,13 +363,14 @@ impl SourceSide {
     }
 }
 
-/// The highest counts reported by one origin partition.
-#[derive(Debug, Clone, Copy)]
+/// The highest counts reported by one origin partition, and the sources named by its fullest report.
+#[derive(Debug, Clone)]
 struct OriginCounts {
     origin: i32,
     sources: u64,
     packets: u64,
     syn_packets: u64,
+    samples: Vec<IpAddr>,
 }
 
 #[derive(Debug, Default)]
@@ -323,9 +379,27 @@ struct DestinationEntry {
     window_ns: i64,
     /// One per origin partition (at most the packets topic's partition count).
     origins: Vec<OriginCounts>,
-    samples: Vec<IpAddr>,
     last_ts_ns: i64,
     fired: bool,
+    /// The closing update was emitted (or, during a rebuild, would have been).
+    closed: bool,
+}
+
+impl DestinationEntry {
+    /// (sources, packets, SYN packets) summed over the origin partitions.
+    fn totals(&self) -> (u64, u64, u64) {
+        let sum = |f: fn(&OriginCounts) -> u64| self.origins.iter().fold(0u64, |a, o| a.saturating_add(f(o)));
+        (sum(|o| o.sources), sum(|o| o.packets), sum(|o| o.syn_packets))
+    }
+
+    /// The [`SAMPLES`] smallest of the origins' named sources: the same whatever order the reports came in.
+    fn samples(&self) -> Vec<IpAddr> {
+        let mut all: Vec<IpAddr> = self.origins.iter().flat_map(|o| o.samples.iter().copied()).collect();
+        all.sort_unstable();
+        all.dedup();
+        all.truncate(SAMPLES);
+        all
+    }
 }
 
 /// The consuming half: exact sums per (destination, window) for the destination partitions this detector owns.
@@ -335,7 +409,11 @@ pub struct DestinationSide {
     max_packets_per_source: f64,
     max_entries: usize,
     entries: HashMap<(IpAddr, i64), DestinationEntry>,
+    /// Fired windows whose closing update is still to come.
+    open: Vec<(IpAddr, i64)>,
     newest_window_ns: i64,
+    /// The newest packet time reported by each origin partition (one per packets partition).
+    newest_ts_ns: HashMap<i32, i64>,
     evictions: u64,
 }
 
@@ -347,32 +425,48 @@ impl DestinationSide {
             max_packets_per_source: config.max_packets_per_source,
             max_entries: config.max_destinations.max(1),
             entries: HashMap::default(),
+            open: Vec::new(),
             newest_window_ns: i64::MIN,
+            newest_ts_ns: HashMap::default(),
             evictions: 0,
         }
     }
 
     /// Merges one record (from the destinations topic partition `partition`): the highest counts of its origin
-    /// partition are kept, so a repeated or stale record changes nothing. Returns the victim anomaly the first
-    /// time its window qualifies.
-    pub fn apply(&mut self, d: &DestinationStats, partition: i32) -> Option<AnomalyParts> {
+    /// partition are kept, so a repeated or stale record changes nothing. Appends to `out` the victim anomaly the
+    /// first time its window qualifies, and the closing update of every fired window this record shows complete
+    /// (every origin partition two windows past its end).
+    pub fn apply(&mut self, d: &DestinationStats, partition: i32, out: &mut Vec<Anomaly>) {
         let window_ns = d.window_ns.max(1);
         self.newest_window_ns = self.newest_window_ns.max(d.window_start_ns);
+        let newest = self.newest_ts_ns.entry(d.origin_partition).or_insert(d.last_ts_ns);
+        *newest = (*newest).max(d.last_ts_ns);
         let key = (d.destination, d.window_start_ns);
-        if !self.entries.contains_key(&key) && self.entries.len() >= self.max_entries {
+        let admitted = self.entries.contains_key(&key) || self.entries.len() < self.max_entries || {
             let keep_from = self.newest_window_ns.saturating_sub(window_ns.saturating_mul(2));
             let before = self.entries.len();
             self.entries.retain(|k, _| k.1 >= keep_from);
+            self.open.retain(|k| k.1 >= keep_from);
             self.evictions += (before - self.entries.len()) as u64;
-            if self.entries.len() >= self.max_entries {
-                return None;
-            }
+            self.entries.len() < self.max_entries
+        };
+        if admitted && let Some(fired) = self.merge(key, d, partition, window_ns) {
+            out.push(fired);
         }
+        self.close_complete(out);
+    }
+
+    /// Merges `d` into the entry `key`; the first anomaly of the window when it qualifies now.
+    fn merge(&mut self, key: (IpAddr, i64), d: &DestinationStats, partition: i32, window_ns: i64) -> Option<Anomaly> {
         let e = self.entries.entry(key).or_default();
         e.partition = partition;
         e.window_ns = window_ns;
         match e.origins.iter_mut().find(|o| o.origin == d.origin_partition) {
             Some(o) => {
+                // Reports are cumulative: the one with the most packets is the latest, and names its sources.
+                if d.packets >= o.packets {
+                    o.samples.clone_from(&d.sample_sources);
+                }
                 o.sources = o.sources.max(d.sources);
                 o.packets = o.packets.max(d.packets);
                 o.syn_packets = o.syn_packets.max(d.syn_packets);
@@ -382,40 +476,82 @@ impl DestinationSide {
                 sources: d.sources,
                 packets: d.packets,
                 syn_packets: d.syn_packets,
+                samples: d.sample_sources.clone(),
             }),
         }
         e.last_ts_ns = e.last_ts_ns.max(d.last_ts_ns);
-        for s in &d.sample_sources {
-            if e.samples.len() < 8 && !e.samples.contains(s) {
-                e.samples.push(*s);
-            }
-        }
-        let sum = |f: fn(&OriginCounts) -> u64| e.origins.iter().fold(0u64, |a, o| a.saturating_add(f(o)));
-        let (sources, packets, syn_packets) = (sum(|o| o.sources), sum(|o| o.packets), sum(|o| o.syn_packets));
-        if e.fired || sources < self.min_sources {
-            return None;
-        }
-        let per_source = packets as f64 / sources as f64;
-        if per_source > self.max_packets_per_source {
+        let (sources, packets, _) = e.totals();
+        if e.fired || sources < self.min_sources || packets as f64 / sources as f64 > self.max_packets_per_source {
             return None;
         }
         e.fired = true;
-        let victim = d.destination;
+        self.open.push(key);
+        Some(self.anomaly(key, false))
+    }
+
+    /// Appends the closing update of every fired window that is complete: every origin partition that reported
+    /// to this side has reported packet time two windows past the window's end, so the producing side has
+    /// forgotten the window and its counts can no longer grow.
+    fn close_complete(&mut self, out: &mut Vec<Anomaly>) {
+        if self.open.is_empty() {
+            return;
+        }
+        let newest = self.newest_ts_ns.values().copied().min().unwrap_or(i64::MIN);
+        let entries = &self.entries;
+        let complete = |k: &(IpAddr, i64)| {
+            entries.get(k).is_some_and(|e| newest >= k.1.saturating_add(e.window_ns.saturating_mul(3)))
+        };
+        if !self.open.iter().any(complete) {
+            return;
+        }
+        let (done, open): (Vec<_>, Vec<_>) = self.open.drain(..).partition(complete);
+        self.open = open;
+        self.close(done, out);
+    }
+
+    /// Appends the closing update of every fired window still open, in (destination, window) order: the input
+    /// ends (a drained capture), so every report has been applied.
+    pub fn close_all(&mut self, out: &mut Vec<Anomaly>) {
+        let mut done = std::mem::take(&mut self.open);
+        done.sort_unstable();
+        self.close(done, out);
+    }
+
+    fn close(&mut self, keys: Vec<(IpAddr, i64)>, out: &mut Vec<Anomaly>) {
+        for key in keys {
+            if let Some(e) = self.entries.get_mut(&key)
+                && !e.closed
+            {
+                e.closed = true;
+                out.push(self.anomaly(key, true));
+            }
+        }
+    }
+
+    /// The anomaly of the fired window `key`: its first (`closing` false) or its closing update. Both end at the
+    /// last packet reported so far; the first's id is `victim:{destination}:{window start}:{window end}`, the
+    /// closing update's the same with `:final` appended.
+    fn anomaly(&self, key: (IpAddr, i64), closing: bool) -> Anomaly {
+        let e = &self.entries[&key];
+        let (victim, window_start_ns) = key;
+        let (sources, packets, syn_packets) = e.totals();
+        let per_source = packets as f64 / sources.max(1) as f64;
         let syn_pct = if packets > 0 { 100.0 * syn_packets as f64 / packets as f64 } else { 0.0 };
-        let samples: Vec<String> = e.samples.iter().map(ToString::to_string).collect();
-        Some(AnomalyParts {
+        let samples: Vec<String> = e.samples().iter().map(ToString::to_string).collect();
+        let complete = if closing { " (window complete)" } else { "" };
+        let parts = AnomalyParts {
             host: victim,
             kind: AnomalyKind::Victim,
-            window_start_ns: d.window_start_ns,
-            window_end_ns: d.window_start_ns.saturating_add(window_ns),
+            window_start_ns,
+            window_end_ns: e.last_ts_ns.max(window_start_ns),
             score: sources as f64,
             threshold: self.min_sources as f64,
             target: Some(victim),
             reason: format!(
-                "{} distinct sources sent {} packets ({syn_pct:.0}% SYN, {per_source:.1} per source) to {victim} within {}",
+                "{} distinct sources sent {} packets ({syn_pct:.0}% SYN, {per_source:.1} per source) to {victim} within {}{complete}",
                 thousands(sources),
                 thousands(packets),
-                seconds(window_ns)
+                seconds(e.window_ns)
             ),
             features: vec![
                 Contribution {
@@ -429,6 +565,7 @@ impl DestinationSide {
                     baseline: Some(self.max_packets_per_source),
                 },
                 Contribution { name: "syn_fraction".into(), value: syn_pct / 100.0, baseline: None },
+                Contribution { name: "packets".into(), value: packets as f64, baseline: None },
             ],
             sample: format!(
                 "{} > {victim} (sources include {})",
@@ -436,7 +573,16 @@ impl DestinationSide {
                 samples.join(", ")
             ),
             model_version: RULES_VERSION.into(),
-        })
+        };
+        let mut anomaly = parts.build();
+        // The id names the window, not the evidence seen so far (which depends on when reports arrived), so
+        // whichever detector applies the same records raises the same ids.
+        let window_end_ns = window_start_ns.saturating_add(e.window_ns);
+        anomaly.id = anomaly_id(AnomalyKind::Victim, &anomaly.host, window_start_ns, window_end_ns);
+        if closing {
+            anomaly.id.push_str(":final");
+        }
+        anomaly
     }
 
     /// Drops the aggregates that came from revoked destination partitions (their new owner rebuilds them from
@@ -444,6 +590,8 @@ impl DestinationSide {
     pub fn revoke_partitions(&mut self, partitions: &[i32]) -> usize {
         let before = self.entries.len();
         self.entries.retain(|_, e| !partitions.contains(&e.partition));
+        let entries = &self.entries;
+        self.open.retain(|k| entries.contains_key(k));
         before - self.entries.len()
     }
 
@@ -467,6 +615,25 @@ impl DestinationSide {
 mod tests {
     use super::*;
     use crate::fixtures::{T0, benign_batch, spoofed_flood};
+
+    /// Applies `deltas` in order to `dst`: the anomalies they raise.
+    fn apply_all<'a>(
+        dst: &mut DestinationSide,
+        deltas: impl IntoIterator<Item = &'a DestinationStats>,
+    ) -> Vec<Anomaly> {
+        let mut out = Vec::new();
+        for d in deltas {
+            dst.apply(d, 0, &mut out);
+        }
+        out
+    }
+
+    /// The closing updates of what `dst` holds open.
+    fn close_all(dst: &mut DestinationSide) -> Vec<Anomaly> {
+        let mut out = Vec::new();
+        dst.close_all(&mut out);
+        out
+    }
 
     #[test]
     fn two_detectors_sum_exactly_and_fire_once() {
@@ -500,32 +667,183 @@ mod tests {
         assert!(deltas.len() > before_flush, "the flush reports what was not due yet");
         assert!(a.drain(true).is_empty(), "nothing new, nothing reported");
         let mut dst = DestinationSide::new(&cfg);
-        let fired: Vec<AnomalyParts> = deltas.iter().filter_map(|d| dst.apply(d, 0)).collect();
+        let fired = apply_all(&mut dst, &deltas);
         assert_eq!(fired.len(), 1);
         // The last record of each origin partition carries its totals.
         let last = |p: i32| deltas.iter().rfind(|d| d.origin_partition == p).unwrap();
         assert_eq!(last(0).sources + last(1).sources, 1_200);
         assert_eq!(last(0).packets + last(1).packets, 1_201);
         let f = &fired[0];
-        assert_eq!(f.host, victim);
+        assert_eq!(f.host, victim.to_string());
         // Reports come once per second of packet time (240 sources each here): it fires at the first report
         // that takes the summed count to min_sources.
         assert!((500.0..=740.0).contains(&f.score), "fires at the report reaching min_sources: {}", f.score);
         assert!(f.reason.contains(&format!("{} distinct sources", f.score)), "{}", f.reason);
         assert!(f.reason.contains("100% SYN"), "{}", f.reason);
         assert_eq!(f.window_start_ns % 10_000_000_000, 0);
+        // The input ends: the closing update states the exact totals, under an id of its own.
+        let closing = close_all(&mut dst);
+        assert_eq!(closing.len(), 1);
+        let c = &closing[0];
+        assert_eq!((c.score, c.window_start_ns), (1_200.0, f.window_start_ns));
+        assert_eq!(c.features.iter().find(|x| x.name == "packets").map(|x| x.value), Some(1_201.0));
+        assert!(c.reason.starts_with("1,200 distinct sources sent 1,201 packets"), "{}", c.reason);
+        assert!(c.id.ends_with(":final") && c.id != f.id, "{} {}", c.id, f.id);
+        assert!(close_all(&mut dst).is_empty(), "closed once");
 
         // Every record twice, then all of them again in reverse order (a detector that produced its last chunk
         // again, a next owner replaying older counts): the same single anomaly, nothing counted twice.
         let mut again = DestinationSide::new(&cfg);
-        let replayed: Vec<AnomalyParts> =
-            deltas.iter().flat_map(|d| [d, d]).chain(deltas.iter().rev()).filter_map(|d| again.apply(d, 0)).collect();
+        let replayed = apply_all(&mut again, deltas.iter().flat_map(|d| [d, d]).chain(deltas.iter().rev()));
         assert_eq!(replayed.len(), 1);
         assert_eq!(replayed[0].score, f.score, "fires at the same counts");
+        assert_eq!(close_all(&mut again), closing, "the same closing update");
         let key = (victim, f.window_start_ns);
         let held = &again.entries[&key];
         assert_eq!(held.origins.iter().map(|o| o.sources).sum::<u64>(), 1_200);
         assert_eq!(held.origins.iter().map(|o| o.packets).sum::<u64>(), 1_201);
+    }
+
+    /// A flood on `victim` from 1,500 spoofed sources (1 to 3 SYNs each) mixed with its benign clients
+    /// (`10.9.0.x`: 8 packets each, or a SYN and an ACK), in the order of packet time, and the benign clients.
+    fn flood_with_clients(victim: IpAddr) -> (Vec<(IpAddr, PacketFeatures)>, Vec<IpAddr>) {
+        use netanom_schemas::{Direction, records::tcp_flags};
+        let mut packets: Vec<(IpAddr, PacketFeatures)> = Vec::new();
+        for (k, b) in spoofed_flood(victim, T0 + 1_000_000_000, 1_500, 6_000_000_000, 7).into_iter().enumerate() {
+            for repeat in 0..=(k % 3) as i64 {
+                let mut p = b.packets[0].clone();
+                p.ts_ns += repeat * 700_000_000;
+                packets.push((b.source, p));
+            }
+        }
+        let mut clients = Vec::new();
+        for c in 0..12u8 {
+            let client = IpAddr::from([10, 9, 0, c]);
+            clients.push(client);
+            let n = if c < 8 { 8 } else { 2 };
+            for i in 0..n {
+                let flags = if i == 0 { tcp_flags::SYN } else { tcp_flags::ACK };
+                let ts = T0 + i64::from(c) * 500_000_000 + i64::from(i) * 100_000_000;
+                let p = crate::fixtures::packet(ts, victim, 50_000, 443, 6, flags, 60, 1, Direction::Forward);
+                packets.push((client, p));
+            }
+        }
+        packets.sort_by_key(|(_, p)| p.ts_ns);
+        (packets, clients)
+    }
+
+    #[test]
+    fn the_closing_update_is_exact_whatever_the_interleaving_and_names_no_benign_client() {
+        use rand::SeedableRng;
+        use rand::seq::SliceRandom;
+        let cfg = VictimConfig::default();
+        let victim: IpAddr = "10.0.0.5".parse().unwrap();
+        let (packets, clients) = flood_with_clients(victim);
+        let exact_sources = packets.iter().map(|(s, _)| *s).collect::<std::collections::BTreeSet<_>>().len();
+        // Four packets partitions by source, each with its own producing side (as four detectors would).
+        let mut sides: Vec<SourceSide> = (0..4).map(|_| SourceSide::new(&cfg)).collect();
+        let mut reports: Vec<Vec<DestinationStats>> = vec![Vec::new(); 4];
+        for chunk in packets.chunks(64) {
+            for (source, p) in chunk {
+                let partition = match source {
+                    IpAddr::V4(v) => (u32::from(*v) % 4) as usize,
+                    IpAddr::V6(_) => 0,
+                };
+                sides[partition].observe(*source, p, partition as i32);
+            }
+            for (side, out) in sides.iter_mut().zip(&mut reports) {
+                out.extend(side.drain(false));
+            }
+        }
+        for (side, out) in sides.iter_mut().zip(&mut reports) {
+            out.extend(side.drain(true));
+        }
+        assert!(reports.iter().all(|r| r.len() > 1), "every partition reports several times");
+        let mut closings = Vec::new();
+        let mut firsts = std::collections::BTreeSet::new();
+        for seed in 0..6u64 {
+            // Each partition's reports in order, the partitions interleaved at random.
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let mut order: Vec<usize> = reports.iter().enumerate().flat_map(|(i, r)| vec![i; r.len()]).collect();
+            order.shuffle(&mut rng);
+            let mut next = [0usize; 4];
+            let mut dst = DestinationSide::new(&cfg);
+            let mut out = Vec::new();
+            for i in order {
+                dst.apply(&reports[i][next[i]], 0, &mut out);
+                next[i] += 1;
+            }
+            assert_eq!(out.len(), 1, "fires once");
+            firsts.insert(out[0].score as u64);
+            dst.close_all(&mut out);
+            assert_eq!(out.len(), 2, "one closing update");
+            closings.push(out.pop().unwrap());
+        }
+        assert!(closings.iter().all(|c| *c == closings[0]), "the same closing update: {closings:#?}");
+        let c = &closings[0];
+        assert_eq!(c.score, exact_sources as f64, "{}", c.reason);
+        let packets_total = c.features.iter().find(|f| f.name == "packets").map(|f| f.value);
+        assert_eq!(packets_total, Some(packets.len() as f64));
+        assert_eq!(c.window_end_ns, packets.iter().map(|(_, p)| p.ts_ns).max().unwrap(), "the last packet");
+        let named = c.sample.split("sources include ").nth(1).unwrap();
+        assert_eq!(named.split(", ").count(), SAMPLES, "{}", c.sample);
+        for client in &clients {
+            assert!(!named.split(", ").any(|n| n == client.to_string()), "{client} named: {}", c.sample);
+        }
+        assert!(firsts.iter().all(|f| *f >= 500 && *f <= exact_sources as u64), "{firsts:?}");
+    }
+
+    #[test]
+    fn a_fired_window_closes_once_every_partition_is_two_windows_past_its_end() {
+        let cfg = VictimConfig::default();
+        let victim: IpAddr = "10.0.0.5".parse().unwrap();
+        let other: IpAddr = "10.0.0.6".parse().unwrap();
+        let (mut fast, mut slow) = (SourceSide::new(&cfg), SourceSide::new(&cfg));
+        let mut dst = DestinationSide::new(&cfg);
+        // Packets partition 1 reports early, then is read behind partition 0.
+        slow.observe("10.1.0.1".parse().unwrap(), &crate::fixtures::syn(T0, other, 80), 1);
+        assert!(apply_all(&mut dst, &slow.drain(true)).is_empty());
+        for b in spoofed_flood(victim, T0, 600, 5_000_000_000, 1) {
+            fast.observe(b.source, &b.packets[0], 0);
+        }
+        assert_eq!(apply_all(&mut dst, &fast.drain(true)).len(), 1);
+        // Later traffic to another destination moves packet time on.
+        let mut later = |side: &mut SourceSide, partition: i32, ts: i64| {
+            side.observe("10.1.0.1".parse().unwrap(), &crate::fixtures::syn(ts, other, 80), partition);
+            apply_all(&mut dst, &side.drain(true))
+        };
+        assert!(later(&mut fast, 0, T0 + 29_000_000_000).is_empty(), "partition 0 may still report the window");
+        assert!(later(&mut fast, 0, T0 + 30_000_000_000).is_empty(), "partition 1 may still report the window");
+        let closing = later(&mut slow, 1, T0 + 30_000_000_000);
+        assert_eq!(closing.len(), 1);
+        assert!(closing[0].id.ends_with(":final") && closing[0].score == 600.0, "{closing:?}");
+        assert!(later(&mut fast, 0, T0 + 40_000_000_000).is_empty(), "closed once");
+        let mut out = Vec::new();
+        dst.close_all(&mut out);
+        assert!(out.is_empty(), "closed once");
+    }
+
+    #[test]
+    fn a_partition_read_behind_the_others_keeps_counting_its_windows() {
+        let cfg = VictimConfig::default();
+        let victim: IpAddr = "10.0.0.5".parse().unwrap();
+        let mut src = SourceSide::new(&cfg);
+        let flood = spoofed_flood(victim, T0, 600, 5_000_000_000, 1);
+        let (early, late) = flood.split_at(300);
+        for b in early {
+            src.observe(b.source, &b.packets[0], 1);
+        }
+        let mut reports = src.drain(true);
+        // Partition 0 is a minute ahead; partition 1's window must not be forgotten meanwhile.
+        src.observe(victim, &crate::fixtures::syn(T0 + 60_000_000_000, "10.0.0.6".parse().unwrap(), 80), 0);
+        reports.extend(src.drain(true));
+        for b in late {
+            src.observe(b.source, &b.packets[0], 1);
+        }
+        reports.extend(src.drain(true));
+        let mut dst = DestinationSide::new(&cfg);
+        apply_all(&mut dst, &reports);
+        assert_eq!(close_all(&mut dst)[0].score, 600.0, "every source of partition 1 counted");
     }
 
     #[test]
@@ -554,10 +872,10 @@ mod tests {
             }
         }
         let mut dst = DestinationSide::new(&cfg);
-        let fired: Vec<AnomalyParts> =
-            reported.iter().chain(&new.drain(true)).filter_map(|d| dst.apply(d, 0)).collect();
+        let fired = apply_all(&mut dst, reported.iter().chain(&new.drain(true)));
         assert_eq!(fired.len(), 1);
         assert_eq!(fired[0].score, 600.0, "every source once");
+        assert_eq!(close_all(&mut dst)[0].score, 600.0, "every source once");
         let held = new.len();
         assert!(held > 0);
         assert_eq!(new.revoke_partitions(&[4]), held, "a revoked partition's counts are dropped");
@@ -587,7 +905,7 @@ mod tests {
         let mut dst = DestinationSide::new(&cfg);
         let deltas = src.drain(false);
         assert!(deltas.iter().any(|d| d.sources >= 500));
-        assert!(deltas.iter().all(|d| dst.apply(d, 0).is_none()));
+        assert!(apply_all(&mut dst, &deltas).is_empty());
     }
 
     #[test]
@@ -603,7 +921,7 @@ mod tests {
         assert_eq!(src.len(), 50);
         assert_eq!(src.overflows(), 950);
         for d in src.drain(false) {
-            dst.apply(&d, 3);
+            dst.apply(&d, 3, &mut Vec::new());
         }
         assert_eq!(dst.len(), 50);
         assert_eq!(dst.revoke_partitions(&[3]), 50);
