@@ -303,14 +303,13 @@ async fn judge_request(api: Api, request: axum::extract::Request) -> Result<Answ
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return Err(too_large());
     }
-    let body = tokio::time::timeout(api.request_timeout, read_body(request.into_body(), declared)).await.map_err(
-        |_| {
+    let body =
+        tokio::time::timeout(api.request_timeout, read_body(request.into_body(), declared)).await.map_err(|_| {
             ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 format!("the body did not arrive within {} (detector.api.request_timeout)", human(api.request_timeout)),
             )
-        },
-    )??;
+        })??;
     let _permit = api.permit().await?;
     tokio::task::spawn_blocking(move || api.judge(&body))
         .await

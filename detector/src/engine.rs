@@ -144,7 +144,7 @@ impl Engine {
     /// An engine for `config`, starting from `models` (loaded by [`Models::load`]): a loaded forest or profile
     /// model replaces its detector's warm-up, a supervised detector is run when given.
     pub fn new(config: &DetectorConfig, mut models: Models) -> Self {
-        let mut setup = Setup::new(config.state.max_hosts, &mut models);
+        let mut setup = Setup::new(config.state.host_capacity(), &mut models);
         Self {
             hosts: HostMap::new(&config.state),
             clocks: PartitionClocks::new(&config.time),
@@ -185,6 +185,7 @@ impl Engine {
         self.hosts.entry(batch.source, partition, last).activity.observe(first, last);
         let mut view = Batch::new(batch, last, &mut self.scratch);
         self.kinds.process_batch(&mut self.hosts, (batch.source, partition), &mut view, out);
+        self.hosts.settle(&batch.source);
         for a in &mut out[before..] {
             self.start_at_evidence(a);
         }
@@ -279,6 +280,16 @@ impl Engine {
     /// Hosts evicted so far.
     pub fn hosts_evicted(&self) -> u64 {
         self.hosts.evictions()
+    }
+
+    /// Hosts evicted so far, by reason.
+    pub fn host_evictions(&self) -> crate::state::Evictions {
+        self.hosts.evictions_by_reason()
+    }
+
+    /// Bytes the host map holds (see `crate::state`).
+    pub fn hosts_bytes(&self) -> usize {
+        self.hosts.bytes()
     }
 
     /// The isolation model in force, once trained or loaded.
