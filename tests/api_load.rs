@@ -176,7 +176,8 @@ async fn slow_and_oversized_clients_leave_memory_bounded_and_healthz_answering()
                 // Chunked, no length: the server learns it is too large only by reading.
                 let Ok(mut s) = connect_from(attacker(14, i), addr).await else { continue };
                 let _ = s.write_all(head(addr, "Transfer-Encoding: chunked\r\n").as_bytes()).await;
-                let chunk = [format!("{:x}\r\n", 64 * 1024).into_bytes(), vec![b' '; 64 * 1024], b"\r\n".to_vec()].concat();
+                let chunk =
+                    [format!("{:x}\r\n", 64 * 1024).into_bytes(), vec![b' '; 64 * 1024], b"\r\n".to_vec()].concat();
                 for _ in 0..(2 * MAX_BODY_BYTES / (64 * 1024)) {
                     if s.write_all(&chunk).await.is_err() {
                         break;
@@ -223,8 +224,8 @@ async fn slow_and_oversized_clients_leave_memory_bounded_and_healthz_answering()
     let statuses = tally.statuses.lock().unwrap().clone();
     // What the limits allow the server to hold: per connection, a body and hyper's read buffer; the bodies being
     // parsed; and 64 MiB for everything else the process does meanwhile (the replay, the allocator's slack).
-    let bound = (total * (MAX_BODY_BYTES + HYPER_READ_BUFFER) + (MAX_CONCURRENT + QUEUE) * MAX_BODY_BYTES) as u64
-        + (64 << 20);
+    let bound =
+        (total * (MAX_BODY_BYTES + HYPER_READ_BUFFER) + (MAX_CONCURRENT + QUEUE) * MAX_BODY_BYTES) as u64 + (64 << 20);
     let growth = hwm.saturating_sub(baseline);
     println!(
         "attack {attack:?}, {total} connections, {:.0} MiB sent; statuses {statuses:?}\n\
