@@ -328,7 +328,7 @@ impl Engine {
 
     /// Switches the isolation detector to the group's warm-up over a packets topic of `partitions` partitions
     /// ([`crate::forest::shared`]), remembering at most `max_flagged` hosts flagged by a rule (pass
-    /// `detector.state.max_hosts`); nothing when it is off or has a model.
+    /// `StateConfig::host_capacity`); nothing when it is off or has a model.
     pub fn share_warmup(&mut self, partitions: i32, max_flagged: usize) {
         let max_hosts = max_flagged;
         if let Some(f) = &mut self.kinds.forest {

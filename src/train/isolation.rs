@@ -65,7 +65,7 @@ pub fn run(args: &TrainArgs, cfg: &Config) -> anyhow::Result<()> {
 
 /// The training set of the captures, each read once: their vectors in order (first `max`, as
 /// [`capture_vectors`] takes them) and their host profiles as the detector aggregates them
-/// (`detector.profile` windows, hosts bounded by `detector.state.max_hosts`), each capture through a
+/// (`detector.profile` windows, hosts bounded by the host capacity of `detector.state`), each capture through a
 /// [`ProfileCollector`] of its own (captures are not one timeline; every host's last window is included), at
 /// most `profile.warmup_profiles` in all.
 pub(crate) fn captures_training_set(pcaps: &[PathBuf], cfg: &Config, max: usize) -> Result<TrainingSet, TrainError> {
