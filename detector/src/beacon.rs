@@ -269,8 +269,8 @@ impl DetectorKind for Beacon {
     }
 
     fn heap_bytes(state: &BeaconTable) -> usize {
-        crate::state::vec_bytes::<Contact>(state.contacts.capacity())
-            + state.contacts.iter().map(|c| crate::state::vec_bytes::<u32>(c.intervals.capacity())).sum::<usize>()
+        crate::bytes::vec_bytes::<Contact>(state.contacts.capacity())
+            + state.contacts.iter().map(|c| crate::bytes::vec_bytes::<u32>(c.intervals.capacity())).sum::<usize>()
     }
 
     fn validate(config: &BeaconConfig, _: &Context) -> Vec<ConfigError> {

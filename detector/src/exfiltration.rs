@@ -125,7 +125,7 @@ impl DetectorKind for ExfiltrationRule {
     const PRODUCES: &'static [AnomalyKind] = &[AnomalyKind::Exfiltration];
 
     fn heap_bytes(state: &Uploads) -> usize {
-        crate::state::vec_bytes::<Flow>(state.flows.capacity())
+        crate::bytes::vec_bytes::<Flow>(state.flows.capacity())
     }
 
     fn validate(config: &ExfiltrationConfig, _: &Context) -> Vec<ConfigError> {

@@ -19,8 +19,8 @@ use std::net::IpAddr;
 use netanom_schemas::{Anomaly, AnomalyKind, Contribution, PacketFeatures};
 
 use crate::anomaly::{AnomalyParts, RULES_VERSION, seconds, thousands};
+use crate::bytes::table_bytes;
 use crate::kind::{Context, DetectorKind, Setup};
-use crate::state::table_bytes;
 use crate::time::{ns, window_start_ns};
 use crate::validation::{ConfigError, Problems};
 use serde::Deserialize;

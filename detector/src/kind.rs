@@ -176,7 +176,7 @@ pub trait DetectorKind: Sized + std::fmt::Debug {
     }
 
     /// Heap bytes `state` holds in tables that grow with a host's behaviour, from their capacities (see
-    /// `crate::state::table_bytes`); the host map adds them up against its memory budget. Default: none.
+    /// `crate::bytes::table_bytes`); the host map adds them up against its memory budget. Default: none.
     fn heap_bytes(state: &Self::State) -> usize {
         let _ = state;
         0

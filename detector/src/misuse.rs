@@ -425,7 +425,7 @@ impl DetectorKind for BruteForce {
     }
 
     fn heap_bytes(state: &BruteForceState) -> usize {
-        crate::state::vec_bytes::<Service>(state.services.capacity())
+        crate::bytes::vec_bytes::<Service>(state.services.capacity())
     }
 
     fn validate(config: &BruteForceConfig, _: &Context) -> Vec<ConfigError> {

@@ -95,7 +95,7 @@ impl DetectorKind for RateRule {
     const PRODUCES: &'static [AnomalyKind] = &[AnomalyKind::Rate];
 
     fn heap_bytes(state: &RateWindow) -> usize {
-        crate::state::vec_bytes::<i64>(state.ring.capacity())
+        crate::bytes::vec_bytes::<i64>(state.ring.capacity())
     }
 
     fn validate(config: &RateConfig, _: &Context) -> Vec<ConfigError> {

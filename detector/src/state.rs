@@ -31,6 +31,7 @@ use foldhash::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::bytes::{table_bytes, vec_bytes};
 use crate::kind::DetectorKind;
 use crate::kinds::for_each_kind;
 use crate::time::ns;
@@ -79,20 +80,6 @@ impl Default for StateConfig {
 /// --nocapture`, which checks the figure).
 pub const QUIET_HOST_HEAP_BYTES: usize = 820;
 
-/// Bytes of a hash table of `capacity` entries of `T` (hashbrown: a power-of-two number of buckets at most 7/8
-/// full, one control byte per bucket plus a group's worth), as the allocator hands them out.
-pub fn table_bytes<T>(capacity: usize) -> usize {
-    if capacity == 0 {
-        return 0;
-    }
-    let buckets = if capacity < 8 {
-        (capacity + 1).next_power_of_two()
-    } else {
-        capacity.saturating_mul(8).div_ceil(7).next_power_of_two()
-    };
-    buckets.saturating_mul(std::mem::size_of::<T>() + 1).saturating_add(16)
-}
-
 /// The share of the budget for the bitset of evicted addresses: 1/`RETURNING_SHARE`.
 const RETURNING_SHARE: u64 = 32;
 
@@ -140,11 +127,6 @@ impl Evicted {
     fn bytes(&self) -> usize {
         vec_bytes::<u64>(self.bits[0].len() * 2)
     }
-}
-
-/// Bytes of a vector's buffer of `capacity` elements of `T`.
-pub fn vec_bytes<T>(capacity: usize) -> usize {
-    capacity.saturating_mul(std::mem::size_of::<T>())
 }
 
 /// Bytes `hosts` quiet hosts take in the host map (without its bitset of evicted addresses).

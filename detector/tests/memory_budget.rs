@@ -8,8 +8,9 @@
 use std::alloc::System;
 use std::net::IpAddr;
 
+use netanom_detector::bytes::table_bytes;
 use netanom_detector::fixtures::{T0, spoofed_flood, syn};
-use netanom_detector::state::{HostState, QUIET_HOST_HEAP_BYTES, table_bytes};
+use netanom_detector::state::{HostState, QUIET_HOST_HEAP_BYTES};
 use netanom_detector::{DetectorConfig, Engine, Models};
 use netanom_schemas::{Anomaly, AnomalyKind, PacketBatch};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
@@ -49,8 +50,7 @@ fn the_bytes_reported_are_the_bytes_allocated() {
     let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let victim: IpAddr = "10.9.9.9".parse().unwrap();
     let flood = spoofed_flood(victim, T0, 100_000, 20 * SEC, 7);
-    let mut out: Vec<Anomaly> = Vec::new();
-    out.reserve(100_000);
+    let mut out: Vec<Anomaly> = Vec::with_capacity(100_000);
     let mut engine = Engine::new(&config(4096), Models::default());
     // Warm the engine's own buffers with one host, then count.
     engine.process_batch(&one("10.1.1.1".parse().unwrap(), syn(T0, victim, 80)), 0, &mut out);
