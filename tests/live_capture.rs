@@ -51,11 +51,7 @@ fn is_root() -> bool {
 /// Starts `netanom ARGS` with info logs and waits until its producer reports the capture open (a fixed sleep
 /// is too short on a loaded machine: packets sent before the capture opens are never seen). Returns the
 /// child (stdout still piped) and its stderr so far. With `listen`, serves its probes and metrics there.
-fn start_capture(
-    args: &[&str],
-    alerts: Option<&std::path::Path>,
-    listen: Option<&str>,
-) -> (Child, Arc<Mutex<String>>) {
+fn start_capture(args: &[&str], alerts: Option<&std::path::Path>, listen: Option<&str>) -> (Child, Arc<Mutex<String>>) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_netanom"));
     command.args(args);
     if let Some(a) = alerts {
@@ -112,10 +108,7 @@ fn live_capture_with_a_bpf_filter_alerts_on_a_scan_and_stops_cleanly_on_sigint()
         c.write_all(b"GET /metrics HTTP/1.1\r\nHost: netanom\r\nConnection: close\r\n\r\n").ok()?;
         let mut metrics = String::new();
         c.read_to_string(&mut metrics).ok()?;
-        metrics
-            .lines()
-            .find(|l| l.starts_with("netanom_producer_kernel_dropped"))
-            .map(str::to_string)
+        metrics.lines().find(|l| l.starts_with("netanom_producer_kernel_dropped")).map(str::to_string)
     });
     let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
     let started = Instant::now();
