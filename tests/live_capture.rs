@@ -3,6 +3,7 @@
 //! (SIGINT) stops the capture, drains the pipeline and prints the summary. Needs root (CI runs as root) and
 //! iproute2; without root the test says so and passes.
 
+use std::io::{Read as _, Write as _};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -49,12 +50,15 @@ fn is_root() -> bool {
 
 /// Starts `netanom ARGS` with info logs and waits until its producer reports the capture open (a fixed sleep
 /// is too short on a loaded machine: packets sent before the capture opens are never seen). Returns the
-/// child (stdout still piped) and its stderr so far.
-fn start_capture(args: &[&str], alerts: Option<&std::path::Path>) -> (Child, Arc<Mutex<String>>) {
+/// child (stdout still piped) and its stderr so far. With `listen`, serves its probes and metrics there.
+fn start_capture(args: &[&str], alerts: Option<&std::path::Path>, listen: Option<&str>) -> (Child, Arc<Mutex<String>>) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_netanom"));
     command.args(args);
     if let Some(a) = alerts {
         command.arg("--alerts-out").arg(a);
+    }
+    if let Some(l) = listen {
+        command.env("NETANOM_TELEMETRY__LISTEN", l);
     }
     let mut child = command
         .env("NETANOM_LOG__LEVEL", "info")
@@ -81,7 +85,9 @@ fn live_capture_with_a_bpf_filter_alerts_on_a_scan_and_stops_cleanly_on_sigint()
     let ns = Namespace::create(9);
     let tmp = tempfile::tempdir().unwrap();
     let alerts = tmp.path().join("alerts.jsonl");
-    let (child, log) = start_capture(&["run", "--interface", &ns.host_if, "--filter", "tcp"], Some(&alerts));
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let (child, log) =
+        start_capture(&["run", "--interface", &ns.host_if, "--filter", "tcp"], Some(&alerts), Some(&listen));
 
     // A TCP connect scan of 300 ports from inside the namespace (bash's /dev/tcp opens a connection), plus UDP
     // noise that the `tcp` filter must keep out.
@@ -95,6 +101,14 @@ fn live_capture_with_a_bpf_filter_alerts_on_a_scan_and_stops_cleanly_on_sigint()
 
     let found = common::wait_for(Duration::from_secs(30), || {
         common::read_alerts(&alerts).into_iter().find(|a| a["host"] == "10.77.9.2")
+    });
+    // Kernel drops are a live metric, sampled while the capture runs (not only in the summary at the end).
+    let kernel_dropped = common::wait_for(Duration::from_secs(10), || {
+        let mut c = std::net::TcpStream::connect(&listen).ok()?;
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: netanom\r\nConnection: close\r\n\r\n").ok()?;
+        let mut metrics = String::new();
+        c.read_to_string(&mut metrics).ok()?;
+        metrics.lines().find(|l| l.starts_with("netanom_producer_kernel_dropped")).map(str::to_string)
     });
     let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
     let started = Instant::now();
@@ -111,10 +125,12 @@ fn live_capture_with_a_bpf_filter_alerts_on_a_scan_and_stops_cleanly_on_sigint()
         "a scan is a fan-out or rate finding: {alert:#}"
     );
     assert!(stdout.contains("== netanom run summary =="), "no summary:\n{stdout}");
+    let kernel_dropped = kernel_dropped.unwrap_or_else(|| panic!("no kernel drop gauge on /metrics:\n{stderr}"));
+    assert!(kernel_dropped.split_whitespace().last().is_some_and(|v| v.parse::<f64>().is_ok()), "{kernel_dropped}");
 
     // The BPF filter decides what is read: with `udp and port 9999`, exactly the 50 datagrams sent.
     let (child, log) =
-        start_capture(&["run", "--quiet", "--interface", &ns.host_if, "--filter", "udp and port 9999"], None);
+        start_capture(&["run", "--quiet", "--interface", &ns.host_if, "--filter", "udp and port 9999"], None, None);
     let udp = "for i in $(seq 1 50); do echo x > /dev/udp/10.77.9.1/9999; done; \
                for p in $(seq 1 20); do (exec 3<>/dev/tcp/10.77.9.1/$p) 2>/dev/null; done; true";
     let status = Command::new("ip").args(["netns", "exec", &ns.name, "bash", "-c", udp]).status().unwrap();

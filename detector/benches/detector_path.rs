@@ -54,7 +54,7 @@ fn model(trees: usize) -> TrainedForest {
 fn profile_model() -> ProfileModel {
     let config = DetectorConfig::default();
     let p = &config.profile;
-    let mut collector = ProfileCollector::new(p, config.state.max_hosts, p.warmup_profiles);
+    let mut collector = ProfileCollector::new(p, config.state.host_capacity(), p.warmup_profiles);
     (0..4_000u64).for_each(|i| collector.push(&benign_batch(i)));
     netanom_detector::profile::train(&collector.finish(), &netanom_detector::profile::TrainOptions::from(p)).unwrap()
 }
@@ -136,7 +136,7 @@ fn detector_path(c: &mut Criterion) {
         .map(|b| batch_features(&b.packets, &mut s))
         .collect();
     let p = &config.profile;
-    let mut collector = ProfileCollector::new(p, config.state.max_hosts, p.warmup_profiles);
+    let mut collector = ProfileCollector::new(p, config.state.host_capacity(), p.warmup_profiles);
     (0..4_000u64).for_each(|i| collector.push(&benign_batch(i)));
     let profiles = collector.finish();
     let mut group = c.benchmark_group("warmup_training");

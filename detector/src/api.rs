@@ -29,8 +29,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -279,7 +278,7 @@ pub fn router(config: &DetectorConfig, feed: ModelFeed) -> axum::Router {
 }
 
 fn app(api: Api) -> axum::Router {
-    axum::Router::new().route(ANALYZE_PATH, post(analyze)).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).with_state(api)
+    axum::Router::new().route(ANALYZE_PATH, post(analyze)).with_state(api)
 }
 
 async fn analyze(State(api): State<Api>, request: axum::extract::Request) -> Response {
@@ -299,24 +298,44 @@ async fn judge_request(api: Api, request: axum::extract::Request) -> Result<Answ
         ));
     }
     check_content_type(request.headers())?;
-    let body = tokio::time::timeout(api.request_timeout, Bytes::from_request(request, &()))
-        .await
-        .map_err(|_| {
+    // A declared length beyond the limit is refused before a byte of the body is read.
+    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    let body =
+        tokio::time::timeout(api.request_timeout, read_body(request.into_body(), declared)).await.map_err(|_| {
             ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 format!("the body did not arrive within {} (detector.api.request_timeout)", human(api.request_timeout)),
             )
-        })?
-        .map_err(|r| match r.status() {
-            StatusCode::PAYLOAD_TOO_LARGE => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than {MAX_BODY_BYTES} bytes"))
-            }
-            status => ApiError::new(status, r.body_text()),
-        })?;
+        })??;
     let _permit = api.permit().await?;
     tokio::task::spawn_blocking(move || api.judge(&body))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("scoring failed: {e}")))?
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than {MAX_BODY_BYTES} bytes"))
+}
+
+/// The body of a request into one buffer of its declared length (reserved, not touched, so a client that
+/// declares a length and stalls costs no memory), refused as soon as it passes [`MAX_BODY_BYTES`].
+async fn read_body(mut body: axum::body::Body, declared: Option<u64>) -> Result<Vec<u8>, ApiError> {
+    use axum::body::HttpBody as _;
+    let mut out = Vec::with_capacity(declared.map_or(0, |n| usize::try_from(n).unwrap_or(MAX_BODY_BYTES)));
+    while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
+        let frame =
+            frame.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("the body could not be read: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if out.len().saturating_add(data.len()) > MAX_BODY_BYTES {
+                return Err(too_large());
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out)
 }
 
 /// Leaves the queue when dropped.

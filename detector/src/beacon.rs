@@ -263,6 +263,16 @@ impl DetectorKind for Beacon {
     type State = BeaconTable;
     const PRODUCES: &'static [AnomalyKind] = &[AnomalyKind::Beacon];
 
+    /// A destination contacted three times or more: a beacon series is being measured.
+    fn open_suspicion(state: &BeaconTable) -> bool {
+        state.contacts.iter().any(|c| c.intervals.len() >= 2)
+    }
+
+    fn heap_bytes(state: &BeaconTable) -> usize {
+        crate::bytes::vec_bytes::<Contact>(state.contacts.capacity())
+            + state.contacts.iter().map(|c| crate::bytes::vec_bytes::<u32>(c.intervals.capacity())).sum::<usize>()
+    }
+
     fn validate(config: &BeaconConfig, _: &Context) -> Vec<ConfigError> {
         config.validate()
     }

@@ -169,6 +169,9 @@ struct ChunkOutput {
     packets_total: u64,
     hosts_tracked: u64,
     hosts_evicted_total: u64,
+    /// Bytes of the host map, and its evictions by reason so far.
+    hosts_bytes: u64,
+    host_evictions: crate::state::Evictions,
     anomalies: u64,
     destination_stats: u64,
     dead_lettered: u64,
@@ -298,7 +301,7 @@ pub(crate) async fn run(
         let client = client_config(&config, &[("fetch.wait.max.ms", config.fetch_wait.as_millis().to_string())]);
         group_model = ModelsTopic::start(client, producer.clone(), setup, shutdown.clone()).await;
         if group_model.is_some() {
-            engine.share_warmup(partitions, config.state.max_hosts);
+            engine.share_warmup(partitions, config.state.host_capacity());
             tracing::info!(topic = %config.models_topic, partitions, "isolation forest: the group's warm-up");
         }
     }
@@ -312,6 +315,7 @@ pub(crate) async fn run(
         publish_model(e.shared_model(), p, &meters);
     }
     let (mut packets_seen, mut evictions_seen) = (0u64, 0u64);
+    let mut evictions_by_reason_seen = crate::state::Evictions::default();
     let lag = LagSampler::default();
     let mut report = DetectorReport::default();
     let mut next_offsets: HashMap<(String, i32), i64> = HashMap::new();
@@ -576,6 +580,18 @@ pub(crate) async fn run(
         meters.packets_processed.add(out.packets_total.saturating_sub(packets_seen), &[]);
         meters.hosts_evicted.add(out.hosts_evicted_total.saturating_sub(evictions_seen), &[]);
         meters.hosts_tracked.record(out.hosts_tracked, &[]);
+        meters.hosts_bytes.record(out.hosts_bytes, &[]);
+        for ((reason, now), (_, seen)) in
+            out.host_evictions.by_reason().into_iter().zip(evictions_by_reason_seen.by_reason())
+        {
+            if now > seen {
+                meters.evictions.add(
+                    now - seen,
+                    &[opentelemetry::KeyValue::new("table", "hosts"), opentelemetry::KeyValue::new("reason", reason)],
+                );
+            }
+        }
+        evictions_by_reason_seen = out.host_evictions;
         (packets_seen, evictions_seen) =
             (packets_seen.max(out.packets_total), evictions_seen.max(out.hosts_evicted_total));
         lag.maybe_sample(&consumer, &producer, &meters);
@@ -908,6 +924,8 @@ fn process_chunk(
     out.packets_total = engine.stats().packets;
     out.hosts_tracked = engine.hosts_tracked() as u64;
     out.hosts_evicted_total = engine.hosts_evicted();
+    out.hosts_bytes = engine.hosts_bytes() as u64;
+    out.host_evictions = engine.host_evictions();
     Ok(out)
 }
 

@@ -150,7 +150,7 @@ impl Engine {
     /// An engine for `config`, starting from `models` (loaded by [`Models::load`]): a loaded forest or profile
     /// model replaces its detector's warm-up, a supervised detector is run when given.
     pub fn new(config: &DetectorConfig, mut models: Models) -> Self {
-        let mut setup = Setup::new(config.state.max_hosts, &mut models);
+        let mut setup = Setup::new(config.state.host_capacity(), &mut models);
         Self {
             hosts: HostMap::new(&config.state),
             clocks: PartitionClocks::new(&config.time),
@@ -191,6 +191,7 @@ impl Engine {
         self.hosts.entry(batch.source, partition, last).activity.observe(first, last);
         let mut view = Batch::new(batch, last, &mut self.scratch);
         self.kinds.process_batch(&mut self.hosts, (batch.source, partition), &mut view, out);
+        self.hosts.settle(&batch.source);
         for a in &mut out[before..] {
             self.start_at_evidence(a);
         }
@@ -295,6 +296,16 @@ impl Engine {
         self.hosts.evictions()
     }
 
+    /// Hosts evicted so far, by reason.
+    pub fn host_evictions(&self) -> crate::state::Evictions {
+        self.hosts.evictions_by_reason()
+    }
+
+    /// Bytes the host map holds (see `crate::state`).
+    pub fn hosts_bytes(&self) -> usize {
+        self.hosts.bytes()
+    }
+
     /// The isolation model in force, once trained or loaded.
     pub fn model(&self) -> Option<&TrainedForest> {
         self.kinds.forest.as_ref().and_then(IsolationDetector::model)
@@ -331,7 +342,7 @@ impl Engine {
 
     /// Switches the isolation detector to the group's warm-up over a packets topic of `partitions` partitions
     /// ([`crate::forest::shared`]), remembering at most `max_flagged` hosts flagged by a rule (pass
-    /// `detector.state.max_hosts`); nothing when it is off or has a model.
+    /// `StateConfig::host_capacity`); nothing when it is off or has a model.
     pub fn share_warmup(&mut self, partitions: i32, max_flagged: usize) {
         let max_hosts = max_flagged;
         if let Some(f) = &mut self.kinds.forest {

@@ -124,6 +124,10 @@ impl DetectorKind for ExfiltrationRule {
     type State = Uploads;
     const PRODUCES: &'static [AnomalyKind] = &[AnomalyKind::Exfiltration];
 
+    fn heap_bytes(state: &Uploads) -> usize {
+        crate::bytes::vec_bytes::<Flow>(state.flows.capacity())
+    }
+
     fn validate(config: &ExfiltrationConfig, _: &Context) -> Vec<ConfigError> {
         config.validate()
     }

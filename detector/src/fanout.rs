@@ -19,6 +19,7 @@ use std::net::IpAddr;
 use netanom_schemas::{Anomaly, AnomalyKind, Contribution, PacketFeatures};
 
 use crate::anomaly::{AnomalyParts, RULES_VERSION, seconds, thousands};
+use crate::bytes::table_bytes;
 use crate::kind::{Context, DetectorKind, Setup};
 use crate::time::{ns, window_start_ns};
 use crate::validation::{ConfigError, Problems};
@@ -145,6 +146,21 @@ impl DetectorKind for FanoutRule {
         config.enabled.then(|| Self::from(config))
     }
 
+    /// A host that opened connections to [`SUSPICIOUS_TARGETS`] distinct targets in its window, or to as many
+    /// destinations over the slow window: a scan or sweep may be under way.
+    fn open_suspicion(w: &FanoutWindow) -> bool {
+        w.targets.len() >= SUSPICIOUS_TARGETS
+            || w.slow.last.len() >= SUSPICIOUS_TARGETS
+            || w.icmp.last.len() >= SUSPICIOUS_TARGETS
+    }
+
+    fn heap_bytes(w: &FanoutWindow) -> usize {
+        table_bytes::<(IpAddr, u16)>(w.targets.capacity())
+            + table_bytes::<(IpAddr, u32)>(w.ports_per_destination.capacity())
+            + table_bytes::<(IpAddr, i64)>(w.slow.last.capacity())
+            + table_bytes::<(IpAddr, i64)>(w.icmp.last.capacity())
+    }
+
     fn observe_packet(&mut self, host: IpAddr, p: &PacketFeatures, window: &mut FanoutWindow, out: &mut Vec<Anomaly>) {
         if p.opens_flow()
             && let Some(hit) = window.observe(p, self)
@@ -153,6 +169,10 @@ impl DetectorKind for FanoutRule {
         }
     }
 }
+
+/// Distinct targets (or destinations over the slow window) from which a host holds open suspicion: more than a
+/// one-packet source, fewer than any threshold.
+pub const SUSPICIOUS_TARGETS: usize = 3;
 
 /// One host's current window.
 #[derive(Debug, Clone, Default)]

@@ -168,6 +168,20 @@ pub trait DetectorKind: Sized + std::fmt::Debug {
         let _ = (hosts, out);
     }
 
+    /// `state` holds open suspicion: evidence building up toward an anomaly (a partial scan, a brute-force
+    /// count, a beacon series). Under memory pressure such hosts are evicted last. Default: never.
+    fn open_suspicion(state: &Self::State) -> bool {
+        let _ = state;
+        false
+    }
+
+    /// Heap bytes `state` holds in tables that grow with a host's behaviour, from their capacities (see
+    /// `crate::bytes::table_bytes`); the host map adds them up against its memory budget. Default: none.
+    fn heap_bytes(state: &Self::State) -> usize {
+        let _ = state;
+        0
+    }
+
     /// An anomaly found by any kind (this one included).
     fn note_anomaly(&mut self, anomaly: &Anomaly) {
         let _ = anomaly;

@@ -27,7 +27,8 @@
 //! and from that list [`config`] gathers the sections with the consumer settings, [`state`] the per-host state
 //! and [`engine`] the calls of each kind's hooks. [`features`] defines the
 //! named feature vectors the models use, [`model_file`] tells model files apart and [`models`] loads the ones
-//! a detector starts from, [`state`] holds the bounded per-host map, [`engine`] ties the
+//! a detector starts from, [`state`] holds the per-host map bounded by its memory budget (its tables counted in
+//! bytes by [`bytes`]), [`engine`] ties the
 //! detectors together without Kafka, [`anomaly`] builds the records, [`api`] serves the rules and the model in
 //! force over HTTP (`POST /api/v1/analyze`, settings in [`api_config`], bodies parsed by [`request`], capture
 //! clients' sources remembered by [`sources`]) and `consume` is the Kafka loop behind [`run`]. Detectors scale horizontally as one
@@ -39,6 +40,7 @@ pub mod api;
 pub mod api_config;
 pub mod autoencoder;
 pub mod beacon;
+pub mod bytes;
 pub mod config;
 mod consume;
 pub mod engine;

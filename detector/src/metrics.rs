@@ -30,6 +30,12 @@ pub struct Metrics {
     pub hosts_tracked: Gauge<u64>,
     /// `netanom.detector.hosts.evicted`: hosts evicted from the full state map.
     pub hosts_evicted: Counter<u64>,
+    /// `netanom.detector.hosts.bytes`: bytes the per-host state map holds (see `crate::state`), at most
+    /// `detector.state.memory_budget_mib`.
+    pub hosts_bytes: Gauge<u64>,
+    /// `netanom.detector.evictions{table,reason}`: entries evicted, by table (`hosts`) and reason (`idle`,
+    /// `capacity`, `capacity_suspicious`).
+    pub evictions: Counter<u64>,
     /// `netanom.detector.chunk.duration` (s): processing time of one chunk, produce and acknowledgements included.
     pub chunk_latency: Histogram<f64>,
     /// `netanom.detector.consumer.lag{topic}`: high watermark minus position, summed over assigned partitions.
@@ -71,6 +77,15 @@ impl Metrics {
             hosts_evicted: m
                 .u64_counter("netanom.detector.hosts.evicted")
                 .with_description("Hosts evicted from the full per-host state map")
+                .build(),
+            hosts_bytes: m
+                .u64_gauge("netanom.detector.hosts.bytes")
+                .with_unit("By")
+                .with_description("Bytes the per-host state map holds (table and hosts' heap)")
+                .build(),
+            evictions: m
+                .u64_counter("netanom.detector.evictions")
+                .with_description("Entries evicted, by table and reason (idle, capacity, capacity_suspicious)")
                 .build(),
             chunk_latency: m
                 .f64_histogram("netanom.detector.chunk.duration")

@@ -436,6 +436,15 @@ impl DetectorKind for BruteForce {
     type State = BruteForceState;
     const PRODUCES: &'static [AnomalyKind] = &[AnomalyKind::BruteForce];
 
+    /// A login service attempted at least twice within the slow window: a brute-force count is running.
+    fn open_suspicion(state: &BruteForceState) -> bool {
+        state.services.iter().any(|s| s.slow.current.saturating_add(s.slow.previous) >= 2)
+    }
+
+    fn heap_bytes(state: &BruteForceState) -> usize {
+        crate::bytes::vec_bytes::<Service>(state.services.capacity())
+    }
+
     fn validate(config: &BruteForceConfig, _: &Context) -> Vec<ConfigError> {
         config.validate()
     }

@@ -94,6 +94,10 @@ impl DetectorKind for RateRule {
     type State = RateWindow;
     const PRODUCES: &'static [AnomalyKind] = &[AnomalyKind::Rate];
 
+    fn heap_bytes(state: &RateWindow) -> usize {
+        crate::bytes::vec_bytes::<i64>(state.ring.capacity())
+    }
+
     fn validate(config: &RateConfig, _: &Context) -> Vec<ConfigError> {
         config.validate()
     }

@@ -115,7 +115,7 @@ impl Sources {
         rules.forest.enabled = false;
         rules.victim.enabled = false;
         rules.profile.enabled = false;
-        rules.state.max_hosts = max_sources;
+        rules.state.max_hosts = Some(max_sources);
         Self {
             engine: Engine::new(&rules, Models::default()),
             flows: FlowTable::new(&FlowConfig { max_flows: max_sources.saturating_mul(64), ..FlowConfig::default() }),

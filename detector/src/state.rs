@@ -1,6 +1,20 @@
 //! Per-host state: the map from source address to everything the source-side detectors remember about it,
-//! bounded by `state.max_hosts` with idle eviction in packet time and an eviction counter, plus the Kafka
-//! partition each host came from.
+//! bounded in bytes by `state.memory_budget_mib` (and in hosts by `state.max_hosts`, derived from the budget
+//! unless set) with idle eviction in packet time and eviction counters by reason, plus the Kafka partition each
+//! host came from.
+//!
+//! # Memory budget
+//!
+//! The map counts its bytes: its hash table (from its capacity) plus, per host, the heap its kinds' growing
+//! tables hold (`DetectorKind::heap_bytes`, from their capacities) and [`QUIET_HOST_HEAP_BYTES`] for the small
+//! allocations every host makes; a host's heap is accounted after each of its batches. When a new host does not
+//! fit (the hosts or the bytes), idle hosts go first; then hosts are evicted down to 7/8 of both bounds, those
+//! without open suspicion (`DetectorKind::open_suspicion`: a partial scan, a brute-force count, a beacon
+//! series) last. Among the others, hosts evicted before and back since go after those never seen before: the
+//! map remembers the addresses it evicted in a fixed bitset (1/32 of the budget, two generations), so a slow
+//! scanner whose first packet was pushed out by a flood of one-packet spoofed sources keeps its state from its
+//! second packet on, long enough to show open suspicion. Evictions are counted by reason: `idle`, `capacity`
+//! (a host without open suspicion) and `capacity_suspicious`.
 //!
 //! # Partition ownership
 //!
@@ -17,6 +31,7 @@ use foldhash::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::bytes::{table_bytes, vec_bytes};
 use crate::kind::DetectorKind;
 use crate::kinds::for_each_kind;
 use crate::time::ns;
@@ -27,10 +42,14 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StateConfig {
-    /// Most hosts (source addresses) tracked at once; beyond it the least recently seen are evicted (counted).
-    /// A host costs a few hundred bytes while quiet and up to ~100 KiB while scanning (bounded target sets), so
-    /// the default 200,000 keeps an ordinary mix well under 1 GiB. Default 200000.
-    pub max_hosts: usize,
+    /// Bytes the host map may hold, in MiB: its table and every host's state (see the module documentation).
+    /// The default fits the detector's manifest limit of 2 GiB next to the scoring API's bodies, the victim
+    /// tables and the Kafka queues (docs/memory.md). 1..=1048576. Default 1024.
+    pub memory_budget_mib: u64,
+    /// Most hosts (source addresses) tracked at once, overriding the number the budget fits
+    /// ([`StateConfig::host_capacity`]); must fit the budget at the bytes of a quiet host. Default: none (from
+    /// the budget).
+    pub max_hosts: Option<usize>,
     /// A host not seen for this long in packet time is evicted. Default 300 s.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
@@ -47,20 +66,119 @@ pub struct StateConfig {
 
 impl Default for StateConfig {
     fn default() -> Self {
-        Self { max_hosts: 200_000, idle_timeout: Duration::from_secs(300), rebuild_records: 20_000 }
+        Self {
+            memory_budget_mib: 1024,
+            max_hosts: None,
+            idle_timeout: Duration::from_secs(300),
+            rebuild_records: 20_000,
+        }
     }
+}
+
+/// Heap bytes of a host that sent one packet, as the allocator counts them: measured with a counting
+/// allocator over one-packet hosts (`cargo test --release -p netanom-detector --test memory_budget --
+/// --nocapture`, which checks the figure).
+pub const QUIET_HOST_HEAP_BYTES: usize = 820;
+
+/// The share of the budget for the bitset of evicted addresses: 1/`RETURNING_SHARE`.
+const RETURNING_SHARE: u64 = 32;
+
+/// Addresses evicted without suspicion, one bit each in a fixed bitset (a one-hash Bloom filter), in two
+/// generations: when the current one has taken an eighth of its bits, the older one is cleared and becomes the
+/// current one, so a false positive stays below about one in four and an address is remembered for at least
+/// one generation.
+#[derive(Debug)]
+struct Evicted {
+    bits: [Vec<u64>; 2],
+    current: usize,
+    marked: usize,
+}
+
+impl Evicted {
+    fn new(bytes: usize) -> Self {
+        let words = (bytes / 16).max(1);
+        Self { bits: [vec![0; words], vec![0; words]], current: 0, marked: 0 }
+    }
+
+    fn bit(&self, host: &IpAddr) -> (usize, u64) {
+        use std::hash::BuildHasher as _;
+        let h = foldhash::fast::FixedState::with_seed(0x6e65_7461_6e6f_6d00).hash_one(host);
+        let n = self.bits[0].len() * 64;
+        let i = usize::try_from(h % n as u64).unwrap_or(0);
+        (i / 64, 1u64 << (i % 64))
+    }
+
+    fn mark(&mut self, host: &IpAddr) {
+        if self.marked >= self.bits[0].len() * 64 / 8 {
+            self.current ^= 1;
+            self.bits[self.current].fill(0);
+            self.marked = 0;
+        }
+        let (word, bit) = self.bit(host);
+        self.bits[self.current][word] |= bit;
+        self.marked += 1;
+    }
+
+    fn contains(&self, host: &IpAddr) -> bool {
+        let (word, bit) = self.bit(host);
+        self.bits.iter().any(|b| b[word] & bit != 0)
+    }
+
+    fn bytes(&self) -> usize {
+        vec_bytes::<u64>(self.bits[0].len() * 2)
+    }
+}
+
+/// Bytes `hosts` quiet hosts take in the host map (without its bitset of evicted addresses).
+pub fn quiet_hosts_bytes(hosts: usize) -> usize {
+    table_bytes::<(IpAddr, HostState)>(hosts).saturating_add(hosts.saturating_mul(QUIET_HOST_HEAP_BYTES))
 }
 
 impl StateConfig {
     /// Checks `[detector.state]` and returns every problem.
     pub fn validate(&self) -> Vec<ConfigError> {
         let mut p = Problems::new("state");
-        p.check(self.max_hosts >= 1, "max_hosts", || format!("must be >= 1, got {}", self.max_hosts));
+        p.check((1..=1_048_576).contains(&self.memory_budget_mib), "memory_budget_mib", || {
+            format!("must be in 1..=1048576, got {}", self.memory_budget_mib)
+        });
+        if let Some(n) = self.max_hosts {
+            p.check(n >= 1, "max_hosts", || format!("must be >= 1, got {n}"));
+            let needed = quiet_hosts_bytes(n) as u64 + self.budget_bytes() / RETURNING_SHARE;
+            p.check(needed <= self.budget_bytes(), "max_hosts", || {
+                format!(
+                    "{n} hosts need {} MiB even while quiet, more than memory_budget_mib = {}: raise the budget or \
+                     lower max_hosts (the budget fits {})",
+                    needed.div_ceil(1 << 20),
+                    self.memory_budget_mib,
+                    self.host_capacity()
+                )
+            });
+        }
         p.check(!self.idle_timeout.is_zero(), "idle_timeout", || "must be > 0".into());
         p.check(self.rebuild_records <= 10_000_000, "rebuild_records", || {
             format!("must be in 0..=10000000, got {}", self.rebuild_records)
         });
         p.into_vec()
+    }
+
+    /// The budget in bytes.
+    pub fn budget_bytes(&self) -> u64 {
+        self.memory_budget_mib.saturating_mul(1 << 20)
+    }
+
+    /// Most hosts tracked at once: `max_hosts` when set, else the most quiet hosts the budget fits.
+    pub fn host_capacity(&self) -> usize {
+        if let Some(n) = self.max_hosts {
+            return n.max(1);
+        }
+        let budget = usize::try_from(self.budget_bytes() - self.budget_bytes() / RETURNING_SHARE).unwrap_or(usize::MAX);
+        // The largest hash table whose hosts, all quiet, fit: then halve the search within its bucket count.
+        let (mut lo, mut hi) = (1usize, budget / std::mem::size_of::<HostState>().max(1) + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if quiet_hosts_bytes(mid) <= budget { lo = mid } else { hi = mid - 1 }
+        }
+        lo
     }
 }
 
@@ -77,10 +195,27 @@ macro_rules! host_state {
             pub last_seen_ns: i64,
             /// When the host was active: where each anomaly's evidence begins.
             pub activity: Activity,
+            /// Heap bytes last accounted to the host map for this host.
+            accounted_bytes: usize,
+            /// The host was evicted before (as far as the map remembers) and came back.
+            returning: bool,
             $(
                 #[doc = concat!("State of the kind of `[detector.", stringify!($section), "]`.")]
                 pub $section: <$kind as DetectorKind>::State,
             )*
+        }
+
+        impl HostState {
+            /// Some kind holds open suspicion about the host (`DetectorKind::open_suspicion`).
+            pub fn open_suspicion(&self) -> bool {
+                false $( || <$kind as DetectorKind>::open_suspicion(&self.$section) )*
+            }
+
+            /// Heap bytes the host holds: its activity spans and its kinds' tables.
+            pub fn heap_bytes(&self) -> usize {
+                vec_bytes::<(i64, i64)>(self.activity.spans.capacity())
+                    $( + <$kind as DetectorKind>::heap_bytes(&self.$section) )*
+            }
         }
     };
 }
@@ -149,15 +284,45 @@ impl Activity {
     }
 }
 
+/// Evictions of one table, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Evictions {
+    /// Idle longer than the idle timeout.
+    pub idle: u64,
+    /// Evicted to make room, without open suspicion.
+    pub capacity: u64,
+    /// Evicted to make room although it held open suspicion: nothing else was left to evict.
+    pub capacity_suspicious: u64,
+}
+
+impl Evictions {
+    /// Every count with its reason, as the `evictions{table,reason}` metric labels it.
+    pub fn by_reason(&self) -> [(&'static str, u64); 3] {
+        [("idle", self.idle), ("capacity", self.capacity), ("capacity_suspicious", self.capacity_suspicious)]
+    }
+
+    /// All evictions.
+    pub fn total(&self) -> u64 {
+        self.idle + self.capacity + self.capacity_suspicious
+    }
+}
+
 /// The bounded host map.
 #[derive(Debug)]
 pub struct HostMap {
     hosts: HashMap<IpAddr, HostState>,
     max_hosts: usize,
+    budget_bytes: usize,
+    /// Sum of the hosts' `accounted_bytes`.
+    heap_bytes: usize,
+    /// The table's largest capacity since it was last rebuilt (removals leave their slots taken until then).
+    table_capacity: usize,
+    /// Addresses evicted without suspicion.
+    evicted: Evicted,
     idle_ns: i64,
     /// Per packets-topic partition: (packet clock, packet time of the last idle sweep).
     clocks: HashMap<i32, (i64, i64)>,
-    evictions: u64,
+    evictions: Evictions,
 }
 
 impl HostMap {
@@ -165,29 +330,74 @@ impl HostMap {
     pub fn new(config: &StateConfig) -> Self {
         Self {
             hosts: HashMap::default(),
-            max_hosts: config.max_hosts.max(1),
+            max_hosts: config.host_capacity(),
+            budget_bytes: usize::try_from(config.budget_bytes()).unwrap_or(usize::MAX),
+            heap_bytes: 0,
+            table_capacity: 0,
+            evicted: Evicted::new(usize::try_from(config.budget_bytes() / RETURNING_SHARE).unwrap_or(usize::MAX)),
             idle_ns: ns(config.idle_timeout).max(1),
             clocks: HashMap::default(),
-            evictions: 0,
+            evictions: Evictions::default(),
         }
     }
 
-    /// The state of `host`, created if new (evicting idle or, if none is idle, the least recently seen hosts
-    /// when the map is full). Advances the packet clock of `partition` to `ts_ns`: pass only accepted packet time
-    /// (see `crate::time`).
+    /// The state of `host`, created if new (evicting idle hosts or, if none is, making room as the module
+    /// documentation says when the map is full in hosts or bytes). Advances the packet clock of `partition` to
+    /// `ts_ns`: pass only accepted packet time (see `crate::time`).
     pub fn entry(&mut self, host: IpAddr, partition: i32, ts_ns: i64) -> &mut HostState {
         let clock = self.clocks.entry(partition).or_insert((ts_ns, i64::MIN));
         clock.0 = clock.0.max(ts_ns);
-        if !self.hosts.contains_key(&host) && self.hosts.len() >= self.max_hosts {
-            self.sweep_idle();
-            if self.hosts.len() >= self.max_hosts {
-                self.evict_oldest((self.max_hosts / 8).max(1));
+        if !self.hosts.contains_key(&host) {
+            if self.full() {
+                self.sweep_idle();
+                if self.full() {
+                    self.make_room();
+                }
             }
+            let mut s = HostState { returning: self.evicted.contains(&host), ..HostState::default() };
+            s.accounted_bytes = s.heap_bytes();
+            self.heap_bytes += s.accounted_bytes;
+            self.hosts.insert(host, s);
+            self.table_capacity = self.table_capacity.max(self.hosts.capacity());
         }
         let s = self.hosts.entry(host).or_default();
         s.partition = partition;
         s.last_seen_ns = s.last_seen_ns.max(ts_ns);
         s
+    }
+
+    /// Accounts the heap `host` holds now, after its kinds changed its state.
+    pub fn settle(&mut self, host: &IpAddr) {
+        if let Some(s) = self.hosts.get_mut(host) {
+            let now = s.heap_bytes();
+            self.heap_bytes = self.heap_bytes.saturating_sub(s.accounted_bytes).saturating_add(now);
+            s.accounted_bytes = now;
+        }
+        if self.bytes() > self.budget_bytes {
+            self.make_room();
+        }
+    }
+
+    /// Bytes the map holds: its table and its hosts' heap as last accounted.
+    pub fn bytes(&self) -> usize {
+        table_bytes::<(IpAddr, HostState)>(self.table_capacity.max(self.hosts.capacity()))
+            .saturating_add(self.heap_bytes)
+            .saturating_add(self.evicted.bytes())
+    }
+
+    /// Moves the hosts into a fresh table of the same capacity, so that the slots of removed hosts are free
+    /// again (a table grows when its free slots run out, removed ones included).
+    fn rebuild(&mut self) {
+        let capacity = self.table_capacity.max(self.hosts.len());
+        let mut fresh = HashMap::with_capacity_and_hasher(capacity, Default::default());
+        fresh.extend(self.hosts.drain());
+        self.hosts = fresh;
+        self.table_capacity = self.hosts.capacity();
+    }
+
+    /// A new host would not fit.
+    fn full(&self) -> bool {
+        self.hosts.len() >= self.max_hosts || self.bytes().saturating_add(QUIET_HOST_HEAP_BYTES) > self.budget_bytes
     }
 
     /// Looks a host up.
@@ -232,49 +442,71 @@ impl HostMap {
         }
         let (clocks, idle_ns) = (&self.clocks, self.idle_ns);
         let before = self.hosts.len();
+        let mut freed = 0;
         self.hosts.retain(|_, s| {
             let now = clocks.get(&s.partition).map_or(i64::MIN, |c| c.0);
-            s.last_seen_ns >= now.saturating_sub(idle_ns)
+            let keep = s.last_seen_ns >= now.saturating_sub(idle_ns);
+            if !keep {
+                freed += s.accounted_bytes;
+            }
+            keep
         });
+        self.heap_bytes = self.heap_bytes.saturating_sub(freed);
         let n = before - self.hosts.len();
-        self.count_evictions(n, "idle");
+        self.evictions.idle += n as u64;
+        if n > 0 {
+            self.rebuild();
+            tracing::debug!(evicted = n, reason = "idle", hosts = self.hosts.len(), "hosts evicted");
+        }
         n
     }
 
-    /// Evicts the `n` least recently seen hosts (an O(len) selection, amortised over `n` inserts).
-    fn evict_oldest(&mut self, n: usize) {
-        let mut seen: Vec<i64> = self.hosts.values().map(|s| s.last_seen_ns).collect();
-        if seen.is_empty() {
-            return;
-        }
-        let k = n.min(seen.len()) - 1;
-        let (_, cutoff, _) = seen.select_nth_unstable(k);
-        let cutoff = *cutoff;
-        let before = self.hosts.len();
-        let mut budget = n;
-        self.hosts.retain(|_, s| {
-            if budget > 0 && s.last_seen_ns <= cutoff {
-                budget -= 1;
-                false
-            } else {
-                true
+    /// Evicts hosts down to 7/8 of the host bound and of the byte budget (at least one): those without open
+    /// suspicion first, least recently seen first; those with open suspicion only when no other is left (an
+    /// O(len log len) ordering, amortised over the eighth of the map it frees).
+    fn make_room(&mut self) {
+        let mut order: Vec<(bool, bool, i64, IpAddr)> =
+            self.hosts.iter().map(|(h, s)| (s.open_suspicion(), s.returning, s.last_seen_ns, *h)).collect();
+        order.sort_unstable();
+        let table = table_bytes::<(IpAddr, HostState)>(self.table_capacity.max(self.hosts.capacity()))
+            .saturating_add(self.evicted.bytes());
+        let heap_target = (self.budget_bytes / 8 * 7).saturating_sub(table);
+        let hosts_target = self.max_hosts / 8 * 7;
+        let (mut quiet, mut suspicious) = (0u64, 0u64);
+        for (open, _, _, host) in order {
+            let done = self.hosts.len() <= hosts_target && self.heap_bytes <= heap_target;
+            if done && quiet + suspicious > 0 {
+                break;
             }
-        });
-        self.count_evictions(before - self.hosts.len(), "capacity");
-    }
-
-    fn count_evictions(&mut self, n: usize, why: &'static str) {
-        if n > 0 {
-            self.evictions += n as u64;
-            tracing::debug!(evicted = n, reason = why, hosts = self.hosts.len(), "hosts evicted");
+            if let Some(s) = self.hosts.remove(&host) {
+                self.heap_bytes = self.heap_bytes.saturating_sub(s.accounted_bytes);
+                if open {
+                    suspicious += 1;
+                } else {
+                    quiet += 1;
+                    self.evicted.mark(&host);
+                }
+            }
         }
+        self.rebuild();
+        self.evictions.capacity += quiet;
+        self.evictions.capacity_suspicious += suspicious;
+        tracing::debug!(quiet, suspicious, hosts = self.hosts.len(), bytes = self.bytes(), "hosts evicted");
     }
 
     /// Drops the state of every host that came from one of `partitions` (they were revoked in a rebalance).
     /// Returns how many hosts were dropped. Not counted as evictions.
     pub fn revoke_partitions(&mut self, partitions: &[i32]) -> usize {
         let before = self.hosts.len();
-        self.hosts.retain(|_, s| !partitions.contains(&s.partition));
+        let mut freed = 0;
+        self.hosts.retain(|_, s| {
+            let keep = !partitions.contains(&s.partition);
+            if !keep {
+                freed += s.accounted_bytes;
+            }
+            keep
+        });
+        self.heap_bytes = self.heap_bytes.saturating_sub(freed);
         self.clocks.retain(|p, _| !partitions.contains(p));
         before - self.hosts.len()
     }
@@ -291,6 +523,11 @@ impl HostMap {
 
     /// Hosts evicted so far (idle or capacity).
     pub fn evictions(&self) -> u64 {
+        self.evictions.total()
+    }
+
+    /// Hosts evicted so far, by reason.
+    pub fn evictions_by_reason(&self) -> Evictions {
         self.evictions
     }
 }
@@ -331,7 +568,7 @@ mod tests {
     #[test]
     fn capacity_is_never_exceeded_and_evictions_are_counted() {
         let mut m = HostMap::new(&StateConfig {
-            max_hosts: 100,
+            max_hosts: Some(100),
             idle_timeout: Duration::from_secs(300),
             ..StateConfig::default()
         });
@@ -349,7 +586,7 @@ mod tests {
     fn idle_hosts_are_evicted_in_packet_time() {
         let sec = 1_000_000_000i64;
         let mut m = HostMap::new(&StateConfig {
-            max_hosts: 1000,
+            max_hosts: Some(1000),
             idle_timeout: Duration::from_secs(300),
             ..StateConfig::default()
         });

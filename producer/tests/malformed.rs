@@ -67,6 +67,30 @@ fn ipv6_extension_chain() -> Vec<u8> {
     ethernet(0x86dd, &ipv6(0, &chain))
 }
 
+/// IPv6 extension chains of every other shape: destination options, routing, authentication (AH) before TCP;
+/// a later fragment (offset 8, no transport header: counted without ports); ESP and "no next header" (the
+/// payload is opaque: counted with their protocol); and a hop-by-hop header after another extension, which
+/// RFC 8200 forbids.
+fn ipv6_more_extension_chains() -> Vec<Vec<u8>> {
+    let mut dest_routing_ah = vec![43, 0, 0, 0, 0, 0, 0, 0]; // destination options, next: routing
+    dest_routing_ah.extend_from_slice(&[51, 0, 0, 0, 0, 0, 0, 0]); // routing, next: AH
+    dest_routing_ah.extend_from_slice(&[6, 2, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0]); // AH (16 bytes), next: TCP
+    dest_routing_ah.extend(tcp_syn());
+    let mut later_fragment = vec![6, 0, 0, 0x08, 0, 0, 0, 7]; // fragment offset 1 (8 bytes), next: TCP
+    later_fragment.extend_from_slice(&[0xab; 16]);
+    let esp = [0, 0, 0, 1, 0, 0, 0, 1, 0xcd, 0xcd, 0xcd, 0xcd];
+    let mut late_hop_by_hop = vec![0, 0, 0, 0, 0, 0, 0, 0]; // destination options, next: hop-by-hop
+    late_hop_by_hop.extend_from_slice(&[6, 0, 0, 0, 0, 0, 0, 0]); // hop-by-hop, next: TCP
+    late_hop_by_hop.extend(tcp_syn());
+    vec![
+        ethernet(0x86dd, &ipv6(60, &dest_routing_ah)),
+        ethernet(0x86dd, &ipv6(44, &later_fragment)),
+        ethernet(0x86dd, &ipv6(50, &esp)),
+        ethernet(0x86dd, &ipv6(59, &[])),
+        ethernet(0x86dd, &ipv6(60, &late_hop_by_hop)),
+    ]
+}
+
 /// IPv6 whose hop-by-hop header announces more bytes than the packet holds.
 fn ipv6_broken_chain() -> Vec<u8> {
     let chain = vec![6, 200, 0, 0, 0, 0, 0, 0];
@@ -223,6 +247,12 @@ fn corpus() -> Vec<Case> {
         "IPv6 extension chains",
         pcap(&[ipv6_extension_chain(), ipv6_broken_chain()]),
         1,
+        &[("malformed_ip", 1)],
+    ));
+    cases.push(case(
+        "IPv6 extension chains of every other shape",
+        pcap(&ipv6_more_extension_chains()),
+        4,
         &[("malformed_ip", 1)],
     ));
     cases.push(case("QinQ", pcapng(&[qinq(), qinq()]), 2, &[]));

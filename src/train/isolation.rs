@@ -65,7 +65,7 @@ pub fn run(args: &TrainArgs, cfg: &Config) -> anyhow::Result<()> {
 
 /// The training set of the captures, each read once: their vectors in order (first `max`, as
 /// [`capture_vectors`] takes them) and their host profiles as the detector aggregates them
-/// (`detector.profile` windows, hosts bounded by `detector.state.max_hosts`), each capture through a
+/// (`detector.profile` windows, hosts bounded by the host capacity of `detector.state`), each capture through a
 /// [`ProfileCollector`] of its own (captures are not one timeline; every host's last window is included), at
 /// most `profile.warmup_profiles` in all.
 pub(crate) fn captures_training_set(pcaps: &[PathBuf], cfg: &Config, max: usize) -> Result<TrainingSet, TrainError> {
@@ -75,7 +75,7 @@ pub(crate) fn captures_training_set(pcaps: &[PathBuf], cfg: &Config, max: usize)
     for pcap in pcaps {
         let mut v = VectorCollector::new(&detector.forest, max - vectors.len());
         let mut c = profiles.as_ref().map(|got: &Vec<ProfileVector>| {
-            ProfileCollector::new(p, detector.state.max_hosts, p.warmup_profiles.saturating_sub(got.len()))
+            ProfileCollector::new(p, detector.state.host_capacity(), p.warmup_profiles.saturating_sub(got.len()))
         });
         offline::batches(pcap, &cfg.producer, |b, _| {
             v.push(b);
@@ -241,7 +241,7 @@ pub fn range_training_set(
     let order = replay_order(records);
     let mut vectors = VectorCollector::new(&detector.forest, max_vectors);
     let p = &detector.profile;
-    let mut profiles = p.enabled.then(|| ProfileCollector::new(p, detector.state.max_hosts, p.warmup_profiles));
+    let mut profiles = p.enabled.then(|| ProfileCollector::new(p, detector.state.host_capacity(), p.warmup_profiles));
     let mut set = TrainingSet::default();
     for r in order {
         if let Some(b) = r.batch(ids, &mut set.poison) {

@@ -91,7 +91,8 @@ pub struct ForestConfig {
     /// Guard window in packet time: a vector is kept out of the retraining sample when its host was flagged by
     /// any detector (any kind) from this long before the vector up to the retraining. A host that slowly ramps
     /// up a scan is flagged by the rules before the forest would learn its traffic as normal. Hosts remembered
-    /// are bounded by `detector.state.max_hosts` (oldest flags forgotten first). Default 1 h.
+    /// are bounded by the host map's capacity (`detector.state.max_hosts` or what `memory_budget_mib` fits;
+    /// oldest flags forgotten first). Default 1 h.
     #[serde(with = "humantime_serde")]
     pub retrain_guard: Duration,
 }

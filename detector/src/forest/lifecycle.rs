@@ -167,7 +167,7 @@ impl Flags {
         tracing::warn!(
             forgotten = cut,
             capacity = self.capacity,
-            "retraining guard full (detector.state.max_hosts flagged hosts): the oldest flags were forgotten"
+            "retraining guard full (the host capacity of detector.state in flagged hosts): the oldest flags were forgotten"
         );
     }
 }
@@ -217,7 +217,7 @@ impl std::fmt::Debug for Retrainer {
 
 impl Retrainer {
     /// The retrainer of `config`, or `None` when `retrain_every` is not set. At most `max_flagged` flagged
-    /// hosts are remembered (the engine passes `detector.state.max_hosts`).
+    /// hosts are remembered (the engine passes the host map's capacity, `StateConfig::host_capacity`).
     pub fn new(config: &ForestConfig, max_flagged: usize) -> Option<Self> {
         let every = config.retrain_every?;
         Some(Self {
