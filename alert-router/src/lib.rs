@@ -10,9 +10,11 @@
 //! could not take, go to the dead-letter topic (always as netanom alert JSON). The pipeline itself is [`route`];
 //! its configuration is [`config`], what a run did and why it stopped [`report`].
 
+pub mod breaker;
 pub mod cef;
 pub mod config;
 pub mod dedup;
+pub mod destination;
 pub mod format;
 pub mod incident;
 pub mod metrics;

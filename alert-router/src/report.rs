@@ -81,3 +81,14 @@ pub enum RouterError {
     #[error("delivery task failed: {0}")]
     Task(String),
 }
+
+/// `e` with the value of a secret property masked (a client configuration error quotes the value).
+pub(crate) fn redacted(e: rdkafka::error::KafkaError) -> rdkafka::error::KafkaError {
+    match e {
+        rdkafka::error::KafkaError::ClientConfig(r, desc, key, value) => {
+            let (desc, value) = netanom_schemas::redact::config_error(desc, &key, value);
+            rdkafka::error::KafkaError::ClientConfig(r, desc, key, value)
+        }
+        e => e,
+    }
+}

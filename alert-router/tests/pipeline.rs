@@ -41,6 +41,8 @@ struct Receiver {
     bad_signatures: Mutex<u32>,
     /// Per hook name starting with `raw-`: the JSON bodies, whatever their format.
     raw: Mutex<HashMap<String, Vec<serde_json::Value>>>,
+    /// While set, the hook named `hole` accepts requests and never answers them.
+    black_hole: std::sync::atomic::AtomicBool,
 }
 
 async fn hook(
@@ -63,6 +65,9 @@ async fn hook(
     if (now - ts).abs() > 300 || !verify(&key, &id, ts, &body, &header("webhook-signature")) {
         *rx.bad_signatures.lock().unwrap() += 1;
         return StatusCode::UNAUTHORIZED;
+    }
+    if name == "hole" && rx.black_hole.load(std::sync::atomic::Ordering::SeqCst) {
+        std::future::pending::<()>().await;
     }
     match name.as_str() {
         "flaky" if calls <= 2 => return StatusCode::INTERNAL_SERVER_ERROR,
@@ -165,6 +170,8 @@ fn fixture(webhooks: Vec<WebhookConfig>, alerts_out: Option<std::path::PathBuf>)
             initial_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(5),
             max_attempts: 3,
+            breaker_cooldown: Duration::from_millis(10),
+            ..RetryConfig::default()
         },
         alerts_out,
         // Most tests here are about suppression and delivery: each group is its own alert.
@@ -554,4 +561,122 @@ async fn the_kinds_of_one_host_reach_every_output_as_one_incident() {
     assert_eq!(ids, want);
     assert!(ids.iter().all(|id| id.ends_with("#1")), "{ids:?}");
     assert_eq!(committed(&f.bootstrap, &f.config.group_id, &f.config.anomalies_topic).await, Offset::Offset(5));
+}
+
+/// The webhooks deliver from the alerts topic, each with its own consumer group: a black-holed webhook (it
+/// accepts requests and never answers) delays neither the alerts topic, nor the anomalies' committed offsets, nor
+/// a healthy webhook. When it answers again it catches up; a restarted router resumes each webhook from its own
+/// committed position: the healthy one gets nothing twice, the black-holed one gets every alert, again only
+/// those it had not acknowledged, under the same `webhook-id`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_webhook_holds_up_nothing_and_catches_up_after_a_restart() {
+    use std::sync::atomic::Ordering;
+    let (rx, base) = start_receiver().await;
+    rx.black_hole.store(true, Ordering::SeqCst);
+    let hook = |name: &str| WebhookConfig {
+        name: name.into(),
+        url: format!("{base}/{name}"),
+        secret: Some(Secret::new(SECRET)),
+        timeout: Duration::from_millis(500),
+        allow_private: true,
+        ..WebhookConfig::default()
+    };
+    let mut f = fixture(vec![hook("hole"), hook("ok")], None);
+    f.config.retry = RetryConfig {
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(100),
+        max_attempts: 0,
+        breaker_failures: 4,
+        breaker_cooldown: Duration::from_millis(300),
+    };
+    f.config.max_concurrency = 4;
+    f.config.suppression.flush_after = Duration::from_millis(50);
+    f.config.shutdown_grace = Duration::from_secs(1);
+    const N: usize = 40;
+    let records: Vec<_> =
+        (0..N).map(|i| encoded(&anomaly(&format!("10.1.0.{i}"), AnomalyKind::Rate, 0, 20.0))).collect();
+    produce(&f.bootstrap, &f.config.anomalies_topic, &records).await;
+
+    let started = tokio::time::Instant::now();
+    let shutdown = CancellationToken::new();
+    let router = tokio::spawn(run(f.config.clone(), shutdown.clone(), RoleHandles::default()));
+    // Every alert reaches the topic and the healthy webhook, and every anomaly is committed, while the black hole
+    // has answered nothing.
+    let alerts: Vec<Alert> = read_topic(&f.bootstrap, &f.config.alerts_topic, N)
+        .await
+        .iter()
+        .map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap())
+        .collect();
+    let topic_latency = started.elapsed();
+    let ok_ids = || -> Vec<String> {
+        rx.accepted.lock().unwrap().get("ok").map(|v| v.iter().map(|(id, _)| id.clone()).collect()).unwrap_or_default()
+    };
+    let hole_ids = || -> Vec<String> {
+        rx.accepted
+            .lock()
+            .unwrap()
+            .get("hole")
+            .map(|v| v.iter().map(|(id, _)| id.clone()).collect())
+            .unwrap_or_default()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while ok_ids().len() < N && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let healthy_latency = started.elapsed();
+    assert_eq!(ok_ids().len(), N, "the healthy webhook got every alert while the other one is black-holed");
+    assert_eq!(committed(&f.bootstrap, &f.config.group_id, &f.config.anomalies_topic).await, Offset::Offset(N as i64));
+    let hole_calls = rx.calls.lock().unwrap().get("hole").copied().unwrap_or(0);
+    assert!(hole_calls >= 1 && hole_ids().is_empty(), "the black hole was called ({hole_calls}) and answered nothing");
+    let hole_group = format!("{}.deliver.hole", f.config.group_id);
+    assert_eq!(committed(&f.bootstrap, &hole_group, &f.config.alerts_topic).await, Offset::Invalid);
+
+    // The black hole answers again: it catches up (breaker half-open, then closed); stop the router part-way.
+    rx.black_hole.store(false, Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while hole_ids().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!hole_ids().is_empty(), "the recovered webhook got nothing");
+    let recovered_after = started.elapsed();
+    shutdown.cancel();
+    let report = tokio::time::timeout(Duration::from_secs(30), router).await.unwrap().unwrap().unwrap();
+    assert_eq!(report.alerts_emitted, N as u64);
+    let before_restart = hole_ids().len();
+
+    // A restarted router: each webhook resumes from its committed position.
+    let shutdown = CancellationToken::new();
+    let router = tokio::spawn(run(f.config.clone(), shutdown.clone(), RoleHandles::default()));
+    let want: std::collections::BTreeSet<String> = alerts.iter().map(Alert::delivery_id).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got: std::collections::BTreeSet<String> = hole_ids().into_iter().collect();
+        if got == want {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "after the restart the webhook has {} of {N}", got.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Settle: nothing more comes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    shutdown.cancel();
+    let report = tokio::time::timeout(Duration::from_secs(30), router).await.unwrap().unwrap().unwrap();
+    assert_eq!(report.alerts_emitted, 0, "the restarted router had no new anomaly");
+    let ok = ok_ids();
+    assert_eq!(ok.len(), N, "the healthy webhook got nothing twice");
+    let hole = hole_ids();
+    let duplicates = hole.len() - N;
+    assert!(
+        duplicates <= before_restart,
+        "duplicates ({duplicates}) only of the alerts delivered before the restart ({before_restart})"
+    );
+    assert_eq!(*rx.bad_signatures.lock().unwrap(), 0);
+    assert_eq!(committed(&f.bootstrap, &hole_group, &f.config.alerts_topic).await, Offset::Offset(N as i64));
+    eprintln!(
+        "black hole: {N} alerts on the topic after {topic_latency:?}, at the healthy webhook after \
+         {healthy_latency:?}; the black hole answered its first after {recovered_after:?} and had {before_restart} \
+         at the restart; after it, {} deliveries to it ({duplicates} duplicates), {} to the healthy one",
+        hole.len(),
+        ok.len()
+    );
 }
