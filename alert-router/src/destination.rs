@@ -73,8 +73,15 @@ pub fn group_of(group_id: &str, name: &str) -> String {
 enum Target {
     /// One webhook (a sender holding that webhook only).
     Webhook(WebhookSender),
-    /// The syslog receiver, with its retry policy and circuit breaker.
-    Syslog { sender: SyslogSender, retry: RetryConfig, breaker: Breaker },
+    /// The syslog receiver.
+    Syslog(Box<SyslogTarget>),
+}
+
+/// The syslog receiver, with its retry policy and circuit breaker.
+struct SyslogTarget {
+    sender: SyslogSender,
+    retry: RetryConfig,
+    breaker: Breaker,
 }
 
 /// One destination of the router.
@@ -119,7 +126,11 @@ pub fn destinations(config: &RouterConfig) -> Result<Vec<Destination>, RouterErr
         let breaker = Breaker::new(SYSLOG, config.retry.breaker_failures, config.retry.breaker_cooldown);
         out.push(Destination {
             name: SYSLOG.into(),
-            target: Target::Syslog { sender: SyslogSender::new(syslog), retry: config.retry.clone(), breaker },
+            target: Target::Syslog(Box::new(SyslogTarget {
+                sender: SyslogSender::new(syslog),
+                retry: config.retry.clone(),
+                breaker,
+            })),
             // One TCP connection, written in order.
             concurrency: 1,
         });
@@ -137,7 +148,7 @@ impl Destination {
     fn shown(&self) -> String {
         match &self.target {
             Target::Webhook(w) => w.urls().next().unwrap_or_default().to_string(),
-            Target::Syslog { sender, .. } => sender.target(),
+            Target::Syslog(s) => s.sender.target(),
         }
     }
 
@@ -158,7 +169,8 @@ impl Destination {
                     None => Err("no webhook configured".into()),
                 }
             }
-            Target::Syslog { sender, retry, breaker } => {
+            Target::Syslog(s) => {
+                let SyslogTarget { sender, retry, breaker } = s.as_ref();
                 let mut attempts = 0;
                 loop {
                     attempts += 1;
@@ -228,7 +240,7 @@ pub async fn run(
         concurrency = destination.concurrency, "destination started");
     let mut report = DestinationReport {
         name: destination.name.clone(),
-        syslog: matches!(destination.target, Target::Syslog { .. }),
+        syslog: matches!(destination.target, Target::Syslog(_)),
         ..DestinationReport::default()
     };
     let concurrency = destination.concurrency.max(1);
@@ -339,7 +351,7 @@ async fn deliver_record(shared: Arc<Shared>, m: OwnedMessage) -> (i32, i64, Resu
 
 async fn deliver_one(shared: &Shared, m: &OwnedMessage) -> Result<Ended, RouterError> {
     let d = &shared.destination;
-    let sink = if matches!(d.target, Target::Syslog { .. }) { metrics::sink::SYSLOG } else { metrics::sink::WEBHOOK };
+    let sink = if matches!(d.target, Target::Syslog(_)) { metrics::sink::SYSLOG } else { metrics::sink::WEBHOOK };
     let (native, failure) = match native_alert(m) {
         Ok((bytes, alert)) => match d.send(&alert).await {
             Ok(()) => {
@@ -353,7 +365,9 @@ async fn deliver_one(shared: &Shared, m: &OwnedMessage) -> Result<Ended, RouterE
     tracing::warn!(destination = %d.name, partition = m.partition(), offset = m.offset(), reason = %failure,
         "alert parked on the dead-letter topic");
     shared.metrics.alert(sink, false, 1);
-    park(shared, m, native, &failure).await?;
+    let origin = format!("{}/{}/{}", shared.alerts_topic, m.partition(), m.offset());
+    let dlq = DeadLetter { producer: &shared.producer, topic: &shared.dead_letter_topic, destination: &d.name };
+    dlq.park(m.key(), native, &origin, &failure).await?;
     shared.metrics.dead_lettered.add(1, &[]);
     Ok(Ended::Parked)
 }
@@ -374,22 +388,68 @@ fn native_alert(m: &OwnedMessage) -> Result<(&[u8], Alert), String> {
     Ok((bytes, alert))
 }
 
-/// Produces `payload` (the native alert, or the record as it was) to the dead-letter topic with the reason,
-/// the origin and the destination.
-async fn park(shared: &Shared, m: &OwnedMessage, payload: &[u8], reason: &str) -> Result<(), RouterError> {
-    let origin = format!("{}/{}/{}", shared.alerts_topic, m.partition(), m.offset());
-    let headers = OwnedHeaders::new()
-        .insert(Header { key: topics::DLQ_REASON_HEADER, value: Some(reason) })
-        .insert(Header { key: topics::DLQ_ORIGIN_HEADER, value: Some(origin.as_str()) })
-        .insert(Header { key: topics::DLQ_DESTINATION_HEADER, value: Some(shared.destination.name.as_str()) });
-    let mut record = FutureRecord::<[u8], [u8]>::to(&shared.dead_letter_topic).payload(payload).headers(headers);
-    if let Some(key) = m.key() {
-        record = record.key(key);
+/// Where a destination parks what it cannot deliver.
+struct DeadLetter<'a> {
+    producer: &'a FutureProducer<KafkaLog>,
+    topic: &'a str,
+    destination: &'a str,
+}
+
+impl DeadLetter<'_> {
+    /// Produces `payload` (the native alert, or the record as it was) to the dead-letter topic with the reason,
+    /// the origin (`topic/partition/offset` of the alert) and the destination.
+    async fn park(&self, key: Option<&[u8]>, payload: &[u8], origin: &str, reason: &str) -> Result<(), RouterError> {
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: topics::DLQ_REASON_HEADER, value: Some(reason) })
+            .insert(Header { key: topics::DLQ_ORIGIN_HEADER, value: Some(origin) })
+            .insert(Header { key: topics::DLQ_DESTINATION_HEADER, value: Some(self.destination) });
+        let mut record = FutureRecord::<[u8], [u8]>::to(self.topic).payload(payload).headers(headers);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        self.producer.send(record, QUEUE_TIMEOUT).await.map(|_| ()).map_err(|(source, _)| RouterError::Produce {
+            topic: self.topic.to_string(),
+            key: key.map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
+            source: Box::new(source),
+        })
     }
-    shared.producer.send(record, QUEUE_TIMEOUT).await.map(|_| ()).map_err(|(source, _)| RouterError::Produce {
-        topic: shared.dead_letter_topic.clone(),
-        key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
-        source: Box::new(source),
+}
+
+/// Delivers the alert of dead-letter record `m` (parked by a destination) to `d` again: `true` when delivered,
+/// `false` when it was refused again and parked again on `dead_letter_topic` (keeping its origin).
+pub async fn redeliver(
+    d: &Destination,
+    producer: &FutureProducer<KafkaLog>,
+    dead_letter_topic: &str,
+    m: &OwnedMessage,
+) -> Result<bool, RouterError> {
+    let failure = match native_alert(m) {
+        Ok((_, alert)) => match d.send(&alert).await {
+            Ok(()) => return Ok(true),
+            Err(reason) => reason,
+        },
+        Err(reason) => reason,
+    };
+    let origin = m
+        .headers()
+        .and_then(|h| h.iter().find(|h| h.key == topics::DLQ_ORIGIN_HEADER).and_then(|h| h.value))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default();
+    let dlq = DeadLetter { producer, topic: dead_letter_topic, destination: &d.name };
+    dlq.park(m.key(), m.payload().unwrap_or_default(), &origin, &failure).await?;
+    Ok(false)
+}
+
+/// An idempotent producer for dead letters (`netanom dlq replay`).
+pub fn dead_letter_producer(config: &RouterConfig) -> Result<FutureProducer<KafkaLog>, RouterError> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.brokers).set("enable.idempotence", "true");
+    for (k, v) in &config.kafka_properties {
+        c.set(k, v);
+    }
+    c.create_with_context(KafkaLog::default()).map_err(|source| RouterError::Kafka {
+        what: "creating the dead-letter producer".into(),
+        source: Box::new(crate::report::redacted(source)),
     })
 }
 

@@ -43,6 +43,8 @@ struct Receiver {
     raw: Mutex<HashMap<String, Vec<serde_json::Value>>>,
     /// While set, the hook named `hole` accepts requests and never answers them.
     black_hole: std::sync::atomic::AtomicBool,
+    /// While set, the hook named `picky` answers 422.
+    picky: std::sync::atomic::AtomicBool,
 }
 
 async fn hook(
@@ -68,6 +70,9 @@ async fn hook(
     }
     if name == "hole" && rx.black_hole.load(std::sync::atomic::Ordering::SeqCst) {
         std::future::pending::<()>().await;
+    }
+    if name == "picky" && rx.picky.load(std::sync::atomic::Ordering::SeqCst) {
+        return StatusCode::UNPROCESSABLE_ENTITY;
     }
     match name.as_str() {
         "flaky" if calls <= 2 => return StatusCode::INTERNAL_SERVER_ERROR,
@@ -683,4 +688,67 @@ async fn a_black_holed_webhook_holds_up_nothing_and_catches_up_after_a_restart()
         hole.len(),
         ok.len()
     );
+}
+
+/// A refused alert is parked with the destination's name; once the receiver takes it, `dlq replay` delivers it
+/// (same `webhook-id`), for that destination only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_alerts_name_their_destination_and_replay_delivers_them() {
+    use std::sync::atomic::Ordering;
+    let (rx, base) = start_receiver().await;
+    rx.picky.store(true, Ordering::SeqCst);
+    let hook = |name: &str| WebhookConfig {
+        name: name.into(),
+        url: format!("{base}/{name}"),
+        secret: Some(Secret::new(SECRET)),
+        allow_private: true,
+        ..WebhookConfig::default()
+    };
+    let mut f = fixture(vec![hook("picky"), hook("reject")], None);
+    f.config.alerts_format = AlertFormat::Ecs;
+    let records = [
+        encoded(&anomaly("10.0.0.1", AnomalyKind::Rate, 0, 30.0)),
+        encoded(&anomaly("10.0.0.2", AnomalyKind::Fanout, 0, 50.0)),
+    ];
+    produce(&f.bootstrap, &f.config.anomalies_topic, &records).await;
+    let report = run_drained(&f.config).await;
+    assert_eq!((report.webhook_delivered, report.webhook_failed, report.dead_lettered_alerts), (0, 4, 4));
+    assert_eq!(rx.calls.lock().unwrap()["picky"], 2, "a 422 is not retried");
+    let dlq = read_topic(&f.bootstrap, &f.config.dead_letter_topic, 4).await;
+    let mut named: Vec<String> = dlq.iter().map(|m| header(m, topics::DLQ_DESTINATION_HEADER)).collect();
+    named.sort();
+    assert_eq!(named, ["picky", "picky", "reject", "reject"]);
+    for m in &dlq {
+        // The native alert, though the topic is ECS.
+        let alert: Alert = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        assert!(header(m, topics::DLQ_ORIGIN_HEADER).starts_with(&f.config.alerts_topic));
+        assert!(header(m, topics::DLQ_REASON_HEADER).contains("HTTP 4"), "{}", alert.id);
+    }
+
+    rx.picky.store(false, Ordering::SeqCst);
+    let replayed = netanom_alert_router::dlq::replay(&f.config, Some("picky")).await.unwrap();
+    assert_eq!((replayed.found, replayed.delivered, replayed.parked_again), (2, 2, 0));
+    let accepted = rx.accepted.lock().unwrap().get("picky").cloned().unwrap_or_default();
+    let mut ids: Vec<String> = accepted
+        .iter()
+        .map(|(id, a)| {
+            assert_eq!(*id, a.delivery_id());
+            id.clone()
+        })
+        .collect();
+    ids.sort();
+    let mut want: Vec<String> = dlq
+        .iter()
+        .filter(|m| header(m, topics::DLQ_DESTINATION_HEADER) == "picky")
+        .map(|m| serde_json::from_slice::<Alert>(m.payload().unwrap()).unwrap().delivery_id())
+        .collect();
+    want.sort();
+    assert_eq!(ids, want);
+    assert_eq!(rx.calls.lock().unwrap()["reject"], 2, "the other destination's parked alerts were left alone");
+
+    // Every destination: the two `reject` refuses again are parked again; unknown names are an error.
+    let replayed = netanom_alert_router::dlq::replay(&f.config, None).await.unwrap();
+    assert_eq!((replayed.found, replayed.delivered, replayed.parked_again), (4, 2, 2));
+    let e = netanom_alert_router::dlq::replay(&f.config, Some("nope")).await.unwrap_err().to_string();
+    assert!(e.contains("nope") && e.contains("picky"), "{e}");
 }
