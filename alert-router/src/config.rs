@@ -304,7 +304,7 @@ impl RouterConfig {
             names.push((format!("webhooks[{i}].name"), name));
         }
         if self.syslog.as_ref().is_some_and(|s| s.enabled) {
-            names.push(("syslog".into(), crate::destination::SYSLOG.into()));
+            names.push(("syslog".into(), crate::syslog::DESTINATION_NAME.into()));
         }
         for (i, (key, name)) in names.iter().enumerate() {
             if let Some((first, _)) = names[..i].iter().find(|(_, n)| n == name) {

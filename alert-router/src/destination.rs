@@ -57,8 +57,6 @@ use crate::{RouterConfig, RouterError};
 /// librdkafka prefetch of one destination's consumer (`queued.max.messages.kbytes`): what a paused destination
 /// holds at most besides its alerts in flight.
 pub const PREFETCH_KBYTES: &str = "4096";
-/// The name of the syslog destination.
-pub const SYSLOG: &str = "syslog";
 /// How long blocking Kafka metadata calls may take.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the producer may wait for queue space.
@@ -123,9 +121,10 @@ pub fn destinations(config: &RouterConfig) -> Result<Vec<Destination>, RouterErr
         out.push(Destination { name, target: Target::Webhook(sender), concurrency: config.max_concurrency });
     }
     if let Some(syslog) = config.syslog.clone().filter(|s| s.enabled) {
-        let breaker = Breaker::new(SYSLOG, config.retry.breaker_failures, config.retry.breaker_cooldown);
+        let breaker =
+            Breaker::new(crate::syslog::DESTINATION_NAME, config.retry.breaker_failures, config.retry.breaker_cooldown);
         out.push(Destination {
-            name: SYSLOG.into(),
+            name: crate::syslog::DESTINATION_NAME.into(),
             target: Target::Syslog(Box::new(SyslogTarget {
                 sender: SyslogSender::new(syslog),
                 retry: config.retry.clone(),
