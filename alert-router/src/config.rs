@@ -410,6 +410,7 @@ mod tests {
                     timeout: Duration::ZERO,
                     format: AlertFormat::Ocsf,
                     allow_private: false,
+                    digest_above: 0,
                 },
             ],
             retry: RetryConfig {

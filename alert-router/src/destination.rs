@@ -47,6 +47,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::breaker::Breaker;
+use crate::digest::{self, Digester, MAX_DIGEST};
 use crate::format::{AlertFormat, render_string};
 use crate::metrics::{self, Metrics};
 use crate::offsets::OffsetTracker;
@@ -87,6 +88,8 @@ pub struct Destination {
     name: String,
     target: Target,
     concurrency: usize,
+    /// A webhook's `digest_above` (0: no digests).
+    digest_above: usize,
 }
 
 /// What one destination did in a run.
@@ -107,6 +110,7 @@ pub fn destinations(config: &RouterConfig) -> Result<Vec<Destination>, RouterErr
     let mut out = Vec::new();
     for (index, hook) in config.effective_webhooks().into_iter().enumerate() {
         let name = webhook::destination_name(&hook, index);
+        let digest_above = hook.digest_above as usize;
         let named = webhook::WebhookConfig { name: name.clone(), ..hook };
         let sender = WebhookSender::new(std::slice::from_ref(&named), config.retry.clone(), config.max_concurrency)
             .map_err(|e| match e {
@@ -118,7 +122,12 @@ pub fn destinations(config: &RouterConfig) -> Result<Vec<Destination>, RouterErr
                 }
                 other => RouterError::Webhook(other),
             })?;
-        out.push(Destination { name, target: Target::Webhook(sender), concurrency: config.max_concurrency });
+        out.push(Destination {
+            name,
+            target: Target::Webhook(sender),
+            concurrency: config.max_concurrency,
+            digest_above,
+        });
     }
     if let Some(syslog) = config.syslog.clone().filter(|s| s.enabled) {
         let breaker =
@@ -132,6 +141,7 @@ pub fn destinations(config: &RouterConfig) -> Result<Vec<Destination>, RouterErr
             })),
             // One TCP connection, written in order.
             concurrency: 1,
+            digest_above: 0,
         });
     }
     Ok(out)
@@ -202,11 +212,10 @@ struct Shared {
     metrics: Metrics,
 }
 
-/// How one record ended.
-enum Ended {
-    Delivered,
-    Parked,
-}
+/// How the records of one delivery (one alert, or a digest) ended: delivered and parked.
+type Ended = (u64, u64);
+/// The records of one delivery.
+type Records = Vec<(i32, i64)>;
 
 /// Runs one destination until `stop` carries a deadline and everything on the alerts topic up to its high
 /// watermarks at that moment was delivered or parked, or the deadline passed (see the module documentation).
@@ -252,31 +261,47 @@ pub async fn run(
     });
     let mut tracker = OffsetTracker::new();
     let mut consumed_next: HashMap<i32, i64> = HashMap::new();
-    let mut tasks: JoinSet<(i32, i64, Result<Ended, RouterError>)> = JoinSet::new();
+    let mut tasks: JoinSet<(Records, Result<Ended, RouterError>)> = JoinSet::new();
+    let mut digester = (shared.destination.digest_above > 0).then(|| Digester::new(shared.destination.digest_above));
     let mut targets: Option<(HashMap<i32, i64>, Instant)> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let result = loop {
         if let Some((t, _)) = &targets
-            && tasks.is_empty()
             && reached(consumer.as_ref(), &topic, t, &consumed_next)
         {
-            break Ok(());
+            // Stopping: what is held for a digest goes now.
+            if let Some(d) = digester.as_mut().filter(|d| d.held() > 0) {
+                tasks.spawn(deliver_digest(shared.clone(), d.take()));
+            }
+            if tasks.is_empty() {
+                break Ok(());
+            }
         }
         let deadline = targets.as_ref().map(|(_, d)| *d);
+        let digest_due = digester.as_ref().and_then(Digester::due);
         tokio::select! {
             biased;
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                let (partition, offset, ended) = match joined {
+                let (records, ended) = match joined {
                     Ok(done) => done,
                     Err(e) => break Err(RouterError::Task(e.to_string())),
                 };
                 match ended {
-                    Ok(Ended::Delivered) => report.delivered += 1,
-                    Ok(Ended::Parked) => report.parked += 1,
+                    Ok((delivered, parked)) => {
+                        report.delivered += delivered;
+                        report.parked += parked;
+                    }
                     Err(e) => break Err(e),
                 }
-                if let Some(next) = tracker.done(partition, offset) {
-                    store(consumer.as_ref(), &topic, partition, next);
+                for (partition, offset) in records {
+                    if let Some(next) = tracker.done(partition, offset) {
+                        store(consumer.as_ref(), &topic, partition, next);
+                    }
+                }
+            }
+            () = tokio::time::sleep_until(digest_due.unwrap_or_else(Instant::now)), if digest_due.is_some() => {
+                if let Some(d) = digester.as_mut() {
+                    tasks.spawn(deliver_digest(shared.clone(), d.take()));
                 }
             }
             changed = stop.changed(), if targets.is_none() => {
@@ -302,13 +327,21 @@ pub async fn run(
                 break Ok(());
             }
             _ = tick.tick() => {}
-            message = consumer.recv(), if tasks.len() < concurrency => match message {
+            message = consumer.recv(), if tasks.len() < concurrency
+                && digester.as_ref().is_none_or(|d| d.held() < MAX_DIGEST) => match message {
                 Ok(m) => {
                     let m = m.detach();
                     let (partition, offset) = (m.partition(), m.offset());
                     consumed_next.insert(partition, offset + 1);
                     tracker.track(partition, offset);
-                    tasks.spawn(deliver_record(shared.clone(), m));
+                    let now = Instant::now();
+                    let over = digester.as_mut().is_some_and(|d| d.over(now));
+                    match digester.as_mut() {
+                        Some(d) if over => d.hold(m, now),
+                        _ => {
+                            tasks.spawn(deliver_record(shared.clone(), m));
+                        }
+                    }
                 }
                 Err(KafkaError::PartitionEOF(partition)) => {
                     if let Some(next) = position(consumer.as_ref(), &topic, partition) {
@@ -335,7 +368,7 @@ pub async fn run(
 }
 
 /// Delivers the alert of record `m`, or parks it; returns its partition and offset with how it ended.
-async fn deliver_record(shared: Arc<Shared>, m: OwnedMessage) -> (i32, i64, Result<Ended, RouterError>) {
+async fn deliver_record(shared: Arc<Shared>, m: OwnedMessage) -> (Records, Result<Ended, RouterError>) {
     use opentelemetry::context::FutureExt as _;
     use opentelemetry::trace::TraceContextExt as _;
     let (partition, offset) = (m.partition(), m.offset());
@@ -345,7 +378,71 @@ async fn deliver_record(shared: Arc<Shared>, m: OwnedMessage) -> (i32, i64, Resu
         None => opentelemetry::Context::new(),
     };
     let ended = deliver_one(&shared, &m).with_context(cx).await;
-    (partition, offset, ended)
+    (vec![(partition, offset)], ended)
+}
+
+/// Delivers the alerts of `records` as one digest ([`crate::digest`]); a record without a native alert, and
+/// every alert of a digest the webhook refused, is parked.
+async fn deliver_digest(shared: Arc<Shared>, records: Vec<OwnedMessage>) -> (Records, Result<Ended, RouterError>) {
+    let done: Records = records.iter().map(|m| (m.partition(), m.offset())).collect();
+    let ended = async {
+        let d = &shared.destination;
+        let mut alerts = Vec::with_capacity(records.len());
+        let mut parked = 0;
+        for m in &records {
+            match native_alert(m) {
+                Ok((bytes, alert)) => alerts.push((m, bytes, alert)),
+                Err(reason) => {
+                    park_record(&shared, m, m.payload().unwrap_or_default(), &reason).await?;
+                    parked += 1;
+                }
+            }
+        }
+        let Target::Webhook(sender) = &d.target else { return Ok((0, parked)) };
+        if alerts.is_empty() {
+            return Ok((0, parked));
+        }
+        let list: Vec<Alert> = alerts.iter().map(|(_, _, a)| a.clone()).collect();
+        let (id, body) = digest::body(&list);
+        let delivery = sender.deliver(&id, body.as_bytes()).await.into_iter().next();
+        match delivery.map(|d| (d.url, d.outcome)) {
+            Some((_, Outcome::Delivered { .. })) => {
+                shared.metrics.alert(metrics::sink::WEBHOOK, true, list.len() as u64);
+                tracing::info!(destination = %d.name, %id, alerts = list.len(), "digest delivered");
+                Ok((list.len() as u64, parked))
+            }
+            other => {
+                let reason = match other {
+                    Some((url, Outcome::Failed { attempts, reason })) => {
+                        format!("digest {id} to webhook {url} failed after {attempts} attempt(s): {reason}")
+                    }
+                    _ => "no webhook configured".to_string(),
+                };
+                for (m, bytes, _) in &alerts {
+                    park_record(&shared, m, bytes, &reason).await?;
+                }
+                shared.metrics.alert(metrics::sink::WEBHOOK, false, list.len() as u64);
+                Ok((0, parked + list.len() as u64))
+            }
+        }
+    }
+    .await;
+    (done, ended)
+}
+
+/// Parks record `m` (as `payload`) for the destination of `shared`, counting it.
+async fn park_record(shared: &Shared, m: &OwnedMessage, payload: &[u8], reason: &str) -> Result<(), RouterError> {
+    tracing::warn!(destination = %shared.destination.name, partition = m.partition(), offset = m.offset(), %reason,
+        "alert parked on the dead-letter topic");
+    let origin = format!("{}/{}/{}", shared.alerts_topic, m.partition(), m.offset());
+    let dlq = DeadLetter {
+        producer: &shared.producer,
+        topic: &shared.dead_letter_topic,
+        destination: &shared.destination.name,
+    };
+    dlq.park(m.key(), payload, &origin, reason).await?;
+    shared.metrics.dead_lettered.add(1, &[]);
+    Ok(())
 }
 
 async fn deliver_one(shared: &Shared, m: &OwnedMessage) -> Result<Ended, RouterError> {
@@ -355,20 +452,15 @@ async fn deliver_one(shared: &Shared, m: &OwnedMessage) -> Result<Ended, RouterE
         Ok((bytes, alert)) => match d.send(&alert).await {
             Ok(()) => {
                 shared.metrics.alert(sink, true, 1);
-                return Ok(Ended::Delivered);
+                return Ok((1, 0));
             }
             Err(reason) => (bytes, reason),
         },
         Err(reason) => (m.payload().unwrap_or_default(), reason),
     };
-    tracing::warn!(destination = %d.name, partition = m.partition(), offset = m.offset(), reason = %failure,
-        "alert parked on the dead-letter topic");
     shared.metrics.alert(sink, false, 1);
-    let origin = format!("{}/{}/{}", shared.alerts_topic, m.partition(), m.offset());
-    let dlq = DeadLetter { producer: &shared.producer, topic: &shared.dead_letter_topic, destination: &d.name };
-    dlq.park(m.key(), native, &origin, &failure).await?;
-    shared.metrics.dead_lettered.add(1, &[]);
-    Ok(Ended::Parked)
+    park_record(shared, m, native, &failure).await?;
+    Ok((0, 1))
 }
 
 /// The native alert of record `m` (its bytes and the alert): the `netanom-alert` header, else the payload when

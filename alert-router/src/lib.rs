@@ -16,6 +16,7 @@ pub mod cef;
 pub mod config;
 pub mod dedup;
 pub mod destination;
+pub mod digest;
 pub mod dlq;
 pub mod format;
 pub mod incident;

@@ -52,6 +52,9 @@ pub struct WebhookConfig {
     /// restricted addresses (a receiver on the same host or in the cluster network). Default false: such a URL is
     /// refused at start, and a host name resolving to such an address is refused at connect time.
     pub allow_private: bool,
+    /// Alerts per minute above which this webhook gets the further alerts of the minute summarised in digests
+    /// (one message naming up to 1000 alerts, sent at most every 10 s; see `digest`). Default 0: off.
+    pub digest_above: u32,
 }
 
 impl Default for WebhookConfig {
@@ -63,6 +66,7 @@ impl Default for WebhookConfig {
             timeout: Duration::from_secs(5),
             format: AlertFormat::Netanom,
             allow_private: false,
+            digest_above: 0,
         }
     }
 }
@@ -77,6 +81,7 @@ impl std::fmt::Debug for WebhookConfig {
             .field("timeout", &self.timeout)
             .field("format", &self.format)
             .field("allow_private", &self.allow_private)
+            .field("digest_above", &self.digest_above)
             .finish()
     }
 }
@@ -515,6 +520,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             format: AlertFormat::Ecs,
             allow_private: false,
+            digest_above: 0,
         };
         assert!(!format!("{cfg:?}").contains("c2VjcmV0"));
         assert_eq!(decode_secret(&Secret::new("c2VjcmV0")), Err(SecretError::Prefix));

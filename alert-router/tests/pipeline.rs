@@ -752,3 +752,48 @@ async fn parked_alerts_name_their_destination_and_replay_delivers_them() {
     let e = netanom_alert_router::dlq::replay(&f.config, Some("nope")).await.unwrap_err().to_string();
     assert!(e.contains("nope") && e.contains("picky"), "{e}");
 }
+
+/// Beyond `digest_above` alerts a minute, a webhook gets the further alerts as one signed digest naming them;
+/// another webhook without `digest_above` gets every alert on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_over_its_rate_gets_one_digest_naming_the_rest() {
+    let (rx, base) = start_receiver().await;
+    let hook = |name: &str, digest_above| WebhookConfig {
+        name: name.into(),
+        url: format!("{base}/{name}"),
+        secret: Some(Secret::new(SECRET)),
+        allow_private: true,
+        digest_above,
+        ..WebhookConfig::default()
+    };
+    let mut f = fixture(vec![hook("raw-digest", 3), hook("ok", 0)], None);
+    // One alert at a time, so the first three go on their own.
+    f.config.max_concurrency = 1;
+    const N: usize = 10;
+    let records: Vec<_> =
+        (0..N).map(|i| encoded(&anomaly(&format!("10.2.0.{i}"), AnomalyKind::Rate, 0, 20.0))).collect();
+    produce(&f.bootstrap, &f.config.anomalies_topic, &records).await;
+    let report = run_drained(&f.config).await;
+    assert_eq!((report.alerts_emitted, report.webhook_delivered, report.webhook_failed), (N as u64, 2 * N as u64, 0));
+    assert_eq!(*rx.bad_signatures.lock().unwrap(), 0, "the digest is signed like any alert");
+    let raw = rx.raw.lock().unwrap()["raw-digest"].clone();
+    let (digests, singles): (Vec<_>, Vec<_>) = raw.iter().partition(|d| d["type"] == "netanom.digest");
+    assert_eq!((singles.len(), digests.len()), (3, 1), "{raw:#?}");
+    let digest = digests[0];
+    assert_eq!(digest["count"], N - 3);
+    let mut ids: Vec<String> = singles
+        .iter()
+        .map(|a| format!("{}#{}", a["id"].as_str().unwrap(), a["revision"]))
+        .chain(digest["alerts"].as_array().unwrap().iter().map(|a| a["webhook_id"].as_str().unwrap().to_string()))
+        .collect();
+    ids.sort();
+    let mut want: Vec<String> = rx.accepted.lock().unwrap()["ok"].iter().map(|(id, _)| id.clone()).collect();
+    want.sort();
+    assert_eq!(want.len(), N, "the other webhook got every alert on its own");
+    assert_eq!(ids, want, "the singles and the digest name every alert once");
+    assert!(digest["alerts"][0]["host"].as_str().unwrap().starts_with("10.2.0."));
+    assert_eq!(
+        committed(&f.bootstrap, &format!("{}.deliver.raw-digest", f.config.group_id), &f.config.alerts_topic).await,
+        Offset::Offset(N as i64)
+    );
+}

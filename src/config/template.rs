@@ -137,6 +137,7 @@ const SECTIONS: &str = "\
 # timeout = \"5s\"
 # format = \"netanom\"  # netanom, ecs or ocsf
 # allow_private = false  # true: may reach loopback and private addresses
+# digest_above = 0  # alerts per minute beyond which further alerts go in digests (one message naming many); 0: off
 
 # CEF over syslog (off unless this table is present).
 # [alert_router.syslog]
