@@ -65,6 +65,8 @@ pub enum Command {
     /// for `--supervised-model`, printing cross-validated and held-out accuracy, precision, recall and F1; with
     /// --autoencoder, the autoencoder ensemble (KitNET) for `--autoencoder-model`.
     Train(TrainArgs),
+    /// Tools for the dead-letter topic: `replay` re-delivers the alerts the router's destinations parked there.
+    Dlq(crate::dlq::DlqArgs),
     /// Print alerts (JSON lines, from a file or stdin) with the original addresses in place of the pseudonyms the
     /// producer published (`[producer.pseudonymize]`), using the key from --key-file or the configuration.
     Reveal(crate::reveal::RevealArgs),
@@ -225,7 +227,7 @@ impl Command {
             Command::Run(_) | Command::Eval(_) | Command::Report(_) => Roles::ALL,
             Command::Producer(_) => only(true, false, false),
             Command::Detector(_) | Command::Replay(_) | Command::Train(_) => only(false, true, false),
-            Command::AlertRouter(_) => only(false, false, true),
+            Command::AlertRouter(_) | Command::Dlq(_) => only(false, false, true),
             Command::Synth(_) | Command::Reveal(_) | Command::Config { check: false, .. } => Roles::NONE,
             Command::Config { role: None, .. } => Roles::ALL,
             Command::Config { role: Some(r), .. } => match r.as_str() {
@@ -319,7 +321,9 @@ impl Cli {
                 offline(&mut o, pcap);
             }
             Command::Report(ReportArgs { pcap, .. }) => offline(&mut o, pcap),
-            Command::Replay(ReplayArgs { brokers, .. }) | Command::Train(TrainArgs { brokers, .. }) => {
+            Command::Replay(ReplayArgs { brokers, .. })
+            | Command::Train(TrainArgs { brokers, .. })
+            | Command::Dlq(crate::dlq::DlqArgs { action: crate::dlq::DlqAction::Replay { brokers, .. } }) => {
                 set(&mut o, "kafka.brokers", brokers.as_deref());
             }
             Command::Config { .. } | Command::Synth(_) | Command::Reveal(_) => {}
@@ -362,6 +366,7 @@ pub async fn dispatch(
         Command::Train(args) => crate::train::command(args, cfg).await,
         Command::Config { .. } => Ok(()),
         Command::Reveal(args) => crate::reveal::command(&args, &cfg),
+        Command::Dlq(args) => crate::dlq::command(args, cfg).await,
     }
 }
 

@@ -20,6 +20,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod dlq;
 pub mod eval;
 pub mod labels;
 pub mod offline;

@@ -57,7 +57,8 @@ pub struct RouterConfig {
     pub suppression: SuppressionConfig,
     /// Grouping of a host's alerts across kinds into incidents (`[alert_router.incidents]`).
     pub incidents: IncidentConfig,
-    /// Webhooks every alert is POSTed to (none by default).
+    /// Webhooks every alert is POSTed to (none by default). Each delivers from the alerts topic at its own pace,
+    /// with its own consumer group (see `destination`).
     pub webhooks: Vec<WebhookConfig>,
     /// Signing secret (`whsec_…`) for the webhooks that have none of their own; convenient from the environment
     /// (`NETANOM_ALERT_ROUTER__WEBHOOK_SECRET`) or a Kubernetes Secret. Default: none.
@@ -70,9 +71,11 @@ pub struct RouterConfig {
     pub fetch_wait: Duration,
     /// Retry policy of webhook requests.
     pub retry: RetryConfig,
-    /// Webhook requests in flight at most, over all webhooks and alerts. Default 16.
+    /// Alerts being delivered at most by one webhook at a time (each destination has its own; the syslog
+    /// receiver takes one at a time). Default 16.
     pub max_concurrency: usize,
-    /// Alerts being delivered at most; consumption pauses while this many are in flight. Default 1024.
+    /// Alerts being published to the alerts topic at most; consumption of anomalies pauses while this many are
+    /// in flight. Default 1024.
     pub max_in_flight_alerts: usize,
     /// Anomaly ids remembered per partition of the anomalies topic: an anomaly whose id is among them (a
     /// detector that crashed or lost a partition produced it again) is dropped. When a partition arrives, this
@@ -286,8 +289,30 @@ impl RouterConfig {
                 ),
             );
         }
-        if self.retry.max_attempts == 0 {
-            err("retry.max_attempts", "must be >= 1, got 0".into());
+        if self.retry.breaker_failures > 0 && self.retry.breaker_cooldown.is_zero() {
+            err("retry.breaker_cooldown", "must be > 0 when alert_router.retry.breaker_failures is set, got 0s".into());
+        }
+        let mut names: Vec<(String, String)> = Vec::new();
+        for (i, hook) in self.webhooks.iter().enumerate() {
+            let name = webhook::destination_name(hook, i);
+            if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) || name.len() > 100 {
+                err(
+                    &format!("webhooks[{i}].name"),
+                    format!("({name:?}) may hold only letters, digits, '.', '_' and '-', 100 at most"),
+                );
+            }
+            names.push((format!("webhooks[{i}].name"), name));
+        }
+        if self.syslog.as_ref().is_some_and(|s| s.enabled) {
+            names.push(("syslog".into(), crate::syslog::DESTINATION_NAME.into()));
+        }
+        for (i, (key, name)) in names.iter().enumerate() {
+            if let Some((first, _)) = names[..i].iter().find(|(_, n)| n == name) {
+                err(
+                    key,
+                    format!("({name:?}) is also the name of alert_router.{first}: destination names must be unique"),
+                );
+            }
         }
         if self.fetch_wait > Duration::from_secs(300) {
             err(
@@ -327,6 +352,31 @@ mod tests {
     }
 
     #[test]
+    fn destination_names_are_checked_and_unique() {
+        let hook = |name: &str| WebhookConfig {
+            name: name.into(),
+            url: "http://hooks.example/x".into(),
+            ..WebhookConfig::default()
+        };
+        let config = RouterConfig {
+            webhooks: vec![hook("pager"), hook("pager"), hook(""), hook("webhook-2"), hook("bad name")],
+            syslog: Some(SyslogConfig { address: "syslog.example:514".into(), ..SyslogConfig::default() }),
+            ..RouterConfig::default()
+        };
+        let errors = config.validate().unwrap_err();
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["alert_router.webhooks[4].name", "alert_router.webhooks[1].name", "alert_router.webhooks[3].name"],
+            "{errors:#?}"
+        );
+        assert!(errors[1].message.contains("webhooks[0].name"), "{}", errors[1]);
+        let clash = RouterConfig { webhooks: vec![hook("syslog")], ..config.clone() };
+        let errors = clash.validate().unwrap_err();
+        assert_eq!(errors[0].key, "alert_router.syslog", "{errors:#?}");
+    }
+
+    #[test]
     fn a_webhook_without_any_secret_is_warned_about() {
         let hook = |url: &str, secret: Option<&str>| WebhookConfig {
             url: url.into(),
@@ -354,17 +404,21 @@ mod tests {
             webhooks: vec![
                 WebhookConfig { url: "http://127.0.0.1:9/ok".into(), ..WebhookConfig::default() },
                 WebhookConfig {
+                    name: "ftp server".into(),
                     url: "ftp://example.com/x".into(),
                     secret: Some(Secret::new("nope-c2VjcmV0")),
                     timeout: Duration::ZERO,
                     format: AlertFormat::Ocsf,
                     allow_private: false,
+                    digest_above: 0,
                 },
             ],
             retry: RetryConfig {
                 initial_backoff: Duration::from_secs(2),
                 max_backoff: Duration::from_secs(1),
                 max_attempts: 0,
+                breaker_failures: 3,
+                breaker_cooldown: Duration::ZERO,
             },
             max_concurrency: 0,
             fetch_wait: Duration::from_secs(301),
@@ -382,7 +436,8 @@ mod tests {
             "alert_router.webhooks[1].secret is not a Standard Webhooks secret",
             "alert_router.webhooks[1].timeout must be > 0",
             "alert_router.retry.max_backoff (1s) must be >= alert_router.retry.initial_backoff (2s)",
-            "alert_router.retry.max_attempts must be >= 1",
+            "alert_router.retry.breaker_cooldown must be > 0",
+            "alert_router.webhooks[1].name (\"ftp server\") may hold only letters",
             "alert_router.fetch_wait must be at most 300s, got 5m 1s",
             "alert_router.max_concurrency must be >= 1",
             "alert_router.syslog.address must be host:port",

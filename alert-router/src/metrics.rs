@@ -35,7 +35,9 @@ pub struct Metrics {
     pub duplicates: Counter<u64>,
     /// `netanom.router.dead_lettered`: records sent to the dead-letter topic (poison anomalies, refused alerts).
     pub dead_lettered: Counter<u64>,
-    /// `netanom.router.delivery.duration` (s): time to deliver one alert to every sink.
+    /// `netanom.router.delivery.duration` (s): time to publish one alert to the alerts topic (the destinations
+    /// deliver from there at their own pace; their circuit breakers are the gauge
+    /// `netanom.router.destination.breaker`, see `breaker`).
     pub delivery_latency: Histogram<f64>,
 }
 
@@ -63,7 +65,7 @@ impl Metrics {
             delivery_latency: m
                 .f64_histogram("netanom.router.delivery.duration")
                 .with_unit("s")
-                .with_description("Time to deliver one alert to every sink")
+                .with_description("Time to publish one alert to the alerts topic")
                 .with_boundaries(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
                 .build(),
         }

@@ -16,13 +16,13 @@ pub struct RouterReport {
     pub anomalies_rebuilt: u64,
     /// Alerts produced to the alerts topic.
     pub alerts_emitted: u64,
-    /// (alert, webhook) deliveries that got a 2xx.
+    /// (alert, webhook) deliveries that got a 2xx (by the webhooks' destinations during this run).
     pub webhook_delivered: u64,
-    /// (alert, webhook) deliveries that failed after all retries.
+    /// (alert, webhook) deliveries parked on the dead-letter topic (refused, or `max_attempts` used up).
     pub webhook_failed: u64,
     /// Poison anomalies sent to the dead-letter topic.
     pub dead_lettered_anomalies: u64,
-    /// Alert records sent to the dead-letter topic (one per failed (alert, webhook) and per failed syslog send).
+    /// Alert records sent to the dead-letter topic (one per parked (alert, destination)).
     pub dead_lettered_alerts: u64,
     /// Suppression windows emitted early because `suppression.max_groups` were open.
     pub groups_evicted: u64,
@@ -30,7 +30,7 @@ pub struct RouterReport {
     pub incidents_evicted: u64,
     /// Alerts sent to the syslog receiver.
     pub syslog_delivered: u64,
-    /// Alerts the syslog receiver could not be sent (each one is on the dead-letter topic).
+    /// Alerts the syslog destination parked (`max_attempts` used up; each one is on the dead-letter topic).
     pub syslog_failed: u64,
 }
 
@@ -80,4 +80,15 @@ pub enum RouterError {
     /// An internal task failed.
     #[error("delivery task failed: {0}")]
     Task(String),
+}
+
+/// `e` with the value of a secret property masked (a client configuration error quotes the value).
+pub(crate) fn redacted(e: rdkafka::error::KafkaError) -> rdkafka::error::KafkaError {
+    match e {
+        rdkafka::error::KafkaError::ClientConfig(r, desc, key, value) => {
+            let (desc, value) = netanom_schemas::redact::config_error(desc, &key, value);
+            rdkafka::error::KafkaError::ClientConfig(r, desc, key, value)
+        }
+        e => e,
+    }
 }

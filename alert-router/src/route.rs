@@ -1,20 +1,22 @@
 //! The router pipeline: Kafka consumer → decode → [`Suppressor`] → per alert: rendered once per configured
-//! [`AlertFormat`] → alerts topic (acked; the record headers name the format and its schema version), every webhook, the syslog receiver (CEF), dead-letter topic for refused
-//! deliveries (netanom alert JSON, with the reason), alerts-out file and stdout → offsets stored. Owns the Kafka
-//! clients, the main loop, shutdown and drain; the decisions (grouping, rendering, signing, retrying, offset order)
-//! live in the other modules.
+//! [`AlertFormat`] → alerts topic (acked; the record headers name the format and its schema version, and carry
+//! the native alert JSON when the format is not `netanom`), alerts-out file and stdout → offsets stored. The
+//! webhooks and the syslog receiver deliver from the alerts topic, each in a task of its own with its own
+//! consumer group ([`crate::destination`]), which `run` starts and stops. Owns the Kafka clients, the main loop,
+//! shutdown and drain; the decisions (grouping, rendering, signing, retrying, offset order) live in the other
+//! modules.
 //!
 //! At-least-once: an anomaly's offset is stored only after the alert that accounts for it was acknowledged by the
-//! alerts topic, either reached every webhook and the syslog receiver or was acknowledged by the dead-letter topic
-//! (once per failed webhook, once for a failed syslog send), and was written to the alerts-out file. A poison
-//! record's offset is stored once the dead-letter topic acknowledged it. A UDP syslog send that left the socket
-//! counts as delivered: UDP has no acknowledgement.
+//! alerts topic and written to the alerts-out file; no webhook is waited for. A poison record's offset is stored
+//! once the dead-letter topic acknowledged it.
 //!
 //! Drain ("the input is complete"): the high watermarks of the anomalies topic are read when `drain` fires; once
 //! every partition was consumed up to its watermark (or belongs to another member of the group), all open groups
 //! are emitted, delivered, offsets stored and committed, the producer flushed, and `run` returns.
 //! Shutdown ("stop now"): open groups are emitted, deliveries get `shutdown_grace` to finish, then the stored
 //! offsets are committed, the producer is flushed and `run` returns.
+//! In both cases the destinations then get `shutdown_grace` (on shutdown, at most what is left of the process's
+//! grace) to deliver what the alerts topic holds; the rest they deliver after a restart.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -35,13 +37,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::dedup::{Ownership, SeenIds, Start};
+use crate::destination::{self, DestinationReport};
 use crate::format::{AlertFormat, Rendered};
 use crate::incident::Incidents;
 use crate::metrics::{self, Metrics};
 use crate::offsets::OffsetTracker;
+use crate::report::redacted;
 use crate::suppress::{Emitted, Origin, Suppressor};
-use crate::syslog::SyslogSender;
-use crate::webhook::{Outcome, WebhookSender};
 use crate::{RouterConfig, RouterError, RouterReport};
 
 /// How long blocking Kafka metadata calls may take.
@@ -53,26 +55,18 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Trace contexts of pending anomalies kept at most (beyond, an alert's span just lacks that parent or link).
 const MAX_TRACE_PARENTS: usize = 100_000;
 
-/// Result of delivering one alert.
+/// Result of publishing one alert.
 struct Finished {
     emitted: Emitted,
     rendered: Rendered,
-    delivered: u64,
-    failed: u64,
-    dead_lettered: u64,
-    syslog_delivered: u64,
-    syslog_failed: u64,
 }
 
 /// Everything a delivery task needs.
 struct Shared {
     producer: FutureProducer<KafkaLog>,
-    webhooks: WebhookSender,
-    syslog: Option<SyslogSender>,
     alerts_topic: String,
     alerts_format: AlertFormat,
     alerts_out_format: Option<AlertFormat>,
-    dead_letter_topic: String,
     metrics: Metrics,
 }
 
@@ -91,7 +85,7 @@ pub async fn run(
     if config.static_assignment {
         let (c, topic) = (consumer.clone(), config.anomalies_topic.clone());
         let tpl = tokio::task::spawn_blocking(move || {
-            let mut tpl = every_partition(&c, &topic)?;
+            let mut tpl = destination::every_partition(c.as_ref(), &topic, Offset::Stored)?;
             c.context().plan_starts(c.as_ref(), &mut tpl, true);
             Ok::<_, RouterError>(tpl)
         })
@@ -110,14 +104,30 @@ pub async fn run(
     }
     let shared = Arc::new(Shared {
         producer: create_producer(&config)?,
-        webhooks: WebhookSender::new(&config.effective_webhooks(), config.retry.clone(), config.max_concurrency)?,
-        syslog: config.syslog.clone().filter(|s| s.enabled).map(SyslogSender::new),
         alerts_topic: config.alerts_topic.clone(),
         alerts_format: config.alerts_format,
         alerts_out_format: config.alerts_out.as_ref().map(|_| config.alerts_out_format),
-        dead_letter_topic: config.dead_letter_topic.clone(),
         metrics: Metrics::new(),
     });
+    // Each destination delivers from the alerts topic in a task of its own until `stop_destinations` carries a
+    // deadline.
+    let (stop_destinations, stop) = tokio::sync::watch::channel(None);
+    let mut destinations = JoinSet::new();
+    let shared_config = Arc::new(config.clone());
+    let names: Vec<String> = {
+        let list = destination::destinations(&config)?;
+        let names = list.iter().map(|d| d.name().to_string()).collect();
+        for d in list {
+            destinations.spawn(destination::run(
+                d,
+                shared_config.clone(),
+                shared.producer.clone(),
+                shared.metrics.clone(),
+                stop.clone(),
+            ));
+        }
+        names
+    };
     let mut router = Router {
         alerts_out: match &config.alerts_out {
             Some(path) => Some(
@@ -142,13 +152,30 @@ pub async fn run(
         config,
     };
     tracing::info!(topic = %router.config.anomalies_topic, group = %router.config.group_id,
-        webhooks = router.shared.webhooks.len(), alerts_format = %router.config.alerts_format,
-        syslog = router.shared.syslog.as_ref().map(SyslogSender::target), "alert router started");
+        destinations = ?names, alerts_format = %router.config.alerts_format, "alert router started");
 
     let result = router.main_loop(&shutdown, drain.unwrap_or_default(), &ready, &grace).await;
     ready.stop_beating();
     router.finish(shutdown.is_cancelled().then_some(&grace)).await;
+    // The alerts are on the topic: the destinations deliver what they can of them within the grace.
+    let catch_up = if shutdown.is_cancelled() {
+        router.config.shutdown_grace.min(grace.share(0.5))
+    } else {
+        router.config.shutdown_grace
+    };
+    let _ = stop_destinations.send(Some(Instant::now() + catch_up));
+    let mut destination_error = None;
+    while let Some(joined) = destinations.join_next().await {
+        match joined.map_err(|e| RouterError::Task(e.to_string())).and_then(|r| r) {
+            Ok(d) => router.account(&d),
+            Err(e) => {
+                tracing::error!(error = %e, "a destination failed");
+                destination_error.get_or_insert(e);
+            }
+        }
+    }
     ready.set(false);
+    let result = result.and(destination_error.map_or(Ok(()), Err));
     let Router { report, consumer, shared, .. } = router;
     // Committed and flushed (`finish`): the clients' teardown need not delay the report.
     teardown.drop_in_background((consumer, shared));
@@ -532,16 +559,23 @@ impl Router {
             println!("{}", readable(&done.emitted.alert));
         }
         self.report.alerts_emitted += 1;
-        self.report.webhook_delivered += done.delivered;
-        self.report.webhook_failed += done.failed;
-        self.report.dead_lettered_alerts += done.dead_lettered;
-        self.report.syslog_delivered += done.syslog_delivered;
-        self.report.syslog_failed += done.syslog_failed;
         let alert = &done.emitted.alert;
         tracing::info!(id = %alert.id, revision = alert.revision, r#final = alert.final_revision, kind = %alert.kind,
             count = alert.count, cause = ?done.emitted.cause, "alert emitted");
         self.mark_done(&done.emitted.origins);
         Ok(())
+    }
+
+    /// Adds what a destination did to the report.
+    fn account(&mut self, d: &DestinationReport) {
+        if d.syslog {
+            self.report.syslog_delivered += d.delivered;
+            self.report.syslog_failed += d.parked;
+        } else {
+            self.report.webhook_delivered += d.delivered;
+            self.report.webhook_failed += d.parked;
+        }
+        self.report.dead_lettered_alerts += d.parked;
     }
 
     /// Marks `origins` done and stores every partition position that advanced.
@@ -615,81 +649,37 @@ impl Router {
     }
 }
 
-/// Produces the alert, calls the webhooks and the syslog receiver, dead-letters failed deliveries.
+/// Produces the alert to the alerts topic (with the native alert JSON in a header when the topic's format is
+/// not `netanom`, for the destinations).
 async fn deliver(shared: Arc<Shared>, emitted: Emitted) -> Result<Finished, RouterError> {
     let started = std::time::Instant::now();
     let m = &shared.metrics;
     let alert = &emitted.alert;
-    let formats =
-        std::iter::once(shared.alerts_format).chain(shared.alerts_out_format).chain(shared.webhooks.formats());
+    let formats = std::iter::once(shared.alerts_format).chain(shared.alerts_out_format);
     let rendered = Rendered::new(alert, formats, time::OffsetDateTime::now_utc())
         .map_err(|source| RouterError::Encode { id: alert.id.clone(), source })?;
     let format = shared.alerts_format.to_string();
-    let headers = metrics::inject(&opentelemetry::Context::current(), None)
+    let mut headers = metrics::inject(&opentelemetry::Context::current(), None)
         .unwrap_or_default()
         .insert(Header { key: topics::FORMAT_HEADER, value: Some(format.as_str()) })
         .insert(Header { key: topics::SCHEMA_VERSION_HEADER, value: Some(shared.alerts_format.schema_version()) });
+    if shared.alerts_format != AlertFormat::Netanom {
+        headers = headers
+            .insert(Header { key: topics::NATIVE_ALERT_HEADER, value: Some(rendered.get(AlertFormat::Netanom)) });
+    }
     let record = FutureRecord::to(&shared.alerts_topic)
         .key(&alert.host)
         .payload(rendered.get(shared.alerts_format))
         .headers(headers);
     let delivery = shared.producer.send(record, QUEUE_TIMEOUT).await;
     m.alert(metrics::sink::TOPIC, delivery.is_ok(), 1);
-    let delivery = delivery.map_err(|(source, _)| RouterError::Produce {
+    delivery.map_err(|(source, _)| RouterError::Produce {
         topic: shared.alerts_topic.clone(),
         key: alert.host.clone(),
         source: Box::new(source),
     })?;
-    let origin = format!("{}/{}/{}", shared.alerts_topic, delivery.partition, delivery.offset);
-    let mut failures = Vec::new();
-    let (mut delivered, mut failed) = (0, 0);
-    for d in shared.webhooks.deliver_with(&alert.delivery_id(), |f| rendered.get(f).as_bytes()).await {
-        match d.outcome {
-            Outcome::Delivered { .. } => delivered += 1,
-            Outcome::Failed { attempts, reason } => {
-                failed += 1;
-                failures.push(format!("webhook {} failed after {attempts} attempt(s): {reason}", d.url));
-            }
-        }
-    }
-    let (mut syslog_delivered, mut syslog_failed) = (0, 0);
-    if let Some(syslog) = &shared.syslog {
-        match syslog.send(alert).await {
-            Ok(()) => syslog_delivered += 1,
-            Err(e) => {
-                tracing::warn!(id = %alert.id, target = %syslog.target(), error = %e, "syslog delivery failed");
-                syslog_failed += 1;
-                failures.push(format!("syslog {} failed: {e}", syslog.target()));
-            }
-        }
-    }
-    // The dead-letter topic always carries netanom alert JSON, whatever format the failed output wanted.
-    let json = rendered.get(AlertFormat::Netanom);
-    for reason in &failures {
-        let headers = OwnedHeaders::new()
-            .insert(Header { key: topics::DLQ_REASON_HEADER, value: Some(reason.as_str()) })
-            .insert(Header { key: topics::DLQ_ORIGIN_HEADER, value: Some(origin.as_str()) });
-        shared
-            .producer
-            .send(
-                FutureRecord::to(&shared.dead_letter_topic).key(&alert.host).payload(json).headers(headers),
-                QUEUE_TIMEOUT,
-            )
-            .await
-            .map_err(|(source, _)| RouterError::Produce {
-                topic: shared.dead_letter_topic.clone(),
-                key: alert.host.clone(),
-                source: Box::new(source),
-            })?;
-    }
-    let dead_lettered = failures.len() as u64;
-    m.alert(metrics::sink::WEBHOOK, true, delivered);
-    m.alert(metrics::sink::WEBHOOK, false, failed);
-    m.alert(metrics::sink::SYSLOG, true, syslog_delivered);
-    m.alert(metrics::sink::SYSLOG, false, syslog_failed);
-    m.dead_lettered.add(dead_lettered, &[]);
     m.delivery_latency.record(started.elapsed().as_secs_f64(), &[]);
-    Ok(Finished { emitted, rendered, delivered, failed, dead_lettered, syslog_delivered, syslog_failed })
+    Ok(Finished { emitted, rendered })
 }
 
 /// Rejects anomalies whose numbers cannot be carried by the alert JSON.
@@ -726,25 +716,6 @@ pub fn readable(a: &Alert) -> String {
 
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400 * 365)
-}
-
-/// Every partition of `topic`, to be consumed from the group's committed offsets (else the earliest).
-fn every_partition(
-    consumer: &StreamConsumer<RouterContext>,
-    topic: &str,
-) -> Result<rdkafka::TopicPartitionList, RouterError> {
-    let kafka = |what: String| move |source| RouterError::Kafka { what, source: Box::new(source) };
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(kafka(format!("fetching the metadata of {topic}")))?;
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for t in md.topics().iter().filter(|t| t.name() == topic) {
-        for p in t.partitions() {
-            tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Stored)
-                .map_err(kafka(format!("adding {topic}/{}", p.id())))?;
-        }
-    }
-    Ok(tpl)
 }
 
 /// The consumer's client context: librdkafka reports reaching the end of a partition through the error callback
@@ -909,17 +880,6 @@ fn create_producer(config: &RouterConfig) -> Result<FutureProducer<KafkaLog>, Ro
     c.create_with_context(KafkaLog::default())
         .map_err(redacted)
         .map_err(|source| RouterError::Kafka { what: "creating the producer".into(), source: Box::new(source) })
-}
-
-/// `e` with the value of a secret property masked (a client configuration error quotes the value).
-fn redacted(e: rdkafka::error::KafkaError) -> rdkafka::error::KafkaError {
-    match e {
-        rdkafka::error::KafkaError::ClientConfig(r, desc, key, value) => {
-            let (desc, value) = netanom_schemas::redact::config_error(desc, &key, value);
-            rdkafka::error::KafkaError::ClientConfig(r, desc, key, value)
-        }
-        e => e,
-    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,9 @@ use tokio::sync::Mutex;
 use crate::cef::cef;
 use crate::format::{PRODUCT, Severity};
 
+/// The name of the syslog destination (its consumer group is `<group_id>.deliver.syslog`).
+pub const DESTINATION_NAME: &str = "syslog";
+
 /// Transport of syslog messages.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]

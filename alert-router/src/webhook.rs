@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use tokio::sync::Semaphore;
 
+use crate::breaker::Breaker;
 use crate::format::AlertFormat;
 
 /// Prefix of a Standard Webhooks signing secret.
@@ -33,6 +34,11 @@ pub const SECRET_PREFIX: &str = "whsec_";
 #[derive(Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookConfig {
+    /// Name of this destination: its consumer group on the alerts topic is `<group_id>.deliver.<name>` and the
+    /// dead-letter header `netanom-dlq-destination` names it. Letters, digits, `.`, `_` and `-`; unique among the
+    /// destinations. Default `webhook-<index>` (its position in the list, from 0): set a name so that reordering
+    /// the list keeps each webhook's position on the alerts topic.
+    pub name: String,
     /// `http://` or `https://` URL to POST alerts to (https needs the `rustls-tls` feature).
     pub url: String,
     /// Standard Webhooks signing secret, `whsec_<base64 key>`; without one, requests are not signed.
@@ -46,16 +52,21 @@ pub struct WebhookConfig {
     /// restricted addresses (a receiver on the same host or in the cluster network). Default false: such a URL is
     /// refused at start, and a host name resolving to such an address is refused at connect time.
     pub allow_private: bool,
+    /// Alerts per minute above which this webhook gets the further alerts of the minute summarised in digests
+    /// (one message naming up to 1000 alerts, sent at most every 10 s; see `digest`). Default 0: off.
+    pub digest_above: u32,
 }
 
 impl Default for WebhookConfig {
     fn default() -> Self {
         Self {
+            name: String::new(),
             url: String::new(),
             secret: None,
             timeout: Duration::from_secs(5),
             format: AlertFormat::Netanom,
             allow_private: false,
+            digest_above: 0,
         }
     }
 }
@@ -64,11 +75,13 @@ impl Default for WebhookConfig {
 impl std::fmt::Debug for WebhookConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookConfig")
+            .field("name", &self.name)
             .field("url", &redact_url_or_raw(&self.url))
             .field("secret", &self.secret)
             .field("timeout", &self.timeout)
             .field("format", &self.format)
             .field("allow_private", &self.allow_private)
+            .field("digest_above", &self.digest_above)
             .finish()
     }
 }
@@ -83,14 +96,55 @@ pub struct RetryConfig {
     /// Upper bound of any backoff. Default 10 s.
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
-    /// Attempts per (alert, webhook), the first included. Default 5.
+    /// Attempts per (alert, destination), the first included, before an alert that keeps failing in a way a
+    /// retry may fix (timeout, connection error, 408, 429, 5xx) is parked on the dead-letter topic. Default 0:
+    /// retried until delivered, so a destination that is down catches up when it returns.
     pub max_attempts: u32,
+    /// Consecutive failed attempts of one destination that open its circuit breaker (see `breaker`); 0 never
+    /// opens it. Default 5.
+    pub breaker_failures: u32,
+    /// How long an open circuit breaker makes no attempt before one probe goes out. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub breaker_cooldown: Duration,
 }
 
 impl Default for RetryConfig {
     fn default() -> Self {
-        Self { initial_backoff: Duration::from_millis(200), max_backoff: Duration::from_secs(10), max_attempts: 5 }
+        Self {
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+            max_attempts: 0,
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(30),
+        }
     }
+}
+
+impl RetryConfig {
+    /// The wait before retry number `retry_number` (0 = before the second attempt): the receiver's
+    /// `Retry-After` when it sent one, else the jittered backoff; never more than `max_backoff`.
+    pub fn delay(&self, retry_number: u32, retry_after: Option<Duration>) -> Duration {
+        match retry_after {
+            Some(d) => d.min(self.max_backoff),
+            None => backoff_delay(self, retry_number, &mut rand::thread_rng()),
+        }
+    }
+
+    /// True when `attempts` attempts used up the policy (never when `max_attempts` is 0).
+    pub fn exhausted(&self, attempts: u32) -> bool {
+        self.max_attempts > 0 && attempts >= self.max_attempts
+    }
+}
+
+/// The wait a `Retry-After` header value asks for at `now`: delay-seconds or an HTTP-date (RFC 9110 10.2.3;
+/// a date in the past is no wait). `None` when it is neither.
+pub fn parse_retry_after(value: &str, now: time::OffsetDateTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822).ok()?;
+    Some(Duration::try_from(date - now).unwrap_or(Duration::ZERO))
 }
 
 /// Why a signing secret is unusable.
@@ -236,6 +290,11 @@ pub fn redact_url_or_raw(url: &str) -> String {
     }
 }
 
+/// The destination name of the webhook at `index` of the configuration: its `name`, else `webhook-<index>`.
+pub fn destination_name(hook: &WebhookConfig, index: usize) -> String {
+    if hook.name.is_empty() { format!("webhook-{index}") } else { hook.name.clone() }
+}
+
 #[derive(Debug)]
 struct Hook {
     /// The client of this webhook: its resolver applies the webhook's `allow_private`.
@@ -245,6 +304,8 @@ struct Hook {
     key: Option<Vec<u8>>,
     timeout: Duration,
     format: AlertFormat,
+    /// The webhook's circuit breaker.
+    breaker: Breaker,
 }
 
 /// Sends alerts to every configured webhook. Cheap to clone-share via `Arc`.
@@ -258,7 +319,9 @@ pub struct WebhookSender {
 /// What the retry loop does with an attempt's result.
 enum Attempt {
     Ok,
-    Retry(String),
+    /// Failed in a way a retry may fix; the receiver's `Retry-After`, if it sent one.
+    Retry(String, Option<Duration>),
+    /// Refused: retrying cannot help.
     GiveUp(String),
 }
 
@@ -288,7 +351,8 @@ impl WebhookSender {
             let client = crate::outbound::client_builder(h.allow_private)
                 .user_agent(concat!("netanom-alert-router/", env!("CARGO_PKG_VERSION")))
                 .build()?;
-            prepared.push(Hook { client, url, shown, key, timeout: h.timeout, format: h.format });
+            let breaker = Breaker::new(&destination_name(h, index), retry.breaker_failures, retry.breaker_cooldown);
+            prepared.push(Hook { client, url, shown, key, timeout: h.timeout, format: h.format, breaker });
         }
         Ok(Self { hooks: prepared, retry, permits: Arc::new(Semaphore::new(max_concurrency.max(1))) })
     }
@@ -314,29 +378,35 @@ impl WebhookSender {
         futures::future::join_all(self.hooks.iter().map(|h| self.deliver_one(h, id, body(h.format)))).await
     }
 
+    /// The redacted URL of each webhook, in configuration order.
+    pub fn urls(&self) -> impl Iterator<Item = &str> + '_ {
+        self.hooks.iter().map(|h| h.shown.as_str())
+    }
+
     /// The body format of each webhook, in configuration order.
     pub fn formats(&self) -> impl Iterator<Item = AlertFormat> + '_ {
         self.hooks.iter().map(|h| h.format)
     }
 
     async fn deliver_one(&self, hook: &Hook, id: &str, body: &[u8]) -> Delivery {
-        let max_attempts = self.retry.max_attempts.max(1);
         let mut attempts = 0;
         let reason = loop {
             attempts += 1;
+            hook.breaker.admit().await;
             let result = {
                 // The semaphore is never closed; if it were, sending unthrottled beats losing the alert.
                 let _permit = self.permits.acquire().await.ok();
                 self.attempt(hook, id, body).await
             };
+            hook.breaker.record(!matches!(result, Attempt::Retry(..)));
             match result {
                 Attempt::Ok => {
                     return Delivery { url: hook.shown.clone(), outcome: Outcome::Delivered { attempts } };
                 }
                 Attempt::GiveUp(reason) => break reason,
-                Attempt::Retry(reason) if attempts >= max_attempts => break reason,
-                Attempt::Retry(reason) => {
-                    let delay = backoff_delay(&self.retry, attempts - 1, &mut rand::thread_rng());
+                Attempt::Retry(reason, _) if self.retry.exhausted(attempts) => break reason,
+                Attempt::Retry(reason, retry_after) => {
+                    let delay = self.retry.delay(attempts - 1, retry_after);
                     tracing::debug!(url = %hook.shown, id, attempts, ?delay, %reason, "webhook attempt failed, retrying");
                     tokio::time::sleep(delay).await;
                 }
@@ -368,8 +438,15 @@ impl WebhookSender {
                 let status = response.status();
                 if status.is_success() {
                     Attempt::Ok
-                } else if status.as_u16() == 429 || status.is_server_error() {
-                    Attempt::Retry(format!("HTTP {status}"))
+                } else if matches!(status.as_u16(), 429 | 503) {
+                    let retry_after = response
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| parse_retry_after(v, time::OffsetDateTime::now_utc()));
+                    Attempt::Retry(format!("HTTP {status}"), retry_after)
+                } else if status.as_u16() == 408 || status.is_server_error() {
+                    Attempt::Retry(format!("HTTP {status}"), None)
                 } else {
                     Attempt::GiveUp(format!("HTTP {status}"))
                 }
@@ -377,10 +454,12 @@ impl WebhookSender {
             // reqwest's messages carry the URL, credentials and all: dropped (the caller names the webhook by its
             // redacted URL).
             Err(e) if e.is_builder() => Attempt::GiveUp(format!("invalid request: {}", e.without_url())),
-            Err(e) if e.is_timeout() => Attempt::Retry(format!("timed out after {:?}", hook.timeout)),
+            Err(e) if e.is_timeout() => Attempt::Retry(format!("timed out after {:?}", hook.timeout), None),
             Err(e) if is_refused(&e) => Attempt::GiveUp(format!("connect error: {}", error_chain(&e.without_url()))),
-            Err(e) if e.is_connect() => Attempt::Retry(format!("connect error: {}", error_chain(&e.without_url()))),
-            Err(e) => Attempt::Retry(format!("transport error: {}", error_chain(&e.without_url()))),
+            Err(e) if e.is_connect() => {
+                Attempt::Retry(format!("connect error: {}", error_chain(&e.without_url())), None)
+            }
+            Err(e) => Attempt::Retry(format!("transport error: {}", error_chain(&e.without_url())), None),
         }
     }
 }
@@ -435,11 +514,13 @@ mod tests {
         assert_eq!(format!("{s}"), "***");
         assert!(!format!("{s:?}").contains("c2VjcmV0"));
         let cfg = WebhookConfig {
+            name: "x".into(),
             url: "http://x".into(),
             secret: Some(s),
             timeout: Duration::from_secs(1),
             format: AlertFormat::Ecs,
             allow_private: false,
+            digest_above: 0,
         };
         assert!(!format!("{cfg:?}").contains("c2VjcmV0"));
         assert_eq!(decode_secret(&Secret::new("c2VjcmV0")), Err(SecretError::Prefix));
@@ -489,6 +570,7 @@ mod tests {
             initial_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(2),
             max_attempts: 3,
+            ..RetryConfig::default()
         };
         let hooks = [WebhookConfig {
             url: format!("http://127.0.0.1:{port}/"),
@@ -572,7 +654,123 @@ mod tests {
             initial_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(2),
             max_attempts: 3,
+            ..RetryConfig::default()
         }
+    }
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_an_http_date() {
+        let now = time::macros::datetime!(2015-10-21 07:28:00 UTC);
+        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now), Some(Duration::from_secs(30)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now), Some(Duration::ZERO), "in the past");
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
+        let retry = RetryConfig { max_backoff: Duration::from_secs(10), ..RetryConfig::default() };
+        assert_eq!(retry.delay(0, Some(Duration::from_secs(3600))), Duration::from_secs(10), "capped");
+        assert_eq!(retry.delay(0, Some(Duration::from_secs(2))), Duration::from_secs(2));
+    }
+
+    /// A 429 with `Retry-After: 1` makes the next attempt wait a second, though the backoff would be 1 ms; a
+    /// 503 asking for an hour waits `max_backoff` only; a 408 is retried; another 4xx is not.
+    #[tokio::test]
+    async fn retry_after_is_honoured_and_capped() {
+        let calls = Arc::new(std::sync::Mutex::new(Vec::<(String, std::time::Instant)>::new()));
+        let log = calls.clone();
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+            let log = log.clone();
+            async move {
+                let path = uri.path().to_string();
+                let n = {
+                    let mut l = log.lock().unwrap();
+                    l.push((path.clone(), std::time::Instant::now()));
+                    l.iter().filter(|(p, _)| *p == path).count()
+                };
+                match (path.as_str(), n) {
+                    ("/slow", 1) => (axum::http::StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")]).into_response(),
+                    ("/hour", 1) => {
+                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "3600")]).into_response()
+                    }
+                    ("/timeout", 1) => axum::http::StatusCode::REQUEST_TIMEOUT.into_response(),
+                    ("/gone", _) => axum::http::StatusCode::GONE.into_response(),
+                    _ => axum::http::StatusCode::OK.into_response(),
+                }
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let retry = RetryConfig {
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(300),
+            ..RetryConfig::default()
+        };
+        let hook = |path: &str| WebhookConfig {
+            url: format!("http://127.0.0.1:{port}{path}"),
+            allow_private: true,
+            ..WebhookConfig::default()
+        };
+        let retry_long = RetryConfig { max_backoff: Duration::from_secs(5), ..retry.clone() };
+        let out = WebhookSender::new(&[hook("/slow")], retry_long, 1).unwrap().deliver("id", b"{}").await;
+        assert_eq!(out[0].outcome, Outcome::Delivered { attempts: 2 });
+        let out = WebhookSender::new(&[hook("/hour"), hook("/timeout"), hook("/gone")], retry, 4)
+            .unwrap()
+            .deliver("id", b"{}")
+            .await;
+        assert_eq!(out[0].outcome, Outcome::Delivered { attempts: 2 });
+        assert_eq!(out[1].outcome, Outcome::Delivered { attempts: 2 }, "408 is retried");
+        assert!(matches!(&out[2].outcome, Outcome::Failed { attempts: 1, reason } if reason.contains("410")));
+        let calls = calls.lock().unwrap();
+        let gap = |path: &str| {
+            let t: Vec<_> = calls.iter().filter(|(p, _)| p == path).map(|(_, t)| *t).collect();
+            t[1] - t[0]
+        };
+        assert!(gap("/slow") >= Duration::from_millis(950), "Retry-After: 1 waited {:?}", gap("/slow"));
+        let hour = gap("/hour");
+        assert!(hour >= Duration::from_millis(290) && hour < Duration::from_secs(3), "capped wait {hour:?}");
+    }
+
+    /// After `breaker_failures` consecutive failures the breaker opens: no request reaches the receiver for the
+    /// cool-down, then one probe does.
+    #[tokio::test]
+    async fn the_breaker_stops_attempts_for_the_cooldown() {
+        let calls = Arc::new(std::sync::Mutex::new(Vec::<std::time::Instant>::new()));
+        let log = calls.clone();
+        let app = axum::Router::new().fallback(move || {
+            let log = log.clone();
+            async move {
+                log.lock().unwrap().push(std::time::Instant::now());
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let retry = RetryConfig {
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(2),
+            max_attempts: 5,
+            breaker_failures: 3,
+            breaker_cooldown: Duration::from_millis(700),
+        };
+        let hook = WebhookConfig {
+            name: "down".into(),
+            url: format!("http://127.0.0.1:{port}/"),
+            allow_private: true,
+            ..WebhookConfig::default()
+        };
+        let sender = WebhookSender::new(&[hook], retry, 1).unwrap();
+        let out = sender.deliver("id", b"{}").await;
+        assert!(matches!(out[0].outcome, Outcome::Failed { attempts: 5, .. }), "{:?}", out[0].outcome);
+        let calls = calls.lock().unwrap();
+        assert_eq!(calls.len(), 5);
+        // Attempts 1-3 fail fast; the breaker opens; attempt 4 is the probe after the cool-down, which fails and
+        // opens it again before attempt 5.
+        assert!(calls[2] - calls[0] < Duration::from_millis(500), "{:?}", calls[2] - calls[0]);
+        assert!(calls[3] - calls[2] >= Duration::from_millis(650), "{:?}", calls[3] - calls[2]);
+        assert!(calls[4] - calls[3] >= Duration::from_millis(650), "{:?}", calls[4] - calls[3]);
+        assert_eq!(sender.hooks[0].breaker.state(), crate::breaker::BreakerState::Open);
     }
 
     #[test]

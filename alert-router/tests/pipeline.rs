@@ -41,6 +41,10 @@ struct Receiver {
     bad_signatures: Mutex<u32>,
     /// Per hook name starting with `raw-`: the JSON bodies, whatever their format.
     raw: Mutex<HashMap<String, Vec<serde_json::Value>>>,
+    /// While set, the hook named `hole` accepts requests and never answers them.
+    black_hole: std::sync::atomic::AtomicBool,
+    /// While set, the hook named `picky` answers 422.
+    picky: std::sync::atomic::AtomicBool,
 }
 
 async fn hook(
@@ -63,6 +67,12 @@ async fn hook(
     if (now - ts).abs() > 300 || !verify(&key, &id, ts, &body, &header("webhook-signature")) {
         *rx.bad_signatures.lock().unwrap() += 1;
         return StatusCode::UNAUTHORIZED;
+    }
+    if name == "hole" && rx.black_hole.load(std::sync::atomic::Ordering::SeqCst) {
+        std::future::pending::<()>().await;
+    }
+    if name == "picky" && rx.picky.load(std::sync::atomic::Ordering::SeqCst) {
+        return StatusCode::UNPROCESSABLE_ENTITY;
     }
     match name.as_str() {
         "flaky" if calls <= 2 => return StatusCode::INTERNAL_SERVER_ERROR,
@@ -165,6 +175,8 @@ fn fixture(webhooks: Vec<WebhookConfig>, alerts_out: Option<std::path::PathBuf>)
             initial_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(5),
             max_attempts: 3,
+            breaker_cooldown: Duration::from_millis(10),
+            ..RetryConfig::default()
         },
         alerts_out,
         // Most tests here are about suppression and delivery: each group is its own alert.
@@ -554,4 +566,234 @@ async fn the_kinds_of_one_host_reach_every_output_as_one_incident() {
     assert_eq!(ids, want);
     assert!(ids.iter().all(|id| id.ends_with("#1")), "{ids:?}");
     assert_eq!(committed(&f.bootstrap, &f.config.group_id, &f.config.anomalies_topic).await, Offset::Offset(5));
+}
+
+/// The webhooks deliver from the alerts topic, each with its own consumer group: a black-holed webhook (it
+/// accepts requests and never answers) delays neither the alerts topic, nor the anomalies' committed offsets, nor
+/// a healthy webhook. A restarted router resumes each webhook from its own committed position: the healthy one
+/// gets nothing twice; the black-holed one, once it answers again, catches up with every alert, each under the
+/// same `webhook-id` as the attempts it left unanswered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_webhook_holds_up_nothing_and_catches_up_after_a_restart() {
+    use std::sync::atomic::Ordering;
+    let (rx, base) = start_receiver().await;
+    rx.black_hole.store(true, Ordering::SeqCst);
+    let hook = |name: &str| WebhookConfig {
+        name: name.into(),
+        url: format!("{base}/{name}"),
+        secret: Some(Secret::new(SECRET)),
+        timeout: Duration::from_millis(500),
+        allow_private: true,
+        ..WebhookConfig::default()
+    };
+    let mut f = fixture(vec![hook("hole"), hook("ok")], None);
+    f.config.retry = RetryConfig {
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(100),
+        max_attempts: 0,
+        breaker_failures: 4,
+        breaker_cooldown: Duration::from_millis(300),
+    };
+    f.config.max_concurrency = 4;
+    // The restarted router's destinations join their groups again; the mock broker holds that join until the
+    // previous member's session expired (45 s by default).
+    f.config.kafka_properties.insert("session.timeout.ms".into(), "6000".into());
+    f.config.kafka_properties.insert("heartbeat.interval.ms".into(), "500".into());
+    f.config.suppression.flush_after = Duration::from_millis(50);
+    f.config.shutdown_grace = Duration::from_secs(1);
+    const N: usize = 40;
+    let records: Vec<_> =
+        (0..N).map(|i| encoded(&anomaly(&format!("10.1.0.{i}"), AnomalyKind::Rate, 0, 20.0))).collect();
+    produce(&f.bootstrap, &f.config.anomalies_topic, &records).await;
+
+    let started = tokio::time::Instant::now();
+    let shutdown = CancellationToken::new();
+    let router = tokio::spawn(run(f.config.clone(), shutdown.clone(), RoleHandles::default()));
+    // Every alert reaches the topic and the healthy webhook, and every anomaly is committed, while the black hole
+    // has answered nothing.
+    let alerts: Vec<Alert> = read_topic(&f.bootstrap, &f.config.alerts_topic, N)
+        .await
+        .iter()
+        .map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap())
+        .collect();
+    let topic_latency = started.elapsed();
+    let ok_ids = || -> Vec<String> {
+        rx.accepted.lock().unwrap().get("ok").map(|v| v.iter().map(|(id, _)| id.clone()).collect()).unwrap_or_default()
+    };
+    let hole_ids = || -> Vec<String> {
+        rx.accepted
+            .lock()
+            .unwrap()
+            .get("hole")
+            .map(|v| v.iter().map(|(id, _)| id.clone()).collect())
+            .unwrap_or_default()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while ok_ids().len() < N && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let healthy_latency = started.elapsed();
+    assert_eq!(ok_ids().len(), N, "the healthy webhook got every alert while the other one is black-holed");
+    assert_eq!(committed(&f.bootstrap, &f.config.group_id, &f.config.anomalies_topic).await, Offset::Offset(N as i64));
+    let hole_calls = rx.calls.lock().unwrap().get("hole").copied().unwrap_or(0);
+    assert!(hole_calls >= 1 && hole_ids().is_empty(), "the black hole was called ({hole_calls}) and answered nothing");
+    let hole_group = format!("{}.deliver.hole", f.config.group_id);
+    assert_eq!(committed(&f.bootstrap, &hole_group, &f.config.alerts_topic).await, Offset::Invalid);
+
+    // Stopped while it is still black-holed: nothing of it is committed.
+    shutdown.cancel();
+    let report = tokio::time::timeout(Duration::from_secs(30), router).await.unwrap().unwrap().unwrap();
+    assert_eq!((report.alerts_emitted, report.webhook_delivered, report.webhook_failed), (N as u64, N as u64, 0));
+    assert_eq!(committed(&f.bootstrap, &hole_group, &f.config.alerts_topic).await, Offset::Invalid);
+    let unanswered = rx.calls.lock().unwrap().get("hole").copied().unwrap_or(0);
+
+    // A restarted router: each webhook resumes from its committed position; the black hole answers again a
+    // little later and catches up (its breaker, open by then, lets a probe through, then closes).
+    let shutdown = CancellationToken::new();
+    let router = tokio::spawn(run(f.config.clone(), shutdown.clone(), RoleHandles::default()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    rx.black_hole.store(false, Ordering::SeqCst);
+    let recovered = tokio::time::Instant::now();
+    let want: std::collections::BTreeSet<String> = alerts.iter().map(Alert::delivery_id).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got: std::collections::BTreeSet<String> = hole_ids().into_iter().collect();
+        if got == want {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "after the restart the webhook has {} of {N}; calls {:?}",
+            got.len(),
+            rx.calls.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let caught_up = recovered.elapsed();
+    // Settle: nothing more comes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    shutdown.cancel();
+    let report = tokio::time::timeout(Duration::from_secs(30), router).await.unwrap().unwrap().unwrap();
+    assert_eq!(report.alerts_emitted, 0, "the restarted router had no new anomaly");
+    let ok = ok_ids();
+    assert_eq!(ok.len(), N, "the healthy webhook got nothing twice");
+    let hole = hole_ids();
+    assert_eq!(hole.len(), N, "the black hole acknowledged nothing before the restart: no alert twice");
+    assert_eq!(*rx.bad_signatures.lock().unwrap(), 0);
+    assert_eq!(committed(&f.bootstrap, &hole_group, &f.config.alerts_topic).await, Offset::Offset(N as i64));
+    eprintln!(
+        "black hole: {N} alerts on the topic after {topic_latency:?}, at the healthy webhook after \
+         {healthy_latency:?}; {unanswered} requests unanswered by the black hole before the restart; after the \
+         restart it caught up {caught_up:?} after it answered again, {} alerts to it, {} to the healthy one",
+        hole.len(),
+        ok.len()
+    );
+}
+
+/// A refused alert is parked with the destination's name; once the receiver takes it, `dlq replay` delivers it
+/// (same `webhook-id`), for that destination only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_alerts_name_their_destination_and_replay_delivers_them() {
+    use std::sync::atomic::Ordering;
+    let (rx, base) = start_receiver().await;
+    rx.picky.store(true, Ordering::SeqCst);
+    let hook = |name: &str| WebhookConfig {
+        name: name.into(),
+        url: format!("{base}/{name}"),
+        secret: Some(Secret::new(SECRET)),
+        allow_private: true,
+        ..WebhookConfig::default()
+    };
+    let mut f = fixture(vec![hook("picky"), hook("reject")], None);
+    f.config.alerts_format = AlertFormat::Ecs;
+    let records = [
+        encoded(&anomaly("10.0.0.1", AnomalyKind::Rate, 0, 30.0)),
+        encoded(&anomaly("10.0.0.2", AnomalyKind::Fanout, 0, 50.0)),
+    ];
+    produce(&f.bootstrap, &f.config.anomalies_topic, &records).await;
+    let report = run_drained(&f.config).await;
+    assert_eq!((report.webhook_delivered, report.webhook_failed, report.dead_lettered_alerts), (0, 4, 4));
+    assert_eq!(rx.calls.lock().unwrap()["picky"], 2, "a 422 is not retried");
+    let dlq = read_topic(&f.bootstrap, &f.config.dead_letter_topic, 4).await;
+    let mut named: Vec<String> = dlq.iter().map(|m| header(m, topics::DLQ_DESTINATION_HEADER)).collect();
+    named.sort();
+    assert_eq!(named, ["picky", "picky", "reject", "reject"]);
+    for m in &dlq {
+        // The native alert, though the topic is ECS.
+        let alert: Alert = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        assert!(header(m, topics::DLQ_ORIGIN_HEADER).starts_with(&f.config.alerts_topic));
+        assert!(header(m, topics::DLQ_REASON_HEADER).contains("HTTP 4"), "{}", alert.id);
+    }
+
+    rx.picky.store(false, Ordering::SeqCst);
+    let replayed = netanom_alert_router::dlq::replay(&f.config, Some("picky")).await.unwrap();
+    assert_eq!((replayed.found, replayed.delivered, replayed.parked_again), (2, 2, 0));
+    let accepted = rx.accepted.lock().unwrap().get("picky").cloned().unwrap_or_default();
+    let mut ids: Vec<String> = accepted
+        .iter()
+        .map(|(id, a)| {
+            assert_eq!(*id, a.delivery_id());
+            id.clone()
+        })
+        .collect();
+    ids.sort();
+    let mut want: Vec<String> = dlq
+        .iter()
+        .filter(|m| header(m, topics::DLQ_DESTINATION_HEADER) == "picky")
+        .map(|m| serde_json::from_slice::<Alert>(m.payload().unwrap()).unwrap().delivery_id())
+        .collect();
+    want.sort();
+    assert_eq!(ids, want);
+    assert_eq!(rx.calls.lock().unwrap()["reject"], 2, "the other destination's parked alerts were left alone");
+
+    // Every destination: the two `reject` refuses again are parked again; unknown names are an error.
+    let replayed = netanom_alert_router::dlq::replay(&f.config, None).await.unwrap();
+    assert_eq!((replayed.found, replayed.delivered, replayed.parked_again), (4, 2, 2));
+    let e = netanom_alert_router::dlq::replay(&f.config, Some("nope")).await.unwrap_err().to_string();
+    assert!(e.contains("nope") && e.contains("picky"), "{e}");
+}
+
+/// Beyond `digest_above` alerts a minute, a webhook gets the further alerts as one signed digest naming them;
+/// another webhook without `digest_above` gets every alert on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_over_its_rate_gets_one_digest_naming_the_rest() {
+    let (rx, base) = start_receiver().await;
+    let hook = |name: &str, digest_above| WebhookConfig {
+        name: name.into(),
+        url: format!("{base}/{name}"),
+        secret: Some(Secret::new(SECRET)),
+        allow_private: true,
+        digest_above,
+        ..WebhookConfig::default()
+    };
+    let mut f = fixture(vec![hook("raw-digest", 3), hook("ok", 0)], None);
+    // One alert at a time, so the first three go on their own.
+    f.config.max_concurrency = 1;
+    const N: usize = 10;
+    let records: Vec<_> =
+        (0..N).map(|i| encoded(&anomaly(&format!("10.2.0.{i}"), AnomalyKind::Rate, 0, 20.0))).collect();
+    produce(&f.bootstrap, &f.config.anomalies_topic, &records).await;
+    let report = run_drained(&f.config).await;
+    assert_eq!((report.alerts_emitted, report.webhook_delivered, report.webhook_failed), (N as u64, 2 * N as u64, 0));
+    assert_eq!(*rx.bad_signatures.lock().unwrap(), 0, "the digest is signed like any alert");
+    let raw = rx.raw.lock().unwrap()["raw-digest"].clone();
+    let (digests, singles): (Vec<_>, Vec<_>) = raw.iter().partition(|d| d["type"] == "netanom.digest");
+    assert_eq!((singles.len(), digests.len()), (3, 1), "{raw:#?}");
+    let digest = digests[0];
+    assert_eq!(digest["count"], N - 3);
+    let mut ids: Vec<String> = singles
+        .iter()
+        .map(|a| format!("{}#{}", a["id"].as_str().unwrap(), a["revision"]))
+        .chain(digest["alerts"].as_array().unwrap().iter().map(|a| a["webhook_id"].as_str().unwrap().to_string()))
+        .collect();
+    ids.sort();
+    let mut want: Vec<String> = rx.accepted.lock().unwrap()["ok"].iter().map(|(id, _)| id.clone()).collect();
+    want.sort();
+    assert_eq!(want.len(), N, "the other webhook got every alert on its own");
+    assert_eq!(ids, want, "the singles and the digest name every alert once");
+    assert!(digest["alerts"][0]["host"].as_str().unwrap().starts_with("10.2.0."));
+    assert_eq!(
+        committed(&f.bootstrap, &format!("{}.deliver.raw-digest", f.config.group_id), &f.config.alerts_topic).await,
+        Offset::Offset(N as i64)
+    );
 }

@@ -21,6 +21,9 @@ pub const MODELS: &str = "netanom.models";
 pub const DLQ_REASON_HEADER: &str = "netanom-dlq-reason";
 /// Header carrying `topic/partition/offset` of the record that was dead-lettered.
 pub const DLQ_ORIGIN_HEADER: &str = "netanom-dlq-origin";
+/// Header of a parked alert naming the destination (a webhook's name, or `syslog`) that refused it; the
+/// alerts the router's destinations park are the records that carry it.
+pub const DLQ_DESTINATION_HEADER: &str = "netanom-dlq-destination";
 
 /// Header of alerts-topic records naming the document format: `netanom` (the [`crate::Alert`] JSON), `ecs` or
 /// `ocsf`.
@@ -28,3 +31,6 @@ pub const FORMAT_HEADER: &str = "netanom-format";
 /// Header of alerts-topic records carrying the version of the format's schema: `1` for the netanom alert JSON
 /// (`avro/alert.v1.avsc`), the ECS version (e.g. `8.11.0`) or the OCSF version (e.g. `1.3.0`).
 pub const SCHEMA_VERSION_HEADER: &str = "netanom-schema-version";
+/// Header of alerts-topic records whose format is not `netanom`: the native [`crate::Alert`] JSON, from which the
+/// router's destinations render their own formats.
+pub const NATIVE_ALERT_HEADER: &str = "netanom-alert";

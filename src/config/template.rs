@@ -128,13 +128,16 @@ const OPTIONAL: &[Optional] = &[
 
 /// Sections that do not exist unless configured, printed whole and commented at the end.
 const SECTIONS: &str = "\
-# Webhooks every alert is POSTed to (none by default); one [[alert_router.webhooks]] table each.
+# Webhooks every alert is POSTed to (none by default); one [[alert_router.webhooks]] table each. Each delivers
+# from the alerts topic with its own consumer group, <group_id>.deliver.<name>.
 # [[alert_router.webhooks]]
+# name = \"siem\"  # letters, digits, . _ -; unique; unset: webhook-<index>
 # url = \"https://siem.example.com/hooks/netanom\"
 # secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"  # unset: alert_router.webhook_secret, else unsigned
 # timeout = \"5s\"
 # format = \"netanom\"  # netanom, ecs or ocsf
 # allow_private = false  # true: may reach loopback and private addresses
+# digest_above = 0  # alerts per minute beyond which further alerts go in digests (one message naming many); 0: off
 
 # CEF over syslog (off unless this table is present).
 # [alert_router.syslog]
