@@ -51,8 +51,8 @@ pub fn producer(r: &ProducerReport) -> String {
     s
 }
 
-/// `detection: N packets in N batches; anomalies N (rate N, …); hosts N tracked, N evicted; dead-lettered N;
-/// models isolation forest eif-… (netanom-eif-v1), …`: every model in force with its version and file format.
+/// `detection: N packets in N batches; anomalies N (rate N, …); hosts N tracked, N evicted; dead-lettered N
+/// (with the packets of those outside the packet-time skew, when any); models isolation forest eif-… (netanom-eif-v1), …`: every model in force with its version and file format.
 pub fn detector(r: &DetectorReport) -> String {
     let total: u64 = r.anomalies.values().sum();
     let kinds: Vec<String> = r.anomalies.iter().map(|(k, n)| format!("{k} {n}")).collect();
@@ -61,8 +61,12 @@ pub fn detector(r: &DetectorReport) -> String {
     } else {
         r.models.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
     };
+    let skewed = match r.packets_time_rejected {
+        0 => String::new(),
+        n => format!(" ({n} packets outside the packet-time skew)"),
+    };
     format!(
-        "detection: {} packets in {} batches; anomalies {total} ({}); hosts {} tracked, {} evicted; dead-lettered {}; models {}",
+        "detection: {} packets in {} batches; anomalies {total} ({}); hosts {} tracked, {} evicted; dead-lettered {}{skewed}; models {}",
         r.packets,
         r.batches,
         kinds.join(", "),

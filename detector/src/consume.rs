@@ -694,6 +694,7 @@ pub(crate) async fn run(
     if let Ok(e) = engine.lock() {
         let s = e.stats();
         report.packets = s.packets;
+        report.packets_time_rejected = s.packets_time_rejected;
         report.batches = s.batches;
         report.destination_stats_consumed = s.destination_stats;
         report.anomalies = s.anomalies.clone();

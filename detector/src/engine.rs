@@ -35,6 +35,8 @@ pub struct EngineStats {
     pub anomalies: BTreeMap<AnomalyKind, u64>,
     /// Packet batches rejected by the packet-time skew rule (`[detector.time]`), not processed.
     pub time_rejected: u64,
+    /// Packets of those batches.
+    pub packets_time_rejected: u64,
 }
 
 /// Generates [`Kinds`], the engine's registered kinds ([`crate::kinds`]), and its calls of each phase's hooks.
@@ -177,6 +179,7 @@ impl Engine {
         match self.clocks.admit(partition, first, last) {
             Admission::Rejected(r) => {
                 self.stats.time_rejected += 1;
+                self.stats.packets_time_rejected += batch.packets.len() as u64;
                 return Some(r);
             }
             // Time went back for good (another capture replayed into the partition): its hosts start cold.
@@ -554,7 +557,11 @@ mod tests {
         assert_eq!(rejected, bogus.len());
         assert_eq!(dirty, clean, "a rejected batch moved a clock or a window");
         assert_eq!(dirty_stats.time_rejected, bogus.len() as u64);
-        assert_eq!(EngineStats { time_rejected: 0, ..dirty_stats }, clean_stats, "rejected batches are not processed");
+        assert_eq!(
+            EngineStats { time_rejected: 0, packets_time_rejected: 0, ..dirty_stats },
+            clean_stats,
+            "rejected batches are not processed"
+        );
     }
 
     proptest::proptest! {

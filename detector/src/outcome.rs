@@ -50,6 +50,8 @@ pub struct DetectorReport {
     pub batches: u64,
     /// Packets processed.
     pub packets: u64,
+    /// Packets of batches dead-lettered as outside the packet-time skew (`[detector.time]`), not processed.
+    pub packets_time_rejected: u64,
     /// Destination statistics records consumed.
     pub destination_stats_consumed: u64,
     /// Destination statistics records produced.
