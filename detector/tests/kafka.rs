@@ -165,10 +165,14 @@ async fn drained_run_names_attackers_and_victim_but_not_benign_hosts() {
     assert!(named.contains(&("10.0.0.5".into(), AnomalyKind::Victim)), "{named:?}");
     assert!(!anomalies.iter().any(|a| a.host.starts_with("10.1.")), "benign host named: {named:?}");
     assert!(!anomalies.iter().any(|a| a.host.starts_with("100.")), "a spoofed source named: {named:?}");
+    // The victim window is reported when it qualifies and once more, exactly, when it is complete (`:final`).
     let victims: Vec<&Anomaly> = anomalies.iter().filter(|a| a.kind == AnomalyKind::Victim).collect();
-    assert_eq!(victims.len(), 1);
-    assert!(victims[0].reason.contains("distinct sources"), "{}", victims[0].reason);
-    assert_eq!(victims[0].target.as_deref(), Some("10.0.0.5"));
+    assert_eq!(victims.len(), 2, "{victims:#?}");
+    assert_eq!(victims.iter().filter(|a| a.id.ends_with(":final")).count(), 1, "{victims:#?}");
+    for v in &victims {
+        assert!(v.reason.contains("distinct sources"), "{}", v.reason);
+        assert_eq!(v.target.as_deref(), Some("10.0.0.5"));
+    }
     // Anomalies are keyed by host.
     let anomaly_keys: HashSet<Vec<u8>> =
         read_all(&s.config, &s.config.anomalies_topic).iter().map(|m| m.key().unwrap().to_vec()).collect();
@@ -178,7 +182,7 @@ async fn drained_run_names_attackers_and_victim_but_not_benign_hosts() {
     assert_eq!(report.packets, batches.iter().map(|b| b.packets.len() as u64).sum::<u64>());
     assert_eq!(report.dead_lettered, 1);
     assert_eq!(report.anomalies.values().sum::<u64>(), anomalies.len() as u64);
-    assert_eq!(report.anomalies[&AnomalyKind::Victim], 1);
+    assert_eq!(report.anomalies[&AnomalyKind::Victim], 2);
     assert!(report.destination_stats_consumed > 0);
     assert_eq!(report.destination_stats_consumed, report.destination_stats_produced);
 
