@@ -309,6 +309,12 @@ impl Engine {
         self.hosts.bytes()
     }
 
+    /// Bytes the host map may hold at once (its table counted twice, as during a rebuild): what the budget
+    /// bounds.
+    pub fn hosts_peak_bytes(&self) -> usize {
+        self.hosts.peak_bytes()
+    }
+
     /// The isolation model in force, once trained or loaded.
     pub fn model(&self) -> Option<&TrainedForest> {
         self.kinds.forest.as_ref().and_then(IsolationDetector::model)

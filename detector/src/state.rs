@@ -7,7 +7,9 @@
 //!
 //! The map counts its bytes: its hash table (from its capacity) plus, per host, the heap its kinds' growing
 //! tables hold (`DetectorKind::heap_bytes`, from their capacities) and [`QUIET_HOST_HEAP_BYTES`] for the small
-//! allocations every host makes; a host's heap is accounted after each of its batches. When a new host does not
+//! allocations every host makes; a host's heap is accounted after each of its batches. The budget bounds these
+//! bytes with the table counted twice ([`HostMap::peak_bytes`]): a rebuild after evictions, like a growth,
+//! allocates the fresh table while the old one still lives. When a new host does not
 //! fit (the hosts or the bytes), idle hosts go first; then hosts are evicted down to 7/8 of both bounds, those
 //! without open suspicion (`DetectorKind::open_suspicion`: a partial scan, a brute-force count, a beacon
 //! series) last. Among the others, hosts evicted before and back since go after those never seen before: the
@@ -129,9 +131,12 @@ impl Evicted {
     }
 }
 
-/// Bytes `hosts` quiet hosts take in the host map (without its bitset of evicted addresses).
+/// Bytes `hosts` quiet hosts may take in the host map at once (without its bitset of evicted addresses): the
+/// table counted twice, because a rebuild (or a growth) allocates the new table while the old one still lives.
 pub fn quiet_hosts_bytes(hosts: usize) -> usize {
-    table_bytes::<(IpAddr, HostState)>(hosts).saturating_add(hosts.saturating_mul(QUIET_HOST_HEAP_BYTES))
+    table_bytes::<(IpAddr, HostState)>(hosts)
+        .saturating_mul(2)
+        .saturating_add(hosts.saturating_mul(QUIET_HOST_HEAP_BYTES))
 }
 
 impl StateConfig {
@@ -373,16 +378,25 @@ impl HostMap {
             self.heap_bytes = self.heap_bytes.saturating_sub(s.accounted_bytes).saturating_add(now);
             s.accounted_bytes = now;
         }
-        if self.bytes() > self.budget_bytes {
+        if self.peak_bytes() > self.budget_bytes {
             self.make_room();
         }
     }
 
+    /// Bytes of the hash table, from its largest capacity since it was last rebuilt.
+    fn table_bytes(&self) -> usize {
+        table_bytes::<(IpAddr, HostState)>(self.table_capacity.max(self.hosts.capacity()))
+    }
+
+    /// Bytes the map may hold at once: [`HostMap::bytes`] with the table counted twice, since a rebuild
+    /// allocates the fresh table while the old one still lives. The budget bounds this figure.
+    pub fn peak_bytes(&self) -> usize {
+        self.bytes().saturating_add(self.table_bytes())
+    }
+
     /// Bytes the map holds: its table and its hosts' heap as last accounted.
     pub fn bytes(&self) -> usize {
-        table_bytes::<(IpAddr, HostState)>(self.table_capacity.max(self.hosts.capacity()))
-            .saturating_add(self.heap_bytes)
-            .saturating_add(self.evicted.bytes())
+        self.table_bytes().saturating_add(self.heap_bytes).saturating_add(self.evicted.bytes())
     }
 
     /// Moves the hosts into a fresh table of the same capacity, so that the slots of removed hosts are free
@@ -395,9 +409,10 @@ impl HostMap {
         self.table_capacity = self.hosts.capacity();
     }
 
-    /// A new host would not fit.
+    /// A new host would not fit (the table counted twice, see [`HostMap::peak_bytes`]).
     fn full(&self) -> bool {
-        self.hosts.len() >= self.max_hosts || self.bytes().saturating_add(QUIET_HOST_HEAP_BYTES) > self.budget_bytes
+        self.hosts.len() >= self.max_hosts
+            || self.peak_bytes().saturating_add(QUIET_HOST_HEAP_BYTES) > self.budget_bytes
     }
 
     /// Looks a host up.
@@ -468,8 +483,8 @@ impl HostMap {
         let mut order: Vec<(bool, bool, i64, IpAddr)> =
             self.hosts.iter().map(|(h, s)| (s.open_suspicion(), s.returning, s.last_seen_ns, *h)).collect();
         order.sort_unstable();
-        let table = table_bytes::<(IpAddr, HostState)>(self.table_capacity.max(self.hosts.capacity()))
-            .saturating_add(self.evicted.bytes());
+        // The rebuild below holds two tables at once.
+        let table = self.table_bytes().saturating_mul(2).saturating_add(self.evicted.bytes());
         let heap_target = (self.budget_bytes / 8 * 7).saturating_sub(table);
         let hosts_target = self.max_hosts / 8 * 7;
         let (mut quiet, mut suspicious) = (0u64, 0u64);

@@ -13,9 +13,12 @@
 //!   `victim.min_sources` while the average packets per source stays at most `victim.max_packets_per_source`.
 //!   That first anomaly is timely but partial: it counts the reports that arrived so far, which depends on how
 //!   the origin partitions' reports interleave. Once the window is complete (every origin partition that reports
-//!   to this side has reported packet time two windows past its end, when the producing side has forgotten it,
-//!   or the input is drained), a fired window is reported again with its exact totals: the closing update, whose
-//!   id ends in `:final`.
+//!   to its destination partition has reported packet time two windows past its end, when the producing side has
+//!   forgotten it, or the input is drained), a fired window is reported again with its exact totals: the closing
+//!   update, whose id ends in `:final`. An origin partition more than four windows of packet time behind the
+//!   newest of the destination partition is taken as quiet and holds no window back, so one that reported once
+//!   and went quiet does not stall the closing updates; its later reports of a window already closed are merged
+//!   but not reported again.
 //!
 //! The sources named in an alert are chosen deterministically among those that match the flood's profile within
 //! the window (at most `victim.max_packets_per_source` packets to the destination, and only SYNs when most of its
@@ -412,10 +415,17 @@ pub struct DestinationSide {
     /// Fired windows whose closing update is still to come.
     open: Vec<(IpAddr, i64)>,
     newest_window_ns: i64,
-    /// The newest packet time reported by each origin partition (one per packets partition).
-    newest_ts_ns: HashMap<i32, i64>,
+    /// The newest packet time reported by each origin partition on each destination partition: (destination
+    /// partition, origin partition) → packet time. Records of one origin reach one destination partition in
+    /// order, so an entry's completeness is judged on its own destination partition.
+    newest_ts_ns: HashMap<(i32, i32), i64>,
     evictions: u64,
 }
+
+/// An origin partition whose newest packet time on a destination partition is more than this many windows behind
+/// the newest of that destination partition is taken as quiet: it no longer holds back the closing updates there
+/// (and is forgotten until it reports again).
+const QUIET_ORIGIN_WINDOWS: i64 = 4;
 
 impl DestinationSide {
     /// An empty aggregate.
@@ -435,12 +445,16 @@ impl DestinationSide {
     /// Merges one record (from the destinations topic partition `partition`): the highest counts of its origin
     /// partition are kept, so a repeated or stale record changes nothing. Appends to `out` the victim anomaly the
     /// first time its window qualifies, and the closing update of every fired window this record shows complete
-    /// (every origin partition two windows past its end).
+    /// (every live origin partition of its destination partition two windows past its end).
     pub fn apply(&mut self, d: &DestinationStats, partition: i32, out: &mut Vec<Anomaly>) {
         let window_ns = d.window_ns.max(1);
+        let newer_window = d.window_start_ns > self.newest_window_ns;
         self.newest_window_ns = self.newest_window_ns.max(d.window_start_ns);
-        let newest = self.newest_ts_ns.entry(d.origin_partition).or_insert(d.last_ts_ns);
+        let newest = self.newest_ts_ns.entry((partition, d.origin_partition)).or_insert(d.last_ts_ns);
         *newest = (*newest).max(d.last_ts_ns);
+        if newer_window {
+            self.forget_quiet_origins(window_ns);
+        }
         let key = (d.destination, d.window_start_ns);
         let admitted = self.entries.contains_key(&key) || self.entries.len() < self.max_entries || {
             let keep_from = self.newest_window_ns.saturating_sub(window_ns.saturating_mul(2));
@@ -489,17 +503,50 @@ impl DestinationSide {
         Some(self.anomaly(key, false))
     }
 
-    /// Appends the closing update of every fired window that is complete: every origin partition that reported
-    /// to this side has reported packet time two windows past the window's end, so the producing side has
-    /// forgotten the window and its counts can no longer grow.
+    /// The packet time every live origin partition of destination partition `partition` has reported: the
+    /// oldest among those not more than [`QUIET_ORIGIN_WINDOWS`] windows behind the newest there.
+    fn reported_through(&self, partition: i32, window_ns: i64) -> i64 {
+        let of_partition = || self.newest_ts_ns.iter().filter(move |((p, _), _)| *p == partition).map(|(_, t)| *t);
+        let top = of_partition().max().unwrap_or(i64::MIN);
+        let quiet_before = top.saturating_sub(window_ns.saturating_mul(QUIET_ORIGIN_WINDOWS));
+        of_partition().filter(|t| *t >= quiet_before).min().unwrap_or(i64::MIN)
+    }
+
+    /// Forgets the origin partitions that are quiet on their destination partition (see
+    /// [`QUIET_ORIGIN_WINDOWS`]), so the map holds only origins that still report.
+    fn forget_quiet_origins(&mut self, window_ns: i64) {
+        let mut top: HashMap<i32, i64> = HashMap::default();
+        for ((p, _), t) in &self.newest_ts_ns {
+            let e = top.entry(*p).or_insert(*t);
+            *e = (*e).max(*t);
+        }
+        let horizon = window_ns.saturating_mul(QUIET_ORIGIN_WINDOWS);
+        self.newest_ts_ns.retain(|(p, _), t| top.get(p).is_none_or(|n| *t >= n.saturating_sub(horizon)));
+    }
+
+    /// Appends the closing update of every fired window that is complete: every live origin partition of its
+    /// destination partition (one that is not quiet there, see [`QUIET_ORIGIN_WINDOWS`]) has reported packet
+    /// time two windows past the window's end, so the producing side has forgotten the window and its counts can
+    /// no longer grow. An origin partition that went quiet holds nothing back once it is quiet.
     fn close_complete(&mut self, out: &mut Vec<Anomaly>) {
         if self.open.is_empty() {
             return;
         }
-        let newest = self.newest_ts_ns.values().copied().min().unwrap_or(i64::MIN);
+        // Per destination partition of an open window (few: the partitions this detector owns).
+        let mut through: Vec<(i32, i64)> = Vec::new();
+        for k in &self.open {
+            if let Some(e) = self.entries.get(k)
+                && !through.iter().any(|(p, _)| *p == e.partition)
+            {
+                through.push((e.partition, self.reported_through(e.partition, e.window_ns)));
+            }
+        }
         let entries = &self.entries;
         let complete = |k: &(IpAddr, i64)| {
-            entries.get(k).is_some_and(|e| newest >= k.1.saturating_add(e.window_ns.saturating_mul(3)))
+            entries.get(k).is_some_and(|e| {
+                let reported = through.iter().find(|(p, _)| *p == e.partition).map_or(i64::MIN, |(_, t)| *t);
+                reported >= k.1.saturating_add(e.window_ns.saturating_mul(3))
+            })
         };
         if !self.open.iter().any(complete) {
             return;
@@ -592,6 +639,7 @@ impl DestinationSide {
         self.entries.retain(|_, e| !partitions.contains(&e.partition));
         let entries = &self.entries;
         self.open.retain(|k| entries.contains_key(k));
+        self.newest_ts_ns.retain(|(p, _), _| !partitions.contains(p));
         before - self.entries.len()
     }
 
@@ -824,6 +872,35 @@ mod tests {
     }
 
     #[test]
+    fn a_partition_that_went_quiet_does_not_stop_windows_from_closing() {
+        let cfg = VictimConfig::default();
+        let victim: IpAddr = "10.0.0.5".parse().unwrap();
+        let other: IpAddr = "10.0.0.6".parse().unwrap();
+        let (mut fast, mut quiet) = (SourceSide::new(&cfg), SourceSide::new(&cfg));
+        let mut dst = DestinationSide::new(&cfg);
+        // Packets partition 1 reports once, then never again (its traffic stopped).
+        quiet.observe("10.1.0.1".parse().unwrap(), &crate::fixtures::syn(T0, other, 80), 1);
+        assert!(apply_all(&mut dst, &quiet.drain(true)).is_empty());
+        let flood_at = T0 + 60_000_000_000;
+        for b in spoofed_flood(victim, flood_at, 600, 5_000_000_000, 1) {
+            fast.observe(b.source, &b.packets[0], 0);
+        }
+        assert_eq!(apply_all(&mut dst, &fast.drain(true)).len(), 1);
+        let mut later = |ts: i64| {
+            fast.observe("10.1.0.1".parse().unwrap(), &crate::fixtures::syn(ts, other, 80), 0);
+            apply_all(&mut dst, &fast.drain(true))
+        };
+        assert!(later(flood_at + 29_000_000_000).is_empty(), "partition 0 may still report the window");
+        let closing = later(flood_at + 30_000_000_000);
+        assert_eq!(closing.len(), 1, "the quiet partition holds nothing back");
+        assert!(closing[0].id.ends_with(":final") && closing[0].score == 600.0, "{closing:?}");
+        assert!(!dst.newest_ts_ns.contains_key(&(0, 1)), "the quiet partition is forgotten");
+        assert!(dst.newest_ts_ns.contains_key(&(0, 0)));
+        dst.revoke_partitions(&[0]);
+        assert!(dst.newest_ts_ns.is_empty(), "a revoked partition's packet times are dropped");
+    }
+
+    #[test]
     fn a_partition_read_behind_the_others_keeps_counting_its_windows() {
         let cfg = VictimConfig::default();
         let victim: IpAddr = "10.0.0.5".parse().unwrap();
@@ -841,9 +918,13 @@ mod tests {
             src.observe(b.source, &b.packets[0], 1);
         }
         reports.extend(src.drain(true));
+        let last = reports.iter().rfind(|d| d.destination == victim).unwrap();
+        assert_eq!((last.sources, last.origin_partition), (600, 1), "every source of partition 1 counted");
+        // Merged on the destination side too (a minute behind, partition 1 is taken as quiet there, so the
+        // window's closing update may already have gone out; the counts are still exact).
         let mut dst = DestinationSide::new(&cfg);
         apply_all(&mut dst, &reports);
-        assert_eq!(close_all(&mut dst)[0].score, 600.0, "every source of partition 1 counted");
+        assert_eq!(dst.entries[&(victim, last.window_start_ns)].totals().0, 600);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use netanom_detector::bytes::table_bytes;
 use netanom_detector::fixtures::{T0, spoofed_flood, syn};
-use netanom_detector::state::{HostState, QUIET_HOST_HEAP_BYTES};
+use netanom_detector::state::{HostState, QUIET_HOST_HEAP_BYTES, quiet_hosts_bytes};
 use netanom_detector::{DetectorConfig, Engine, Models};
 use netanom_schemas::{Anomaly, AnomalyKind, PacketBatch};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
@@ -97,6 +97,11 @@ fn a_flood_of_spoofed_sources_hides_neither_a_slow_sweep_nor_a_slow_scan() {
     const BUDGET_MIB: u64 = 2;
     let c = config(BUDGET_MIB);
     let capacity = c.state.host_capacity();
+    let default_capacity = DetectorConfig::default().state.host_capacity();
+    println!(
+        "default budget: {default_capacity} quiet hosts, {} bytes budgeted each (the table counted twice)",
+        quiet_hosts_bytes(default_capacity) / default_capacity
+    );
     let victim: IpAddr = "10.9.9.9".parse().unwrap();
     let (sweeper, scanner): (IpAddr, IpAddr) = ("192.0.2.10".parse().unwrap(), "192.0.2.20".parse().unwrap());
     // 200,000 one-packet sources over 60 s; the sweep contacts a new address every 700 ms (64 distinct within the
@@ -124,7 +129,7 @@ fn a_flood_of_spoofed_sources_hides_neither_a_slow_sweep_nor_a_slow_scan() {
     let (mut out, mut peak) = (Vec::new(), 0);
     for b in &batches {
         engine.process_batch(b, 0, &mut out);
-        peak = peak.max(engine.hosts_bytes());
+        peak = peak.max(engine.hosts_peak_bytes());
     }
     let evicted = engine.host_evictions();
     let fired =
