@@ -560,20 +560,16 @@ impl rdkafka::ClientContext for DestinationContext {
 
 impl rdkafka::consumer::ConsumerContext for DestinationContext {}
 
-/// Stores `next` (the next offset to consume) for `partition` and starts a commit.
+/// Stores `next` (the next offset to consume) for `partition`.
 fn store(consumer: &StreamConsumer<DestinationContext>, topic: &str, partition: i32, next: i64) {
     let mut tpl = TopicPartitionList::new();
     if tpl.add_partition_offset(topic, partition, Offset::Offset(next)).is_err() {
         return;
     }
     // A partition revoked meanwhile refuses the store: its new owner delivers from the committed offset.
-    match consumer.store_offsets(&tpl) {
-        Ok(()) => {
-            if let Err(e) = consumer.commit_consumer_state(CommitMode::Async) {
-                tracing::debug!(error = %e, "offset commit not started");
-            }
-        }
-        Err(e) => tracing::debug!(partition, error = %e, "storing a destination offset failed"),
+    // Auto-commit sends the stored offsets periodically; the final commit is synchronous.
+    if let Err(e) = consumer.store_offsets(&tpl) {
+        tracing::debug!(partition, error = %e, "storing a destination offset failed");
     }
 }
 

@@ -80,6 +80,14 @@ pub enum RouterError {
     /// An internal task failed.
     #[error("delivery task failed: {0}")]
     Task(String),
+    /// A destination stopped delivering: the router stops too, so that it is restarted.
+    #[error("destination {name} failed: {source}")]
+    Destination {
+        /// The destination's name.
+        name: String,
+        /// Why it stopped.
+        source: Box<RouterError>,
+    },
 }
 
 /// `e` with the value of a secret property masked (a client configuration error quotes the value).

@@ -118,13 +118,17 @@ pub async fn run(
         let list = destination::destinations(&config)?;
         let names = list.iter().map(|d| d.name().to_string()).collect();
         for d in list {
-            destinations.spawn(destination::run(
+            let name = d.name().to_string();
+            let run = destination::run(
                 d,
                 shared_config.clone(),
                 shared.producer.clone(),
                 shared.metrics.clone(),
                 stop.clone(),
-            ));
+            );
+            destinations.spawn(async move {
+                run.await.map_err(|source| RouterError::Destination { name, source: Box::new(source) })
+            });
         }
         names
     };
@@ -154,7 +158,7 @@ pub async fn run(
     tracing::info!(topic = %router.config.anomalies_topic, group = %router.config.group_id,
         destinations = ?names, alerts_format = %router.config.alerts_format, "alert router started");
 
-    let result = router.main_loop(&shutdown, drain.unwrap_or_default(), &ready, &grace).await;
+    let result = router.main_loop(&shutdown, drain.unwrap_or_default(), &ready, &grace, &mut destinations).await;
     ready.stop_beating();
     router.finish(shutdown.is_cancelled().then_some(&grace)).await;
     // The alerts are on the topic: the destinations deliver what they can of them within the grace.
@@ -209,6 +213,7 @@ impl Router {
         drain: CancellationToken,
         ready: &ReadyFlag,
         grace: &Grace,
+        destinations: &mut JoinSet<Result<DestinationReport, RouterError>>,
     ) -> Result<(), RouterError> {
         // Per partition: the next offset to consume, as far as this router knows.
         let mut consumed_next: HashMap<i32, i64> = HashMap::new();
@@ -239,6 +244,12 @@ impl Router {
                     return self.finish_deliveries(grace, "shutdown grace elapsed").await;
                 }
                 Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => self.complete(joined)?,
+                // A destination stops early only on an error: the router stops with it, naming it.
+                Some(joined) = destinations.join_next(), if !destinations.is_empty() => {
+                    let d = joined.map_err(|e| RouterError::Task(format!("destination task: {e}"))).and_then(|r| r)?;
+                    tracing::warn!(destination = %d.name, "destination stopped before the router");
+                    self.account(&d);
+                }
                 () = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
                     let now = Instant::now();
                     let groups = self.suppressor.poll(now);

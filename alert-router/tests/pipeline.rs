@@ -797,3 +797,38 @@ async fn a_webhook_over_its_rate_gets_one_digest_naming_the_rest() {
         Offset::Offset(N as i64)
     );
 }
+
+/// A destination that cannot park an alert (the dead-letter topic refuses writes) stops the router with an error
+/// naming it, so that the process exits non-zero and is restarted, instead of running on without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_destination_stops_the_router_with_its_error() {
+    let (_rx, base) = start_receiver().await;
+    let f = fixture(
+        vec![WebhookConfig {
+            name: "reject".into(),
+            url: format!("{base}/reject"),
+            secret: Some(Secret::new(SECRET)),
+            allow_private: true,
+            ..WebhookConfig::default()
+        }],
+        None,
+    );
+    f._cluster
+        .topic_error(
+            &f.config.dead_letter_topic,
+            rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+        )
+        .unwrap();
+    produce(&f.bootstrap, &f.config.anomalies_topic, &[encoded(&anomaly("10.0.0.1", AnomalyKind::Rate, 0, 30.0))])
+        .await;
+    // No drain, no shutdown: only the destination's failure ends the run.
+    let ended = tokio::time::timeout(
+        Duration::from_secs(60),
+        run(f.config.clone(), CancellationToken::new(), RoleHandles::default()),
+    )
+    .await
+    .expect("the router stopped when its destination failed");
+    let e = ended.expect_err("the router reports the destination's failure");
+    assert!(matches!(e, netanom_alert_router::RouterError::Destination { ref name, .. } if name == "reject"), "{e}");
+    assert!(e.to_string().contains("destination reject failed"), "{e}");
+}
