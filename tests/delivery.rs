@@ -228,7 +228,27 @@ fn detectors_and_router_killed_mid_stream_alert_like_a_fault_free_run() {
     let router_output = r.stop(Duration::from_secs(30));
 
     let alerts = read_alerts(&alerts_out);
-    let got = alert_keys(&alerts);
+    // A victim window is reported when it qualifies and again, exactly, once every live origin partition is two
+    // windows past it in packet time. The input here is finite and the detectors are stopped, not drained: a
+    // detector restarted near the end may never see the window complete, so its closing update (one anomaly
+    // more in the incident's count) may be missing. That difference is reported and allowed; every other
+    // count must be equal.
+    let victim_counts =
+        |keys: Vec<AlertKey>| -> (Vec<AlertKey>, Vec<AlertKey>) { keys.into_iter().partition(|k| k.1 == "victim") };
+    let (expected_victims, expected) = victim_counts(expected);
+    let (got_victims, got) = victim_counts(alert_keys(&alerts));
+    let window = |k: &AlertKey| (k.0.clone(), k.2.clone());
+    assert_eq!(
+        got_victims.iter().map(window).collect::<Vec<_>>(),
+        expected_victims.iter().map(window).collect::<Vec<_>>(),
+        "victim alerts differ from the fault-free run"
+    );
+    for (g, e) in got_victims.iter().zip(&expected_victims) {
+        assert!(g.3 <= e.3 && e.3 - g.3 <= 1, "victim {g:?} against the fault-free {e:?}");
+        if g.3 != e.3 {
+            eprintln!("victim {}: {} anomalies against {} in the fault-free run (no closing update)", g.0, g.3, e.3);
+        }
+    }
     let missing: Vec<&AlertKey> = expected.iter().filter(|k| !got.contains(k)).collect();
     let extra: Vec<&AlertKey> = got.iter().filter(|k| !expected.contains(k)).collect();
     assert!(
