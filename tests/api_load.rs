@@ -3,11 +3,14 @@
 //! client addresses. The process's resident memory (`VmHWM` in /proc/<pid>/status) grows by no more than the
 //! bodies the server can hold at once, and `/healthz` on the same listener keeps answering quickly.
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use common::{free_port, spawn_run, synth};
 
 use netanom::telemetry::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT};
 use netanom_detector::api::{ANALYZE_PATH, MAX_BODY_BYTES, MAX_CONCURRENT};
@@ -16,10 +19,6 @@ use tokio::net::{TcpSocket, TcpStream};
 
 /// hyper's largest read buffer per connection (its default `max_buf_size`: 8 KiB + 100 × 4 KiB).
 const HYPER_READ_BUFFER: usize = 8192 + 4096 * 100;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
 
 /// `VmRSS` and `VmHWM` of `pid`, in bytes.
 fn memory(pid: u32) -> (u64, u64) {
@@ -86,33 +85,23 @@ impl Tally {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_oversized_clients_leave_memory_bounded_and_healthz_answering() {
-    let bin = env!("CARGO_BIN_EXE_netanom");
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("benign.pcap");
-    let synth = std::process::Command::new(bin)
-        .args(["synth", "--attacks", "none", "--out"])
-        .arg(&pcap)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(synth.success());
+    synth(&pcap, None, &["--attacks", "none"]);
 
     const QUEUE: usize = 8;
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     // The capture's 60 s of benign traffic in real time: the process serves throughout the attack.
-    let mut child = tokio::process::Command::new(bin)
-        .args(["run", "--quiet", "--speed", "1", "--pcap"])
-        .arg(&pcap)
-        .env("NETANOM_TELEMETRY__LISTEN", addr.to_string())
-        .env("NETANOM_DETECTOR__API__QUEUE", QUEUE.to_string())
-        .env("NETANOM_DETECTOR__API__REQUEST_TIMEOUT", "3s")
-        .env("NETANOM_LOG__LEVEL", "error")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("netanom runs");
+    let mut child = spawn_run(
+        &pcap,
+        "1",
+        &[
+            ("NETANOM_TELEMETRY__LISTEN", &addr.to_string()),
+            ("NETANOM_DETECTOR__API__QUEUE", &QUEUE.to_string()),
+            ("NETANOM_DETECTOR__API__REQUEST_TIMEOUT", "3s"),
+            ("NETANOM_LOG__LEVEL", "error"),
+        ],
+    );
     let pid = child.id().unwrap();
     let healthz = format!("http://{addr}/healthz");
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -9,7 +9,7 @@ use std::ffi::OsStr;
 use std::path::Path;
 
 mod common;
-use common::{by_kind, netanom, read_alerts};
+use common::{by_kind, netanom, read_alerts, synth};
 
 fn hosts_with_role(labels: &Path, role: &str) -> BTreeSet<String> {
     let text = std::fs::read_to_string(labels).unwrap();
@@ -34,16 +34,7 @@ fn train(pcap: &Path, model: &Path) -> String {
 fn trained_on_benign_synth_traffic_the_autoencoders_find_attackers_of_another_capture() {
     let dir = tempfile::tempdir().unwrap();
     let benign = dir.path().join("benign.pcap");
-    let s = |p: &Path| p.as_os_str().to_owned();
-    netanom(&[
-        "synth".as_ref(),
-        "--seed".as_ref(),
-        "1".as_ref(),
-        "--attacks".as_ref(),
-        "none".as_ref(),
-        "--out".as_ref(),
-        &s(&benign),
-    ]);
+    synth(&benign, None, &["--seed", "1", "--attacks", "none"]);
     let model = dir.path().join("ae.json");
     let text = train(&benign, &model);
     assert!(text.contains("(--autoencoder-model)") && text.contains("autoencoders over ["), "{text}");
@@ -54,15 +45,7 @@ fn trained_on_benign_synth_traffic_the_autoencoders_find_attackers_of_another_ca
     assert_eq!(std::fs::read(&model).unwrap(), std::fs::read(&again).unwrap(), "training is reproducible");
 
     let (attack, labels) = (dir.path().join("attack.pcap"), dir.path().join("labels.csv"));
-    netanom(&[
-        "synth".as_ref(),
-        "--seed".as_ref(),
-        "2".as_ref(),
-        "--out".as_ref(),
-        &s(&attack),
-        "--labels".as_ref(),
-        &s(&labels),
-    ]);
+    synth(&attack, Some(&labels), &["--seed", "2"]);
     let alerts_out = dir.path().join("alerts.jsonl");
     let out = netanom(&[
         "run".as_ref(),
@@ -97,7 +80,7 @@ fn a_model_file_of_another_kind_is_named_at_start() {
     let wrong = dir.path().join("forest.json");
     std::fs::write(&wrong, r#"{"format": "netanom-eif-v1", "features": []}"#).unwrap();
     let capture = dir.path().join("c.pcap");
-    netanom(&["synth".as_ref(), "--packets".as_ref(), "200".as_ref(), "--out".as_ref(), capture.as_os_str()]);
+    synth(&capture, None, &["--packets", "200"]);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_netanom"))
         .args([OsStr::new("run"), "--quiet".as_ref(), "--pcap".as_ref(), capture.as_os_str()])
         .arg("--autoencoder-model")

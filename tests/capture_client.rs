@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Broker, Service, counter, free_port, http_get, netanom, wait_for};
+use common::{Broker, Service, counter, free_port, http_get, synth, wait_for};
 use serde_json::{Value, json};
 
 /// Builds clients/c into `out` with make and the system C compiler; returns the binary.
@@ -97,15 +97,7 @@ fn the_c_client_streams_a_capture_and_only_the_scanner_ends_up_anomalous() {
     let client = build_client(tmp.path());
     let capture = tmp.path().join("scan.pcap");
     let labels_path = tmp.path().join("labels.csv");
-    netanom(&[
-        "synth".as_ref(),
-        "--out".as_ref(),
-        capture.as_os_str(),
-        "--labels".as_ref(),
-        labels_path.as_os_str(),
-        "--attacks".as_ref(),
-        "port-scan".as_ref(),
-    ]);
+    synth(&capture, Some(&labels_path), &["--attacks", "port-scan"]);
     let roles = labels(&labels_path);
     let scanners: Vec<&String> = roles.iter().filter(|(_, r)| *r == "attacker").map(|(h, _)| h).collect();
     assert_eq!(scanners.len(), 1, "{roles:?}");

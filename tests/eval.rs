@@ -10,7 +10,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{by_kind, eval_json, netanom};
+use common::{by_kind, eval_json, netanom, synth};
 
 /// A `netanom synth --attacks ATTACKS` capture with its labels, and the alerts of `netanom run` on it.
 struct SynthRun {
@@ -24,8 +24,7 @@ struct SynthRun {
 
 fn synth_and_run(dir: &std::path::Path, attacks: &str) -> SynthRun {
     let (pcap, labels, out) = (dir.join("synth.pcap"), dir.join("labels.csv"), dir.join("alerts.jsonl"));
-    let synth = ["--out".as_ref(), pcap.as_os_str(), "--labels".as_ref(), labels.as_os_str()];
-    netanom(&[&["synth".as_ref()], &synth[..], &["--attacks".as_ref(), attacks.as_ref()]].concat());
+    synth(&pcap, Some(&labels), &["--attacks", attacks]);
     let run = ["--quiet".as_ref(), "--pcap".as_ref(), pcap.as_os_str(), "--alerts-out".as_ref(), out.as_os_str()];
     netanom(&[&["run".as_ref()], &run[..]].concat());
     let text = std::fs::read_to_string(&out).unwrap_or_default();
@@ -38,17 +37,8 @@ fn synth_and_run(dir: &std::path::Path, attacks: &str) -> SynthRun {
 fn eval_on_the_synth_scenario_finds_every_attacker_and_no_benign_host() {
     let dir = tempfile::tempdir().unwrap();
     let (pcap, labels) = (dir.path().join("synth.pcap"), dir.path().join("labels.csv"));
-    netanom(&["synth".as_ref(), "--out".as_ref(), pcap.as_os_str(), "--labels".as_ref(), labels.as_os_str()]);
-    let out = netanom(&[
-        "eval".as_ref(),
-        "--pcap".as_ref(),
-        pcap.as_os_str(),
-        "--labels".as_ref(),
-        labels.as_os_str(),
-        "--json".as_ref(),
-    ]);
-    let text = String::from_utf8(out.stdout).unwrap();
-    let e: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or_else(|err| panic!("{err}: {text}"));
+    synth(&pcap, Some(&labels), &[]);
+    let e = eval_json(&pcap, &labels);
     let attackers = std::fs::read_to_string(&labels).unwrap().lines().filter(|l| l.ends_with(",attacker")).count();
     assert!(attackers >= 3, "the scenario has attackers");
     assert_eq!(e["attackers"], attackers, "{e}");
@@ -144,15 +134,7 @@ fn a_model_trained_saved_and_loaded_with_model_evaluates_a_synth_capture() {
     let path = |name: &str| dir.path().join(name);
     // Train on one seed's traffic (benign sessions and a beaconing host), evaluate on another seed's scenario.
     let (train, model) = (path("train.pcap"), path("model.json"));
-    netanom(&[
-        "synth".as_ref(),
-        "--seed".as_ref(),
-        "1".as_ref(),
-        "--attacks".as_ref(),
-        "beaconing".as_ref(),
-        "--out".as_ref(),
-        train.as_os_str(),
-    ]);
+    synth(&train, None, &["--seed", "1", "--attacks", "beaconing"]);
     let out = netanom(&["train".as_ref(), "--pcap".as_ref(), train.as_os_str(), "--out".as_ref(), model.as_os_str()]);
     let line = String::from_utf8(out.stdout).unwrap();
     // Each model in a file of its own, each naming its kind.
@@ -172,15 +154,7 @@ fn a_model_trained_saved_and_loaded_with_model_evaluates_a_synth_capture() {
         .to_string();
 
     let (test, labels) = (path("test.pcap"), path("labels.csv"));
-    netanom(&[
-        "synth".as_ref(),
-        "--seed".as_ref(),
-        "2".as_ref(),
-        "--out".as_ref(),
-        test.as_os_str(),
-        "--labels".as_ref(),
-        labels.as_os_str(),
-    ]);
+    synth(&test, Some(&labels), &["--seed", "2"]);
     let out = netanom(&[
         "eval".as_ref(),
         "--pcap".as_ref(),

@@ -37,3 +37,17 @@ fn seeds_cover_every_target_and_pass() {
         entries::run(target, input);
     }
 }
+
+/// Writes every seed into `fuzz/corpus/<target>/seed-NNN`, the corpus `cargo fuzz run` starts from:
+/// `cargo test --release -p netanom --test fuzz_regressions -- --ignored write_seed_corpora`.
+#[test]
+#[ignore = "writes the fuzz corpora; run on demand before fuzzing"]
+fn write_seed_corpora() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join("corpus");
+    for (i, (target, input)) in entries::seeds().into_iter().enumerate() {
+        let dir = root.join(target);
+        std::fs::create_dir_all(&dir).expect("the corpus directory can be created");
+        std::fs::write(dir.join(format!("seed-{i:03}")), input).expect("a seed can be written");
+    }
+    eprintln!("seeds written under {}", root.display());
+}

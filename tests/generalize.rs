@@ -9,20 +9,12 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{eval_json, netanom, run_capture};
+use common::{eval_json, run_capture};
 
 /// `netanom synth --attacks ATTACKS` in `dir`: the capture and its labels.
 fn synth(dir: &Path, attacks: &str) -> (PathBuf, PathBuf) {
     let (pcap, labels) = (dir.join("synth.pcap"), dir.join("labels.csv"));
-    netanom(&[
-        "synth".as_ref(),
-        "--out".as_ref(),
-        pcap.as_os_str(),
-        "--labels".as_ref(),
-        labels.as_os_str(),
-        "--attacks".as_ref(),
-        attacks.as_ref(),
-    ]);
+    common::synth(&pcap, Some(&labels), &["--attacks", attacks]);
     (pcap, labels)
 }
 

@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{netanom, run_capture};
+use common::{run_capture, synth};
 use netanom::labels;
 use netanom::traffic;
 use serde_json::Value;
@@ -28,15 +28,7 @@ fn each_attacker_is_one_incident_that_starts_at_its_first_packet() {
     let (pcap, labels_path, out) =
         (dir.path().join("s.pcap"), dir.path().join("labels.csv"), dir.path().join("a.jsonl"));
     let attacks = "syn-flood,port-scan,host-sweep,brute-force";
-    netanom(&[
-        "synth".as_ref(),
-        "--out".as_ref(),
-        pcap.as_os_str(),
-        "--labels".as_ref(),
-        labels_path.as_os_str(),
-        "--attacks".as_ref(),
-        attacks.as_ref(),
-    ]);
+    synth(&pcap, Some(&labels_path), &["--attacks", attacks]);
     let (alerts, _) = run_capture(&pcap, &out);
     let text = std::fs::read_to_string(&out).unwrap();
     let truth = labels::load(&labels_path, &pcap).unwrap();
@@ -89,15 +81,7 @@ fn victim_totals_are_exact_and_identical_from_run_to_run() {
     let dir = tempfile::tempdir().unwrap();
     let (pcap, labels_path, out) =
         (dir.path().join("s.pcap"), dir.path().join("labels.csv"), dir.path().join("a.jsonl"));
-    netanom(&[
-        "synth".as_ref(),
-        "--out".as_ref(),
-        pcap.as_os_str(),
-        "--labels".as_ref(),
-        labels_path.as_os_str(),
-        "--attacks".as_ref(),
-        "spoofed-syn-flood".as_ref(),
-    ]);
+    synth(&pcap, Some(&labels_path), &["--attacks", "spoofed-syn-flood"]);
     let truth = labels::load(&labels_path, &pcap).unwrap();
     const WINDOW_NS: i64 = 10_000_000_000;
     let mut finals = Vec::new();

@@ -4,8 +4,12 @@
 //! plot area, and that the alert timeline holds one mark per alert the report drew (by id). Chromium is
 //! required: `.ci/setup` installs it (Debian package `chromium`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use common::{netanom, synth};
 
 fn chromium() -> PathBuf {
     for name in ["chromium", "chromium-browser", "google-chrome"] {
@@ -58,18 +62,13 @@ pre.textContent = 'charts=' + document.querySelectorAll('svg.chart').length + ' 
 document.body.appendChild(pre);
 </script>"#;
 
-fn netanom(args: &[&std::ffi::OsStr]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_netanom")).args(args).output().expect("netanom runs");
-    assert!(out.status.success(), "netanom {args:?} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
-}
-
 #[test]
 fn report_of_the_synth_scenario_renders_to_a_non_blank_picture() {
     let dir = tempfile::tempdir().unwrap();
     let (pcap, labels, html) =
         (dir.path().join("s.pcap"), dir.path().join("labels.csv"), dir.path().join("report.html"));
     let alerts_path = dir.path().join("alerts.jsonl");
-    netanom(&["synth".as_ref(), "--out".as_ref(), pcap.as_os_str(), "--labels".as_ref(), labels.as_os_str()]);
+    synth(&pcap, Some(&labels), &[]);
     netanom(&[
         "report".as_ref(),
         "--pcap".as_ref(),

@@ -437,6 +437,32 @@ pub fn netanom(args: &[&std::ffi::OsStr]) -> std::process::Output {
     out
 }
 
+/// `netanom synth` writing the capture to `pcap` (and its labels to `labels`, when given), with further
+/// arguments such as `["--attacks", "port-scan"]` or `["--seed", "2"]`.
+pub fn synth(pcap: &Path, labels: Option<&Path>, args: &[&str]) {
+    let mut all: Vec<&std::ffi::OsStr> = vec!["synth".as_ref(), "--out".as_ref(), pcap.as_os_str()];
+    if let Some(labels) = labels {
+        all.extend(["--labels".as_ref(), labels.as_os_str()]);
+    }
+    all.extend(args.iter().map(std::ffi::OsStr::new));
+    netanom(&all);
+}
+
+/// `netanom run --quiet --speed SPEED --pcap PCAP` in the background (a tokio child, killed on drop) with `env`
+/// added to its environment, OTLP export off and its output discarded.
+pub fn spawn_run(pcap: &Path, speed: &str, env: &[(&str, &str)]) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_netanom"))
+        .args(["run", "--quiet", "--speed", speed, "--pcap"])
+        .arg(pcap)
+        .envs(env.iter().copied())
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("netanom runs")
+}
+
 /// `netanom eval --json` on the capture and its labels: the evaluation's JSON.
 pub fn eval_json(pcap: &Path, labels: &Path) -> serde_json::Value {
     let out = netanom(&[
