@@ -250,5 +250,9 @@ fn an_exactly_once_run_gives_the_alerts_of_an_at_least_once_run() {
     // A transactional id for every client is refused, naming the setting to use instead.
     let shared = netanom(&["config", "--check"], &[("NETANOM_KAFKA__PROPERTIES__TRANSACTIONAL_ID", "x")]);
     assert_eq!(shared.status.code(), Some(2), "{}", text(&shared.stderr));
-    assert!(text(&shared.stderr).contains("kafka.properties must not set transactional.id"), "{}", text(&shared.stderr));
+    assert!(
+        text(&shared.stderr).contains("kafka.properties must not set transactional.id"),
+        "{}",
+        text(&shared.stderr)
+    );
 }

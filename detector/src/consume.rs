@@ -637,8 +637,10 @@ pub(crate) async fn run(
             Some(Ok(())) => {}
             Some(Err(e)) => break Err(e),
             None => {
-                tracing::warn!(records = consumed,
-                    "shutdown: the output of the last chunk is not acknowledged; its offsets are not stored");
+                tracing::warn!(
+                    records = consumed,
+                    "shutdown: the output of the last chunk is not acknowledged; its offsets are not stored"
+                );
                 if let Some(t) = &mut txn {
                     t.abort_within(grace.share(0.25)).await;
                 }

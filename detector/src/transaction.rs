@@ -158,7 +158,11 @@ impl Transactions {
     }
 
     fn error(&self, what: &str, source: KafkaError) -> DetectorError {
-        DetectorError::Transaction { transactional_id: self.id.clone(), what: what.to_string(), source: Box::new(source) }
+        DetectorError::Transaction {
+            transactional_id: self.id.clone(),
+            what: what.to_string(),
+            source: Box::new(source),
+        }
     }
 }
 
