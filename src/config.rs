@@ -70,11 +70,23 @@ pub struct Kafka {
     /// Detectors `netanom run` runs in its process, each owning a share of the partitions as members of a
     /// consumer group would, so detection uses more than one core. 0: one per CPU core, at most 4. Default 0.
     pub run_detectors: usize,
+    /// Exactly-once from packets to alerts where the broker supports Kafka transactions: each detector produces
+    /// a chunk's anomalies, destination deltas and dead letters and commits the chunk's input offsets in one
+    /// transaction (`detector.transactional_id`), and every reader of those topics reads `read_committed`
+    /// (docs/operations.md, delivery guarantees). A broker that refuses transactions stops the detector with an
+    /// error naming this setting. Off: at least once, deduplicated by record id. Default false.
+    pub exactly_once: bool,
 }
 
 impl Default for Kafka {
     fn default() -> Self {
-        Self { brokers: String::new(), properties: BTreeMap::new(), embedded_partitions: 16, run_detectors: 0 }
+        Self {
+            brokers: String::new(),
+            properties: BTreeMap::new(),
+            embedded_partitions: 16,
+            run_detectors: 0,
+            exactly_once: false,
+        }
     }
 }
 
@@ -86,6 +98,7 @@ impl std::fmt::Debug for Kafka {
             .field("properties", &netanom_schemas::redact::masked(&self.properties))
             .field("embedded_partitions", &self.embedded_partitions)
             .field("run_detectors", &self.run_detectors)
+            .field("exactly_once", &self.exactly_once)
             .finish()
     }
 }
@@ -574,6 +587,22 @@ impl Config {
                 "kafka.run_detectors must be at most 64, got {}",
                 self.kafka.run_detectors
             )));
+        }
+        if self.kafka.properties.contains_key("transactional.id") {
+            errors.push(ConfigError::Invalid(
+                "kafka.properties must not set transactional.id (every client would share it): set \
+                 kafka.exactly_once = true and, if needed, detector.transactional_id"
+                    .into(),
+            ));
+        }
+        if self.kafka.exactly_once
+            && self.kafka.properties.get("enable.idempotence").is_some_and(|v| v.trim().eq_ignore_ascii_case("false"))
+        {
+            errors.push(ConfigError::Invalid(
+                "kafka.exactly_once = true needs idempotent producers: remove kafka.properties.enable.idempotence = \
+                 false"
+                    .into(),
+            ));
         }
         errors.extend(self.telemetry.problems());
         errors.extend(self.lifecycle.problems());

@@ -115,6 +115,7 @@ pub fn need_brokers(cfg: &Config, command: &str) -> anyhow::Result<String> {
 /// own sections cannot set these: they are one setting each, here).
 pub fn apply_shared(cfg: &mut Config, brokers: &str) {
     let props = cfg.kafka.properties.clone();
+    let exactly_once = cfg.kafka.exactly_once;
     let t = cfg.topics.clone();
     let ids = cfg.schemas.ids;
     cfg.producer.schema_ids = ids;
@@ -127,6 +128,7 @@ pub fn apply_shared(cfg: &mut Config, brokers: &str) {
     let d = &mut cfg.detector;
     d.brokers = brokers.to_string();
     d.kafka_properties = props.clone();
+    d.exactly_once = exactly_once;
     d.packets_topic = t.packets.clone();
     d.destinations_topic = t.destinations.clone();
     d.anomalies_topic = t.anomalies.clone();
@@ -135,6 +137,7 @@ pub fn apply_shared(cfg: &mut Config, brokers: &str) {
     let r = &mut cfg.alert_router;
     r.brokers = brokers.to_string();
     r.kafka_properties = props;
+    r.exactly_once = exactly_once;
     r.anomalies_topic = t.anomalies;
     r.alerts_topic = t.alerts;
     r.dead_letter_topic = t.dead_letter;

@@ -214,3 +214,45 @@ fn the_demo_run_trains_one_forest_reproducibly_and_it_alerts_on_attackers_only()
     let (again, _) = run(2);
     assert_eq!(again, version, "the same capture and seed train the same forest");
 }
+
+/// `kafka.exactly_once = true` on the embedded broker: the detectors write in Kafka transactions (the log says
+/// so) and the alerts of the demo capture are those of an at-least-once run, by host, kind, first seen and count.
+#[test]
+fn an_exactly_once_run_gives_the_alerts_of_an_at_least_once_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("demo.pcap");
+    let synth = netanom(&["synth", "--out", path(&pcap)], &[]);
+    assert!(synth.status.success(), "{}", text(&synth.stderr));
+    let run = |exactly_once: &str| {
+        let alerts = dir.path().join(format!("alerts-{exactly_once}.jsonl"));
+        let out = netanom(
+            &["run", "--quiet", "--pcap", path(&pcap), "--alerts-out", path(&alerts), "--log-level", "info"],
+            &[("NETANOM_KAFKA__EXACTLY_ONCE", exactly_once), ("OTEL_EXPORTER_OTLP_ENDPOINT", "")],
+        );
+        assert!(out.status.success(), "exactly_once = {exactly_once}: {}", text(&out.stderr));
+        let mut keys: Vec<(String, String, String, u64)> = std::fs::read_to_string(&alerts)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let a: serde_json::Value = serde_json::from_str(l).unwrap();
+                let s = |k: &str| a[k].as_str().unwrap_or_default().to_string();
+                (s("host"), s("kind"), s("first_seen"), a["count"].as_u64().unwrap_or_default())
+            })
+            .collect();
+        keys.sort();
+        (keys, text(&out.stderr).contains("exactly-once output: transactions initialised"))
+    };
+    let (at_least_once, transactions_off) = run("false");
+    let (exactly_once, transactions_on) = run("true");
+    assert!(!transactions_off && transactions_on, "the transactional path is taken only when switched on");
+    assert!(at_least_once.len() >= 3, "{at_least_once:?}");
+    assert_eq!(exactly_once, at_least_once);
+    // A transactional id for every client is refused, naming the setting to use instead.
+    let shared = netanom(&["config", "--check"], &[("NETANOM_KAFKA__PROPERTIES__TRANSACTIONAL_ID", "x")]);
+    assert_eq!(shared.status.code(), Some(2), "{}", text(&shared.stderr));
+    assert!(
+        text(&shared.stderr).contains("kafka.properties must not set transactional.id"),
+        "{}",
+        text(&shared.stderr)
+    );
+}

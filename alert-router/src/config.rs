@@ -53,6 +53,12 @@ pub struct RouterConfig {
     /// committed under `group_id`). For a single router that must own everything at once, as in `netanom run`.
     /// Default false.
     pub static_assignment: bool,
+    /// `kafka.exactly_once`: the detectors write the anomalies topic in transactions, so the router and every
+    /// destination read `read_committed` (only committed anomalies and alerts). What the router produces stays
+    /// at least once, deduplicated by anomaly id (`crate::dedup`). Not a key of `[alert_router]`: the root binary
+    /// sets it from `kafka.exactly_once`. Default false.
+    #[serde(skip)]
+    pub exactly_once: bool,
     /// Suppression of repeated (host, kind) anomalies.
     pub suppression: SuppressionConfig,
     /// Grouping of a host's alerts across kinds into incidents (`[alert_router.incidents]`).
@@ -108,6 +114,7 @@ impl Default for RouterConfig {
             dead_letter_topic: topics::DEAD_LETTER.into(),
             schema_ids: SchemaIds::BUILT_IN,
             static_assignment: false,
+            exactly_once: false,
             suppression: SuppressionConfig::default(),
             incidents: IncidentConfig::default(),
             webhooks: Vec::new(),
@@ -139,6 +146,7 @@ impl std::fmt::Debug for RouterConfig {
             .field("dead_letter_topic", &self.dead_letter_topic)
             .field("schema_ids", &self.schema_ids)
             .field("static_assignment", &self.static_assignment)
+            .field("exactly_once", &self.exactly_once)
             .field("suppression", &self.suppression)
             .field("incidents", &self.incidents)
             .field("webhooks", &self.webhooks)

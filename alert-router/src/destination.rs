@@ -654,6 +654,10 @@ fn create_consumer(config: &RouterConfig, group: &str) -> Result<StreamConsumer<
     }
     // Not overridable: offsets are stored only after delivery.
     c.set("enable.auto.offset.store", "false");
+    if config.exactly_once {
+        // Not overridable either: records of open or aborted transactions are never read.
+        c.set("isolation.level", "read_committed");
+    }
     c.create_with_context(DestinationContext(KafkaLog::default())).map_err(|source| RouterError::Kafka {
         what: format!("creating the consumer of group {group}"),
         source: Box::new(crate::report::redacted(source)),

@@ -870,6 +870,10 @@ fn create_consumer(
     }
     // Not overridable: offsets are stored only after delivery.
     c.set("enable.auto.offset.store", "false");
+    if config.exactly_once {
+        // Not overridable either: records of open or aborted transactions are never read.
+        c.set("isolation.level", "read_committed");
+    }
     c.create_with_context(RouterContext {
         ready: ready.clone(),
         ownership: ownership.clone(),

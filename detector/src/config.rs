@@ -74,6 +74,19 @@ macro_rules! detector_config {
         /// committed under `group_id`). For a single detector that must own everything at once, as in `netanom run`;
         /// a scaled deployment leaves it off. Default false.
         pub static_assignment: bool,
+        /// Exactly-once output (`crate::transaction`): each chunk's anomalies, destination deltas, warm-up samples
+        /// and dead letters are produced, and its input offsets committed, in one Kafka transaction, and both input
+        /// topics are read `read_committed`. Off: at least once (idempotent producer, offsets stored after the
+        /// acknowledgements). Not a key of `[detector]`: the root binary sets it from `kafka.exactly_once`.
+        /// Default false.
+        #[serde(skip)]
+        pub exactly_once: bool,
+        /// The producer's `transactional.id` when `kafka.exactly_once` is on: stable per running instance (a
+        /// restarted instance with the same id aborts what its predecessor left open) and unique among the
+        /// instances running at once (two with one id fence each other). Default: `<group_id>-<group.instance.id>`
+        /// when `kafka.properties` sets `group.instance.id`, else `<group_id>-<host name>`; `netanom run` appends
+        /// each in-process detector's index. At most 200 characters.
+        pub transactional_id: Option<String>,
         /// Per-host state bounds.
         pub state: StateConfig,
         /// Packet-time skew rule per packets-topic partition (`crate::time`).
@@ -99,6 +112,8 @@ macro_rules! detector_config {
                 chunk_linger: Duration::from_millis(50),
                 fetch_wait: Duration::from_millis(500),
                 static_assignment: false,
+                exactly_once: false,
+                transactional_id: None,
                 state: StateConfig::default(),
                 time: SkewConfig::default(),
                 $( $section: Default::default(), )*
@@ -124,6 +139,8 @@ macro_rules! detector_config {
                 .field("chunk_linger", &self.chunk_linger)
                 .field("fetch_wait", &self.fetch_wait)
                 .field("static_assignment", &self.static_assignment)
+                .field("exactly_once", &self.exactly_once)
+                .field("transactional_id", &self.transactional_id)
                 .field("state", &self.state)
                 .field("time", &self.time)
                 $( .field(stringify!($section), &self.$section) )*
@@ -157,6 +174,11 @@ macro_rules! detector_config {
             p.check(self.fetch_wait <= Duration::from_secs(300), "fetch_wait", || {
                 format!("must be at most 300s, got {}", human(self.fetch_wait))
             });
+            if let Some(id) = &self.transactional_id {
+                p.check(!id.trim().is_empty() && id.len() <= 200, "transactional_id", || {
+                    format!("must be 1 to 200 characters, got {} characters", id.len())
+                });
+            }
             let mut errs = p.into_vec();
             errs.extend(self.state.validate());
             errs.extend(crate::time::validate(&self.time));
@@ -213,6 +235,7 @@ mod tests {
         c.dns_tunnel.min_queries = 0;
         c.beacon.max_jitter = f64::NAN;
         c.fetch_wait = Duration::from_secs(600);
+        c.transactional_id = Some(" ".into());
         let errs = c.validate().unwrap_err();
         let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
         assert!(text.iter().any(|e| e == "detector.rate.window_packets must be in 2..=100000, got 1"), "{text:?}");
@@ -228,6 +251,10 @@ mod tests {
         );
         assert!(text.iter().any(|e| e == "detector.beacon.max_jitter must be in (0, 1), got NaN"), "{text:?}");
         assert!(text.iter().any(|e| e == "detector.fetch_wait must be at most 300s, got 10m"), "{text:?}");
+        assert!(
+            text.iter().any(|e| e == "detector.transactional_id must be 1 to 200 characters, got 1 characters"),
+            "{text:?}"
+        );
     }
 
     #[test]

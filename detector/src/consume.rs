@@ -31,6 +31,7 @@ use crate::models::Models;
 use crate::models_topic::ModelsTopic;
 use crate::outcome::{DetectorError, DetectorReport};
 use crate::ownership::{Ownership, Start, TopicPartition};
+use crate::transaction::{self, Transactions};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -249,6 +250,10 @@ pub(crate) async fn run(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("statistics.interval.ms", netanom_handles::STATS_INTERVAL_MS);
+    if config.exactly_once {
+        // Offsets are committed only inside transactions; only committed records are read.
+        cc.set("enable.auto.commit", "false").set("isolation.level", "read_committed");
+    }
     let consumer: Arc<DetectorConsumer> = Arc::new(
         cc.create_with_context(DetectorContext {
             ownership: ownership.clone(),
@@ -261,11 +266,20 @@ pub(crate) async fn run(
         .map_err(kafka("creating the consumer"))?,
     );
     // Idempotent: a retried produce request never writes an anomaly, a delta or a dead letter twice.
-    let producer: FutureProducer<KafkaLog> = client_config(&config, &[("enable.idempotence", "true".to_string())])
+    let mut defaults = vec![("enable.idempotence", "true".to_string())];
+    let transactional_id = transaction::transactional_id(&config, handles.share.as_ref().map(|s| s.index));
+    if config.exactly_once {
+        defaults.push(("transactional.id", transactional_id.clone()));
+    }
+    let producer: FutureProducer<KafkaLog> = client_config(&config, &defaults)
         .set("linger.ms", "5")
         .create_with_context(KafkaLog::default())
         .map_err(redacted)
         .map_err(kafka("creating the producer"))?;
+    let mut txn = match config.exactly_once {
+        true => Some(Transactions::init(producer.clone(), transactional_id).await?),
+        false => None,
+    };
     let topics = [config.packets_topic.as_str(), config.destinations_topic.as_str()];
     if config.static_assignment {
         let c = consumer.clone();
@@ -299,7 +313,15 @@ pub(crate) async fn run(
             save_path: config.forest.save_path.clone(),
         };
         let client = client_config(&config, &[("fetch.wait.max.ms", config.fetch_wait.as_millis().to_string())]);
-        group_model = ModelsTopic::start(client, producer.clone(), setup, shutdown.clone()).await;
+        // The model is published outside the chunks' transactions: by a producer of its own when they are on.
+        let models_producer = match &txn {
+            Some(_) => client_config(&config, &[("enable.idempotence", "true".to_string())])
+                .create_with_context(KafkaLog::default())
+                .map_err(redacted)
+                .map_err(kafka("creating the models producer"))?,
+            None => producer.clone(),
+        };
+        group_model = ModelsTopic::start(client, models_producer, setup, shutdown.clone()).await;
         if group_model.is_some() {
             engine.share_warmup(partitions, config.state.host_capacity());
             tracing::info!(topic = %config.models_topic, partitions, "isolation forest: the group's warm-up");
@@ -351,7 +373,7 @@ pub(crate) async fn run(
                 };
                 report.destination_stats_produced += pending.len() as u64;
                 let records = pending.iter().map(|d| destination_record(&config, d, None)).collect();
-                if let Err(e) = produce_all(&producer, records).await {
+                if let Err(e) = deliver(&producer, &mut txn, &consumer, records, TopicPartitionList::new()).await {
                     break Err(e);
                 }
                 // Score the host-profile windows still open: no later packet will close them (`crate::profile`).
@@ -366,7 +388,7 @@ pub(crate) async fn run(
                     };
                     tokio::task::spawn_blocking(work).await.unwrap_or_default()
                 };
-                if let Err(e) = produce_all(&producer, flushed).await {
+                if let Err(e) = deliver(&producer, &mut txn, &consumer, flushed, TopicPartitionList::new()).await {
                     break Err(e);
                 }
                 // The group's warm-up ends with the input: contribute what is left, then score the batches that
@@ -383,7 +405,7 @@ pub(crate) async fn run(
                         Err(_) => break Err(DetectorError::Worker("engine mutex poisoned".into())),
                     };
                     let records = samples.iter().map(|c| warmup_record(&config, c)).collect();
-                    if let Err(e) = produce_all(&producer, records).await {
+                    if let Err(e) = deliver(&producer, &mut txn, &consumer, records, TopicPartitionList::new()).await {
                         break Err(e);
                     }
                     t.set_trainer(owns_first(&consumer, &config, handles.share.as_ref()));
@@ -402,15 +424,18 @@ pub(crate) async fn run(
                         if let Some(p) = &publisher {
                             publish_model(out.model.as_ref(), p, &meters);
                         }
-                        if let Err(e) = produce_all(&producer, out.records).await {
+                        let released = release_held(&consumer, &mut held);
+                        if let Err(e) = deliver(&producer, &mut txn, &consumer, out.records, released).await {
                             break Err(e);
                         }
-                        release_held(&consumer, &mut held);
                     } else if t.gave_up() {
                         if let Ok(mut e) = engine.lock() {
                             e.abandon_group_model();
                         }
-                        release_held(&consumer, &mut held);
+                        let released = release_held(&consumer, &mut held);
+                        if let Err(e) = deliver(&producer, &mut txn, &consumer, Vec::new(), released).await {
+                            break Err(e);
+                        }
                     }
                 }
                 if let Some(share) = &handles.share {
@@ -448,7 +473,7 @@ pub(crate) async fn run(
                     };
                     tokio::task::spawn_blocking(work).await.unwrap_or_default()
                 };
-                if let Err(e) = produce_all(&producer, closed).await {
+                if let Err(e) = deliver(&producer, &mut txn, &consumer, closed, TopicPartitionList::new()).await {
                     break Err(e);
                 }
                 tracing::info!("drain complete");
@@ -532,7 +557,10 @@ pub(crate) async fn run(
                         Ok(mut e) => e.abandon_group_model(),
                         Err(_) => break Err(DetectorError::Worker("engine mutex poisoned".into())),
                     }
-                    release_held(&consumer, &mut held);
+                    let released = release_held(&consumer, &mut held);
+                    if let Err(e) = deliver(&producer, &mut txn, &consumer, Vec::new(), released).await {
+                        break Err(e);
+                    }
                 }
                 (install, Some(owned))
             }
@@ -562,19 +590,75 @@ pub(crate) async fn run(
             publish_model(out.model.as_ref(), p, &meters);
         }
 
-        // Produce and await every acknowledgement, then store the chunk's offsets. A shutdown does not wait for
-        // the acknowledgements (Kafka may be gone): the chunk's offsets are not stored, so it is consumed again.
-        tokio::select! {
-            r = produce_all(&producer, out.records) => if let Err(e) = r { break Err(e) },
-            () = shutdown.cancelled() => {
-                tracing::warn!(records = positions.len(),
-                    "shutdown: the output of the last chunk is not acknowledged; its offsets are not stored");
+        // The state now reflects every record of the chunk; offsets are stored (or committed with the chunk's
+        // transaction) for the processed ones only (a rebuilt record's offset is below the committed one).
+        let mut seen: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+        let mut highest: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+        let consumed = positions.len();
+        for (o, rebuilt) in positions {
+            let tp = (o.topic, o.partition);
+            let e = seen.entry(tp.clone()).or_insert(o.offset);
+            *e = (*e).max(o.offset);
+            if !rebuilt {
+                let e = highest.entry(tp).or_insert(o.offset);
+                *e = (*e).max(o.offset);
+            }
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in highest {
+            let next = next_offsets.entry((topic.clone(), partition)).or_insert(offset + 1);
+            *next = (*next).max(offset + 1);
+            if out.awaiting_model && topic == config.packets_topic {
+                let h = held.entry((topic, partition)).or_insert(offset + 1);
+                *h = (*h).max(offset + 1);
+            } else if held.contains_key(&(topic.clone(), partition)) {
+                // Released below, with this chunk's offset.
+                held.insert((topic, partition), offset + 1);
+            } else {
+                let _ = tpl.add_partition_offset(&topic, partition, Offset::Offset(offset + 1));
+            }
+        }
+        if !out.awaiting_model && !held.is_empty() {
+            // The model arrived with this chunk: the anomalies of the batches that waited for it go out with it.
+            for e in release_held(&consumer, &mut held).elements() {
+                let _ = tpl.add_partition_offset(e.topic(), e.partition(), e.offset());
+            }
+        }
+
+        // Produce and await every acknowledgement, then store the chunk's offsets (at least once), or produce
+        // and commit the offsets in one transaction (exactly once). A shutdown does not wait for the
+        // acknowledgements (Kafka may be gone): the chunk's offsets are not stored, or its transaction is aborted,
+        // so it is consumed again.
+        let delivered = tokio::select! {
+            r = deliver(&producer, &mut txn, &consumer, out.records, tpl) => Some(r),
+            () = shutdown.cancelled() => None,
+        };
+        match delivered {
+            Some(Ok(())) => {}
+            Some(Err(e)) => break Err(e),
+            None => {
+                tracing::warn!(
+                    records = consumed,
+                    "shutdown: the output of the last chunk is not acknowledged; its offsets are not stored"
+                );
+                if let Some(t) = &mut txn {
+                    t.abort_within(grace.share(0.25)).await;
+                }
                 break Ok(());
             }
         }
-        report.records += positions.len() as u64;
+        {
+            let mut o = lock(&ownership);
+            for (tp, offset) in &seen {
+                if let Some(r) = o.processed(tp, offset + 1) {
+                    tracing::info!(topic = %tp.0, partition = tp.1, from = r.from, until = r.until,
+                        "state of a partition that moved here rebuilt");
+                }
+            }
+        }
+        report.records += consumed as u64;
         meters.chunk_latency.record(chunk_started.elapsed().as_secs_f64(), &[]);
-        meters.records_consumed.add(positions.len() as u64, &[]);
+        meters.records_consumed.add(consumed as u64, &[]);
         meters.records_rebuilt.add(out.rebuilt, &[]);
         meters.dead_lettered.add(out.dead_lettered, &[]);
         meters.packets_processed.add(out.packets_total.saturating_sub(packets_seen), &[]);
@@ -598,60 +682,6 @@ pub(crate) async fn run(
         report.dead_lettered += out.dead_lettered;
         report.destination_stats_produced += out.destination_stats;
         let _ = out.anomalies;
-        // The state now reflects every record of the chunk; offsets are stored for the processed ones only (a
-        // rebuilt record's offset is below the committed one).
-        let mut seen: BTreeMap<TopicPartition, i64> = BTreeMap::new();
-        let mut highest: BTreeMap<TopicPartition, i64> = BTreeMap::new();
-        for (o, rebuilt) in positions {
-            let tp = (o.topic, o.partition);
-            let e = seen.entry(tp.clone()).or_insert(o.offset);
-            *e = (*e).max(o.offset);
-            if !rebuilt {
-                let e = highest.entry(tp).or_insert(o.offset);
-                *e = (*e).max(o.offset);
-            }
-        }
-        {
-            let mut o = lock(&ownership);
-            for (tp, offset) in &seen {
-                if let Some(r) = o.processed(tp, offset + 1) {
-                    tracing::info!(topic = %tp.0, partition = tp.1, from = r.from, until = r.until,
-                        "state of a partition that moved here rebuilt");
-                }
-            }
-        }
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), offset) in highest {
-            let next = next_offsets.entry((topic.clone(), partition)).or_insert(offset + 1);
-            *next = (*next).max(offset + 1);
-            if out.awaiting_model && topic == config.packets_topic {
-                let h = held.entry((topic, partition)).or_insert(offset + 1);
-                *h = (*h).max(offset + 1);
-            } else if held.contains_key(&(topic.clone(), partition)) {
-                // Released below, with this chunk's offset.
-                held.insert((topic, partition), offset + 1);
-            } else {
-                let _ = tpl.add_partition_offset(&topic, partition, Offset::Offset(offset + 1));
-            }
-        }
-        if !out.awaiting_model && !held.is_empty() {
-            // The model arrived with this chunk, and the anomalies of the batches that waited for it are
-            // acknowledged.
-            release_held(&consumer, &mut held);
-        }
-        if tpl.count() > 0 {
-            match consumer.store_offsets(&tpl) {
-                // Committed at once (not at the next auto-commit): a restart or a new owner repeats one chunk at
-                // most.
-                Ok(()) => {
-                    if let Err(e) = consumer.commit_consumer_state(CommitMode::Async) {
-                        tracing::debug!(error = %e, "offset commit not started");
-                    }
-                }
-                // A partition revoked meanwhile: its new owner reprocesses from the last committed offset.
-                Err(e) => tracing::warn!(error = %e, "could not store offsets"),
-            }
-        }
     };
 
     // Shut down: report the destination deltas still held (the offsets of the records they count are stored,
@@ -667,7 +697,8 @@ pub(crate) async fn run(
         };
         report.destination_stats_produced += held.len() as u64;
         let records = held.iter().map(|d| destination_record(&config, d, None)).collect();
-        match tokio::time::timeout(bound(0.25), produce_all(&producer, records)).await {
+        let empty = TopicPartitionList::new();
+        match tokio::time::timeout(bound(0.25), deliver(&producer, &mut txn, &consumer, records, empty)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "could not report the destination statistics held at shutdown"),
             Err(_) => tracing::error!(
@@ -688,7 +719,11 @@ pub(crate) async fn run(
             producer.in_flight_count()
         );
     }
-    commit_final(&consumer, &next_offsets, bound(0.9), &grace).await;
+    match &mut txn {
+        // Offsets were committed with each transaction; one left open (a deadline passed) is aborted.
+        Some(t) => t.abort_within(bound(0.9)).await,
+        None => commit_final(&consumer, &next_offsets, bound(0.9), &grace).await,
+    }
     consumer.unsubscribe();
     ready.set(false);
     if let Ok(e) = engine.lock() {
@@ -715,31 +750,65 @@ pub(crate) async fn run(
     result.map(|()| report)
 }
 
-/// Stores (and starts committing) the offsets `held` back while the isolation detector waited for the group's
-/// model, for the partitions still assigned (a revoked partition's next owner reads its records again).
-fn release_held(consumer: &DetectorConsumer, held: &mut BTreeMap<TopicPartition, i64>) {
+/// Takes the offsets `held` back while the isolation detector waited for the group's model, for the partitions
+/// still assigned (a revoked partition's next owner reads its records again): they go with the next [`deliver`].
+fn release_held(consumer: &DetectorConsumer, held: &mut BTreeMap<TopicPartition, i64>) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
     if held.is_empty() {
-        return;
+        return tpl;
     }
     let assigned: Vec<TopicPartition> = consumer.assignment().map(|a| partitions_of(&a)).unwrap_or_default();
-    let mut tpl = TopicPartitionList::new();
     for ((topic, partition), offset) in std::mem::take(held) {
         if assigned.contains(&(topic.clone(), partition)) {
             let _ = tpl.add_partition_offset(&topic, partition, Offset::Offset(offset));
         }
     }
-    if tpl.count() == 0 {
-        return;
+    if tpl.count() > 0 {
+        tracing::info!(partitions = tpl.count(), "offsets held for the isolation backlog released");
     }
-    tracing::info!(partitions = tpl.count(), "offsets held for the isolation backlog stored");
-    match consumer.store_offsets(&tpl) {
-        Ok(()) => {
-            if let Err(e) = consumer.commit_consumer_state(CommitMode::Async) {
-                tracing::debug!(error = %e, "offset commit not started");
+    tpl
+}
+
+/// Delivers `records` and then marks `offsets` (next offsets to consume) as processed. At least once: produces
+/// and awaits every acknowledgement, then stores the offsets and starts committing them at once (not at the next
+/// auto-commit), so a restart or a new owner repeats one chunk at most. Exactly once: one transaction holds the
+/// records and the offsets ([`Transactions`]).
+async fn deliver(
+    producer: &FutureProducer<KafkaLog>,
+    txn: &mut Option<Transactions>,
+    consumer: &DetectorConsumer,
+    records: Vec<Outgoing>,
+    offsets: TopicPartitionList,
+) -> Result<(), DetectorError> {
+    let Some(t) = txn else {
+        produce_all(producer, records).await?;
+        if offsets.count() > 0 {
+            match consumer.store_offsets(&offsets) {
+                Ok(()) => {
+                    if let Err(e) = consumer.commit_consumer_state(CommitMode::Async) {
+                        tracing::debug!(error = %e, "offset commit not started");
+                    }
+                }
+                // A partition revoked meanwhile: its new owner reprocesses from the last committed offset.
+                Err(e) => tracing::warn!(error = %e, "could not store offsets"),
             }
         }
-        Err(e) => tracing::warn!(error = %e, "could not store offsets"),
+        return Ok(());
+    };
+    if records.is_empty() && offsets.count() == 0 {
+        return Ok(());
     }
+    if t.is_open() {
+        // Left open by a delivery that a shutdown interrupted.
+        t.abort().await;
+    }
+    t.begin()?;
+    if let Err(e) = produce_all(producer, records).await {
+        t.abort().await;
+        tracing::error!(transactional_id = %t.id(), "a record of the transaction was not delivered; aborted");
+        return Err(e);
+    }
+    t.commit(offsets, consumer.group_metadata()).await
 }
 
 /// Longest wait, at the end of the input, for the group's isolation model (published once every partition has

@@ -68,6 +68,7 @@ pub mod sources;
 pub mod state;
 pub mod supervised;
 pub mod time;
+mod transaction;
 pub mod validation;
 pub mod victim;
 

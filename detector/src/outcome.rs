@@ -36,6 +36,19 @@ pub enum DetectorError {
         #[source]
         source: Box<rdkafka::error::KafkaError>,
     },
+    /// A Kafka transaction of exactly-once output (`kafka.exactly_once = true`) failed: the broker refused to
+    /// start transactions, or one had to be aborted. Nothing of it is visible to `read_committed` readers and its
+    /// input offsets are not committed: a restart (same `transactional_id`) resumes from the committed offsets.
+    #[error("kafka transaction ({transactional_id}, kafka.exactly_once = true): {what}: {source}")]
+    Transaction {
+        /// The producer's `transactional.id`.
+        transactional_id: String,
+        /// The step that failed.
+        what: String,
+        /// Cause.
+        #[source]
+        source: Box<rdkafka::error::KafkaError>,
+    },
     /// The processing thread failed.
     #[error("detector worker failed: {0}")]
     Worker(String),

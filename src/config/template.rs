@@ -85,6 +85,12 @@ const OPTIONAL: &[Optional] = &[
          spool_max_mib)",
     ),
     opt(
+        "detector",
+        "transactional_id",
+        "\"netanom-detector-0\"",
+        "transactional.id with kafka.exactly_once; unset: <group_id>-<group.instance.id or host name>",
+    ),
+    opt(
         "detector.forest",
         "model_path",
         "\"forest.json\"",
