@@ -118,14 +118,23 @@ impl VictimConfig {
     }
 }
 
-/// One source's packets to a destination in a window: (packets, TCP SYNs without ACK).
-type SourceCounts = (u32, u32);
+/// One source's packets to a destination in a window.
+#[derive(Debug, Clone, Copy)]
+struct SourceCounts {
+    packets: u32,
+    /// TCP SYNs without ACK.
+    syns: u32,
+    /// Packet time of its first and last packet, ns.
+    first_ns: i64,
+    last_ns: i64,
+}
 
 #[derive(Debug, Default)]
 struct SourceEntry {
     sources: HashMap<IpAddr, SourceCounts>,
     packets: u64,
     syn_packets: u64,
+    bytes: u64,
     last_ts_ns: i64,
     dirty: bool,
 }
@@ -133,25 +142,36 @@ struct SourceEntry {
 /// Sources named in an alert at most.
 const SAMPLES: usize = 8;
 
+/// What a report says of the sources that match a flood's profile.
+#[derive(Debug, PartialEq)]
+struct Evidence {
+    /// The [`SAMPLES`] smallest of their addresses.
+    samples: Vec<IpAddr>,
+    /// Packet time of their earliest and latest packet, when any source matches.
+    span: Option<(i64, i64)>,
+}
+
 impl SourceEntry {
-    /// The [`SAMPLES`] smallest addresses among the sources that match a flood's profile: at most
-    /// `max_packets_per_source` packets, and only SYNs when most of the entry's packets are SYNs.
-    fn samples(&self, max_packets_per_source: f64) -> Vec<IpAddr> {
+    /// The evidence of the sources that match a flood's profile: at most `max_packets_per_source` packets, and
+    /// only SYNs when most of the entry's packets are SYNs. A benign client of the destination (more packets,
+    /// completed handshakes) is neither named nor dates the flood.
+    fn evidence(&self, max_packets_per_source: f64) -> Evidence {
         let syn_flood = self.syn_packets.saturating_mul(2) >= self.packets && self.syn_packets > 0;
-        let mut out: Vec<IpAddr> = self
-            .sources
-            .iter()
-            .filter(|(_, (packets, syns))| {
-                f64::from(*packets) <= max_packets_per_source && (!syn_flood || syns == packets)
-            })
-            .map(|(s, _)| *s)
-            .collect();
-        if out.len() > SAMPLES {
-            out.select_nth_unstable(SAMPLES);
-            out.truncate(SAMPLES);
+        let mut span: Option<(i64, i64)> = None;
+        let mut samples: Vec<IpAddr> = Vec::new();
+        for (s, c) in &self.sources {
+            if f64::from(c.packets) > max_packets_per_source || syn_flood && c.syns != c.packets {
+                continue;
+            }
+            span = Some(span.map_or((c.first_ns, c.last_ns), |(f, l)| (f.min(c.first_ns), l.max(c.last_ns))));
+            samples.push(*s);
         }
-        out.sort_unstable();
-        out
+        if samples.len() > SAMPLES {
+            samples.select_nth_unstable(SAMPLES);
+            samples.truncate(SAMPLES);
+        }
+        samples.sort_unstable();
+        Evidence { samples, span }
     }
 }
 
@@ -286,15 +306,19 @@ impl SourceSide {
         let syn = p.is_syn();
         e.packets += 1;
         e.syn_packets += u64::from(syn);
+        e.bytes = e.bytes.saturating_add(u64::from(p.wire_len));
         e.last_ts_ns = e.last_ts_ns.max(p.ts_ns);
         let full = e.sources.len() >= self.max_sources;
         match e.sources.get_mut(&source) {
-            Some((packets, syns)) => {
-                *packets = packets.saturating_add(1);
-                *syns = syns.saturating_add(u32::from(syn));
+            Some(c) => {
+                c.packets = c.packets.saturating_add(1);
+                c.syns = c.syns.saturating_add(u32::from(syn));
+                c.first_ns = c.first_ns.min(p.ts_ns);
+                c.last_ns = c.last_ns.max(p.ts_ns);
             }
             None if !full => {
-                e.sources.insert(source, (1, u32::from(syn)));
+                let c = SourceCounts { packets: 1, syns: u32::from(syn), first_ns: p.ts_ns, last_ns: p.ts_ns };
+                e.sources.insert(source, c);
             }
             None => {}
         }
@@ -324,6 +348,7 @@ impl SourceSide {
         for key in self.dirty.drain(..) {
             if let Some(e) = self.entries.get_mut(&key) {
                 e.dirty = false;
+                let evidence = e.evidence(self.max_packets_per_source);
                 out.push(DestinationStats {
                     destination: key.0,
                     window_start_ns: key.1,
@@ -331,9 +356,12 @@ impl SourceSide {
                     sources: e.sources.len() as u64,
                     packets: e.packets,
                     syn_packets: e.syn_packets,
-                    sample_sources: e.samples(self.max_packets_per_source),
+                    sample_sources: evidence.samples,
                     last_ts_ns: e.last_ts_ns,
                     origin_partition: key.2,
+                    bytes: e.bytes,
+                    first_evidence_ns: evidence.span.map(|s| s.0),
+                    last_evidence_ns: evidence.span.map(|s| s.1),
                 });
             }
         }
@@ -366,14 +394,17 @@ impl SourceSide {
     }
 }
 
-/// The highest counts reported by one origin partition, and the sources named by its fullest report.
+/// The highest counts reported by one origin partition, and the evidence of its fullest report.
 #[derive(Debug, Clone)]
 struct OriginCounts {
     origin: i32,
     sources: u64,
     packets: u64,
     syn_packets: u64,
+    bytes: u64,
     samples: Vec<IpAddr>,
+    /// Earliest and latest packet of a source matching a flood's profile.
+    span: Option<(i64, i64)>,
 }
 
 #[derive(Debug, Default)]
@@ -388,11 +419,34 @@ struct DestinationEntry {
     closed: bool,
 }
 
+/// Counts of a (destination, window) summed over its origin partitions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Totals {
+    sources: u64,
+    packets: u64,
+    syn_packets: u64,
+    bytes: u64,
+}
+
 impl DestinationEntry {
-    /// (sources, packets, SYN packets) summed over the origin partitions.
-    fn totals(&self) -> (u64, u64, u64) {
+    /// The counts summed over the origin partitions.
+    fn totals(&self) -> Totals {
         let sum = |f: fn(&OriginCounts) -> u64| self.origins.iter().fold(0u64, |a, o| a.saturating_add(f(o)));
-        (sum(|o| o.sources), sum(|o| o.packets), sum(|o| o.syn_packets))
+        Totals {
+            sources: sum(|o| o.sources),
+            packets: sum(|o| o.packets),
+            syn_packets: sum(|o| o.syn_packets),
+            bytes: sum(|o| o.bytes),
+        }
+    }
+
+    /// The flood's first and last evidence packet: the earliest and latest packet of a source matching its
+    /// profile over the origin partitions; the window's start and its latest packet when no report has any.
+    fn span(&self, window_start_ns: i64) -> (i64, i64) {
+        let first = self.origins.iter().filter_map(|o| o.span.map(|s| s.0)).min();
+        let last = self.origins.iter().filter_map(|o| o.span.map(|s| s.1)).max();
+        let first = first.unwrap_or(window_start_ns);
+        (first, last.unwrap_or(self.last_ts_ns).max(first))
     }
 
     /// The [`SAMPLES`] smallest of the origins' named sources: the same whatever order the reports came in.
@@ -420,12 +474,32 @@ pub struct DestinationSide {
     /// order, so an entry's completeness is judged on its own destination partition.
     newest_ts_ns: HashMap<(i32, i32), i64>,
     evictions: u64,
+    /// Closing updates by [`CloseReason`].
+    closed: [u64; 4],
+}
+
+/// Why a fired window's closing update went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CloseReason {
+    /// Every origin partition reported packet time two windows past its end: the counts are exact.
+    Complete,
+    /// The input was drained: every report has been applied.
+    Drained,
+    /// More than [`AGE_OUT_WINDOWS`] windows old: an origin that counted part of it stopped reporting.
+    AgedOut,
+    /// Evicted to make room: closed with what is known.
+    Evicted,
 }
 
 /// An origin partition whose newest packet time on a destination partition is more than this many windows behind
 /// the newest of that destination partition is taken as quiet: it no longer holds back the closing updates there
 /// (and is forgotten until it reports again).
 const QUIET_ORIGIN_WINDOWS: i64 = 4;
+
+/// A fired window still open this many windows before the newest window reported is closed with what is known
+/// (its closing update is marked final all the same): an origin partition that counted part of it has stopped
+/// reporting (its traffic ended, or it lags this far behind).
+const AGE_OUT_WINDOWS: i64 = 30;
 
 impl DestinationSide {
     /// An empty aggregate.
@@ -439,6 +513,7 @@ impl DestinationSide {
             newest_window_ns: i64::MIN,
             newest_ts_ns: HashMap::default(),
             evictions: 0,
+            closed: [0; 4],
         }
     }
 
@@ -454,13 +529,17 @@ impl DestinationSide {
         *newest = (*newest).max(d.last_ts_ns);
         if newer_window {
             self.forget_quiet_origins(window_ns);
+            self.age_out(window_ns, out);
         }
         let key = (d.destination, d.window_start_ns);
         let admitted = self.entries.contains_key(&key) || self.entries.len() < self.max_entries || {
             let keep_from = self.newest_window_ns.saturating_sub(window_ns.saturating_mul(2));
+            // A fired window about to be forgotten is closed first, with what is known.
+            let (evicted, open): (Vec<_>, Vec<_>) = self.open.drain(..).partition(|k| k.1 < keep_from);
+            self.open = open;
+            self.close(evicted, CloseReason::Evicted, out);
             let before = self.entries.len();
             self.entries.retain(|k, _| k.1 >= keep_from);
-            self.open.retain(|k| k.1 >= keep_from);
             self.evictions += (before - self.entries.len()) as u64;
             self.entries.len() < self.max_entries
         };
@@ -472,35 +551,52 @@ impl DestinationSide {
 
     /// Merges `d` into the entry `key`; the first anomaly of the window when it qualifies now.
     fn merge(&mut self, key: (IpAddr, i64), d: &DestinationStats, partition: i32, window_ns: i64) -> Option<Anomaly> {
+        let span = d.first_evidence_ns.map(|f| (f, d.last_evidence_ns.unwrap_or(d.last_ts_ns).max(f)));
         let e = self.entries.entry(key).or_default();
         e.partition = partition;
         e.window_ns = window_ns;
         match e.origins.iter_mut().find(|o| o.origin == d.origin_partition) {
             Some(o) => {
-                // Reports are cumulative: the one with the most packets is the latest, and names its sources.
+                // Reports are cumulative: the one with the most packets is the latest, and names its sources
+                // and dates its evidence.
                 if d.packets >= o.packets {
                     o.samples.clone_from(&d.sample_sources);
+                    o.span = span;
                 }
                 o.sources = o.sources.max(d.sources);
                 o.packets = o.packets.max(d.packets);
                 o.syn_packets = o.syn_packets.max(d.syn_packets);
+                o.bytes = o.bytes.max(d.bytes);
             }
             None => e.origins.push(OriginCounts {
                 origin: d.origin_partition,
                 sources: d.sources,
                 packets: d.packets,
                 syn_packets: d.syn_packets,
+                bytes: d.bytes,
                 samples: d.sample_sources.clone(),
+                span,
             }),
         }
         e.last_ts_ns = e.last_ts_ns.max(d.last_ts_ns);
-        let (sources, packets, _) = e.totals();
+        let Totals { sources, packets, .. } = e.totals();
         if e.fired || sources < self.min_sources || packets as f64 / sources as f64 > self.max_packets_per_source {
             return None;
         }
         e.fired = true;
         self.open.push(key);
         Some(self.anomaly(key, false))
+    }
+
+    /// Closes, with what is known, the fired windows more than [`AGE_OUT_WINDOWS`] windows before the newest.
+    fn age_out(&mut self, window_ns: i64, out: &mut Vec<Anomaly>) {
+        let before = self.newest_window_ns.saturating_sub(window_ns.saturating_mul(AGE_OUT_WINDOWS));
+        if !self.open.iter().any(|k| k.1 < before) {
+            return;
+        }
+        let (old, open): (Vec<_>, Vec<_>) = self.open.drain(..).partition(|k| k.1 < before);
+        self.open = open;
+        self.close(old, CloseReason::AgedOut, out);
     }
 
     /// The packet time every live origin partition of destination partition `partition` has reported: the
@@ -524,10 +620,12 @@ impl DestinationSide {
         self.newest_ts_ns.retain(|(p, _), t| top.get(p).is_none_or(|n| *t >= n.saturating_sub(horizon)));
     }
 
-    /// Appends the closing update of every fired window that is complete: every live origin partition of its
-    /// destination partition (one that is not quiet there, see [`QUIET_ORIGIN_WINDOWS`]) has reported packet
-    /// time two windows past the window's end, so the producing side has forgotten the window and its counts can
-    /// no longer grow. An origin partition that went quiet holds nothing back once it is quiet.
+    /// Appends the closing update of every fired window that is complete: every origin partition that counted
+    /// part of it, and every other live origin partition of its destination partition (one that is not quiet
+    /// there, see [`QUIET_ORIGIN_WINDOWS`]), has reported packet time two windows past the window's end, so the
+    /// producing side has forgotten the window and its counts can no longer grow. An origin partition that went
+    /// quiet holds nothing back once it is quiet, unless it counted part of the window: one that lags is waited
+    /// for (up to [`AGE_OUT_WINDOWS`]).
     fn close_complete(&mut self, out: &mut Vec<Anomaly>) {
         if self.open.is_empty() {
             return;
@@ -541,11 +639,13 @@ impl DestinationSide {
                 through.push((e.partition, self.reported_through(e.partition, e.window_ns)));
             }
         }
-        let entries = &self.entries;
+        let (entries, newest) = (&self.entries, &self.newest_ts_ns);
         let complete = |k: &(IpAddr, i64)| {
             entries.get(k).is_some_and(|e| {
+                let needed = k.1.saturating_add(e.window_ns.saturating_mul(3));
                 let reported = through.iter().find(|(p, _)| *p == e.partition).map_or(i64::MIN, |(_, t)| *t);
-                reported >= k.1.saturating_add(e.window_ns.saturating_mul(3))
+                reported >= needed
+                    && e.origins.iter().all(|o| newest.get(&(e.partition, o.origin)).is_some_and(|t| *t >= needed))
             })
         };
         if !self.open.iter().any(complete) {
@@ -553,7 +653,7 @@ impl DestinationSide {
         }
         let (done, open): (Vec<_>, Vec<_>) = self.open.drain(..).partition(complete);
         self.open = open;
-        self.close(done, out);
+        self.close(done, CloseReason::Complete, out);
     }
 
     /// Appends the closing update of every fired window still open, in (destination, window) order: the input
@@ -561,18 +661,25 @@ impl DestinationSide {
     pub fn close_all(&mut self, out: &mut Vec<Anomaly>) {
         let mut done = std::mem::take(&mut self.open);
         done.sort_unstable();
-        self.close(done, out);
+        self.close(done, CloseReason::Drained, out);
     }
 
-    fn close(&mut self, keys: Vec<(IpAddr, i64)>, out: &mut Vec<Anomaly>) {
+    fn close(&mut self, mut keys: Vec<(IpAddr, i64)>, reason: CloseReason, out: &mut Vec<Anomaly>) {
+        keys.sort_unstable();
         for key in keys {
             if let Some(e) = self.entries.get_mut(&key)
                 && !e.closed
             {
                 e.closed = true;
+                self.closed[reason as usize] += 1;
                 out.push(self.anomaly(key, true));
             }
         }
+    }
+
+    /// Closing updates emitted so far, by why the window closed: `[complete, drained, aged_out, evicted]`.
+    pub fn closed(&self) -> [u64; 4] {
+        self.closed
     }
 
     /// The anomaly of the fired window `key`: its first (`closing` false) or its closing update. Both end at the
@@ -581,7 +688,8 @@ impl DestinationSide {
     fn anomaly(&self, key: (IpAddr, i64), closing: bool) -> Anomaly {
         let e = &self.entries[&key];
         let (victim, window_start_ns) = key;
-        let (sources, packets, syn_packets) = e.totals();
+        let Totals { sources, packets, syn_packets, bytes } = e.totals();
+        let (first_ns, last_ns) = e.span(window_start_ns);
         let per_source = packets as f64 / sources.max(1) as f64;
         let syn_pct = if packets > 0 { 100.0 * syn_packets as f64 / packets as f64 } else { 0.0 };
         let samples: Vec<String> = e.samples().iter().map(ToString::to_string).collect();
@@ -589,15 +697,16 @@ impl DestinationSide {
         let parts = AnomalyParts {
             host: victim,
             kind: AnomalyKind::Victim,
-            window_start_ns,
-            window_end_ns: e.last_ts_ns.max(window_start_ns),
+            window_start_ns: first_ns,
+            window_end_ns: last_ns,
             score: sources as f64,
             threshold: self.min_sources as f64,
             target: Some(victim),
             reason: format!(
-                "{} distinct sources sent {} packets ({syn_pct:.0}% SYN, {per_source:.1} per source) to {victim} within {}{complete}",
+                "{} distinct sources sent {} packets ({} bytes, {syn_pct:.0}% SYN, {per_source:.1} per source) to {victim} within {}{complete}",
                 thousands(sources),
                 thousands(packets),
+                thousands(bytes),
                 seconds(e.window_ns)
             ),
             features: vec![
@@ -613,6 +722,7 @@ impl DestinationSide {
                 },
                 Contribution { name: "syn_fraction".into(), value: syn_pct / 100.0, baseline: None },
                 Contribution { name: "packets".into(), value: packets as f64, baseline: None },
+                Contribution { name: "bytes".into(), value: bytes as f64, baseline: None },
             ],
             sample: format!(
                 "{} > {victim} (sources include {})",
@@ -807,6 +917,7 @@ mod tests {
             out.extend(side.drain(true));
         }
         assert!(reports.iter().all(|r| r.len() > 1), "every partition reports several times");
+        let spoofed_last = packets.iter().filter(|(s, _)| !clients.contains(s)).map(|(_, p)| p.ts_ns).max().unwrap();
         let mut closings = Vec::new();
         let mut firsts = std::collections::BTreeSet::new();
         for seed in 0..6u64 {
@@ -823,6 +934,9 @@ mod tests {
             }
             assert_eq!(out.len(), 1, "fires once");
             firsts.insert(out[0].score as u64);
+            // detected_at: the latest flood packet of the reports that took the count over the threshold.
+            assert!(out[0].window_end_ns < spoofed_last, "detected before the flood ended");
+            assert!(out[0].window_start_ns <= out[0].window_end_ns);
             dst.close_all(&mut out);
             assert_eq!(out.len(), 2, "one closing update");
             closings.push(out.pop().unwrap());
@@ -832,7 +946,16 @@ mod tests {
         assert_eq!(c.score, exact_sources as f64, "{}", c.reason);
         let packets_total = c.features.iter().find(|f| f.name == "packets").map(|f| f.value);
         assert_eq!(packets_total, Some(packets.len() as f64));
-        assert_eq!(c.window_end_ns, packets.iter().map(|(_, p)| p.ts_ns).max().unwrap(), "the last packet");
+        // Dated by the flood's own packets: the benign clients' earlier packets do not start it.
+        let spoofed = || packets.iter().filter(|(s, _)| !clients.contains(s)).map(|(_, p)| p.ts_ns);
+        let first_flood = spoofed().min().unwrap();
+        assert!(first_flood > packets[0].1.ts_ns, "the clients start first");
+        assert_eq!(c.window_start_ns, first_flood, "first_seen: the first packet of the flood");
+        assert_eq!(c.window_end_ns, spoofed().max().unwrap(), "last_seen: the last packet of the flood");
+        assert!(closings.iter().chain(&[]).all(|c| c.window_start_ns == first_flood));
+        let bytes_total = c.features.iter().find(|f| f.name == "bytes").map(|f| f.value);
+        assert_eq!(bytes_total, Some(packets.iter().map(|(_, p)| f64::from(p.wire_len)).sum::<f64>()));
+        assert!(c.reason.contains(" bytes, "), "{}", c.reason);
         let named = c.sample.split("sources include ").nth(1).unwrap();
         assert_eq!(named.split(", ").count(), SAMPLES, "{}", c.sample);
         for client in &clients {
@@ -924,7 +1047,7 @@ mod tests {
         // window's closing update may already have gone out; the counts are still exact).
         let mut dst = DestinationSide::new(&cfg);
         apply_all(&mut dst, &reports);
-        assert_eq!(dst.entries[&(victim, last.window_start_ns)].totals().0, 600);
+        assert_eq!(dst.entries[&(victim, last.window_start_ns)].totals().sources, 600);
     }
 
     #[test]
@@ -1007,6 +1130,97 @@ mod tests {
         assert_eq!(dst.len(), 50);
         assert_eq!(dst.revoke_partitions(&[3]), 50);
         assert!(dst.is_empty());
+    }
+
+    /// `side` counts one SYN to an unrelated destination at `ts` on `partition` and reports: packet time moves on.
+    fn tick(side: &mut SourceSide, partition: i32, ts: i64) -> Vec<DestinationStats> {
+        side.observe(
+            "10.1.0.1".parse().unwrap(),
+            &crate::fixtures::syn(ts, "10.0.0.6".parse().unwrap(), 80),
+            partition,
+        );
+        side.drain(true)
+    }
+
+    #[test]
+    fn a_lagging_partition_that_counted_the_flood_is_waited_for() {
+        let cfg = VictimConfig::default();
+        let victim: IpAddr = "10.0.0.5".parse().unwrap();
+        let (mut fast, mut slow) = (SourceSide::new(&cfg), SourceSide::new(&cfg));
+        let mut dst = DestinationSide::new(&cfg);
+        // Partition 1 counts the flood but is read ten windows behind partition 0.
+        let flood = spoofed_flood(victim, T0, 800, 5_000_000_000, 1);
+        let (early, late) = flood.split_at(600);
+        assert!(apply_all(&mut dst, &tick(&mut fast, 0, T0 + 100_000_000_000)).is_empty());
+        for b in early {
+            slow.observe(b.source, &b.packets[0], 1);
+        }
+        let fired = apply_all(&mut dst, &slow.drain(true));
+        assert_eq!(fired.len(), 1, "the first anomaly, partial: {fired:?}");
+        assert!(!fired[0].id.ends_with(":final"));
+        // Partition 0 moves on; the window stays open while partition 1, which counted part of it, lags.
+        assert!(apply_all(&mut dst, &tick(&mut fast, 0, T0 + 110_000_000_000)).is_empty());
+        for b in late {
+            slow.observe(b.source, &b.packets[0], 1);
+        }
+        assert!(apply_all(&mut dst, &slow.drain(true)).is_empty(), "not complete yet");
+        assert!(apply_all(&mut dst, &tick(&mut slow, 1, T0 + 29_000_000_000)).is_empty(), "not complete yet");
+        let closing = apply_all(&mut dst, &tick(&mut slow, 1, T0 + 30_000_000_000));
+        assert_eq!(closing.len(), 1, "{closing:?}");
+        assert!(closing[0].id.ends_with(":final"));
+        assert_eq!(closing[0].score, 800.0, "every source of the lagging partition: {}", closing[0].reason);
+        assert_eq!(closing[0].window_start_ns, T0, "the first flood packet");
+        assert_eq!(dst.closed(), [1, 0, 0, 0]);
+    }
+
+    #[test]
+    fn a_window_whose_partition_stopped_reporting_closes_when_it_ages_out() {
+        let cfg = VictimConfig::default();
+        let victim: IpAddr = "10.0.0.5".parse().unwrap();
+        let (mut fast, mut stopped) = (SourceSide::new(&cfg), SourceSide::new(&cfg));
+        let mut dst = DestinationSide::new(&cfg);
+        assert!(apply_all(&mut dst, &tick(&mut fast, 0, T0)).is_empty());
+        for b in spoofed_flood(victim, T0, 600, 5_000_000_000, 1) {
+            stopped.observe(b.source, &b.packets[0], 1);
+        }
+        assert_eq!(apply_all(&mut dst, &stopped.drain(true)).len(), 1);
+        // Partition 1 never reports again; partition 0 goes on.
+        let window = 10_000_000_000;
+        for w in 1..=AGE_OUT_WINDOWS {
+            assert!(apply_all(&mut dst, &tick(&mut fast, 0, T0 + w * window)).is_empty(), "window {w}");
+        }
+        let closing = apply_all(&mut dst, &tick(&mut fast, 0, T0 + (AGE_OUT_WINDOWS + 1) * window));
+        assert_eq!(closing.len(), 1, "closed with what is known");
+        assert!(closing[0].id.ends_with(":final") && closing[0].score == 600.0, "{closing:?}");
+        assert_eq!(dst.closed(), [0, 0, 1, 0]);
+        assert!(close_all(&mut dst).is_empty(), "closed once");
+    }
+
+    #[test]
+    fn a_fired_window_evicted_to_make_room_is_closed_first() {
+        let cfg = VictimConfig { max_destinations: 4, ..VictimConfig::default() };
+        let victim: IpAddr = "10.0.0.5".parse().unwrap();
+        let (mut src, mut flooded) = (SourceSide::new(&cfg), SourceSide::new(&cfg));
+        let mut dst = DestinationSide::new(&cfg);
+        for b in spoofed_flood(victim, T0, 600, 5_000_000_000, 1) {
+            flooded.observe(b.source, &b.packets[0], 1);
+        }
+        assert_eq!(apply_all(&mut dst, &flooded.drain(true)).len(), 1);
+        // Four other destinations, three windows later on partition 0, fill the table before partition 1 shows
+        // the flood's window complete: the window goes, closed first.
+        let mut out = Vec::new();
+        for i in 0..4u8 {
+            let mut d = tick(&mut src, 0, T0 + 30_000_000_000);
+            for d in &mut d {
+                d.destination = IpAddr::from([10, 0, 1, i]);
+            }
+            out.extend(apply_all(&mut dst, &d));
+        }
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(out[0].id.ends_with(":final") && out[0].score == 600.0, "{out:?}");
+        assert_eq!(dst.closed(), [0, 0, 0, 1]);
+        assert!(dst.evictions() >= 1);
+        assert!(close_all(&mut dst).is_empty(), "closed once");
     }
 
     #[test]

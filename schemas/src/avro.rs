@@ -442,6 +442,9 @@ impl DestinationStats {
         put_long(&mut out, 0);
         put_long(&mut out, self.last_ts_ns);
         put_long(&mut out, i64::from(self.origin_partition));
+        put_long(&mut out, self.bytes as i64);
+        put_opt_long(&mut out, self.first_evidence_ns);
+        put_opt_long(&mut out, self.last_evidence_ns);
         out
     }
 
@@ -462,6 +465,16 @@ impl DestinationStats {
         })?;
         let last_ts_ns = r.long("last_ts_ns")?;
         let origin_partition = r.int_in("origin_partition")?;
+        // A record written before `bytes` and the evidence times existed ends here: their defaults apply.
+        let (bytes, first_evidence_ns, last_evidence_ns) = if r.remaining() == 0 {
+            (0, None, None)
+        } else {
+            (
+                r.int_in("bytes")?,
+                r.opt("first_evidence_ns", |r, f| r.long(f))?,
+                r.opt("last_evidence_ns", |r, f| r.long(f))?,
+            )
+        };
         r.finish(DestinationStats {
             destination,
             window_start_ns,
@@ -472,6 +485,9 @@ impl DestinationStats {
             sample_sources,
             last_ts_ns,
             origin_partition,
+            bytes,
+            first_evidence_ns,
+            last_evidence_ns,
         })
     }
 }
