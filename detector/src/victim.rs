@@ -44,6 +44,7 @@ use std::net::IpAddr;
 use netanom_schemas::{Anomaly, AnomalyKind, Contribution, DestinationStats, PacketFeatures};
 
 use crate::anomaly::{AnomalyParts, RULES_VERSION, anomaly_id, seconds, thousands};
+use crate::bytes::{table_bytes, vec_bytes};
 use crate::kind::{Context, DetectorKind, Setup};
 use crate::time::{ns, window_start_ns};
 use crate::validation::{ConfigError, Problems};
@@ -135,6 +136,8 @@ struct SourceEntry {
     packets: u64,
     syn_packets: u64,
     bytes: u64,
+    /// Packets from sources not remembered (the table of sources was full or the budget spent).
+    unlisted_packets: u64,
     last_ts_ns: i64,
     dirty: bool,
 }
@@ -193,10 +196,12 @@ impl DetectorKind for Victim {
         config.validate()
     }
 
-    fn build(config: &VictimConfig, _: &mut Setup<'_>) -> Option<Self> {
+    fn build(config: &VictimConfig, setup: &mut Setup<'_>) -> Option<Self> {
+        let budget = setup.victim_budget_bytes;
+        let destination_budget = budget / DESTINATION_SHARE;
         config.enabled.then(|| Self {
-            source: SourceSide::new(config),
-            destination: DestinationSide::new(config),
+            source: SourceSide::new(config).with_budget(budget - destination_budget),
+            destination: DestinationSide::new(config).with_budget(destination_budget),
             partition: 0,
         })
     }
@@ -234,8 +239,63 @@ impl DetectorKind for Victim {
     }
 }
 
+/// The destination side's share of the victim tables' budget: 1/`DESTINATION_SHARE` (the producing side, whose
+/// entries remember their sources, has the rest).
+const DESTINATION_SHARE: usize = 8;
+
+impl Victim {
+    /// Bytes and evictions of both halves' tables.
+    pub fn tables(&self) -> VictimTables {
+        VictimTables {
+            source_bytes: self.source.bytes(),
+            destination_bytes: self.destination.bytes(),
+            evictions: [
+                ("victim_sources", "age", self.source.evictions),
+                ("victim_sources", "capacity", self.source.overflows),
+                ("victim_sources", "budget", self.source.sources_refused),
+                ("victim_destinations", "age", self.destination.evictions),
+                ("victim_destinations", "capacity", self.destination.refused),
+            ],
+            closed: self.destination.closed(),
+        }
+    }
+}
+
+/// What the victim tables hold and what they gave up, for the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct VictimTables {
+    /// Bytes of the producing side's tables (entries and their sources).
+    pub source_bytes: usize,
+    /// Bytes of the consuming side's tables.
+    pub destination_bytes: usize,
+    /// (table, reason, count) so far: `victim_sources` entries forgotten two windows after their window
+    /// (`age`), packets not counted because the entry table was full (`capacity`) and sources not remembered
+    /// because the byte budget was spent (`budget`); `victim_destinations` entries evicted to make room (`age`)
+    /// and records not merged because no room could be made (`capacity`).
+    pub evictions: [(&'static str, &'static str, u64); 5],
+    /// Closing updates by why the window closed: `[complete, drained, aged_out, evicted]`.
+    pub closed: [u64; 4],
+}
+
 /// (destination, window start, packets partition).
 type SourceKey = (IpAddr, i64, i32);
+
+/// Bytes a hash table of `len` entries of `T` and `capacity` grows by when one more is inserted.
+fn table_growth<T>(len: usize, capacity: usize) -> usize {
+    if len < capacity { 0 } else { table_bytes::<T>(len + 1).saturating_sub(table_bytes::<T>(capacity)) }
+}
+
+/// Bytes a vector of `len` elements of `T` and `capacity` grows by when one more is pushed (it doubles).
+fn vec_growth<T>(len: usize, capacity: usize) -> usize {
+    if len < capacity {
+        0
+    } else {
+        vec_bytes::<T>(capacity.max(4)).saturating_mul(2).saturating_sub(vec_bytes::<T>(capacity))
+    }
+}
+
+/// Heap bytes a new consuming-side entry takes: one origin partition naming [`SAMPLES`] sources.
+const ENTRY_HEAP_BYTES: usize = std::mem::size_of::<OriginCounts>() * 4 + std::mem::size_of::<IpAddr>() * SAMPLES;
 
 /// The producing half: cumulative aggregates of the packets this detector owns, per packets partition.
 #[derive(Debug)]
@@ -245,7 +305,8 @@ pub struct SourceSide {
     max_packets_per_source: f64,
     max_entries: usize,
     entries: HashMap<SourceKey, SourceEntry>,
-    dirty: Vec<SourceKey>,
+    /// Entries with activity since their last report.
+    dirty: usize,
     /// The newest window of each packets partition: a partition's windows are forgotten by its own packet time,
     /// so a partition read behind the others keeps counting its windows.
     newest_window_ns: HashMap<i32, i64>,
@@ -254,6 +315,11 @@ pub struct SourceSide {
     last_report_ns: Option<i64>,
     evictions: u64,
     overflows: u64,
+    /// Bytes the tables may hold, and the bytes of the entries' source tables.
+    budget_bytes: usize,
+    sources_bytes: usize,
+    /// New sources not remembered because the budget was spent.
+    sources_refused: u64,
     rebuilding: bool,
 }
 
@@ -266,15 +332,34 @@ impl SourceSide {
             max_packets_per_source: config.max_packets_per_source,
             max_entries: config.max_destinations.max(1),
             entries: HashMap::default(),
-            dirty: Vec::new(),
+            dirty: 0,
             newest_window_ns: HashMap::default(),
             newest_ts_ns: i64::MIN,
             report_ns: ns(config.report_every).max(1),
             last_report_ns: None,
             evictions: 0,
             overflows: 0,
+            budget_bytes: usize::MAX,
+            sources_bytes: 0,
+            sources_refused: 0,
             rebuilding: false,
         }
+    }
+
+    /// The same, holding at most `bytes` (see [`SourceSide::bytes`]).
+    pub fn with_budget(mut self, bytes: usize) -> Self {
+        self.budget_bytes = bytes;
+        self
+    }
+
+    /// Bytes of the tables, from their capacities: the entry table and every entry's table of sources.
+    pub fn bytes(&self) -> usize {
+        table_bytes::<(SourceKey, SourceEntry)>(self.entries.capacity()).saturating_add(self.sources_bytes)
+    }
+
+    fn recount_sources_bytes(&mut self) {
+        self.sources_bytes =
+            self.entries.values().map(|e| table_bytes::<(IpAddr, SourceCounts)>(e.sources.capacity())).sum();
     }
 
     /// While `rebuilding` (a state rebuild after a rebalance), [`SourceSide::observe`] counts without marking
@@ -291,17 +376,25 @@ impl SourceSide {
         *newest = (*newest).max(window);
         self.newest_ts_ns = self.newest_ts_ns.max(p.ts_ns);
         let key = (p.destination, window, partition);
-        if !self.entries.contains_key(&key) && self.entries.len() >= self.max_entries {
-            self.evict_old_windows();
-            if self.entries.len() >= self.max_entries {
-                self.overflows += 1;
-                return;
+        if !self.entries.contains_key(&key) {
+            let full = |s: &Self| {
+                let growth = table_growth::<(SourceKey, SourceEntry)>(s.entries.len(), s.entries.capacity());
+                s.entries.len() >= s.max_entries || s.bytes().saturating_add(growth) > s.budget_bytes
+            };
+            if full(self) {
+                self.evict_old_windows();
+                if full(self) {
+                    self.overflows += 1;
+                    return;
+                }
             }
         }
-        let e = self.entries.entry(key).or_default();
+        self.entries.entry(key).or_default();
+        let (budget, spent) = (self.budget_bytes, self.bytes());
+        let Some(e) = self.entries.get_mut(&key) else { return };
         if !e.dirty && !self.rebuilding {
             e.dirty = true;
-            self.dirty.push(key);
+            self.dirty += 1;
         }
         let syn = p.is_syn();
         e.packets += 1;
@@ -317,10 +410,24 @@ impl SourceSide {
                 c.last_ns = c.last_ns.max(p.ts_ns);
             }
             None if !full => {
-                let c = SourceCounts { packets: 1, syns: u32::from(syn), first_ns: p.ts_ns, last_ns: p.ts_ns };
-                e.sources.insert(source, c);
+                // A table that grows takes its next size at once: refused when that passes the budget.
+                let before = table_bytes::<(IpAddr, SourceCounts)>(e.sources.capacity());
+                let grown = if e.sources.len() < e.sources.capacity() {
+                    before
+                } else {
+                    table_bytes::<(IpAddr, SourceCounts)>(e.sources.len() + 1)
+                };
+                if spent.saturating_add(grown - before) > budget {
+                    self.sources_refused += 1;
+                    e.unlisted_packets += 1;
+                } else {
+                    let c = SourceCounts { packets: 1, syns: u32::from(syn), first_ns: p.ts_ns, last_ns: p.ts_ns };
+                    e.sources.insert(source, c);
+                    let after = table_bytes::<(IpAddr, SourceCounts)>(e.sources.capacity());
+                    self.sources_bytes = self.sources_bytes.saturating_add(after).saturating_sub(before);
+                }
             }
-            None => {}
+            None => e.unlisted_packets += 1,
         }
     }
 
@@ -328,8 +435,9 @@ impl SourceSide {
     pub fn revoke_partitions(&mut self, partitions: &[i32]) -> usize {
         let before = self.entries.len();
         self.entries.retain(|k, _| !partitions.contains(&k.2));
-        self.dirty.retain(|k| !partitions.contains(&k.2));
+        self.dirty = self.entries.values().filter(|e| e.dirty).count();
         self.newest_window_ns.retain(|p, _| !partitions.contains(p));
+        self.recount_sources_bytes();
         before - self.entries.len()
     }
 
@@ -338,14 +446,18 @@ impl SourceSide {
     /// evicts windows older than two windows before the newest of their packets partition. Empty when no report
     /// is due.
     pub fn drain(&mut self, force: bool) -> Vec<DestinationStats> {
-        if self.dirty.is_empty()
+        if self.dirty == 0
             || !force && self.last_report_ns.is_some_and(|t| self.newest_ts_ns < t.saturating_add(self.report_ns))
         {
             return Vec::new();
         }
         self.last_report_ns = Some(self.newest_ts_ns);
-        let mut out = Vec::with_capacity(self.dirty.len());
-        for key in self.dirty.drain(..) {
+        // In (destination, window, partition) order, so a report is the same from run to run.
+        let mut keys: Vec<SourceKey> = self.entries.iter().filter(|(_, e)| e.dirty).map(|(k, _)| *k).collect();
+        keys.sort_unstable();
+        self.dirty = 0;
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
             if let Some(e) = self.entries.get_mut(&key) {
                 e.dirty = false;
                 let evidence = e.evidence(self.max_packets_per_source);
@@ -362,6 +474,7 @@ impl SourceSide {
                     bytes: e.bytes,
                     first_evidence_ns: evidence.span.map(|s| s.0),
                     last_evidence_ns: evidence.span.map(|s| s.1),
+                    unlisted_packets: e.unlisted_packets,
                 });
             }
         }
@@ -375,7 +488,10 @@ impl SourceSide {
         let before = self.entries.len();
         // Dirty entries are kept until reported.
         self.entries.retain(|k, e| e.dirty || newest.get(&k.2).is_none_or(|n| k.1 >= n.saturating_sub(horizon)));
-        self.evictions += (before - self.entries.len()) as u64;
+        if self.entries.len() < before {
+            self.evictions += (before - self.entries.len()) as u64;
+            self.recount_sources_bytes();
+        }
     }
 
     /// (destination, window) entries held.
@@ -402,6 +518,7 @@ struct OriginCounts {
     packets: u64,
     syn_packets: u64,
     bytes: u64,
+    unlisted_packets: u64,
     samples: Vec<IpAddr>,
     /// Earliest and latest packet of a source matching a flood's profile.
     span: Option<(i64, i64)>,
@@ -426,9 +543,17 @@ struct Totals {
     packets: u64,
     syn_packets: u64,
     bytes: u64,
+    /// Packets from sources an origin could not remember: `sources` is a lower bound when non-zero.
+    unlisted_packets: u64,
 }
 
 impl DestinationEntry {
+    /// Heap bytes of the entry: its origins and their named sources.
+    fn heap_bytes(&self) -> usize {
+        vec_bytes::<OriginCounts>(self.origins.capacity())
+            .saturating_add(self.origins.iter().map(|o| vec_bytes::<IpAddr>(o.samples.capacity())).sum())
+    }
+
     /// The counts summed over the origin partitions.
     fn totals(&self) -> Totals {
         let sum = |f: fn(&OriginCounts) -> u64| self.origins.iter().fold(0u64, |a, o| a.saturating_add(f(o)));
@@ -437,6 +562,7 @@ impl DestinationEntry {
             packets: sum(|o| o.packets),
             syn_packets: sum(|o| o.syn_packets),
             bytes: sum(|o| o.bytes),
+            unlisted_packets: sum(|o| o.unlisted_packets),
         }
     }
 
@@ -474,6 +600,11 @@ pub struct DestinationSide {
     /// order, so an entry's completeness is judged on its own destination partition.
     newest_ts_ns: HashMap<(i32, i32), i64>,
     evictions: u64,
+    /// Records not merged because no room could be made.
+    refused: u64,
+    /// Bytes the tables may hold, and the heap of the entries (their origins and named sources).
+    budget_bytes: usize,
+    heap_bytes: usize,
     /// Closing updates by [`CloseReason`].
     closed: [u64; 4],
 }
@@ -513,8 +644,30 @@ impl DestinationSide {
             newest_window_ns: i64::MIN,
             newest_ts_ns: HashMap::default(),
             evictions: 0,
+            refused: 0,
+            budget_bytes: usize::MAX,
+            heap_bytes: 0,
             closed: [0; 4],
         }
+    }
+
+    /// The same, holding at most `bytes` (see [`DestinationSide::bytes`]).
+    pub fn with_budget(mut self, bytes: usize) -> Self {
+        self.budget_bytes = bytes;
+        self
+    }
+
+    /// Bytes of the tables, from their capacities: the entry table, every entry's origins and named sources,
+    /// and the origins' packet times.
+    pub fn bytes(&self) -> usize {
+        table_bytes::<((IpAddr, i64), DestinationEntry)>(self.entries.capacity())
+            .saturating_add(table_bytes::<((i32, i32), i64)>(self.newest_ts_ns.capacity()))
+            .saturating_add(vec_bytes::<(IpAddr, i64)>(self.open.capacity()))
+            .saturating_add(self.heap_bytes)
+    }
+
+    fn recount_heap_bytes(&mut self) {
+        self.heap_bytes = self.entries.values().map(DestinationEntry::heap_bytes).sum();
     }
 
     /// Merges one record (from the destinations topic partition `partition`): the highest counts of its origin
@@ -532,7 +685,14 @@ impl DestinationSide {
             self.age_out(window_ns, out);
         }
         let key = (d.destination, d.window_start_ns);
-        let admitted = self.entries.contains_key(&key) || self.entries.len() < self.max_entries || {
+        let room = |s: &Self| {
+            let growth = table_growth::<((IpAddr, i64), DestinationEntry)>(s.entries.len(), s.entries.capacity())
+                .saturating_add(table_growth::<((i32, i32), i64)>(s.newest_ts_ns.len(), s.newest_ts_ns.capacity()))
+                .saturating_add(vec_growth::<(IpAddr, i64)>(s.open.len(), s.open.capacity()))
+                .saturating_add(ENTRY_HEAP_BYTES);
+            s.entries.len() < s.max_entries && s.bytes().saturating_add(growth) <= s.budget_bytes
+        };
+        let admitted = self.entries.contains_key(&key) || room(self) || {
             let keep_from = self.newest_window_ns.saturating_sub(window_ns.saturating_mul(2));
             // A fired window about to be forgotten is closed first, with what is known.
             let (evicted, open): (Vec<_>, Vec<_>) = self.open.drain(..).partition(|k| k.1 < keep_from);
@@ -541,9 +701,12 @@ impl DestinationSide {
             let before = self.entries.len();
             self.entries.retain(|k, _| k.1 >= keep_from);
             self.evictions += (before - self.entries.len()) as u64;
-            self.entries.len() < self.max_entries
+            self.recount_heap_bytes();
+            room(self)
         };
-        if admitted && let Some(fired) = self.merge(key, d, partition, window_ns) {
+        if !admitted {
+            self.refused += 1;
+        } else if let Some(fired) = self.merge(key, d, partition, window_ns) {
             out.push(fired);
         }
         self.close_complete(out);
@@ -553,6 +716,7 @@ impl DestinationSide {
     fn merge(&mut self, key: (IpAddr, i64), d: &DestinationStats, partition: i32, window_ns: i64) -> Option<Anomaly> {
         let span = d.first_evidence_ns.map(|f| (f, d.last_evidence_ns.unwrap_or(d.last_ts_ns).max(f)));
         let e = self.entries.entry(key).or_default();
+        let heap_before = e.heap_bytes();
         e.partition = partition;
         e.window_ns = window_ns;
         match e.origins.iter_mut().find(|o| o.origin == d.origin_partition) {
@@ -567,6 +731,7 @@ impl DestinationSide {
                 o.packets = o.packets.max(d.packets);
                 o.syn_packets = o.syn_packets.max(d.syn_packets);
                 o.bytes = o.bytes.max(d.bytes);
+                o.unlisted_packets = o.unlisted_packets.max(d.unlisted_packets);
             }
             None => e.origins.push(OriginCounts {
                 origin: d.origin_partition,
@@ -574,13 +739,17 @@ impl DestinationSide {
                 packets: d.packets,
                 syn_packets: d.syn_packets,
                 bytes: d.bytes,
+                unlisted_packets: d.unlisted_packets,
                 samples: d.sample_sources.clone(),
                 span,
             }),
         }
         e.last_ts_ns = e.last_ts_ns.max(d.last_ts_ns);
-        let Totals { sources, packets, .. } = e.totals();
-        if e.fired || sources < self.min_sources || packets as f64 / sources as f64 > self.max_packets_per_source {
+        self.heap_bytes = self.heap_bytes.saturating_add(e.heap_bytes()).saturating_sub(heap_before);
+        let Totals { sources, packets, unlisted_packets, .. } = e.totals();
+        // Packets per source over the remembered sources (their packets alone).
+        let listed = packets.saturating_sub(unlisted_packets);
+        if e.fired || sources < self.min_sources || listed as f64 / sources as f64 > self.max_packets_per_source {
             return None;
         }
         e.fired = true;
@@ -688,9 +857,10 @@ impl DestinationSide {
     fn anomaly(&self, key: (IpAddr, i64), closing: bool) -> Anomaly {
         let e = &self.entries[&key];
         let (victim, window_start_ns) = key;
-        let Totals { sources, packets, syn_packets, bytes } = e.totals();
+        let Totals { sources, packets, syn_packets, bytes, unlisted_packets } = e.totals();
         let (first_ns, last_ns) = e.span(window_start_ns);
-        let per_source = packets as f64 / sources.max(1) as f64;
+        let per_source = packets.saturating_sub(unlisted_packets) as f64 / sources.max(1) as f64;
+        let at_least = if unlisted_packets > 0 { "at least " } else { "" };
         let syn_pct = if packets > 0 { 100.0 * syn_packets as f64 / packets as f64 } else { 0.0 };
         let samples: Vec<String> = e.samples().iter().map(ToString::to_string).collect();
         let complete = if closing { " (window complete)" } else { "" };
@@ -703,7 +873,7 @@ impl DestinationSide {
             threshold: self.min_sources as f64,
             target: Some(victim),
             reason: format!(
-                "{} distinct sources sent {} packets ({} bytes, {syn_pct:.0}% SYN, {per_source:.1} per source) to {victim} within {}{complete}",
+                "{at_least}{} distinct sources sent {} packets ({} bytes, {syn_pct:.0}% SYN, {per_source:.1} per source) to {victim} within {}{complete}",
                 thousands(sources),
                 thousands(packets),
                 thousands(bytes),
@@ -750,6 +920,7 @@ impl DestinationSide {
         let entries = &self.entries;
         self.open.retain(|k| entries.contains_key(k));
         self.newest_ts_ns.retain(|(p, _), _| !partitions.contains(p));
+        self.recount_heap_bytes();
         before - self.entries.len()
     }
 
@@ -1221,6 +1392,51 @@ mod tests {
         assert_eq!(dst.closed(), [0, 0, 0, 1]);
         assert!(dst.evictions() >= 1);
         assert!(close_all(&mut dst).is_empty(), "closed once");
+    }
+
+    #[test]
+    fn a_flood_of_a_million_spoofed_sources_is_alerted_within_a_small_budget() {
+        // 8 MiB for the detector: 1 MiB for the victim tables, 896 KiB of it for the producing side.
+        let state = crate::state::StateConfig { memory_budget_mib: 8, ..Default::default() };
+        let mut models = crate::models::Models::default();
+        let mut setup = Setup::new(1, &mut models);
+        setup.victim_budget_bytes = state.victim_budget_bytes() as usize;
+        let cfg = VictimConfig::default();
+        let mut kind = Victim::build(&cfg, &mut setup).unwrap();
+        let budget = (state.victim_budget_bytes() as usize, state.victim_budget_bytes() as usize / DESTINATION_SHARE);
+        let victim: IpAddr = "10.0.0.5".parse().unwrap();
+        // 1,000,000 one-SYN sources over 8 s at the victim, and every 4th also sends one packet to a destination
+        // of its own (250,000 more entries than the table could hold in bytes).
+        let (mut out, mut peak) = (Vec::new(), (0, 0));
+        for k in 0..1_000_000u32 {
+            let ts = T0 + i64::from(k) * 8_000;
+            let source = IpAddr::from((0x6400_0000u32 + k).to_be_bytes());
+            kind.observe_packet(source, &crate::fixtures::syn(ts, victim, 80), &mut (), &mut out);
+            if k % 4 == 0 {
+                let other = IpAddr::from((0x0b00_0000u32 + k).to_be_bytes());
+                kind.observe_packet(source, &crate::fixtures::syn(ts, other, 80), &mut (), &mut out);
+            }
+            if k % 10_000 == 0 {
+                for d in kind.destination_deltas(false) {
+                    kind.observe_destination_stats(&d, 0, &mut out);
+                }
+                let t = kind.tables();
+                peak = (peak.0.max(t.source_bytes), peak.1.max(t.destination_bytes));
+            }
+        }
+        for d in kind.destination_deltas(true) {
+            kind.observe_destination_stats(&d, 0, &mut out);
+        }
+        kind.flush_destinations(&mut out);
+        let t = kind.tables();
+        println!("budget {budget:?}: peak bytes {peak:?}, evictions {:?}, closed {:?}", t.evictions, t.closed);
+        assert!(peak.0 <= budget.0 - budget.1 && peak.1 <= budget.1, "{peak:?} within {budget:?}");
+        let alerts: Vec<&Anomaly> = out.iter().filter(|a| a.host == victim.to_string()).collect();
+        assert_eq!(alerts.len(), 2, "the first anomaly and the closing update: {alerts:#?}");
+        assert!(alerts[1].id.ends_with(":final") && alerts[1].score >= cfg.min_sources as f64, "{alerts:#?}");
+        assert_eq!(alerts[1].window_start_ns, T0, "first_seen: the first SYN of the flood");
+        let by = |reason: &str| t.evictions.iter().find(|e| e.0 == "victim_sources" && e.1 == reason).unwrap().2;
+        assert!(by("budget") > 0 && by("capacity") > 0, "{:?}", t.evictions);
     }
 
     #[test]

@@ -126,6 +126,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         bytes: 54_000,
         first_evidence_ns: Some(1_700_000_000_250_000_000),
         last_evidence_ns: Some(1_700_000_008_750_000_000),
+        unlisted_packets: 0,
     };
     let mut out = Vec::new();
     for (target, bytes) in [

@@ -305,6 +305,9 @@ pub struct DestinationStats {
     pub first_evidence_ns: Option<i64>,
     /// Packet time of the latest packet from a source matching a flood's profile, ns; `None` as above.
     pub last_evidence_ns: Option<i64>,
+    /// Packets among `packets` from sources the origin could not remember (its table was full): `sources` is
+    /// then a lower bound (0 in records written before the field).
+    pub unlisted_packets: u64,
 }
 
 impl DestinationStats {

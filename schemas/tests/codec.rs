@@ -81,7 +81,7 @@ prop_compose! {
             destination, window_start_ns: w.0, window_ns: w.1, sources: counts.0.into(),
             packets: counts.1.into(), syn_packets: counts.2.into(), sample_sources, last_ts_ns: w.2,
             origin_partition, bytes: bytes.into(), first_evidence_ns: evidence.map(|e| e.0),
-            last_evidence_ns: evidence.and_then(|e| e.1),
+            last_evidence_ns: evidence.and_then(|e| e.1), unlisted_packets: counts.1.into(),
         }
     }
 }
@@ -185,11 +185,12 @@ proptest! {
         let bytes = d.encode(&IDS);
         let mut v = read(&current, &bytes[5..]);
         if let Value::Record(fields) = &mut v {
-            fields.truncate(fields.len() - 3);
+            fields.truncate(fields.len() - 4);
         }
         let mut framed = vec![0, 0, 0, 0, 3];
         framed.extend_from_slice(&write(&old, v));
-        let want = DestinationStats { bytes: 0, first_evidence_ns: None, last_evidence_ns: None, ..d };
+        let want =
+            DestinationStats { bytes: 0, first_evidence_ns: None, last_evidence_ns: None, unlisted_packets: 0, ..d };
         prop_assert_eq!(&DestinationStats::decode(&framed, &IDS).unwrap(), &want);
         // apache-avro resolving the old writer schema against the current one gives the same defaults.
         let resolved = GenericDatumReader::builder(&old)
@@ -199,6 +200,7 @@ proptest! {
             .read_value(&mut &framed[5..])
             .unwrap();
         prop_assert_eq!(field(&resolved, "bytes"), &Value::Long(0));
+        prop_assert_eq!(field(&resolved, "unlisted_packets"), &Value::Long(0));
         for name in ["first_evidence_ns", "last_evidence_ns"] {
             let v = field(&resolved, name);
             prop_assert!(matches!(v, Value::Null) || matches!(v, Value::Union(0, n) if **n == Value::Null), "{name}: {v:?}");
