@@ -1,7 +1,7 @@
 //! Per-host state: the map from source address to everything the source-side detectors remember about it,
-//! bounded in bytes by `state.memory_budget_mib` (and in hosts by `state.max_hosts`, derived from the budget
-//! unless set) with idle eviction in packet time and eviction counters by reason, plus the Kafka partition each
-//! host came from.
+//! bounded in bytes by its share (7/8) of `state.memory_budget_mib` (and in hosts by `state.max_hosts`, derived
+//! from the budget unless set) with idle eviction in packet time and eviction counters by reason, plus the Kafka
+//! partition each host came from.
 //!
 //! # Memory budget
 //!

@@ -17,8 +17,20 @@
 //!   forgotten it, or the input is drained), a fired window is reported again with its exact totals: the closing
 //!   update, whose id ends in `:final`. An origin partition more than four windows of packet time behind the
 //!   newest of the destination partition is taken as quiet and holds no window back, so one that reported once
-//!   and went quiet does not stall the closing updates; its later reports of a window already closed are merged
-//!   but not reported again.
+//!   and went quiet does not stall the closing updates, unless it counted part of the window: an origin that
+//!   lags is waited for. A fired window is also closed, with what is known, when it is 30 windows old (an
+//!   origin that counted part of it stopped reporting) and before it is evicted to make room; later reports of
+//!   a window already closed are merged but not reported again.
+//!
+//! An alert is dated by the flood's own packets: its start is the earliest packet, and its end the latest, of a
+//! source that matches the flood's profile (see below), as each origin reports them; the first anomaly ends at
+//! the latest such packet of the reports that took the count over the threshold. The totals count the window's
+//! distinct sources, packets and bytes on the wire.
+//!
+//! Memory: both halves count their bytes from their capacities and stay within their shares of the victim
+//! tables' budget (1/8 of `[detector.state] memory_budget_mib`; 7/8 of that for the producing side). A new
+//! source that does not fit is not remembered but its packets are counted as unlisted, so the packets per
+//! source are judged on the remembered sources and the source count is a lower bound.
 //!
 //! The sources named in an alert are chosen deterministically among those that match the flood's profile within
 //! the window (at most `victim.max_packets_per_source` packets to the destination, and only SYNs when most of its
