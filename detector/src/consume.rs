@@ -173,6 +173,8 @@ struct ChunkOutput {
     /// Bytes of the host map, and its evictions by reason so far.
     hosts_bytes: u64,
     host_evictions: crate::state::Evictions,
+    /// Bytes and evictions of the victim tables so far.
+    victim: crate::victim::VictimTables,
     anomalies: u64,
     destination_stats: u64,
     dead_lettered: u64,
@@ -338,6 +340,7 @@ pub(crate) async fn run(
     }
     let (mut packets_seen, mut evictions_seen) = (0u64, 0u64);
     let mut evictions_by_reason_seen = crate::state::Evictions::default();
+    let mut victim_seen = crate::victim::VictimTables::default();
     let lag = LagSampler::default();
     let mut report = DetectorReport::default();
     let mut next_offsets: HashMap<(String, i32), i64> = HashMap::new();
@@ -676,6 +679,18 @@ pub(crate) async fn run(
             }
         }
         evictions_by_reason_seen = out.host_evictions;
+        for (side, bytes) in [("source", out.victim.source_bytes), ("destination", out.victim.destination_bytes)] {
+            meters.victim_bytes.record(bytes as u64, &[opentelemetry::KeyValue::new("side", side)]);
+        }
+        for ((table, reason, now), (_, _, seen)) in out.victim.evictions.into_iter().zip(victim_seen.evictions) {
+            if now > seen {
+                meters.evictions.add(
+                    now - seen,
+                    &[opentelemetry::KeyValue::new("table", table), opentelemetry::KeyValue::new("reason", reason)],
+                );
+            }
+        }
+        victim_seen = out.victim;
         (packets_seen, evictions_seen) =
             (packets_seen.max(out.packets_total), evictions_seen.max(out.hosts_evicted_total));
         lag.maybe_sample(&consumer, &producer, &meters);
@@ -996,6 +1011,7 @@ fn process_chunk(
     out.hosts_evicted_total = engine.hosts_evicted();
     out.hosts_bytes = engine.hosts_bytes() as u64;
     out.host_evictions = engine.host_evictions();
+    out.victim = engine.victim_tables();
     Ok(out)
 }
 

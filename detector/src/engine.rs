@@ -153,6 +153,7 @@ impl Engine {
     /// model replaces its detector's warm-up, a supervised detector is run when given.
     pub fn new(config: &DetectorConfig, mut models: Models) -> Self {
         let mut setup = Setup::new(config.state.host_capacity(), &mut models);
+        setup.victim_budget_bytes = usize::try_from(config.state.victim_budget_bytes()).unwrap_or(usize::MAX);
         Self {
             hosts: HostMap::new(&config.state),
             clocks: PartitionClocks::new(&config.time),
@@ -287,6 +288,11 @@ impl Engine {
     /// Counters so far.
     pub fn stats(&self) -> &EngineStats {
         &self.stats
+    }
+
+    /// Bytes and evictions of the victim tables (nothing when the kind is off).
+    pub fn victim_tables(&self) -> crate::victim::VictimTables {
+        self.kinds.victim.as_ref().map(crate::victim::Victim::tables).unwrap_or_default()
     }
 
     /// Hosts tracked now.

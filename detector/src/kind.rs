@@ -42,13 +42,15 @@ pub trait ModelStore {
 pub struct Setup<'a> {
     /// `[detector.state] max_hosts`.
     pub max_hosts: usize,
+    /// The victim tables' share of `[detector.state] memory_budget_mib`, bytes (unbounded unless set).
+    pub victim_budget_bytes: usize,
     models: &'a mut dyn ModelStore,
 }
 
 impl<'a> Setup<'a> {
     /// A setup with the host-map bound and the loaded models.
     pub fn new(max_hosts: usize, models: &'a mut dyn ModelStore) -> Self {
-        Self { max_hosts, models }
+        Self { max_hosts, victim_budget_bytes: usize::MAX, models }
     }
 
     /// The loaded model of type `T`, if one was loaded.

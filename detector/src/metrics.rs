@@ -33,8 +33,13 @@ pub struct Metrics {
     /// `netanom.detector.hosts.bytes`: bytes the per-host state map holds (see `crate::state`), at most
     /// `detector.state.memory_budget_mib`.
     pub hosts_bytes: Gauge<u64>,
-    /// `netanom.detector.evictions{table,reason}`: entries evicted, by table (`hosts`) and reason (`idle`,
-    /// `capacity`, `capacity_suspicious`).
+    /// `netanom.detector.victim.bytes{side}`: bytes the victim tables hold, by side (`source`: the producing
+    /// side's entries and their sources; `destination`: the consuming side's sums), together at most
+    /// `detector.state.memory_budget_mib` / 8.
+    pub victim_bytes: Gauge<u64>,
+    /// `netanom.detector.evictions{table,reason}`: entries evicted, by table and reason: `hosts` (`idle`,
+    /// `capacity`, `capacity_suspicious`), `victim_sources` (`age`, `capacity`, `budget`) and
+    /// `victim_destinations` (`age`, `capacity`); see `crate::victim::VictimTables`.
     pub evictions: Counter<u64>,
     /// `netanom.detector.chunk.duration` (s): processing time of one chunk, produce and acknowledgements included.
     pub chunk_latency: Histogram<f64>,
@@ -73,6 +78,10 @@ impl Metrics {
             hosts_tracked: m
                 .u64_gauge("netanom.detector.hosts.tracked")
                 .with_description("Hosts in the per-host state map")
+                .build(),
+            victim_bytes: m
+                .u64_gauge("netanom.detector.victim.bytes")
+                .with_description("Bytes the victim tables hold, by side")
                 .build(),
             hosts_evicted: m
                 .u64_counter("netanom.detector.hosts.evicted")

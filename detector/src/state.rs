@@ -1,7 +1,7 @@
 //! Per-host state: the map from source address to everything the source-side detectors remember about it,
-//! bounded in bytes by `state.memory_budget_mib` (and in hosts by `state.max_hosts`, derived from the budget
-//! unless set) with idle eviction in packet time and eviction counters by reason, plus the Kafka partition each
-//! host came from.
+//! bounded in bytes by its share (7/8) of `state.memory_budget_mib` (and in hosts by `state.max_hosts`, derived
+//! from the budget unless set) with idle eviction in packet time and eviction counters by reason, plus the Kafka
+//! partition each host came from.
 //!
 //! # Memory budget
 //!
@@ -44,8 +44,9 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StateConfig {
-    /// Bytes the host map may hold, in MiB: its table and every host's state (see the module documentation).
-    /// The default fits the detector's manifest limit of 2 GiB next to the scoring API's bodies, the victim
+    /// Bytes the host map and the victim tables may hold, in MiB: the victim tables take 1/8 (`VICTIM_SHARE`,
+    /// see `crate::victim`), the host map the rest, its table and every host's state (see the module
+    /// documentation). The default fits the detector's manifest limit of 2 GiB next to the scoring API's bodies, the victim
     /// tables and the Kafka queues (docs/memory.md). 1..=1048576. Default 1024.
     pub memory_budget_mib: u64,
     /// Most hosts (source addresses) tracked at once, overriding the number the budget fits
@@ -82,7 +83,10 @@ impl Default for StateConfig {
 /// --nocapture`, which checks the figure).
 pub const QUIET_HOST_HEAP_BYTES: usize = 820;
 
-/// The share of the budget for the bitset of evicted addresses: 1/`RETURNING_SHARE`.
+/// The victim tables' share of `memory_budget_mib`: 1/`VICTIM_SHARE` (the host map has the rest).
+pub const VICTIM_SHARE: u64 = 8;
+
+/// The share of the host map's budget for the bitset of evicted addresses: 1/`RETURNING_SHARE`.
 const RETURNING_SHARE: u64 = 32;
 
 /// Addresses evicted without suspicion, one bit each in a fixed bitset (a one-hash Bloom filter), in two
@@ -166,9 +170,16 @@ impl StateConfig {
         p.into_vec()
     }
 
-    /// The budget in bytes.
+    /// The host map's share of the budget in bytes: all of `memory_budget_mib` but the victim tables' share
+    /// ([`StateConfig::victim_budget_bytes`]).
     pub fn budget_bytes(&self) -> u64 {
-        self.memory_budget_mib.saturating_mul(1 << 20)
+        let all = self.memory_budget_mib.saturating_mul(1 << 20);
+        all - all / VICTIM_SHARE
+    }
+
+    /// The victim tables' share of `memory_budget_mib` in bytes: 1/[`VICTIM_SHARE`] (see `crate::victim`).
+    pub fn victim_budget_bytes(&self) -> u64 {
+        self.memory_budget_mib.saturating_mul(1 << 20) / VICTIM_SHARE
     }
 
     /// Most hosts tracked at once: `max_hosts` when set, else the most quiet hosts the budget fits.

@@ -17,8 +17,20 @@
 //!   forgotten it, or the input is drained), a fired window is reported again with its exact totals: the closing
 //!   update, whose id ends in `:final`. An origin partition more than four windows of packet time behind the
 //!   newest of the destination partition is taken as quiet and holds no window back, so one that reported once
-//!   and went quiet does not stall the closing updates; its later reports of a window already closed are merged
-//!   but not reported again.
+//!   and went quiet does not stall the closing updates, unless it counted part of the window: an origin that
+//!   lags is waited for. A fired window is also closed, with what is known, when it is 30 windows old (an
+//!   origin that counted part of it stopped reporting) and before it is evicted to make room; later reports of
+//!   a window already closed are merged but not reported again.
+//!
+//! An alert is dated by the flood's own packets: its start is the earliest packet, and its end the latest, of a
+//! source that matches the flood's profile (see below), as each origin reports them; the first anomaly ends at
+//! the latest such packet of the reports that took the count over the threshold. The totals count the window's
+//! distinct sources, packets and bytes on the wire.
+//!
+//! Memory: both halves count their bytes from their capacities and stay within their shares of the victim
+//! tables' budget (1/8 of `[detector.state] memory_budget_mib`; 7/8 of that for the producing side). A new
+//! source that does not fit is not remembered but its packets are counted as unlisted, so the packets per
+//! source are judged on the remembered sources and the source count is a lower bound.
 //!
 //! The sources named in an alert are chosen deterministically among those that match the flood's profile within
 //! the window (at most `victim.max_packets_per_source` packets to the destination, and only SYNs when most of its
@@ -44,6 +56,7 @@ use std::net::IpAddr;
 use netanom_schemas::{Anomaly, AnomalyKind, Contribution, DestinationStats, PacketFeatures};
 
 use crate::anomaly::{AnomalyParts, RULES_VERSION, anomaly_id, seconds, thousands};
+use crate::bytes::{table_bytes, vec_bytes};
 use crate::kind::{Context, DetectorKind, Setup};
 use crate::time::{ns, window_start_ns};
 use crate::validation::{ConfigError, Problems};
@@ -118,14 +131,25 @@ impl VictimConfig {
     }
 }
 
-/// One source's packets to a destination in a window: (packets, TCP SYNs without ACK).
-type SourceCounts = (u32, u32);
+/// One source's packets to a destination in a window.
+#[derive(Debug, Clone, Copy)]
+struct SourceCounts {
+    packets: u32,
+    /// TCP SYNs without ACK.
+    syns: u32,
+    /// Packet time of its first and last packet, ns.
+    first_ns: i64,
+    last_ns: i64,
+}
 
 #[derive(Debug, Default)]
 struct SourceEntry {
     sources: HashMap<IpAddr, SourceCounts>,
     packets: u64,
     syn_packets: u64,
+    bytes: u64,
+    /// Packets from sources not remembered (the table of sources was full or the budget spent).
+    unlisted_packets: u64,
     last_ts_ns: i64,
     dirty: bool,
 }
@@ -133,25 +157,36 @@ struct SourceEntry {
 /// Sources named in an alert at most.
 const SAMPLES: usize = 8;
 
+/// What a report says of the sources that match a flood's profile.
+#[derive(Debug, PartialEq)]
+struct Evidence {
+    /// The [`SAMPLES`] smallest of their addresses.
+    samples: Vec<IpAddr>,
+    /// Packet time of their earliest and latest packet, when any source matches.
+    span: Option<(i64, i64)>,
+}
+
 impl SourceEntry {
-    /// The [`SAMPLES`] smallest addresses among the sources that match a flood's profile: at most
-    /// `max_packets_per_source` packets, and only SYNs when most of the entry's packets are SYNs.
-    fn samples(&self, max_packets_per_source: f64) -> Vec<IpAddr> {
+    /// The evidence of the sources that match a flood's profile: at most `max_packets_per_source` packets, and
+    /// only SYNs when most of the entry's packets are SYNs. A benign client of the destination (more packets,
+    /// completed handshakes) is neither named nor dates the flood.
+    fn evidence(&self, max_packets_per_source: f64) -> Evidence {
         let syn_flood = self.syn_packets.saturating_mul(2) >= self.packets && self.syn_packets > 0;
-        let mut out: Vec<IpAddr> = self
-            .sources
-            .iter()
-            .filter(|(_, (packets, syns))| {
-                f64::from(*packets) <= max_packets_per_source && (!syn_flood || syns == packets)
-            })
-            .map(|(s, _)| *s)
-            .collect();
-        if out.len() > SAMPLES {
-            out.select_nth_unstable(SAMPLES);
-            out.truncate(SAMPLES);
+        let mut span: Option<(i64, i64)> = None;
+        let mut samples: Vec<IpAddr> = Vec::new();
+        for (s, c) in &self.sources {
+            if f64::from(c.packets) > max_packets_per_source || syn_flood && c.syns != c.packets {
+                continue;
+            }
+            span = Some(span.map_or((c.first_ns, c.last_ns), |(f, l)| (f.min(c.first_ns), l.max(c.last_ns))));
+            samples.push(*s);
         }
-        out.sort_unstable();
-        out
+        if samples.len() > SAMPLES {
+            samples.select_nth_unstable(SAMPLES);
+            samples.truncate(SAMPLES);
+        }
+        samples.sort_unstable();
+        Evidence { samples, span }
     }
 }
 
@@ -173,10 +208,12 @@ impl DetectorKind for Victim {
         config.validate()
     }
 
-    fn build(config: &VictimConfig, _: &mut Setup<'_>) -> Option<Self> {
+    fn build(config: &VictimConfig, setup: &mut Setup<'_>) -> Option<Self> {
+        let budget = setup.victim_budget_bytes;
+        let destination_budget = budget / DESTINATION_SHARE;
         config.enabled.then(|| Self {
-            source: SourceSide::new(config),
-            destination: DestinationSide::new(config),
+            source: SourceSide::new(config).with_budget(budget - destination_budget),
+            destination: DestinationSide::new(config).with_budget(destination_budget),
             partition: 0,
         })
     }
@@ -214,8 +251,63 @@ impl DetectorKind for Victim {
     }
 }
 
+/// The destination side's share of the victim tables' budget: 1/`DESTINATION_SHARE` (the producing side, whose
+/// entries remember their sources, has the rest).
+const DESTINATION_SHARE: usize = 8;
+
+impl Victim {
+    /// Bytes and evictions of both halves' tables.
+    pub fn tables(&self) -> VictimTables {
+        VictimTables {
+            source_bytes: self.source.bytes(),
+            destination_bytes: self.destination.bytes(),
+            evictions: [
+                ("victim_sources", "age", self.source.evictions),
+                ("victim_sources", "capacity", self.source.overflows),
+                ("victim_sources", "budget", self.source.sources_refused),
+                ("victim_destinations", "age", self.destination.evictions),
+                ("victim_destinations", "capacity", self.destination.refused),
+            ],
+            closed: self.destination.closed(),
+        }
+    }
+}
+
+/// What the victim tables hold and what they gave up, for the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct VictimTables {
+    /// Bytes of the producing side's tables (entries and their sources).
+    pub source_bytes: usize,
+    /// Bytes of the consuming side's tables.
+    pub destination_bytes: usize,
+    /// (table, reason, count) so far: `victim_sources` entries forgotten two windows after their window
+    /// (`age`), packets not counted because the entry table was full (`capacity`) and sources not remembered
+    /// because the byte budget was spent (`budget`); `victim_destinations` entries evicted to make room (`age`)
+    /// and records not merged because no room could be made (`capacity`).
+    pub evictions: [(&'static str, &'static str, u64); 5],
+    /// Closing updates by why the window closed: `[complete, drained, aged_out, evicted]`.
+    pub closed: [u64; 4],
+}
+
 /// (destination, window start, packets partition).
 type SourceKey = (IpAddr, i64, i32);
+
+/// Bytes a hash table of `len` entries of `T` and `capacity` grows by when one more is inserted.
+fn table_growth<T>(len: usize, capacity: usize) -> usize {
+    if len < capacity { 0 } else { table_bytes::<T>(len + 1).saturating_sub(table_bytes::<T>(capacity)) }
+}
+
+/// Bytes a vector of `len` elements of `T` and `capacity` grows by when one more is pushed (it doubles).
+fn vec_growth<T>(len: usize, capacity: usize) -> usize {
+    if len < capacity {
+        0
+    } else {
+        vec_bytes::<T>(capacity.max(4)).saturating_mul(2).saturating_sub(vec_bytes::<T>(capacity))
+    }
+}
+
+/// Heap bytes a new consuming-side entry takes: one origin partition naming [`SAMPLES`] sources.
+const ENTRY_HEAP_BYTES: usize = std::mem::size_of::<OriginCounts>() * 4 + std::mem::size_of::<IpAddr>() * SAMPLES;
 
 /// The producing half: cumulative aggregates of the packets this detector owns, per packets partition.
 #[derive(Debug)]
@@ -225,7 +317,8 @@ pub struct SourceSide {
     max_packets_per_source: f64,
     max_entries: usize,
     entries: HashMap<SourceKey, SourceEntry>,
-    dirty: Vec<SourceKey>,
+    /// Entries with activity since their last report.
+    dirty: usize,
     /// The newest window of each packets partition: a partition's windows are forgotten by its own packet time,
     /// so a partition read behind the others keeps counting its windows.
     newest_window_ns: HashMap<i32, i64>,
@@ -234,6 +327,11 @@ pub struct SourceSide {
     last_report_ns: Option<i64>,
     evictions: u64,
     overflows: u64,
+    /// Bytes the tables may hold, and the bytes of the entries' source tables.
+    budget_bytes: usize,
+    sources_bytes: usize,
+    /// New sources not remembered because the budget was spent.
+    sources_refused: u64,
     rebuilding: bool,
 }
 
@@ -246,15 +344,34 @@ impl SourceSide {
             max_packets_per_source: config.max_packets_per_source,
             max_entries: config.max_destinations.max(1),
             entries: HashMap::default(),
-            dirty: Vec::new(),
+            dirty: 0,
             newest_window_ns: HashMap::default(),
             newest_ts_ns: i64::MIN,
             report_ns: ns(config.report_every).max(1),
             last_report_ns: None,
             evictions: 0,
             overflows: 0,
+            budget_bytes: usize::MAX,
+            sources_bytes: 0,
+            sources_refused: 0,
             rebuilding: false,
         }
+    }
+
+    /// The same, holding at most `bytes` (see [`SourceSide::bytes`]).
+    pub fn with_budget(mut self, bytes: usize) -> Self {
+        self.budget_bytes = bytes;
+        self
+    }
+
+    /// Bytes of the tables, from their capacities: the entry table and every entry's table of sources.
+    pub fn bytes(&self) -> usize {
+        table_bytes::<(SourceKey, SourceEntry)>(self.entries.capacity()).saturating_add(self.sources_bytes)
+    }
+
+    fn recount_sources_bytes(&mut self) {
+        self.sources_bytes =
+            self.entries.values().map(|e| table_bytes::<(IpAddr, SourceCounts)>(e.sources.capacity())).sum();
     }
 
     /// While `rebuilding` (a state rebuild after a rebalance), [`SourceSide::observe`] counts without marking
@@ -271,32 +388,58 @@ impl SourceSide {
         *newest = (*newest).max(window);
         self.newest_ts_ns = self.newest_ts_ns.max(p.ts_ns);
         let key = (p.destination, window, partition);
-        if !self.entries.contains_key(&key) && self.entries.len() >= self.max_entries {
-            self.evict_old_windows();
-            if self.entries.len() >= self.max_entries {
-                self.overflows += 1;
-                return;
+        if !self.entries.contains_key(&key) {
+            let full = |s: &Self| {
+                let growth = table_growth::<(SourceKey, SourceEntry)>(s.entries.len(), s.entries.capacity());
+                s.entries.len() >= s.max_entries || s.bytes().saturating_add(growth) > s.budget_bytes
+            };
+            if full(self) {
+                self.evict_old_windows();
+                if full(self) {
+                    self.overflows += 1;
+                    return;
+                }
             }
         }
-        let e = self.entries.entry(key).or_default();
+        self.entries.entry(key).or_default();
+        let (budget, spent) = (self.budget_bytes, self.bytes());
+        let Some(e) = self.entries.get_mut(&key) else { return };
         if !e.dirty && !self.rebuilding {
             e.dirty = true;
-            self.dirty.push(key);
+            self.dirty += 1;
         }
         let syn = p.is_syn();
         e.packets += 1;
         e.syn_packets += u64::from(syn);
+        e.bytes = e.bytes.saturating_add(u64::from(p.wire_len));
         e.last_ts_ns = e.last_ts_ns.max(p.ts_ns);
         let full = e.sources.len() >= self.max_sources;
         match e.sources.get_mut(&source) {
-            Some((packets, syns)) => {
-                *packets = packets.saturating_add(1);
-                *syns = syns.saturating_add(u32::from(syn));
+            Some(c) => {
+                c.packets = c.packets.saturating_add(1);
+                c.syns = c.syns.saturating_add(u32::from(syn));
+                c.first_ns = c.first_ns.min(p.ts_ns);
+                c.last_ns = c.last_ns.max(p.ts_ns);
             }
             None if !full => {
-                e.sources.insert(source, (1, u32::from(syn)));
+                // A table that grows takes its next size at once: refused when that passes the budget.
+                let before = table_bytes::<(IpAddr, SourceCounts)>(e.sources.capacity());
+                let grown = if e.sources.len() < e.sources.capacity() {
+                    before
+                } else {
+                    table_bytes::<(IpAddr, SourceCounts)>(e.sources.len() + 1)
+                };
+                if spent.saturating_add(grown - before) > budget {
+                    self.sources_refused += 1;
+                    e.unlisted_packets += 1;
+                } else {
+                    let c = SourceCounts { packets: 1, syns: u32::from(syn), first_ns: p.ts_ns, last_ns: p.ts_ns };
+                    e.sources.insert(source, c);
+                    let after = table_bytes::<(IpAddr, SourceCounts)>(e.sources.capacity());
+                    self.sources_bytes = self.sources_bytes.saturating_add(after).saturating_sub(before);
+                }
             }
-            None => {}
+            None => e.unlisted_packets += 1,
         }
     }
 
@@ -304,8 +447,9 @@ impl SourceSide {
     pub fn revoke_partitions(&mut self, partitions: &[i32]) -> usize {
         let before = self.entries.len();
         self.entries.retain(|k, _| !partitions.contains(&k.2));
-        self.dirty.retain(|k| !partitions.contains(&k.2));
+        self.dirty = self.entries.values().filter(|e| e.dirty).count();
         self.newest_window_ns.retain(|p, _| !partitions.contains(p));
+        self.recount_sources_bytes();
         before - self.entries.len()
     }
 
@@ -314,16 +458,21 @@ impl SourceSide {
     /// evicts windows older than two windows before the newest of their packets partition. Empty when no report
     /// is due.
     pub fn drain(&mut self, force: bool) -> Vec<DestinationStats> {
-        if self.dirty.is_empty()
+        if self.dirty == 0
             || !force && self.last_report_ns.is_some_and(|t| self.newest_ts_ns < t.saturating_add(self.report_ns))
         {
             return Vec::new();
         }
         self.last_report_ns = Some(self.newest_ts_ns);
-        let mut out = Vec::with_capacity(self.dirty.len());
-        for key in self.dirty.drain(..) {
+        // In (destination, window, partition) order, so a report is the same from run to run.
+        let mut keys: Vec<SourceKey> = self.entries.iter().filter(|(_, e)| e.dirty).map(|(k, _)| *k).collect();
+        keys.sort_unstable();
+        self.dirty = 0;
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
             if let Some(e) = self.entries.get_mut(&key) {
                 e.dirty = false;
+                let evidence = e.evidence(self.max_packets_per_source);
                 out.push(DestinationStats {
                     destination: key.0,
                     window_start_ns: key.1,
@@ -331,9 +480,13 @@ impl SourceSide {
                     sources: e.sources.len() as u64,
                     packets: e.packets,
                     syn_packets: e.syn_packets,
-                    sample_sources: e.samples(self.max_packets_per_source),
+                    sample_sources: evidence.samples,
                     last_ts_ns: e.last_ts_ns,
                     origin_partition: key.2,
+                    bytes: e.bytes,
+                    first_evidence_ns: evidence.span.map(|s| s.0),
+                    last_evidence_ns: evidence.span.map(|s| s.1),
+                    unlisted_packets: e.unlisted_packets,
                 });
             }
         }
@@ -347,7 +500,10 @@ impl SourceSide {
         let before = self.entries.len();
         // Dirty entries are kept until reported.
         self.entries.retain(|k, e| e.dirty || newest.get(&k.2).is_none_or(|n| k.1 >= n.saturating_sub(horizon)));
-        self.evictions += (before - self.entries.len()) as u64;
+        if self.entries.len() < before {
+            self.evictions += (before - self.entries.len()) as u64;
+            self.recount_sources_bytes();
+        }
     }
 
     /// (destination, window) entries held.
@@ -366,14 +522,18 @@ impl SourceSide {
     }
 }
 
-/// The highest counts reported by one origin partition, and the sources named by its fullest report.
+/// The highest counts reported by one origin partition, and the evidence of its fullest report.
 #[derive(Debug, Clone)]
 struct OriginCounts {
     origin: i32,
     sources: u64,
     packets: u64,
     syn_packets: u64,
+    bytes: u64,
+    unlisted_packets: u64,
     samples: Vec<IpAddr>,
+    /// Earliest and latest packet of a source matching a flood's profile.
+    span: Option<(i64, i64)>,
 }
 
 #[derive(Debug, Default)]
@@ -388,11 +548,43 @@ struct DestinationEntry {
     closed: bool,
 }
 
+/// Counts of a (destination, window) summed over its origin partitions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Totals {
+    sources: u64,
+    packets: u64,
+    syn_packets: u64,
+    bytes: u64,
+    /// Packets from sources an origin could not remember: `sources` is a lower bound when non-zero.
+    unlisted_packets: u64,
+}
+
 impl DestinationEntry {
-    /// (sources, packets, SYN packets) summed over the origin partitions.
-    fn totals(&self) -> (u64, u64, u64) {
+    /// Heap bytes of the entry: its origins and their named sources.
+    fn heap_bytes(&self) -> usize {
+        vec_bytes::<OriginCounts>(self.origins.capacity())
+            .saturating_add(self.origins.iter().map(|o| vec_bytes::<IpAddr>(o.samples.capacity())).sum())
+    }
+
+    /// The counts summed over the origin partitions.
+    fn totals(&self) -> Totals {
         let sum = |f: fn(&OriginCounts) -> u64| self.origins.iter().fold(0u64, |a, o| a.saturating_add(f(o)));
-        (sum(|o| o.sources), sum(|o| o.packets), sum(|o| o.syn_packets))
+        Totals {
+            sources: sum(|o| o.sources),
+            packets: sum(|o| o.packets),
+            syn_packets: sum(|o| o.syn_packets),
+            bytes: sum(|o| o.bytes),
+            unlisted_packets: sum(|o| o.unlisted_packets),
+        }
+    }
+
+    /// The flood's first and last evidence packet: the earliest and latest packet of a source matching its
+    /// profile over the origin partitions; the window's start and its latest packet when no report has any.
+    fn span(&self, window_start_ns: i64) -> (i64, i64) {
+        let first = self.origins.iter().filter_map(|o| o.span.map(|s| s.0)).min();
+        let last = self.origins.iter().filter_map(|o| o.span.map(|s| s.1)).max();
+        let first = first.unwrap_or(window_start_ns);
+        (first, last.unwrap_or(self.last_ts_ns).max(first))
     }
 
     /// The [`SAMPLES`] smallest of the origins' named sources: the same whatever order the reports came in.
@@ -420,12 +612,37 @@ pub struct DestinationSide {
     /// order, so an entry's completeness is judged on its own destination partition.
     newest_ts_ns: HashMap<(i32, i32), i64>,
     evictions: u64,
+    /// Records not merged because no room could be made.
+    refused: u64,
+    /// Bytes the tables may hold, and the heap of the entries (their origins and named sources).
+    budget_bytes: usize,
+    heap_bytes: usize,
+    /// Closing updates by [`CloseReason`].
+    closed: [u64; 4],
+}
+
+/// Why a fired window's closing update went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CloseReason {
+    /// Every origin partition reported packet time two windows past its end: the counts are exact.
+    Complete,
+    /// The input was drained: every report has been applied.
+    Drained,
+    /// More than [`AGE_OUT_WINDOWS`] windows old: an origin that counted part of it stopped reporting.
+    AgedOut,
+    /// Evicted to make room: closed with what is known.
+    Evicted,
 }
 
 /// An origin partition whose newest packet time on a destination partition is more than this many windows behind
 /// the newest of that destination partition is taken as quiet: it no longer holds back the closing updates there
 /// (and is forgotten until it reports again).
 const QUIET_ORIGIN_WINDOWS: i64 = 4;
+
+/// A fired window still open this many windows before the newest window reported is closed with what is known
+/// (its closing update is marked final all the same): an origin partition that counted part of it has stopped
+/// reporting (its traffic ended, or it lags this far behind).
+const AGE_OUT_WINDOWS: i64 = 30;
 
 impl DestinationSide {
     /// An empty aggregate.
@@ -439,7 +656,30 @@ impl DestinationSide {
             newest_window_ns: i64::MIN,
             newest_ts_ns: HashMap::default(),
             evictions: 0,
+            refused: 0,
+            budget_bytes: usize::MAX,
+            heap_bytes: 0,
+            closed: [0; 4],
         }
+    }
+
+    /// The same, holding at most `bytes` (see [`DestinationSide::bytes`]).
+    pub fn with_budget(mut self, bytes: usize) -> Self {
+        self.budget_bytes = bytes;
+        self
+    }
+
+    /// Bytes of the tables, from their capacities: the entry table, every entry's origins and named sources,
+    /// and the origins' packet times.
+    pub fn bytes(&self) -> usize {
+        table_bytes::<((IpAddr, i64), DestinationEntry)>(self.entries.capacity())
+            .saturating_add(table_bytes::<((i32, i32), i64)>(self.newest_ts_ns.capacity()))
+            .saturating_add(vec_bytes::<(IpAddr, i64)>(self.open.capacity()))
+            .saturating_add(self.heap_bytes)
+    }
+
+    fn recount_heap_bytes(&mut self) {
+        self.heap_bytes = self.entries.values().map(DestinationEntry::heap_bytes).sum();
     }
 
     /// Merges one record (from the destinations topic partition `partition`): the highest counts of its origin
@@ -454,17 +694,31 @@ impl DestinationSide {
         *newest = (*newest).max(d.last_ts_ns);
         if newer_window {
             self.forget_quiet_origins(window_ns);
+            self.age_out(window_ns, out);
         }
         let key = (d.destination, d.window_start_ns);
-        let admitted = self.entries.contains_key(&key) || self.entries.len() < self.max_entries || {
+        let room = |s: &Self| {
+            let growth = table_growth::<((IpAddr, i64), DestinationEntry)>(s.entries.len(), s.entries.capacity())
+                .saturating_add(table_growth::<((i32, i32), i64)>(s.newest_ts_ns.len(), s.newest_ts_ns.capacity()))
+                .saturating_add(vec_growth::<(IpAddr, i64)>(s.open.len(), s.open.capacity()))
+                .saturating_add(ENTRY_HEAP_BYTES);
+            s.entries.len() < s.max_entries && s.bytes().saturating_add(growth) <= s.budget_bytes
+        };
+        let admitted = self.entries.contains_key(&key) || room(self) || {
             let keep_from = self.newest_window_ns.saturating_sub(window_ns.saturating_mul(2));
+            // A fired window about to be forgotten is closed first, with what is known.
+            let (evicted, open): (Vec<_>, Vec<_>) = self.open.drain(..).partition(|k| k.1 < keep_from);
+            self.open = open;
+            self.close(evicted, CloseReason::Evicted, out);
             let before = self.entries.len();
             self.entries.retain(|k, _| k.1 >= keep_from);
-            self.open.retain(|k| k.1 >= keep_from);
             self.evictions += (before - self.entries.len()) as u64;
-            self.entries.len() < self.max_entries
+            self.recount_heap_bytes();
+            room(self)
         };
-        if admitted && let Some(fired) = self.merge(key, d, partition, window_ns) {
+        if !admitted {
+            self.refused += 1;
+        } else if let Some(fired) = self.merge(key, d, partition, window_ns) {
             out.push(fired);
         }
         self.close_complete(out);
@@ -472,35 +726,58 @@ impl DestinationSide {
 
     /// Merges `d` into the entry `key`; the first anomaly of the window when it qualifies now.
     fn merge(&mut self, key: (IpAddr, i64), d: &DestinationStats, partition: i32, window_ns: i64) -> Option<Anomaly> {
+        let span = d.first_evidence_ns.map(|f| (f, d.last_evidence_ns.unwrap_or(d.last_ts_ns).max(f)));
         let e = self.entries.entry(key).or_default();
+        let heap_before = e.heap_bytes();
         e.partition = partition;
         e.window_ns = window_ns;
         match e.origins.iter_mut().find(|o| o.origin == d.origin_partition) {
             Some(o) => {
-                // Reports are cumulative: the one with the most packets is the latest, and names its sources.
+                // Reports are cumulative: the one with the most packets is the latest, and names its sources
+                // and dates its evidence.
                 if d.packets >= o.packets {
                     o.samples.clone_from(&d.sample_sources);
+                    o.span = span;
                 }
                 o.sources = o.sources.max(d.sources);
                 o.packets = o.packets.max(d.packets);
                 o.syn_packets = o.syn_packets.max(d.syn_packets);
+                o.bytes = o.bytes.max(d.bytes);
+                o.unlisted_packets = o.unlisted_packets.max(d.unlisted_packets);
             }
             None => e.origins.push(OriginCounts {
                 origin: d.origin_partition,
                 sources: d.sources,
                 packets: d.packets,
                 syn_packets: d.syn_packets,
+                bytes: d.bytes,
+                unlisted_packets: d.unlisted_packets,
                 samples: d.sample_sources.clone(),
+                span,
             }),
         }
         e.last_ts_ns = e.last_ts_ns.max(d.last_ts_ns);
-        let (sources, packets, _) = e.totals();
-        if e.fired || sources < self.min_sources || packets as f64 / sources as f64 > self.max_packets_per_source {
+        self.heap_bytes = self.heap_bytes.saturating_add(e.heap_bytes()).saturating_sub(heap_before);
+        let Totals { sources, packets, unlisted_packets, .. } = e.totals();
+        // Packets per source over the remembered sources (their packets alone).
+        let listed = packets.saturating_sub(unlisted_packets);
+        if e.fired || sources < self.min_sources || listed as f64 / sources as f64 > self.max_packets_per_source {
             return None;
         }
         e.fired = true;
         self.open.push(key);
         Some(self.anomaly(key, false))
+    }
+
+    /// Closes, with what is known, the fired windows more than [`AGE_OUT_WINDOWS`] windows before the newest.
+    fn age_out(&mut self, window_ns: i64, out: &mut Vec<Anomaly>) {
+        let before = self.newest_window_ns.saturating_sub(window_ns.saturating_mul(AGE_OUT_WINDOWS));
+        if !self.open.iter().any(|k| k.1 < before) {
+            return;
+        }
+        let (old, open): (Vec<_>, Vec<_>) = self.open.drain(..).partition(|k| k.1 < before);
+        self.open = open;
+        self.close(old, CloseReason::AgedOut, out);
     }
 
     /// The packet time every live origin partition of destination partition `partition` has reported: the
@@ -524,10 +801,12 @@ impl DestinationSide {
         self.newest_ts_ns.retain(|(p, _), t| top.get(p).is_none_or(|n| *t >= n.saturating_sub(horizon)));
     }
 
-    /// Appends the closing update of every fired window that is complete: every live origin partition of its
-    /// destination partition (one that is not quiet there, see [`QUIET_ORIGIN_WINDOWS`]) has reported packet
-    /// time two windows past the window's end, so the producing side has forgotten the window and its counts can
-    /// no longer grow. An origin partition that went quiet holds nothing back once it is quiet.
+    /// Appends the closing update of every fired window that is complete: every origin partition that counted
+    /// part of it, and every other live origin partition of its destination partition (one that is not quiet
+    /// there, see [`QUIET_ORIGIN_WINDOWS`]), has reported packet time two windows past the window's end, so the
+    /// producing side has forgotten the window and its counts can no longer grow. An origin partition that went
+    /// quiet holds nothing back once it is quiet, unless it counted part of the window: one that lags is waited
+    /// for (up to [`AGE_OUT_WINDOWS`]).
     fn close_complete(&mut self, out: &mut Vec<Anomaly>) {
         if self.open.is_empty() {
             return;
@@ -541,11 +820,13 @@ impl DestinationSide {
                 through.push((e.partition, self.reported_through(e.partition, e.window_ns)));
             }
         }
-        let entries = &self.entries;
+        let (entries, newest) = (&self.entries, &self.newest_ts_ns);
         let complete = |k: &(IpAddr, i64)| {
             entries.get(k).is_some_and(|e| {
+                let needed = k.1.saturating_add(e.window_ns.saturating_mul(3));
                 let reported = through.iter().find(|(p, _)| *p == e.partition).map_or(i64::MIN, |(_, t)| *t);
-                reported >= k.1.saturating_add(e.window_ns.saturating_mul(3))
+                reported >= needed
+                    && e.origins.iter().all(|o| newest.get(&(e.partition, o.origin)).is_some_and(|t| *t >= needed))
             })
         };
         if !self.open.iter().any(complete) {
@@ -553,7 +834,7 @@ impl DestinationSide {
         }
         let (done, open): (Vec<_>, Vec<_>) = self.open.drain(..).partition(complete);
         self.open = open;
-        self.close(done, out);
+        self.close(done, CloseReason::Complete, out);
     }
 
     /// Appends the closing update of every fired window still open, in (destination, window) order: the input
@@ -561,18 +842,25 @@ impl DestinationSide {
     pub fn close_all(&mut self, out: &mut Vec<Anomaly>) {
         let mut done = std::mem::take(&mut self.open);
         done.sort_unstable();
-        self.close(done, out);
+        self.close(done, CloseReason::Drained, out);
     }
 
-    fn close(&mut self, keys: Vec<(IpAddr, i64)>, out: &mut Vec<Anomaly>) {
+    fn close(&mut self, mut keys: Vec<(IpAddr, i64)>, reason: CloseReason, out: &mut Vec<Anomaly>) {
+        keys.sort_unstable();
         for key in keys {
             if let Some(e) = self.entries.get_mut(&key)
                 && !e.closed
             {
                 e.closed = true;
+                self.closed[reason as usize] += 1;
                 out.push(self.anomaly(key, true));
             }
         }
+    }
+
+    /// Closing updates emitted so far, by why the window closed: `[complete, drained, aged_out, evicted]`.
+    pub fn closed(&self) -> [u64; 4] {
+        self.closed
     }
 
     /// The anomaly of the fired window `key`: its first (`closing` false) or its closing update. Both end at the
@@ -581,23 +869,26 @@ impl DestinationSide {
     fn anomaly(&self, key: (IpAddr, i64), closing: bool) -> Anomaly {
         let e = &self.entries[&key];
         let (victim, window_start_ns) = key;
-        let (sources, packets, syn_packets) = e.totals();
-        let per_source = packets as f64 / sources.max(1) as f64;
+        let Totals { sources, packets, syn_packets, bytes, unlisted_packets } = e.totals();
+        let (first_ns, last_ns) = e.span(window_start_ns);
+        let per_source = packets.saturating_sub(unlisted_packets) as f64 / sources.max(1) as f64;
+        let at_least = if unlisted_packets > 0 { "at least " } else { "" };
         let syn_pct = if packets > 0 { 100.0 * syn_packets as f64 / packets as f64 } else { 0.0 };
         let samples: Vec<String> = e.samples().iter().map(ToString::to_string).collect();
         let complete = if closing { " (window complete)" } else { "" };
         let parts = AnomalyParts {
             host: victim,
             kind: AnomalyKind::Victim,
-            window_start_ns,
-            window_end_ns: e.last_ts_ns.max(window_start_ns),
+            window_start_ns: first_ns,
+            window_end_ns: last_ns,
             score: sources as f64,
             threshold: self.min_sources as f64,
             target: Some(victim),
             reason: format!(
-                "{} distinct sources sent {} packets ({syn_pct:.0}% SYN, {per_source:.1} per source) to {victim} within {}{complete}",
+                "{at_least}{} distinct sources sent {} packets ({} bytes, {syn_pct:.0}% SYN, {per_source:.1} per source) to {victim} within {}{complete}",
                 thousands(sources),
                 thousands(packets),
+                thousands(bytes),
                 seconds(e.window_ns)
             ),
             features: vec![
@@ -613,6 +904,7 @@ impl DestinationSide {
                 },
                 Contribution { name: "syn_fraction".into(), value: syn_pct / 100.0, baseline: None },
                 Contribution { name: "packets".into(), value: packets as f64, baseline: None },
+                Contribution { name: "bytes".into(), value: bytes as f64, baseline: None },
             ],
             sample: format!(
                 "{} > {victim} (sources include {})",
@@ -640,6 +932,7 @@ impl DestinationSide {
         let entries = &self.entries;
         self.open.retain(|k| entries.contains_key(k));
         self.newest_ts_ns.retain(|(p, _), _| !partitions.contains(p));
+        self.recount_heap_bytes();
         before - self.entries.len()
     }
 
@@ -807,6 +1100,7 @@ mod tests {
             out.extend(side.drain(true));
         }
         assert!(reports.iter().all(|r| r.len() > 1), "every partition reports several times");
+        let spoofed_last = packets.iter().filter(|(s, _)| !clients.contains(s)).map(|(_, p)| p.ts_ns).max().unwrap();
         let mut closings = Vec::new();
         let mut firsts = std::collections::BTreeSet::new();
         for seed in 0..6u64 {
@@ -823,6 +1117,9 @@ mod tests {
             }
             assert_eq!(out.len(), 1, "fires once");
             firsts.insert(out[0].score as u64);
+            // detected_at: the latest flood packet of the reports that took the count over the threshold.
+            assert!(out[0].window_end_ns < spoofed_last, "detected before the flood ended");
+            assert!(out[0].window_start_ns <= out[0].window_end_ns);
             dst.close_all(&mut out);
             assert_eq!(out.len(), 2, "one closing update");
             closings.push(out.pop().unwrap());
@@ -832,7 +1129,16 @@ mod tests {
         assert_eq!(c.score, exact_sources as f64, "{}", c.reason);
         let packets_total = c.features.iter().find(|f| f.name == "packets").map(|f| f.value);
         assert_eq!(packets_total, Some(packets.len() as f64));
-        assert_eq!(c.window_end_ns, packets.iter().map(|(_, p)| p.ts_ns).max().unwrap(), "the last packet");
+        // Dated by the flood's own packets: the benign clients' earlier packets do not start it.
+        let spoofed = || packets.iter().filter(|(s, _)| !clients.contains(s)).map(|(_, p)| p.ts_ns);
+        let first_flood = spoofed().min().unwrap();
+        assert!(first_flood > packets[0].1.ts_ns, "the clients start first");
+        assert_eq!(c.window_start_ns, first_flood, "first_seen: the first packet of the flood");
+        assert_eq!(c.window_end_ns, spoofed().max().unwrap(), "last_seen: the last packet of the flood");
+        assert!(closings.iter().chain(&[]).all(|c| c.window_start_ns == first_flood));
+        let bytes_total = c.features.iter().find(|f| f.name == "bytes").map(|f| f.value);
+        assert_eq!(bytes_total, Some(packets.iter().map(|(_, p)| f64::from(p.wire_len)).sum::<f64>()));
+        assert!(c.reason.contains(" bytes, "), "{}", c.reason);
         let named = c.sample.split("sources include ").nth(1).unwrap();
         assert_eq!(named.split(", ").count(), SAMPLES, "{}", c.sample);
         for client in &clients {
@@ -924,7 +1230,7 @@ mod tests {
         // window's closing update may already have gone out; the counts are still exact).
         let mut dst = DestinationSide::new(&cfg);
         apply_all(&mut dst, &reports);
-        assert_eq!(dst.entries[&(victim, last.window_start_ns)].totals().0, 600);
+        assert_eq!(dst.entries[&(victim, last.window_start_ns)].totals().sources, 600);
     }
 
     #[test]
@@ -1007,6 +1313,142 @@ mod tests {
         assert_eq!(dst.len(), 50);
         assert_eq!(dst.revoke_partitions(&[3]), 50);
         assert!(dst.is_empty());
+    }
+
+    /// `side` counts one SYN to an unrelated destination at `ts` on `partition` and reports: packet time moves on.
+    fn tick(side: &mut SourceSide, partition: i32, ts: i64) -> Vec<DestinationStats> {
+        side.observe(
+            "10.1.0.1".parse().unwrap(),
+            &crate::fixtures::syn(ts, "10.0.0.6".parse().unwrap(), 80),
+            partition,
+        );
+        side.drain(true)
+    }
+
+    #[test]
+    fn a_lagging_partition_that_counted_the_flood_is_waited_for() {
+        let cfg = VictimConfig::default();
+        let victim: IpAddr = "10.0.0.5".parse().unwrap();
+        let (mut fast, mut slow) = (SourceSide::new(&cfg), SourceSide::new(&cfg));
+        let mut dst = DestinationSide::new(&cfg);
+        // Partition 1 counts the flood but is read ten windows behind partition 0.
+        let flood = spoofed_flood(victim, T0, 800, 5_000_000_000, 1);
+        let (early, late) = flood.split_at(600);
+        assert!(apply_all(&mut dst, &tick(&mut fast, 0, T0 + 100_000_000_000)).is_empty());
+        for b in early {
+            slow.observe(b.source, &b.packets[0], 1);
+        }
+        let fired = apply_all(&mut dst, &slow.drain(true));
+        assert_eq!(fired.len(), 1, "the first anomaly, partial: {fired:?}");
+        assert!(!fired[0].id.ends_with(":final"));
+        // Partition 0 moves on; the window stays open while partition 1, which counted part of it, lags.
+        assert!(apply_all(&mut dst, &tick(&mut fast, 0, T0 + 110_000_000_000)).is_empty());
+        for b in late {
+            slow.observe(b.source, &b.packets[0], 1);
+        }
+        assert!(apply_all(&mut dst, &slow.drain(true)).is_empty(), "not complete yet");
+        assert!(apply_all(&mut dst, &tick(&mut slow, 1, T0 + 29_000_000_000)).is_empty(), "not complete yet");
+        let closing = apply_all(&mut dst, &tick(&mut slow, 1, T0 + 30_000_000_000));
+        assert_eq!(closing.len(), 1, "{closing:?}");
+        assert!(closing[0].id.ends_with(":final"));
+        assert_eq!(closing[0].score, 800.0, "every source of the lagging partition: {}", closing[0].reason);
+        assert_eq!(closing[0].window_start_ns, T0, "the first flood packet");
+        assert_eq!(dst.closed(), [1, 0, 0, 0]);
+    }
+
+    #[test]
+    fn a_window_whose_partition_stopped_reporting_closes_when_it_ages_out() {
+        let cfg = VictimConfig::default();
+        let victim: IpAddr = "10.0.0.5".parse().unwrap();
+        let (mut fast, mut stopped) = (SourceSide::new(&cfg), SourceSide::new(&cfg));
+        let mut dst = DestinationSide::new(&cfg);
+        assert!(apply_all(&mut dst, &tick(&mut fast, 0, T0)).is_empty());
+        for b in spoofed_flood(victim, T0, 600, 5_000_000_000, 1) {
+            stopped.observe(b.source, &b.packets[0], 1);
+        }
+        assert_eq!(apply_all(&mut dst, &stopped.drain(true)).len(), 1);
+        // Partition 1 never reports again; partition 0 goes on.
+        let window = 10_000_000_000;
+        for w in 1..=AGE_OUT_WINDOWS {
+            assert!(apply_all(&mut dst, &tick(&mut fast, 0, T0 + w * window)).is_empty(), "window {w}");
+        }
+        let closing = apply_all(&mut dst, &tick(&mut fast, 0, T0 + (AGE_OUT_WINDOWS + 1) * window));
+        assert_eq!(closing.len(), 1, "closed with what is known");
+        assert!(closing[0].id.ends_with(":final") && closing[0].score == 600.0, "{closing:?}");
+        assert_eq!(dst.closed(), [0, 0, 1, 0]);
+        assert!(close_all(&mut dst).is_empty(), "closed once");
+    }
+
+    #[test]
+    fn a_fired_window_evicted_to_make_room_is_closed_first() {
+        let cfg = VictimConfig { max_destinations: 4, ..VictimConfig::default() };
+        let victim: IpAddr = "10.0.0.5".parse().unwrap();
+        let (mut src, mut flooded) = (SourceSide::new(&cfg), SourceSide::new(&cfg));
+        let mut dst = DestinationSide::new(&cfg);
+        for b in spoofed_flood(victim, T0, 600, 5_000_000_000, 1) {
+            flooded.observe(b.source, &b.packets[0], 1);
+        }
+        assert_eq!(apply_all(&mut dst, &flooded.drain(true)).len(), 1);
+        // Four other destinations, three windows later on partition 0, fill the table before partition 1 shows
+        // the flood's window complete: the window goes, closed first.
+        let mut out = Vec::new();
+        for i in 0..4u8 {
+            let mut d = tick(&mut src, 0, T0 + 30_000_000_000);
+            for d in &mut d {
+                d.destination = IpAddr::from([10, 0, 1, i]);
+            }
+            out.extend(apply_all(&mut dst, &d));
+        }
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(out[0].id.ends_with(":final") && out[0].score == 600.0, "{out:?}");
+        assert_eq!(dst.closed(), [0, 0, 0, 1]);
+        assert!(dst.evictions() >= 1);
+        assert!(close_all(&mut dst).is_empty(), "closed once");
+    }
+
+    #[test]
+    fn a_flood_of_a_million_spoofed_sources_is_alerted_within_a_small_budget() {
+        // 8 MiB for the detector: 1 MiB for the victim tables, 896 KiB of it for the producing side.
+        let state = crate::state::StateConfig { memory_budget_mib: 8, ..Default::default() };
+        let mut models = crate::models::Models::default();
+        let mut setup = Setup::new(1, &mut models);
+        setup.victim_budget_bytes = state.victim_budget_bytes() as usize;
+        let cfg = VictimConfig::default();
+        let mut kind = Victim::build(&cfg, &mut setup).unwrap();
+        let budget = (state.victim_budget_bytes() as usize, state.victim_budget_bytes() as usize / DESTINATION_SHARE);
+        let victim: IpAddr = "10.0.0.5".parse().unwrap();
+        // 1,000,000 one-SYN sources over 8 s at the victim, and every 4th also sends one packet to a destination
+        // of its own (250,000 more entries than the table could hold in bytes).
+        let (mut out, mut peak) = (Vec::new(), (0, 0));
+        for k in 0..1_000_000u32 {
+            let ts = T0 + i64::from(k) * 8_000;
+            let source = IpAddr::from((0x6400_0000u32 + k).to_be_bytes());
+            kind.observe_packet(source, &crate::fixtures::syn(ts, victim, 80), &mut (), &mut out);
+            if k % 4 == 0 {
+                let other = IpAddr::from((0x0b00_0000u32 + k).to_be_bytes());
+                kind.observe_packet(source, &crate::fixtures::syn(ts, other, 80), &mut (), &mut out);
+            }
+            if k % 10_000 == 0 {
+                for d in kind.destination_deltas(false) {
+                    kind.observe_destination_stats(&d, 0, &mut out);
+                }
+                let t = kind.tables();
+                peak = (peak.0.max(t.source_bytes), peak.1.max(t.destination_bytes));
+            }
+        }
+        for d in kind.destination_deltas(true) {
+            kind.observe_destination_stats(&d, 0, &mut out);
+        }
+        kind.flush_destinations(&mut out);
+        let t = kind.tables();
+        println!("budget {budget:?}: peak bytes {peak:?}, evictions {:?}, closed {:?}", t.evictions, t.closed);
+        assert!(peak.0 <= budget.0 - budget.1 && peak.1 <= budget.1, "{peak:?} within {budget:?}");
+        let alerts: Vec<&Anomaly> = out.iter().filter(|a| a.host == victim.to_string()).collect();
+        assert_eq!(alerts.len(), 2, "the first anomaly and the closing update: {alerts:#?}");
+        assert!(alerts[1].id.ends_with(":final") && alerts[1].score >= cfg.min_sources as f64, "{alerts:#?}");
+        assert_eq!(alerts[1].window_start_ns, T0, "first_seen: the first SYN of the flood");
+        let by = |reason: &str| t.evictions.iter().find(|e| e.0 == "victim_sources" && e.1 == reason).unwrap().2;
+        assert!(by("budget") > 0 && by("capacity") > 0, "{:?}", t.evictions);
     }
 
     #[test]

@@ -123,6 +123,10 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         sample_sources: vec![IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)), v6],
         last_ts_ns: 1_700_000_009_000_000_000,
         origin_partition: 3,
+        bytes: 54_000,
+        first_evidence_ns: Some(1_700_000_000_250_000_000),
+        last_evidence_ns: Some(1_700_000_008_750_000_000),
+        unlisted_packets: 0,
     };
     let mut out = Vec::new();
     for (target, bytes) in [

@@ -442,6 +442,10 @@ impl DestinationStats {
         put_long(&mut out, 0);
         put_long(&mut out, self.last_ts_ns);
         put_long(&mut out, i64::from(self.origin_partition));
+        put_long(&mut out, self.bytes as i64);
+        put_opt_long(&mut out, self.first_evidence_ns);
+        put_opt_long(&mut out, self.last_evidence_ns);
+        put_long(&mut out, self.unlisted_packets as i64);
         out
     }
 
@@ -462,6 +466,18 @@ impl DestinationStats {
         })?;
         let last_ts_ns = r.long("last_ts_ns")?;
         let origin_partition = r.int_in("origin_partition")?;
+        // A record written before `bytes`, the evidence times and `unlisted_packets` existed ends here: their
+        // defaults apply.
+        let (bytes, first_evidence_ns, last_evidence_ns, unlisted_packets) = if r.remaining() == 0 {
+            (0, None, None, 0)
+        } else {
+            (
+                r.int_in("bytes")?,
+                r.opt("first_evidence_ns", |r, f| r.long(f))?,
+                r.opt("last_evidence_ns", |r, f| r.long(f))?,
+                r.int_in("unlisted_packets")?,
+            )
+        };
         r.finish(DestinationStats {
             destination,
             window_start_ns,
@@ -472,6 +488,10 @@ impl DestinationStats {
             sample_sources,
             last_ts_ns,
             origin_partition,
+            bytes,
+            first_evidence_ns,
+            last_evidence_ns,
+            unlisted_packets,
         })
     }
 }

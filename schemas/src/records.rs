@@ -298,6 +298,16 @@ pub struct DestinationStats {
     pub last_ts_ns: i64,
     /// The packets-topic partition whose packets are counted (-1: unknown).
     pub origin_partition: i32,
+    /// Bytes on the wire of the origin partition's packets so far (0 in records written before the field).
+    pub bytes: u64,
+    /// Packet time of the earliest packet from a source matching a flood's profile, ns; `None` when no source
+    /// matches (or the record predates the field).
+    pub first_evidence_ns: Option<i64>,
+    /// Packet time of the latest packet from a source matching a flood's profile, ns; `None` as above.
+    pub last_evidence_ns: Option<i64>,
+    /// Packets among `packets` from sources the origin could not remember (its table was full): `sources` is
+    /// then a lower bound (0 in records written before the field).
+    pub unlisted_packets: u64,
 }
 
 impl DestinationStats {

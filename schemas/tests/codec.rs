@@ -75,11 +75,13 @@ prop_compose! {
     fn destination_stats()(
         destination in ip(), w in any::<(i64, i64, i64)>(), counts in any::<(u32, u32, u32)>(),
         sample_sources in proptest::collection::vec(ip(), 0..8), origin_partition in any::<i32>(),
+        bytes in any::<u32>(), evidence in proptest::option::of(any::<(i64, Option<i64>)>()),
     ) -> DestinationStats {
         DestinationStats {
             destination, window_start_ns: w.0, window_ns: w.1, sources: counts.0.into(),
             packets: counts.1.into(), syn_packets: counts.2.into(), sample_sources, last_ts_ns: w.2,
-            origin_partition,
+            origin_partition, bytes: bytes.into(), first_evidence_ns: evidence.map(|e| e.0),
+            last_evidence_ns: evidence.and_then(|e| e.1), unlisted_packets: counts.1.into(),
         }
     }
 }
@@ -169,6 +171,40 @@ proptest! {
         let mut framed = vec![0, 0, 0, 0, 3];
         framed.extend_from_slice(&write(&s, v));
         prop_assert_eq!(DestinationStats::decode(&framed, &IDS).unwrap(), d);
+    }
+
+    #[test]
+    fn destination_stats_of_the_previous_schema_decode_with_the_defaults(d in destination_stats()) {
+        // The schema before `bytes` and the evidence times: the same fields up to `origin_partition`.
+        let mut old: serde_json::Value = serde_json::from_str(avsc::DESTINATION_STATS_V1).unwrap();
+        let fields = old["fields"].as_array_mut().unwrap();
+        let at = fields.iter().position(|f| f["name"] == "origin_partition").unwrap();
+        fields.truncate(at + 1);
+        let old = schema(&old.to_string());
+        let current = schema(avsc::DESTINATION_STATS_V1);
+        let bytes = d.encode(&IDS);
+        let mut v = read(&current, &bytes[5..]);
+        if let Value::Record(fields) = &mut v {
+            fields.truncate(fields.len() - 4);
+        }
+        let mut framed = vec![0, 0, 0, 0, 3];
+        framed.extend_from_slice(&write(&old, v));
+        let want =
+            DestinationStats { bytes: 0, first_evidence_ns: None, last_evidence_ns: None, unlisted_packets: 0, ..d };
+        prop_assert_eq!(&DestinationStats::decode(&framed, &IDS).unwrap(), &want);
+        // apache-avro resolving the old writer schema against the current one gives the same defaults.
+        let resolved = GenericDatumReader::builder(&old)
+            .reader_schema(&current)
+            .build()
+            .unwrap()
+            .read_value(&mut &framed[5..])
+            .unwrap();
+        prop_assert_eq!(field(&resolved, "bytes"), &Value::Long(0));
+        prop_assert_eq!(field(&resolved, "unlisted_packets"), &Value::Long(0));
+        for name in ["first_evidence_ns", "last_evidence_ns"] {
+            let v = field(&resolved, name);
+            prop_assert!(matches!(v, Value::Null) || matches!(v, Value::Union(0, n) if **n == Value::Null), "{name}: {v:?}");
+        }
     }
 
     #[test]
