@@ -27,9 +27,18 @@
 //! ([`netanom_schemas::topics::NATIVE_ALERT_HEADER`]). A record with neither (written by something else) is
 //! parked with the reason.
 //!
+//! **Where a new destination starts**: `start_from` (see [`crate::position`]); `earliest` by default.
+//!
+//! **Rebalances.** When the group moves a partition away from this router, the destination forgets it at once:
+//! its deliveries waiting or in flight are dropped (single alerts are aborted; what a digest spanning partitions
+//! reports for it is ignored), nothing more is stored or committed for it, and its new owner delivers it from the
+//! committed position, with the same `webhook-id`s. The consumer is polled even while every delivery slot is
+//! taken (its assignment paused meanwhile), so a rebalance never waits for a slow webhook.
+//!
 //! **Stopping.** When the main path has finished (drain, or shutdown), every destination delivers what is on
 //! the alerts topic up to its high watermarks at that moment, for `shutdown_grace` at most; what it could not
-//! deliver by then stays after its committed position, for the next run.
+//! deliver by then stays after its committed position, for the next run. A destination the group assigned no
+//! partition has nothing to deliver and stops at once.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,6 +61,7 @@ use crate::digest::{self, Digester, MAX_DIGEST};
 use crate::format::{AlertFormat, render_string};
 use crate::metrics::{self, Metrics};
 use crate::offsets::OffsetTracker;
+use crate::position::StartFrom;
 use crate::syslog::SyslogSender;
 use crate::webhook::{self, Outcome, RetryConfig, WebhookSender};
 use crate::{RouterConfig, RouterError};
@@ -91,6 +101,8 @@ pub struct Destination {
     concurrency: usize,
     /// A webhook's `digest_above` (0: no digests).
     digest_above: usize,
+    /// Where the destination starts without a committed position.
+    start_from: StartFrom,
 }
 
 /// What one destination did in a run.
@@ -111,7 +123,7 @@ pub fn destinations(config: &RouterConfig) -> Result<Vec<Destination>, RouterErr
     let mut out = Vec::new();
     for (index, hook) in config.effective_webhooks().into_iter().enumerate() {
         let name = webhook::destination_name(&hook, index);
-        let digest_above = hook.digest_above as usize;
+        let (digest_above, start_from) = (hook.digest_above as usize, hook.start_from);
         let named = webhook::WebhookConfig { name: name.clone(), ..hook };
         let sender = WebhookSender::new(std::slice::from_ref(&named), config.retry.clone(), config.max_concurrency)
             .map_err(|e| match e {
@@ -128,9 +140,11 @@ pub fn destinations(config: &RouterConfig) -> Result<Vec<Destination>, RouterErr
             target: Target::Webhook(sender),
             concurrency: config.max_concurrency,
             digest_above,
+            start_from,
         });
     }
     if let Some(syslog) = config.syslog.clone().filter(|s| s.enabled) {
+        let start_from = syslog.start_from;
         let breaker =
             Breaker::new(crate::syslog::DESTINATION_NAME, config.retry.breaker_failures, config.retry.breaker_cooldown);
         out.push(Destination {
@@ -143,6 +157,7 @@ pub fn destinations(config: &RouterConfig) -> Result<Vec<Destination>, RouterErr
             // One TCP connection, written in order.
             concurrency: 1,
             digest_above: 0,
+            start_from,
         });
     }
     Ok(out)
@@ -334,7 +349,7 @@ pub async fn run(
     mut stop: watch::Receiver<Option<Instant>>,
 ) -> Result<DestinationReport, RouterError> {
     let group = group_of(&config.group_id, &destination.name);
-    let consumer = Arc::new(create_consumer(&config, &group)?);
+    let consumer = Arc::new(create_consumer(&config, &group, destination.start_from)?);
     let topic = config.alerts_topic.clone();
     if config.static_assignment {
         let (c, t) = (consumer.clone(), topic.clone());
@@ -821,12 +836,17 @@ pub fn every_partition<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
     Ok(tpl)
 }
 
-fn create_consumer(config: &RouterConfig, group: &str) -> Result<StreamConsumer<DestinationContext>, RouterError> {
+fn create_consumer(
+    config: &RouterConfig,
+    group: &str,
+    start_from: StartFrom,
+) -> Result<StreamConsumer<DestinationContext>, RouterError> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.brokers)
         .set("group.id", group)
-        // A new destination starts at the beginning of the alerts topic's retention: no alert is skipped.
-        .set("auto.offset.reset", "earliest")
+        // A new destination starts at the beginning of the alerts topic's retention (no alert is skipped), or at
+        // its end when configured so.
+        .set("auto.offset.reset", start_from.offset_reset())
         .set("enable.auto.commit", "true")
         .set("enable.partition.eof", "true")
         .set("queued.max.messages.kbytes", PREFETCH_KBYTES)

@@ -1161,3 +1161,63 @@ async fn a_digest_keeps_its_webhook_id_across_a_restart() {
     assert_eq!(again, first, "the same webhook-id after the restart");
     assert_eq!(committed(&f.bootstrap, &group, &f.config.alerts_topic).await, Offset::Offset(N as i64));
 }
+
+/// A webhook added with `start_from = "latest"` gets only the alerts published after it started; one added with
+/// the default (`earliest`) gets every alert the topic holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_destination_starts_at_the_end_of_the_topic_when_configured_so() {
+    let (rx, base) = start_receiver().await;
+    let hook = |name: &str, start_from| WebhookConfig {
+        name: name.into(),
+        url: format!("{base}/{name}"),
+        secret: Some(Secret::new(SECRET)),
+        allow_private: true,
+        start_from,
+        ..WebhookConfig::default()
+    };
+    let mut f = fixture(vec![hook("ok", netanom_alert_router::StartFrom::Earliest)], None);
+    f.config.suppression.flush_after = Duration::from_millis(50);
+    // The restarted router joins its groups again; the mock broker holds that join until the previous member's
+    // session expired.
+    f.config.kafka_properties.insert("session.timeout.ms".into(), "6000".into());
+    f.config.kafka_properties.insert("heartbeat.interval.ms".into(), "500".into());
+    let first: Vec<_> = (0..3).map(|i| encoded(&anomaly(&format!("10.5.0.{i}"), AnomalyKind::Rate, 0, 20.0))).collect();
+    produce(&f.bootstrap, &f.config.anomalies_topic, &first).await;
+    assert_eq!(run_drained(&f.config).await.webhook_delivered, 3);
+
+    f.config.webhooks.push(hook("late", netanom_alert_router::StartFrom::Latest));
+    f.config.webhooks.push(hook("all", netanom_alert_router::StartFrom::Earliest));
+    let stop = CancellationToken::new();
+    let router = tokio::spawn(run(f.config.clone(), stop.clone(), RoleHandles::default()));
+    let hosts = |name: &str| -> Vec<String> {
+        let mut h: Vec<String> = rx
+            .accepted
+            .lock()
+            .unwrap()
+            .get(name)
+            .map(|v| v.iter().map(|(_, a)| a.host.clone()).collect())
+            .unwrap_or_default();
+        h.sort();
+        h
+    };
+    // The new destinations take their starting positions when they join their groups.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while hosts("all").len() < 3 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    produce(&f.bootstrap, &f.config.anomalies_topic, &[encoded(&anomaly("10.5.0.9", AnomalyKind::Rate, 0, 20.0))])
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while (hosts("late").is_empty() || hosts("ok").len() < 4 || hosts("all").len() < 4)
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(30), router).await.unwrap().unwrap().unwrap();
+    assert_eq!(hosts("late"), ["10.5.0.9"], "latest: only the alert published after it started");
+    assert_eq!(hosts("all"), ["10.5.0.0", "10.5.0.1", "10.5.0.2", "10.5.0.9"], "earliest: every alert");
+    assert_eq!(hosts("ok"), ["10.5.0.0", "10.5.0.1", "10.5.0.2", "10.5.0.9"], "resumed: nothing twice");
+}
