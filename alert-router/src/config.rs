@@ -419,6 +419,7 @@ mod tests {
                     format: AlertFormat::Ocsf,
                     allow_private: false,
                     digest_above: 0,
+                    start_from: crate::StartFrom::Latest,
                 },
             ],
             retry: RetryConfig {

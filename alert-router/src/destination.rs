@@ -27,23 +27,33 @@
 //! ([`netanom_schemas::topics::NATIVE_ALERT_HEADER`]). A record with neither (written by something else) is
 //! parked with the reason.
 //!
+//! **Where a new destination starts**: `start_from` (see [`crate::position`]); `earliest` by default.
+//!
+//! **Rebalances.** When the group moves a partition away from this router, the destination forgets it at once:
+//! its deliveries waiting or in flight are dropped (single alerts are aborted; what a digest spanning partitions
+//! reports for it is ignored), nothing more is stored or committed for it, and its new owner delivers it from the
+//! committed position, with the same `webhook-id`s. The consumer is polled even while every delivery slot is
+//! taken (its assignment paused meanwhile), so a rebalance never waits for a slow webhook.
+//!
 //! **Stopping.** When the main path has finished (drain, or shutdown), every destination delivers what is on
 //! the alerts topic up to its high watermarks at that moment, for `shutdown_grace` at most; what it could not
-//! deliver by then stays after its committed position, for the next run.
+//! deliver by then stays after its committed position, for the next run. A destination the group assigned no
+//! partition has nothing to deliver and stops at once.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use netanom_handles::kafka_log::KafkaLog;
 use netanom_schemas::{Alert, topics};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
 use crate::breaker::Breaker;
@@ -51,6 +61,7 @@ use crate::digest::{self, Digester, MAX_DIGEST};
 use crate::format::{AlertFormat, render_string};
 use crate::metrics::{self, Metrics};
 use crate::offsets::OffsetTracker;
+use crate::position::StartFrom;
 use crate::syslog::SyslogSender;
 use crate::webhook::{self, Outcome, RetryConfig, WebhookSender};
 use crate::{RouterConfig, RouterError};
@@ -90,6 +101,8 @@ pub struct Destination {
     concurrency: usize,
     /// A webhook's `digest_above` (0: no digests).
     digest_above: usize,
+    /// Where the destination starts without a committed position.
+    start_from: StartFrom,
 }
 
 /// What one destination did in a run.
@@ -110,7 +123,7 @@ pub fn destinations(config: &RouterConfig) -> Result<Vec<Destination>, RouterErr
     let mut out = Vec::new();
     for (index, hook) in config.effective_webhooks().into_iter().enumerate() {
         let name = webhook::destination_name(&hook, index);
-        let digest_above = hook.digest_above as usize;
+        let (digest_above, start_from) = (hook.digest_above as usize, hook.start_from);
         let named = webhook::WebhookConfig { name: name.clone(), ..hook };
         let sender = WebhookSender::new(std::slice::from_ref(&named), config.retry.clone(), config.max_concurrency)
             .map_err(|e| match e {
@@ -127,9 +140,11 @@ pub fn destinations(config: &RouterConfig) -> Result<Vec<Destination>, RouterErr
             target: Target::Webhook(sender),
             concurrency: config.max_concurrency,
             digest_above,
+            start_from,
         });
     }
     if let Some(syslog) = config.syslog.clone().filter(|s| s.enabled) {
+        let start_from = syslog.start_from;
         let breaker =
             Breaker::new(crate::syslog::DESTINATION_NAME, config.retry.breaker_failures, config.retry.breaker_cooldown);
         out.push(Destination {
@@ -142,6 +157,7 @@ pub fn destinations(config: &RouterConfig) -> Result<Vec<Destination>, RouterErr
             // One TCP connection, written in order.
             concurrency: 1,
             digest_above: 0,
+            start_from,
         });
     }
     Ok(out)
@@ -214,8 +230,114 @@ struct Shared {
 
 /// How the records of one delivery (one alert, or a digest) ended: delivered and parked.
 type Ended = (u64, u64);
-/// The records of one delivery.
-type Records = Vec<(i32, i64)>;
+/// The records of one delivery: partition, offset, and the partition's epoch when the delivery started.
+type Records = Vec<(i32, i64, u64)>;
+
+/// What a destination's loop has consumed and not finished, by partition.
+#[derive(Default)]
+struct Flight {
+    tracker: OffsetTracker,
+    /// The next offset to consume per partition, as far as the loop has seen.
+    consumed_next: HashMap<i32, i64>,
+    /// Per partition, incremented when it is revoked: what deliveries started before report is ignored.
+    epochs: HashMap<i32, u64>,
+    /// The single-alert deliveries per partition, aborted when it is revoked.
+    handles: HashMap<i32, Vec<AbortHandle>>,
+    /// Records consumed while every slot was taken, waiting for one (bounded: the assignment is paused when one
+    /// arrives, which discards what librdkafka had fetched beyond it).
+    waiting: VecDeque<OwnedMessage>,
+    /// Whether the assignment is (or may be) paused.
+    paused: bool,
+    /// The consumer's count of assignments when the loop last looked.
+    assignments: u64,
+}
+
+impl Flight {
+    /// Forgets the partitions the consumer's rebalance callback revoked: their offsets are no longer tracked
+    /// (nothing is stored for them), their waiting and held records are dropped, their single-alert deliveries
+    /// aborted, and what their other deliveries report later is ignored. Their new owner delivers them again.
+    fn revoke(&mut self, consumer: &StreamConsumer<DestinationContext>, digester: Option<&mut Digester>) {
+        let assignments = consumer.context().assignments.load(Ordering::SeqCst);
+        if assignments != self.assignments {
+            // Whether the new assignment is paused is not known: resume it once a slot is free.
+            self.assignments = assignments;
+            self.paused = true;
+        }
+        let revoked = consumer.context().take_revoked();
+        if revoked.is_empty() {
+            return;
+        }
+        for p in &revoked {
+            *self.epochs.entry(*p).or_default() += 1;
+            self.tracker.forget(*p);
+            self.consumed_next.remove(p);
+            for h in self.handles.remove(p).unwrap_or_default() {
+                h.abort();
+            }
+        }
+        self.waiting.retain(|m| !revoked.contains(&m.partition()));
+        let dropped = digester.map_or(0, |d| d.forget(|p| revoked.contains(&p)));
+        tracing::info!(partitions = ?revoked, held_dropped = dropped,
+            "partitions revoked: their deliveries in flight are dropped, their new owner delivers them");
+    }
+
+    /// The records of `held` with their partitions' epochs.
+    fn records(&self, held: &[OwnedMessage]) -> Records {
+        held.iter().map(|m| (m.partition(), m.offset(), self.epoch(m.partition()))).collect()
+    }
+
+    fn epoch(&self, partition: i32) -> u64 {
+        self.epochs.get(&partition).copied().unwrap_or(0)
+    }
+
+    /// Marks a record done; the storable position when it advanced (never for a revoked partition's record).
+    fn done(&mut self, partition: i32, offset: i64, epoch: u64) -> Option<i64> {
+        if epoch != self.epoch(partition) {
+            return None;
+        }
+        self.tracker.done(partition, offset)
+    }
+
+    /// Starts the delivery of record `m` (or holds it for a digest).
+    fn dispatch(
+        &mut self,
+        m: OwnedMessage,
+        shared: &Arc<Shared>,
+        tasks: &mut JoinSet<(Records, Result<Ended, RouterError>)>,
+        digester: Option<&mut Digester>,
+    ) {
+        let now = Instant::now();
+        let held = match digester {
+            Some(d) => d.over(now).then_some(d),
+            None => None,
+        };
+        match held {
+            Some(d) => d.hold(m, now),
+            None => {
+                let partition = m.partition();
+                let epoch = self.epoch(partition);
+                let handle = tasks.spawn(deliver_record(shared.clone(), m, epoch));
+                let handles = self.handles.entry(partition).or_default();
+                handles.retain(|h| !h.is_finished());
+                handles.push(handle);
+            }
+        }
+    }
+
+    fn pause(&mut self, consumer: &StreamConsumer<DestinationContext>) {
+        match consumer.assignment().and_then(|tpl| consumer.pause(&tpl)) {
+            Ok(()) => self.paused = true,
+            Err(e) => tracing::debug!(error = %e, "pausing the destination's assignment failed"),
+        }
+    }
+
+    fn resume(&mut self, consumer: &StreamConsumer<DestinationContext>) {
+        match consumer.assignment().and_then(|tpl| consumer.resume(&tpl)) {
+            Ok(()) => self.paused = false,
+            Err(e) => tracing::debug!(error = %e, "resuming the destination's assignment failed"),
+        }
+    }
+}
 
 /// Runs one destination until `stop` carries a deadline and everything on the alerts topic up to its high
 /// watermarks at that moment was delivered or parked, or the deadline passed (see the module documentation).
@@ -227,7 +349,7 @@ pub async fn run(
     mut stop: watch::Receiver<Option<Instant>>,
 ) -> Result<DestinationReport, RouterError> {
     let group = group_of(&config.group_id, &destination.name);
-    let consumer = Arc::new(create_consumer(&config, &group)?);
+    let consumer = Arc::new(create_consumer(&config, &group, destination.start_from)?);
     let topic = config.alerts_topic.clone();
     if config.static_assignment {
         let (c, t) = (consumer.clone(), topic.clone());
@@ -259,19 +381,34 @@ pub async fn run(
         dead_letter_topic: config.dead_letter_topic.clone(),
         metrics,
     });
-    let mut tracker = OffsetTracker::new();
-    let mut consumed_next: HashMap<i32, i64> = HashMap::new();
+    let mut flight = Flight::default();
     let mut tasks: JoinSet<(Records, Result<Ended, RouterError>)> = JoinSet::new();
     let mut digester = (shared.destination.digest_above > 0).then(|| Digester::new(shared.destination.digest_above));
     let mut targets: Option<(HashMap<i32, i64>, Instant)> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let result = loop {
+        flight.revoke(consumer.as_ref(), digester.as_mut());
+        let full = |tasks: &JoinSet<_>, digester: &Option<Digester>| {
+            tasks.len() >= concurrency || digester.as_ref().is_some_and(|d| d.held() >= MAX_DIGEST)
+        };
+        // Records that waited for a slot go first; with none waiting, a paused assignment resumes.
+        while !full(&tasks, &digester)
+            && let Some(m) = flight.waiting.pop_front()
+        {
+            flight.dispatch(m, &shared, &mut tasks, digester.as_mut());
+        }
+        if flight.paused && flight.waiting.is_empty() && !full(&tasks, &digester) {
+            flight.resume(consumer.as_ref());
+        }
         if let Some((t, _)) = &targets
-            && reached(consumer.as_ref(), &topic, t, &consumed_next)
+            && flight.waiting.is_empty()
+            && reached(consumer.as_ref(), &topic, t, &flight.consumed_next)
         {
             // Stopping: what is held for a digest goes now.
             if let Some(d) = digester.as_mut().filter(|d| d.held() > 0) {
-                tasks.spawn(deliver_digest(shared.clone(), d.take()));
+                let held = d.take();
+                let done = flight.records(&held);
+                tasks.spawn(deliver_digest(shared.clone(), held, done));
             }
             if tasks.is_empty() {
                 break Ok(());
@@ -284,6 +421,8 @@ pub async fn run(
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                 let (records, ended) = match joined {
                     Ok(done) => done,
+                    // Aborted: its partition was revoked.
+                    Err(e) if e.is_cancelled() => continue,
                     Err(e) => break Err(RouterError::Task(e.to_string())),
                 };
                 match ended {
@@ -293,15 +432,18 @@ pub async fn run(
                     }
                     Err(e) => break Err(e),
                 }
-                for (partition, offset) in records {
-                    if let Some(next) = tracker.done(partition, offset) {
+                flight.revoke(consumer.as_ref(), digester.as_mut());
+                for (partition, offset, epoch) in records {
+                    if let Some(next) = flight.done(partition, offset, epoch) {
                         store(consumer.as_ref(), &topic, partition, next);
                     }
                 }
             }
             () = tokio::time::sleep_until(digest_due.unwrap_or_else(Instant::now)), if digest_due.is_some() => {
                 if let Some(d) = digester.as_mut() {
-                    tasks.spawn(deliver_digest(shared.clone(), d.take()));
+                    let held = d.take();
+                    let done = flight.records(&held);
+                    tasks.spawn(deliver_digest(shared.clone(), held, done));
                 }
             }
             changed = stop.changed(), if targets.is_none() => {
@@ -320,32 +462,32 @@ pub async fn run(
             }
             () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                 let behind: i64 = targets.as_ref().map_or(0, |(t, _)| {
-                    t.iter().map(|(p, h)| h - consumed_next.get(p).copied().unwrap_or(0)).filter(|d| *d > 0).sum()
+                    t.iter().map(|(p, h)| h - flight.consumed_next.get(p).copied().unwrap_or(0)).filter(|d| *d > 0).sum()
                 });
                 tracing::warn!(destination = %shared.destination.name, in_flight = tasks.len(), not_consumed = behind,
                     "stopping: alerts not delivered yet stay after the destination's committed position");
                 break Ok(());
             }
             _ = tick.tick() => {}
-            message = consumer.recv(), if tasks.len() < concurrency
-                && digester.as_ref().is_none_or(|d| d.held() < MAX_DIGEST) => match message {
+            // Polled even when every slot is taken, so that rebalances are served; a record that arrives then
+            // waits (and the assignment is paused until a slot frees).
+            message = consumer.recv() => match message {
                 Ok(m) => {
                     let m = m.detach();
+                    flight.revoke(consumer.as_ref(), digester.as_mut());
                     let (partition, offset) = (m.partition(), m.offset());
-                    consumed_next.insert(partition, offset + 1);
-                    tracker.track(partition, offset);
-                    let now = Instant::now();
-                    let over = digester.as_mut().is_some_and(|d| d.over(now));
-                    match digester.as_mut() {
-                        Some(d) if over => d.hold(m, now),
-                        _ => {
-                            tasks.spawn(deliver_record(shared.clone(), m));
-                        }
+                    flight.consumed_next.insert(partition, offset + 1);
+                    flight.tracker.track(partition, offset);
+                    if full(&tasks, &digester) || !flight.waiting.is_empty() {
+                        flight.waiting.push_back(m);
+                        flight.pause(consumer.as_ref());
+                    } else {
+                        flight.dispatch(m, &shared, &mut tasks, digester.as_mut());
                     }
                 }
                 Err(KafkaError::PartitionEOF(partition)) => {
                     if let Some(next) = position(consumer.as_ref(), &topic, partition) {
-                        let known = consumed_next.entry(partition).or_insert(next);
+                        let known = flight.consumed_next.entry(partition).or_insert(next);
                         *known = (*known).max(next);
                     }
                 }
@@ -368,7 +510,7 @@ pub async fn run(
 }
 
 /// Delivers the alert of record `m`, or parks it; returns its partition and offset with how it ended.
-async fn deliver_record(shared: Arc<Shared>, m: OwnedMessage) -> (Records, Result<Ended, RouterError>) {
+async fn deliver_record(shared: Arc<Shared>, m: OwnedMessage, epoch: u64) -> (Records, Result<Ended, RouterError>) {
     use opentelemetry::context::FutureExt as _;
     use opentelemetry::trace::TraceContextExt as _;
     let (partition, offset) = (m.partition(), m.offset());
@@ -378,13 +520,16 @@ async fn deliver_record(shared: Arc<Shared>, m: OwnedMessage) -> (Records, Resul
         None => opentelemetry::Context::new(),
     };
     let ended = deliver_one(&shared, &m).with_context(cx).await;
-    (vec![(partition, offset)], ended)
+    (vec![(partition, offset, epoch)], ended)
 }
 
 /// Delivers the alerts of `records` as one digest ([`crate::digest`]); a record without a native alert, and
-/// every alert of a digest the webhook refused, is parked.
-async fn deliver_digest(shared: Arc<Shared>, records: Vec<OwnedMessage>) -> (Records, Result<Ended, RouterError>) {
-    let done: Records = records.iter().map(|m| (m.partition(), m.offset())).collect();
+/// every alert of a digest the webhook refused, is parked. `done` are the records with their epochs.
+async fn deliver_digest(
+    shared: Arc<Shared>,
+    records: Vec<OwnedMessage>,
+    done: Records,
+) -> (Records, Result<Ended, RouterError>) {
     let ended = async {
         let d = &shared.destination;
         let mut alerts = Vec::with_capacity(records.len());
@@ -440,7 +585,7 @@ async fn park_record(shared: &Shared, m: &OwnedMessage, payload: &[u8], reason: 
         topic: &shared.dead_letter_topic,
         destination: &shared.destination.name,
     };
-    dlq.park(m.key(), payload, &origin, reason).await?;
+    dlq.park(m.key(), payload, &origin, reason, &[(topics::DLQ_ATTEMPTS_HEADER, "1")]).await?;
     shared.metrics.dead_lettered.add(1, &[]);
     Ok(())
 }
@@ -488,12 +633,22 @@ struct DeadLetter<'a> {
 
 impl DeadLetter<'_> {
     /// Produces `payload` (the native alert, or the record as it was) to the dead-letter topic with the reason,
-    /// the origin (`topic/partition/offset` of the alert) and the destination.
-    async fn park(&self, key: Option<&[u8]>, payload: &[u8], origin: &str, reason: &str) -> Result<(), RouterError> {
-        let headers = OwnedHeaders::new()
+    /// the origin (`topic/partition/offset` of the alert), the destination and the `extra` headers.
+    async fn park(
+        &self,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        origin: &str,
+        reason: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<(), RouterError> {
+        let mut headers = OwnedHeaders::new()
             .insert(Header { key: topics::DLQ_REASON_HEADER, value: Some(reason) })
             .insert(Header { key: topics::DLQ_ORIGIN_HEADER, value: Some(origin) })
             .insert(Header { key: topics::DLQ_DESTINATION_HEADER, value: Some(self.destination) });
+        for (key, value) in extra {
+            headers = headers.insert(Header { key, value: Some(*value) });
+        }
         let mut record = FutureRecord::<[u8], [u8]>::to(self.topic).payload(payload).headers(headers);
         if let Some(key) = key {
             record = record.key(key);
@@ -507,12 +662,15 @@ impl DeadLetter<'_> {
 }
 
 /// Delivers the alert of dead-letter record `m` (parked by a destination) to `d` again: `true` when delivered,
-/// `false` when it was refused again and parked again on `dead_letter_topic` (keeping its origin).
+/// `false` when it was refused again and parked again on `dead_letter_topic`, keeping its origin, with
+/// `attempts` (the failed delivery rounds, this one included) and the replay's id `replay` as headers.
 pub async fn redeliver(
     d: &Destination,
     producer: &FutureProducer<KafkaLog>,
     dead_letter_topic: &str,
     m: &OwnedMessage,
+    attempts: u32,
+    replay: &str,
 ) -> Result<bool, RouterError> {
     let failure = match native_alert(m) {
         Ok((_, alert)) => match d.send(&alert).await {
@@ -527,7 +685,9 @@ pub async fn redeliver(
         .map(|v| String::from_utf8_lossy(v).into_owned())
         .unwrap_or_default();
     let dlq = DeadLetter { producer, topic: dead_letter_topic, destination: &d.name };
-    dlq.park(m.key(), m.payload().unwrap_or_default(), &origin, &failure).await?;
+    let attempts = attempts.to_string();
+    let extra = [(topics::DLQ_ATTEMPTS_HEADER, attempts.as_str()), (topics::DLQ_REPLAY_HEADER, replay)];
+    dlq.park(m.key(), m.payload().unwrap_or_default(), &origin, &failure, &extra).await?;
     Ok(false)
 }
 
@@ -545,20 +705,54 @@ pub fn dead_letter_producer(config: &RouterConfig) -> Result<FutureProducer<Kafk
 }
 
 /// A destination consumer's client context: librdkafka's log lines and errors, rate-limited (the end of a
-/// partition, reported as an error because `enable.partition.eof` is on, at debug level).
-pub struct DestinationContext(KafkaLog);
+/// partition, reported as an error because `enable.partition.eof` is on, at debug level), and the rebalance
+/// callbacks: the partitions revoked, for the destination's loop to forget, and whether a group assignment
+/// (possibly empty) was received.
+#[derive(Default)]
+pub struct DestinationContext {
+    log: KafkaLog,
+    /// Partitions revoked since the loop last looked.
+    revoked: Mutex<BTreeSet<i32>>,
+    /// Assignments received so far (a new one may carry a pause of this member's from before the rebalance).
+    assignments: std::sync::atomic::AtomicU64,
+    /// True while the group's last assignment (none, possibly) stands: set when one is received, cleared when
+    /// partitions are revoked.
+    assigned: AtomicBool,
+}
 
-impl rdkafka::ClientContext for DestinationContext {
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
-        self.0.log_line(level, fac, log_message);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.0.error_line(&error, reason);
+impl DestinationContext {
+    /// The partitions revoked since the last call.
+    fn take_revoked(&self) -> BTreeSet<i32> {
+        std::mem::take(&mut *self.revoked.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
-impl rdkafka::consumer::ConsumerContext for DestinationContext {}
+impl rdkafka::ClientContext for DestinationContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.log.log_line(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.log.error_line(&error, reason);
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for DestinationContext {
+    fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            self.assigned.store(false, Ordering::SeqCst);
+            let mut revoked = self.revoked.lock().unwrap_or_else(PoisonError::into_inner);
+            revoked.extend(tpl.elements().iter().map(|e| e.partition()));
+        }
+    }
+
+    fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(_) = rebalance {
+            self.assignments.fetch_add(1, Ordering::SeqCst);
+            self.assigned.store(true, Ordering::SeqCst);
+        }
+    }
+}
 
 /// Stores `next` (the next offset to consume) for `partition`.
 fn store(consumer: &StreamConsumer<DestinationContext>, topic: &str, partition: i32, next: i64) {
@@ -573,7 +767,8 @@ fn store(consumer: &StreamConsumer<DestinationContext>, topic: &str, partition: 
     }
 }
 
-/// True when every partition with a target was consumed up to it, or is assigned to another member.
+/// True when every partition with a target was consumed up to it, or is assigned to another member (a member
+/// the group assigned nothing has nothing to deliver).
 fn reached(
     consumer: &StreamConsumer<DestinationContext>,
     topic: &str,
@@ -584,8 +779,10 @@ fn reached(
         .assignment()
         .map(|tpl| tpl.elements().iter().filter(|e| e.topic() == topic).map(|e| e.partition()).collect())
         .unwrap_or_default();
+    let none_assigned = assigned.is_empty() && consumer.context().assigned.load(Ordering::SeqCst);
     targets.iter().all(|(p, high)| {
         *high <= 0
+            || none_assigned
             || consumed_next.get(p).is_some_and(|next| next >= high)
             || (!assigned.is_empty() && !assigned.contains(p))
     })
@@ -639,12 +836,17 @@ pub fn every_partition<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
     Ok(tpl)
 }
 
-fn create_consumer(config: &RouterConfig, group: &str) -> Result<StreamConsumer<DestinationContext>, RouterError> {
+fn create_consumer(
+    config: &RouterConfig,
+    group: &str,
+    start_from: StartFrom,
+) -> Result<StreamConsumer<DestinationContext>, RouterError> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.brokers)
         .set("group.id", group)
-        // A new destination starts at the beginning of the alerts topic's retention: no alert is skipped.
-        .set("auto.offset.reset", "earliest")
+        // A new destination starts at the beginning of the alerts topic's retention (no alert is skipped), or at
+        // its end when configured so.
+        .set("auto.offset.reset", start_from.offset_reset())
         .set("enable.auto.commit", "true")
         .set("enable.partition.eof", "true")
         .set("queued.max.messages.kbytes", PREFETCH_KBYTES)
@@ -658,7 +860,7 @@ fn create_consumer(config: &RouterConfig, group: &str) -> Result<StreamConsumer<
         // Not overridable either: records of open or aborted transactions are never read.
         c.set("isolation.level", "read_committed");
     }
-    c.create_with_context(DestinationContext(KafkaLog::default())).map_err(|source| RouterError::Kafka {
+    c.create_with_context(DestinationContext::default()).map_err(|source| RouterError::Kafka {
         what: format!("creating the consumer of group {group}"),
         source: Box::new(crate::report::redacted(source)),
     })

@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use netanom_schemas::{Alert, format_rfc3339};
-use rdkafka::message::OwnedMessage;
+use rdkafka::message::{Message as _, OwnedMessage};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
@@ -74,6 +74,16 @@ impl Digester {
     pub fn due(&self) -> Option<Instant> {
         let since = self.since?;
         Some(if self.held.len() >= MAX_DIGEST { since } else { since + DIGEST_INTERVAL })
+    }
+
+    /// Drops the held records of the partitions `revoked` picks; returns how many.
+    pub fn forget(&mut self, revoked: impl Fn(i32) -> bool) -> usize {
+        let before = self.held.len();
+        self.held.retain(|m| !revoked(m.partition()));
+        if self.held.is_empty() {
+            self.since = None;
+        }
+        before - self.held.len()
     }
 
     /// The held records, for a digest.

@@ -1,121 +1,258 @@
-//! Re-delivery of parked alerts (`netanom dlq replay`): reads the dead-letter topic from its beginning up to its
-//! high watermarks at the start (without a consumer group: nothing is committed), takes the records a
-//! destination parked (those with the `netanom-dlq-destination` header, naming `only` when given), and delivers
-//! each again to the destination it names, with that destination's retry policy and circuit breaker. An alert
-//! refused again is parked again (a new dead-letter record, after the watermarks read at the start, so one
-//! replay never sees it twice). The `webhook-id` is the alert's, as on the first attempt, so a receiver that got
-//! an alert already deduplicates it.
+//! Re-delivery of parked alerts (`netanom dlq replay`). For each configured destination (or only the one
+//! named), the replay reads the dead-letter topic in a consumer group of its own,
+//! `<group_id>.dlq-replay.<destination>`, from that group's committed position (the topic's beginning the first
+//! time), takes the records the destination parked (those whose `netanom-dlq-destination` header names it) and
+//! delivers each again, with the destination's retry policy and circuit breaker. The `webhook-id` is the
+//! alert's, as on the first attempt, so a receiver that got an alert already deduplicates it.
+//!
+//! - **Resumable**: a record's offset is committed only once its alert was delivered, or refused again and
+//!   parked again; a replay that is stopped resumes at the first record it had not finished.
+//! - **Parked again once**: an alert refused again is parked again as a new record carrying
+//!   `netanom-dlq-attempts` (the failed delivery rounds: 1 for the destination's own, plus one per refused
+//!   replay) and `netanom-dlq-replay` (the replay's id). A replay stops in each partition at its end (partition
+//!   EOF) or at the first record it parked itself, whichever comes first, so it never takes its own records; the
+//!   next replay does.
+//! - **Given up**: a record whose attempts reached `max_attempts` stays parked (it is counted, not delivered).
+//! - **Once per replay**: an alert parked more than once (the same `webhook-id`) is delivered once per replay;
+//!   the copies are counted as duplicates. The ids of one replay are held in memory up to [`MAX_SEEN`]; a replay
+//!   that reaches it stops there (committed up to that record) and the next one continues.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
-use netanom_schemas::topics;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientConfig, Offset};
+use netanom_schemas::{Alert, topics};
+use rand::Rng;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::destination::{self, Destination};
 use crate::{RouterConfig, RouterError};
 
-/// How long to wait for the next record before concluding the topic has no more below the watermarks.
+/// Default of `--max-attempts`.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// Distinct alerts one replay of one destination handles at most (the memory of its duplicate check).
+pub const MAX_SEEN: usize = 100_000;
+/// How long to wait for the next record (or the end of a partition) before concluding the topic has no more.
 const IDLE: Duration = Duration::from_secs(10);
+/// librdkafka prefetch of the replay's consumer (`queued.max.messages.kbytes`).
+const PREFETCH_KBYTES: &str = "1024";
 
 /// What a replay did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplayReport {
-    /// Parked alerts found for the chosen destinations.
+    /// Parked alerts taken for re-delivery.
     pub found: u64,
     /// Delivered this time.
     pub delivered: u64,
-    /// Refused again (parked again).
+    /// Refused again (parked again, with one more attempt).
     pub parked_again: u64,
+    /// Left parked because their attempts reached `max_attempts`.
+    pub exhausted: u64,
+    /// Further copies of an alert already taken in this replay (skipped).
+    pub duplicates: u64,
     /// Records naming a destination that is not configured (left as they are).
     pub unknown_destination: u64,
+    /// True when a destination's replay stopped at [`MAX_SEEN`] alerts: run the replay again for the rest.
+    pub incomplete: bool,
 }
 
 /// Re-delivers the alerts parked on `config.dead_letter_topic` by the destination named `only` (every
-/// destination when `None`). See the module documentation.
-pub async fn replay(config: &RouterConfig, only: Option<&str>) -> Result<ReplayReport, RouterError> {
+/// destination when `None`), giving up on alerts whose attempts reached `max_attempts` (at least 1). See the
+/// module documentation.
+pub async fn replay(config: &RouterConfig, only: Option<&str>, max_attempts: u32) -> Result<ReplayReport, RouterError> {
     config.validate().map_err(RouterError::Config)?;
-    let destinations: HashMap<String, Destination> =
+    if max_attempts == 0 {
+        return Err(RouterError::Replay("max_attempts must be at least 1".into()));
+    }
+    let destinations: BTreeMap<String, Destination> =
         destination::destinations(config)?.into_iter().map(|d| (d.name().to_string(), d)).collect();
     if let Some(name) = only.filter(|n| !destinations.contains_key(*n)) {
-        let mut known: Vec<&String> = destinations.keys().collect();
-        known.sort();
-        return Err(RouterError::Task(format!("no destination named {name:?} is configured (configured: {known:?})")));
+        let known: Vec<&String> = destinations.keys().collect();
+        return Err(RouterError::Replay(format!(
+            "no destination named {name:?} is configured (configured: {known:?})"
+        )));
     }
     let producer = destination::dead_letter_producer(config)?;
-    let (brokers, topic, props) =
-        (config.brokers.clone(), config.dead_letter_topic.clone(), config.kafka_properties.clone());
-    let records = tokio::task::spawn_blocking(move || read_all(&brokers, &topic, &props))
-        .await
-        .map_err(|e| RouterError::Task(e.to_string()))??;
     let mut report = ReplayReport::default();
-    for m in &records {
-        let named = m
-            .headers()
-            .and_then(|h| h.iter().find(|h| h.key == topics::DLQ_DESTINATION_HEADER).and_then(|h| h.value))
-            .map(|v| String::from_utf8_lossy(v).into_owned());
-        let Some(name) = named else { continue };
-        if only.is_some_and(|o| o != name) {
-            continue;
-        }
-        let Some(d) = destinations.get(&name) else {
-            report.unknown_destination += 1;
-            continue;
+    let chosen = destinations.values().filter(|d| only.is_none_or(|o| o == d.name()));
+    for (index, d) in chosen.enumerate() {
+        let pass = Pass {
+            config,
+            destination: d,
+            known: &destinations,
+            producer: &producer,
+            max_attempts,
+            count_unknown: only.is_none() && index == 0,
         };
-        report.found += 1;
-        match destination::redeliver(d, &producer, &config.dead_letter_topic, m).await? {
-            true => report.delivered += 1,
-            false => report.parked_again += 1,
-        }
+        pass.run(&mut report).await?;
     }
     tracing::info!(?report, "dead-letter replay finished");
     Ok(report)
 }
 
-/// Every record of `topic` below its high watermarks at the start.
-fn read_all(
-    brokers: &str,
-    topic: &str,
-    props: &std::collections::BTreeMap<String, String>,
-) -> Result<Vec<rdkafka::message::OwnedMessage>, RouterError> {
-    let kafka = |what: &str| {
-        let what = format!("{what} {topic}");
-        move |source| RouterError::Kafka { what, source: Box::new(source) }
-    };
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers).set("enable.auto.commit", "false").set("group.id", "netanom-dlq-replay");
-    for (k, v) in props {
-        c.set(k, v);
-    }
-    let consumer: BaseConsumer = c.create().map_err(kafka("creating a reader of"))?;
-    let tpl = destination::every_partition(&consumer, topic, Offset::Beginning)?;
-    let mut remaining: HashMap<i32, i64> = HashMap::new();
-    for e in tpl.elements() {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, e.partition(), Duration::from_secs(10))
-            .map_err(kafka("reading the watermarks of"))?;
-        if high > 0 {
-            remaining.insert(e.partition(), high);
-        }
-    }
-    consumer.assign(&tpl).map_err(kafka("assigning"))?;
-    let mut out = Vec::new();
-    while !remaining.is_empty() {
-        match consumer.poll(IDLE) {
-            Some(Ok(m)) => {
-                let (p, o) = (m.partition(), m.offset());
-                if remaining.get(&p).is_some_and(|h| o < *h) {
-                    out.push(m.detach());
+/// The replay of one destination.
+struct Pass<'a> {
+    config: &'a RouterConfig,
+    destination: &'a Destination,
+    known: &'a BTreeMap<String, Destination>,
+    producer: &'a rdkafka::producer::FutureProducer<netanom_handles::kafka_log::KafkaLog>,
+    max_attempts: u32,
+    /// Whether this pass counts records of destinations that are not configured (one pass does).
+    count_unknown: bool,
+}
+
+/// What to do with one dead-letter record.
+enum Step {
+    /// Not this destination's, given up, or a duplicate: commit it and go on.
+    Skip,
+    /// Deliver again, with the attempts it has had.
+    Deliver(u32),
+}
+
+impl Pass<'_> {
+    async fn run(&self, report: &mut ReplayReport) -> Result<(), RouterError> {
+        let topic = self.config.dead_letter_topic.as_str();
+        let group = format!("{}.dlq-replay.{}", self.config.group_id, self.destination.name());
+        let consumer = Arc::new(create_consumer(self.config, &group)?);
+        let (c, t) = (consumer.clone(), topic.to_string());
+        let tpl = tokio::task::spawn_blocking(move || destination::every_partition(c.as_ref(), &t, Offset::Stored))
+            .await
+            .map_err(|e| RouterError::Task(e.to_string()))??;
+        let mut remaining: HashSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        consumer.assign(&tpl).map_err(kafka(format!("assigning {topic} to group {group}")))?;
+        let run_id = format!("{:016x}", rand::thread_rng().r#gen::<u64>());
+        let mut seen: HashSet<String> = HashSet::new();
+        tracing::info!(destination = %self.destination.name(), %group, replay = %run_id, "dead-letter replay started");
+        while !remaining.is_empty() {
+            let m = match tokio::time::timeout(IDLE, consumer.recv()).await {
+                Err(_) => {
+                    tracing::warn!(destination = %self.destination.name(), partitions = ?remaining,
+                        "no record and no end of partition for {IDLE:?}: taking it as the end");
+                    break;
                 }
-                if remaining.get(&p).is_some_and(|h| o + 1 >= *h) {
-                    remaining.remove(&p);
+                Ok(Err(KafkaError::PartitionEOF(p))) => {
+                    finish(consumer.as_ref(), topic, p, &mut remaining);
+                    continue;
+                }
+                Ok(Err(e)) => return Err(kafka(format!("reading {topic}"))(e)),
+                Ok(Ok(m)) => m.detach(),
+            };
+            let p = m.partition();
+            if !remaining.contains(&p) {
+                continue;
+            }
+            if header(&m, topics::DLQ_REPLAY_HEADER).is_some_and(|id| id == run_id) {
+                // This replay's own records begin here.
+                finish(consumer.as_ref(), topic, p, &mut remaining);
+                continue;
+            }
+            let step = self.step(&m, report, &mut seen);
+            if let Step::Deliver(attempts) = step {
+                if seen.len() > MAX_SEEN {
+                    tracing::warn!(destination = %self.destination.name(), "replay stopped at {MAX_SEEN} alerts: \
+                        run it again for the rest");
+                    report.incomplete = true;
+                    break;
+                }
+                report.found += 1;
+                let redelivered = destination::redeliver(
+                    self.destination,
+                    self.producer,
+                    topic,
+                    &m,
+                    attempts.saturating_add(1),
+                    &run_id,
+                )
+                .await?;
+                if redelivered {
+                    report.delivered += 1;
+                } else {
+                    report.parked_again += 1;
                 }
             }
-            Some(Err(e)) => return Err(kafka("reading")(e)),
-            None => break,
+            commit(consumer.clone(), topic, p, m.offset() + 1).await?;
         }
+        Ok(())
     }
-    Ok(out)
+
+    /// What to do with record `m`, counting what is skipped.
+    fn step(&self, m: &OwnedMessage, report: &mut ReplayReport, seen: &mut HashSet<String>) -> Step {
+        let Some(name) = header(m, topics::DLQ_DESTINATION_HEADER) else { return Step::Skip };
+        if name != self.destination.name() {
+            if self.count_unknown && !self.known.contains_key(&name) {
+                report.unknown_destination += 1;
+            }
+            return Step::Skip;
+        }
+        let attempts = header(m, topics::DLQ_ATTEMPTS_HEADER).and_then(|a| a.parse::<u32>().ok()).unwrap_or(1);
+        if attempts >= self.max_attempts {
+            report.exhausted += 1;
+            return Step::Skip;
+        }
+        // The alert's delivery id; a record without a readable alert by its origin (it is parked again as it is).
+        let id = m
+            .payload()
+            .and_then(|p| serde_json::from_slice::<Alert>(p).ok())
+            .map(|a| a.delivery_id())
+            .or_else(|| header(m, topics::DLQ_ORIGIN_HEADER).map(|o| format!("origin {o}")))
+            .unwrap_or_else(|| format!("record {}/{}", m.partition(), m.offset()));
+        if !seen.insert(id) {
+            report.duplicates += 1;
+            return Step::Skip;
+        }
+        Step::Deliver(attempts)
+    }
+}
+
+/// Partition `p` is done: pause it (nothing more of it is read) and drop it from `remaining`.
+fn finish(consumer: &StreamConsumer, topic: &str, p: i32, remaining: &mut HashSet<i32>) {
+    remaining.remove(&p);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, p);
+    if let Err(e) = consumer.pause(&tpl) {
+        tracing::debug!(partition = p, error = %e, "pausing a finished dead-letter partition failed");
+    }
+}
+
+/// Commits `next` for partition `p` (synchronously: the replay goes on only once it is committed).
+async fn commit(consumer: Arc<StreamConsumer>, topic: &str, p: i32, next: i64) -> Result<(), RouterError> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, p, Offset::Offset(next))
+        .map_err(kafka(format!("committing {topic}/{p} at {next}")))?;
+    let what = format!("committing {topic}/{p} at {next}");
+    tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
+        .await
+        .map_err(|e| RouterError::Task(e.to_string()))?
+        .map_err(kafka(what))
+}
+
+fn header(m: &OwnedMessage, key: &str) -> Option<String> {
+    m.headers()
+        .and_then(|h| h.iter().find(|h| h.key == key).and_then(|h| h.value))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+fn kafka(what: String) -> impl FnOnce(KafkaError) -> RouterError {
+    move |source| RouterError::Kafka { what, source: Box::new(source) }
+}
+
+fn create_consumer(config: &RouterConfig, group: &str) -> Result<StreamConsumer, RouterError> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.brokers)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "true")
+        .set("queued.max.messages.kbytes", PREFETCH_KBYTES);
+    for (k, v) in &config.kafka_properties {
+        c.set(k, v);
+    }
+    // Not overridable: offsets are committed per record, after its re-delivery.
+    c.set("enable.auto.commit", "false").set("enable.auto.offset.store", "false");
+    c.create().map_err(|source| RouterError::Kafka {
+        what: format!("creating the dead-letter reader of group {group}"),
+        source: Box::new(crate::report::redacted(source)),
+    })
 }

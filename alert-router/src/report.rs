@@ -80,6 +80,9 @@ pub enum RouterError {
     /// An internal task failed.
     #[error("delivery task failed: {0}")]
     Task(String),
+    /// `netanom dlq replay` was asked for something it cannot do.
+    #[error("dlq replay: {0}")]
+    Replay(String),
     /// A destination stopped delivering: the router stops too, so that it is restarted.
     #[error("destination {name} failed: {source}")]
     Destination {

@@ -18,6 +18,7 @@ use tokio::sync::Mutex;
 
 use crate::cef::cef;
 use crate::format::{PRODUCT, Severity};
+use crate::position::StartFrom;
 
 /// The name of the syslog destination (its consumer group is `<group_id>.deliver.syslog`).
 pub const DESTINATION_NAME: &str = "syslog";
@@ -76,6 +77,8 @@ pub struct SyslogConfig {
     /// Timeout of connecting and of writing one message. Default 5 s.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Where the syslog destination starts on the alerts topic the first time: `earliest` (default) or `latest`.
+    pub start_from: StartFrom,
 }
 
 impl Default for SyslogConfig {
@@ -89,6 +92,7 @@ impl Default for SyslogConfig {
             facility: 16,
             hostname: None,
             timeout: Duration::from_secs(5),
+            start_from: StartFrom::Earliest,
         }
     }
 }

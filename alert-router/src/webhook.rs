@@ -26,6 +26,7 @@ use tokio::sync::Semaphore;
 
 use crate::breaker::Breaker;
 use crate::format::AlertFormat;
+use crate::position::StartFrom;
 
 /// Prefix of a Standard Webhooks signing secret.
 pub const SECRET_PREFIX: &str = "whsec_";
@@ -55,6 +56,9 @@ pub struct WebhookConfig {
     /// Alerts per minute above which this webhook gets the further alerts of the minute summarised in digests
     /// (one message naming up to 1000 alerts, sent at most every 10 s; see `digest`). Default 0: off.
     pub digest_above: u32,
+    /// Where this webhook starts on the alerts topic the first time (before its consumer group committed a
+    /// position): `earliest` (default: every alert the topic still holds) or `latest` (only new alerts).
+    pub start_from: StartFrom,
 }
 
 impl Default for WebhookConfig {
@@ -67,6 +71,7 @@ impl Default for WebhookConfig {
             format: AlertFormat::Netanom,
             allow_private: false,
             digest_above: 0,
+            start_from: StartFrom::Earliest,
         }
     }
 }
@@ -82,6 +87,7 @@ impl std::fmt::Debug for WebhookConfig {
             .field("format", &self.format)
             .field("allow_private", &self.allow_private)
             .field("digest_above", &self.digest_above)
+            .field("start_from", &self.start_from)
             .finish()
     }
 }
@@ -521,6 +527,7 @@ mod tests {
             format: AlertFormat::Ecs,
             allow_private: false,
             digest_above: 0,
+            start_from: StartFrom::Earliest,
         };
         assert!(!format!("{cfg:?}").contains("c2VjcmV0"));
         assert_eq!(decode_secret(&Secret::new("c2VjcmV0")), Err(SecretError::Prefix));

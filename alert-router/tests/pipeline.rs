@@ -41,10 +41,14 @@ struct Receiver {
     bad_signatures: Mutex<u32>,
     /// Per hook name starting with `raw-`: the JSON bodies, whatever their format.
     raw: Mutex<HashMap<String, Vec<serde_json::Value>>>,
-    /// While set, the hook named `hole` accepts requests and never answers them.
+    /// The `webhook-id` of every digest request to a hook named `raw-…`, answered or not.
+    digest_ids: Mutex<Vec<String>>,
+    /// While set, the hooks named `hole…` and `raw-digest` accept requests and never answer them.
     black_hole: std::sync::atomic::AtomicBool,
     /// While set, the hook named `picky` answers 422.
     picky: std::sync::atomic::AtomicBool,
+    /// The hook named `slow`: 0 answers 422; 1 accepts one alert, then never answers; 2 accepts every alert.
+    slow: std::sync::atomic::AtomicU32,
 }
 
 async fn hook(
@@ -68,17 +72,32 @@ async fn hook(
         *rx.bad_signatures.lock().unwrap() += 1;
         return StatusCode::UNAUTHORIZED;
     }
-    if name == "hole" && rx.black_hole.load(std::sync::atomic::Ordering::SeqCst) {
+    if name.starts_with("raw-") && id.starts_with("digest-") {
+        rx.digest_ids.lock().unwrap().push(id.clone());
+    }
+    if name.starts_with("hole") && rx.black_hole.load(std::sync::atomic::Ordering::SeqCst) {
         std::future::pending::<()>().await;
     }
     if name == "picky" && rx.picky.load(std::sync::atomic::Ordering::SeqCst) {
         return StatusCode::UNPROCESSABLE_ENTITY;
+    }
+    if name == "slow" {
+        match rx.slow.load(std::sync::atomic::Ordering::SeqCst) {
+            0 => return StatusCode::UNPROCESSABLE_ENTITY,
+            1 if rx.accepted.lock().unwrap().get("slow").is_some_and(|v| !v.is_empty()) => {
+                std::future::pending::<()>().await;
+            }
+            _ => {}
+        }
     }
     match name.as_str() {
         "flaky" if calls <= 2 => return StatusCode::INTERNAL_SERVER_ERROR,
         "fail" => return StatusCode::SERVICE_UNAVAILABLE,
         "reject" => return StatusCode::BAD_REQUEST,
         _ => {}
+    }
+    if name == "raw-digest" && rx.black_hole.load(std::sync::atomic::Ordering::SeqCst) {
+        std::future::pending::<()>().await;
     }
     if name.starts_with("raw-") {
         let Ok(doc) = serde_json::from_slice(&body) else { return StatusCode::UNPROCESSABLE_ENTITY };
@@ -726,7 +745,7 @@ async fn parked_alerts_name_their_destination_and_replay_delivers_them() {
     }
 
     rx.picky.store(false, Ordering::SeqCst);
-    let replayed = netanom_alert_router::dlq::replay(&f.config, Some("picky")).await.unwrap();
+    let replayed = netanom_alert_router::dlq::replay(&f.config, Some("picky"), 5).await.unwrap();
     assert_eq!((replayed.found, replayed.delivered, replayed.parked_again), (2, 2, 0));
     let accepted = rx.accepted.lock().unwrap().get("picky").cloned().unwrap_or_default();
     let mut ids: Vec<String> = accepted
@@ -746,10 +765,12 @@ async fn parked_alerts_name_their_destination_and_replay_delivers_them() {
     assert_eq!(ids, want);
     assert_eq!(rx.calls.lock().unwrap()["reject"], 2, "the other destination's parked alerts were left alone");
 
-    // Every destination: the two `reject` refuses again are parked again; unknown names are an error.
-    let replayed = netanom_alert_router::dlq::replay(&f.config, None).await.unwrap();
-    assert_eq!((replayed.found, replayed.delivered, replayed.parked_again), (4, 2, 2));
-    let e = netanom_alert_router::dlq::replay(&f.config, Some("nope")).await.unwrap_err().to_string();
+    // Every destination: `picky` resumes after what it delivered (nothing new), the two `reject` refuses again
+    // are parked again; unknown names are an error.
+    let replayed = netanom_alert_router::dlq::replay(&f.config, None, 5).await.unwrap();
+    assert_eq!((replayed.found, replayed.delivered, replayed.parked_again), (2, 0, 2));
+    assert_eq!(rx.accepted.lock().unwrap()["picky"].len(), 2, "nothing delivered twice");
+    let e = netanom_alert_router::dlq::replay(&f.config, Some("nope"), 5).await.unwrap_err().to_string();
     assert!(e.contains("nope") && e.contains("picky"), "{e}");
 }
 
@@ -831,4 +852,372 @@ async fn a_failed_destination_stops_the_router_with_its_error() {
     let e = ended.expect_err("the router reports the destination's failure");
     assert!(matches!(e, netanom_alert_router::RouterError::Destination { ref name, .. } if name == "reject"), "{e}");
     assert!(e.to_string().contains("destination reject failed"), "{e}");
+}
+
+/// `dlq replay` resumes where the last one stopped, parks a refused alert again once per replay (with its attempts
+/// counted), takes one of several copies of an alert, and leaves an alert parked once its attempts reached
+/// `max_attempts`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_resumes_parks_again_once_and_gives_up_after_max_attempts() {
+    let (rx, base) = start_receiver().await;
+    let f = fixture(
+        vec![WebhookConfig {
+            name: "reject".into(),
+            url: format!("{base}/reject"),
+            secret: Some(Secret::new(SECRET)),
+            allow_private: true,
+            ..WebhookConfig::default()
+        }],
+        None,
+    );
+    let records = [
+        encoded(&anomaly("10.0.0.1", AnomalyKind::Rate, 0, 30.0)),
+        encoded(&anomaly("10.0.0.2", AnomalyKind::Fanout, 0, 50.0)),
+    ];
+    produce(&f.bootstrap, &f.config.anomalies_topic, &records).await;
+    let report = run_drained(&f.config).await;
+    assert_eq!(report.dead_lettered_alerts, 2);
+    let parked = read_topic(&f.bootstrap, &f.config.dead_letter_topic, 2).await;
+    assert!(parked.iter().all(|m| header(m, topics::DLQ_ATTEMPTS_HEADER) == "1"));
+    // A copy of the first parked alert (as a restarted router parks it again).
+    let copy = &parked[0];
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &f.bootstrap).create().unwrap();
+    let mut headers = rdkafka::message::OwnedHeaders::new();
+    for h in copy.headers().unwrap().iter() {
+        headers = headers.insert(rdkafka::message::Header { key: h.key, value: h.value });
+    }
+    producer
+        .send(
+            FutureRecord::<[u8], [u8]>::to(&f.config.dead_letter_topic)
+                .payload(copy.payload().unwrap())
+                .headers(headers),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    let calls = || rx.calls.lock().unwrap().get("reject").copied().unwrap_or(0);
+    assert_eq!(calls(), 2);
+
+    let replay = |max| netanom_alert_router::dlq::replay(&f.config, None, max);
+    let r = replay(3).await.unwrap();
+    assert_eq!((r.found, r.duplicates, r.delivered, r.parked_again, r.exhausted), (2, 1, 0, 2, 0), "{r:?}");
+    assert_eq!(calls(), 4, "each alert tried once");
+    let dlq = read_topic(&f.bootstrap, &f.config.dead_letter_topic, 5).await;
+    let again = &dlq[3..];
+    assert!(again.iter().all(|m| header(m, topics::DLQ_ATTEMPTS_HEADER) == "2"), "attempts counted");
+    assert!(!header(&again[0], topics::DLQ_REPLAY_HEADER).is_empty());
+    assert!(again.iter().all(|m| header(m, topics::DLQ_ORIGIN_HEADER).starts_with(&f.config.alerts_topic)));
+
+    // The next replay takes only what the previous one parked again.
+    let r = replay(3).await.unwrap();
+    assert_eq!((r.found, r.duplicates, r.parked_again, r.exhausted), (2, 0, 2, 0), "{r:?}");
+    assert_eq!(calls(), 6);
+    let dlq = read_topic(&f.bootstrap, &f.config.dead_letter_topic, 7).await;
+    assert!(dlq[5..].iter().all(|m| header(m, topics::DLQ_ATTEMPTS_HEADER) == "3"));
+
+    // Attempts reached: they stay parked, untried.
+    let r = replay(3).await.unwrap();
+    assert_eq!((r.found, r.parked_again, r.exhausted), (0, 0, 2), "{r:?}");
+    assert_eq!(calls(), 6);
+    read_topic(&f.bootstrap, &f.config.dead_letter_topic, 7).await;
+    let group = format!("{}.dlq-replay.reject", f.config.group_id);
+    assert_eq!(committed(&f.bootstrap, &group, &f.config.dead_letter_topic).await, Offset::Offset(7));
+    let e = replay(0).await.unwrap_err().to_string();
+    assert!(e.contains("max_attempts"), "{e}");
+}
+
+/// `dlq replay` commits each record once its alert was delivered: a replay stopped while the second alert is in
+/// flight has committed the first, and the next replay delivers only the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_replay_resumes_after_the_last_delivered_alert() {
+    use std::sync::atomic::Ordering;
+    let (rx, base) = start_receiver().await;
+    let f = fixture(
+        vec![WebhookConfig {
+            name: "slow".into(),
+            url: format!("{base}/slow"),
+            secret: Some(Secret::new(SECRET)),
+            allow_private: true,
+            timeout: Duration::from_secs(30),
+            ..WebhookConfig::default()
+        }],
+        None,
+    );
+    let records = [
+        encoded(&anomaly("10.0.0.1", AnomalyKind::Rate, 0, 30.0)),
+        encoded(&anomaly("10.0.0.2", AnomalyKind::Fanout, 0, 50.0)),
+    ];
+    produce(&f.bootstrap, &f.config.anomalies_topic, &records).await;
+    assert_eq!(run_drained(&f.config).await.dead_lettered_alerts, 2);
+    rx.slow.store(1, Ordering::SeqCst);
+    let config = f.config.clone();
+    let replay = tokio::spawn(async move { netanom_alert_router::dlq::replay(&config, None, 5).await });
+    let accepted = || rx.accepted.lock().unwrap().get("slow").map(Vec::len).unwrap_or(0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while (accepted() < 1 || rx.calls.lock().unwrap()["slow"] < 4) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!((accepted(), rx.calls.lock().unwrap()["slow"]), (1, 4), "the first delivered, the second hangs");
+    replay.abort();
+    let _ = replay.await;
+    let group = format!("{}.dlq-replay.slow", f.config.group_id);
+    assert_eq!(committed(&f.bootstrap, &group, &f.config.dead_letter_topic).await, Offset::Offset(1));
+
+    rx.slow.store(2, Ordering::SeqCst);
+    let r = netanom_alert_router::dlq::replay(&f.config, None, 5).await.unwrap();
+    assert_eq!((r.found, r.delivered), (1, 1), "{r:?}");
+    let mut ids: Vec<String> = rx.accepted.lock().unwrap()["slow"].iter().map(|(id, _)| id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 2, "both alerts delivered, each once");
+    assert_eq!(committed(&f.bootstrap, &group, &f.config.dead_letter_topic).await, Offset::Offset(2));
+}
+
+/// Two routers of one group whose webhook (one destination, `hole`) is black-holed: the second joins while the
+/// first has every alert in flight (more than its concurrency), the destination's partitions are shared out, and
+/// once the webhook answers every alert reaches it exactly once. The first router dropped the deliveries of the
+/// partition it lost (the new owner made them; the first router's URL is `hole`, the second's `hole-b`), and it
+/// kept serving the rebalance while all its slots were taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_partitions_deliveries_are_dropped_and_its_new_owner_makes_them() {
+    use std::sync::atomic::Ordering;
+    let (rx, base) = start_receiver().await;
+    rx.black_hole.store(true, Ordering::SeqCst);
+    let hook = |path: &str| WebhookConfig {
+        name: "hole".into(),
+        url: format!("{base}/{path}"),
+        secret: Some(Secret::new(SECRET)),
+        timeout: Duration::from_millis(500),
+        allow_private: true,
+        ..WebhookConfig::default()
+    };
+    let mut f = fixture(vec![hook("hole")], None);
+    f.config.alerts_topic = unique("alerts");
+    f._cluster.create_topic(&f.config.alerts_topic, 2, 1).unwrap();
+    f.config.retry = RetryConfig {
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(100),
+        max_attempts: 0,
+        breaker_failures: 0,
+        breaker_cooldown: Duration::from_millis(300),
+    };
+    f.config.max_concurrency = 4;
+    f.config.kafka_properties.insert("session.timeout.ms".into(), "6000".into());
+    f.config.kafka_properties.insert("heartbeat.interval.ms".into(), "500".into());
+    f.config.suppression.flush_after = Duration::from_millis(50);
+    f.config.shutdown_grace = Duration::from_secs(1);
+    const N: usize = 12;
+    let records: Vec<_> =
+        (0..N).map(|i| encoded(&anomaly(&format!("10.3.0.{i}"), AnomalyKind::Rate, 0, 20.0))).collect();
+    produce(&f.bootstrap, &f.config.anomalies_topic, &records).await;
+    let calls = || rx.calls.lock().unwrap().get("hole").copied().unwrap_or(0);
+    let stop_a = CancellationToken::new();
+    let a = tokio::spawn(run(f.config.clone(), stop_a.clone(), RoleHandles::default()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while calls() < 4 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(calls() >= 4, "the first router has its slots taken");
+
+    let mut config_b = f.config.clone();
+    config_b.webhooks = vec![hook("hole-b")];
+    let stop_b = CancellationToken::new();
+    let b = tokio::spawn(run(config_b, stop_b.clone(), RoleHandles::default()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while rx.calls.lock().unwrap().get("hole-b").copied().unwrap_or(0) == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(rx.calls.lock().unwrap().contains_key("hole-b"), "the second router got a partition");
+    // Both members settled.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    rx.black_hole.store(false, Ordering::SeqCst);
+    let ids = |name: &str| -> Vec<String> {
+        rx.accepted.lock().unwrap().get(name).map(|v| v.iter().map(|(id, _)| id.clone()).collect()).unwrap_or_default()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let all: std::collections::BTreeSet<String> = ids("hole").into_iter().chain(ids("hole-b")).collect();
+        if all.len() == N {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{} of {N} alerts delivered", all.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Nothing more comes: no retry of a dropped delivery.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (from_a, from_b) = (ids("hole"), ids("hole-b"));
+    assert!(!from_a.is_empty() && !from_b.is_empty(), "each router delivered its partition: {from_a:?} {from_b:?}");
+    assert_eq!(from_a.len() + from_b.len(), N, "every alert exactly once: {from_a:?} {from_b:?}");
+    stop_a.cancel();
+    stop_b.cancel();
+    for r in [a, b] {
+        tokio::time::timeout(Duration::from_secs(30), r).await.unwrap().unwrap().unwrap();
+    }
+    assert_eq!(*rx.bad_signatures.lock().unwrap(), 0);
+}
+
+/// A router whose destination the group assigned no partition stops at once on shutdown, instead of waiting its
+/// whole `shutdown_grace` for alerts another member delivers. Two routers share one destination (`ok`) with a
+/// one-partition alerts topic; each reaches the receiver by its own URL, which tells which one owns the partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_assigned_nothing_stops_at_once() {
+    let (rx, base) = start_receiver().await;
+    let hook = |path: &str| WebhookConfig {
+        name: "ok".into(),
+        url: format!("{base}/{path}"),
+        secret: Some(Secret::new(SECRET)),
+        allow_private: true,
+        ..WebhookConfig::default()
+    };
+    let mut f = fixture(vec![hook("ok")], None);
+    f.config.kafka_properties.insert("session.timeout.ms".into(), "6000".into());
+    f.config.kafka_properties.insert("heartbeat.interval.ms".into(), "500".into());
+    f.config.suppression.flush_after = Duration::from_millis(50);
+    f.config.shutdown_grace = Duration::from_secs(20);
+    let accepted = |name: &str| rx.accepted.lock().unwrap().get(name).map(Vec::len).unwrap_or(0);
+    let wait_for = |n: usize| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while accepted("ok") + accepted("ok-b") < n && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(accepted("ok") + accepted("ok-b"), n, "alerts delivered");
+    };
+    produce(&f.bootstrap, &f.config.anomalies_topic, &[encoded(&anomaly("10.0.0.1", AnomalyKind::Rate, 0, 30.0))])
+        .await;
+    let stop_a = CancellationToken::new();
+    let a = tokio::spawn(run(f.config.clone(), stop_a.clone(), RoleHandles::default()));
+    wait_for(1).await;
+    let mut config_b = f.config.clone();
+    config_b.webhooks = vec![hook("ok-b")];
+    let stop_b = CancellationToken::new();
+    let b = tokio::spawn(run(config_b, stop_b.clone(), RoleHandles::default()));
+    // The group shares out the one partition of each topic; the owner of the alerts topic's delivers the next.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    produce(&f.bootstrap, &f.config.anomalies_topic, &[encoded(&anomaly("10.0.0.2", AnomalyKind::Rate, 0, 30.0))])
+        .await;
+    wait_for(2).await;
+    let b_owns = rx.accepted.lock().unwrap().get("ok-b").is_some_and(|v| v.iter().any(|(_, a)| a.host == "10.0.0.2"));
+    let ((idle_stop, idle), (busy_stop, busy)) =
+        if b_owns { ((stop_a, a), (stop_b, b)) } else { ((stop_b, b), (stop_a, a)) };
+    let t0 = tokio::time::Instant::now();
+    idle_stop.cancel();
+    tokio::time::timeout(Duration::from_secs(30), idle).await.unwrap().unwrap().unwrap();
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(5), "the member assigned nothing stopped after {took:?} (grace 20 s)");
+    busy_stop.cancel();
+    tokio::time::timeout(Duration::from_secs(40), busy).await.unwrap().unwrap().unwrap();
+    eprintln!("the member assigned nothing stopped after {took:?} (grace 20 s); second router owned: {b_owns}");
+}
+
+/// A digest interrupted by a restart (the webhook never answered it) is sent again after the restart with the
+/// same `webhook-id`: the id is derived from the alerts it summarises.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_keeps_its_webhook_id_across_a_restart() {
+    use std::sync::atomic::Ordering;
+    let (rx, base) = start_receiver().await;
+    rx.black_hole.store(true, Ordering::SeqCst);
+    let mut f = fixture(
+        vec![WebhookConfig {
+            name: "raw-digest".into(),
+            url: format!("{base}/raw-digest"),
+            secret: Some(Secret::new(SECRET)),
+            allow_private: true,
+            digest_above: 3,
+            timeout: Duration::from_secs(30),
+            ..WebhookConfig::default()
+        }],
+        None,
+    );
+    f.config.shutdown_grace = Duration::from_secs(2);
+    f.config.kafka_properties.insert("session.timeout.ms".into(), "6000".into());
+    f.config.kafka_properties.insert("heartbeat.interval.ms".into(), "500".into());
+    const N: usize = 10;
+    let records: Vec<_> =
+        (0..N).map(|i| encoded(&anomaly(&format!("10.4.0.{i}"), AnomalyKind::Rate, 0, 20.0))).collect();
+    produce(&f.bootstrap, &f.config.anomalies_topic, &records).await;
+    // First run: the webhook answers nothing; the digest of the alerts beyond the rate goes out at the stop.
+    run_drained(&f.config).await;
+    let first = rx.digest_ids.lock().unwrap().clone();
+    assert_eq!(first.len(), 1, "one digest attempt: {first:?}");
+    let group = format!("{}.deliver.raw-digest", f.config.group_id);
+    assert_eq!(committed(&f.bootstrap, &group, &f.config.alerts_topic).await, Offset::Invalid);
+
+    // Restarted: the alerts not committed are delivered again, the digest with the id it had.
+    rx.black_hole.store(false, Ordering::SeqCst);
+    rx.digest_ids.lock().unwrap().clear();
+    let stop = CancellationToken::new();
+    let router = tokio::spawn(run(f.config.clone(), stop.clone(), RoleHandles::default()));
+    let delivered = || rx.raw.lock().unwrap().get("raw-digest").map(Vec::len).unwrap_or(0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while delivered() < 4 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(30), router).await.unwrap().unwrap().unwrap();
+    let raw = rx.raw.lock().unwrap().get("raw-digest").cloned().unwrap_or_default();
+    let digests: Vec<_> = raw.iter().filter(|d| d["type"] == "netanom.digest").collect();
+    assert_eq!(digests.len(), 1, "{raw:#?}");
+    let again = rx.digest_ids.lock().unwrap().clone();
+    assert_eq!(again, first, "the same webhook-id after the restart");
+    assert_eq!(committed(&f.bootstrap, &group, &f.config.alerts_topic).await, Offset::Offset(N as i64));
+}
+
+/// A webhook added with `start_from = "latest"` gets only the alerts published after it started; one added with
+/// the default (`earliest`) gets every alert the topic holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_destination_starts_at_the_end_of_the_topic_when_configured_so() {
+    let (rx, base) = start_receiver().await;
+    let hook = |name: &str, start_from| WebhookConfig {
+        name: name.into(),
+        url: format!("{base}/{name}"),
+        secret: Some(Secret::new(SECRET)),
+        allow_private: true,
+        start_from,
+        ..WebhookConfig::default()
+    };
+    let mut f = fixture(vec![hook("ok", netanom_alert_router::StartFrom::Earliest)], None);
+    f.config.suppression.flush_after = Duration::from_millis(50);
+    // The restarted router joins its groups again; the mock broker holds that join until the previous member's
+    // session expired.
+    f.config.kafka_properties.insert("session.timeout.ms".into(), "6000".into());
+    f.config.kafka_properties.insert("heartbeat.interval.ms".into(), "500".into());
+    let first: Vec<_> = (0..3).map(|i| encoded(&anomaly(&format!("10.5.0.{i}"), AnomalyKind::Rate, 0, 20.0))).collect();
+    produce(&f.bootstrap, &f.config.anomalies_topic, &first).await;
+    assert_eq!(run_drained(&f.config).await.webhook_delivered, 3);
+
+    f.config.webhooks.push(hook("late", netanom_alert_router::StartFrom::Latest));
+    f.config.webhooks.push(hook("all", netanom_alert_router::StartFrom::Earliest));
+    let stop = CancellationToken::new();
+    let router = tokio::spawn(run(f.config.clone(), stop.clone(), RoleHandles::default()));
+    let hosts = |name: &str| -> Vec<String> {
+        let mut h: Vec<String> = rx
+            .accepted
+            .lock()
+            .unwrap()
+            .get(name)
+            .map(|v| v.iter().map(|(_, a)| a.host.clone()).collect())
+            .unwrap_or_default();
+        h.sort();
+        h
+    };
+    // The new destinations take their starting positions when they join their groups.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while hosts("all").len() < 3 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    produce(&f.bootstrap, &f.config.anomalies_topic, &[encoded(&anomaly("10.5.0.9", AnomalyKind::Rate, 0, 20.0))])
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while (hosts("late").is_empty() || hosts("ok").len() < 4 || hosts("all").len() < 4)
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(30), router).await.unwrap().unwrap().unwrap();
+    assert_eq!(hosts("late"), ["10.5.0.9"], "latest: only the alert published after it started");
+    assert_eq!(hosts("all"), ["10.5.0.0", "10.5.0.1", "10.5.0.2", "10.5.0.9"], "earliest: every alert");
+    assert_eq!(hosts("ok"), ["10.5.0.0", "10.5.0.1", "10.5.0.2", "10.5.0.9"], "resumed: nothing twice");
 }

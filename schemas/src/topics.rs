@@ -24,6 +24,12 @@ pub const DLQ_ORIGIN_HEADER: &str = "netanom-dlq-origin";
 /// Header of a parked alert naming the destination (a webhook's name, or `syslog`) that refused it; the
 /// alerts the router's destinations park are the records that carry it.
 pub const DLQ_DESTINATION_HEADER: &str = "netanom-dlq-destination";
+/// Header of a parked alert counting the delivery rounds that failed for it: the destination's own (1), then each
+/// `netanom dlq replay` that was refused again. A record without it counts as 1.
+pub const DLQ_ATTEMPTS_HEADER: &str = "netanom-dlq-attempts";
+/// Header of an alert parked again by `netanom dlq replay`, naming that replay (a random id), so that the replay
+/// stops where its own records begin instead of taking them again.
+pub const DLQ_REPLAY_HEADER: &str = "netanom-dlq-replay";
 
 /// Header of alerts-topic records naming the document format: `netanom` (the [`crate::Alert`] JSON), `ecs` or
 /// `ocsf`.

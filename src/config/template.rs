@@ -144,6 +144,7 @@ const SECTIONS: &str = "\
 # format = \"netanom\"  # netanom, ecs or ocsf
 # allow_private = false  # true: may reach loopback and private addresses
 # digest_above = 0  # alerts per minute beyond which further alerts go in digests (one message naming many); 0: off
+# start_from = \"earliest\"  # first start: earliest (every alert the topic holds) or latest (only new ones)
 
 # CEF over syslog (off unless this table is present).
 # [alert_router.syslog]
@@ -155,6 +156,7 @@ const SECTIONS: &str = "\
 # facility = 16  # 0-23 (16: local0)
 # hostname = \"sensor-1\"  # unset: this machine's host name
 # timeout = \"5s\"
+# start_from = \"earliest\"  # first start: earliest or latest
 ";
 
 /// The file for `defaults`, the default configuration serialised as TOML (`toml::to_string_pretty`).
