@@ -631,13 +631,18 @@ pub(crate) async fn run(
         // Produce and await every acknowledgement, then store the chunk's offsets (at least once), or produce
         // and commit the offsets in one transaction (exactly once). A shutdown does not wait for the
         // acknowledgements (Kafka may be gone): the chunk's offsets are not stored, or its transaction is aborted,
-        // so it is consumed again.
-        let delivered = tokio::select! {
-            r = deliver(&producer, &mut txn, &consumer, out.records, tpl) => Some(r),
+        // so it is consumed again. Once the records are acknowledged, a commit runs to its end (never aborted
+        // while it is in progress).
+        let produced = tokio::select! {
+            r = produce_phase(&producer, &mut txn, out.records, tpl.count() > 0) => Some(r),
             () = shutdown.cancelled() => None,
         };
-        match delivered {
-            Some(Ok(())) => {}
+        match produced {
+            Some(Ok(())) => {
+                if let Err(e) = settle(&mut txn, &consumer, tpl).await {
+                    break Err(e);
+                }
+            }
             Some(Err(e)) => break Err(e),
             None => {
                 tracing::warn!(
@@ -713,7 +718,14 @@ pub(crate) async fn run(
         report.destination_stats_produced += held.len() as u64;
         let records = held.iter().map(|d| destination_record(&config, d, None)).collect();
         let empty = TopicPartitionList::new();
-        match tokio::time::timeout(bound(0.25), deliver(&producer, &mut txn, &consumer, records, empty)).await {
+        // Only the produce phase is bounded by the grace: a commit, once begun, runs to its end.
+        let produced = tokio::time::timeout(bound(0.25), produce_phase(&producer, &mut txn, records, false)).await;
+        let delivered = match produced {
+            Ok(Ok(())) => Ok(settle(&mut txn, &consumer, empty).await),
+            Ok(Err(e)) => Ok(Err(e)),
+            Err(elapsed) => Err(elapsed),
+        };
+        match delivered {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "could not report the destination statistics held at shutdown"),
             Err(_) => tracing::error!(
@@ -787,7 +799,7 @@ fn release_held(consumer: &DetectorConsumer, held: &mut BTreeMap<TopicPartition,
 /// Delivers `records` and then marks `offsets` (next offsets to consume) as processed. At least once: produces
 /// and awaits every acknowledgement, then stores the offsets and starts committing them at once (not at the next
 /// auto-commit), so a restart or a new owner repeats one chunk at most. Exactly once: one transaction holds the
-/// records and the offsets ([`Transactions`]).
+/// records and the offsets ([`Transactions`]). [`produce_phase`] then [`settle`].
 async fn deliver(
     producer: &FutureProducer<KafkaLog>,
     txn: &mut Option<Transactions>,
@@ -795,8 +807,47 @@ async fn deliver(
     records: Vec<Outgoing>,
     offsets: TopicPartitionList,
 ) -> Result<(), DetectorError> {
+    produce_phase(producer, txn, records, offsets.count() > 0).await?;
+    settle(txn, consumer, offsets).await
+}
+
+/// Produces `records` and awaits their acknowledgements; with exactly-once on, within a transaction begun here
+/// (none when there are neither records nor offsets to commit, `has_offsets`). The only cancellable phase of a
+/// delivery: dropped, it leaves at most an open transaction with nothing committed, to be aborted.
+async fn produce_phase(
+    producer: &FutureProducer<KafkaLog>,
+    txn: &mut Option<Transactions>,
+    records: Vec<Outgoing>,
+    has_offsets: bool,
+) -> Result<(), DetectorError> {
     let Some(t) = txn else {
-        produce_all(producer, records).await?;
+        return produce_all(producer, records).await;
+    };
+    if records.is_empty() && !has_offsets {
+        return Ok(());
+    }
+    if t.is_open() {
+        // Left open by a produce phase that a shutdown interrupted.
+        t.abort().await;
+    }
+    t.begin()?;
+    if let Err(e) = produce_all(producer, records).await {
+        t.abort().await;
+        tracing::error!(transactional_id = %t.id(), "a record of the transaction was not delivered; aborted");
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// After [`produce_phase`]: stores `offsets` (at least once), or commits them with the open transaction (exactly
+/// once). Not to be cancelled: a commit runs to its end (within about `TRANSACTION_TIMEOUT` per call), so that
+/// no abort ever races it.
+async fn settle(
+    txn: &mut Option<Transactions>,
+    consumer: &DetectorConsumer,
+    offsets: TopicPartitionList,
+) -> Result<(), DetectorError> {
+    let Some(t) = txn else {
         if offsets.count() > 0 {
             match consumer.store_offsets(&offsets) {
                 Ok(()) => {
@@ -810,18 +861,8 @@ async fn deliver(
         }
         return Ok(());
     };
-    if records.is_empty() && offsets.count() == 0 {
+    if !t.is_open() {
         return Ok(());
-    }
-    if t.is_open() {
-        // Left open by a delivery that a shutdown interrupted.
-        t.abort().await;
-    }
-    t.begin()?;
-    if let Err(e) = produce_all(producer, records).await {
-        t.abort().await;
-        tracing::error!(transactional_id = %t.id(), "a record of the transaction was not delivered; aborted");
-        return Err(e);
     }
     t.commit(offsets, consumer.group_metadata()).await
 }
