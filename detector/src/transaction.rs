@@ -12,12 +12,13 @@
 //! output. A restart resumes from the committed offsets and rebuilds each partition's state as for a partition
 //! that moved (`detector.state.rebuild_records`), so it re-creates the same records.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use netanom_handles::kafka_log::KafkaLog;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::ConsumerGroupMetadata;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::producer::{FutureProducer, Producer};
 
 use crate::config::DetectorConfig;
@@ -25,6 +26,46 @@ use crate::outcome::DetectorError;
 
 /// Longest wait for each transactional request (initialising, sending offsets, committing, aborting).
 pub(crate) const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Most attempts of a transactional call that fails with a retriable error.
+const MAX_ATTEMPTS: u32 = 5;
+/// Pause before the n-th retry: n times this.
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// Shortest timeout given to an attempt.
+const MIN_ATTEMPT: Duration = Duration::from_secs(1);
+
+/// What to do after a transactional call failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    /// Call again: the transaction is still usable.
+    Retry,
+    /// Abort the transaction (and stop).
+    Abort,
+    /// Stop: the producer can neither commit nor abort.
+    Fatal,
+}
+
+/// The step after `e`, from librdkafka's flags on transactional errors (`KafkaError::Transaction`); any other
+/// error aborts.
+fn next_step(e: &KafkaError) -> Step {
+    match e {
+        KafkaError::Transaction(t) => step_from_flags(t.is_fatal(), t.txn_requires_abort(), t.is_retriable()),
+        _ => Step::Abort,
+    }
+}
+
+/// [`next_step`] from the flags of an `RDKafkaError`: fatal first, then requires-abort, then retriable.
+fn step_from_flags(fatal: bool, requires_abort: bool, retriable: bool) -> Step {
+    if fatal {
+        Step::Fatal
+    } else if requires_abort {
+        Step::Abort
+    } else if retriable {
+        Step::Retry
+    } else {
+        Step::Abort
+    }
+}
 
 /// The `transactional.id` of a detector (see `DetectorConfig::transactional_id`); `index` is the detector's
 /// index within its process, when a process runs several (`netanom run`).
@@ -96,7 +137,11 @@ impl Transactions {
     }
 
     /// Adds `offsets` (next offsets to consume) to the open transaction under the consumer group `group`, and
-    /// commits it. On failure the transaction is aborted when the producer still can, and the error returned.
+    /// commits it. A retriable error repeats the call (within [`TRANSACTION_TIMEOUT`] in all); any other failure
+    /// aborts the transaction when the producer still can (not after a fatal error), and is returned.
+    ///
+    /// Not to be cancelled once called: the blocking calls go on without the future, and an abort racing them
+    /// would leave the producer in an unknown state. It returns within about [`TRANSACTION_TIMEOUT`] per call.
     pub(crate) async fn commit(
         &mut self,
         offsets: TopicPartitionList,
@@ -107,30 +152,60 @@ impl Transactions {
                 self.abort().await;
                 return Err(DetectorError::Worker("the consumer has no group metadata for the transaction".into()));
             };
-            let p = self.producer.clone();
-            let r = tokio::task::spawn_blocking(move || {
-                p.send_offsets_to_transaction(&offsets, &group, TRANSACTION_TIMEOUT)
-            })
-            .await;
+            let args = Arc::new((offsets, group));
+            let r = self
+                .retrying("sending offsets to the transaction", move |p, timeout| {
+                    p.send_offsets_to_transaction(&args.0, &args.1, timeout)
+                })
+                .await;
+            self.settle(r, "sending offsets to the transaction").await?;
+        }
+        let r = self.retrying("committing the transaction", |p, timeout| p.commit_transaction(timeout)).await;
+        self.settle(r, "committing the transaction").await?;
+        self.open = false;
+        Ok(())
+    }
+
+    /// Runs `call` on a blocking thread, again while it fails with a retriable error, at most [`MAX_ATTEMPTS`]
+    /// times and within [`TRANSACTION_TIMEOUT`] in all.
+    async fn retrying<F>(&self, what: &str, call: F) -> Result<KafkaResult<()>, tokio::task::JoinError>
+    where
+        F: Fn(&FutureProducer<KafkaLog>, Duration) -> KafkaResult<()> + Send + Sync + 'static,
+    {
+        let call = Arc::new(call);
+        let deadline = Instant::now() + TRANSACTION_TIMEOUT;
+        let mut attempt = 1;
+        loop {
+            let (p, c) = (self.producer.clone(), call.clone());
+            let left = deadline.saturating_duration_since(Instant::now()).max(MIN_ATTEMPT);
+            let r = tokio::task::spawn_blocking(move || c(&p, left)).await?;
             match r {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    self.abort().await;
-                    return Err(self.error("sending offsets to the transaction", e));
+                Err(e) if next_step(&e) == Step::Retry && attempt < MAX_ATTEMPTS && Instant::now() < deadline => {
+                    tracing::warn!(transactional_id = %self.id, error = %e, attempt, "{what}: retriable error, retrying");
+                    tokio::time::sleep(RETRY_BACKOFF * attempt).await;
+                    attempt += 1;
                 }
-                Err(e) => return Err(DetectorError::Worker(e.to_string())),
+                r => return Ok(r),
             }
         }
-        let p = self.producer.clone();
-        let r = tokio::task::spawn_blocking(move || p.commit_transaction(TRANSACTION_TIMEOUT)).await;
+    }
+
+    /// The outcome of a transactional call: on an error, the transaction is aborted unless the error is fatal
+    /// (the producer can no longer abort; the next instance with this id aborts it).
+    async fn settle(
+        &mut self,
+        r: Result<KafkaResult<()>, tokio::task::JoinError>,
+        what: &str,
+    ) -> Result<(), DetectorError> {
         match r {
-            Ok(Ok(())) => {
-                self.open = false;
-                Ok(())
-            }
+            Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
-                self.abort().await;
-                Err(self.error("committing the transaction", e))
+                if next_step(&e) == Step::Fatal {
+                    self.open = false;
+                } else {
+                    self.abort().await;
+                }
+                Err(self.error(what, e))
             }
             Err(e) => Err(DetectorError::Worker(e.to_string())),
         }
@@ -169,6 +244,18 @@ impl Transactions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retriable_errors_are_retried_and_fatal_or_abortable_ones_are_not() {
+        assert_eq!(step_from_flags(false, false, true), Step::Retry);
+        assert_eq!(step_from_flags(false, true, false), Step::Abort);
+        assert_eq!(step_from_flags(false, true, true), Step::Abort, "requires abort wins over retriable");
+        assert_eq!(step_from_flags(true, false, true), Step::Fatal, "fatal wins over retriable");
+        assert_eq!(step_from_flags(true, true, false), Step::Fatal);
+        assert_eq!(step_from_flags(false, false, false), Step::Abort);
+        // Errors other than transactional ones carry no flags: abort.
+        assert_eq!(next_step(&KafkaError::Canceled), Step::Abort);
+    }
 
     #[test]
     fn the_id_comes_from_the_config_the_instance_id_or_the_host() {
