@@ -746,6 +746,15 @@ pub(crate) async fn run(
             producer.in_flight_count()
         );
     }
+    if !held.is_empty() {
+        // The batches waiting for the group's model are not scored, so the offsets held for them are committed
+        // neither with a transaction nor by `commit_final`: their packets are consumed again (at least once).
+        tracing::warn!(
+            partitions = held.len(),
+            "shutdown during the group model's warm-up: the packets offsets held for the unscored isolation backlog \
+             are not committed; those packets are consumed again"
+        );
+    }
     match &mut txn {
         // Offsets were committed with each transaction; one left open (a deadline passed) is aborted.
         Some(t) => t.abort_within(bound(0.9)).await,
