@@ -85,7 +85,7 @@ macro_rules! detector_config {
         /// restarted instance with the same id aborts what its predecessor left open) and unique among the
         /// instances running at once (two with one id fence each other). Default: `<group_id>-<group.instance.id>`
         /// when `kafka.properties` sets `group.instance.id`, else `<group_id>-<host name>`; `netanom run` appends
-        /// each in-process detector's index. At most 200 characters.
+        /// each in-process detector's index. At most 200 bytes (UTF-8).
         pub transactional_id: Option<String>,
         /// Per-host state bounds.
         pub state: StateConfig,
@@ -176,7 +176,7 @@ macro_rules! detector_config {
             });
             if let Some(id) = &self.transactional_id {
                 p.check(!id.trim().is_empty() && id.len() <= 200, "transactional_id", || {
-                    format!("must be 1 to 200 characters, got {} characters", id.len())
+                    format!("must be 1 to 200 bytes (UTF-8), got {} bytes", id.len())
                 });
             }
             let mut errs = p.into_vec();
@@ -252,7 +252,7 @@ mod tests {
         assert!(text.iter().any(|e| e == "detector.beacon.max_jitter must be in (0, 1), got NaN"), "{text:?}");
         assert!(text.iter().any(|e| e == "detector.fetch_wait must be at most 300s, got 10m"), "{text:?}");
         assert!(
-            text.iter().any(|e| e == "detector.transactional_id must be 1 to 200 characters, got 1 characters"),
+            text.iter().any(|e| e == "detector.transactional_id must be 1 to 200 bytes (UTF-8), got 1 bytes"),
             "{text:?}"
         );
     }
