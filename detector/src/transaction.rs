@@ -7,6 +7,10 @@
 //! initialises, and a member that lost its partitions in a rebalance has its offsets refused by the group
 //! coordinator (KIP-447: the group generation travels with the offsets), so a zombie commits nothing.
 //!
+//! A call that fails with a retriable error (librdkafka's `is_retriable`) is repeated, a bounded number of times
+//! within [`TRANSACTION_TIMEOUT`]; one that requires an abort is aborted; after a fatal one the producer can no
+//! longer abort, so the next instance with this id does.
+//!
 //! On a failed transaction the detector aborts it (when the producer still can) and stops with
 //! [`DetectorError::Transaction`]: its state already holds the chunk, so carrying on would skip the chunk's
 //! output. A restart resumes from the committed offsets and rebuilds each partition's state as for a partition
