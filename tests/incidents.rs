@@ -97,34 +97,46 @@ fn victim_totals_are_exact_and_identical_from_run_to_run() {
         let sample = kind["sample"].as_str().unwrap().to_string();
         finals.push((
             a["host"].as_str().unwrap().to_string(),
-            ns(kind, "first_seen").div_euclid(WINDOW_NS) * WINDOW_NS,
+            ns(kind, "first_seen"),
             a["totals"]["sources"].as_u64(),
             a["totals"]["packets"].as_u64(),
+            a["totals"]["bytes"].as_u64(),
             ns(kind, "last_seen"),
             sample,
         ));
     }
     assert!(finals.iter().all(|f| *f == finals[0]), "the same final figures each run: {finals:#?}");
-    let (host, start, sources, packets, last, sample) = &finals[0];
+    let (host, first, sources, packets, bytes, last, sample) = &finals[0];
+    let start = first.div_euclid(WINDOW_NS) * WINDOW_NS;
     assert!(truth.victims.contains(host), "{host} is a labelled victim");
 
     // The exact figures, from the capture.
     let victim: std::net::IpAddr = host.parse().unwrap();
-    let (mut exact_sources, mut exact_packets, mut exact_last) = (BTreeMap::new(), 0u64, i64::MIN);
+    // Per source: packets, SYNs, first and last packet time.
+    let mut exact_sources: BTreeMap<std::net::IpAddr, (u64, u64, i64, i64)> = BTreeMap::new();
+    let (mut exact_packets, mut exact_bytes) = (0u64, 0u64);
     netanom::traffic::for_each_packet(&pcap, &netanom_producer::FlowConfig::default(), |src, p| {
-        if p.destination == victim && p.ts_ns.div_euclid(WINDOW_NS) * WINDOW_NS == *start {
-            let e: &mut (u64, u64) = exact_sources.entry(src).or_default();
+        if p.destination == victim && p.ts_ns.div_euclid(WINDOW_NS) * WINDOW_NS == start {
+            let e = exact_sources.entry(src).or_insert((0, 0, i64::MAX, i64::MIN));
             e.0 += 1;
             e.1 += u64::from(p.is_syn());
+            e.2 = e.2.min(p.ts_ns);
+            e.3 = e.3.max(p.ts_ns);
             exact_packets += 1;
-            exact_last = exact_last.max(p.ts_ns);
+            exact_bytes += u64::from(p.wire_len);
         }
     })
     .unwrap();
     assert!(exact_sources.len() >= 1_000, "the flood's window: {} sources", exact_sources.len());
     assert_eq!(*sources, Some(exact_sources.len() as u64), "distinct sources");
     assert_eq!(*packets, Some(exact_packets), "packets");
-    assert_eq!(*last, exact_last, "last_seen is the window's last packet to the victim");
+    assert_eq!(*bytes, Some(exact_bytes), "bytes");
+    // The flood's own packets date it: sources with the flood's profile (at most 5 packets, only SYNs, the
+    // default `victim.max_packets_per_source` of a SYN flood), not a benign client of the victim.
+    let flood = exact_sources.values().filter(|(sent, syns, _, _)| *sent <= 5 && syns == sent);
+    let (exact_first, exact_last) = flood.fold((i64::MAX, i64::MIN), |(f, l), s| (f.min(s.2), l.max(s.3)));
+    assert_eq!(*first, exact_first, "first_seen is the flood's first packet");
+    assert_eq!(*last, exact_last, "last_seen is the flood's last packet");
 
     // The named sources sent to the victim within the window, only SYNs, and none is a benign host.
     let named: Vec<&str> =
