@@ -144,7 +144,7 @@ fn victim_totals_are_exact_and_identical_from_run_to_run() {
     assert_eq!(named.len(), 8, "{sample}");
     for n in named {
         assert!(!truth.benign.contains(n), "benign host {n} named as a flood source: {sample}");
-        let (sent, syns) = exact_sources[&n.parse::<std::net::IpAddr>().unwrap()];
+        let (sent, syns, _, _) = exact_sources[&n.parse::<std::net::IpAddr>().unwrap()];
         assert!(sent <= 5 && syns == sent, "{n} sent {sent} packets ({syns} SYN): not the flood's profile");
     }
 }
