@@ -16,6 +16,8 @@
 //! - **Once per replay**: an alert parked more than once (the same `webhook-id`) is delivered once per replay;
 //!   the copies are counted as duplicates. The ids of one replay are held in memory up to [`MAX_SEEN`]; a replay
 //!   that reaches it stops there (committed up to that record) and the next one continues.
+//! - **Incomplete**: a replay that stops before the end of every partition (at [`MAX_SEEN`], or when neither a
+//!   record nor the end of a partition arrives for 10 s) reports itself `incomplete`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -55,7 +57,8 @@ pub struct ReplayReport {
     pub duplicates: u64,
     /// Records naming a destination that is not configured (left as they are).
     pub unknown_destination: u64,
-    /// True when a destination's replay stopped at [`MAX_SEEN`] alerts: run the replay again for the rest.
+    /// True when a destination's replay stopped before the end of every partition (at [`MAX_SEEN`] alerts, or
+    /// after waiting in vain for a record or the end of a partition): run the replay again for the rest.
     pub incomplete: bool,
 }
 
@@ -130,7 +133,8 @@ impl Pass<'_> {
             let m = match tokio::time::timeout(IDLE, consumer.recv()).await {
                 Err(_) => {
                     tracing::warn!(destination = %self.destination.name(), partitions = ?remaining,
-                        "no record and no end of partition for {IDLE:?}: taking it as the end");
+                        "no record and no end of partition for {IDLE:?}: stopping (run the replay again for the rest)");
+                    report.incomplete = true;
                     break;
                 }
                 Ok(Err(KafkaError::PartitionEOF(p))) => {
