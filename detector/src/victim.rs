@@ -285,9 +285,14 @@ pub struct VictimTables {
     /// because the byte budget was spent (`budget`); `victim_destinations` entries evicted to make room (`age`)
     /// and records not merged because no room could be made (`capacity`).
     pub evictions: [(&'static str, &'static str, u64); 5],
-    /// Closing updates by why the window closed: `[complete, drained, aged_out, evicted]`.
+    /// Closing updates by why the window closed, in the order of [`CLOSE_REASONS`].
     pub closed: [u64; 4],
 }
+
+/// Why a fired window closed, as the `reason` of `netanom.detector.victim.closed`: every origin partition reported
+/// two windows past its end (`complete`), the input was drained (`drained`), it grew too old (`aged_out`) or it
+/// was evicted to make room (`evicted`).
+pub const CLOSE_REASONS: [&str; 4] = ["complete", "drained", "aged_out", "evicted"];
 
 /// (destination, window start, packets partition).
 type SourceKey = (IpAddr, i64, i32);
@@ -1423,6 +1428,8 @@ mod tests {
         assert_eq!(out.len(), 1, "{out:?}");
         assert!(out[0].id.ends_with(":final") && out[0].score == 600.0, "{out:?}");
         assert_eq!(dst.closed(), [0, 0, 0, 1]);
+        assert_eq!(CLOSE_REASONS[CloseReason::Evicted as usize], "evicted", "the metric's reason");
+        assert_eq!(CLOSE_REASONS[CloseReason::AgedOut as usize], "aged_out");
         assert!(dst.evictions() >= 1);
         assert!(close_all(&mut dst).is_empty(), "closed once");
     }
