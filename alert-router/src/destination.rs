@@ -841,12 +841,19 @@ fn create_consumer(
     group: &str,
     start_from: StartFrom,
 ) -> Result<StreamConsumer<DestinationContext>, RouterError> {
+    consumer_config(config, group, start_from).create_with_context(DestinationContext::default()).map_err(|source| {
+        RouterError::Kafka {
+            what: format!("creating the consumer of group {group}"),
+            source: Box::new(crate::report::redacted(source)),
+        }
+    })
+}
+
+/// The settings of a destination's consumer: the `kafka_properties`, under the ones the destination needs.
+fn consumer_config(config: &RouterConfig, group: &str, start_from: StartFrom) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.brokers)
         .set("group.id", group)
-        // A new destination starts at the beginning of the alerts topic's retention (no alert is skipped), or at
-        // its end when configured so.
-        .set("auto.offset.reset", start_from.offset_reset())
         .set("enable.auto.commit", "true")
         .set("enable.partition.eof", "true")
         .set("queued.max.messages.kbytes", PREFETCH_KBYTES)
@@ -854,16 +861,16 @@ fn create_consumer(
     for (k, v) in &config.kafka_properties {
         c.set(k, v);
     }
+    // Not overridable: a new destination starts where its `start_from` says (the beginning of the alerts topic's
+    // retention, so no alert is skipped, or its end), whatever `kafka_properties` holds.
+    c.set("auto.offset.reset", start_from.offset_reset());
     // Not overridable: offsets are stored only after delivery.
     c.set("enable.auto.offset.store", "false");
     if config.exactly_once {
         // Not overridable either: records of open or aborted transactions are never read.
         c.set("isolation.level", "read_committed");
     }
-    c.create_with_context(DestinationContext::default()).map_err(|source| RouterError::Kafka {
-        what: format!("creating the consumer of group {group}"),
-        source: Box::new(crate::report::redacted(source)),
-    })
+    c
 }
 
 #[cfg(test)]
@@ -884,5 +891,17 @@ mod tests {
         let err = native_alert(&record(Some(ocsf), b"{}")).unwrap_err();
         assert!(err.contains("format ocsf") && err.contains(topics::NATIVE_ALERT_HEADER), "{err}");
         assert_eq!(group_of("netanom-alert-router", "pager"), "netanom-alert-router.deliver.pager");
+    }
+
+    #[test]
+    fn start_from_is_not_overridden_by_kafka_properties() {
+        let mut config = RouterConfig::default();
+        config.kafka_properties.insert("auto.offset.reset".into(), "latest".into());
+        config.kafka_properties.insert("client.id".into(), "router-7".into());
+        let c = consumer_config(&config, "g", StartFrom::Earliest);
+        assert_eq!(c.get("auto.offset.reset"), Some("earliest"));
+        assert_eq!(c.get("client.id"), Some("router-7"), "other properties still apply");
+        config.kafka_properties.insert("auto.offset.reset".into(), "earliest".into());
+        assert_eq!(consumer_config(&config, "g", StartFrom::Latest).get("auto.offset.reset"), Some("latest"));
     }
 }

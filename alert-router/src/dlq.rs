@@ -6,7 +6,9 @@
 //! alert's, as on the first attempt, so a receiver that got an alert already deduplicates it.
 //!
 //! - **Resumable**: a record's offset is committed only once its alert was delivered, or refused again and
-//!   parked again; a replay that is stopped resumes at the first record it had not finished.
+//!   parked again; a replay that is stopped resumes at the first record it had not finished. The offsets of
+//!   records it skips (other destinations', given up, duplicates) are committed in batches: before the next
+//!   delivery, every 1000 records, at a partition's end and when the replay stops.
 //! - **Parked again once**: an alert refused again is parked again as a new record carrying
 //!   `netanom-dlq-attempts` (the failed delivery rounds: 1 for the destination's own, plus one per refused
 //!   replay) and `netanom-dlq-replay` (the replay's id). A replay stops in each partition at its end (partition
@@ -16,6 +18,8 @@
 //! - **Once per replay**: an alert parked more than once (the same `webhook-id`) is delivered once per replay;
 //!   the copies are counted as duplicates. The ids of one replay are held in memory up to [`MAX_SEEN`]; a replay
 //!   that reaches it stops there (committed up to that record) and the next one continues.
+//! - **Incomplete**: a replay that stops before the end of every partition (at [`MAX_SEEN`], or when neither a
+//!   record nor the end of a partition arrives for 10 s) reports itself `incomplete`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -37,6 +41,8 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 pub const MAX_SEEN: usize = 100_000;
 /// How long to wait for the next record (or the end of a partition) before concluding the topic has no more.
 const IDLE: Duration = Duration::from_secs(10);
+/// Skipped records (other destinations', given up, duplicates) whose offsets are committed together at most.
+const COMMIT_EVERY: usize = 1000;
 /// librdkafka prefetch of the replay's consumer (`queued.max.messages.kbytes`).
 const PREFETCH_KBYTES: &str = "1024";
 
@@ -55,7 +61,8 @@ pub struct ReplayReport {
     pub duplicates: u64,
     /// Records naming a destination that is not configured (left as they are).
     pub unknown_destination: u64,
-    /// True when a destination's replay stopped at [`MAX_SEEN`] alerts: run the replay again for the rest.
+    /// True when a destination's replay stopped before the end of every partition (at [`MAX_SEEN`] alerts, or
+    /// after waiting in vain for a record or the end of a partition): run the replay again for the rest.
     pub incomplete: bool,
 }
 
@@ -125,16 +132,22 @@ impl Pass<'_> {
         consumer.assign(&tpl).map_err(kafka(format!("assigning {topic} to group {group}")))?;
         let run_id = format!("{:016x}", rand::thread_rng().r#gen::<u64>());
         let mut seen: HashSet<String> = HashSet::new();
+        // Next offsets of skipped records not committed yet, by partition: committed together, before the next
+        // delivery, every [`COMMIT_EVERY`] skipped records, at a partition's end and when the replay stops.
+        let mut skipped: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut skipped_since_commit = 0usize;
         tracing::info!(destination = %self.destination.name(), %group, replay = %run_id, "dead-letter replay started");
         while !remaining.is_empty() {
             let m = match tokio::time::timeout(IDLE, consumer.recv()).await {
                 Err(_) => {
                     tracing::warn!(destination = %self.destination.name(), partitions = ?remaining,
-                        "no record and no end of partition for {IDLE:?}: taking it as the end");
+                        "no record and no end of partition for {IDLE:?}: stopping (run the replay again for the rest)");
+                    report.incomplete = true;
                     break;
                 }
                 Ok(Err(KafkaError::PartitionEOF(p))) => {
                     finish(consumer.as_ref(), topic, p, &mut remaining);
+                    commit_skipped(&consumer, topic, &mut skipped).await?;
                     continue;
                 }
                 Ok(Err(e)) => return Err(kafka(format!("reading {topic}"))(e)),
@@ -147,35 +160,40 @@ impl Pass<'_> {
             if header(&m, topics::DLQ_REPLAY_HEADER).is_some_and(|id| id == run_id) {
                 // This replay's own records begin here.
                 finish(consumer.as_ref(), topic, p, &mut remaining);
+                commit_skipped(&consumer, topic, &mut skipped).await?;
                 continue;
             }
             let step = self.step(&m, report, &mut seen);
-            if let Step::Deliver(attempts) = step {
-                if seen.len() > MAX_SEEN {
-                    tracing::warn!(destination = %self.destination.name(), "replay stopped at {MAX_SEEN} alerts: \
-                        run it again for the rest");
-                    report.incomplete = true;
-                    break;
+            let Step::Deliver(attempts) = step else {
+                skipped.insert(p, m.offset() + 1);
+                skipped_since_commit += 1;
+                if skipped_since_commit >= COMMIT_EVERY {
+                    commit_skipped(&consumer, topic, &mut skipped).await?;
+                    skipped_since_commit = 0;
                 }
-                report.found += 1;
-                let redelivered = destination::redeliver(
-                    self.destination,
-                    self.producer,
-                    topic,
-                    &m,
-                    attempts.saturating_add(1),
-                    &run_id,
-                )
-                .await?;
-                if redelivered {
-                    report.delivered += 1;
-                } else {
-                    report.parked_again += 1;
-                }
+                continue;
+            };
+            commit_skipped(&consumer, topic, &mut skipped).await?;
+            skipped_since_commit = 0;
+            if seen.len() > MAX_SEEN {
+                tracing::warn!(destination = %self.destination.name(), "replay stopped at {MAX_SEEN} alerts: \
+                    run it again for the rest");
+                report.incomplete = true;
+                break;
             }
-            commit(consumer.clone(), topic, p, m.offset() + 1).await?;
+            report.found += 1;
+            let redelivered =
+                destination::redeliver(self.destination, self.producer, topic, &m, attempts.saturating_add(1), &run_id)
+                    .await?;
+            if redelivered {
+                report.delivered += 1;
+            } else {
+                report.parked_again += 1;
+            }
+            // Delivered or parked again: committed before the next record.
+            commit(consumer.clone(), topic, [(p, m.offset() + 1)]).await?;
         }
-        Ok(())
+        commit_skipped(&consumer, topic, &mut skipped).await
     }
 
     /// What to do with record `m`, counting what is skipped.
@@ -217,12 +235,33 @@ fn finish(consumer: &StreamConsumer, topic: &str, p: i32, remaining: &mut HashSe
     }
 }
 
-/// Commits `next` for partition `p` (synchronously: the replay goes on only once it is committed).
-async fn commit(consumer: Arc<StreamConsumer>, topic: &str, p: i32, next: i64) -> Result<(), RouterError> {
+/// Commits the skipped records' offsets held in `skipped` (none when empty), and empties it.
+async fn commit_skipped(
+    consumer: &Arc<StreamConsumer>,
+    topic: &str,
+    skipped: &mut BTreeMap<i32, i64>,
+) -> Result<(), RouterError> {
+    if skipped.is_empty() {
+        return Ok(());
+    }
+    commit(consumer.clone(), topic, std::mem::take(skipped)).await
+}
+
+/// Commits the next offset of each partition in `next` (synchronously: the replay goes on only once they are
+/// committed).
+async fn commit(
+    consumer: Arc<StreamConsumer>,
+    topic: &str,
+    next: impl IntoIterator<Item = (i32, i64)>,
+) -> Result<(), RouterError> {
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, p, Offset::Offset(next))
-        .map_err(kafka(format!("committing {topic}/{p} at {next}")))?;
-    let what = format!("committing {topic}/{p} at {next}");
+    let mut at = Vec::new();
+    for (p, offset) in next {
+        tpl.add_partition_offset(topic, p, Offset::Offset(offset))
+            .map_err(kafka(format!("committing {topic}/{p} at {offset}")))?;
+        at.push(format!("{p} at {offset}"));
+    }
+    let what = format!("committing {topic} ({})", at.join(", "));
     tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
         .await
         .map_err(|e| RouterError::Task(e.to_string()))?

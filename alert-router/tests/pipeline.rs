@@ -747,6 +747,7 @@ async fn parked_alerts_name_their_destination_and_replay_delivers_them() {
     rx.picky.store(false, Ordering::SeqCst);
     let replayed = netanom_alert_router::dlq::replay(&f.config, Some("picky"), 5).await.unwrap();
     assert_eq!((replayed.found, replayed.delivered, replayed.parked_again), (2, 2, 0));
+    assert!(!replayed.incomplete, "every partition read to its end: {replayed:?}");
     let accepted = rx.accepted.lock().unwrap().get("picky").cloned().unwrap_or_default();
     let mut ids: Vec<String> = accepted
         .iter()

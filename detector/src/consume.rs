@@ -695,6 +695,13 @@ pub(crate) async fn run(
                 );
             }
         }
+        for ((reason, now), seen) in
+            crate::victim::CLOSE_REASONS.into_iter().zip(out.victim.closed).zip(victim_seen.closed)
+        {
+            if now > seen {
+                meters.victim_closed.add(now - seen, &[opentelemetry::KeyValue::new("reason", reason)]);
+            }
+        }
         victim_seen = out.victim;
         (packets_seen, evictions_seen) =
             (packets_seen.max(out.packets_total), evictions_seen.max(out.hosts_evicted_total));

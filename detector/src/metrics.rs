@@ -41,6 +41,9 @@ pub struct Metrics {
     /// `capacity`, `capacity_suspicious`), `victim_sources` (`age`, `capacity`, `budget`) and
     /// `victim_destinations` (`age`, `capacity`); see `crate::victim::VictimTables`.
     pub evictions: Counter<u64>,
+    /// `netanom.detector.victim.closed{reason}`: closing updates of victim anomalies, by why the window closed
+    /// (`complete`, `drained`, `aged_out`, `evicted`; see `crate::victim::CLOSE_REASONS`).
+    pub victim_closed: Counter<u64>,
     /// `netanom.detector.chunk.duration` (s): processing time of one chunk, produce and acknowledgements included.
     pub chunk_latency: Histogram<f64>,
     /// `netanom.detector.consumer.lag{topic}`: high watermark minus position, summed over assigned partitions.
@@ -95,6 +98,10 @@ impl Metrics {
             evictions: m
                 .u64_counter("netanom.detector.evictions")
                 .with_description("Entries evicted, by table and reason (idle, capacity, capacity_suspicious)")
+                .build(),
+            victim_closed: m
+                .u64_counter("netanom.detector.victim.closed")
+                .with_description("Closing updates of victim anomalies, by why the window closed")
                 .build(),
             chunk_latency: m
                 .f64_histogram("netanom.detector.chunk.duration")

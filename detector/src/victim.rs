@@ -285,9 +285,14 @@ pub struct VictimTables {
     /// because the byte budget was spent (`budget`); `victim_destinations` entries evicted to make room (`age`)
     /// and records not merged because no room could be made (`capacity`).
     pub evictions: [(&'static str, &'static str, u64); 5],
-    /// Closing updates by why the window closed: `[complete, drained, aged_out, evicted]`.
+    /// Closing updates by why the window closed, in the order of [`CLOSE_REASONS`].
     pub closed: [u64; 4],
 }
+
+/// Why a fired window closed, as the `reason` of `netanom.detector.victim.closed`: every origin partition reported
+/// two windows past its end (`complete`), the input was drained (`drained`), it grew too old (`aged_out`) or it
+/// was evicted to make room (`evicted`).
+pub const CLOSE_REASONS: [&str; 4] = ["complete", "drained", "aged_out", "evicted"];
 
 /// (destination, window start, packets partition).
 type SourceKey = (IpAddr, i64, i32);
@@ -597,6 +602,17 @@ impl DestinationEntry {
     }
 }
 
+/// The [`SAMPLES`] smallest distinct addresses of `sources` (a record names any number): what an origin
+/// partition keeps, which leaves `DestinationEntry::samples` as it would be with all of them.
+fn smallest_sources(sources: &[IpAddr]) -> Vec<IpAddr> {
+    let mut all = sources.to_vec();
+    all.sort_unstable();
+    all.dedup();
+    all.truncate(SAMPLES);
+    all.shrink_to_fit();
+    all
+}
+
 /// The consuming half: exact sums per (destination, window) for the destination partitions this detector owns.
 #[derive(Debug)]
 pub struct DestinationSide {
@@ -697,14 +713,24 @@ impl DestinationSide {
             self.age_out(window_ns, out);
         }
         let key = (d.destination, d.window_start_ns);
-        let room = |s: &Self| {
-            let growth = table_growth::<((IpAddr, i64), DestinationEntry)>(s.entries.len(), s.entries.capacity())
-                .saturating_add(table_growth::<((i32, i32), i64)>(s.newest_ts_ns.len(), s.newest_ts_ns.capacity()))
-                .saturating_add(vec_growth::<(IpAddr, i64)>(s.open.len(), s.open.capacity()))
-                .saturating_add(ENTRY_HEAP_BYTES);
-            s.entries.len() < s.max_entries && s.bytes().saturating_add(growth) <= s.budget_bytes
+        // Whether merging `d` grows the tables within the budget: a new entry, or a new origin partition of an
+        // entry (the counts of an origin already there are replaced, its named sources capped at [`SAMPLES`]).
+        let room = |s: &Self| match s.entries.get(&key) {
+            Some(e) if e.origins.iter().any(|o| o.origin == d.origin_partition) => true,
+            Some(e) => {
+                let growth = vec_growth::<OriginCounts>(e.origins.len(), e.origins.capacity())
+                    .saturating_add(vec_bytes::<IpAddr>(SAMPLES));
+                s.bytes().saturating_add(growth) <= s.budget_bytes
+            }
+            None => {
+                let growth = table_growth::<((IpAddr, i64), DestinationEntry)>(s.entries.len(), s.entries.capacity())
+                    .saturating_add(table_growth::<((i32, i32), i64)>(s.newest_ts_ns.len(), s.newest_ts_ns.capacity()))
+                    .saturating_add(vec_growth::<(IpAddr, i64)>(s.open.len(), s.open.capacity()))
+                    .saturating_add(ENTRY_HEAP_BYTES);
+                s.entries.len() < s.max_entries && s.bytes().saturating_add(growth) <= s.budget_bytes
+            }
         };
-        let admitted = self.entries.contains_key(&key) || room(self) || {
+        let admitted = room(self) || {
             let keep_from = self.newest_window_ns.saturating_sub(window_ns.saturating_mul(2));
             // A fired window about to be forgotten is closed first, with what is known.
             let (evicted, open): (Vec<_>, Vec<_>) = self.open.drain(..).partition(|k| k.1 < keep_from);
@@ -736,7 +762,7 @@ impl DestinationSide {
                 // Reports are cumulative: the one with the most packets is the latest, and names its sources
                 // and dates its evidence.
                 if d.packets >= o.packets {
-                    o.samples.clone_from(&d.sample_sources);
+                    o.samples = smallest_sources(&d.sample_sources);
                     o.span = span;
                 }
                 o.sources = o.sources.max(d.sources);
@@ -752,7 +778,7 @@ impl DestinationSide {
                 syn_packets: d.syn_packets,
                 bytes: d.bytes,
                 unlisted_packets: d.unlisted_packets,
-                samples: d.sample_sources.clone(),
+                samples: smallest_sources(&d.sample_sources),
                 span,
             }),
         }
@@ -1402,8 +1428,50 @@ mod tests {
         assert_eq!(out.len(), 1, "{out:?}");
         assert!(out[0].id.ends_with(":final") && out[0].score == 600.0, "{out:?}");
         assert_eq!(dst.closed(), [0, 0, 0, 1]);
+        assert_eq!(CLOSE_REASONS[CloseReason::Evicted as usize], "evicted", "the metric's reason");
+        assert_eq!(CLOSE_REASONS[CloseReason::AgedOut as usize], "aged_out");
         assert!(dst.evictions() >= 1);
         assert!(close_all(&mut dst).is_empty(), "closed once");
+    }
+
+    #[test]
+    fn a_record_naming_many_sources_is_kept_within_the_budget() {
+        let cfg = VictimConfig::default();
+        let victim: IpAddr = "10.0.0.5".parse().unwrap();
+        let mut flooded = SourceSide::new(&cfg);
+        for b in spoofed_flood(victim, T0, 600, 5_000_000_000, 1) {
+            flooded.observe(b.source, &b.packets[0], 1);
+        }
+        let mut reports = flooded.drain(true);
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        // A record naming 100,000 sources (the decoder does not cap the list), largest first, with repeats.
+        let named = |i: u32| IpAddr::from((0x0a80_0000u32 + i).to_be_bytes());
+        reports[0].sample_sources = (0..100_000u32).rev().chain(0..4).map(named).collect();
+        let mut dst = DestinationSide::new(&cfg);
+        let fired = apply_all(&mut dst, &reports);
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        assert!(dst.bytes() < 16 * 1024, "{} bytes held", dst.bytes());
+        let want: Vec<String> = (0..SAMPLES as u32).map(|i| named(i).to_string()).collect();
+        assert!(fired[0].sample.ends_with(&format!("include {})", want.join(", "))), "{}", fired[0].sample);
+        // Repeated, the record changes nothing.
+        let held = dst.bytes();
+        apply_all(&mut dst, &reports);
+        assert_eq!(dst.bytes(), held);
+
+        // A new origin partition of the same window grows the entry: refused once the budget is spent.
+        let mut dst = DestinationSide::new(&cfg);
+        apply_all(&mut dst, &reports);
+        let full = dst.bytes();
+        let mut dst = dst.with_budget(full);
+        let mut other = reports[0].clone();
+        other.origin_partition = 2;
+        let mut out = Vec::new();
+        dst.apply(&other, 0, &mut out);
+        assert_eq!(dst.refused, 1);
+        assert!(dst.bytes() <= full, "{} bytes held, budget {full}", dst.bytes());
+        let mut dst = dst.with_budget(usize::MAX);
+        dst.apply(&other, 0, &mut out);
+        assert_eq!(dst.refused, 1, "merged when there is room");
     }
 
     #[test]
