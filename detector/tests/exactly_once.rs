@@ -15,52 +15,27 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use netanom_detector::fixtures::{T0, benign_batch, scan_batch, spoofed_flood, syn_flood};
-use netanom_detector::{DetectorConfig, DetectorError, DetectorReport, Handles};
-use netanom_handles::RoleHandles;
+use netanom_detector::{DetectorConfig, DetectorError};
 use netanom_schemas::{Anomaly, PacketBatch, SchemaIds};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{Offset, TopicPartitionList};
-use tokio_util::sync::CancellationToken;
 
-fn unique(prefix: &str) -> String {
-    use rand::Rng;
-    format!("{prefix}-{:016x}", rand::thread_rng().r#gen::<u64>())
-}
+mod common;
 
-struct Setup {
-    cluster: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-    config: DetectorConfig,
-}
+use common::{Setup, produce, run_drained, unique};
 
-/// A mock cluster with the detector's topics, and a rules-only configuration (the isolation forest's warm-up
-/// is covered by its own tests) with exactly-once output on.
+/// The shared setup with exactly-once output on.
 fn setup() -> Setup {
-    let cluster = MockCluster::new(1).unwrap();
-    let mut config = DetectorConfig {
-        brokers: cluster.bootstrap_servers(),
-        group_id: unique("group"),
-        packets_topic: unique("packets"),
-        destinations_topic: unique("destinations"),
-        anomalies_topic: unique("anomalies"),
-        dead_letter_topic: unique("dlq"),
-        chunk_linger: Duration::from_millis(20),
-        exactly_once: true,
-        transactional_id: Some(unique("txn")),
-        ..DetectorConfig::default()
-    };
-    config.forest.enabled = false;
+    let mut s = common::setup();
+    s.config.exactly_once = true;
+    s.config.transactional_id = Some(unique("txn"));
     // The mock broker does not act on a member's LeaveGroup; a restarted member waits for the old session.
-    config.kafka_properties.insert("session.timeout.ms".into(), "6000".into());
-    cluster.create_topic(&config.packets_topic, 3, 1).unwrap();
-    cluster.create_topic(&config.destinations_topic, 2, 1).unwrap();
-    cluster.create_topic(&config.anomalies_topic, 1, 1).unwrap();
-    cluster.create_topic(&config.dead_letter_topic, 1, 1).unwrap();
-    Setup { cluster, config }
+    s.config.kafka_properties.insert("session.timeout.ms".into(), "6000".into());
+    s
 }
 
 /// Benign hosts, a SYN flood, a port scan and a spoofed flood on one victim: rate, fanout and victim anomalies.
@@ -73,36 +48,6 @@ fn traffic() -> Vec<PacketBatch> {
     let victim: IpAddr = "10.0.0.5".parse().unwrap();
     batches.extend(spoofed_flood(victim, T0 + 60_000_000_000, 1_500, 4_000_000_000, 3));
     batches
-}
-
-async fn produce(config: &DetectorConfig, batches: &[PacketBatch]) {
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &config.brokers).create().unwrap();
-    let ids = SchemaIds::BUILT_IN;
-    let mut futures = vec![];
-    for b in batches {
-        let key = b.source.to_string();
-        let payload = b.encode(&ids);
-        futures.push(
-            producer
-                .send_result(FutureRecord::to(&config.packets_topic).key(&key).payload(&payload))
-                .map_err(|(e, _)| e)
-                .unwrap(),
-        );
-    }
-    for f in futures {
-        f.await.unwrap().unwrap();
-    }
-}
-
-async fn run_drained(config: DetectorConfig) -> Result<DetectorReport, DetectorError> {
-    let drain = CancellationToken::new();
-    drain.cancel();
-    tokio::time::timeout(
-        Duration::from_secs(120),
-        netanom_detector::run(config, Handles::default(), CancellationToken::new(), RoleHandles::draining(drain)),
-    )
-    .await
-    .expect("the detector returned in time")
 }
 
 /// End offset of each partition of `topic`.
@@ -155,7 +100,7 @@ fn anomalies_from(config: &DetectorConfig, topic: &str, from: &BTreeMap<i32, i64
 async fn fault_free() -> BTreeMap<String, usize> {
     let s = setup();
     let config = DetectorConfig { exactly_once: false, ..s.config.clone() };
-    produce(&config, &traffic()).await;
+    produce(&config, &traffic(), &[]).await;
     run_drained(config.clone()).await.expect("the at-least-once run");
     let got = anomalies_from(&config, &config.anomalies_topic, &BTreeMap::new());
     drop(s.cluster);
@@ -168,7 +113,7 @@ async fn transactions_on_give_the_anomalies_of_transactions_off() {
     assert!(expected.len() >= 4, "{expected:?}");
     assert!(expected.values().all(|n| *n == 1), "{expected:?}");
     let s = setup();
-    produce(&s.config, &traffic()).await;
+    produce(&s.config, &traffic(), &[]).await;
     let report = run_drained(s.config.clone()).await.expect("the exactly-once run");
     let got = anomalies_from(&s.config, &s.config.anomalies_topic, &BTreeMap::new());
     assert_eq!(got, expected, "exactly once (left) against at least once (right)");
@@ -179,7 +124,7 @@ async fn transactions_on_give_the_anomalies_of_transactions_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_refusing_transactions_is_an_error_naming_the_setting() {
     let s = setup();
-    produce(&s.config, &[scan_batch(4)]).await;
+    produce(&s.config, &[scan_batch(4)], &[]).await;
     s.cluster.request_errors(
         RDKafkaApiKey::InitProducerId,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED; 16],
@@ -202,7 +147,7 @@ async fn a_broker_refusing_transactions_is_an_error_naming_the_setting() {
 async fn a_failed_transaction_then_a_restart_equals_the_fault_free_run(api: RDKafkaApiKey, step: &str) {
     let expected = fault_free().await;
     let s = setup();
-    produce(&s.config, &traffic()).await;
+    produce(&s.config, &traffic(), &[]).await;
     s.cluster.request_errors(api, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 64]);
     let err = run_drained(s.config.clone()).await.expect_err("the transaction fails");
     let text = err.to_string();
@@ -316,13 +261,13 @@ async fn a_transaction_left_open_by_a_dead_instance_is_never_seen() {
     use rdkafka::producer::Producer;
     let Some(broker) = Tansu::start() else { return };
     let fault_free_config = broker.config(false);
-    produce(&fault_free_config, &traffic()).await;
+    produce(&fault_free_config, &traffic(), &[]).await;
     run_drained(fault_free_config.clone()).await.expect("the at-least-once run");
     let expected = anomalies_from(&fault_free_config, &fault_free_config.anomalies_topic, &BTreeMap::new());
     assert!(expected.len() >= 4, "{expected:?}");
 
     let config = broker.config(true);
-    produce(&config, &traffic()).await;
+    produce(&config, &traffic(), &[]).await;
     // The dead instance: its transaction holds a copy of a real anomaly record and one that no fault-free run has.
     let zombie: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &config.brokers)

@@ -12,81 +12,15 @@ use netanom_schemas::{Anomaly, AnomalyKind, PacketBatch, SchemaIds, topics};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-fn unique(prefix: &str) -> String {
-    use rand::Rng;
-    format!("{prefix}-{:016x}", rand::thread_rng().r#gen::<u64>())
-}
+mod common;
 
-struct Setup {
-    cluster: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-    config: DetectorConfig,
-}
+use common::{produce, run_drained, setup, unique};
 
-fn setup() -> Setup {
-    let cluster = MockCluster::new(1).unwrap();
-    let mut config = DetectorConfig {
-        brokers: cluster.bootstrap_servers(),
-        group_id: unique("group"),
-        packets_topic: unique("packets"),
-        destinations_topic: unique("destinations"),
-        anomalies_topic: unique("anomalies"),
-        dead_letter_topic: unique("dlq"),
-        chunk_linger: Duration::from_millis(20),
-        ..DetectorConfig::default()
-    };
-    // Isolation needs 512 warm-up batches; it is covered by unit tests. Rules only here, so the expected
-    // output does not depend on the partition interleaving.
-    config.forest.enabled = false;
-    cluster.create_topic(&config.packets_topic, 3, 1).unwrap();
-    cluster.create_topic(&config.destinations_topic, 2, 1).unwrap();
-    cluster.create_topic(&config.anomalies_topic, 1, 1).unwrap();
-    cluster.create_topic(&config.dead_letter_topic, 1, 1).unwrap();
-    Setup { cluster, config }
-}
-
-async fn produce(config: &DetectorConfig, batches: &[PacketBatch], poison: &[(&str, &[u8])]) {
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &config.brokers).create().unwrap();
-    let ids = SchemaIds::BUILT_IN;
-    let mut futures = vec![];
-    for b in batches {
-        let key = b.source.to_string();
-        let payload = b.encode(&ids);
-        let ts = b.packets[0].ts_ns / 1_000_000;
-        futures.push(
-            producer
-                .send_result(FutureRecord::to(&config.packets_topic).key(&key).payload(&payload).timestamp(ts))
-                .map_err(|(e, _)| e)
-                .unwrap(),
-        );
-    }
-    for (key, payload) in poison {
-        futures.push(
-            producer
-                .send_result(FutureRecord::to(&config.packets_topic).key(*key).payload(*payload))
-                .map_err(|(e, _)| e)
-                .unwrap(),
-        );
-    }
-    for f in futures {
-        f.await.unwrap().unwrap();
-    }
-}
-
-async fn run_drained(config: DetectorConfig) -> DetectorReport {
-    let drain = CancellationToken::new();
-    drain.cancel();
-    tokio::time::timeout(
-        Duration::from_secs(120),
-        netanom_detector::run(config, Handles::default(), CancellationToken::new(), RoleHandles::draining(drain)),
-    )
-    .await
-    .expect("drain finished in time")
-    .expect("detector ran")
+async fn run_drained_ok(config: DetectorConfig) -> DetectorReport {
+    run_drained(config).await.expect("detector ran")
 }
 
 fn read_all(config: &DetectorConfig, topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
@@ -153,7 +87,7 @@ async fn drained_run_names_attackers_and_victim_but_not_benign_hosts() {
     batches.extend(spoofed_flood(victim, T0 + 60_000_000_000, 1_500, 4_000_000_000, 3));
     produce(&s.config, &batches, &[("garbage", b"\x00\x00\x00\x00\x01\xff\xff\xff")]).await;
 
-    let report = run_drained(s.config.clone()).await;
+    let report = run_drained_ok(s.config.clone()).await;
 
     let anomalies: Vec<Anomaly> = read_all(&s.config, &s.config.anomalies_topic)
         .iter()
@@ -216,7 +150,7 @@ async fn processing_continues_after_poison_records() {
     produce(&s.config, &[], &[("a", b"not avro"), ("b", b"")]).await;
     let batches: Vec<PacketBatch> = vec![scan_batch(9)];
     produce(&s.config, &batches, &[]).await;
-    let report = run_drained(s.config.clone()).await;
+    let report = run_drained_ok(s.config.clone()).await;
     assert_eq!(report.dead_lettered, 2);
     assert_eq!(report.batches, 1);
     assert_eq!(report.anomalies[&AnomalyKind::Fanout], 1);
@@ -295,7 +229,7 @@ async fn offsets_are_not_stored_when_anomalies_are_not_acknowledged() {
     // Once the broker accepts again, the same group reprocesses the batch and the anomaly is delivered.
     s.cluster.clear_request_errors(RDKafkaApiKey::Produce);
     let started = std::time::Instant::now();
-    let report = run_drained(config.clone()).await;
+    let report = run_drained_ok(config.clone()).await;
     eprintln!("second run took {:?}", started.elapsed());
     assert_eq!(report.batches, 1, "the unacknowledged batch is processed again");
     // The anomaly may have been delivered in the failed run too (only another record of the chunk failed):
@@ -437,7 +371,7 @@ async fn offsets_of_batches_waiting_for_the_group_model_are_held_until_it_has_sc
         );
     }
 
-    let report = run_drained(config.clone()).await;
+    let report = run_drained_ok(config.clone()).await;
     assert_eq!(report.batches, batches.len() as u64, "the held records are read again");
     assert!(report.models.iter().any(|m| m.version.starts_with("eif-")), "{:?}", report.models);
     let isolated: Vec<Anomaly> = read_all(&config, &config.anomalies_topic)
