@@ -236,7 +236,13 @@ fn an_exactly_once_run_gives_the_alerts_of_an_at_least_once_run() {
             .map(|l| {
                 let a: serde_json::Value = serde_json::from_str(l).unwrap();
                 let s = |k: &str| a[k].as_str().unwrap_or_default().to_string();
-                (s("host"), s("kind"), s("first_seen"), a["count"].as_u64().unwrap_or_default())
+                let mut first_seen = s("first_seen");
+                if s("kind") == "victim" {
+                    // A victim's first_seen depends on when the origins' reports arrived (see
+                    // `tests/incidents.rs`); its window ("…THH:MM:S", 10 s windows) does not.
+                    first_seen.truncate("2023-11-14T22:13:5".len());
+                }
+                (s("host"), s("kind"), first_seen, a["count"].as_u64().unwrap_or_default())
             })
             .collect();
         keys.sort();
