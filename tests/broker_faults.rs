@@ -35,7 +35,7 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::mocking::{MockCluster, MockCoordinator};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
@@ -253,16 +253,16 @@ fn finish<T>(rt: &tokio::runtime::Runtime, what: &str, task: tokio::task::JoinHa
 
 /// One record to the probe topic by a producer that never retries: the error of its single attempt.
 fn probe_produce(brokers: &str) -> Result<(), String> {
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+    let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "false")
         .set("message.send.max.retries", "0")
         .create()
         .unwrap();
-    producer.send(BaseRecord::<str, str>::to(PROBE).payload("probe")).map_err(|(e, _)| e.to_string())?;
-    producer.flush(Duration::from_secs(10)).map_err(|e| e.to_string())?;
-    // A failed delivery leaves the record unacknowledged: the flush returns but the in-flight count stays.
-    if producer.in_flight_count() > 0 { Err("probe record not delivered".into()) } else { Ok(()) }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let sent =
+        rt.block_on(producer.send(FutureRecord::<str, str>::to(PROBE).payload("probe"), Duration::from_secs(10)));
+    sent.map(|_| ()).map_err(|(e, _)| e.to_string())
 }
 
 /// A consumer of the probe group: commits an offset of the probe topic synchronously, returning how long the
@@ -457,5 +457,36 @@ fn broker_faults_while_traffic_flows_change_no_alert() {
         reference.elapsed.as_secs_f64(),
         faulted.elapsed.as_secs_f64(),
         started.elapsed().as_secs_f64()
+    );
+}
+
+/// The probes can fail: on a cluster where nothing else takes the injected errors, the Produce probe gets one,
+/// the OffsetCommit probe fails once more than its two retries are refused, and a coordinator lookup takes
+/// about a second per error.
+#[test]
+fn the_probes_see_errors_left_on_the_cluster() {
+    let cluster = cluster();
+    let brokers = cluster.bootstrap_servers();
+    cluster.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 1]);
+    let produced = probe_produce(&brokers);
+    assert!(produced.as_ref().is_err_and(|e| e.contains("replicas")), "{produced:?}");
+    assert_eq!(probe_produce(&brokers), Ok(()), "the only error was used up");
+
+    cluster.request_errors(
+        RDKafkaApiKey::OffsetCommit,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS; 3],
+    );
+    let committed = probe_commit(&brokers);
+    assert!(committed.is_err(), "three OffsetCommit errors left, yet the probe committed: {committed:?}");
+    assert!(probe_commit(&brokers).is_ok(), "the errors were used up");
+
+    cluster.request_errors(
+        RDKafkaApiKey::FindCoordinator,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE; 3],
+    );
+    let lookup = probe_commit(&brokers);
+    assert!(
+        lookup.as_ref().is_ok_and(|d| *d >= Duration::from_millis(2500)),
+        "three FindCoordinator errors left, yet the probe's lookup took {lookup:?}"
     );
 }
