@@ -132,7 +132,8 @@ hold = "1h"
     .unwrap();
 }
 
-/// A consumer reading the packets topic as records arrive: (arrival, partition, record timestamp in ms).
+/// A consumer reading the packets topic as records arrive: (arrival, partition, record timestamp in ms). It has
+/// no group, so it sends no coordinator or commit request that could take an injected error.
 struct Watcher {
     seen: Arc<Mutex<Vec<(Instant, i32, i64)>>>,
     stop: Arc<AtomicBool>,
@@ -143,8 +144,6 @@ impl Watcher {
     fn start(brokers: &str) -> Self {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
-            .set("group.id", "broker-faults-watcher")
-            .set("enable.auto.commit", "false")
             .set("fetch.wait.max.ms", "50")
             .create()
             .expect("watcher");
