@@ -58,6 +58,8 @@ const ERRORS: usize = 8;
 const PROBE: &str = "broker-faults-probe";
 const DETECTOR_GROUP: &str = "netanom-detector";
 const ROUTER_GROUP: &str = "netanom-alert-router";
+/// The group of the consumer watching the packets topic ([`Watcher`]).
+const WATCHER: &str = "broker-faults-watcher";
 
 /// The leader of partition `p` of every topic: brokers 1, 2, 3, 1, … (broker 1 leads partition 0 of each).
 fn leader(p: i32) -> i32 {
@@ -65,7 +67,7 @@ fn leader(p: i32) -> i32 {
 }
 
 /// A mock cluster with the pipeline's topics (and the probe topic), replicated on every broker, partition
-/// leaders spread as [`leader`] says, and the groups' coordinator on broker 2.
+/// leaders spread as [`leader`] says, and every group's coordinator on broker 2.
 fn cluster() -> Cluster {
     use netanom_schemas::topics;
     let cluster = MockCluster::new(BROKERS).expect("a mock cluster");
@@ -84,7 +86,7 @@ fn cluster() -> Cluster {
             cluster.partition_leader(topic, p, Some(broker)).unwrap();
         }
     }
-    for group in [DETECTOR_GROUP, ROUTER_GROUP, PROBE] {
+    for group in [DETECTOR_GROUP, ROUTER_GROUP, PROBE, WATCHER] {
         cluster.coordinator(MockCoordinator::Group(group.into()), 2).unwrap();
     }
     cluster
@@ -132,8 +134,9 @@ hold = "1h"
     .unwrap();
 }
 
-/// A consumer reading the packets topic as records arrive: (arrival, partition, record timestamp in ms). It has
-/// no group, so it sends no coordinator or commit request that could take an injected error.
+/// A consumer reading the packets topic as records arrive: (arrival, partition, record timestamp in ms). It never
+/// commits, and its group's coordinator stays where it found it at the start, before any error is injected, so
+/// it sends no request that could take an injected error.
 struct Watcher {
     seen: Arc<Mutex<Vec<(Instant, i32, i64)>>>,
     stop: Arc<AtomicBool>,
@@ -144,6 +147,8 @@ impl Watcher {
     fn start(brokers: &str) -> Self {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
+            .set("group.id", WATCHER)
+            .set("enable.auto.commit", "false")
             .set("fetch.wait.max.ms", "50")
             .create()
             .expect("watcher");
