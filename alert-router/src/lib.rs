@@ -28,6 +28,7 @@ pub mod report;
 pub mod route;
 pub mod suppress;
 pub mod syslog;
+pub mod times;
 pub mod webhook;
 
 pub use config::{ConfigError, RouterConfig};

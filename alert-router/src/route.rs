@@ -916,6 +916,9 @@ mod tests {
             features: vec![Contribution { name: "sources".into(), value: 900.0, baseline: Some(3.0) }],
             sample: "10.0.0.3 > 10.0.0.9:80 TCP [S] len 60".into(),
             model_version: "v1".into(),
+            detected_ns: None,
+            window_key: None,
+            closing: false,
         }
     }
 

@@ -254,6 +254,9 @@ mod tests {
             features: Vec::new(),
             sample: String::new(),
             model_version: "m".into(),
+            detected_ns: None,
+            window_key: None,
+            closing: false,
         }
     }
 
