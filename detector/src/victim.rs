@@ -23,9 +23,12 @@
 //!   a window already closed are merged but not reported again.
 //!
 //! An alert is dated by the flood's own packets: its start is the earliest packet, and its end the latest, of a
-//! source that matches the flood's profile (see below), as each origin reports them; the first anomaly ends at
-//! the latest such packet of the reports that took the count over the threshold. The totals count the window's
-//! distinct sources, packets and bytes on the wire.
+//! source that matches the flood's profile (see below), as each origin reports them. It is detected at the packet
+//! that took the count of distinct sources to `victim.min_sources`: each report carries the first-packet times of
+//! its origin's `min_sources` earliest sources, and the `min_sources`-th earliest over the origins is that packet
+//! (exact in the closing update; in the first anomaly, over the reports applied so far). Both anomalies of a window
+//! carry its `window_key`, the closing update `closing`, so the router replaces the first's times and figures with
+//! the closing update's. The totals count the window's distinct sources, packets and bytes on the wire.
 //!
 //! Memory: both halves count their bytes from their capacities and stay within their shares of the victim
 //! tables' budget (1/8 of `[detector.state] memory_budget_mib`; 7/8 of that for the producing side). A new
