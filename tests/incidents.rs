@@ -98,6 +98,8 @@ fn victim_totals_are_exact_and_identical_from_run_to_run() {
         finals.push((
             a["host"].as_str().unwrap().to_string(),
             ns(kind, "first_seen"),
+            ns(kind, "detected_at"),
+            (ns(a, "first_seen"), ns(a, "detected_at"), ns(a, "last_seen")),
             a["totals"]["sources"].as_u64(),
             a["totals"]["packets"].as_u64(),
             a["totals"]["bytes"].as_u64(),
@@ -106,7 +108,8 @@ fn victim_totals_are_exact_and_identical_from_run_to_run() {
         ));
     }
     assert!(finals.iter().all(|f| *f == finals[0]), "the same final figures each run: {finals:#?}");
-    let (host, first, sources, packets, bytes, last, sample) = &finals[0];
+    let (host, first, detected, incident_times, sources, packets, bytes, last, sample) = &finals[0];
+    assert_eq!(*incident_times, (*first, *detected, *last), "the incident's times are the victim's");
     let start = first.div_euclid(WINDOW_NS) * WINDOW_NS;
     assert!(truth.victims.contains(host), "{host} is a labelled victim");
 
@@ -135,12 +138,15 @@ fn victim_totals_are_exact_and_identical_from_run_to_run() {
     // default `victim.max_packets_per_source` of a SYN flood), not a benign client of the victim.
     let flood = exact_sources.values().filter(|(sent, syns, _, _)| *sent <= 5 && syns == sent);
     let (exact_first, exact_last) = flood.fold((i64::MAX, i64::MIN), |(f, l), s| (f.min(s.2), l.max(s.3)));
-    // The incident keeps the earliest first_seen of its revisions. An early report may count a benign client
-    // whose only packet to the victim so far was a SYN among the flood's sources, so first_seen lies between the
-    // window's start and the flood's first packet (equal to it unless that happened); the closing update's
-    // last_seen is exact.
-    assert!((start..=exact_first).contains(first), "first_seen {first} outside [{start}, {exact_first}]");
+    // The window's closing update replaces the times of its first report (which may date the flood by a benign
+    // client whose only packet so far was a SYN).
+    assert_eq!(*first, exact_first, "first_seen is the flood's first packet");
     assert_eq!(*last, exact_last, "last_seen is the flood's last packet");
+    // Detected at the packet that took the window's distinct sources to the threshold (500 by default): the
+    // first packet of its 500th source.
+    let mut first_packets: Vec<i64> = exact_sources.values().map(|s| s.2).collect();
+    first_packets.sort_unstable();
+    assert_eq!(*detected, first_packets[499], "detected_at is the 500th source's first packet");
 
     // The named sources sent to the victim within the window, only SYNs, and none is a benign host.
     let named: Vec<&str> =

@@ -45,6 +45,9 @@ async fn an_open_breaker_shows_on_the_routers_live_metrics() {
         features: vec![Contribution { name: "pps".into(), value: 30.0, baseline: Some(1.0) }],
         sample: "10.0.0.1:4242 > 10.9.9.9:80 TCP [S] len 60".into(),
         model_version: "rules-v1".into(),
+        detected_ns: None,
+        window_key: None,
+        closing: false,
     };
     let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
     let payload = anomaly.encode(&SchemaIds::BUILT_IN);

@@ -57,6 +57,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
 use crate::breaker::Breaker;
+use crate::consumer::{self, creation_error};
 use crate::digest::{self, Digester, MAX_DIGEST};
 use crate::format::{AlertFormat, render_string};
 use crate::metrics::{self, Metrics};
@@ -841,26 +842,20 @@ fn create_consumer(
     group: &str,
     start_from: StartFrom,
 ) -> Result<StreamConsumer<DestinationContext>, RouterError> {
-    consumer_config(config, group, start_from).create_with_context(DestinationContext::default()).map_err(|source| {
-        RouterError::Kafka {
-            what: format!("creating the consumer of group {group}"),
-            source: Box::new(crate::report::redacted(source)),
-        }
-    })
+    consumer_config(config, group, start_from)
+        .create_with_context(DestinationContext::default())
+        .map_err(creation_error(format!("creating the consumer of group {group}")))
 }
 
 /// The settings of a destination's consumer: the `kafka_properties`, under the ones the destination needs.
 fn consumer_config(config: &RouterConfig, group: &str, start_from: StartFrom) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &config.brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "true")
-        .set("enable.partition.eof", "true")
-        .set("queued.max.messages.kbytes", PREFETCH_KBYTES)
-        .set("fetch.wait.max.ms", config.fetch_wait.as_millis().to_string());
-    for (k, v) in &config.kafka_properties {
-        c.set(k, v);
-    }
+    let fetch_wait = config.fetch_wait.as_millis().to_string();
+    let defaults = [
+        ("enable.auto.commit", "true"),
+        ("queued.max.messages.kbytes", PREFETCH_KBYTES),
+        ("fetch.wait.max.ms", fetch_wait.as_str()),
+    ];
+    let mut c = consumer::consumer_config(config, group, &defaults);
     // Not overridable: a new destination starts where its `start_from` says (the beginning of the alerts topic's
     // retention, so no alert is skipped, or its end), whatever `kafka_properties` holds.
     c.set("auto.offset.reset", start_from.offset_reset());

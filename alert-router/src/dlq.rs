@@ -30,8 +30,9 @@ use rand::Rng;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message, OwnedMessage};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
+use crate::consumer::{consumer_config, creation_error};
 use crate::destination::{self, Destination};
 use crate::{RouterConfig, RouterError};
 
@@ -279,19 +280,9 @@ fn kafka(what: String) -> impl FnOnce(KafkaError) -> RouterError {
 }
 
 fn create_consumer(config: &RouterConfig, group: &str) -> Result<StreamConsumer, RouterError> {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &config.brokers)
-        .set("group.id", group)
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "true")
-        .set("queued.max.messages.kbytes", PREFETCH_KBYTES);
-    for (k, v) in &config.kafka_properties {
-        c.set(k, v);
-    }
+    let defaults = [("auto.offset.reset", "earliest"), ("queued.max.messages.kbytes", PREFETCH_KBYTES)];
+    let mut c = consumer_config(config, group, &defaults);
     // Not overridable: offsets are committed per record, after its re-delivery.
     c.set("enable.auto.commit", "false").set("enable.auto.offset.store", "false");
-    c.create().map_err(|source| RouterError::Kafka {
-        what: format!("creating the dead-letter reader of group {group}"),
-        source: Box::new(crate::report::redacted(source)),
-    })
+    c.create().map_err(creation_error(format!("creating the dead-letter reader of group {group}")))
 }

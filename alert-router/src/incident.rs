@@ -28,6 +28,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::suppress::{EmitCause, Emitted, Origin};
+use crate::times::{EvidenceTimes, Times};
 
 /// Incident settings (`[alert_router.incidents]`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -91,12 +92,11 @@ fn nanos(d: Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
-/// One kind's evidence in an incident, with times as nanoseconds.
+/// One kind's evidence in an incident.
 #[derive(Debug)]
 struct KindEvidence {
-    first_ns: i64,
-    detected_ns: i64,
-    last_ns: i64,
+    /// Its times, window by window (see [`crate::times`]).
+    times: EvidenceTimes,
     evidence: IncidentKind,
 }
 
@@ -189,10 +189,10 @@ impl Incidents {
             return vec![emitted];
         }
         let mut out = Vec::new();
-        let Emitted { alert, origins, .. } = emitted;
+        let Emitted { alert, origins, times, .. } = emitted;
         let host = alert.host.clone();
         if !self.open.contains_key(&host) {
-            let incident = self.start(alert, origins, now);
+            let incident = self.start(alert, origins, times, now);
             self.open.insert(host.clone(), incident);
             while self.open.len() > self.config.max_incidents {
                 let Some((_, soonest)) = self.by_quiet.first_key_value() else { break };
@@ -205,7 +205,7 @@ impl Incidents {
         let (quiet_seq, wall_seq) = (self.next_sequence(), self.next_sequence());
         let (hold, window) = (self.config.hold, self.config.window);
         let Some(incident) = self.open.get_mut(&host) else { return out };
-        merge(incident, alert, origins, now);
+        merge(incident, alert, origins, times, now);
         self.by_quiet.remove(&incident.quiet_key);
         self.by_wall.remove(&incident.wall_key);
         incident.quiet_key = (incident.last_ns.saturating_add(self.window_ns), quiet_seq);
@@ -220,7 +220,7 @@ impl Incidents {
         out
     }
 
-    fn start(&mut self, alert: Alert, origins: Vec<Origin>, now: Instant) -> Incident {
+    fn start(&mut self, alert: Alert, origins: Vec<Origin>, times: EvidenceTimes, now: Instant) -> Incident {
         let first_ns = ns_of(alert.first_seen);
         let last_ns = ns_of(alert.last_seen);
         let detected_ns = alert.detected_at.map_or(last_ns, ns_of);
@@ -247,7 +247,7 @@ impl Incidents {
             quiet_key,
             wall_key,
         };
-        merge(&mut incident, alert, origins, now);
+        merge(&mut incident, alert, origins, times, now);
         incident
     }
 
@@ -345,14 +345,9 @@ fn ns_of(t: time::OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos()).unwrap_or(if t.unix_timestamp() < 0 { i64::MIN } else { i64::MAX })
 }
 
-/// Adds one suppressor alert to `incident`.
-fn merge(incident: &mut Incident, alert: Alert, origins: Vec<Origin>, now: Instant) {
-    let first_ns = ns_of(alert.first_seen);
-    let last_ns = ns_of(alert.last_seen);
-    let detected_ns = alert.detected_at.map_or(last_ns, ns_of);
-    incident.first_ns = incident.first_ns.min(first_ns);
-    incident.last_ns = incident.last_ns.max(last_ns);
-    incident.detected_ns = incident.detected_ns.min(detected_ns);
+/// Adds one suppressor alert to `incident`, with `times`, the evidence times of its kind window by window: a
+/// window the alert closes replaces what the incident holds of it (see [`crate::times`]).
+fn merge(incident: &mut Incident, alert: Alert, origins: Vec<Origin>, times: EvidenceTimes, now: Instant) {
     incident.count = incident.count.saturating_add(alert.count);
     incident.pending.extend(origins);
     incident.touched = now;
@@ -387,12 +382,20 @@ fn merge(incident: &mut Incident, alert: Alert, origins: Vec<Origin>, now: Insta
         alert.kinds.clone()
     };
     for part in parts {
-        let (f, d, l) = (ns_of(part.first_seen), ns_of(part.detected_at), ns_of(part.last_seen));
+        // The suppressor's alert is of one kind, whose times it hands over window by window; any other part's
+        // times stand alone.
+        let part_times = if part.kind == alert.kind && times.times().is_some() {
+            times.clone()
+        } else {
+            EvidenceTimes::settled(Times {
+                first_ns: ns_of(part.first_seen),
+                detected_ns: ns_of(part.detected_at),
+                last_ns: ns_of(part.last_seen),
+            })
+        };
         match incident.kinds.iter_mut().find(|k| k.evidence.kind == part.kind) {
             Some(k) => {
-                k.first_ns = k.first_ns.min(f);
-                k.detected_ns = k.detected_ns.min(d);
-                k.last_ns = k.last_ns.max(l);
+                k.times.absorb(&part_times);
                 k.evidence.count = k.evidence.count.saturating_add(part.count);
                 // On a tie the later evidence wins: it carries the newer figures (a victim's closing update).
                 if part.score >= k.evidence.score {
@@ -400,8 +403,12 @@ fn merge(incident: &mut Incident, alert: Alert, origins: Vec<Origin>, now: Insta
                     k.evidence = IncidentKind { count, ..part };
                 }
             }
-            None => incident.kinds.push(KindEvidence { first_ns: f, detected_ns: d, last_ns: l, evidence: part }),
+            None => incident.kinds.push(KindEvidence { times: part_times, evidence: part }),
         }
+    }
+    // The incident's times are its kinds': the earliest first evidence and detection, the latest last evidence.
+    if let Some(t) = incident.kinds.iter().filter_map(|k| k.times.times()).reduce(Times::merged) {
+        (incident.first_ns, incident.detected_ns, incident.last_ns) = (t.first_ns, t.detected_ns, t.last_ns);
     }
     let (new, held) = (strength(&alert), strength(&incident.headline));
     if new > held || new == held && alert.kind == incident.headline.kind {
@@ -418,11 +425,14 @@ fn revision(host: &str, incident: &mut Incident, last: bool, cause: EmitCause) -
     let kinds = incident
         .kinds
         .iter()
-        .map(|k| IncidentKind {
-            first_seen: time_from_ns(k.first_ns),
-            detected_at: time_from_ns(k.detected_ns),
-            last_seen: time_from_ns(k.last_ns),
-            ..k.evidence.clone()
+        .map(|k| match k.times.times() {
+            Some(t) => IncidentKind {
+                first_seen: time_from_ns(t.first_ns),
+                detected_at: time_from_ns(t.detected_ns),
+                last_seen: time_from_ns(t.last_ns),
+                ..k.evidence.clone()
+            },
+            None => k.evidence.clone(),
         })
         .collect();
     let h = &incident.headline;
@@ -449,7 +459,9 @@ fn revision(host: &str, incident: &mut Incident, last: bool, cause: EmitCause) -
             ..incident.totals.clone()
         },
     };
-    Emitted { alert, origins: std::mem::take(&mut incident.pending), continuation: incident.revisions > 1, cause }
+    let origins = std::mem::take(&mut incident.pending);
+    // A revision is delivered, never absorbed again: its kinds carry their times.
+    Emitted { alert, origins, continuation: incident.revisions > 1, cause, times: EvidenceTimes::default() }
 }
 
 #[cfg(test)]
@@ -485,7 +497,18 @@ mod tests {
             kinds: Vec::new(),
             totals,
         };
-        Emitted { alert, origins: vec![Origin { partition: 0, offset }], continuation: false, cause: EmitCause::Drain }
+        let times = EvidenceTimes::settled(Times {
+            first_ns: T0 + first_s * S,
+            detected_ns: T0 + last_s * S,
+            last_ns: T0 + last_s * S,
+        });
+        Emitted {
+            alert,
+            origins: vec![Origin { partition: 0, offset }],
+            continuation: false,
+            cause: EmitCause::Drain,
+            times,
+        }
     }
 
     fn closed_host(_: &str) -> Option<i64> {
@@ -613,6 +636,100 @@ mod tests {
         let g = group("h", AnomalyKind::Rate, (0, 1), 30.0, 0);
         assert_eq!(i.absorb(g.clone(), Instant::now()), vec![g]);
         assert_eq!(i.open_incidents(), 0);
+    }
+
+    /// A victim report of the window `key`: first evidence, detection and last evidence at `(f, d, l)` s after T0.
+    fn victim_report(key: &str, closing: bool, (f, d, l): (i64, i64, i64), sources: f64) -> netanom_schemas::Anomaly {
+        netanom_schemas::Anomaly {
+            id: format!("victim:{key}{}", if closing { ":final" } else { "" }),
+            host: "10.0.0.5".into(),
+            kind: AnomalyKind::Victim,
+            window_start_ns: T0 + f * S,
+            window_end_ns: T0 + l * S,
+            score: sources,
+            threshold: 500.0,
+            target: Some("10.0.0.5".into()),
+            reason: format!("{sources} sources"),
+            features: vec![Contribution { name: "distinct_sources".into(), value: sources, baseline: None }],
+            sample: String::new(),
+            model_version: "test".into(),
+            detected_ns: Some(T0 + d * S),
+            window_key: Some(key.into()),
+            closing,
+        }
+    }
+
+    #[test]
+    fn a_closing_update_replaces_its_windows_times_and_other_windows_merge() {
+        use crate::suppress::{SuppressionConfig, Suppressor};
+        let t = Instant::now();
+        // The first report of window w0 dates the flood by a benign client's SYN at 1 s; its closing update
+        // (the flood from 3 s to 9 s, detected at 4 s) comes in the same suppression group, or in a later one
+        // after the first was flushed, and its times win either way. Window w1 (12 s to 18 s) is merged.
+        for flushed in [false, true] {
+            let mut s = Suppressor::new(SuppressionConfig::default());
+            let mut i = Incidents::new(IncidentConfig::default());
+            let mut out = Vec::new();
+            let origin = |offset| Origin { partition: 0, offset };
+            let offer = |s: &mut Suppressor, a, offset, now| {
+                let mut emitted = s.poll(now);
+                emitted.extend(s.offer(a, origin(offset), now));
+                emitted
+            };
+            let mut alerts = offer(&mut s, victim_report("w0", false, (1, 5, 5), 600.0), 0, t);
+            let later = if flushed { t + Duration::from_secs(6) } else { t };
+            alerts.extend(offer(&mut s, victim_report("w0", true, (3, 4, 9), 640.0), 1, later));
+            assert_eq!(alerts.len(), usize::from(flushed), "the first report flushed on its own: {alerts:?}");
+            if flushed {
+                let first = &alerts[0].alert;
+                assert_eq!(first.first_seen, time_from_ns(T0 + S), "what the first report knew");
+                out.extend(i.absorb(alerts.remove(0), t));
+            }
+            let mut alerts = s.drain();
+            assert_eq!(alerts.len(), 1);
+            let closing = &alerts[0].alert;
+            assert_eq!(
+                (closing.first_seen, closing.detected_at, closing.last_seen, closing.score),
+                (time_from_ns(T0 + 3 * S), Some(time_from_ns(T0 + 4 * S)), time_from_ns(T0 + 9 * S), 640.0),
+                "flushed {flushed}: the closing update's times and figures"
+            );
+            out.extend(i.absorb(alerts.remove(0), later));
+            out.extend(i.drain());
+            let last = &out.last().unwrap().alert;
+            assert!(last.final_revision);
+            let times = |a: &Alert| (a.first_seen, a.detected_at, a.last_seen);
+            let exact = (time_from_ns(T0 + 3 * S), Some(time_from_ns(T0 + 4 * S)), time_from_ns(T0 + 9 * S));
+            assert_eq!(times(last), exact, "flushed {flushed}: the incident has the closing update's times");
+            assert_eq!(last.kinds[0].first_seen, exact.0);
+            assert_eq!((last.score, last.totals.sources), (640.0, Some(640)));
+
+            // A second window of the same victim: merged by earliest and latest, its closing update replacing
+            // its own first report only.
+            let mut s = Suppressor::new(SuppressionConfig::default());
+            let mut i = Incidents::new(IncidentConfig::default());
+            let reports = [
+                victim_report("w0", false, (1, 5, 5), 600.0),
+                victim_report("w1", false, (11, 13, 13), 550.0),
+                victim_report("w0", true, (3, 4, 9), 640.0),
+                victim_report("w1", true, (12, 14, 18), 700.0),
+            ];
+            let mut alerts = Vec::new();
+            for (n, a) in reports.into_iter().enumerate() {
+                let now = if flushed { t + Duration::from_secs(6 * n as u64) } else { t };
+                alerts.extend(offer(&mut s, a, n as i64, now));
+            }
+            alerts.extend(s.drain());
+            let mut out = Vec::new();
+            for a in alerts {
+                out.extend(i.absorb(a, t));
+            }
+            out.extend(i.drain());
+            let last = &out.last().unwrap().alert;
+            let merged = (time_from_ns(T0 + 3 * S), Some(time_from_ns(T0 + 4 * S)), time_from_ns(T0 + 18 * S));
+            assert_eq!(times(last), merged, "flushed {flushed}: both windows' closing times, merged");
+            assert_eq!(last.count, 4);
+            assert_eq!(last.totals.duration_s, 15.0);
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! netanom alert router: consumes anomalies (Avro, `netanom.anomalies`), collapses repeats of one (host, kind)
-//! ([`suppress`]), groups them per host across kinds into incidents reported in revisions ([`incident`]),
+//! ([`suppress`]), groups them per host across kinds into incidents reported in revisions ([`incident`]), each
+//! kind's evidence times merged window by window ([`times`]),
 //! publishes each alert (one revision of an incident) on the alerts topic, appends it to an optional JSON-lines
 //! file and stdout, and only then stores the offsets of the anomalies it accounts for ([`offsets`]); the pipeline
 //! is [`route`]. The alerts topic is the durable log the destinations deliver from, each at its own pace with its
@@ -14,6 +15,7 @@
 pub mod breaker;
 pub mod cef;
 pub mod config;
+pub mod consumer;
 pub mod dedup;
 pub mod destination;
 pub mod digest;
@@ -28,6 +30,7 @@ pub mod report;
 pub mod route;
 pub mod suppress;
 pub mod syslog;
+pub mod times;
 pub mod webhook;
 
 pub use config::{ConfigError, RouterConfig};

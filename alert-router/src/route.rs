@@ -36,6 +36,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::consumer::{consumer_config, creation_error};
 use crate::dedup::{Ownership, SeenIds, Start};
 use crate::destination::{self, DestinationReport};
 use crate::format::{AlertFormat, Rendered};
@@ -857,17 +858,14 @@ fn create_consumer(
     ready: &ReadyFlag,
     ownership: &Arc<Mutex<Ownership>>,
 ) -> Result<StreamConsumer<RouterContext>, RouterError> {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &config.brokers)
-        .set("group.id", &config.group_id)
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "true")
-        .set("enable.partition.eof", "true")
-        .set("statistics.interval.ms", netanom_handles::STATS_INTERVAL_MS)
-        .set("fetch.wait.max.ms", config.fetch_wait.as_millis().to_string());
-    for (k, v) in &config.kafka_properties {
-        c.set(k, v);
-    }
+    let fetch_wait = config.fetch_wait.as_millis().to_string();
+    let defaults = [
+        ("auto.offset.reset", "earliest"),
+        ("enable.auto.commit", "true"),
+        ("statistics.interval.ms", netanom_handles::STATS_INTERVAL_MS),
+        ("fetch.wait.max.ms", fetch_wait.as_str()),
+    ];
+    let mut c = consumer_config(config, &config.group_id, &defaults);
     // Not overridable: offsets are stored only after delivery.
     c.set("enable.auto.offset.store", "false");
     if config.exactly_once {
@@ -881,8 +879,7 @@ fn create_consumer(
         link: ready.kafka_link("consumer"),
         log: KafkaLog::default(),
     })
-    .map_err(redacted)
-    .map_err(|source| RouterError::Kafka { what: "creating the consumer".into(), source: Box::new(source) })
+    .map_err(creation_error("creating the consumer".into()))
 }
 
 fn create_producer(config: &RouterConfig) -> Result<FutureProducer<KafkaLog>, RouterError> {
@@ -916,6 +913,9 @@ mod tests {
             features: vec![Contribution { name: "sources".into(), value: 900.0, baseline: Some(3.0) }],
             sample: "10.0.0.3 > 10.0.0.9:80 TCP [S] len 60".into(),
             model_version: "v1".into(),
+            detected_ns: None,
+            window_key: None,
+            closing: false,
         }
     }
 

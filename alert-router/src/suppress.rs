@@ -27,6 +27,8 @@ use netanom_schemas::{Alert, Anomaly, AnomalyKind, IncidentKind, IncidentTotals,
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use crate::times::{EvidenceTimes, Times};
+
 /// Suppression settings (`[alert_router.suppression]`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -96,6 +98,9 @@ pub struct Emitted {
     pub continuation: bool,
     /// Why it was emitted.
     pub cause: EmitCause,
+    /// The evidence times of the alert's kind, window by window, so a later alert can replace a window's (empty
+    /// in an incident's revision, whose kinds carry their times).
+    pub times: EvidenceTimes,
 }
 
 type Key = (String, AnomalyKind);
@@ -104,10 +109,8 @@ type Key = (String, AnomalyKind);
 #[derive(Debug)]
 struct Group {
     count: u64,
-    first_ns: i64,
-    last_ns: i64,
-    /// Earliest end of the collapsed anomalies' windows: when the first of them was raised.
-    detected_ns: i64,
+    /// First evidence, detection and last evidence of the collapsed anomalies (see [`crate::times`]).
+    times: EvidenceTimes,
     /// The highest-scoring anomaly.
     best: Anomaly,
     /// Counts of every collapsed anomaly's features.
@@ -232,13 +235,14 @@ impl Suppressor {
         match &mut window.pending {
             Some(group) => {
                 group.count += 1;
-                group.first_ns = group.first_ns.min(anomaly.window_start_ns);
-                group.last_ns = group.last_ns.max(anomaly.window_end_ns);
-                group.detected_ns = group.detected_ns.min(anomaly.window_end_ns);
+                group.times.observe(&anomaly);
                 group.origins.push(origin);
                 group.totals.observe(&anomaly.features);
-                // On a tie the later evidence wins: it carries the newer figures (a victim's closing update).
-                if anomaly.score >= group.best.score {
+                // On a tie the later evidence wins: it carries the newer figures. A window's closing report
+                // replaces the figures of its earlier reports.
+                let closes_best =
+                    anomaly.closing && anomaly.window_key.is_some() && anomaly.window_key == group.best.window_key;
+                if anomaly.score >= group.best.score || closes_best {
                     group.best = anomaly;
                 }
             }
@@ -248,9 +252,7 @@ impl Suppressor {
                 totals.observe(&anomaly.features);
                 window.pending = Some(Group {
                     count: 1,
-                    first_ns: anomaly.window_start_ns,
-                    last_ns: anomaly.window_end_ns,
-                    detected_ns: anomaly.window_end_ns,
+                    times: EvidenceTimes::of(&anomaly),
                     totals,
                     best: anomaly,
                     origins: vec![origin],
@@ -275,7 +277,8 @@ impl Suppressor {
         let group = window.pending.take()?;
         let continuation = window.emitted > 0;
         window.emitted += 1;
-        let first_seen = format_rfc3339_ns(group.first_ns);
+        let Times { first_ns, detected_ns, last_ns } = group.times.times()?;
+        let first_seen = format_rfc3339_ns(first_ns);
         let id = if continuation {
             format!("{}/{}/{}+{}", key.0, key.1, format_rfc3339_ns(window.first_seen_ns), window.emitted - 1)
         } else {
@@ -287,26 +290,25 @@ impl Suppressor {
             count: group.count,
             score: best.score,
             threshold: best.threshold,
-            first_seen: time_from_ns(group.first_ns),
-            detected_at: time_from_ns(group.detected_ns),
-            last_seen: time_from_ns(group.last_ns),
+            first_seen: time_from_ns(first_ns),
+            detected_at: time_from_ns(detected_ns),
+            last_seen: time_from_ns(last_ns),
             reason: best.reason.clone(),
             target: best.target.clone(),
             sample: best.sample.clone(),
             features: best.features.clone(),
             model_version: best.model_version.clone(),
         };
-        let totals =
-            IncidentTotals { duration_s: group.last_ns.saturating_sub(group.first_ns) as f64 / 1e9, ..group.totals };
+        let totals = IncidentTotals { duration_s: last_ns.saturating_sub(first_ns) as f64 / 1e9, ..group.totals };
         let alert = Alert {
             id,
             host: key.0.clone(),
             kind: key.1,
             score: best.score,
             threshold: best.threshold,
-            first_seen: time_from_ns(group.first_ns),
-            last_seen: time_from_ns(group.last_ns),
-            detected_at: Some(time_from_ns(group.detected_ns)),
+            first_seen: time_from_ns(first_ns),
+            last_seen: time_from_ns(last_ns),
+            detected_at: Some(time_from_ns(detected_ns)),
             count: group.count,
             reason: best.reason,
             target: best.target,
@@ -318,7 +320,7 @@ impl Suppressor {
             kinds: vec![evidence],
             totals,
         };
-        Some(Emitted { alert, origins: group.origins, continuation, cause })
+        Some(Emitted { alert, origins: group.origins, continuation, cause, times: group.times })
     }
 
     /// The latest packet-time end of the open windows of `host` (any kind), `None` when it has none: anomalies
@@ -407,6 +409,9 @@ mod tests {
             features: vec![],
             sample: format!("sample {start_s}"),
             model_version: "test".into(),
+            detected_ns: None,
+            window_key: None,
+            closing: false,
         }
     }
 

@@ -132,6 +132,9 @@ fn anomaly(host: &str, kind: AnomalyKind, start_s: i64, score: f64) -> Anomaly {
         features: vec![Contribution { name: "pps".into(), value: score, baseline: Some(1.0) }],
         sample: format!("{host}:4242 > 10.9.9.9:80 TCP [S] len 60"),
         model_version: "rules-v1".into(),
+        detected_ns: None,
+        window_key: None,
+        closing: false,
     }
 }
 

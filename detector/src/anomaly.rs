@@ -113,6 +113,9 @@ impl AnomalyParts {
             features: self.features,
             sample: self.sample,
             model_version: self.model_version,
+            detected_ns: None,
+            window_key: None,
+            closing: false,
         }
     }
 }

@@ -23,9 +23,12 @@
 //!   a window already closed are merged but not reported again.
 //!
 //! An alert is dated by the flood's own packets: its start is the earliest packet, and its end the latest, of a
-//! source that matches the flood's profile (see below), as each origin reports them; the first anomaly ends at
-//! the latest such packet of the reports that took the count over the threshold. The totals count the window's
-//! distinct sources, packets and bytes on the wire.
+//! source that matches the flood's profile (see below), as each origin reports them. It is detected at the packet
+//! that took the count of distinct sources to `victim.min_sources`: each report carries the first-packet times of
+//! its origin's `min_sources` earliest sources, and the `min_sources`-th earliest over the origins is that packet
+//! (exact in the closing update; in the first anomaly, over the reports applied so far). Both anomalies of a window
+//! carry its `window_key`, the closing update `closing`, so the router replaces the first's times and figures with
+//! the closing update's. The totals count the window's distinct sources, packets and bytes on the wire.
 //!
 //! Memory: both halves count their bytes from their capacities and stay within their shares of the victim
 //! tables' budget (1/8 of `[detector.state] memory_budget_mib`; 7/8 of that for the producing side). A new
@@ -190,6 +193,19 @@ impl SourceEntry {
     }
 }
 
+impl SourceEntry {
+    /// The first-packet times of the entry's `k` earliest remembered sources, ascending.
+    fn first_packets(&self, k: usize) -> Vec<i64> {
+        let mut times: Vec<i64> = self.sources.values().map(|c| c.first_ns).collect();
+        if times.len() > k {
+            times.select_nth_unstable(k);
+            times.truncate(k);
+        }
+        times.sort_unstable();
+        times
+    }
+}
+
 /// The victim kind: both halves. It keeps no per-host state: its source side is keyed by destination.
 #[derive(Debug)]
 pub struct Victim {
@@ -320,6 +336,8 @@ pub struct SourceSide {
     window_ns: i64,
     max_sources: usize,
     max_packets_per_source: f64,
+    /// Sources whose first-packet times a report carries: `victim.min_sources`.
+    min_sources: usize,
     max_entries: usize,
     entries: HashMap<SourceKey, SourceEntry>,
     /// Entries with activity since their last report.
@@ -347,6 +365,7 @@ impl SourceSide {
             window_ns: ns(config.window).max(1),
             max_sources: config.max_sources_per_destination,
             max_packets_per_source: config.max_packets_per_source,
+            min_sources: usize::try_from(config.min_sources).unwrap_or(usize::MAX),
             max_entries: config.max_destinations.max(1),
             entries: HashMap::default(),
             dirty: 0,
@@ -492,6 +511,7 @@ impl SourceSide {
                     first_evidence_ns: evidence.span.map(|s| s.0),
                     last_evidence_ns: evidence.span.map(|s| s.1),
                     unlisted_packets: e.unlisted_packets,
+                    first_packet_ns: e.first_packets(self.min_sources),
                 });
             }
         }
@@ -539,6 +559,8 @@ struct OriginCounts {
     samples: Vec<IpAddr>,
     /// Earliest and latest packet of a source matching a flood's profile.
     span: Option<(i64, i64)>,
+    /// First-packet times of its earliest sources, ascending (at most `min_sources`).
+    first_packets: Vec<i64>,
 }
 
 #[derive(Debug, Default)]
@@ -549,6 +571,9 @@ struct DestinationEntry {
     origins: Vec<OriginCounts>,
     last_ts_ns: i64,
     fired: bool,
+    /// The end of the first anomaly's evidence: the window's detection when the reports date too few sources
+    /// (see `DestinationEntry::crossing`).
+    detected_ns: i64,
     /// The closing update was emitted (or, during a rebuild, would have been).
     closed: bool,
 }
@@ -567,8 +592,21 @@ struct Totals {
 impl DestinationEntry {
     /// Heap bytes of the entry: its origins and their named sources.
     fn heap_bytes(&self) -> usize {
-        vec_bytes::<OriginCounts>(self.origins.capacity())
-            .saturating_add(self.origins.iter().map(|o| vec_bytes::<IpAddr>(o.samples.capacity())).sum())
+        let per_origin =
+            |o: &OriginCounts| vec_bytes::<IpAddr>(o.samples.capacity()) + vec_bytes::<i64>(o.first_packets.capacity());
+        vec_bytes::<OriginCounts>(self.origins.capacity()).saturating_add(self.origins.iter().map(per_origin).sum())
+    }
+
+    /// The packet that took the window's count of distinct sources to `min_sources`: the `min_sources`-th
+    /// earliest first packet over the origin partitions' sources. `None` when the reports date fewer sources
+    /// (records written before `first_packet_ns`).
+    fn crossing(&self, min_sources: u64) -> Option<i64> {
+        let k = usize::try_from(min_sources).ok()?.checked_sub(1)?;
+        let mut all: Vec<i64> = self.origins.iter().flat_map(|o| o.first_packets.iter().copied()).collect();
+        if all.len() <= k {
+            return None;
+        }
+        Some(*all.select_nth_unstable(k).1)
     }
 
     /// The counts summed over the origin partitions.
@@ -609,6 +647,20 @@ fn smallest_sources(sources: &[IpAddr]) -> Vec<IpAddr> {
     all.sort_unstable();
     all.dedup();
     all.truncate(SAMPLES);
+    all.shrink_to_fit();
+    all
+}
+
+/// The `min_sources` earliest of a record's first-packet times, ascending (a record may carry any number, in any
+/// order).
+fn first_packets(times: &[i64], min_sources: u64) -> Vec<i64> {
+    let k = usize::try_from(min_sources).unwrap_or(usize::MAX);
+    let mut all = times.to_vec();
+    if all.len() > k {
+        all.select_nth_unstable(k);
+        all.truncate(k);
+    }
+    all.sort_unstable();
     all.shrink_to_fit();
     all
 }
@@ -715,18 +767,22 @@ impl DestinationSide {
         let key = (d.destination, d.window_start_ns);
         // Whether merging `d` grows the tables within the budget: a new entry, or a new origin partition of an
         // entry (the counts of an origin already there are replaced, its named sources capped at [`SAMPLES`]).
+        let dated =
+            vec_bytes::<i64>(d.first_packet_ns.len().min(usize::try_from(self.min_sources).unwrap_or(usize::MAX)));
         let room = |s: &Self| match s.entries.get(&key) {
             Some(e) if e.origins.iter().any(|o| o.origin == d.origin_partition) => true,
             Some(e) => {
                 let growth = vec_growth::<OriginCounts>(e.origins.len(), e.origins.capacity())
-                    .saturating_add(vec_bytes::<IpAddr>(SAMPLES));
+                    .saturating_add(vec_bytes::<IpAddr>(SAMPLES))
+                    .saturating_add(dated);
                 s.bytes().saturating_add(growth) <= s.budget_bytes
             }
             None => {
                 let growth = table_growth::<((IpAddr, i64), DestinationEntry)>(s.entries.len(), s.entries.capacity())
                     .saturating_add(table_growth::<((i32, i32), i64)>(s.newest_ts_ns.len(), s.newest_ts_ns.capacity()))
                     .saturating_add(vec_growth::<(IpAddr, i64)>(s.open.len(), s.open.capacity()))
-                    .saturating_add(ENTRY_HEAP_BYTES);
+                    .saturating_add(ENTRY_HEAP_BYTES)
+                    .saturating_add(dated);
                 s.entries.len() < s.max_entries && s.bytes().saturating_add(growth) <= s.budget_bytes
             }
         };
@@ -764,6 +820,7 @@ impl DestinationSide {
                 if d.packets >= o.packets {
                     o.samples = smallest_sources(&d.sample_sources);
                     o.span = span;
+                    o.first_packets = first_packets(&d.first_packet_ns, self.min_sources);
                 }
                 o.sources = o.sources.max(d.sources);
                 o.packets = o.packets.max(d.packets);
@@ -780,6 +837,7 @@ impl DestinationSide {
                 unlisted_packets: d.unlisted_packets,
                 samples: smallest_sources(&d.sample_sources),
                 span,
+                first_packets: first_packets(&d.first_packet_ns, self.min_sources),
             }),
         }
         e.last_ts_ns = e.last_ts_ns.max(d.last_ts_ns);
@@ -791,6 +849,7 @@ impl DestinationSide {
             return None;
         }
         e.fired = true;
+        e.detected_ns = e.span(key.1).1;
         self.open.push(key);
         Some(self.anomaly(key, false))
     }
@@ -944,6 +1003,12 @@ impl DestinationSide {
         // whichever detector applies the same records raises the same ids.
         let window_end_ns = window_start_ns.saturating_add(e.window_ns);
         anomaly.id = anomaly_id(AnomalyKind::Victim, &anomaly.host, window_start_ns, window_end_ns);
+        // Both reports of the window carry its key, so the router replaces the first's times and figures with
+        // the closing update's.
+        anomaly.window_key = Some(anomaly.id.clone());
+        let detected_ns = e.crossing(self.min_sources).unwrap_or(e.detected_ns);
+        anomaly.detected_ns = Some(detected_ns.clamp(first_ns, last_ns));
+        anomaly.closing = closing;
         if closing {
             anomaly.id.push_str(":final");
         }
@@ -1146,7 +1211,9 @@ mod tests {
             // detected_at: the latest flood packet of the reports that took the count over the threshold.
             assert!(out[0].window_end_ns < spoofed_last, "detected before the flood ended");
             assert!(out[0].window_start_ns <= out[0].window_end_ns);
+            assert!(!out[0].closing && out[0].window_key.is_some(), "the first report of the window");
             dst.close_all(&mut out);
+            assert_eq!(out[1].window_key, out[0].window_key, "the closing update of the same window");
             assert_eq!(out.len(), 2, "one closing update");
             closings.push(out.pop().unwrap());
         }
@@ -1161,6 +1228,19 @@ mod tests {
         assert!(first_flood > packets[0].1.ts_ns, "the clients start first");
         assert_eq!(c.window_start_ns, first_flood, "first_seen: the first packet of the flood");
         assert_eq!(c.window_end_ns, spoofed().max().unwrap(), "last_seen: the last packet of the flood");
+        // Detected at the packet that took the count of distinct sources to `min_sources`: the first packet of
+        // the window's 500th source.
+        let mut first_packets: std::collections::BTreeMap<IpAddr, i64> = std::collections::BTreeMap::new();
+        for (s, p) in &packets {
+            first_packets.entry(*s).or_insert(p.ts_ns);
+        }
+        let mut firsts_ns: Vec<i64> = first_packets.into_values().collect();
+        firsts_ns.sort_unstable();
+        let crossing = firsts_ns[cfg.min_sources as usize - 1];
+        assert_eq!(c.detected_ns, Some(crossing), "detected_at: the packet that crossed the threshold");
+        assert!((c.window_start_ns..=c.window_end_ns).contains(&crossing));
+        assert_eq!(c.window_key.as_deref(), Some(c.id.trim_end_matches(":final")), "the window's key");
+        assert!(c.closing);
         assert!(closings.iter().chain(&[]).all(|c| c.window_start_ns == first_flood));
         let bytes_total = c.features.iter().find(|f| f.name == "bytes").map(|f| f.value);
         assert_eq!(bytes_total, Some(packets.iter().map(|(_, p)| f64::from(p.wire_len)).sum::<f64>()));

@@ -289,6 +289,9 @@ async fn a_transaction_left_open_by_a_dead_instance_is_never_seen() {
         features: Vec::new(),
         sample: String::new(),
         model_version: String::new(),
+        detected_ns: None,
+        window_key: None,
+        closing: false,
     };
     let payload = ghost.encode(&SchemaIds::BUILT_IN);
     zombie

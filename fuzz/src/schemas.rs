@@ -112,6 +112,9 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         features: vec![Contribution { name: "distinct_dst_ports".into(), value: 120.0, baseline: Some(3.5) }],
         sample: "10.0.0.9:40001 > 10.0.1.3:22 tcp S".into(),
         model_version: "rules-1".into(),
+        detected_ns: None,
+        window_key: None,
+        closing: false,
     };
     let stats = DestinationStats {
         destination: v4,
@@ -127,6 +130,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         first_evidence_ns: Some(1_700_000_000_250_000_000),
         last_evidence_ns: Some(1_700_000_008_750_000_000),
         unlisted_packets: 0,
+        first_packet_ns: vec![],
     };
     let mut out = Vec::new();
     for (target, bytes) in [

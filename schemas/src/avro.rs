@@ -171,6 +171,18 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// An Avro boolean: one byte, 0 or 1.
+    fn boolean(&mut self, field: &str) -> Result<bool, FrameError> {
+        match self.buf.get(self.pos) {
+            Some(&b) if b <= 1 => {
+                self.pos += 1;
+                Ok(b == 1)
+            }
+            Some(b) => Err(self.err(format!("{field}: boolean byte {b}, expected 0 or 1"))),
+            None => Err(self.err(format!("{field}: truncated"))),
+        }
+    }
+
     fn double(&mut self, field: &str) -> Result<f64, FrameError> {
         if self.remaining() < 8 {
             return Err(self.err(format!("{field}: truncated double")));
@@ -376,6 +388,9 @@ impl Anomaly {
         put_long(&mut out, 0);
         put_bytes(&mut out, self.sample.as_bytes());
         put_bytes(&mut out, self.model_version.as_bytes());
+        put_opt_long(&mut out, self.detected_ns);
+        put_opt_str(&mut out, self.window_key.as_deref());
+        out.push(u8::from(self.closing));
         out
     }
 
@@ -403,6 +418,13 @@ impl Anomaly {
         })?;
         let sample = r.string("sample")?;
         let model_version = r.string("model_version")?;
+        // A record written before `detected_ns`, `window_key` and `closing` existed ends here: their defaults
+        // apply.
+        let (detected_ns, window_key, closing) = if r.remaining() == 0 {
+            (None, None, false)
+        } else {
+            (r.opt("detected_ns", |r, f| r.long(f))?, r.opt("window_key", |r, f| r.string(f))?, r.boolean("closing")?)
+        };
         r.finish(Anomaly {
             id,
             host,
@@ -416,6 +438,9 @@ impl Anomaly {
             features,
             sample,
             model_version,
+            detected_ns,
+            window_key,
+            closing,
         })
     }
 }
@@ -446,6 +471,13 @@ impl DestinationStats {
         put_opt_long(&mut out, self.first_evidence_ns);
         put_opt_long(&mut out, self.last_evidence_ns);
         put_long(&mut out, self.unlisted_packets as i64);
+        if !self.first_packet_ns.is_empty() {
+            put_long(&mut out, self.first_packet_ns.len() as i64);
+            for t in &self.first_packet_ns {
+                put_long(&mut out, *t);
+            }
+        }
+        put_long(&mut out, 0);
         out
     }
 
@@ -478,6 +510,14 @@ impl DestinationStats {
                 r.int_in("unlisted_packets")?,
             )
         };
+        // And one written before `first_packet_ns` here.
+        let mut first_packet_ns = Vec::new();
+        if r.remaining() > 0 {
+            r.array("first_packet_ns", 1, |r| {
+                first_packet_ns.push(r.long("first_packet_ns")?);
+                Ok(())
+            })?;
+        }
         r.finish(DestinationStats {
             destination,
             window_start_ns,
@@ -492,6 +532,7 @@ impl DestinationStats {
             first_evidence_ns,
             last_evidence_ns,
             unlisted_packets,
+            first_packet_ns,
         })
     }
 }

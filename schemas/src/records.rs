@@ -273,6 +273,21 @@ pub struct Anomaly {
     pub sample: String,
     /// Model or rule-set version.
     pub model_version: String,
+    /// Packet time of the packet that took the score over the threshold, ns; `None`: `window_end_ns`.
+    pub detected_ns: Option<i64>,
+    /// The detector window this anomaly reports on, when a detector reports one window more than once (a
+    /// victim: destination and window start); `None` when the anomaly stands alone.
+    pub window_key: Option<String>,
+    /// With `window_key`: the window's closing report, whose times and figures replace those of the window's
+    /// earlier reports.
+    pub closing: bool,
+}
+
+impl Anomaly {
+    /// Packet time of the packet that took the score over the threshold: `detected_ns`, else `window_end_ns`.
+    pub fn detected_at_ns(&self) -> i64 {
+        self.detected_ns.unwrap_or(self.window_end_ns)
+    }
 }
 
 /// One packets partition's view of one destination in one packet-time window, cumulative: a later record of the
@@ -308,6 +323,9 @@ pub struct DestinationStats {
     /// Packets among `packets` from sources the origin could not remember (its table was full): `sources` is
     /// then a lower bound (0 in records written before the field).
     pub unlisted_packets: u64,
+    /// Packet time of the first packet of each of the origin's earliest remembered sources, ascending, at most
+    /// `detector.victim.min_sources` of them (empty in records written before the field).
+    pub first_packet_ns: Vec<i64>,
 }
 
 impl DestinationStats {

@@ -61,12 +61,14 @@ prop_compose! {
         target in proptest::option::of(".{0,20}"), reason in ".{0,80}",
         features in proptest::collection::vec((".{0,12}", -1e6f64..1e6, proptest::option::of(-1e6f64..1e6)), 0..6),
         sample in ".{0,60}", model_version in "[a-z0-9-]{0,12}",
+        detected_ns in proptest::option::of(any::<i64>()), window_key in proptest::option::of(".{0,30}"),
+        closing in any::<bool>(),
     ) -> Anomaly {
         Anomaly {
             id, host, kind: AnomalyKind::ALL[kind], window_start_ns: w.0, window_end_ns: w.1, score, threshold,
             target, reason,
             features: features.into_iter().map(|(name, value, baseline)| Contribution { name, value, baseline }).collect(),
-            sample, model_version,
+            sample, model_version, detected_ns, window_key, closing,
         }
     }
 }
@@ -76,12 +78,14 @@ prop_compose! {
         destination in ip(), w in any::<(i64, i64, i64)>(), counts in any::<(u32, u32, u32)>(),
         sample_sources in proptest::collection::vec(ip(), 0..8), origin_partition in any::<i32>(),
         bytes in any::<u32>(), evidence in proptest::option::of(any::<(i64, Option<i64>)>()),
+        first_packet_ns in proptest::collection::vec(any::<i64>(), 0..8),
     ) -> DestinationStats {
         DestinationStats {
             destination, window_start_ns: w.0, window_ns: w.1, sources: counts.0.into(),
             packets: counts.1.into(), syn_packets: counts.2.into(), sample_sources, last_ts_ns: w.2,
             origin_partition, bytes: bytes.into(), first_evidence_ns: evidence.map(|e| e.0),
             last_evidence_ns: evidence.and_then(|e| e.1), unlisted_packets: counts.1.into(),
+            first_packet_ns,
         }
     }
 }
@@ -185,12 +189,18 @@ proptest! {
         let bytes = d.encode(&IDS);
         let mut v = read(&current, &bytes[5..]);
         if let Value::Record(fields) = &mut v {
-            fields.truncate(fields.len() - 4);
+            fields.truncate(fields.len() - 5);
         }
         let mut framed = vec![0, 0, 0, 0, 3];
         framed.extend_from_slice(&write(&old, v));
-        let want =
-            DestinationStats { bytes: 0, first_evidence_ns: None, last_evidence_ns: None, unlisted_packets: 0, ..d };
+        let want = DestinationStats {
+            bytes: 0,
+            first_evidence_ns: None,
+            last_evidence_ns: None,
+            unlisted_packets: 0,
+            first_packet_ns: Vec::new(),
+            ..d
+        };
         prop_assert_eq!(&DestinationStats::decode(&framed, &IDS).unwrap(), &want);
         // apache-avro resolving the old writer schema against the current one gives the same defaults.
         let resolved = GenericDatumReader::builder(&old)
@@ -297,4 +307,36 @@ fn alert_json_has_the_fields_of_the_avsc() {
     got.sort_unstable();
     assert_eq!(got, want);
     schema(avsc::ALERT_V1);
+}
+
+#[test]
+fn an_anomaly_written_before_the_window_fields_decodes_with_their_defaults() {
+    let a = Anomaly {
+        id: "victim:10.0.0.5:0:10:final".into(),
+        host: "10.0.0.5".into(),
+        kind: AnomalyKind::Victim,
+        window_start_ns: 3,
+        window_end_ns: 9,
+        score: 600.0,
+        threshold: 500.0,
+        target: Some("10.0.0.5".into()),
+        reason: "r".into(),
+        features: vec![],
+        sample: "s".into(),
+        model_version: "rules-v1".into(),
+        detected_ns: Some(5),
+        window_key: Some("10.0.0.5/0".into()),
+        closing: true,
+    };
+    let bytes = a.encode(&IDS);
+    assert_eq!(Anomaly::decode(&bytes, &IDS).unwrap(), a);
+    // The three fields take 2 + 12 + 1 bytes: an older writer's record ends before them.
+    let old = &bytes[..bytes.len() - 15];
+    let decoded = Anomaly::decode(old, &IDS).unwrap();
+    assert_eq!((decoded.detected_ns, decoded.window_key.as_deref(), decoded.closing), (None, None, false));
+    assert_eq!(decoded.detected_at_ns(), 9, "the window's end");
+    let mut bad = bytes.clone();
+    *bad.last_mut().unwrap() = 2;
+    let e = Anomaly::decode(&bad, &IDS).unwrap_err();
+    assert!(e.to_string().contains("closing: boolean byte 2"), "{e}");
 }

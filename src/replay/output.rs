@@ -80,6 +80,9 @@ pub fn anomaly_json(a: &Anomaly) -> String {
     m.insert("features", serde_json::Value::Array(features));
     m.insert("sample", serde_json::json!(a.sample));
     m.insert("model_version", serde_json::json!(a.model_version));
+    m.insert("detected_ns", serde_json::json!(a.detected_ns));
+    m.insert("window_key", serde_json::json!(a.window_key));
+    m.insert("closing", serde_json::json!(a.closing));
     serde_json::to_string(&m).unwrap_or_default()
 }
 
@@ -254,6 +257,9 @@ mod tests {
             features: Vec::new(),
             sample: String::new(),
             model_version: "m".into(),
+            detected_ns: None,
+            window_key: None,
+            closing: false,
         }
     }
 
@@ -293,7 +299,7 @@ mod tests {
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted);
-        assert!(line.starts_with("{\"features\":[]"), "{line}");
+        assert!(line.starts_with("{\"closing\":false,\"detected_ns\":null,\"features\":[]"), "{line}");
         let r = anomaly_record(&a, &SchemaIds::BUILT_IN);
         assert_eq!((r.key.as_str(), r.timestamp_ms), ("10.0.0.1", Some(6_000)));
         assert_eq!(Anomaly::decode(&r.payload, &SchemaIds::BUILT_IN).unwrap(), a);
