@@ -130,6 +130,18 @@ const OPTIONAL: &[Optional] = &[
         "Standard Webhooks signing secret for webhooks without their own; unset: such webhooks are unsigned",
     ),
     opt("alert_router", "alerts_out", "\"alerts.jsonl\"", "append every alert as one JSON line to this file"),
+    opt(
+        "alert_router.suppression",
+        "max_groups",
+        "50000",
+        "open (host, kind) windows at most; unset: what 3/8 of alert_router.memory_budget_mib fits; must fit it",
+    ),
+    opt(
+        "alert_router.incidents",
+        "max_incidents",
+        "20000",
+        "open incidents at most; unset: what 3/8 of alert_router.memory_budget_mib fits; must fit it",
+    ),
 ];
 
 /// Sections that do not exist unless configured, printed whole and commented at the end.
