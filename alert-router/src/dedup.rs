@@ -55,6 +55,9 @@ pub struct Evictions {
 struct Ring {
     order: VecDeque<u64>,
     set: HashSet<u64>,
+    /// Highest capacity `set` had: its buckets stay allocated (and `capacity` shrinks as removed ids leave
+    /// tombstones until the table is rebuilt).
+    set_capacity: usize,
 }
 
 impl SeenIds {
@@ -93,6 +96,7 @@ impl SeenIds {
         }
         let ring = self.partitions.entry(partition).or_default();
         ring.set.insert(fingerprint);
+        ring.set_capacity = ring.set_capacity.max(ring.set.capacity());
         ring.order.push_back(fingerprint);
         self.total += 1;
         true
@@ -130,7 +134,9 @@ impl SeenIds {
             + self
                 .partitions
                 .values()
-                .map(|r| vec_bytes::<u64>(r.order.capacity()) + table_bytes::<u64>(r.set.capacity()))
+                .map(|r| {
+                    vec_bytes::<u64>(r.order.capacity()) + table_bytes::<u64>(r.set_capacity.max(r.set.capacity()))
+                })
                 .sum::<usize>()
     }
 

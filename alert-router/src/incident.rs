@@ -93,10 +93,11 @@ impl IncidentConfig {
 }
 
 /// Bytes budgeted per open incident when sizing the table from the budget, besides its share of the hash table:
-/// its two deadline-index entries, the host name in each, its id, and one kind's evidence and headline (strings,
-/// features). An incident that holds more (several kinds, origins waiting for a revision) counts what it holds:
-/// the byte bound closes incidents sooner.
-pub const INCIDENT_BUDGET_BYTES: usize = 2048;
+/// its two deadline-index entries, the host name in each, its id, and one kind's evidence and the headline alert
+/// (each with its strings and features; about 2,600 bytes for a detector's anomaly, measured by
+/// `tests/memory_budget.rs`). An incident that holds more (several kinds, origins waiting for a revision) counts
+/// what it holds: the byte bound closes incidents sooner.
+pub const INCIDENT_BUDGET_BYTES: usize = 3072;
 
 /// Incidents the incident share `share` bytes holds at [`INCIDENT_BUDGET_BYTES`] each, the hash table counted
 /// twice (it is rebuilt when it grows).
@@ -219,6 +220,9 @@ pub struct Incidents {
     heap: usize,
     /// Highest `bytes()` so far.
     peak: usize,
+    /// Highest capacity the incident table had: its buckets stay allocated (and `capacity` shrinks as removed
+    /// entries leave tombstones until the table is rebuilt).
+    table_capacity: usize,
 }
 
 impl Incidents {
@@ -229,6 +233,7 @@ impl Incidents {
             share,
             heap: 0,
             peak: 0,
+            table_capacity: 0,
             window_ns: nanos(config.window).max(1),
             interval_ns: nanos(config.min_revision_interval),
             config,
@@ -253,7 +258,7 @@ impl Incidents {
     /// Bytes the open incidents hold: the hash table from its capacity, both deadline indexes, and the heap of
     /// every incident.
     pub fn bytes(&self) -> usize {
-        table_bytes::<(String, Incident)>(self.open.capacity())
+        table_bytes::<(String, Incident)>(self.table_capacity.max(self.open.capacity()))
             + self.by_quiet.len() * btree_entry_bytes::<(i64, u64), String>()
             + self.by_wall.len() * btree_entry_bytes::<(Instant, u64), String>()
             + self.heap
@@ -287,6 +292,7 @@ impl Incidents {
             let mut incident = self.start(alert, origins, now);
             self.heap += incident.count_heap(&host);
             self.open.insert(host.clone(), incident);
+            self.table_capacity = self.table_capacity.max(self.open.capacity());
             while self.open.len() > self.max_incidents {
                 let Some((_, soonest)) = self.by_quiet.first_key_value() else { break };
                 let soonest = soonest.clone();
@@ -731,7 +737,8 @@ mod tests {
 
     #[test]
     fn the_configuration_reports_every_problem() {
-        let bad = IncidentConfig { window: Duration::ZERO, max_revisions: 1, max_incidents: Some(0), ..Default::default() };
+        let bad =
+            IncidentConfig { window: Duration::ZERO, max_revisions: 1, max_incidents: Some(0), ..Default::default() };
         let keys: Vec<&str> = bad.validate().into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, ["window", "max_revisions", "max_incidents"]);
         assert!(IncidentConfig::default().validate().is_empty());

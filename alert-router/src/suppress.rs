@@ -23,9 +23,9 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
+use netanom_schemas::bytes::{table_bytes, vec_bytes};
 use netanom_schemas::packet_time::{Admission, PacketClock, SkewConfig};
 use netanom_schemas::{Alert, Anomaly, AnomalyKind, IncidentKind, IncidentTotals, format_rfc3339_ns, time_from_ns};
-use netanom_schemas::bytes::{table_bytes, vec_bytes};
 use serde::Deserialize;
 use tokio::time::Instant;
 
@@ -107,14 +107,17 @@ type Key = (String, AnomalyKind);
 
 /// Bytes budgeted per open window when sizing the table from the budget, besides its share of the hash table: the
 /// deadline index and flush-queue entries, the host name in each, and an anomaly's heap (id, reason, sample,
-/// features). A window whose anomaly holds more counts what it holds: the byte bound evicts sooner.
+/// features; about 740 bytes for a detector's anomaly, measured by `tests/memory_budget.rs`). A window
+/// whose anomaly holds more counts what it holds: the byte bound evicts sooner.
 pub const GROUP_BUDGET_BYTES: usize = 1024;
 
 /// Windows the suppression share `share` bytes holds at [`GROUP_BUDGET_BYTES`] each, the hash table counted twice
 /// (it is rebuilt when it grows, the old table alive until the new one is filled).
 pub fn groups_for(share: usize) -> usize {
     let fits = |n: usize| {
-        table_bytes::<(Key, Window)>(n.saturating_add(1)).saturating_mul(2).saturating_add(n.saturating_mul(GROUP_BUDGET_BYTES))
+        table_bytes::<(Key, Window)>(n.saturating_add(1))
+            .saturating_mul(2)
+            .saturating_add(n.saturating_mul(GROUP_BUDGET_BYTES))
             <= share
     };
     // The table's bucket count is a power of two: find the largest fitting count by bisection.
@@ -128,7 +131,9 @@ pub fn groups_for(share: usize) -> usize {
 
 /// Bytes `groups` windows take, counted as [`groups_for`] does.
 pub fn groups_bytes(groups: usize) -> usize {
-    table_bytes::<(Key, Window)>(groups.saturating_add(1)).saturating_mul(2).saturating_add(groups.saturating_mul(GROUP_BUDGET_BYTES))
+    table_bytes::<(Key, Window)>(groups.saturating_add(1))
+        .saturating_mul(2)
+        .saturating_add(groups.saturating_mul(GROUP_BUDGET_BYTES))
 }
 
 /// Windows emitted early, by reason.
@@ -210,6 +215,9 @@ pub struct Suppressor {
     queue_heap: usize,
     /// Highest `bytes()` so far.
     peak: usize,
+    /// Highest capacity the window table had: its buckets stay allocated (and `capacity` shrinks as removed
+    /// entries leave tombstones until the table is rebuilt).
+    table_capacity: usize,
 }
 
 impl Suppressor {
@@ -222,6 +230,7 @@ impl Suppressor {
             heap: 0,
             queue_heap: 0,
             peak: 0,
+            table_capacity: 0,
             config,
             window_ns,
             windows: HashMap::new(),
@@ -247,7 +256,7 @@ impl Suppressor {
     /// Bytes the open windows hold: the hash table from its capacity, the deadline index, the flush queue, and
     /// the heap of every window (host names, pending anomalies, origins).
     pub fn bytes(&self) -> usize {
-        table_bytes::<(Key, Window)>(self.windows.capacity())
+        table_bytes::<(Key, Window)>(self.table_capacity.max(self.windows.capacity()))
             + self.by_end.len() * btree_entry_bytes::<(i64, u64), Key>()
             + vec_bytes::<(Instant, Key, u64)>(self.flush_queue.capacity())
             + self.heap
@@ -299,6 +308,7 @@ impl Suppressor {
                     heap: 0,
                 },
             );
+            self.table_capacity = self.table_capacity.max(self.windows.capacity());
         }
         self.absorb(&key, anomaly, origin, now);
 
@@ -337,10 +347,7 @@ impl Suppressor {
         let windows = &self.windows;
         let mut freed = 0;
         self.flush_queue.retain(|(_, key, generation)| {
-            let live = windows
-                .get(key)
-                .and_then(|w| w.pending.as_ref())
-                .is_some_and(|g| g.generation == *generation);
+            let live = windows.get(key).and_then(|w| w.pending.as_ref()).is_some_and(|g| g.generation == *generation);
             if !live {
                 freed += key.0.capacity();
             }
