@@ -254,6 +254,10 @@ impl FlowTable {
             None => {
                 if self.map.len() >= self.max_flows {
                     self.make_room(ts_ns);
+                } else if self.map.len() >= self.map.capacity() && self.table_capacity >= self.max_flows {
+                    // Removed flows' tombstones used up the room of a full-size table: rebuilt at its size, it
+                    // does not grow (the insertion would double it).
+                    self.rebuild();
                 }
                 self.stats.created += 1;
                 self.map.entry(key).or_insert(fresh)
@@ -310,6 +314,17 @@ impl FlowTable {
         let before = self.map.len();
         self.map.retain(|_, e| e.last_ts > cutoff);
         self.stats.evicted_full += (before - self.map.len()) as u64;
+        self.rebuild();
+    }
+
+    /// Moves the flows into a fresh table of `max_flows`, free of the removed flows' tombstones: without it the
+    /// next insertions would find no room and double the table. The old table lives until the new one is
+    /// filled, so the budget counts the table twice ([`flows_bytes`]).
+    fn rebuild(&mut self) {
+        let mut fresh = HashMap::with_capacity(self.max_flows);
+        fresh.extend(self.map.drain());
+        self.map = fresh;
+        self.table_capacity = self.table_capacity.max(self.map.capacity());
     }
 }
 
