@@ -65,6 +65,14 @@ fn the_bytes_reported_are_the_bytes_allocated() {
     let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let now = Instant::now();
     const N: u32 = 50_000;
+    let default = Shares::of(netanom_alert_router::budget::DEFAULT_BUDGET_MIB);
+    println!(
+        "default budget ({} MiB): {} groups, {} incidents, {} ids over all partitions",
+        netanom_alert_router::budget::DEFAULT_BUDGET_MIB,
+        groups_for(default.suppression),
+        incidents_for(default.incidents),
+        default.dedup / ID_BUDGET_BYTES
+    );
 
     // Suppression groups: one anomaly each, anomalies made inside the region (the groups keep them).
     let mut s = Suppressor::new(SuppressionConfig::default(), usize::MAX);

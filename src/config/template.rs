@@ -78,6 +78,12 @@ const OPTIONAL: &[Optional] = &[
          hex digits (or set key, e.g. NETANOM_PRODUCER__PSEUDONYMIZE__KEY; prints as ***)",
     ),
     opt(
+        "producer.flow",
+        "max_flows",
+        "262144",
+        "flows tracked at most; unset: what memory_budget_mib fits (458752 at 128); must fit it",
+    ),
+    opt(
         "producer.outage",
         "spool_path",
         "\"outage.spool\"",
