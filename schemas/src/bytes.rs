@@ -1,4 +1,4 @@
-//! Byte estimates of tables from their capacities: what the allocator hands out for a hash table, a vector of a
+//! Byte estimates of tables from their capacities: what the allocator hands out for a hash table or a vector of a
 //! given capacity. The services' bounded tables add them up against their memory budgets (the
 //! detector's host map, the router's suppression groups, incidents and id sets, the producer's flow table).
 
