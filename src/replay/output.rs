@@ -312,7 +312,7 @@ mod tests {
             anomaly("a", AnomalyKind::Fanout, 5),
         ];
         let off = netanom_alert_router::IncidentConfig { enabled: false, ..Default::default() };
-        let alerts = suppress(&anomalies, &config, &off, 256);
+        let alerts = suppress(&anomalies, &config, &off, netanom_alert_router::budget::DEFAULT_BUDGET_MIB);
         let got: Vec<(&str, &str, u64)> = alerts.iter().map(|a| (a.host.as_str(), a.kind.as_str(), a.count)).collect();
         assert_eq!(got, vec![("a", "fanout", 1), ("a", "rate", 1), ("b", "rate", 2)]);
         let mut out = Vec::new();
@@ -320,9 +320,14 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text.lines().count(), 3);
         assert_eq!(alert_record(&alerts[0]).payload, text.lines().next().unwrap().as_bytes());
-        assert_eq!(suppress(&anomalies, &config, &off, 256), alerts, "deterministic");
+        assert_eq!(
+            suppress(&anomalies, &config, &off, netanom_alert_router::budget::DEFAULT_BUDGET_MIB),
+            alerts,
+            "deterministic"
+        );
         // With incidents: one per host, each one closing revision listing its kinds.
-        let incidents = suppress(&anomalies, &config, &Default::default(), 256);
+        let incidents =
+            suppress(&anomalies, &config, &Default::default(), netanom_alert_router::budget::DEFAULT_BUDGET_MIB);
         let got: Vec<(&str, Vec<AnomalyKind>, u64, bool)> =
             incidents.iter().map(|a| (a.host.as_str(), a.kind_list(), a.count, a.final_revision)).collect();
         let want =
