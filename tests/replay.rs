@@ -334,8 +334,9 @@ fn without_a_model_the_warm_up_training_is_reproducible_and_alerts_account_for_e
 
     let suppression = netanom_alert_router::SuppressionConfig::default();
     let incidents = netanom_alert_router::IncidentConfig::default();
-    let alerts = suppress(&a.anomalies, &suppression, &incidents);
-    let again = suppress(&b.anomalies, &suppression, &incidents);
+    let budget = netanom_alert_router::budget::DEFAULT_BUDGET_MIB;
+    let alerts = suppress(&a.anomalies, &suppression, &incidents, budget);
+    let again = suppress(&b.anomalies, &suppression, &incidents, budget);
     let mut first = Vec::new();
     write_alerts(&alerts, &mut first).unwrap();
     let mut second = Vec::new();

@@ -1,6 +1,7 @@
 //! The router's live `/metrics`, read with a real HTTP GET from `netanom alert-router` (against an in-process
 //! `MockCluster`): a webhook that refuses connections opens its circuit breaker, and the gauge
-//! `netanom_router_destination_breaker{destination}` shows it (1: open).
+//! `netanom_router_destination_breaker{destination}` shows it (1: open); the tables' byte gauges
+//! (`netanom_router_{suppression,incidents,dedup}_bytes`) show what the anomaly holds.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -102,4 +103,24 @@ async fn an_open_breaker_shows_on_the_routers_live_metrics() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     eprintln!("{gauge}");
+    // The tables' byte gauges: the anomaly's suppression window (60 s of packet time), its incident (open until
+    // the host is quiet) and its id are held.
+    let value = |text: &str, name: &str| -> Option<f64> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    let tables = ["netanom_router_suppression_bytes", "netanom_router_incidents_bytes", "netanom_router_dedup_bytes"];
+    loop {
+        let text = reqwest::get(format!("http://{listen}/metrics")).await.unwrap().text().await.unwrap();
+        let held: Vec<Option<f64>> = tables.iter().map(|t| value(&text, t)).collect();
+        if held.iter().all(|v| v.is_some_and(|v| v > 0.0)) {
+            eprintln!("{tables:?}: {held:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the tables' bytes are not on /metrics within 60 s:\n{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -59,6 +59,11 @@ pub struct RouterConfig {
     /// sets it from `kafka.exactly_once`. Default false.
     #[serde(skip)]
     pub exactly_once: bool,
+    /// Bytes the router's tables may hold together, in MiB: 3/8 for the suppression groups, 3/8 for the open
+    /// incidents, 1/4 for the deduplication ids (see [`crate::budget`]). `suppression.max_groups` and
+    /// `incidents.max_incidents` follow from it unless set, and must fit it when set. 1 to 1048576. Default 256
+    /// (half of the router's manifest limit).
+    pub memory_budget_mib: u64,
     /// Suppression of repeated (host, kind) anomalies.
     pub suppression: SuppressionConfig,
     /// Grouping of a host's alerts across kinds into incidents (`[alert_router.incidents]`).
@@ -115,6 +120,7 @@ impl Default for RouterConfig {
             schema_ids: SchemaIds::BUILT_IN,
             static_assignment: false,
             exactly_once: false,
+            memory_budget_mib: crate::budget::DEFAULT_BUDGET_MIB,
             suppression: SuppressionConfig::default(),
             incidents: IncidentConfig::default(),
             webhooks: Vec::new(),
@@ -147,6 +153,7 @@ impl std::fmt::Debug for RouterConfig {
             .field("schema_ids", &self.schema_ids)
             .field("static_assignment", &self.static_assignment)
             .field("exactly_once", &self.exactly_once)
+            .field("memory_budget_mib", &self.memory_budget_mib)
             .field("suppression", &self.suppression)
             .field("incidents", &self.incidents)
             .field("webhooks", &self.webhooks)
@@ -236,8 +243,57 @@ impl RouterConfig {
         if self.suppression.flush_after.is_zero() {
             err("suppression.flush_after", "must be > 0, got 0s".into());
         }
-        if self.suppression.max_groups == 0 {
-            err("suppression.max_groups", "must be >= 1, got 0".into());
+        if self.memory_budget_mib == 0 || self.memory_budget_mib > crate::budget::MAX_BUDGET_MIB {
+            err(
+                "memory_budget_mib",
+                format!("must be 1 to {}, got {}", crate::budget::MAX_BUDGET_MIB, self.memory_budget_mib),
+            );
+        }
+        let shares = crate::budget::Shares::of(self.memory_budget_mib);
+        let mib = |bytes: usize| bytes.div_ceil(1 << 20);
+        match self.suppression.max_groups {
+            Some(0) => err("suppression.max_groups", "must be >= 1, got 0".into()),
+            Some(n) if crate::suppress::groups_bytes(n) > shares.suppression => err(
+                "suppression.max_groups",
+                format!(
+                    "({n}) needs {} MiB at {} bytes per group, more than the suppression share (3/8) of \
+                     alert_router.memory_budget_mib ({} MiB): raise the budget or lower max_groups (the share fits {})",
+                    mib(crate::suppress::groups_bytes(n)),
+                    crate::suppress::GROUP_BUDGET_BYTES,
+                    self.memory_budget_mib,
+                    crate::suppress::groups_for(shares.suppression)
+                ),
+            ),
+            _ => {}
+        }
+        if let Some(n) = self.incidents.max_incidents.filter(|&n| n > 0)
+            && crate::incident::incidents_bytes(n) > shares.incidents
+        {
+            err(
+                "incidents.max_incidents",
+                format!(
+                    "({n}) needs {} MiB at {} bytes per incident, more than the incident share (3/8) of \
+                     alert_router.memory_budget_mib ({} MiB): raise the budget or lower max_incidents (the share fits {})",
+                    mib(crate::incident::incidents_bytes(n)),
+                    crate::incident::INCIDENT_BUDGET_BYTES,
+                    self.memory_budget_mib,
+                    crate::incident::incidents_for(shares.incidents)
+                ),
+            );
+        }
+        let dedup_bytes = self.dedup_ids.saturating_mul(crate::dedup::ID_BUDGET_BYTES);
+        if dedup_bytes > shares.dedup {
+            err(
+                "dedup_ids",
+                format!(
+                    "({}) needs {} MiB per partition at {} bytes per id, more than the dedup share (1/4) of \
+                     alert_router.memory_budget_mib ({} MiB): raise the budget or lower dedup_ids",
+                    self.dedup_ids,
+                    mib(dedup_bytes),
+                    crate::dedup::ID_BUDGET_BYTES,
+                    self.memory_budget_mib
+                ),
+            );
         }
         for (key, problem) in self.suppression.time.validate() {
             err(&format!("suppression.time.{key}"), problem);
@@ -460,6 +516,38 @@ mod tests {
     }
 
     #[test]
+    fn explicit_table_sizes_must_fit_the_budget() {
+        let config = RouterConfig {
+            memory_budget_mib: 1,
+            suppression: SuppressionConfig { max_groups: Some(1_000_000), ..SuppressionConfig::default() },
+            incidents: IncidentConfig { max_incidents: Some(1_000_000), ..IncidentConfig::default() },
+            ..RouterConfig::default()
+        };
+        let errors: Vec<String> = config.validate().unwrap_err().iter().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), 3, "{errors:#?}");
+        assert!(errors[0].starts_with("alert_router.suppression.max_groups (1000000) needs"), "{errors:#?}");
+        assert!(errors[0].contains("memory_budget_mib (1 MiB)") && errors[0].contains("the share fits"), "{errors:#?}");
+        assert!(errors[1].starts_with("alert_router.incidents.max_incidents (1000000) needs"), "{errors:#?}");
+        assert!(errors[2].starts_with("alert_router.dedup_ids (65536) needs 3 MiB per partition"), "{errors:#?}");
+        // What the budget fits is accepted.
+        let share = crate::budget::Shares::of(1);
+        let fits = RouterConfig {
+            memory_budget_mib: 1,
+            suppression: SuppressionConfig {
+                max_groups: Some(crate::suppress::groups_for(share.suppression)),
+                ..SuppressionConfig::default()
+            },
+            incidents: IncidentConfig::default(),
+            dedup_ids: 4096,
+            ..RouterConfig::default()
+        };
+        fits.validate().unwrap();
+        let zero = RouterConfig { memory_budget_mib: 0, ..RouterConfig::default() };
+        let errors = zero.validate().unwrap_err();
+        assert!(errors.iter().any(|e| e.to_string() == "alert_router.memory_budget_mib must be 1 to 1048576, got 0"));
+    }
+
+    #[test]
     fn debug_masks_secrets() {
         let mut config = RouterConfig::default();
         config.kafka_properties.insert("sasl.password".into(), "hunter2".into());
@@ -483,7 +571,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(config.suppression.window, Duration::from_secs(120));
-        assert_eq!(config.suppression.max_groups, 100_000);
+        assert_eq!(config.suppression.max_groups, None, "from the budget");
         assert_eq!(config.webhooks[0].timeout, Duration::from_millis(250));
         assert_eq!(config.retry.initial_backoff, Duration::from_millis(200));
         assert!(serde_json::from_value::<RouterConfig>(serde_json::json!({"nope": 1})).is_err());

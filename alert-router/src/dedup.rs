@@ -23,23 +23,54 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 
-/// The last `capacity` anomaly ids accounted for, per partition of the anomalies topic.
+use netanom_schemas::bytes::{table_bytes, vec_bytes};
+
+/// Bytes budgeted per remembered id: the worst case of the ring (a power-of-two buffer of 8-byte fingerprints,
+/// up to twice the ids) and of the set (buckets of 8 bytes and a control byte, a power of two at most 7/8 full:
+/// up to 16/7 buckets per id), rounded up.
+pub const ID_BUDGET_BYTES: usize = 40;
+
+/// The last `capacity` anomaly ids accounted for, per partition of the anomalies topic, and at most what the
+/// dedup share of the memory budget holds over all partitions (the longest partition's oldest id goes first).
 #[derive(Debug)]
 pub struct SeenIds {
     capacity: usize,
+    /// Ids at most over every partition.
+    max_total: usize,
+    total: usize,
     partitions: HashMap<i32, Ring>,
+    evictions: Evictions,
+}
+
+/// Ids forgotten, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Evictions {
+    /// The partition held `dedup_ids` ids: its oldest went.
+    pub capacity: u64,
+    /// All partitions together held what the dedup share fits: the longest partition's oldest went.
+    pub budget: u64,
 }
 
 #[derive(Debug, Default)]
 struct Ring {
     order: VecDeque<u64>,
     set: HashSet<u64>,
+    /// Highest capacity `set` had: its buckets stay allocated (and `capacity` shrinks as removed ids leave
+    /// tombstones until the table is rebuilt).
+    set_capacity: usize,
 }
 
 impl SeenIds {
-    /// Remembers up to `capacity` ids per partition (0: no deduplication).
-    pub fn new(capacity: usize) -> Self {
-        Self { capacity, partitions: HashMap::new() }
+    /// Remembers up to `capacity` ids per partition (0: no deduplication), and up to what `share` bytes hold at
+    /// [`ID_BUDGET_BYTES`] each over all partitions.
+    pub fn new(capacity: usize, share: usize) -> Self {
+        Self {
+            capacity,
+            max_total: (share / ID_BUDGET_BYTES).max(1),
+            total: 0,
+            partitions: HashMap::new(),
+            evictions: Evictions::default(),
+        }
     }
 
     /// Records `id` as accounted for in `partition`. Returns false when it already was (a duplicate).
@@ -48,27 +79,65 @@ impl SeenIds {
             return true;
         }
         let fingerprint = fingerprint(id);
-        let ring = self.partitions.entry(partition).or_default();
-        if !ring.set.insert(fingerprint) {
+        if self.partitions.get(&partition).is_some_and(|r| r.set.contains(&fingerprint)) {
             return false;
         }
-        ring.order.push_back(fingerprint);
-        while ring.order.len() > self.capacity {
-            if let Some(oldest) = ring.order.pop_front() {
-                ring.set.remove(&oldest);
+        // Room first, so neither buffer grows past what the bounds count.
+        if self.partitions.get(&partition).is_some_and(|r| r.order.len() >= self.capacity) {
+            self.forget_oldest(partition);
+            self.evictions.capacity += 1;
+        }
+        if self.total >= self.max_total {
+            let longest = self.partitions.iter().max_by_key(|(_, r)| r.order.len()).map(|(p, _)| *p);
+            if let Some(longest) = longest {
+                self.forget_oldest(longest);
+                self.evictions.budget += 1;
             }
         }
+        let ring = self.partitions.entry(partition).or_default();
+        ring.set.insert(fingerprint);
+        ring.set_capacity = ring.set_capacity.max(ring.set.capacity());
+        ring.order.push_back(fingerprint);
+        self.total += 1;
         true
+    }
+
+    fn forget_oldest(&mut self, partition: i32) {
+        if let Some(ring) = self.partitions.get_mut(&partition)
+            && let Some(oldest) = ring.order.pop_front()
+        {
+            ring.set.remove(&oldest);
+            self.total -= 1;
+        }
     }
 
     /// Forgets the ids of `partition`.
     pub fn forget(&mut self, partition: i32) {
-        self.partitions.remove(&partition);
+        if let Some(ring) = self.partitions.remove(&partition) {
+            self.total -= ring.order.len();
+        }
     }
 
     /// Ids held, over every partition.
     pub fn len(&self) -> usize {
-        self.partitions.values().map(|r| r.order.len()).sum()
+        self.total
+    }
+
+    /// Ids forgotten, by reason.
+    pub fn evictions(&self) -> Evictions {
+        self.evictions
+    }
+
+    /// Bytes the ids hold: each partition's ring and set from their capacities.
+    pub fn bytes(&self) -> usize {
+        table_bytes::<(i32, Ring)>(self.partitions.capacity())
+            + self
+                .partitions
+                .values()
+                .map(|r| {
+                    vec_bytes::<u64>(r.order.capacity()) + table_bytes::<u64>(r.set_capacity.max(r.set.capacity()))
+                })
+                .sum::<usize>()
     }
 
     /// True when no id is held.
@@ -197,7 +266,7 @@ mod tests {
 
     #[test]
     fn a_repeated_id_is_a_duplicate_within_its_partition_and_the_memory_is_bounded() {
-        let mut seen = SeenIds::new(3);
+        let mut seen = SeenIds::new(3, usize::MAX);
         assert!(seen.insert(0, "rate:10.0.0.1:1"));
         assert!(!seen.insert(0, "rate:10.0.0.1:1"), "a copy is a duplicate");
         assert!(seen.insert(1, "rate:10.0.0.1:1"), "partitions are separate");
@@ -208,9 +277,26 @@ mod tests {
         assert!(seen.insert(0, "rate:10.0.0.1:1"), "the oldest id was pushed out");
         seen.forget(0);
         assert_eq!(seen.len(), 1);
-        let mut off = SeenIds::new(0);
+        let mut off = SeenIds::new(0, usize::MAX);
         assert!(off.insert(0, "a") && off.insert(0, "a"), "capacity 0 keeps nothing");
         assert!(off.is_empty());
+    }
+
+    #[test]
+    fn the_ids_of_all_partitions_stay_within_the_share_the_longest_giving_way() {
+        // 10 ids at most over all partitions, 8 per partition.
+        let mut seen = SeenIds::new(8, 10 * ID_BUDGET_BYTES);
+        for i in 0..8 {
+            assert!(seen.insert(0, &format!("a{i}")));
+        }
+        for i in 0..4 {
+            assert!(seen.insert(1, &format!("b{i}")));
+        }
+        assert_eq!(seen.len(), 10);
+        assert_eq!(seen.evictions(), Evictions { capacity: 0, budget: 2 }, "partition 0 was the longest");
+        assert!(!seen.insert(1, "b0"), "the shorter partition kept its ids");
+        assert!(seen.insert(0, "a0"), "the longest partition's oldest went");
+        assert!(seen.bytes() <= 10 * ID_BUDGET_BYTES + table_bytes::<(i32, Ring)>(2), "{} bytes", seen.bytes());
     }
 
     #[test]

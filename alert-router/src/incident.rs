@@ -13,7 +13,8 @@
 //! fire together arrive together), or when it closes if that is sooner; a later one when the incident has
 //! [`IncidentConfig::min_revision_interval`] more evidence (packet time) than the last revision reported; the
 //! closing revision (`final`) when it closes, on drain, on shutdown, or when more than
-//! [`IncidentConfig::max_incidents`] are open (the incident quiet soonest closes early). An incident has at most
+//! [`IncidentConfig::max_incidents`] are open or their bytes exceed the incident share of
+//! `alert_router.memory_budget_mib` (see [`crate::budget`]; the incident quiet soonest closes early). An incident has at most
 //! [`IncidentConfig::max_revisions`] revisions, the closing one included, so alert volume per attacker is bounded.
 //!
 //! Every revision carries the Kafka origins of the alerts absorbed since the previous one, so the router stores
@@ -23,10 +24,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use netanom_schemas::bytes::{table_bytes, vec_bytes};
 use netanom_schemas::{Alert, IncidentKind, IncidentTotals, format_rfc3339_ns};
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use crate::budget::{alert_heap, btree_entry_bytes, evidence_heap};
 use crate::suppress::{EmitCause, Emitted, Origin};
 use crate::times::{EvidenceTimes, Times};
 
@@ -50,8 +53,10 @@ pub struct IncidentConfig {
     /// Packet time of new evidence between two revisions of an incident, at least. Default 30 s.
     #[serde(with = "humantime_serde")]
     pub min_revision_interval: Duration,
-    /// Open incidents at most; beyond, the incident quiet soonest closes early. Default 100000.
-    pub max_incidents: usize,
+    /// Open incidents at most; beyond, the incident quiet soonest closes early. Default: what the incident
+    /// share of `alert_router.memory_budget_mib` fits at [`INCIDENT_BUDGET_BYTES`] each (see [`crate::budget`]);
+    /// set, it must fit that share.
+    pub max_incidents: Option<usize>,
 }
 
 impl Default for IncidentConfig {
@@ -62,7 +67,7 @@ impl Default for IncidentConfig {
             hold: Duration::from_secs(5),
             max_revisions: 10,
             min_revision_interval: Duration::from_secs(30),
-            max_incidents: 100_000,
+            max_incidents: None,
         }
     }
 }
@@ -80,10 +85,51 @@ impl IncidentConfig {
                 format!("must be >= 2 (a first and a closing revision), got {}", self.max_revisions),
             ));
         }
-        if self.max_incidents == 0 {
+        if self.max_incidents == Some(0) {
             problems.push(("max_incidents", "must be >= 1, got 0".to_string()));
         }
         problems
+    }
+}
+
+/// Bytes budgeted per open incident when sizing the table from the budget, besides its share of the hash table:
+/// its two deadline-index entries, the host name in each, its id, and one kind's evidence and the headline alert
+/// (each with its strings and features; about 2,600 bytes for a detector's anomaly, measured by
+/// `tests/memory_budget.rs`). An incident that holds more (several kinds, origins waiting for a revision) counts
+/// what it holds: the byte bound closes incidents sooner.
+pub const INCIDENT_BUDGET_BYTES: usize = 3072;
+
+/// Incidents the incident share `share` bytes holds at [`INCIDENT_BUDGET_BYTES`] each, the hash table counted
+/// twice (it is rebuilt when it grows).
+pub fn incidents_for(share: usize) -> usize {
+    let (mut lo, mut hi) = (0usize, share / INCIDENT_BUDGET_BYTES + 1);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if incidents_bytes(mid) <= share { lo = mid } else { hi = mid - 1 }
+    }
+    lo
+}
+
+/// Bytes `incidents` open incidents take, counted as [`incidents_for`] does.
+pub fn incidents_bytes(incidents: usize) -> usize {
+    table_bytes::<(String, Incident)>(incidents.saturating_add(1))
+        .saturating_mul(2)
+        .saturating_add(incidents.saturating_mul(INCIDENT_BUDGET_BYTES))
+}
+
+/// Incidents closed early, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Evictions {
+    /// More than `max_incidents` were open.
+    pub capacity: u64,
+    /// Their bytes exceeded the incident share of the budget.
+    pub budget: u64,
+}
+
+impl Evictions {
+    /// Both reasons together.
+    pub fn total(&self) -> u64 {
+        self.capacity + self.budget
     }
 }
 
@@ -130,6 +176,21 @@ struct Incident {
     quiet_key: (i64, u64),
     /// Key in `by_wall`.
     wall_key: (Instant, u64),
+    /// Heap bytes it holds: its host name as the map's key and in both deadline indexes, its id, kinds,
+    /// headline and pending origins.
+    heap: usize,
+}
+
+impl Incident {
+    fn count_heap(&mut self, host: &str) -> usize {
+        self.heap = 3 * host.len()
+            + self.id.capacity()
+            + vec_bytes::<KindEvidence>(self.kinds.capacity())
+            + self.kinds.iter().map(|k| evidence_heap(&k.evidence) + k.times.heap()).sum::<usize>()
+            + alert_heap(&self.headline)
+            + vec_bytes::<Origin>(self.pending.capacity());
+        self.heap
+    }
 }
 
 /// Score relative to threshold, for comparing kinds.
@@ -149,13 +210,29 @@ pub struct Incidents {
     /// Open incidents by (next wall-time deadline, sequence): the first revision's hold, or the wall-time quiet.
     by_wall: BTreeMap<(Instant, u64), String>,
     sequence: u64,
-    evicted: u64,
+    evictions: Evictions,
+    /// Open incidents at most.
+    max_incidents: usize,
+    /// Bytes the incidents may hold.
+    share: usize,
+    /// Heap bytes of the open incidents (sum of `Incident::heap`).
+    heap: usize,
+    /// Highest `bytes()` so far.
+    peak: usize,
+    /// Highest capacity the incident table had: its buckets stay allocated (and `capacity` shrinks as removed
+    /// entries leave tombstones until the table is rebuilt).
+    table_capacity: usize,
 }
 
 impl Incidents {
-    /// Incidents with `config`.
-    pub fn new(config: IncidentConfig) -> Self {
+    /// Incidents with `config`, holding at most `share` bytes (the incident share of the memory budget).
+    pub fn new(config: IncidentConfig, share: usize) -> Self {
         Self {
+            max_incidents: config.max_incidents.unwrap_or_else(|| incidents_for(share)).max(1),
+            share,
+            heap: 0,
+            peak: 0,
+            table_capacity: 0,
             window_ns: nanos(config.window).max(1),
             interval_ns: nanos(config.min_revision_interval),
             config,
@@ -163,13 +240,32 @@ impl Incidents {
             by_quiet: BTreeMap::new(),
             by_wall: BTreeMap::new(),
             sequence: 0,
-            evicted: 0,
+            evictions: Evictions::default(),
         }
     }
 
-    /// Incidents closed early because more than `max_incidents` were open.
-    pub fn evicted(&self) -> u64 {
-        self.evicted
+    /// Incidents closed early, by reason.
+    pub fn evictions(&self) -> Evictions {
+        self.evictions
+    }
+
+    /// Open incidents at most (`max_incidents`, or what the share fits).
+    pub fn max_incidents(&self) -> usize {
+        self.max_incidents
+    }
+
+    /// Bytes the open incidents hold: the hash table from its capacity, both deadline indexes, and the heap of
+    /// every incident.
+    pub fn bytes(&self) -> usize {
+        table_bytes::<(String, Incident)>(self.table_capacity.max(self.open.capacity()))
+            + self.by_quiet.len() * btree_entry_bytes::<(i64, u64), String>()
+            + self.by_wall.len() * btree_entry_bytes::<(Instant, u64), String>()
+            + self.heap
+    }
+
+    /// The highest [`Incidents::bytes`] so far.
+    pub fn peak_bytes(&self) -> usize {
+        self.peak
     }
 
     /// Open incidents.
@@ -192,19 +288,23 @@ impl Incidents {
         let Emitted { alert, origins, times, .. } = emitted;
         let host = alert.host.clone();
         if !self.open.contains_key(&host) {
-            let incident = self.start(alert, origins, times, now);
+            let mut incident = self.start(alert, origins, times, now);
+            self.heap += incident.count_heap(&host);
             self.open.insert(host.clone(), incident);
-            while self.open.len() > self.config.max_incidents {
+            self.table_capacity = self.table_capacity.max(self.open.capacity());
+            while self.open.len() > self.max_incidents {
                 let Some((_, soonest)) = self.by_quiet.first_key_value() else { break };
                 let soonest = soonest.clone();
                 out.extend(self.close(&soonest, EmitCause::Evicted));
-                self.evicted += 1;
+                self.evictions.capacity += 1;
             }
+            self.keep_to_share(&mut out);
             return out;
         }
         let (quiet_seq, wall_seq) = (self.next_sequence(), self.next_sequence());
         let (hold, window) = (self.config.hold, self.config.window);
         let Some(incident) = self.open.get_mut(&host) else { return out };
+        self.heap -= incident.heap;
         merge(incident, alert, origins, times, now);
         self.by_quiet.remove(&incident.quiet_key);
         self.by_wall.remove(&incident.wall_key);
@@ -217,7 +317,20 @@ impl Incidents {
         if incident.revisions > 0 && incident.revisions + 1 < self.config.max_revisions && grown {
             out.push(revision(&host, incident, false, EmitCause::Revision));
         }
+        self.heap += incident.count_heap(&host);
+        self.keep_to_share(&mut out);
         out
+    }
+
+    /// Closes the incidents quiet soonest while their bytes exceed the share (the newest incident stays).
+    fn keep_to_share(&mut self, out: &mut Vec<Emitted>) {
+        while self.bytes() > self.share && self.open.len() > 1 {
+            let Some((_, soonest)) = self.by_quiet.first_key_value() else { break };
+            let soonest = soonest.clone();
+            out.extend(self.close(&soonest, EmitCause::Evicted));
+            self.evictions.budget += 1;
+        }
+        self.peak = self.peak.max(self.bytes());
     }
 
     fn start(&mut self, alert: Alert, origins: Vec<Origin>, times: EvidenceTimes, now: Instant) -> Incident {
@@ -246,6 +359,7 @@ impl Incidents {
             opened: now,
             quiet_key,
             wall_key,
+            heap: 0,
         };
         merge(&mut incident, alert, origins, times, now);
         incident
@@ -297,6 +411,8 @@ impl Incidents {
             let Some(incident) = self.open.get_mut(&host) else { continue };
             if incident.revisions == 0 {
                 out.push(revision(&host, incident, false, EmitCause::FlushAfter));
+                self.heap -= incident.heap;
+                self.heap += incident.count_heap(&host);
                 incident.wall_key = (incident.touched + window, seq);
                 self.by_wall.insert(incident.wall_key, host);
             } else {
@@ -314,6 +430,7 @@ impl Incidents {
         let mut dropped = 0;
         for host in hosts {
             if let Some(incident) = self.open.remove(&host) {
+                self.heap -= incident.heap;
                 self.by_quiet.remove(&incident.quiet_key);
                 self.by_wall.remove(&incident.wall_key);
                 dropped += incident.pending.len() as u64;
@@ -329,12 +446,14 @@ impl Incidents {
         let out = hosts.into_iter().filter_map(|(_, h)| self.close(&h, EmitCause::Drain)).collect();
         self.by_quiet.clear();
         self.by_wall.clear();
+        self.heap = 0;
         out
     }
 
     /// Removes the incident of `host`, returning its closing revision.
     fn close(&mut self, host: &str, cause: EmitCause) -> Option<Emitted> {
         let mut incident = self.open.remove(host)?;
+        self.heap -= incident.heap;
         self.by_quiet.remove(&incident.quiet_key);
         self.by_wall.remove(&incident.wall_key);
         Some(revision(host, &mut incident, true, cause))
@@ -518,7 +637,7 @@ mod tests {
     #[test]
     fn the_kinds_of_one_host_are_one_incident_with_one_id() {
         let t = Instant::now();
-        let mut i = Incidents::new(IncidentConfig::default());
+        let mut i = Incidents::new(IncidentConfig::default(), usize::MAX);
         assert!(i.absorb(group("10.0.0.1", AnomalyKind::Rate, (5, 9), 20.0, 0), t).is_empty());
         assert!(i.absorb(group("10.0.0.1", AnomalyKind::Fanout, (3, 12), 50.0, 1), t).is_empty());
         assert!(i.absorb(group("10.0.0.2", AnomalyKind::Rate, (4, 6), 11.0, 2), t).is_empty());
@@ -549,7 +668,7 @@ mod tests {
     fn revisions_are_bounded_and_spaced_and_account_for_every_origin() {
         let t = Instant::now();
         let config = IncidentConfig { max_revisions: 4, ..IncidentConfig::default() };
-        let mut i = Incidents::new(config);
+        let mut i = Incidents::new(config, usize::MAX);
         let mut out = Vec::new();
         // Ten minutes of evidence, a group every 5 s of packet time, wall time advancing 100 ms a group.
         for n in 0..120i64 {
@@ -580,7 +699,7 @@ mod tests {
     #[test]
     fn a_quiet_host_closes_unless_the_suppressor_still_holds_its_anomalies() {
         let t = Instant::now();
-        let mut i = Incidents::new(IncidentConfig::default());
+        let mut i = Incidents::new(IncidentConfig::default(), usize::MAX);
         i.absorb(group("h", AnomalyKind::Fanout, (0, 10), 30.0, 0), t);
         assert!(i.close_quiet(T0 + 129 * S, closed_host).is_empty(), "quiet for 119 s only");
         let busy = |_: &str| Some(T0 + 150 * S);
@@ -600,7 +719,7 @@ mod tests {
     #[test]
     fn an_incident_idle_for_the_window_in_wall_time_closes() {
         let t = Instant::now();
-        let mut i = Incidents::new(IncidentConfig::default());
+        let mut i = Incidents::new(IncidentConfig::default(), usize::MAX);
         i.absorb(group("h", AnomalyKind::Rate, (0, 1), 30.0, 0), t);
         assert_eq!(i.next_deadline(), Some(t + Duration::from_secs(5)));
         assert_eq!(i.poll(t + Duration::from_secs(5)).len(), 1);
@@ -617,14 +736,14 @@ mod tests {
     #[test]
     fn open_incidents_are_bounded_and_a_revoked_partition_is_forgotten() {
         let t = Instant::now();
-        let mut i = Incidents::new(IncidentConfig { max_incidents: 2, ..IncidentConfig::default() });
+        let mut i = Incidents::new(IncidentConfig { max_incidents: Some(2), ..IncidentConfig::default() }, usize::MAX);
         i.absorb(group("a", AnomalyKind::Rate, (0, 50), 30.0, 0), t);
         i.absorb(group("b", AnomalyKind::Rate, (0, 10), 30.0, 1), t);
         let out = i.absorb(group("c", AnomalyKind::Rate, (0, 30), 30.0, 2), t);
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].alert.host.as_str(), out[0].cause), ("b", EmitCause::Evicted), "quiet soonest goes");
         assert!(out[0].alert.final_revision);
-        assert_eq!((i.evicted(), i.open_incidents()), (1, 2));
+        assert_eq!((i.evictions().capacity, i.open_incidents()), (1, 2));
         assert_eq!(i.forget_partition(0), 2);
         assert!(i.drain().is_empty());
         assert!(i.poll(t + Duration::from_secs(3600)).is_empty());
@@ -632,7 +751,7 @@ mod tests {
 
     #[test]
     fn incidents_off_pass_every_group_through() {
-        let mut i = Incidents::new(IncidentConfig { enabled: false, ..IncidentConfig::default() });
+        let mut i = Incidents::new(IncidentConfig { enabled: false, ..IncidentConfig::default() }, usize::MAX);
         let g = group("h", AnomalyKind::Rate, (0, 1), 30.0, 0);
         assert_eq!(i.absorb(g.clone(), Instant::now()), vec![g]);
         assert_eq!(i.open_incidents(), 0);
@@ -667,8 +786,8 @@ mod tests {
         // (the flood from 3 s to 9 s, detected at 4 s) comes in the same suppression group, or in a later one
         // after the first was flushed, and its times win either way. Window w1 (12 s to 18 s) is merged.
         for flushed in [false, true] {
-            let mut s = Suppressor::new(SuppressionConfig::default());
-            let mut i = Incidents::new(IncidentConfig::default());
+            let mut s = Suppressor::new(SuppressionConfig::default(), usize::MAX);
+            let mut i = Incidents::new(IncidentConfig::default(), usize::MAX);
             let mut out = Vec::new();
             let origin = |offset| Origin { partition: 0, offset };
             let offer = |s: &mut Suppressor, a, offset, now| {
@@ -705,8 +824,8 @@ mod tests {
 
             // A second window of the same victim: merged by earliest and latest, its closing update replacing
             // its own first report only.
-            let mut s = Suppressor::new(SuppressionConfig::default());
-            let mut i = Incidents::new(IncidentConfig::default());
+            let mut s = Suppressor::new(SuppressionConfig::default(), usize::MAX);
+            let mut i = Incidents::new(IncidentConfig::default(), usize::MAX);
             let reports = [
                 victim_report("w0", false, (1, 5, 5), 600.0),
                 victim_report("w1", false, (11, 13, 13), 550.0),
@@ -734,7 +853,8 @@ mod tests {
 
     #[test]
     fn the_configuration_reports_every_problem() {
-        let bad = IncidentConfig { window: Duration::ZERO, max_revisions: 1, max_incidents: 0, ..Default::default() };
+        let bad =
+            IncidentConfig { window: Duration::ZERO, max_revisions: 1, max_incidents: Some(0), ..Default::default() };
         let keys: Vec<&str> = bad.validate().into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, ["window", "max_revisions", "max_incidents"]);
         assert!(IncidentConfig::default().validate().is_empty());

@@ -13,6 +13,7 @@
 //! run did and why it stopped [`report`].
 
 pub mod breaker;
+pub mod budget;
 pub mod cef;
 pub mod config;
 pub mod consumer;

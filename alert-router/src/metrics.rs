@@ -4,7 +4,7 @@
 //! written. Labels are low-cardinality (sink, outcome), never an address.
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram};
+use opentelemetry::metrics::{Counter, Gauge, Histogram};
 use opentelemetry::propagation::{Extractor, Injector};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
@@ -39,6 +39,17 @@ pub struct Metrics {
     /// deliver from there at their own pace; their circuit breakers are the gauge
     /// `netanom.router.destination.breaker`, see `breaker`).
     pub delivery_latency: Histogram<f64>,
+    /// `netanom.router.suppression.bytes`: bytes the open suppression windows hold (see `crate::budget`), at
+    /// most the suppression share of `alert_router.memory_budget_mib`.
+    pub suppression_bytes: Gauge<u64>,
+    /// `netanom.router.incidents.bytes`: bytes the open incidents hold, at most the incident share.
+    pub incidents_bytes: Gauge<u64>,
+    /// `netanom.router.dedup.bytes`: bytes the remembered anomaly ids hold, at most the dedup share.
+    pub dedup_bytes: Gauge<u64>,
+    /// `netanom.router.evictions{table,reason}`: entries given up early, by table (`suppression_groups`: emitted
+    /// early; `incidents`: closed early; `dedup_ids`: forgotten) and reason (`capacity`: the table's count bound,
+    /// `budget`: its byte share).
+    pub evictions: Counter<u64>,
 }
 
 impl Metrics {
@@ -68,6 +79,32 @@ impl Metrics {
                 .with_description("Time to publish one alert to the alerts topic")
                 .with_boundaries(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
                 .build(),
+            suppression_bytes: m
+                .u64_gauge("netanom.router.suppression.bytes")
+                .with_unit("By")
+                .with_description("Bytes the open suppression windows hold")
+                .build(),
+            incidents_bytes: m
+                .u64_gauge("netanom.router.incidents.bytes")
+                .with_unit("By")
+                .with_description("Bytes the open incidents hold")
+                .build(),
+            dedup_bytes: m
+                .u64_gauge("netanom.router.dedup.bytes")
+                .with_unit("By")
+                .with_description("Bytes the remembered anomaly ids hold")
+                .build(),
+            evictions: m
+                .u64_counter("netanom.router.evictions")
+                .with_description("Entries given up early, by table and reason (capacity, budget)")
+                .build(),
+        }
+    }
+
+    /// Counts `n` evictions from `table` for `reason`.
+    pub fn evicted(&self, table: &'static str, reason: &'static str, n: u64) {
+        if n > 0 {
+            self.evictions.add(n, &[KeyValue::new("table", table), KeyValue::new("reason", reason)]);
         }
     }
 

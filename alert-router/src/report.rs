@@ -24,9 +24,11 @@ pub struct RouterReport {
     pub dead_lettered_anomalies: u64,
     /// Alert records sent to the dead-letter topic (one per parked (alert, destination)).
     pub dead_lettered_alerts: u64,
-    /// Suppression windows emitted early because `suppression.max_groups` were open.
+    /// Suppression windows emitted early because `suppression.max_groups` were open or their bytes exceeded their
+    /// share of `memory_budget_mib`.
     pub groups_evicted: u64,
-    /// Incidents closed early because `incidents.max_incidents` were open.
+    /// Incidents closed early because `incidents.max_incidents` were open or their bytes exceeded their share of
+    /// `memory_budget_mib`.
     pub incidents_evicted: u64,
     /// Alerts sent to the syslog receiver.
     pub syslog_delivered: u64,

@@ -133,6 +133,7 @@ pub async fn run(
         }
         names
     };
+    let shares = crate::budget::Shares::of(config.memory_budget_mib);
     let mut router = Router {
         alerts_out: match &config.alerts_out {
             Some(path) => Some(
@@ -144,9 +145,10 @@ pub async fn run(
             ),
             None => None,
         },
-        suppressor: Suppressor::new(config.suppression.clone()),
-        incidents: Incidents::new(config.incidents.clone()),
-        seen: SeenIds::new(config.dedup_ids),
+        suppressor: Suppressor::new(config.suppression.clone(), shares.suppression),
+        incidents: Incidents::new(config.incidents.clone(), shares.incidents),
+        seen: SeenIds::new(config.dedup_ids, shares.dedup),
+        counted: Counted::default(),
         ownership,
         tracker: OffsetTracker::new(),
         trace_parents: HashMap::new(),
@@ -205,6 +207,16 @@ struct Router {
     tasks: JoinSet<Result<Finished, RouterError>>,
     alerts_out: Option<File>,
     report: RouterReport,
+    /// Evictions already counted on the metrics.
+    counted: Counted,
+}
+
+/// The tables' evictions as last counted on the metrics.
+#[derive(Debug, Default)]
+struct Counted {
+    groups: crate::suppress::Evictions,
+    incidents: crate::incident::Evictions,
+    ids: crate::dedup::Evictions,
 }
 
 impl Router {
@@ -223,8 +235,15 @@ impl Router {
         let mut recheck = tokio::time::interval(Duration::from_millis(200));
         // The loop goes round (and beats) at least this often while the input is idle.
         let mut beat = tokio::time::interval(Duration::from_secs(1));
+        tracing::info!(
+            budget_mib = self.config.memory_budget_mib,
+            max_groups = self.suppressor.max_groups(),
+            max_incidents = self.incidents.max_incidents(),
+            "table bounds"
+        );
         loop {
             ready.beat();
+            self.record_tables();
             if drain_targets.as_ref().is_some_and(|t| self.drain_reached(t, &consumed_next)) {
                 tracing::info!("drain: input consumed up to the high watermarks; flushing open groups");
                 self.flush_all();
@@ -439,15 +458,16 @@ impl Router {
                 self.mark_done(&[origin]);
             }
             Ok(anomaly) => {
-                let evicted_before = self.suppressor.evicted();
+                let evicted_before = self.suppressor.evictions().total();
                 let emitted = self.suppressor.offer(anomaly, origin, Instant::now());
-                let evicted = self.suppressor.evicted() - evicted_before;
+                let evicted = self.suppressor.evictions().total() - evicted_before;
                 if evicted > 0 {
                     self.report.groups_evicted += evicted;
                     tracing::warn!(
                         evicted,
-                        max_groups = self.config.suppression.max_groups,
-                        "suppression windows emitted early: too many open"
+                        max_groups = self.suppressor.max_groups(),
+                        bytes = self.suppressor.bytes(),
+                        "suppression windows emitted early: too many open, or their memory share spent"
                     );
                 }
                 self.report_groups(emitted, Instant::now());
@@ -482,7 +502,7 @@ impl Router {
     /// Hands the suppressor's groups to the incidents and delivers the revisions that causes, then the closing
     /// revisions of the incidents whose hosts went quiet.
     fn report_groups(&mut self, groups: Vec<Emitted>, now: Instant) {
-        let evicted_before = self.incidents.evicted();
+        let evicted_before = self.incidents.evictions().total();
         for group in groups {
             for revision in self.incidents.absorb(group, now) {
                 self.spawn_delivery(revision);
@@ -493,15 +513,37 @@ impl Router {
         for revision in quiet {
             self.spawn_delivery(revision);
         }
-        let evicted = self.incidents.evicted() - evicted_before;
+        let evicted = self.incidents.evictions().total() - evicted_before;
         if evicted > 0 {
             self.report.incidents_evicted += evicted;
             tracing::warn!(
                 evicted,
-                max_incidents = self.config.incidents.max_incidents,
-                "incidents closed early: too many open"
+                max_incidents = self.incidents.max_incidents(),
+                bytes = self.incidents.bytes(),
+                "incidents closed early: too many open, or their memory share spent"
             );
         }
+    }
+
+    /// Sets the tables' byte gauges and counts their evictions since the last call.
+    fn record_tables(&mut self) {
+        let m = &self.shared.metrics;
+        m.suppression_bytes.record(self.suppressor.bytes() as u64, &[]);
+        m.incidents_bytes.record(self.incidents.bytes() as u64, &[]);
+        m.dedup_bytes.record(self.seen.bytes() as u64, &[]);
+        let (groups, incidents, ids) = (self.suppressor.evictions(), self.incidents.evictions(), self.seen.evictions());
+        let c = &self.counted;
+        for (table, reason, now, before) in [
+            ("suppression_groups", "capacity", groups.capacity, c.groups.capacity),
+            ("suppression_groups", "budget", groups.budget, c.groups.budget),
+            ("incidents", "capacity", incidents.capacity, c.incidents.capacity),
+            ("incidents", "budget", incidents.budget, c.incidents.budget),
+            ("dedup_ids", "capacity", ids.capacity, c.ids.capacity),
+            ("dedup_ids", "budget", ids.budget, c.ids.budget),
+        ] {
+            m.evicted(table, reason, now - before);
+        }
+        self.counted = Counted { groups, incidents, ids };
     }
 
     /// Emits every open group and closes every open incident (drain and shutdown).

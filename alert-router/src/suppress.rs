@@ -12,8 +12,9 @@
 //! - [`SuppressionConfig::flush_after`] of wall time passed since the group opened (the window stays open; later
 //!   repeats form a *continuation* group, emitted the same way with its own count);
 //! - an anomaly starting after the window's end arrives (the window closes and a new one opens);
-//! - the number of open windows exceeds [`SuppressionConfig::max_groups`]: the window closing soonest in packet
-//!   time is emitted early and counted in [`Suppressor::evicted`];
+//! - the number of open windows exceeds [`SuppressionConfig::max_groups`] (by default what the suppression share
+//!   of `alert_router.memory_budget_mib` fits, see [`crate::budget`]), or their bytes exceed that share: the
+//!   window closing soonest in packet time is emitted early and counted in [`Suppressor::evictions`];
 //! - [`Suppressor::drain`].
 //!
 //! Every emitted alert carries the Kafka origins (partition, offset) of the anomalies it absorbed, so the router
@@ -22,11 +23,13 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
+use netanom_schemas::bytes::{table_bytes, vec_bytes};
 use netanom_schemas::packet_time::{Admission, PacketClock, SkewConfig};
 use netanom_schemas::{Alert, Anomaly, AnomalyKind, IncidentKind, IncidentTotals, format_rfc3339_ns, time_from_ns};
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use crate::budget::{anomaly_heap, btree_entry_bytes};
 use crate::times::{EvidenceTimes, Times};
 
 /// Suppression settings (`[alert_router.suppression]`).
@@ -41,8 +44,9 @@ pub struct SuppressionConfig {
     #[serde(with = "humantime_serde")]
     pub flush_after: Duration,
     /// Maximum number of open (host, kind) windows; beyond it the window closing soonest is emitted early.
-    /// Default 100000.
-    pub max_groups: usize,
+    /// Default: what the suppression share of `alert_router.memory_budget_mib` fits at
+    /// [`GROUP_BUDGET_BYTES`] each (see [`crate::budget`]); set, it must fit that share.
+    pub max_groups: Option<usize>,
     /// Packet-time skew of the watermark (`[alert_router.suppression.time]`): how far an anomaly's window end may
     /// be ahead of (default 5 min) or behind (10 min) the watermark and still move it.
     pub time: SkewConfig,
@@ -53,7 +57,7 @@ impl Default for SuppressionConfig {
         Self {
             window: Duration::from_secs(60),
             flush_after: Duration::from_secs(5),
-            max_groups: 100_000,
+            max_groups: None,
             time: SkewConfig::default(),
         }
     }
@@ -105,6 +109,53 @@ pub struct Emitted {
 
 type Key = (String, AnomalyKind);
 
+/// Bytes budgeted per open window when sizing the table from the budget, besides its share of the hash table: the
+/// deadline index and flush-queue entries, the host name in each, and an anomaly's heap (id, reason, sample,
+/// features; about 740 bytes for a detector's anomaly, measured by `tests/memory_budget.rs`). A window
+/// whose anomaly holds more counts what it holds: the byte bound evicts sooner.
+pub const GROUP_BUDGET_BYTES: usize = 1024;
+
+/// Windows the suppression share `share` bytes holds at [`GROUP_BUDGET_BYTES`] each, the hash table counted twice
+/// (it is rebuilt when it grows, the old table alive until the new one is filled).
+pub fn groups_for(share: usize) -> usize {
+    let fits = |n: usize| {
+        table_bytes::<(Key, Window)>(n.saturating_add(1))
+            .saturating_mul(2)
+            .saturating_add(n.saturating_mul(GROUP_BUDGET_BYTES))
+            <= share
+    };
+    // The table's bucket count is a power of two: find the largest fitting count by bisection.
+    let (mut lo, mut hi) = (0usize, share / GROUP_BUDGET_BYTES + 1);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if fits(mid) { lo = mid } else { hi = mid - 1 }
+    }
+    lo
+}
+
+/// Bytes `groups` windows take, counted as [`groups_for`] does.
+pub fn groups_bytes(groups: usize) -> usize {
+    table_bytes::<(Key, Window)>(groups.saturating_add(1))
+        .saturating_mul(2)
+        .saturating_add(groups.saturating_mul(GROUP_BUDGET_BYTES))
+}
+
+/// Windows emitted early, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Evictions {
+    /// More than `max_groups` windows were open.
+    pub capacity: u64,
+    /// The windows' bytes exceeded the suppression share of the budget.
+    pub budget: u64,
+}
+
+impl Evictions {
+    /// Both reasons together.
+    pub fn total(&self) -> u64 {
+        self.capacity + self.budget
+    }
+}
+
 /// Anomalies collapsed so far, not yet emitted.
 #[derive(Debug)]
 struct Group {
@@ -130,6 +181,19 @@ struct Window {
     /// Alerts emitted for this window so far.
     emitted: u32,
     pending: Option<Group>,
+    /// Heap bytes this window holds: its host name as the map's key and in the deadline index, and its pending
+    /// group's anomaly and origins.
+    heap: usize,
+}
+
+impl Window {
+    fn count_heap(&mut self, host: &str) {
+        self.heap = 2 * host.len()
+            + self
+                .pending
+                .as_ref()
+                .map_or(0, |g| anomaly_heap(&g.best) + vec_bytes::<Origin>(g.origins.capacity()) + g.times.heap());
+    }
 }
 
 /// The suppression state machine. See the module documentation.
@@ -145,14 +209,33 @@ pub struct Suppressor {
     clock: PacketClock,
     watermark_ns: i64,
     sequence: u64,
-    evicted: u64,
+    evictions: Evictions,
+    /// Open windows at most.
+    max_groups: usize,
+    /// Bytes the windows may hold.
+    share: usize,
+    /// Heap bytes of the windows (sum of `Window::heap`).
+    heap: usize,
+    /// Heap bytes of the host names in the flush queue.
+    queue_heap: usize,
+    /// Highest `bytes()` so far.
+    peak: usize,
+    /// Highest capacity the window table had: its buckets stay allocated (and `capacity` shrinks as removed
+    /// entries leave tombstones until the table is rebuilt).
+    table_capacity: usize,
 }
 
 impl Suppressor {
-    /// A suppressor with `config`.
-    pub fn new(config: SuppressionConfig) -> Self {
+    /// A suppressor with `config`, holding at most `share` bytes (the suppression share of the memory budget).
+    pub fn new(config: SuppressionConfig, share: usize) -> Self {
         let window_ns = i64::try_from(config.window.as_nanos()).unwrap_or(i64::MAX).max(1);
         Self {
+            max_groups: config.max_groups.unwrap_or_else(|| groups_for(share)).max(1),
+            share,
+            heap: 0,
+            queue_heap: 0,
+            peak: 0,
+            table_capacity: 0,
             config,
             window_ns,
             windows: HashMap::new(),
@@ -161,13 +244,33 @@ impl Suppressor {
             clock: PacketClock::default(),
             watermark_ns: i64::MIN,
             sequence: 0,
-            evicted: 0,
+            evictions: Evictions::default(),
         }
     }
 
-    /// Windows evicted early because more than `max_groups` were open.
-    pub fn evicted(&self) -> u64 {
-        self.evicted
+    /// Windows emitted early, by reason.
+    pub fn evictions(&self) -> Evictions {
+        self.evictions
+    }
+
+    /// Open windows at most (`max_groups`, or what the share fits).
+    pub fn max_groups(&self) -> usize {
+        self.max_groups
+    }
+
+    /// Bytes the open windows hold: the hash table from its capacity, the deadline index, the flush queue, and
+    /// the heap of every window (host names, pending anomalies, origins).
+    pub fn bytes(&self) -> usize {
+        table_bytes::<(Key, Window)>(self.table_capacity.max(self.windows.capacity()))
+            + self.by_end.len() * btree_entry_bytes::<(i64, u64), Key>()
+            + vec_bytes::<(Instant, Key, u64)>(self.flush_queue.capacity())
+            + self.heap
+            + self.queue_heap
+    }
+
+    /// The highest [`Suppressor::bytes`] so far.
+    pub fn peak_bytes(&self) -> usize {
+        self.peak
     }
 
     /// Open (host, kind) windows.
@@ -207,8 +310,10 @@ impl Suppressor {
                     first_seen_ns: anomaly.window_start_ns,
                     emitted: 0,
                     pending: None,
+                    heap: 0,
                 },
             );
+            self.table_capacity = self.table_capacity.max(self.windows.capacity());
         }
         self.absorb(&key, anomaly, origin, now);
 
@@ -220,18 +325,45 @@ impl Suppressor {
             let key = entry.get().clone();
             self.close(&key, EmitCause::Watermark, &mut out);
         }
-        // Bound on open windows.
-        while self.windows.len() > self.config.max_groups {
+        // Bounds on open windows: their number, then their bytes (the newest window stays).
+        while self.windows.len() > self.max_groups {
             let Some((_, key)) = self.by_end.first_key_value() else { break };
             let key = key.clone();
             self.close(&key, EmitCause::Evicted, &mut out);
-            self.evicted += 1;
+            self.evictions.capacity += 1;
         }
+        while self.bytes() > self.share && self.windows.len() > 1 {
+            let Some((_, key)) = self.by_end.first_key_value() else { break };
+            let key = key.clone();
+            self.close(&key, EmitCause::Evicted, &mut out);
+            self.evictions.budget += 1;
+        }
+        self.prune_queue();
+        self.peak = self.peak.max(self.bytes());
         out
+    }
+
+    /// Drops the flush queue's stale entries (of windows closed or groups emitted) once they outnumber the open
+    /// windows, so the queue stays within twice the windows.
+    fn prune_queue(&mut self) {
+        if self.flush_queue.len() <= 2 * self.windows.len() + 16 {
+            return;
+        }
+        let windows = &self.windows;
+        let mut freed = 0;
+        self.flush_queue.retain(|(_, key, generation)| {
+            let live = windows.get(key).and_then(|w| w.pending.as_ref()).is_some_and(|g| g.generation == *generation);
+            if !live {
+                freed += key.0.capacity();
+            }
+            live
+        });
+        self.queue_heap -= freed;
     }
 
     fn absorb(&mut self, key: &Key, anomaly: Anomaly, origin: Origin, now: Instant) {
         let Some(window) = self.windows.get_mut(key) else { return };
+        self.heap -= window.heap;
         match &mut window.pending {
             Some(group) => {
                 group.count += 1;
@@ -258,14 +390,19 @@ impl Suppressor {
                     origins: vec![origin],
                     generation: self.sequence,
                 });
-                self.flush_queue.push_back((now, key.clone(), self.sequence));
+                let queued = key.clone();
+                self.queue_heap += queued.0.capacity();
+                self.flush_queue.push_back((now, queued, self.sequence));
             }
         }
+        window.count_heap(&key.0);
+        self.heap += window.heap;
     }
 
     /// Removes the window of `key`, emitting its pending group if any.
     fn close(&mut self, key: &Key, cause: EmitCause, out: &mut Vec<Emitted>) {
         if let Some(mut window) = self.windows.remove(key) {
+            self.heap -= window.heap;
             self.by_end.remove(&window.end);
             if let Some(e) = Self::emit(key, &mut window, cause) {
                 out.push(e);
@@ -350,9 +487,13 @@ impl Suppressor {
                 break;
             }
             let Some((_, key, generation)) = self.flush_queue.pop_front() else { break };
+            self.queue_heap -= key.0.capacity();
             let Some(window) = self.windows.get_mut(&key) else { continue };
             if window.pending.as_ref().is_some_and(|g| g.generation == generation) {
                 out.extend(Self::emit(&key, window, EmitCause::FlushAfter));
+                self.heap -= window.heap;
+                window.count_heap(&key.0);
+                self.heap += window.heap;
             }
         }
         out
@@ -366,6 +507,7 @@ impl Suppressor {
         let mut dropped = 0;
         for key in keys {
             if let Some(window) = self.windows.remove(&key) {
+                self.heap -= window.heap;
                 self.by_end.remove(&window.end);
                 dropped += window.pending.map_or(0, |g| g.count);
             }
@@ -384,6 +526,7 @@ impl Suppressor {
         }
         self.windows.clear();
         self.flush_queue.clear();
+        (self.heap, self.queue_heap) = (0, 0);
         out
     }
 }
@@ -426,7 +569,7 @@ mod tests {
     #[test]
     fn a_far_future_or_1970_window_end_moves_no_watermark() {
         let now = Instant::now();
-        let mut s = Suppressor::new(cfg());
+        let mut s = Suppressor::new(cfg(), usize::MAX);
         assert!(s.offer(anomaly("10.0.0.1", AnomalyKind::Rate, 0, 11.0), origin(0), now).is_empty());
         let watermark = s.watermark_ns();
         for (i, start_s) in [10 * 365 * 86_400, -T0 / S, i64::MAX / S - T0 / S - 1].into_iter().enumerate() {
@@ -446,7 +589,7 @@ mod tests {
     #[test]
     fn repeats_collapse_until_watermark_passes_window() {
         let now = Instant::now();
-        let mut s = Suppressor::new(cfg());
+        let mut s = Suppressor::new(cfg(), usize::MAX);
         assert!(s.offer(anomaly("10.0.0.1", AnomalyKind::Rate, 0, 11.0), origin(0), now).is_empty());
         assert!(s.offer(anomaly("10.0.0.1", AnomalyKind::Rate, 10, 30.0), origin(1), now).is_empty());
         assert!(s.offer(anomaly("10.0.0.1", AnomalyKind::Rate, 20, 12.0), origin(2), now).is_empty());
@@ -478,7 +621,7 @@ mod tests {
     #[test]
     fn anomaly_after_window_end_supersedes() {
         let now = Instant::now();
-        let mut s = Suppressor::new(cfg());
+        let mut s = Suppressor::new(cfg(), usize::MAX);
         s.offer(anomaly("h", AnomalyKind::Fanout, 0, 11.0), origin(0), now);
         // Window end is 60 s; watermark after this offer is 61 s, so the old window is closed by supersession
         // first and the new window [60, 120) stays open.
@@ -494,7 +637,7 @@ mod tests {
     #[test]
     fn flush_after_emits_head_then_continuation_tail() {
         let t = Instant::now();
-        let mut s = Suppressor::new(cfg());
+        let mut s = Suppressor::new(cfg(), usize::MAX);
         s.offer(anomaly("h", AnomalyKind::Rate, 0, 11.0), origin(0), t);
         s.offer(anomaly("h", AnomalyKind::Rate, 1, 11.0), origin(1), t + Duration::from_secs(1));
         assert_eq!(s.next_deadline(), Some(t + Duration::from_secs(5)));
@@ -529,7 +672,7 @@ mod tests {
     #[test]
     fn stale_flush_entries_are_ignored() {
         let t = Instant::now();
-        let mut s = Suppressor::new(cfg());
+        let mut s = Suppressor::new(cfg(), usize::MAX);
         s.offer(anomaly("h", AnomalyKind::Rate, 0, 11.0), origin(0), t);
         // The window is superseded at 1 s; its flush entry from t is stale, the new group's is at 1 s + 5 s.
         let out = s.offer(anomaly("h", AnomalyKind::Rate, 100, 11.0), origin(1), t + Duration::from_secs(1));
@@ -543,7 +686,7 @@ mod tests {
     #[test]
     fn late_anomaly_behind_watermark_is_emitted_at_once() {
         let t = Instant::now();
-        let mut s = Suppressor::new(cfg());
+        let mut s = Suppressor::new(cfg(), usize::MAX);
         s.offer(anomaly("a", AnomalyKind::Rate, 500, 11.0), origin(0), t);
         let out = s.offer(anomaly("b", AnomalyKind::Rate, 0, 11.0), origin(1), t);
         assert_eq!(out.len(), 1);
@@ -554,14 +697,14 @@ mod tests {
     #[test]
     fn open_windows_are_bounded_and_evictions_counted() {
         let t = Instant::now();
-        let mut s = Suppressor::new(SuppressionConfig { max_groups: 2, ..cfg() });
+        let mut s = Suppressor::new(SuppressionConfig { max_groups: Some(2), ..cfg() }, usize::MAX);
         s.offer(anomaly("a", AnomalyKind::Rate, 2, 11.0), origin(0), t);
         s.offer(anomaly("b", AnomalyKind::Rate, 1, 11.0), origin(1), t);
         let out = s.offer(anomaly("c", AnomalyKind::Rate, 3, 11.0), origin(2), t);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].cause, EmitCause::Evicted);
         assert_eq!(out[0].alert.host, "b", "the window closing soonest in packet time goes first");
-        assert_eq!(s.evicted(), 1);
+        assert_eq!(s.evictions().capacity, 1);
         assert_eq!(s.open_windows(), 2);
         let total: usize = s.drain().iter().map(|e| e.origins.len()).sum::<usize>() + out[0].origins.len();
         assert_eq!(total, 3, "every anomaly is accounted for");
@@ -570,7 +713,7 @@ mod tests {
     #[test]
     fn a_forgotten_partition_is_never_emitted() {
         let t = Instant::now();
-        let mut s = Suppressor::new(cfg());
+        let mut s = Suppressor::new(cfg(), usize::MAX);
         let on = |p: i32, o: i64| Origin { partition: p, offset: o };
         assert!(s.offer(anomaly("a", AnomalyKind::Rate, 0, 20.0), on(0, 1), t).is_empty());
         assert!(s.offer(anomaly("a", AnomalyKind::Rate, 1, 20.0), on(0, 2), t).is_empty());
@@ -587,7 +730,7 @@ mod tests {
     fn every_anomaly_is_in_exactly_one_alert() {
         // A deterministic pseudo-random stream over few hosts, with flushes interleaved.
         let t = Instant::now();
-        let mut s = Suppressor::new(SuppressionConfig { max_groups: 3, ..cfg() });
+        let mut s = Suppressor::new(SuppressionConfig { max_groups: Some(3), ..cfg() }, usize::MAX);
         let mut seen = Vec::new();
         let mut x: u64 = 0x9e3779b97f4a7c15;
         let mut counted = 0u64;

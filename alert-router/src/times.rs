@@ -12,6 +12,7 @@
 //! oldest closed window is forgotten (a repeat of one of its earlier reports is then merged like any anomaly).
 
 use netanom_schemas::Anomaly;
+use netanom_schemas::bytes::vec_bytes;
 
 /// Windows awaiting their closing report, at most.
 pub const MAX_OPEN: usize = 16;
@@ -68,6 +69,14 @@ impl EvidenceTimes {
     /// Times that stand alone (of no window).
     pub fn settled(t: Times) -> Self {
         Self { settled: Some(t), ..Self::default() }
+    }
+
+    /// Heap bytes held: the window lists and their keys (for the router's memory budget).
+    pub fn heap(&self) -> usize {
+        vec_bytes::<(String, Times)>(self.open.capacity())
+            + self.open.iter().map(|(key, _)| key.capacity()).sum::<usize>()
+            + vec_bytes::<String>(self.closed.capacity())
+            + self.closed.iter().map(String::capacity).sum::<usize>()
     }
 
     /// Absorbs one anomaly.

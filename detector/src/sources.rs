@@ -118,7 +118,10 @@ impl Sources {
         rules.state.max_hosts = Some(max_sources);
         Self {
             engine: Engine::new(&rules, Models::default()),
-            flows: FlowTable::new(&FlowConfig { max_flows: max_sources.saturating_mul(64), ..FlowConfig::default() }),
+            flows: FlowTable::new(&FlowConfig {
+                max_flows: Some(max_sources.saturating_mul(64)),
+                ..FlowConfig::default()
+            }),
             contexts: HashMap::new(),
             free_partitions: Vec::new(),
             next_partition: 0,

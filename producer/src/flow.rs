@@ -1,13 +1,15 @@
 //! The bounded flow table: per packet, the state of its bidirectional flow (canonical 5-tuple) so far —
 //! duration, packets, bytes and direction. It owns flow lifetime (idle timeout in packet time, TCP FIN/RST
-//! close) and the memory bound (`max_flows`, least-recently-seen eviction done in amortised sweeps, never O(n)
-//! per packet). It knows nothing of capture, batching or Kafka.
+//! close) and the memory bound (`memory_budget_mib`, or `max_flows`: least-recently-seen eviction done in amortised
+//! sweeps, never O(n) per packet), and counts its bytes ([`FlowTable::bytes`]). It knows nothing of capture,
+//! batching or Kafka.
 
 use foldhash::{HashMap, HashMapExt};
 use std::net::IpAddr;
 use std::time::Duration;
 
 use netanom_schemas::Direction;
+use netanom_schemas::bytes::{table_bytes, vec_bytes};
 use netanom_schemas::records::tcp_flags;
 
 use crate::parse::Parsed;
@@ -16,9 +18,15 @@ use crate::parse::Parsed;
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FlowConfig {
+    /// Bytes the flow table may hold, in MiB: the number of flows it tracks follows from it ([`flows_for`]: the
+    /// hash table counted twice, as it is rebuilt when it grows, plus the eviction scratch). 1 to 1048576.
+    /// Default 128 (458,752 flows), within the producer's manifest limit with `[producer.outage]
+    /// queue_budget_mib`.
+    pub memory_budget_mib: u64,
     /// Maximum number of flows tracked at once; when full, the least recently seen flows are evicted (about
-    /// 1/8 of the table at a time). Default 262144.
-    pub max_flows: usize,
+    /// 1/8 of the table at a time). Default: what `memory_budget_mib` fits; set, at least 16 and it must fit
+    /// the budget.
+    pub max_flows: Option<usize>,
     /// A flow with no packet for this long (packet time) ends; its next packet starts a new flow. Default 120 s.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
@@ -30,16 +38,64 @@ pub struct FlowConfig {
 
 impl Default for FlowConfig {
     fn default() -> Self {
-        Self { max_flows: 262_144, idle_timeout: Duration::from_secs(120), closed_timeout: Duration::from_secs(5) }
+        Self {
+            memory_budget_mib: 128,
+            max_flows: None,
+            idle_timeout: Duration::from_secs(120),
+            closed_timeout: Duration::from_secs(5),
+        }
     }
 }
 
+/// Largest flow-table budget accepted, in MiB (1 TiB).
+pub const MAX_BUDGET_MIB: u64 = 1 << 20;
+
+/// Bytes `flows` flows take at most: the hash table of that many entries counted twice (it is rebuilt when it
+/// grows, the old table alive until the new one is filled) and the eviction scratch (a timestamp per flow).
+pub fn flows_bytes(flows: usize) -> usize {
+    table_bytes::<(FlowKey, Entry)>(flows).saturating_mul(2).saturating_add(vec_bytes::<i64>(flows))
+}
+
+/// Flows a budget of `budget` bytes holds, counted as [`flows_bytes`] does.
+pub fn flows_for(budget: usize) -> usize {
+    let (mut lo, mut hi) = (0usize, budget / std::mem::size_of::<(FlowKey, Entry)>() + 1);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if flows_bytes(mid) <= budget { lo = mid } else { hi = mid - 1 }
+    }
+    lo
+}
+
 impl FlowConfig {
+    /// The budget in bytes.
+    pub fn budget_bytes(&self) -> usize {
+        usize::try_from(self.memory_budget_mib.min(MAX_BUDGET_MIB)).unwrap_or(usize::MAX).saturating_mul(1 << 20)
+    }
+
+    /// Flows tracked at most: `max_flows`, or what the budget fits (16 at least).
+    pub fn capacity(&self) -> usize {
+        self.max_flows.unwrap_or_else(|| flows_for(self.budget_bytes())).max(16)
+    }
+
     /// Checks the settings; each problem names its key under `prefix` (e.g. `producer.flow`).
     pub fn validate(&self, prefix: &str) -> Vec<String> {
         let mut errors = Vec::new();
-        if self.max_flows < 16 {
-            errors.push(format!("{prefix}.max_flows must be >= 16, got {}", self.max_flows));
+        if self.memory_budget_mib == 0 || self.memory_budget_mib > MAX_BUDGET_MIB {
+            errors.push(format!(
+                "{prefix}.memory_budget_mib must be 1 to {MAX_BUDGET_MIB}, got {}",
+                self.memory_budget_mib
+            ));
+        }
+        match self.max_flows {
+            Some(n) if n < 16 => errors.push(format!("{prefix}.max_flows must be >= 16, got {n}")),
+            Some(n) if flows_bytes(n) > self.budget_bytes() => errors.push(format!(
+                "{prefix}.max_flows ({n}) needs {} MiB, more than {prefix}.memory_budget_mib ({} MiB): raise the \
+                 budget or lower max_flows (the budget fits {})",
+                flows_bytes(n).div_ceil(1 << 20),
+                self.memory_budget_mib,
+                flows_for(self.budget_bytes())
+            )),
+            _ => {}
         }
         if self.idle_timeout.is_zero() {
             errors.push(format!("{prefix}.idle_timeout must be > 0, got 0s"));
@@ -79,6 +135,8 @@ pub struct FlowStats {
     pub evicted_idle: u64,
     /// Flows removed, still live, because the table was full (least recently seen first).
     pub evicted_full: u64,
+    /// Bytes the table holds ([`FlowTable::bytes`]).
+    pub bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -120,14 +178,19 @@ pub struct FlowTable {
     next_sweep_ns: i64,
     scratch: Vec<i64>,
     stats: FlowStats,
+    /// Highest capacity the table had: its buckets stay allocated (and `capacity` shrinks as removed flows
+    /// leave tombstones until the table is rebuilt).
+    table_capacity: usize,
 }
 
 impl FlowTable {
     /// An empty table.
     pub fn new(config: &FlowConfig) -> Self {
-        let max_flows = config.max_flows.max(16);
+        let max_flows = config.capacity();
+        let map = HashMap::with_capacity(max_flows.min(1 << 16));
         Self {
-            map: HashMap::with_capacity(max_flows.min(1 << 16)),
+            table_capacity: map.capacity(),
+            map,
             max_flows,
             idle_ns: duration_ns(config.idle_timeout).max(1),
             closed_ns: duration_ns(config.closed_timeout),
@@ -139,7 +202,13 @@ impl FlowTable {
 
     /// Counters so far.
     pub fn stats(&self) -> FlowStats {
-        FlowStats { active: self.map.len(), ..self.stats }
+        FlowStats { active: self.map.len(), bytes: self.bytes(), ..self.stats }
+    }
+
+    /// Bytes the table holds: the hash table from its (highest) capacity, and the eviction scratch.
+    pub fn bytes(&self) -> usize {
+        table_bytes::<(FlowKey, Entry)>(self.table_capacity.max(self.map.capacity()))
+            + vec_bytes::<i64>(self.scratch.capacity())
     }
 
     /// Accounts one packet of `wire_len` bytes at `ts_ns` and returns its flow state.
@@ -185,6 +254,10 @@ impl FlowTable {
             None => {
                 if self.map.len() >= self.max_flows {
                     self.make_room(ts_ns);
+                } else if self.map.len() >= self.map.capacity() && self.table_capacity >= self.max_flows {
+                    // Removed flows' tombstones used up the room of a full-size table: rebuilt at its size, it
+                    // does not grow (the insertion would double it).
+                    self.rebuild();
                 }
                 self.stats.created += 1;
                 self.map.entry(key).or_insert(fresh)
@@ -206,12 +279,14 @@ impl FlowTable {
                 entry.closed |= entry.fin_lo && entry.fin_hi;
             }
         }
-        FlowInfo {
+        let info = FlowInfo {
             duration_ns: ts_ns.saturating_sub(entry.first_ts).max(0),
             packets: entry.packets,
             bytes: entry.bytes,
             direction: if sender_is_lo == entry.initiator_is_lo { Direction::Forward } else { Direction::Reverse },
-        }
+        };
+        self.table_capacity = self.table_capacity.max(self.map.capacity());
+        info
     }
 
     /// Removes every flow idle (or closed) past its timeout at `now_ns`.
@@ -231,12 +306,25 @@ impl FlowTable {
         }
         let excess = self.map.len() - target;
         self.scratch.clear();
+        // Exactly the flows' count: an amortised growth could double the scratch past what the budget counts.
+        self.scratch.reserve_exact(self.map.len());
         self.scratch.extend(self.map.values().map(|e| e.last_ts));
         let (_, cutoff, _) = self.scratch.select_nth_unstable(excess - 1);
         let cutoff = *cutoff;
         let before = self.map.len();
         self.map.retain(|_, e| e.last_ts > cutoff);
         self.stats.evicted_full += (before - self.map.len()) as u64;
+        self.rebuild();
+    }
+
+    /// Moves the flows into a fresh table of `max_flows`, free of the removed flows' tombstones: without it the
+    /// next insertions would find no room and double the table. The old table lives until the new one is
+    /// filled, so the budget counts the table twice ([`flows_bytes`]).
+    fn rebuild(&mut self) {
+        let mut fresh = HashMap::with_capacity(self.max_flows);
+        fresh.extend(self.map.drain());
+        self.map = fresh;
+        self.table_capacity = self.table_capacity.max(self.map.capacity());
     }
 }
 
@@ -329,7 +417,7 @@ mod tests {
 
     #[test]
     fn table_stays_bounded_and_evicts_least_recently_seen() {
-        let cfg = FlowConfig { max_flows: 64, ..FlowConfig::default() };
+        let cfg = FlowConfig { max_flows: Some(64), ..FlowConfig::default() };
         let mut t = FlowTable::new(&cfg);
         let keep = pkt("9.9.9.9", 1, "8.8.8.8", 2, 0);
         for i in 0..10_000u32 {
@@ -368,11 +456,39 @@ mod tests {
 
     #[test]
     fn validate_names_keys() {
-        let cfg = FlowConfig { max_flows: 1, idle_timeout: Duration::ZERO, ..FlowConfig::default() };
+        let cfg = FlowConfig { max_flows: Some(1), idle_timeout: Duration::ZERO, ..FlowConfig::default() };
         let errs = cfg.validate("producer.flow");
         assert!(errs.iter().any(|e| e.contains("producer.flow.max_flows")));
         assert!(errs.iter().any(|e| e.contains("producer.flow.idle_timeout")));
         assert!(errs.iter().any(|e| e.contains("producer.flow.closed_timeout")));
         assert!(FlowConfig::default().validate("p").is_empty());
+    }
+
+    #[test]
+    fn the_budget_sizes_the_table_and_bounds_an_explicit_max_flows() {
+        let default = FlowConfig::default();
+        assert_eq!(default.capacity(), 458_752, "128 MiB: 524,288 buckets at most 7/8 full");
+        assert!(flows_bytes(default.capacity()) <= 128 << 20 && flows_bytes(default.capacity() + 1) > 128 << 20);
+        let small = FlowConfig { memory_budget_mib: 1, ..FlowConfig::default() };
+        assert_eq!(small.capacity(), flows_for(1 << 20));
+        let over = FlowConfig { memory_budget_mib: 1, max_flows: Some(100_000), ..FlowConfig::default() };
+        let errs = over.validate("producer.flow");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with(
+                "producer.flow.max_flows (100000) needs 22 MiB, more than producer.flow.memory_budget_mib (1 MiB)"
+            ),
+            "{errs:?}"
+        );
+        let zero = FlowConfig { memory_budget_mib: 0, ..FlowConfig::default() };
+        assert_eq!(zero.validate("p"), ["p.memory_budget_mib must be 1 to 1048576, got 0"]);
+        // The table never holds more than its budget, whatever arrives.
+        let mut t = FlowTable::new(&small);
+        for i in 0..200_000u32 {
+            let p = pkt(&format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255), 1, "1.1.1.1", 80, 0);
+            t.observe(&p, i64::from(i), 1);
+            assert!(t.bytes() <= 1 << 20);
+        }
+        assert!(t.stats().evicted_full > 190_000);
     }
 }

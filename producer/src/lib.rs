@@ -458,6 +458,7 @@ fn run_blocking(
         if n % 1024 == 0 {
             let c = counts(&pipeline, &source);
             synced.sync(&metrics, c.read, &c.skipped);
+            synced.sync_flows(&metrics, pipeline.flow_stats());
             if is_stopped() {
                 break Ok(());
             }
@@ -507,6 +508,7 @@ fn run_blocking(
     ready.set(false);
     let counts = counts(&pipeline, &source);
     synced.sync(&metrics, counts.read, &counts.skipped);
+    synced.sync_flows(&metrics, pipeline.flow_stats());
     if let Some(bar) = &progress {
         bar.finish_and_clear();
     }

@@ -32,6 +32,11 @@ pub struct Metrics {
     pub spool_records: Gauge<u64>,
     /// `netanom.producer.kernel.dropped`: packets the kernel or interface dropped so far (live capture).
     pub kernel_dropped: Gauge<u64>,
+    /// `netanom.producer.flows.bytes`: bytes the flow table holds, at most `producer.flow.memory_budget_mib`.
+    pub flows_bytes: Gauge<u64>,
+    /// `netanom.producer.evictions{table,reason}`: entries removed, by table (`flows`) and reason (`idle`: idle or
+    /// closed past its timeout; `full`: live, least recently seen, the table full).
+    pub evictions: Counter<u64>,
 }
 
 impl Metrics {
@@ -82,6 +87,15 @@ impl Metrics {
                 .u64_gauge("netanom.producer.kernel.dropped")
                 .with_description("Packets the kernel or interface dropped so far (live capture)")
                 .build(),
+            flows_bytes: m
+                .u64_gauge("netanom.producer.flows.bytes")
+                .with_unit("By")
+                .with_description("Bytes the flow table holds")
+                .build(),
+            evictions: m
+                .u64_counter("netanom.producer.evictions")
+                .with_description("Entries removed, by table and reason (idle, full)")
+                .build(),
         }
     }
 }
@@ -97,6 +111,7 @@ impl Default for Metrics {
 pub struct CountSync {
     read: u64,
     skipped: std::collections::BTreeMap<&'static str, u64>,
+    flows: crate::flow::FlowStats,
 }
 
 impl CountSync {
@@ -113,5 +128,19 @@ impl CountSync {
                 *last = *n;
             }
         }
+    }
+
+    /// Reports the flow table's bytes, and its evictions (running totals) as deltas.
+    pub fn sync_flows(&mut self, m: &Metrics, flows: crate::flow::FlowStats) {
+        m.flows_bytes.record(flows.bytes as u64, &[]);
+        for (reason, now, before) in [
+            ("idle", flows.evicted_idle, self.flows.evicted_idle),
+            ("full", flows.evicted_full, self.flows.evicted_full),
+        ] {
+            if now > before {
+                m.evictions.add(now - before, &[KeyValue::new("table", "flows"), KeyValue::new("reason", reason)]);
+            }
+        }
+        self.flows = flows;
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod alert;
 pub mod avro;
+pub mod bytes;
 pub mod frame;
 pub mod outbound;
 pub mod packet_time;

@@ -78,6 +78,12 @@ const OPTIONAL: &[Optional] = &[
          hex digits (or set key, e.g. NETANOM_PRODUCER__PSEUDONYMIZE__KEY; prints as ***)",
     ),
     opt(
+        "producer.flow",
+        "max_flows",
+        "262144",
+        "flows tracked at most; unset: what memory_budget_mib fits (458752 at 128); must fit it",
+    ),
+    opt(
         "producer.outage",
         "spool_path",
         "\"outage.spool\"",
@@ -130,6 +136,18 @@ const OPTIONAL: &[Optional] = &[
         "Standard Webhooks signing secret for webhooks without their own; unset: such webhooks are unsigned",
     ),
     opt("alert_router", "alerts_out", "\"alerts.jsonl\"", "append every alert as one JSON line to this file"),
+    opt(
+        "alert_router.suppression",
+        "max_groups",
+        "50000",
+        "open (host, kind) windows at most; unset: what 3/8 of alert_router.memory_budget_mib fits; must fit it",
+    ),
+    opt(
+        "alert_router.incidents",
+        "max_incidents",
+        "20000",
+        "open incidents at most; unset: what 3/8 of alert_router.memory_budget_mib fits; must fit it",
+    ),
 ];
 
 /// Sections that do not exist unless configured, printed whole and commented at the end.

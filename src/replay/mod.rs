@@ -151,7 +151,12 @@ pub async fn command(args: ReplayArgs, mut cfg: Config) -> anyhow::Result<()> {
         (None, None) => Sink::Stdout,
     };
     if args.alerts {
-        let alerts = suppress(&base.anomalies, &cfg.alert_router.suppression, &cfg.alert_router.incidents);
+        let alerts = suppress(
+            &base.anomalies,
+            &cfg.alert_router.suppression,
+            &cfg.alert_router.incidents,
+            cfg.alert_router.memory_budget_mib,
+        );
         eprintln!("{} alerts after suppression", alerts.len());
         sink.write(&alerts, output::alert_json, output::alert_record).await?;
     } else {

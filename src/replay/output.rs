@@ -169,7 +169,8 @@ pub async fn produce<T>(
     producer.flush(Duration::from_secs(30)).map_err(kafka(format!("flushing {topic}")))
 }
 
-/// The alerts the alert router would send for `anomalies` (in this order) under `config` and `incidents`:
+/// The alerts the alert router would send for `anomalies` (in this order) under `config` and `incidents`, its
+/// tables held to the shares of `budget_mib` (`alert_router.memory_budget_mib`):
 /// repeats of one (host, kind) collapse per suppression window of packet time, and a host's groups form one
 /// incident until it is quiet for the incident window. Wall time plays no part (one instant for the whole
 /// replay: no `flush_after`, no `hold`), so each incident is one closing revision and the result is
@@ -178,11 +179,13 @@ pub fn suppress(
     anomalies: &[Anomaly],
     config: &netanom_alert_router::SuppressionConfig,
     incidents: &netanom_alert_router::IncidentConfig,
+    budget_mib: u64,
 ) -> Vec<Alert> {
     use netanom_alert_router::incident::Incidents;
     use netanom_alert_router::suppress::{Origin, Suppressor};
-    let mut s = Suppressor::new(config.clone());
-    let mut open = Incidents::new(incidents.clone());
+    let shares = netanom_alert_router::budget::Shares::of(budget_mib);
+    let mut s = Suppressor::new(config.clone(), shares.suppression);
+    let mut open = Incidents::new(incidents.clone(), shares.incidents);
     let now = tokio::time::Instant::now();
     let mut out = Vec::new();
     for (i, a) in anomalies.iter().enumerate() {
@@ -315,7 +318,7 @@ mod tests {
             anomaly("a", AnomalyKind::Fanout, 5),
         ];
         let off = netanom_alert_router::IncidentConfig { enabled: false, ..Default::default() };
-        let alerts = suppress(&anomalies, &config, &off);
+        let alerts = suppress(&anomalies, &config, &off, netanom_alert_router::budget::DEFAULT_BUDGET_MIB);
         let got: Vec<(&str, &str, u64)> = alerts.iter().map(|a| (a.host.as_str(), a.kind.as_str(), a.count)).collect();
         assert_eq!(got, vec![("a", "fanout", 1), ("a", "rate", 1), ("b", "rate", 2)]);
         let mut out = Vec::new();
@@ -323,9 +326,14 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text.lines().count(), 3);
         assert_eq!(alert_record(&alerts[0]).payload, text.lines().next().unwrap().as_bytes());
-        assert_eq!(suppress(&anomalies, &config, &off), alerts, "deterministic");
+        assert_eq!(
+            suppress(&anomalies, &config, &off, netanom_alert_router::budget::DEFAULT_BUDGET_MIB),
+            alerts,
+            "deterministic"
+        );
         // With incidents: one per host, each one closing revision listing its kinds.
-        let incidents = suppress(&anomalies, &config, &Default::default());
+        let incidents =
+            suppress(&anomalies, &config, &Default::default(), netanom_alert_router::budget::DEFAULT_BUDGET_MIB);
         let got: Vec<(&str, Vec<AnomalyKind>, u64, bool)> =
             incidents.iter().map(|a| (a.host.as_str(), a.kind_list(), a.count, a.final_revision)).collect();
         let want =
