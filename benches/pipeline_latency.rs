@@ -2,7 +2,8 @@
 //! writes the synthetic capture once, then alternates the variants over it (exactly-once output off and on, no
 //! webhook and one black-holed webhook) for `--rounds` rounds, printing one line per run.
 //!
-//! `cargo bench --bench pipeline_latency -- [--rate 100000] [--seconds 20] [--scanners 300] [--rounds 2]`
+//! `cargo bench --bench pipeline_latency -- [--rate 100000] [--seconds 20] [--scanners 300] [--rounds 2]
+//! [--batch-interval 1s]` (the last sets `producer.batch.max_interval`).
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -10,12 +11,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use netanom::config::{self, Roles};
-use netanom::latency::{Load, Variant, measure, scenario};
+use netanom::latency::{Load, Percentiles, Variant, measure, scenario};
 
 /// The command line: `--name value` pairs over the defaults (cargo's own `--bench` flag is ignored).
-fn load_and_rounds() -> anyhow::Result<(Load, u32)> {
+fn load_and_rounds() -> anyhow::Result<(Load, u32, Option<String>)> {
     let mut load = Load { packets_per_sec: 100_000.0, duration: Duration::from_secs(20), scanners: 300, seed: 7 };
     let mut rounds = 2;
+    let mut batch_interval = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         if flag == "--bench" {
@@ -28,10 +30,15 @@ fn load_and_rounds() -> anyhow::Result<(Load, u32)> {
             "--seconds" => load.duration = Duration::from_secs(value.parse().map_err(|e| bad(&e))?),
             "--scanners" => load.scanners = value.parse().map_err(|e| bad(&e))?,
             "--rounds" => rounds = value.parse().map_err(|e| bad(&e))?,
-            other => anyhow::bail!("unknown flag {other}: expected --rate, --seconds, --scanners or --rounds"),
+            "--batch-interval" => batch_interval = Some(value),
+            other => {
+                anyhow::bail!(
+                    "unknown flag {other}: expected --rate, --seconds, --scanners, --rounds or --batch-interval"
+                )
+            }
         }
     }
-    Ok((load, rounds))
+    Ok((load, rounds, batch_interval))
 }
 
 /// A webhook that accepts connections and never answers: the connections stay open until the process ends.
@@ -53,7 +60,7 @@ fn ms(d: Duration) -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (load, rounds) = load_and_rounds()?;
+    let (load, rounds, batch_interval) = load_and_rounds()?;
     let dir = tempfile::tempdir()?;
     let pcap = dir.path().join("latency.pcap");
     let summary = netanom_producer::synth::write_pcap(&scenario(&load), &pcap).context("cannot write the capture")?;
@@ -73,19 +80,27 @@ async fn main() -> anyhow::Result<()> {
     ];
     for round in 1..=rounds {
         for v in variants {
-            let cfg = config::load(None, std::iter::empty(), &v.configure(&pcap, Some(&hook)))
-                .map_err(|e| anyhow::anyhow!("configuration: {e:?}"))?;
+            let mut keys = v.configure(&pcap, Some(&hook));
+            if let Some(i) = &batch_interval {
+                keys.push(("producer.batch.max_interval".to_string(), toml::Value::String(i.clone())));
+            }
+            let cfg =
+                config::load(None, std::iter::empty(), &keys).map_err(|e| anyhow::anyhow!("configuration: {e:?}"))?;
             cfg.validate(Roles::ALL).map_err(|e| anyhow::anyhow!("configuration: {e:?}"))?;
             let m = measure(cfg).await.with_context(|| format!("run {}", v.name()))?;
             let o = &m.outcome;
-            let figures = m.first_revisions.map_or_else(
-                || "no first revision received".to_string(),
-                |p| format!("{} first revisions: p50 {}, p99 {}, max {}", p.count, ms(p.p50), ms(p.p99), ms(p.max)),
-            );
+            let figures = |what: &str, p: Option<Percentiles>| {
+                p.map_or_else(
+                    || format!("no {what}"),
+                    |p| format!("{} {what}: p50 {}, p99 {}, max {}", p.count, ms(p.p50), ms(p.p99), ms(p.max)),
+                )
+            };
             println!(
-                "round {round}, {}: {figures}; {} alerts on the topic, {} packets in {:.1} s",
+                "round {round}, {}: {}; {} alerts on the topic; to the anomalies topic, {}; {} packets in {:.1} s",
                 v.name(),
+                figures("first revisions", m.first_revisions),
                 m.alerts_received,
+                figures("anomalies", m.to_anomalies),
                 o.producer.packets_read,
                 o.elapsed.as_secs_f64()
             );

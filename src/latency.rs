@@ -4,7 +4,9 @@
 //! alert written in a transaction counts only once its transaction committed) stamping each alert with the
 //! system time it received it. An alert's latency is that time minus the system time at which its
 //! `detected_at` packet (the packet that crossed a rule's threshold, the last packet of a scored batch, the
-//! end of a closed window) was released by the pacing ([`netanom_producer::pace::PaceAnchor`]).
+//! end of a closed window) was released by the pacing ([`netanom_producer::pace::PaceAnchor`]). The same
+//! consumer reads the anomalies topic, timing each anomaly from its detecting packet the same way: the
+//! detectors' share of the latency.
 //!
 //! Only first revisions count: an incident's later revisions repeat an alert already delivered. The router
 //! holds an alert by design twice: a (host, kind) group is emitted `alert_router.suppression.flush_after`
@@ -23,7 +25,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use netanom_producer::synth::{Attack, AttackKind, Scenario};
-use netanom_schemas::Alert;
+use netanom_schemas::{Alert, Anomaly};
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -165,9 +167,13 @@ impl Percentiles {
 pub struct Measurement {
     /// Latencies of the first revisions received.
     pub first_revisions: Option<Percentiles>,
+    /// Latencies of the first anomaly of each host received on the anomalies topic, each from its detecting
+    /// packet (its `window_end_ns`, which an alert's `detected_at` is): the detectors' share of the first
+    /// revisions'.
+    pub to_anomalies: Option<Percentiles>,
     /// Alerts received on the alerts topic (every revision).
     pub alerts_received: u64,
-    /// First revisions whose `detected_at` packet was released after the alert was received (a clock step): not
+    /// First revisions and anomalies received before their detecting packet was released (a clock step): not
     /// counted in the percentiles.
     pub negative: u64,
     /// The roles' reports.
@@ -184,9 +190,16 @@ fn released_at(anchor: &netanom_producer::pace::PaceAnchor, ts_ns: i64) -> Optio
     }
 }
 
-/// Reads every partition of `topic` on `brokers` from the start (`read_committed`) until `stop`, returning each
-/// record's payload with the system time it was received.
-fn watch(brokers: &str, topic: &str, partitions: i32, stop: &AtomicBool) -> anyhow::Result<Vec<(SystemTime, Vec<u8>)>> {
+/// One record a watcher received: its topic, when, and its payload.
+struct Received {
+    topic: String,
+    at: SystemTime,
+    payload: Vec<u8>,
+}
+
+/// Reads every partition of `topics` on `brokers` from the start (`read_committed`) until `stop`, returning each
+/// record with the system time it was received.
+fn watch(brokers: &str, topics: &[String], partitions: i32, stop: &AtomicBool) -> anyhow::Result<Vec<Received>> {
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "netanom-latency-watch")
@@ -195,17 +208,24 @@ fn watch(brokers: &str, topic: &str, partitions: i32, stop: &AtomicBool) -> anyh
         // The embedded broker answers an empty fetch only after the whole wait.
         .set("fetch.wait.max.ms", "5")
         .create()
-        .context("cannot create the alerts-topic consumer")?;
+        .context("cannot create the watching consumer")?;
     let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).context("cannot assign the alerts topic")?;
+    for topic in topics {
+        for p in 0..partitions {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .with_context(|| format!("cannot assign topic {topic}"))?;
+        }
     }
-    consumer.assign(&tpl).context("cannot assign the alerts topic")?;
+    consumer.assign(&tpl).context("cannot assign the watched topics")?;
     let mut received = Vec::new();
     while !stop.load(Ordering::Acquire) {
         match consumer.poll(Duration::from_millis(5)) {
-            Some(Ok(m)) => received.push((SystemTime::now(), m.payload().unwrap_or_default().to_vec())),
-            Some(Err(e)) => tracing::debug!(error = %e, "alerts-topic consumer"),
+            Some(Ok(m)) => received.push(Received {
+                topic: m.topic().to_string(),
+                at: SystemTime::now(),
+                payload: m.payload().unwrap_or_default().to_vec(),
+            }),
+            Some(Err(e)) => tracing::debug!(error = %e, "watching consumer"),
             None => {}
         }
     }
@@ -223,7 +243,9 @@ pub async fn measure(cfg: Config) -> anyhow::Result<Measurement> {
     if !real_time {
         anyhow::bail!("the latency measure needs producer.speed = realtime, got {:?}", cfg.producer.speed);
     }
-    let topic = cfg.topics.alerts.clone();
+    let topics = [cfg.topics.anomalies.clone(), cfg.topics.alerts.clone()];
+    let alerts_topic = cfg.topics.alerts.clone();
+    let ids = cfg.schemas.ids;
     let partitions = cfg.kafka.embedded_partitions;
     let (announce, announced) = tokio::sync::oneshot::channel::<String>();
     let stop = Arc::new(AtomicBool::new(false));
@@ -231,7 +253,7 @@ pub async fn measure(cfg: Config) -> anyhow::Result<Measurement> {
         let stop = stop.clone();
         tokio::task::spawn_blocking(move || {
             let brokers = announced.blocking_recv().context("the run ended before its broker started")?;
-            watch(&brokers, &topic, partitions, &stop)
+            watch(&brokers, &topics, partitions, &stop)
         })
     };
     let run = run_pipeline_announcing(cfg, CancellationToken::new(), CancellationToken::new(), Some(announce)).await;
@@ -242,26 +264,44 @@ pub async fn measure(cfg: Config) -> anyhow::Result<Measurement> {
     };
     let (received, ()) = tokio::join!(watcher, linger);
     let outcome = run?;
-    let received = received.context("the alerts-topic consumer panicked")??;
+    let received = received.context("the watching consumer panicked")??;
     let anchor = outcome.producer.paced_from.context("the producer reported no pacing anchor")?;
-    let mut latencies = Vec::new();
-    let mut negative = 0;
-    for (at, payload) in &received {
-        let alert: Alert = serde_json::from_slice(payload).context("an alerts-topic record is not an alert")?;
-        if alert.revision != 1 {
-            continue;
-        }
-        let detected = alert.detected_at.unwrap_or(alert.first_seen);
-        let ts_ns = i64::try_from(detected.unix_timestamp_nanos()).context("detected_at out of range")?;
-        let released = released_at(&anchor, ts_ns).context("detected_at out of range")?;
-        match at.duration_since(released) {
-            Ok(d) => latencies.push(d),
-            Err(_) => negative += 1,
+    let since = |at: SystemTime, ts_ns: i64| -> anyhow::Result<Option<Duration>> {
+        let released = released_at(&anchor, ts_ns).context("a packet time out of range")?;
+        Ok(at.duration_since(released).ok())
+    };
+    let (mut alerts, mut anomalies, mut alerts_received, mut negative) = (Vec::new(), Vec::new(), 0, 0);
+    let mut hosts = std::collections::HashSet::new();
+    for r in &received {
+        let latency = if r.topic == alerts_topic {
+            alerts_received += 1;
+            let alert: Alert = serde_json::from_slice(&r.payload).context("an alerts-topic record is not an alert")?;
+            if alert.revision != 1 {
+                continue;
+            }
+            let detected = alert.detected_at.unwrap_or(alert.first_seen);
+            let ts_ns = i64::try_from(detected.unix_timestamp_nanos()).context("detected_at out of range")?;
+            let latency = since(r.at, ts_ns)?;
+            alerts.extend(latency);
+            latency
+        } else {
+            let anomaly = Anomaly::decode(&r.payload, &ids).context("an anomalies-topic record is not an anomaly")?;
+            // The first anomaly of each host, as the first revision is its host's first alert.
+            if !hosts.insert(anomaly.host) {
+                continue;
+            }
+            let latency = since(r.at, anomaly.window_end_ns)?;
+            anomalies.extend(latency);
+            latency
+        };
+        if latency.is_none() {
+            negative += 1;
         }
     }
     Ok(Measurement {
-        first_revisions: Percentiles::of(&mut latencies),
-        alerts_received: received.len() as u64,
+        first_revisions: Percentiles::of(&mut alerts),
+        to_anomalies: Percentiles::of(&mut anomalies),
+        alerts_received,
         negative,
         outcome,
     })
