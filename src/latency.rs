@@ -343,6 +343,30 @@ mod tests {
         assert_eq!(released_at(&anchor, i64::MIN), None);
     }
 
+    /// The whole measure on a small load, without judging the timings: every scanner is alerted and timed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_small_run_times_every_scanner() {
+        let load = Load { packets_per_sec: 2_000.0, duration: Duration::from_secs(4), scanners: 5, seed: 3 };
+        let dir = tempfile::tempdir().unwrap();
+        let pcap = dir.path().join("small.pcap");
+        netanom_producer::synth::write_pcap(&scenario(&load), &pcap).unwrap();
+        let variant = Variant { exactly_once: false, dead_webhook: false };
+        let cfg = crate::config::load(None, std::iter::empty(), &variant.configure(&pcap, None)).unwrap();
+        let m = measure(cfg).await.unwrap();
+        let alerts = m.first_revisions.expect("first revisions");
+        let anomalies = m.to_anomalies.expect("anomalies");
+        assert!(alerts.count >= 5, "{alerts:?}");
+        assert!(anomalies.count >= alerts.count, "{anomalies:?} {alerts:?}");
+        assert!(m.alerts_received >= alerts.count as u64);
+        assert_eq!(m.negative, 0);
+        assert!(alerts.min <= alerts.p50 && alerts.p50 <= alerts.p99 && alerts.p99 <= alerts.max);
+        assert!(m.outcome.producer.paced_from.is_some());
+        // A replay at full speed has no pacing to measure from.
+        let mut fast = crate::config::load(None, std::iter::empty(), &variant.configure(&pcap, None)).unwrap();
+        fast.producer.speed = netanom_producer::Speed::Max;
+        assert!(measure(fast).await.unwrap_err().to_string().contains("producer.speed"));
+    }
+
     #[test]
     fn the_scenario_spreads_distinct_scanners_over_the_run() {
         let load = Load { packets_per_sec: 1000.0, duration: Duration::from_secs(10), scanners: 300, seed: 1 };

@@ -1,10 +1,11 @@
-//! Memory per tracked host: one detector engine (the default configuration, `memory_budget_mib` included) fed
+//! Memory per tracked host: one detector engine (the default configuration but `memory_budget_mib`, 8192 unless
+//! `--budget-mib` says otherwise, so that every host fits: the default 1024 holds ~230,000 one-packet hosts) fed
 //! one SYN from each of `--hosts` distinct sources (default 1,000,000) spread over 60 s of packet time, so no
 //! host goes idle; prints the process's peak resident memory (`VmHWM`) before and after, the host map's bytes
 //! (the `netanom.detector.hosts.bytes` gauge) and both per million hosts tracked. The batches are made one at a
 //! time, so the input holds no memory.
 //!
-//! `cargo bench -p netanom-detector --bench hosts_memory [-- --hosts 1000000]`
+//! `cargo bench -p netanom-detector --bench hosts_memory [-- --hosts 1000000] [--budget-mib 8192]`
 
 use std::net::IpAddr;
 
@@ -19,8 +20,10 @@ fn peak_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn hosts_flag() -> Result<u32, String> {
+/// `--hosts` and `--budget-mib` over their defaults (cargo's own `--bench` flag is ignored).
+fn flags() -> Result<(u32, u64), String> {
     let mut hosts = 1_000_000;
+    let mut budget_mib = 8192;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         match flag.as_str() {
@@ -29,15 +32,20 @@ fn hosts_flag() -> Result<u32, String> {
                 let v = args.next().ok_or("--hosts needs a value")?;
                 hosts = v.parse().map_err(|e| format!("--hosts {v:?}: {e}"))?;
             }
-            other => return Err(format!("unknown flag {other}: expected --hosts")),
+            "--budget-mib" => {
+                let v = args.next().ok_or("--budget-mib needs a value")?;
+                budget_mib = v.parse().map_err(|e| format!("--budget-mib {v:?}: {e}"))?;
+            }
+            other => return Err(format!("unknown flag {other}: expected --hosts or --budget-mib")),
         }
     }
-    Ok(hosts)
+    Ok((hosts, budget_mib))
 }
 
 fn main() -> Result<(), String> {
-    let hosts = hosts_flag()?;
-    let config = DetectorConfig::default();
+    let (hosts, budget_mib) = flags()?;
+    let mut config = DetectorConfig::default();
+    config.state.memory_budget_mib = budget_mib;
     let victim: IpAddr = "10.9.9.9".parse().map_err(|e| format!("{e}"))?;
     let mut engine = Engine::new(&config, Models::default());
     let mut out = Vec::new();
