@@ -112,7 +112,7 @@ pub async fn run_pipeline(cfg: Config, stop: CancellationToken, hard: Cancellati
 
 /// [`run_pipeline`], sending the bootstrap servers of the broker the run uses to `announce` before any role
 /// starts (the embedded broker once it is up, or `kafka.brokers`): for a client that watches the run's topics
-/// while it runs, as the latency benchmark ([`crate::latency`]) reads the alerts topic.
+/// while it runs, as the latency benchmark (`latency` module) reads the alerts topic.
 pub async fn run_pipeline_announcing(
     cfg: Config,
     stop: CancellationToken,
