@@ -14,6 +14,7 @@
 //! | [`offline`] | one capture through netanom: the producer's batches, or the whole pipeline's alerts |
 //! | [`synth`], [`eval`], [`report`], [`replay`], [`train`] | the offline tools, one module each |
 //! | [`topic_range`] | reading a range of a packets topic in replay order (replay, train) |
+//! | [`latency`] | packet-to-alert latency of the whole pipeline at a paced packet rate (the benchmark's measure) |
 //! | [`labels`], [`traffic`] | ground truth and per-host traffic of a capture (eval, report) |
 //! | [`registry`] | the Confluent Schema Registry client |
 //! | [`summary`] | the roles' one-line summaries |
@@ -23,6 +24,7 @@ pub mod config;
 pub mod dlq;
 pub mod eval;
 pub mod labels;
+pub mod latency;
 pub mod offline;
 pub mod process_metrics;
 pub mod registry;

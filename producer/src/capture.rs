@@ -269,6 +269,12 @@ impl PacketSource {
         }
     }
 
+    /// Where the pacing of a paced file replay is anchored (see [`crate::pace::PaceAnchor`]); `None` for a
+    /// replay at full speed, a live capture, or before the first frame.
+    pub fn pace_anchor(&self) -> Option<crate::pace::PaceAnchor> {
+        self.pace.as_ref().and_then(crate::pace::Pacer::anchor)
+    }
+
     /// True for a live capture.
     pub fn is_live(&self) -> bool {
         matches!(self.handle, Handle::Live(_))

@@ -256,6 +256,9 @@ pub struct ProducerReport {
     pub input_error: Option<String>,
     /// Wall time of the run.
     pub duration: Duration,
+    /// For a paced file replay (`producer.speed` not `max`), where its pacing is anchored: the wall time every
+    /// packet of the replay was released follows from it. `None` otherwise.
+    pub paced_from: Option<pace::PaceAnchor>,
 }
 
 impl ProducerReport {
@@ -513,6 +516,7 @@ fn run_blocking(
         bar.finish_and_clear();
     }
     let kernel_dropped = source.kernel_drops().unwrap_or(0);
+    let paced_from = source.pace_anchor();
     drop(source);
     // Flush what was enqueued whatever happened, so acknowledged counts are final; after a shutdown, within what
     // is left of the grace. A spool is drained first, within the same time.
@@ -554,6 +558,7 @@ fn run_blocking(
         outage,
         input_error,
         duration: started.elapsed(),
+        paced_from,
     };
     tracing::info!(
         read = report.packets_read,

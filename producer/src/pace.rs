@@ -4,7 +4,7 @@
 //! pacing origin nor the packet clock, so a far-future timestamp cannot stall a replay; when the clock
 //! re-anchors (time really jumped), pacing restarts from that frame.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use netanom_schemas::packet_time::{Admission, PacketClock, SkewConfig, elapsed_ns};
 
@@ -40,18 +40,36 @@ pub struct Pacer<C: WallClock = SystemClock> {
     time: SkewConfig,
     clock: PacketClock,
     origin: Option<(i64, Instant)>,
+    anchor: Option<PaceAnchor>,
     wall: C,
+}
+
+/// Where a paced replay is anchored: the packet time of the frame pacing started (or last restarted) from, and
+/// the system time it was released. A later frame stamped `ts_ns` is released `(ts_ns - self.ts_ns) / speed`
+/// after `self.released`, so the wall time of any packet of the replay follows from it (latency benchmarks
+/// measure from it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PaceAnchor {
+    /// Packet time of the anchoring frame, ns since the Unix epoch.
+    pub ts_ns: i64,
+    /// System time at which the anchoring frame was released.
+    pub released: SystemTime,
 }
 
 impl<C: WallClock> Pacer<C> {
     /// Paces at `factor` times real time (1 = real time) with the skew rule `time`, on `wall`.
     pub fn new(factor: f64, time: &SkewConfig, wall: C) -> Self {
-        Self { factor, time: time.clone(), clock: PacketClock::default(), origin: None, wall }
+        Self { factor, time: time.clone(), clock: PacketClock::default(), origin: None, anchor: None, wall }
     }
 
     /// The skew rule in force.
     pub fn set_time(&mut self, time: &SkewConfig) {
         self.time = time.clone();
+    }
+
+    /// The anchor pacing currently runs from; `None` before the first frame.
+    pub fn anchor(&self) -> Option<PaceAnchor> {
+        self.anchor
     }
 
     /// Waits until the frame stamped `ts_ns` is due. Returns false when `stop` became true while waiting.
@@ -61,7 +79,10 @@ impl<C: WallClock> Pacer<C> {
             Admission::Resynced { .. } => self.origin = None,
             Admission::Accepted => {}
         }
-        let (first, start) = *self.origin.get_or_insert((ts_ns, self.wall.now()));
+        let (first, start) = *self.origin.get_or_insert_with(|| {
+            self.anchor = Some(PaceAnchor { ts_ns, released: SystemTime::now() });
+            (ts_ns, self.wall.now())
+        });
         let offset_ns = (elapsed_ns(ts_ns, first).max(0) as f64 / self.factor) as u64;
         let Some(due) = start.checked_add(Duration::from_nanos(offset_ns)) else { return true };
         loop {
@@ -131,12 +152,16 @@ mod tests {
     fn a_jump_confirmed_by_later_frames_restarts_pacing_and_stop_ends_a_wait() {
         let mut p = pacer();
         let never = || false;
+        assert_eq!(p.anchor(), None);
         p.wait(T, &never);
+        assert_eq!(p.anchor().map(|a| a.ts_ns), Some(T));
         let later = T + 86_400 * S;
         for k in 0..3 {
             assert!(p.wait(later + k * S, &never));
         }
         assert_eq!(slept(&p), Duration::ZERO, "the frame that re-anchors is due at once");
+        // The third frame of the new time confirms the jump and re-anchors.
+        assert_eq!(p.anchor().map(|a| a.ts_ns), Some(later + 2 * S), "the anchor follows the re-anchoring frame");
         assert!(p.wait(later + 3 * S, &never));
         assert_eq!(slept(&p), Duration::from_secs(1));
         assert!(!p.wait(later + 60 * S, &|| true), "stop is honoured while waiting");

@@ -86,7 +86,7 @@ pub async fn command(
     model_feed: netanom_detector::ModelFeed,
 ) -> anyhow::Result<()> {
     let handles = Handles::new(stop, hard, ready.clone(), model_feed);
-    let (outcome, broker) = run_keeping_broker(cfg, capture, &handles).await;
+    let (outcome, broker) = run_keeping_broker(cfg, capture, &handles, None).await;
     match broker {
         // The process ends next: the clients still being dropped in the background (up to ~150 ms of joins) and
         // their in-process broker are left to the exit.
@@ -107,9 +107,21 @@ pub async fn command(
 /// Runs producer, detector and alert router in this process (on an embedded broker unless `kafka.brokers` is
 /// set) until the producer's input ends and the other two have drained; returns their reports. Prints nothing.
 pub async fn run_pipeline(cfg: Config, stop: CancellationToken, hard: CancellationToken) -> anyhow::Result<RunOutcome> {
+    run_pipeline_announcing(cfg, stop, hard, None).await
+}
+
+/// [`run_pipeline`], sending the bootstrap servers of the broker the run uses to `announce` before any role
+/// starts (the embedded broker once it is up, or `kafka.brokers`): for a client that watches the run's topics
+/// while it runs, as the latency benchmark (`latency` module) reads the alerts topic.
+pub async fn run_pipeline_announcing(
+    cfg: Config,
+    stop: CancellationToken,
+    hard: CancellationToken,
+    announce: Option<tokio::sync::oneshot::Sender<String>>,
+) -> anyhow::Result<RunOutcome> {
     // No scoring API reads the model of this run.
     let handles = Handles::new(stop, hard, ReadyFlags::default(), netanom_detector::ModelFeed::default());
-    let (outcome, broker) = run_keeping_broker(cfg, None, &handles).await;
+    let (outcome, broker) = run_keeping_broker(cfg, None, &handles, announce).await;
     // The roles drop their Kafka clients in the background: they must be gone before their broker is.
     handles.wait_for_teardown().await;
     if let Some(broker) = broker {
@@ -118,12 +130,13 @@ pub async fn run_pipeline(cfg: Config, stop: CancellationToken, hard: Cancellati
     outcome
 }
 
-/// [`run_pipeline`] without its teardown: returns the embedded broker (if any) while the roles' clients may
+/// [`run_pipeline`] without its teardown (announcing its broker to `announce`): returns the embedded broker (if any) while the roles' clients may
 /// still be being dropped in the background (on `handles.teardown`).
 async fn run_keeping_broker(
     cfg: Config,
     capture: Option<netanom_producer::OpenedCapture>,
     handles: &Handles,
+    announce: Option<tokio::sync::oneshot::Sender<String>>,
 ) -> (anyhow::Result<RunOutcome>, Option<EmbeddedBroker>) {
     let started = Instant::now();
     let broker = if cfg.kafka.brokers.is_empty() {
@@ -135,6 +148,10 @@ async fn run_keeping_broker(
         None
     };
     let brokers = broker.as_ref().map_or_else(|| cfg.kafka.brokers.clone(), EmbeddedBroker::bootstrap_servers);
+    if let Some(announce) = announce {
+        // The watcher may have gone; the run does not depend on it.
+        let _ = announce.send(brokers.clone());
+    }
     let outcome = run_roles(cfg, capture, &brokers, broker.is_some(), handles, started).await;
     (outcome, broker)
 }
