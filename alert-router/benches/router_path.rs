@@ -1,11 +1,12 @@
 //! The router's path for one anomaly record without Kafka: Avro decode → deduplication by id
 //! (`netanom_alert_router::dedup::SeenIds`, `alert_router.dedup_ids`) → suppression → incidents, over 100,000
 //! anomalies with distinct ids from 1,000 hosts spread over 16 partitions, with deduplication at its default
-//! capacity (65,536 ids per partition) and off (0), in the same run: the cost of deduplication.
+//! capacity (65,536 ids per partition) and off (0), the tables within the default memory budget, in the same run: the cost of deduplication.
 //!
 //! `cargo bench -p netanom-alert-router --bench router_path`
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use netanom_alert_router::budget::{DEFAULT_BUDGET_MIB, Shares};
 use netanom_alert_router::dedup::SeenIds;
 use netanom_alert_router::incident::Incidents;
 use netanom_alert_router::suppress::{Origin, Suppressor};
@@ -38,6 +39,9 @@ fn records(ids: &SchemaIds) -> Vec<(i32, Vec<u8>)> {
                 features: Vec::new(),
                 sample: "TCP 10.0.0.1:40000 -> 10.0.1.3:22 [S]".into(),
                 model_version: "rules".into(),
+                detected_ns: None,
+                window_key: None,
+                closing: false,
             };
             ((host as i32) % PARTITIONS, a.encode(ids))
         })
@@ -46,9 +50,10 @@ fn records(ids: &SchemaIds) -> Vec<(i32, Vec<u8>)> {
 
 /// Runs every record through the path; returns the alerts emitted (so the work is not optimised away).
 fn route(records: &[(i32, Vec<u8>)], ids: &SchemaIds, dedup_ids: usize) -> usize {
-    let mut seen = SeenIds::new(dedup_ids);
-    let mut suppressor = Suppressor::new(SuppressionConfig::default());
-    let mut incidents = Incidents::new(IncidentConfig::default());
+    let shares = Shares::of(DEFAULT_BUDGET_MIB);
+    let mut seen = SeenIds::new(dedup_ids, shares.dedup);
+    let mut suppressor = Suppressor::new(SuppressionConfig::default(), shares.suppression);
+    let mut incidents = Incidents::new(IncidentConfig::default(), shares.incidents);
     let now = Instant::now();
     let mut emitted = 0;
     for (offset, (partition, payload)) in records.iter().enumerate() {
