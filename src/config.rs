@@ -805,6 +805,11 @@ mod tests {
         assert!(r.webhook_secret.is_some() && r.alerts_out.is_some() && r.webhooks.len() == 1);
         assert!(r.webhooks[0].secret.is_some());
         assert!(r.syslog.as_ref().is_some_and(|s| s.hostname.is_some()), "{examples}");
+        // The router's examples also pass its validation (table sizes within the default memory budget).
+        let router = Roles { producer: false, detector: false, alert_router: true };
+        if let Err(problems) = all.validate(router) {
+            panic!("the router's examples do not validate: {:?}\n{examples}", texts(&problems));
+        }
     }
 
     #[test]

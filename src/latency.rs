@@ -168,7 +168,7 @@ pub struct Measurement {
     /// Latencies of the first revisions received.
     pub first_revisions: Option<Percentiles>,
     /// Latencies of the first anomaly of each host received on the anomalies topic, each from its detecting
-    /// packet (its `window_end_ns`, which an alert's `detected_at` is): the detectors' share of the first
+    /// packet (`Anomaly::detected_at_ns`, which an alert's `detected_at` is): the detectors' share of the first
     /// revisions'.
     pub to_anomalies: Option<Percentiles>,
     /// Alerts received on the alerts topic (every revision).
@@ -287,10 +287,11 @@ pub async fn measure(cfg: Config) -> anyhow::Result<Measurement> {
         } else {
             let anomaly = Anomaly::decode(&r.payload, &ids).context("an anomalies-topic record is not an anomaly")?;
             // The first anomaly of each host, as the first revision is its host's first alert.
+            let detected_ns = anomaly.detected_at_ns();
             if !hosts.insert(anomaly.host) {
                 continue;
             }
-            let latency = since(r.at, anomaly.window_end_ns)?;
+            let latency = since(r.at, detected_ns)?;
             anomalies.extend(latency);
             latency
         };

@@ -322,7 +322,8 @@ impl Incidents {
         out
     }
 
-    /// Closes the incidents quiet soonest while their bytes exceed the share (the newest incident stays).
+    /// Closes the incidents quiet soonest while their bytes exceed the share, down to one incident (each closed one
+    /// emits its closing revision).
     fn keep_to_share(&mut self, out: &mut Vec<Emitted>) {
         while self.bytes() > self.share && self.open.len() > 1 {
             let Some((_, soonest)) = self.by_quiet.first_key_value() else { break };

@@ -325,7 +325,8 @@ impl Suppressor {
             let key = entry.get().clone();
             self.close(&key, EmitCause::Watermark, &mut out);
         }
-        // Bounds on open windows: their number, then their bytes (the newest window stays).
+        // Bounds on open windows: their number, then their bytes, down to one window (each closed window's alert is
+        // emitted).
         while self.windows.len() > self.max_groups {
             let Some((_, key)) = self.by_end.first_key_value() else { break };
             let key = key.clone();

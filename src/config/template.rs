@@ -139,13 +139,13 @@ const OPTIONAL: &[Optional] = &[
     opt(
         "alert_router.suppression",
         "max_groups",
-        "50000",
+        "25000",
         "open (host, kind) windows at most; unset: what 3/8 of alert_router.memory_budget_mib fits; must fit it",
     ),
     opt(
         "alert_router.incidents",
         "max_incidents",
-        "20000",
+        "15000",
         "open incidents at most; unset: what 3/8 of alert_router.memory_budget_mib fits; must fit it",
     ),
 ];
