@@ -771,13 +771,13 @@ impl DestinationSide {
         let (mut samples, mut dates) =
             (smallest_sources(&d.sample_sources), first_packets(&d.first_packet_ns, self.min_sources));
         let listed = vec_bytes::<IpAddr>(samples.capacity()).saturating_add(vec_bytes::<i64>(dates.capacity()));
-        // Whether merging `d` grows the tables within the budget: a new entry, a new origin partition of an entry,
-        // or the lists of an origin already there replaced by longer ones (reports are cumulative: a first report
-        // dates a few sources, a later one `min_sources`).
         // A window that fires joins the open ones.
         let opened = |s: &Self, e: &DestinationEntry| {
             if e.fired { 0 } else { vec_growth::<(IpAddr, i64)>(s.open.len(), s.open.capacity()) }
         };
+        // Whether merging `d` grows the tables within the budget: a new entry, a new origin partition of an entry,
+        // or the lists of an origin already there replaced by longer ones (reports are cumulative: a first report
+        // dates a few sources, a later one `min_sources`).
         let room = |s: &Self| match s.entries.get(&key) {
             Some(e) => match e.origins.iter().find(|o| o.origin == d.origin_partition) {
                 Some(o) => {
