@@ -680,7 +680,8 @@ pub struct DestinationSide {
     /// order, so an entry's completeness is judged on its own destination partition.
     newest_ts_ns: HashMap<(i32, i32), i64>,
     evictions: u64,
-    /// Records not merged because no room could be made.
+    /// Records not merged, or merged without the longer lists of named sources and first-packet times they
+    /// carry, because no room could be made.
     refused: u64,
     /// Bytes the tables may hold, and the heap of the entries (their origins and named sources).
     budget_bytes: usize,
@@ -765,24 +766,40 @@ impl DestinationSide {
             self.age_out(window_ns, out);
         }
         let key = (d.destination, d.window_start_ns);
-        // Whether merging `d` grows the tables within the budget: a new entry, or a new origin partition of an
-        // entry (the counts of an origin already there are replaced, its named sources capped at [`SAMPLES`]).
-        let dated =
-            vec_bytes::<i64>(d.first_packet_ns.len().min(usize::try_from(self.min_sources).unwrap_or(usize::MAX)));
+        // What the record's origin partition would hold: its named sources (at most [`SAMPLES`]) and first-packet
+        // times (at most `min_sources`).
+        let (mut samples, mut dates) =
+            (smallest_sources(&d.sample_sources), first_packets(&d.first_packet_ns, self.min_sources));
+        let listed = vec_bytes::<IpAddr>(samples.capacity()).saturating_add(vec_bytes::<i64>(dates.capacity()));
+        // A window that fires joins the open ones.
+        let opened = |s: &Self, e: &DestinationEntry| {
+            if e.fired { 0 } else { vec_growth::<(IpAddr, i64)>(s.open.len(), s.open.capacity()) }
+        };
+        // Whether merging `d` grows the tables within the budget: a new entry, a new origin partition of an entry,
+        // or the lists of an origin already there replaced by longer ones (reports are cumulative: a first report
+        // dates a few sources, a later one `min_sources`).
         let room = |s: &Self| match s.entries.get(&key) {
-            Some(e) if e.origins.iter().any(|o| o.origin == d.origin_partition) => true,
-            Some(e) => {
-                let growth = vec_growth::<OriginCounts>(e.origins.len(), e.origins.capacity())
-                    .saturating_add(vec_bytes::<IpAddr>(SAMPLES))
-                    .saturating_add(dated);
-                s.bytes().saturating_add(growth) <= s.budget_bytes
-            }
+            Some(e) => match e.origins.iter().find(|o| o.origin == d.origin_partition) {
+                Some(o) => {
+                    let held = vec_bytes::<IpAddr>(o.samples.capacity())
+                        .saturating_add(vec_bytes::<i64>(o.first_packets.capacity()));
+                    let lists = if d.packets < o.packets { 0 } else { listed.saturating_sub(held) };
+                    s.bytes().saturating_add(lists).saturating_add(opened(s, e)) <= s.budget_bytes
+                }
+                None => {
+                    let growth = vec_growth::<OriginCounts>(e.origins.len(), e.origins.capacity())
+                        .saturating_add(vec_bytes::<IpAddr>(SAMPLES))
+                        .saturating_add(listed)
+                        .saturating_add(opened(s, e));
+                    s.bytes().saturating_add(growth) <= s.budget_bytes
+                }
+            },
             None => {
                 let growth = table_growth::<((IpAddr, i64), DestinationEntry)>(s.entries.len(), s.entries.capacity())
                     .saturating_add(table_growth::<((i32, i32), i64)>(s.newest_ts_ns.len(), s.newest_ts_ns.capacity()))
                     .saturating_add(vec_growth::<(IpAddr, i64)>(s.open.len(), s.open.capacity()))
                     .saturating_add(ENTRY_HEAP_BYTES)
-                    .saturating_add(dated);
+                    .saturating_add(listed);
                 s.entries.len() < s.max_entries && s.bytes().saturating_add(growth) <= s.budget_bytes
             }
         };
@@ -798,16 +815,45 @@ impl DestinationSide {
             self.recount_heap_bytes();
             room(self)
         };
+        // An origin already held whose longer lists do not fit still has its counts merged (when the window, should
+        // it fire, fits among the open ones): it keeps as many of the smallest named sources and earliest
+        // first-packet times as its lists hold now (the window's crossing is then dated from fewer sources, see
+        // `DestinationEntry::crossing`).
+        let held = self.entries.get(&key).and_then(|e| {
+            let o = e.origins.iter().find(|o| o.origin == d.origin_partition)?;
+            let fits = self.bytes().saturating_add(opened(self, e)) <= self.budget_bytes;
+            Some((o.samples.capacity(), o.first_packets.capacity(), fits))
+        });
+        let merged = match held {
+            Some(_) if admitted => true,
+            Some((_, _, false)) => false,
+            Some((named, dated, true)) => {
+                samples.truncate(named);
+                samples.shrink_to_fit();
+                dates.truncate(dated);
+                dates.shrink_to_fit();
+                true
+            }
+            None => admitted,
+        };
         if !admitted {
             self.refused += 1;
-        } else if let Some(fired) = self.merge(key, d, partition, window_ns) {
-            out.push(fired);
+        }
+        if merged {
+            out.extend(self.merge(key, d, (samples, dates), partition, window_ns));
         }
         self.close_complete(out);
     }
 
     /// Merges `d` into the entry `key`; the first anomaly of the window when it qualifies now.
-    fn merge(&mut self, key: (IpAddr, i64), d: &DestinationStats, partition: i32, window_ns: i64) -> Option<Anomaly> {
+    fn merge(
+        &mut self,
+        key: (IpAddr, i64),
+        d: &DestinationStats,
+        (samples, dates): (Vec<IpAddr>, Vec<i64>),
+        partition: i32,
+        window_ns: i64,
+    ) -> Option<Anomaly> {
         let span = d.first_evidence_ns.map(|f| (f, d.last_evidence_ns.unwrap_or(d.last_ts_ns).max(f)));
         let e = self.entries.entry(key).or_default();
         let heap_before = e.heap_bytes();
@@ -818,9 +864,9 @@ impl DestinationSide {
                 // Reports are cumulative: the one with the most packets is the latest, and names its sources
                 // and dates its evidence.
                 if d.packets >= o.packets {
-                    o.samples = smallest_sources(&d.sample_sources);
+                    o.samples = samples;
                     o.span = span;
-                    o.first_packets = first_packets(&d.first_packet_ns, self.min_sources);
+                    o.first_packets = dates;
                 }
                 o.sources = o.sources.max(d.sources);
                 o.packets = o.packets.max(d.packets);
@@ -835,9 +881,9 @@ impl DestinationSide {
                 syn_packets: d.syn_packets,
                 bytes: d.bytes,
                 unlisted_packets: d.unlisted_packets,
-                samples: smallest_sources(&d.sample_sources),
+                samples,
                 span,
-                first_packets: first_packets(&d.first_packet_ns, self.min_sources),
+                first_packets: dates,
             }),
         }
         e.last_ts_ns = e.last_ts_ns.max(d.last_ts_ns);
@@ -1552,6 +1598,53 @@ mod tests {
         let mut dst = dst.with_budget(usize::MAX);
         dst.apply(&other, 0, &mut out);
         assert_eq!(dst.refused, 1, "merged when there is room");
+    }
+
+    #[test]
+    fn cumulative_reports_dating_more_sources_stay_within_the_budget() {
+        let cfg = VictimConfig::default();
+        let budget = 64 * 1024;
+        let mut dst = DestinationSide::new(&cfg).with_budget(budget);
+        let window_ns = cfg.window.as_nanos() as i64;
+        // One origin's cumulative reports of a destination: the first dates `sources` sources, the later one more.
+        let report = |destination: IpAddr, window_start_ns: i64, sources: u64| DestinationStats {
+            destination,
+            window_start_ns,
+            window_ns,
+            sources,
+            packets: sources * 2,
+            syn_packets: sources * 2,
+            sample_sources: (0..sources.min(16) as u32)
+                .map(|k| IpAddr::from((0x6400_0000u32 + k).to_be_bytes()))
+                .collect(),
+            last_ts_ns: window_start_ns + 1_000,
+            origin_partition: 1,
+            bytes: sources * 120,
+            first_evidence_ns: Some(window_start_ns),
+            last_evidence_ns: Some(window_start_ns + 1_000),
+            unlisted_packets: 0,
+            first_packet_ns: (0..sources as i64).map(|k| window_start_ns + k).collect(),
+        };
+        let (mut peak, mut fired) = (0, 0);
+        // 400 destinations under a spoofed flood in one window, every one reported first with 2 sources, then
+        // with `min_sources`.
+        let destinations: Vec<IpAddr> = (0..400u32).map(|i| IpAddr::from((0x0a00_0000u32 + i).to_be_bytes())).collect();
+        for sources in [2, cfg.min_sources] {
+            for &v in &destinations {
+                let mut out = Vec::new();
+                dst.apply(&report(v, T0, sources), 0, &mut out);
+                fired += out.len();
+                peak = peak.max(dst.bytes());
+                let held = dst.heap_bytes;
+                dst.recount_heap_bytes();
+                assert_eq!(dst.heap_bytes, held, "the counted bytes are the held ones");
+            }
+        }
+        println!("budget {budget}: peak bytes {peak}, entries {}, refused {}, fired {fired}", dst.len(), dst.refused);
+        assert!(peak <= budget, "{peak} bytes held, budget {budget}");
+        assert!(dst.refused > 0, "refused {}", dst.refused);
+        // An entry whose longer lists do not fit keeps counting: floods fire all the same.
+        assert!(fired > 0 && fired <= dst.len(), "fired {fired} of {} entries", dst.len());
     }
 
     #[test]
