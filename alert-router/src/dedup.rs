@@ -75,18 +75,14 @@ impl Ring {
         ring_bytes(self.order.capacity(), self.set_capacity)
     }
 
-    /// The capacities of the buffers with room for one more id, `limit` ids at most per buffer unless the set
-    /// needs more to keep room: a full ring doubles, a set out of room (ids or tombstones) is rebuilt with an
-    /// eighth to spare.
+    /// The capacities of the buffers with room for one more id: a full ring doubles, up to `limit` ids; a set out
+    /// of room (ids or tombstones) is rebuilt with an eighth to spare (its buckets, a power of two, double when
+    /// the ids fill them).
     fn grown(&self, limit: usize) -> (usize, usize) {
         let len = self.order.len();
         let order =
             if len < self.order.capacity() { self.order.capacity() } else { (2 * (len + 1)).min(limit).max(len + 1) };
-        let set = if self.set.len() < self.set.capacity() {
-            self.set_capacity
-        } else {
-            (2 * (len + 1)).min(limit).max(len + 1 + len / 8)
-        };
+        let set = if self.set.len() < self.set.capacity() { self.set_capacity } else { len + 1 + len / 8 };
         (order, set)
     }
 
