@@ -2,7 +2,8 @@
 //! bytes the suppression groups, the incidents and the deduplication ids report match what the allocator handed
 //! out, the per-entry figures the budget is sized with cover what an entry takes, and under a flood of distinct
 //! hosts with a small budget the tables stay within their shares (by the allocator's count) while the alerts of
-//! a host attacking throughout come out, every anomaly accounted for once and its incident kept whole.
+//! a host attacking throughout come out, every anomaly accounted for once and its incident kept whole; the
+//! deduplication ids of partitions filled in turn and left stay within their share by the allocator's count.
 //!
 //! `cargo test --release -p netanom-alert-router --test memory_budget -- --nocapture` prints the figures.
 
