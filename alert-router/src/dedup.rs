@@ -136,10 +136,8 @@ impl SeenIds {
             self.forget_oldest(partition);
             self.evictions.capacity += 1;
         }
-        if !self.partitions.contains_key(&partition) {
-            self.partitions.insert(partition, Ring::default());
-            self.map_capacity = self.map_capacity.max(self.partitions.capacity());
-        }
+        self.partitions.entry(partition).or_default();
+        self.map_capacity = self.map_capacity.max(self.partitions.capacity());
         // Room first, within the share, so neither buffer grows by itself past what is counted.
         loop {
             let Some(ring) = self.partitions.get(&partition) else { return true };
