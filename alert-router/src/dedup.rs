@@ -25,19 +25,28 @@ use std::hash::{Hash, Hasher};
 
 use netanom_schemas::bytes::{table_bytes, vec_bytes};
 
-/// Bytes budgeted per remembered id: the worst case of the ring (a power-of-two buffer of 8-byte fingerprints,
-/// up to twice the ids) and of the set (buckets of 8 bytes and a control byte, a power of two at most 7/8 full:
-/// up to 16/7 buckets per id), rounded up.
+/// Bytes budgeted per remembered id: the worst case of the ring (a buffer of 8-byte fingerprints, at most
+/// `dedup_ids` of them) and of the set (buckets of 8 bytes and a control byte, a power of two at most 7/8 full
+/// and built with an eighth to spare: up to 18/7 buckets per id), rounded up. One partition full fits in this.
 pub const ID_BUDGET_BYTES: usize = 40;
 
-/// The last `capacity` anomaly ids accounted for, per partition of the anomalies topic, and at most what the
-/// dedup share of the memory budget holds over all partitions (the longest partition's oldest id goes first).
+/// The last `capacity` anomaly ids accounted for, per partition of the anomalies topic, in at most the bytes of
+/// the dedup share over all partitions (the partition holding the most bytes, besides the one taking an id, gives
+/// way first).
+///
+/// The buffers are sized here, never by the collections themselves: a ring grows to twice its ids (up to
+/// `capacity`) when full, and a ring trimmed for the share to a quarter of its buffer gives half of it back, so
+/// the bytes counted are the bytes allocated and an abandoned partition does not keep what it once held.
 #[derive(Debug)]
 pub struct SeenIds {
     capacity: usize,
-    /// Ids at most over every partition.
-    max_total: usize,
+    /// Bytes at most over every partition (the dedup share).
+    share: usize,
     total: usize,
+    /// Bytes of the rings' buffers, summed.
+    ring_bytes: usize,
+    /// Highest capacity `partitions` had: its buckets stay allocated.
+    map_capacity: usize,
     partitions: HashMap<i32, Ring>,
     evictions: Evictions,
 }
@@ -47,7 +56,8 @@ pub struct SeenIds {
 pub struct Evictions {
     /// The partition held `dedup_ids` ids: its oldest went.
     pub capacity: u64,
-    /// All partitions together held what the dedup share fits: the longest partition's oldest went.
+    /// All partitions together held what the dedup share fits: the oldest ids of the partition holding the most
+    /// bytes went, down to a quarter of its buffer, which then shrank by half.
     pub budget: u64,
 }
 
@@ -55,19 +65,59 @@ pub struct Evictions {
 struct Ring {
     order: VecDeque<u64>,
     set: HashSet<u64>,
-    /// Highest capacity `set` had: its buckets stay allocated (and `capacity` shrinks as removed ids leave
-    /// tombstones until the table is rebuilt).
+    /// Capacity `set` was built with: its buckets stay allocated until it is rebuilt (its `capacity()` shrinks
+    /// as removed ids leave tombstones).
     set_capacity: usize,
 }
 
+impl Ring {
+    fn bytes(&self) -> usize {
+        ring_bytes(self.order.capacity(), self.set_capacity)
+    }
+
+    /// The capacities of the buffers with room for one more id: a full ring doubles, up to `limit` ids; a set out
+    /// of room (ids or tombstones) is rebuilt with an eighth to spare (its buckets, a power of two, double when
+    /// the ids fill them).
+    fn grown(&self, limit: usize) -> (usize, usize) {
+        let len = self.order.len();
+        let order =
+            if len < self.order.capacity() { self.order.capacity() } else { (2 * (len + 1)).min(limit).max(len + 1) };
+        let set = if self.set.len() < self.set.capacity() { self.set_capacity } else { len + 1 + len / 8 };
+        (order, set)
+    }
+
+    /// Gives the buffers these capacities (the set is rebuilt when its capacity changes or it is out of room).
+    fn resize(&mut self, order: usize, set: usize) {
+        if order > self.order.capacity() {
+            self.order.reserve_exact(order - self.order.len());
+        } else if order < self.order.capacity() {
+            self.order.shrink_to(order);
+        }
+        if set != self.set_capacity || self.set.len() >= self.set.capacity() {
+            let mut rebuilt = HashSet::with_capacity(set);
+            rebuilt.extend(self.order.iter().copied());
+            self.set = rebuilt;
+            self.set_capacity = self.set.capacity();
+        }
+    }
+}
+
+/// Bytes of a ring's buffers at these capacities (a set built with `set` has at least 4 buckets, 3 ids).
+fn ring_bytes(order: usize, set: usize) -> usize {
+    let set = if set == 0 { 0 } else { set.max(3) };
+    vec_bytes::<u64>(order) + table_bytes::<u64>(set)
+}
+
 impl SeenIds {
-    /// Remembers up to `capacity` ids per partition (0: no deduplication), and up to what `share` bytes hold at
-    /// [`ID_BUDGET_BYTES`] each over all partitions.
+    /// Remembers up to `capacity` ids per partition (0: no deduplication), in at most `share` bytes over all
+    /// partitions.
     pub fn new(capacity: usize, share: usize) -> Self {
         Self {
             capacity,
-            max_total: (share / ID_BUDGET_BYTES).max(1),
+            share,
             total: 0,
+            ring_bytes: 0,
+            map_capacity: 0,
             partitions: HashMap::new(),
             evictions: Evictions::default(),
         }
@@ -82,23 +132,34 @@ impl SeenIds {
         if self.partitions.get(&partition).is_some_and(|r| r.set.contains(&fingerprint)) {
             return false;
         }
-        // Room first, so neither buffer grows past what the bounds count.
         if self.partitions.get(&partition).is_some_and(|r| r.order.len() >= self.capacity) {
             self.forget_oldest(partition);
             self.evictions.capacity += 1;
         }
-        if self.total >= self.max_total {
-            let longest = self.partitions.iter().max_by_key(|(_, r)| r.order.len()).map(|(p, _)| *p);
-            if let Some(longest) = longest {
-                self.forget_oldest(longest);
-                self.evictions.budget += 1;
+        self.partitions.entry(partition).or_default();
+        self.map_capacity = self.map_capacity.max(self.partitions.capacity());
+        // Room first, within the share, so neither buffer grows by itself past what is counted.
+        loop {
+            let Some(ring) = self.partitions.get(&partition) else { return true };
+            let (order, set) = ring.grown(self.capacity);
+            let (now, then) = (ring.bytes(), ring_bytes(order, set));
+            if self.bytes() - now + then <= self.share {
+                if let Some(ring) = self.partitions.get_mut(&partition) {
+                    ring.resize(order, set);
+                    self.ring_bytes = self.ring_bytes - now + ring.bytes();
+                }
+                break;
+            }
+            if !self.trim_largest(partition) {
+                // Even with nothing else held the id does not fit the share: it is not remembered.
+                return true;
             }
         }
-        let ring = self.partitions.entry(partition).or_default();
-        ring.set.insert(fingerprint);
-        ring.set_capacity = ring.set_capacity.max(ring.set.capacity());
-        ring.order.push_back(fingerprint);
-        self.total += 1;
+        if let Some(ring) = self.partitions.get_mut(&partition) {
+            ring.set.insert(fingerprint);
+            ring.order.push_back(fingerprint);
+            self.total += 1;
+        }
         true
     }
 
@@ -111,10 +172,33 @@ impl SeenIds {
         }
     }
 
+    /// For the share: the partition holding the most bytes besides `growing` (or `growing` itself when it alone
+    /// holds any) forgets its oldest ids down to a quarter of its ring's buffer and halves its buffers, so a
+    /// partition trimmed slowly does not reallocate per id. False when no partition holds any.
+    fn trim_largest(&mut self, growing: i32) -> bool {
+        let Some((_, ring)) =
+            self.partitions.iter_mut().filter(|(_, r)| r.bytes() > 0).max_by_key(|(p, r)| (**p != growing, r.bytes()))
+        else {
+            return false;
+        };
+        let before = ring.bytes();
+        let keep = ring.order.len().min(ring.order.capacity() / 4);
+        let gone = ring.order.len() - keep;
+        for oldest in ring.order.drain(..gone) {
+            ring.set.remove(&oldest);
+        }
+        ring.resize(2 * keep, (2 * keep).min(ring.set_capacity));
+        self.ring_bytes = self.ring_bytes - before + ring.bytes();
+        self.total -= gone;
+        self.evictions.budget += gone as u64;
+        true
+    }
+
     /// Forgets the ids of `partition`.
     pub fn forget(&mut self, partition: i32) {
         if let Some(ring) = self.partitions.remove(&partition) {
             self.total -= ring.order.len();
+            self.ring_bytes -= ring.bytes();
         }
     }
 
@@ -128,16 +212,10 @@ impl SeenIds {
         self.evictions
     }
 
-    /// Bytes the ids hold: each partition's ring and set from their capacities.
+    /// Bytes the ids hold: the partitions' table and each partition's ring and set from their capacities; at most
+    /// the share.
     pub fn bytes(&self) -> usize {
-        table_bytes::<(i32, Ring)>(self.partitions.capacity())
-            + self
-                .partitions
-                .values()
-                .map(|r| {
-                    vec_bytes::<u64>(r.order.capacity()) + table_bytes::<u64>(r.set_capacity.max(r.set.capacity()))
-                })
-                .sum::<usize>()
+        table_bytes::<(i32, Ring)>(self.map_capacity) + self.ring_bytes
     }
 
     /// True when no id is held.
@@ -283,20 +361,49 @@ mod tests {
     }
 
     #[test]
-    fn the_ids_of_all_partitions_stay_within_the_share_the_longest_giving_way() {
-        // 10 ids at most over all partitions, 8 per partition.
-        let mut seen = SeenIds::new(8, 10 * ID_BUDGET_BYTES);
-        for i in 0..8 {
+    fn the_ids_of_all_partitions_stay_within_the_share_the_largest_giving_way() {
+        // One partition full fits the share (as the configuration requires), two do not.
+        let share = 64 * ID_BUDGET_BYTES;
+        let mut seen = SeenIds::new(64, share);
+        for i in 0..64 {
             assert!(seen.insert(0, &format!("a{i}")));
         }
-        for i in 0..4 {
+        assert_eq!(seen.evictions(), Evictions::default(), "one partition full fits: {} bytes", seen.bytes());
+        for i in 0..32 {
             assert!(seen.insert(1, &format!("b{i}")));
+            assert!(seen.bytes() <= share, "{} bytes over {share}", seen.bytes());
         }
-        assert_eq!(seen.len(), 10);
-        assert_eq!(seen.evictions(), Evictions { capacity: 0, budget: 2 }, "partition 0 was the longest");
-        assert!(!seen.insert(1, "b0"), "the shorter partition kept its ids");
-        assert!(seen.insert(0, "a0"), "the longest partition's oldest went");
-        assert!(seen.bytes() <= 10 * ID_BUDGET_BYTES + table_bytes::<(i32, Ring)>(2), "{} bytes", seen.bytes());
+        let evictions = seen.evictions();
+        assert_eq!(evictions.capacity, 0);
+        assert_eq!(evictions.budget, 48, "partition 0 gave its oldest ids down to a quarter of its buffer");
+        assert_eq!(seen.len(), 16 + 32);
+        assert!((0..32).all(|i| !seen.insert(1, &format!("b{i}"))), "the growing partition kept its ids");
+        assert!((48..64).all(|i| !seen.insert(0, &format!("a{i}"))), "partition 0 kept its newest ids");
+        assert!(seen.insert(0, "a0"), "partition 0's oldest went");
+    }
+
+    #[test]
+    fn traffic_moving_across_partitions_stays_within_the_share_and_newest_ids_are_still_duplicates() {
+        // Each partition filled past its capacity and then abandoned for the next: an abandoned partition gives
+        // its buffers back when it is trimmed, so the bytes stay within the share however many partitions pass.
+        let (capacity, share) = (1024, 1024 * ID_BUDGET_BYTES);
+        let mut seen = SeenIds::new(capacity, share);
+        let mut peak = 0;
+        for p in 0..40 {
+            for i in 0..capacity + 100 {
+                assert!(seen.insert(p, &format!("{p}:{i}")));
+                peak = peak.max(seen.bytes());
+                assert!(seen.bytes() <= share, "partition {p}, id {i}: {} bytes over {share}", seen.bytes());
+            }
+            let newest = (capacity + 100 - 64..capacity + 100).map(|i| format!("{p}:{i}"));
+            for id in newest {
+                assert!(!seen.insert(p, &id), "{id} was seen last in partition {p}: a duplicate");
+            }
+        }
+        let evictions = seen.evictions();
+        assert_eq!(evictions.capacity, 40 * 100);
+        assert!(evictions.budget > 39 * capacity as u64 / 2, "the abandoned partitions gave way: {evictions:?}");
+        assert!(peak > share / 2, "the share was used: {peak} of {share}");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! bytes the suppression groups, the incidents and the deduplication ids report match what the allocator handed
 //! out, the per-entry figures the budget is sized with cover what an entry takes, and under a flood of distinct
 //! hosts with a small budget the tables stay within their shares (by the allocator's count) while the alerts of
-//! a host attacking throughout come out, every anomaly accounted for once and its incident kept whole.
+//! a host attacking throughout come out, every anomaly accounted for once and its incident kept whole; the
+//! deduplication ids of partitions filled in turn and left stay within their share by the allocator's count.
 //!
 //! `cargo test --release -p netanom-alert-router --test memory_budget -- --nocapture` prints the figures.
 
@@ -247,4 +248,52 @@ fn a_flood_of_distinct_hosts_stays_within_the_budget_and_the_attackers_alerts_co
     assert_eq!(attacker_ids.len(), 1, "the attacker's incident stayed open through the flood: {attacker_ids:?}");
     let last = last_attacker.expect("the attacker was alerted");
     assert!(last.final_revision && last.kinds.len() == 3, "its closing revision has all three kinds: {last:?}");
+}
+
+#[test]
+fn dedup_ids_moving_across_partitions_stay_within_the_share_by_the_allocators_count() {
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    // A 1 MiB share (a 4 MiB budget) with the most ids per partition it fits; 64 partitions each filled past
+    // that and then abandoned for the next, none revoked.
+    let share = Shares::of(4).dedup;
+    let per_partition = share / ID_BUDGET_BYTES;
+    const PARTITIONS: i32 = 64;
+    let mut id = String::with_capacity(64);
+    let mut seen = SeenIds::new(per_partition, share);
+    let region = Region::new(GLOBAL);
+    let (mut peak_reported, mut peak_held, mut worst_gap) = (0usize, 0i64, 0i64);
+    for p in 0..PARTITIONS {
+        for n in 0..per_partition + per_partition / 4 {
+            use std::fmt::Write as _;
+            id.clear();
+            let _ = write!(id, "fanout:{}:{T0}", host(p as u32 * 1_000_000 + n as u32));
+            assert!(seen.insert(p, &id));
+            if n % 257 == 0 {
+                let (reported, allocated) = (seen.bytes(), held(&region));
+                assert!(reported <= share, "partition {p}: {reported} bytes reported, over the share {share}");
+                assert!(
+                    (reported as i64 - allocated).abs() <= allocated / 10,
+                    "partition {p}: reported {reported} vs allocated {allocated}"
+                );
+                peak_reported = peak_reported.max(reported);
+                peak_held = peak_held.max(allocated);
+                worst_gap = worst_gap.max((reported as i64 - allocated).abs());
+            }
+        }
+        // The newest ids of the partition just filled are still duplicates.
+        for n in per_partition + per_partition / 4 - 1000..per_partition + per_partition / 4 {
+            use std::fmt::Write as _;
+            id.clear();
+            let _ = write!(id, "fanout:{}:{T0}", host(p as u32 * 1_000_000 + n as u32));
+            assert!(!seen.insert(p, &id), "{id} was seen last in partition {p}");
+        }
+    }
+    println!(
+        "{PARTITIONS} partitions of {per_partition} ids in turn through a {share}-byte share: peak reported {peak_reported}, \
+         allocator's peak {peak_held}, largest gap {worst_gap}; {} ids held; evictions {:?}",
+        seen.len(),
+        seen.evictions()
+    );
+    assert!(peak_held <= share as i64 + share as i64 / 10, "the allocator counted {peak_held} bytes");
+    assert!(seen.evictions().budget > (PARTITIONS as u64 - 2) * per_partition as u64 / 2, "{:?}", seen.evictions());
 }
